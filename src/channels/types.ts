@@ -1,0 +1,45 @@
+/**
+ * channels/types.ts — the contract between the queue manager and a delivery channel.
+ *
+ * A channel delivers one message to a group of recipients sharing one route, and reports one
+ * result per recipient. It never throws for delivery problems: connection failures, timeouts
+ * and 4xx replies become `deferred`, 5xx become `failed`. It throws only for bugs.
+ */
+import type { Route } from '../router/types.ts';
+
+export interface DeliveryRecipient {
+  /** Index of the recipient in the envelope (stable key for durable status). */
+  index: number;
+  address: string;
+  /** Original recipient (for DSN ORCPT and Delivered-To). */
+  original: string;
+}
+
+export interface DeliveryJob {
+  queueId: string;
+  sender: string;
+  recipients: DeliveryRecipient[];
+  route: Route;
+  /** The whole message as received (with our Received: header). */
+  message: Buffer;
+  body8bit?: boolean;
+  smtputf8?: boolean;
+  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
+}
+
+export type RecipientOutcome = 'delivered' | 'deferred' | 'failed';
+
+export interface RecipientResult {
+  index: number;
+  outcome: RecipientOutcome;
+  /** The reply as a mail administrator wants to read it: "250 2.0.0 Ok queued as X", "connect ECONNREFUSED 127.0.0.1:25". */
+  reply: string;
+  /** Next hop that gave the reply: "mx.example.net[192.0.2.1]:25", "maildir:/var/mail/x". */
+  via: string;
+}
+
+export interface Channel {
+  deliver(job: DeliveryJob): Promise<RecipientResult[]>;
+  /** Close cached connections (shutdown). */
+  close?(): Promise<void>;
+}

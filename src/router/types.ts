@@ -1,0 +1,55 @@
+/**
+ * router/types.ts — the router interface that tables (now) and the LDAP directory (later) fill.
+ *
+ * Two questions are asked of a router:
+ *  - at RCPT time, `resolveRecipient`: is this address ours, relayable, or unknown; and to which
+ *    final addresses does it expand (aliases, lists — recursive, loop-safe)?
+ *  - at delivery time, `routeAddress`: which channel and next hop carries a final address?
+ * A lookup that cannot be answered (file unreadable, directory down) throws TempLookupError:
+ * the caller answers 451 or defers; it never bounces.
+ */
+
+/** Where one final address goes. */
+export type Route =
+  | { type: 'maildir'; path: string }
+  /** SMTP to a fixed host (transport map `smtp:[host]:port`, or the relay host): no MX lookup. */
+  | { type: 'smtp'; host: string; port: number; mx: false }
+  /** SMTP by MX lookup of `domain` (transport map `smtp:domain` without brackets, or default). */
+  | { type: 'smtp'; domain: string; port: number; mx: true }
+  | { type: 'lmtp'; host: string; port: number }
+  /** The transport map says this domain's mail is refused (`error:text`). */
+  | { type: 'error'; message: string };
+
+/** Result of checking a recipient at RCPT time. */
+export type RecipientResolution =
+  /** Local domain, address known: deliver to these final addresses (after alias/list expansion). */
+  | { type: 'local'; addresses: string[] }
+  /** Domain we relay for (relay_domains or transport map), or a remote domain: route later. */
+  | { type: 'relay'; addresses: string[]; authorizedOnly: boolean }
+  /** Local domain, no such user. */
+  | { type: 'unknown-user' }
+  /** An alias expansion loops or exceeds the limits: refuse with a clear reason. */
+  | { type: 'invalid'; reason: string };
+
+export interface Router {
+  /**
+   * Resolve a RCPT address. `authorizedOnly: true` on a relay result means the domain is not
+   * one of ours, so only clients in relay networks or authenticated ones may send to it.
+   * Throws TempLookupError when the answer cannot be known now.
+   */
+  resolveRecipient(address: string): Promise<RecipientResolution>;
+  /** Route a final address to a channel/next hop. Throws TempLookupError when unknown now. */
+  routeAddress(address: string): Promise<Route>;
+  /** Reload tables (SIGHUP). Keeps the old data if the new data does not load, and throws. */
+  reload(): Promise<void>;
+}
+
+/** Key for per-destination concurrency and backoff: the next hop a Route goes to. */
+export function routeKey(route: Route): string {
+  switch (route.type) {
+    case 'maildir': return 'maildir';
+    case 'smtp': return route.mx ? `smtp:${route.domain}:${route.port}` : `smtp:[${route.host}]:${route.port}`;
+    case 'lmtp': return `lmtp:${route.host}:${route.port}`;
+    case 'error': return 'error';
+  }
+}
