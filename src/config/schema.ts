@@ -1,0 +1,118 @@
+/**
+ * config/schema.ts — the one documented configuration file, as a zod schema.
+ *
+ * Exports: configSchema, TandemConfig (the parsed, typed config with units converted:
+ * durations in ms, sizes in bytes, addresses as {host, port}).
+ * Every key has a default here and a line in docs/configuration.md; keep both in step.
+ */
+import { z } from 'zod';
+import { parseDuration, parseSize } from '../util/units.ts';
+
+/** "host:port", "[::1]:25" → {host, port}; port 0 = any free port. */
+export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:\s]+)(?::(\d+))?$/.exec(text);
+  if (!m || (m[2] === undefined && defaultPort === undefined)) {
+    throw new Error(`"${text}" is not HOST:PORT (IPv6 as [::1]:25)`);
+  }
+  const port = m[2] === undefined ? defaultPort! : Number(m[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port ${m[2]} is out of range 0-65535`);
+  return { host: m[1], port };
+}
+
+const duration = (def: string) =>
+  z.union([z.string(), z.number()]).default(def).transform((v, ctx) => {
+    try { return parseDuration(v); } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
+    }
+  });
+const size = (def: string) =>
+  z.union([z.string(), z.number()]).default(def).transform((v, ctx) => {
+    try { return parseSize(v); } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
+    }
+  });
+const hostPort = (defaultPort?: number) =>
+  z.string().transform((v, ctx) => {
+    try { return parseHostPort(v, defaultPort); } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
+    }
+  });
+
+const nodeId = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'node ids are 1-32 characters: a-z, 0-9, "_" and "-", starting with a letter or digit');
+
+export const configSchema = z.object({
+  node: z.object({
+    id: nodeId.default('node1'),
+    /** Our name in the greeting, Received: headers, EHLO and DSNs. */
+    hostname: z.string().min(1).default('localhost'),
+  }).strict().default({}),
+  smtp: z.object({
+    listen: hostPort(25).default('127.0.0.1:2525'),
+    banner: z.string().default('Tandem ESMTP'),
+    proxy_protocol: z.boolean().default(false),
+    max_message_size: size('25MiB'),
+    max_recipients: z.number().int().min(1).max(100000).default(1000),
+    max_connections: z.number().int().min(1).max(100000).default(500),
+    max_line_length: z.number().int().min(1000).max(1_000_000).default(4096),
+    socket_timeout: duration('300s'),
+    tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+    /** Table of user → scrypt hash; AUTH is offered only after STARTTLS. */
+    auth_passwords: z.string().optional(),
+  }).strict().default({}),
+  spool: z.object({
+    /** The node's spool is <root>/<node id>. */
+    root: z.string().default('./var/spool'),
+  }).strict().default({}),
+  relay: z.object({
+    /** Smarthost for all non-local mail, like Postfix relayhost. */
+    host: hostPort(25).optional(),
+    /** Clients in these networks may relay to any domain. */
+    networks: z.array(z.string()).default(['127.0.0.0/8', '::1/128']),
+    domains: z.array(z.string()).default([]),
+  }).strict().default({}),
+  tables: z.object({
+    local_domains: z.string().optional(),
+    virtual_mailboxes: z.string().optional(),
+    aliases: z.string().optional(),
+    transport: z.string().optional(),
+    relay_domains: z.string().optional(),
+    relay_networks: z.string().optional(),
+  }).strict().default({}),
+  local: z.object({
+    domains: z.array(z.string()).default([]),
+    /** Relative mailbox paths in virtual_mailboxes are under this folder. */
+    maildir_root: z.string().default('./var/mail'),
+  }).strict().default({}),
+  queue: z.object({
+    max_lifetime: duration('5d'),
+    /** Send a delay DSN once when a message has waited this long; 0 = never. */
+    delay_warning: duration('0s'),
+    min_backoff: duration('300s'),
+    max_backoff: duration('4000s'),
+    destination_concurrency: z.number().int().min(1).max(1000).default(20),
+    total_concurrency: z.number().int().min(1).max(10000).default(100),
+    /** Recipients per delivery transaction to one destination. */
+    destination_recipient_limit: z.number().int().min(1).max(10000).default(50),
+  }).strict().default({}),
+  delivery: z.object({
+    connect_timeout: duration('30s'),
+    command_timeout: duration('300s'),
+    /** Verify the next hop's TLS certificate (false = opportunistic TLS, as Postfix "may"). */
+    tls_verify: z.boolean().default(false),
+  }).strict().default({}),
+  tracking: z.object({
+    /** Message tracking log (JSON lines); "" disables it. */
+    path: z.string().default('./var/log/tracking.log'),
+  }).strict().default({}),
+  admin: z.object({
+    listen: hostPort().optional(),
+    /** Bearer token for the admin API; without it only loopback clients may use it. */
+    token: z.string().optional(),
+  }).strict().default({}),
+  log: z.object({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  }).strict().default({}),
+}).strict();
+
+export type TandemConfig = z.output<typeof configSchema>;
+export type TandemConfigInput = z.input<typeof configSchema>;

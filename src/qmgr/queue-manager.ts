@@ -1,0 +1,452 @@
+/**
+ * qmgr/queue-manager.ts — schedules deliveries from one spool.
+ *
+ * Exports: QueueManager, QueueManagerDeps, MessageSummary.
+ *
+ * Life of a message: the receiver commits it to incoming/ and calls enqueue(); the manager
+ * moves it to active/, reads it, routes each pending recipient, groups them by next hop and
+ * hands each group to a channel under two limits (queue.destination_concurrency per next hop,
+ * queue.total_concurrency overall). Results are appended to the queue file (fdatasync) before
+ * anything else happens, so a restart — or a takeover by another node — re-sends only to
+ * recipients not yet done (at-least-once: a crash between the next hop's 250 and that append
+ * re-sends those recipients). Failed recipients get a DSN (RFC 3464) to the sender, never to
+ * the null sender; the DSN is committed to the spool before the failure is recorded. When
+ * recipients remain, the message goes to deferred/ with exponential backoff; past
+ * queue.max_lifetime the rest expire with a DSN. A message with nothing pending is removed
+ * (unlink + folder fsync). Operator actions (hold, release, delete, flush) wait for an
+ * attempt in progress to end.
+ *
+ * The manager needs only a Spool: a secondary process over a dead node's spool runs the same
+ * class with no receiver.
+ * Reads config keys: queue.*, node.hostname.
+ */
+import type { Logger } from 'pino';
+import type { TandemConfig } from '../config/schema.ts';
+import type { Spool, QueueFile } from '../spool/index.ts';
+import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
+import { routeKey, type Router, type Route } from '../router/types.ts';
+import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
+import type { TrackingLog } from '../track/tracking-log.ts';
+import { TempLookupError } from '../util/errors.ts';
+import { Semaphore } from '../util/semaphore.ts';
+import { nextBackoff } from './backoff.ts';
+import { buildDsn } from './dsn.ts';
+import { formatDuration } from '../util/units.ts';
+
+export interface QueueManagerDeps {
+  config: TandemConfig;
+  spool: Spool;
+  router: Router;
+  channelFor(route: Route): Channel;
+  tracking: TrackingLog;
+  logger: Logger;
+  metrics?: QueueMetrics;
+  now?: () => number;
+  random?: () => number;
+}
+
+export interface QueueMetrics {
+  delivery(outcome: 'delivered' | 'deferred' | 'failed' | 'expired', channel: string, seconds?: number): void;
+  dsn(kind: string): void;
+}
+
+/** In-memory view of one queued message. */
+interface Entry {
+  state: QueueState;
+  busy: boolean;
+  timer?: NodeJS.Timeout;
+  nextAttemptAt?: number;
+  /** Operator action requested while an attempt was running. */
+  after?: 'hold' | 'delete';
+}
+
+export interface MessageSummary {
+  queueId: string;
+  state: QueueState;
+  busy: boolean;
+  nextAttemptAt?: number;
+}
+
+type Outcome = RecipientResult & { route?: Route };
+
+export class QueueManager {
+  private entries = new Map<string, Entry>();
+  private ready: string[] = [];
+  private running = 0;
+  private stopping = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly total: Semaphore;
+  private readonly perDestination = new Map<string, Semaphore>();
+  private readonly now: () => number;
+  /** How many messages may be read into memory and worked on at once. */
+  private readonly activeLimit: number;
+
+  constructor(private readonly deps: QueueManagerDeps) {
+    this.total = new Semaphore(deps.config.queue.total_concurrency);
+    this.now = deps.now ?? Date.now;
+    this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
+  }
+
+  /** Recover the spool and schedule everything in it (hold/ stays held). */
+  async start(): Promise<{ queued: number; quarantined: number }> {
+    const { entries, quarantined } = await this.deps.spool.recover();
+    for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
+    for (const e of entries) {
+      if (e.state === 'corrupt') continue;
+      this.entries.set(e.queueId, { state: e.state, busy: false });
+      if (e.state !== 'hold') this.ready.push(e.queueId);
+    }
+    this.pump();
+    return { queued: entries.length, quarantined: quarantined.length };
+  }
+
+  /** A message just committed to incoming/ by the receiver. */
+  enqueue(queueId: string): void {
+    if (this.stopping) return; // picked up from incoming/ at the next start
+    this.entries.set(queueId, { state: 'incoming', busy: false });
+    this.ready.push(queueId);
+    this.pump();
+  }
+
+  /** Stop starting attempts; wait for those under way to be recorded. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
+    if (this.running > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+  }
+
+  list(): MessageSummary[] {
+    return [...this.entries].map(([queueId, e]) => ({ queueId, state: e.state, busy: e.busy, ...(e.nextAttemptAt ? { nextAttemptAt: e.nextAttemptAt } : {}) }));
+  }
+
+  counts(): Record<string, number> {
+    const c: Record<string, number> = { incoming: 0, active: 0, deferred: 0, hold: 0 };
+    for (const e of this.entries.values()) c[e.state] = (c[e.state] ?? 0) + 1;
+    return c;
+  }
+
+  /** Try every deferred message now (`tandem queue flush`). Returns how many. */
+  flush(): number {
+    let n = 0;
+    for (const [id, e] of this.entries) {
+      if (e.state === 'deferred' && !e.busy) {
+        if (e.timer) clearTimeout(e.timer);
+        e.timer = undefined;
+        e.nextAttemptAt = undefined;
+        this.ready.push(id);
+        n++;
+      }
+    }
+    this.pump();
+    return n;
+  }
+
+  /** Put a message on hold: it stays queued, nothing is delivered until released. */
+  async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
+    const e = this.requireEntry(queueId);
+    if (e.state === 'hold') return 'already';
+    if (e.busy) { e.after = 'hold'; return 'pending'; }
+    await this.moveToHold(queueId, e);
+    return 'held';
+  }
+
+  async release(queueId: string): Promise<'released' | 'not-held'> {
+    const e = this.requireEntry(queueId);
+    if (e.state !== 'hold') return 'not-held';
+    await this.deps.spool.move(queueId, 'hold', 'deferred');
+    e.state = 'deferred';
+    this.deps.tracking.record({ event: 'released', queueId });
+    this.ready.push(queueId);
+    this.pump();
+    return 'released';
+  }
+
+  /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
+  async remove(queueId: string): Promise<'deleted' | 'pending'> {
+    const e = this.requireEntry(queueId);
+    if (e.busy) { e.after = 'delete'; return 'pending'; }
+    await this.deleteNow(queueId, e);
+    return 'deleted';
+  }
+
+  has(queueId: string): boolean {
+    return this.entries.has(queueId);
+  }
+
+  private requireEntry(queueId: string): Entry {
+    const e = this.entries.get(queueId);
+    if (!e) throw Object.assign(new Error(`no message ${queueId} in the queue`), { code: 'ENOMSG' });
+    return e;
+  }
+
+  private async moveToHold(queueId: string, e: Entry): Promise<void> {
+    if (e.timer) clearTimeout(e.timer);
+    e.timer = undefined;
+    this.ready = this.ready.filter((id) => id !== queueId);
+    await this.deps.spool.move(queueId, e.state, 'hold');
+    e.state = 'hold';
+    this.deps.tracking.record({ event: 'held', queueId });
+  }
+
+  private async deleteNow(queueId: string, e: Entry): Promise<void> {
+    if (e.timer) clearTimeout(e.timer);
+    this.ready = this.ready.filter((id) => id !== queueId);
+    await this.deps.spool.remove(queueId, e.state);
+    this.entries.delete(queueId);
+    this.deps.tracking.record({ event: 'deleted', queueId });
+  }
+
+  /** Start attempts for ready messages up to the active limit. */
+  private pump(): void {
+    while (!this.stopping && this.running < this.activeLimit && this.ready.length) {
+      const id = this.ready.shift()!;
+      const e = this.entries.get(id);
+      if (!e || e.busy || e.state === 'hold') continue;
+      e.busy = true;
+      this.running++;
+      this.attempt(id, e)
+        .catch((err) => {
+          // an environment failure (spool I/O): keep the message, try again later
+          this.deps.logger.error({ queueId: id, err: String(err?.stack ?? err) }, 'delivery attempt failed; will retry');
+          if (this.entries.get(id) === e) this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
+        })
+        .finally(() => {
+          e.busy = false;
+          this.running--;
+          void this.applyAfter(id, e);
+          if (this.running === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
+          this.pump();
+        });
+    }
+  }
+
+  private async applyAfter(id: string, e: Entry): Promise<void> {
+    const action = e.after;
+    e.after = undefined;
+    if (!action || this.entries.get(id) !== e) return;
+    try {
+      if (action === 'hold') await this.moveToHold(id, e);
+      else await this.deleteNow(id, e);
+    } catch (err) {
+      this.deps.logger.error({ queueId: id, action, err: String(err) }, 'operator action failed');
+    }
+  }
+
+  private schedule(id: string, e: Entry, at: number): void {
+    if (this.stopping) return;
+    if (e.timer) clearTimeout(e.timer);
+    e.nextAttemptAt = at;
+    e.timer = setTimeout(() => {
+      e.timer = undefined;
+      e.nextAttemptAt = undefined;
+      this.ready.push(id);
+      this.pump();
+    }, Math.max(0, at - this.now()));
+    e.timer.unref?.();
+  }
+
+  /** One delivery attempt of one message. */
+  private async attempt(id: string, e: Entry): Promise<void> {
+    const spool = this.deps.spool;
+    if (e.state === 'incoming') {
+      await spool.move(id, 'incoming', 'active');
+      e.state = 'active';
+    }
+    let qf: QueueFile;
+    try {
+      qf = await spool.read(id, e.state);
+    } catch (err) {
+      if ((err as Error).name === 'CorruptQueueFileError') {
+        await spool.quarantine(id, e.state, (err as Error).message);
+        this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: (err as Error).message });
+        this.entries.delete(id);
+        return;
+      }
+      throw err;
+    }
+    const env = qf.envelope;
+    const pending = qf.pending;
+    if (pending.length === 0) return this.finish(id, e);
+
+    const now = this.now();
+    if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
+      await this.expire(qf, e);
+      return this.finish(id, e);
+    }
+
+    const outcomes = await this.deliverPending(qf, pending);
+    await this.recordOutcomes(qf, outcomes);
+    const stillPending = outcomes.filter((o) => o.outcome === 'deferred');
+    if (stillPending.length === 0) return this.finish(id, e);
+    await this.defer(qf, e, stillPending);
+  }
+
+  /** Route pending recipients, group by next hop, deliver the groups in parallel. */
+  private async deliverPending(qf: QueueFile, pending: number[]): Promise<Outcome[]> {
+    const env = qf.envelope;
+    const groups = new Map<string, { route: Route; rcpts: DeliveryRecipient[] }>();
+    const outcomes: Outcome[] = [];
+    for (const index of pending) {
+      const r = env.recipients[index];
+      let route: Route;
+      try {
+        route = await this.deps.router.routeAddress(r.address);
+      } catch (err) {
+        if (!(err instanceof TempLookupError)) throw err;
+        outcomes.push({ index, outcome: 'deferred', reply: `4.3.0 routing lookup failed: ${err.message}`, via: 'router' });
+        continue;
+      }
+      const key = routeKey(route);
+      let g = groups.get(key);
+      if (!g) groups.set(key, (g = { route, rcpts: [] }));
+      g.rcpts.push({ index, address: r.address, original: r.original });
+    }
+    const limit = this.deps.config.queue.destination_recipient_limit;
+    const jobs: Promise<Outcome[]>[] = [];
+    for (const [key, g] of groups) {
+      for (let i = 0; i < g.rcpts.length; i += limit) {
+        jobs.push(this.deliverGroup(qf, key, g.route, g.rcpts.slice(i, i + limit)));
+      }
+    }
+    for (const results of await Promise.all(jobs)) outcomes.push(...results);
+    return outcomes;
+  }
+
+  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[]): Promise<Outcome[]> {
+    let sem = this.perDestination.get(key);
+    if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
+    const env = qf.envelope;
+    const started = this.now();
+    const results = await sem.run(() => this.total.run(() => this.deps.channelFor(route).deliver({
+      queueId: env.queueId,
+      sender: env.sender,
+      recipients: rcpts,
+      route,
+      message: qf.message,
+      ...(env.body8bit ? { body8bit: true } : {}),
+      ...(env.smtputf8 ? { smtputf8: true } : {}),
+      ...(env.dsn ? { dsn: env.dsn } : {}),
+    })));
+    const seconds = (this.now() - started) / 1000;
+    for (const r of results) this.deps.metrics?.delivery(r.outcome, route.type, seconds);
+    return results.map((r) => ({ ...r, route }));
+  }
+
+  /** Durably record final outcomes; send DSNs for failures first. */
+  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[]): Promise<void> {
+    const env = qf.envelope;
+    const at = this.now();
+    const failed = outcomes.filter((o) => o.outcome === 'failed');
+    const dsnSent = failed.length > 0 ? await this.sendDsn(qf, 'failure', failed.map((o) => ({ index: o.index, reply: o.reply, via: o.via }))) : false;
+    const records: RecipientStatus[] = [];
+    for (const o of outcomes) {
+      const r = env.recipients[o.index];
+      const common = { queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: r.address, ...(r.original !== r.address ? { original: r.original } : {}), nexthop: o.via, reply: o.reply };
+      if (o.outcome === 'delivered') {
+        records.push({ index: o.index, type: 'delivered', at, reply: o.reply, via: o.via });
+        this.deps.tracking.record({ event: 'delivered', ...common, delay: (at - env.arrivedAt) / 1000 });
+      } else if (o.outcome === 'failed') {
+        records.push({ index: o.index, type: 'failed', at, reply: o.reply, via: o.via, dsnSent });
+        this.deps.tracking.record({ event: 'bounced', ...common });
+      } else {
+        this.deps.tracking.record({ event: 'deferred', ...common });
+      }
+    }
+    if (records.length) await this.deps.spool.appendStatus(env.queueId, this.entries.get(env.queueId)?.state ?? 'active', records);
+  }
+
+  private async defer(qf: QueueFile, e: Entry, pending: Outcome[]): Promise<void> {
+    const env = qf.envelope;
+    const q = this.deps.config.queue;
+    const attempts = (qf.deferral?.attempts ?? 0) + 1;
+    const now = this.now();
+    let warned = qf.deferral?.warned ?? false;
+    if (!warned && q.delay_warning > 0 && now - env.arrivedAt >= q.delay_warning) {
+      const wanted = pending.filter((o) => wantsDsn(env.recipients[o.index], 'DELAY', true));
+      if (wanted.length) await this.sendDsn(qf, 'delay', wanted.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
+      warned = true;
+    }
+    const nextAttemptAt = Math.min(now + nextBackoff(attempts, q.min_backoff, q.max_backoff, this.deps.random), env.arrivedAt + q.max_lifetime + 1);
+    const record: DeferralRecord = { type: 'deferral', at: now, attempts, nextAttemptAt, lastReply: pending[0].reply, ...(warned ? { warned } : {}) };
+    await this.deps.spool.appendStatus(env.queueId, e.state, [record]);
+    if (e.state !== 'deferred') {
+      await this.deps.spool.move(env.queueId, e.state, 'deferred');
+      e.state = 'deferred';
+    }
+    this.schedule(env.queueId, e, nextAttemptAt);
+  }
+
+  private async expire(qf: QueueFile, e: Entry): Promise<void> {
+    const env = qf.envelope;
+    const age = formatDuration(this.now() - env.arrivedAt);
+    const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
+    const rcpts = qf.pending.map((index) => ({ index, reply, via: qf.deferral ? 'queue' : 'queue' }));
+    const dsnSent = await this.sendDsn(qf, 'failure', rcpts);
+    const at = this.now();
+    const records: RecipientStatus[] = rcpts.map((r) => ({ index: r.index, type: 'expired', at, reply, dsnSent }));
+    for (const r of rcpts) {
+      const rc = env.recipients[r.index];
+      this.deps.tracking.record({ event: 'expired', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: rc.address, reply });
+      this.deps.metrics?.delivery('expired', 'queue');
+    }
+    await this.deps.spool.appendStatus(env.queueId, e.state, records);
+  }
+
+  /**
+   * Commit a DSN for these recipients to the spool (it is then delivered like any message).
+   * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
+   */
+  private async sendDsn(qf: QueueFile, kind: 'failure' | 'delay', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
+    const env = qf.envelope;
+    if (env.sender === '') return false;
+    const wanted = rcpts.filter((r) => wantsDsn(env.recipients[r.index], kind === 'failure' ? 'FAILURE' : 'DELAY', kind === 'failure'));
+    if (wanted.length === 0) return false;
+    const dsn = buildDsn({
+      reportingMta: this.deps.config.node.hostname,
+      envelope: env,
+      original: qf.message,
+      kind,
+      recipients: wanted.map((r) => ({
+        recipient: env.recipients[r.index],
+        status: enhancedOf(r.reply, kind === 'failure' ? '5.0.0' : '4.0.0'),
+        diagnostic: r.reply,
+        ...(r.via && r.via !== 'queue' && r.via !== 'router' ? { remoteMta: r.via } : {}),
+        lastAttemptAt: this.now(),
+        ...(kind === 'delay' ? { willRetryUntil: env.arrivedAt + this.deps.config.queue.max_lifetime } : {}),
+      })),
+    });
+    if (!dsn) return false;
+    const queueId = this.deps.spool.newQueueId();
+    const dsnEnvelope: Envelope = {
+      queueId,
+      nodeId: this.deps.config.node.id,
+      sender: '',
+      recipients: [{ address: dsn.recipient, original: dsn.recipient }],
+      arrivedAt: this.now(),
+      messageId: `<${queueId}@${this.deps.config.node.hostname}>`,
+      client: { address: '127.0.0.1', helo: 'localhost' },
+    };
+    await this.deps.spool.commit(dsnEnvelope, dsn.message);
+    this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
+    this.deps.metrics?.dsn(kind);
+    this.enqueue(queueId);
+    return true;
+  }
+
+  private async finish(id: string, e: Entry): Promise<void> {
+    await this.deps.spool.remove(id, e.state);
+    this.entries.delete(id);
+  }
+}
+
+/** Does this recipient's NOTIFY ask for a DSN of this kind? Default: FAILURE (and DELAY when enabled). */
+function wantsDsn(r: EnvelopeRecipient, kind: 'FAILURE' | 'DELAY' | 'SUCCESS', byDefault: boolean): boolean {
+  if (!r.notify || r.notify.length === 0) return byDefault || kind === 'DELAY';
+  if (r.notify.includes('NEVER')) return false;
+  return r.notify.includes(kind);
+}
+
+/** "550 5.1.1 user unknown" → "5.1.1"; fallback when the reply has none. */
+function enhancedOf(reply: string, fallback: string): string {
+  return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply)?.[1] ?? fallback;
+}

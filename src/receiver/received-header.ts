@@ -1,0 +1,58 @@
+/**
+ * receiver/received-header.ts — the Received: trace header (RFC 5321 §4.4) and the small
+ * header inspections the receiver needs (Message-ID, hop count), without parsing MIME.
+ *
+ * Exports: receivedHeader, headerBlock, findHeader, countHeader.
+ */
+
+export interface ReceivedInfo {
+  helo: string;
+  clientAddress: string;
+  clientHostname?: string;
+  byHostname: string;
+  queueId: string;
+  /** ESMTP, ESMTPS (TLS), ESMTPA (auth), ESMTPSA, or SMTP for HELO */
+  protocol: string;
+  /** Single recipient: named in the `for` clause (as Postfix does); none for several. */
+  forRecipient?: string;
+  date: Date;
+}
+
+/** Build the header, folded over three lines, ending in CRLF. */
+export function receivedHeader(info: ReceivedInfo): string {
+  const from = `from ${info.helo || 'unknown'} (${info.clientHostname ?? 'unknown'} [${info.clientAddress}])`;
+  const by = `by ${info.byHostname} (Tandem) with ${info.protocol} id ${info.queueId}`;
+  const forPart = info.forRecipient ? `\r\n\tfor <${info.forRecipient}>` : '';
+  return `Received: ${from}\r\n\t${by}${forPart};\r\n\t${rfc2822Date(info.date)}\r\n`;
+}
+
+/** RFC 5322 date with numeric zone, e.g. "Thu, 26 Nov 2026 04:14:35 +0000". */
+export function rfc2822Date(d: Date): string {
+  const days = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
+  const months = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+  const p = (n: number) => String(n).padStart(2, '0');
+  const off = -d.getTimezoneOffset();
+  const zone = `${off >= 0 ? '+' : '-'}${p(Math.floor(Math.abs(off) / 60))}${p(Math.abs(off) % 60)}`;
+  return `${days[d.getDay()]}, ${d.getDate()} ${months[d.getMonth()]} ${d.getFullYear()} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone}`;
+}
+
+/** The header section of a message (up to the first empty line), as latin1 text. */
+export function headerBlock(message: Buffer): string {
+  let end = message.indexOf('\r\n\r\n');
+  if (end < 0) end = message.indexOf('\n\n');
+  if (end < 0) end = message.length;
+  return message.subarray(0, Math.min(end, 256 * 1024)).toString('latin1');
+}
+
+/** First value of a header (unfolded), or undefined. */
+export function findHeader(headers: string, name: string): string | undefined {
+  const re = new RegExp(`^${name}:[ \\t]*((?:.*)(?:\\r?\\n[ \\t].*)*)`, 'im');
+  const m = re.exec(headers);
+  return m ? m[1].replace(/\r?\n[ \t]+/g, ' ').trim() : undefined;
+}
+
+/** Number of occurrences of a header field (e.g. Received, for loop detection). */
+export function countHeader(headers: string, name: string): number {
+  const re = new RegExp(`^${name}:`, 'gim');
+  return headers.match(re)?.length ?? 0;
+}

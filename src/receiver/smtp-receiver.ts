@@ -1,0 +1,309 @@
+/**
+ * receiver/smtp-receiver.ts — the ESMTP listener: smtp-server behind our own typed adapter.
+ *
+ * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
+ *
+ * Policy, in the order a client meets it:
+ *  - connect: refused with 421 while the node is draining/fenced/stopping; connection limit.
+ *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
+ *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
+ *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
+ *    authenticated clients (else 554 5.7.1); a lookup that fails → 451 4.3.0, never 5xx.
+ *  - DATA: the message is read whole (XXX: held in memory up to smtp.max_message_size; the
+ *    limit bounds memory per connection); over the limit → 552 5.3.4 after the whole body;
+ *    more than 100 Received: headers → 554 5.4.6 (mail loop). A Received: header is prepended
+ *    and a Message-ID added when missing. Then the spool commit — file and folder fsynced —
+ *    and the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
+ *    A failing commit (disk full, I/O error) gives 451 4.3.0 and the client keeps the message.
+ *
+ * Errors are SmtpReplyError everywhere and become an SMTP reply in exactly one place, toReply().
+ * Reads config keys: smtp.*, relay.networks, tables.relay_networks (via deps), node.hostname.
+ */
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerSession, type SMTPServerDataStream } from 'smtp-server';
+import { SMTPConnection as ServerConnection } from 'smtp-server/lib/smtp-connection.js';
+import type { Logger } from 'pino';
+import type { TandemConfig } from '../config/schema.ts';
+import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
+import type { Router } from '../router/types.ts';
+import type { TrackingLog } from '../track/tracking-log.ts';
+import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
+import { receivedHeader, headerBlock, findHeader, countHeader } from './received-header.ts';
+
+/** What the node's state allows the listener to do. */
+export type AcceptState =
+  | { type: 'accepting' }
+  | { type: 'refusing'; reason: string };
+
+export interface ReceiverDeps {
+  config: TandemConfig;
+  router: Router;
+  /** Commit a message durably (the spool); resolves only when fsynced. */
+  commit(envelope: Envelope, message: Buffer): Promise<void>;
+  newQueueId(): string;
+  tracking: TrackingLog;
+  logger: Logger;
+  /** Is the client address in the relay networks? */
+  isRelayClient(address: string): boolean;
+  /** Check a user's password (AUTH); absent = AUTH not offered. */
+  verifyPassword?(user: string, password: string): Promise<boolean>;
+  acceptState(): AcceptState;
+  /** Called after the 250: the queue manager picks the message up. */
+  onQueued(queueId: string): void;
+  metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void };
+}
+
+interface Transaction {
+  recipients: EnvelopeRecipient[];
+  seen: Set<string>;
+}
+
+const MAX_HOPS = 100;
+
+// XXX: smtp-server picks the enhanced status code from the reply code alone, so a 554 for a
+// relay refusal would say 5.6.0. An error message starting with "X.Y.Z " carries our own code:
+// this wrapper sends it in place of the automatic one. It changes only replies whose text starts
+// with an enhanced code.
+const ENHANCED_PREFIX = /^([245]\.\d{1,3}\.\d{1,3}) /;
+const originalSend = ServerConnection.prototype.send;
+if (!(originalSend as any).tandemPatched) {
+  const patched = function (this: any, code: number, data: unknown, context?: unknown) {
+    if (typeof data === 'string' && ENHANCED_PREFIX.test(data) && this._server?.options?.tandem) {
+      return originalSend.call(this, code, data, false);
+    }
+    return originalSend.call(this, code, data as string, context as string);
+  };
+  (patched as any).tandemPatched = true;
+  ServerConnection.prototype.send = patched;
+}
+
+export class SmtpReceiver {
+  private server: SMTPServer;
+  private transactions = new WeakMap<SMTPServerSession, Transaction>();
+  private inFlight = new Set<Promise<unknown>>();
+  private address: { host: string; port: number } | undefined;
+
+  constructor(private readonly deps: ReceiverDeps) {
+    const c = deps.config.smtp;
+    const tls = c.tls ? { key: readFileSync(c.tls.key), cert: readFileSync(c.tls.cert) } : {};
+    const disabled: string[] = [];
+    if (!c.tls) disabled.push('STARTTLS');
+    if (!c.tls || !deps.verifyPassword) disabled.push('AUTH');
+    this.server = new SMTPServer({
+      name: deps.config.node.hostname,
+      banner: c.banner,
+      size: c.max_message_size,
+      maxClients: c.max_connections,
+      maxCommandLength: c.max_line_length,
+      socketTimeout: c.socket_timeout,
+      closeTimeout: 5000,
+      useProxy: c.proxy_protocol,
+      authOptional: true,
+      allowInsecureAuth: false,
+      authMethods: ['PLAIN', 'LOGIN'],
+      disabledCommands: disabled,
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: false,
+      hidePIPELINING: false,
+      hide8BITMIME: false,
+      hideSMTPUTF8: false,
+      disableReverseLookup: true,
+      logger: false,
+      ...tls,
+      onConnect: (session, cb) => this.handle(cb, () => this.onConnect(session)),
+      onAuth: (auth, session, cb) => {
+        this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
+          (user) => cb(null, { user }),
+          (err) => cb(toReply(err)),
+        );
+      },
+      onMailFrom: (address, session, cb) => this.handle(cb, () => this.onMailFrom(address, session)),
+      onRcptTo: (address, session, cb) => this.handle(cb, () => this.onRcptTo(address, session)),
+      onData: (stream, session, cb) => {
+        const p = this.onData(stream, session).then(
+          (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
+          (err) => cb(toReply(err)),
+        );
+        this.inFlight.add(p);
+        p.finally(() => this.inFlight.delete(p));
+      },
+    });
+    (this.server.options as { tandem?: boolean }).tandem = true;
+    this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
+  }
+
+  /** Listen on the configured address; resolves with the bound address (port 0 → real port). */
+  listen(): Promise<{ host: string; port: number }> {
+    const { host, port } = this.deps.config.smtp.listen;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => reject(new Error(`cannot listen for SMTP on ${host}:${port}: ${err.message}`));
+      this.server.server.once('error', onError);
+      this.server.listen(port, host, () => {
+        this.server.server.off('error', onError);
+        const a = this.server.server.address() as { address: string; port: number };
+        this.address = { host: a.address, port: a.port };
+        resolve(this.address);
+      });
+    });
+  }
+
+  /** Stop accepting connections; wait for commits already under way; close idle sessions. */
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private handle(cb: (err?: Error | null) => void, fn: () => Promise<void> | void): void {
+    Promise.resolve().then(fn).then(() => cb(), (err) => cb(toReply(err)));
+  }
+
+  private onConnect(_session: SMTPServerSession): void {
+    const state = this.deps.acceptState();
+    if (state.type === 'refusing') {
+      throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${state.reason}; try another server or later`);
+    }
+  }
+
+  private async onAuth(user: string, password: string, _session: SMTPServerSession): Promise<string> {
+    const verify = this.deps.verifyPassword;
+    if (verify && user && (await verify(user, password))) return user;
+    this.deps.logger.warn({ user }, 'authentication failed');
+    throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+  }
+
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): void {
+    this.transactions.set(session, { recipients: [], seen: new Set() });
+    const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
+    if (declared > this.deps.config.smtp.max_message_size) {
+      throw new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.max_message_size} bytes`);
+    }
+    if (this.deps.acceptState().type === 'refusing') {
+      throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
+    }
+  }
+
+  private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
+    const tx = this.transactions.get(session) ?? { recipients: [], seen: new Set<string>() };
+    this.transactions.set(session, tx);
+    const rcpt = address.address;
+    if (session.envelope.rcptTo.length >= this.deps.config.smtp.max_recipients) {
+      throw new SmtpReplyError(452, '4.5.3', `Error: too many recipients (limit ${this.deps.config.smtp.max_recipients} per message)`);
+    }
+    let res;
+    try {
+      res = await this.deps.router.resolveRecipient(rcpt);
+    } catch (err) {
+      if (err instanceof TempLookupError) {
+        this.deps.logger.warn({ rcpt, err: err.message }, 'recipient lookup failed; answering 451');
+        throw new SmtpReplyError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure; try again later`);
+      }
+      throw err;
+    }
+    switch (res.type) {
+      case 'unknown-user':
+        throw new SmtpReplyError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown`);
+      case 'invalid':
+        throw new SmtpReplyError(550, '5.4.6', `<${rcpt}>: Recipient address rejected: ${res.reason}`);
+      case 'relay':
+        if (res.authorizedOnly && !session.user && !this.deps.isRelayClient(session.remoteAddress)) {
+          throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied`);
+        }
+        break;
+      case 'local':
+        break;
+    }
+    const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
+    const original = address.dsn?.orcpt ? address.dsn.orcpt.replace(/^rfc822;/i, '') : rcpt;
+    for (const a of res.addresses) {
+      const key = a.toLowerCase();
+      if (tx.seen.has(key)) continue;
+      tx.seen.add(key);
+      tx.recipients.push({ address: a, original, ...(notify ? { notify } : {}) });
+    }
+  }
+
+  private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const limit = this.deps.config.smtp.max_message_size;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size <= limit) chunks.push(chunk);
+    }
+    if (stream.sizeExceeded || size > limit) {
+      this.deps.metrics?.rejected('data', 552);
+      throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
+    }
+    const tx = this.transactions.get(session);
+    this.transactions.delete(session);
+    if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
+    const state = this.deps.acceptState();
+    if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
+
+    const body = Buffer.concat(chunks, size);
+    const headers = headerBlock(body);
+    if (countHeader(headers, 'Received') > MAX_HOPS) {
+      throw new SmtpReplyError(554, '5.4.6', `Error: too many hops (more than ${MAX_HOPS} Received: headers); mail loop?`);
+    }
+    const queueId = this.deps.newQueueId();
+    const hostname = this.deps.config.node.hostname;
+    let messageId = findHeader(headers, 'Message-ID');
+    let added = receivedHeader({
+      helo: session.hostNameAppearsAs,
+      clientAddress: session.remoteAddress,
+      clientHostname: session.clientHostname && session.clientHostname !== `[${session.remoteAddress}]` ? session.clientHostname : undefined,
+      byHostname: hostname,
+      queueId,
+      protocol: `${session.transmissionType ?? 'ESMTP'}`,
+      forRecipient: tx.recipients.length === 1 ? tx.recipients[0].address : undefined,
+      date: new Date(),
+    });
+    if (!messageId) {
+      messageId = `<${queueId}@${hostname}>`;
+      added += `Message-ID: ${messageId}\r\n`;
+    }
+    const message = Buffer.concat([Buffer.from(added, 'latin1'), body]);
+    const mailFrom = session.envelope.mailFrom;
+    const envelope: Envelope = {
+      queueId,
+      nodeId: this.deps.config.node.id,
+      sender: mailFrom ? mailFrom.address : '',
+      recipients: tx.recipients,
+      arrivedAt: Date.now(),
+      messageId,
+      client: { address: session.remoteAddress, helo: session.hostNameAppearsAs, ...(session.user ? { user: String(session.user) } : {}) },
+      ...(session.envelope.dsn && (session.envelope.dsn.ret || session.envelope.dsn.envid)
+        ? { dsn: { ...(session.envelope.dsn.ret ? { ret: session.envelope.dsn.ret as 'FULL' | 'HDRS' } : {}), ...(session.envelope.dsn.envid ? { envid: session.envelope.dsn.envid } : {}) } }
+        : {}),
+      ...(session.envelope.bodyType === '8bitmime' ? { body8bit: true } : {}),
+      ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
+    };
+    try {
+      await Promise.all([
+        this.deps.commit(envelope, message),
+        this.deps.tracking.recordDurable({
+          event: 'received', queueId, messageId, sender: envelope.sender, size: message.length,
+          client: session.remoteAddress, recipients: tx.recipients.length,
+        }),
+      ]);
+    } catch (err) {
+      this.deps.logger.error({ queueId, err: String(err) }, 'spool commit failed; answering 451');
+      throw new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
+    }
+    this.deps.metrics?.received(message.length);
+    this.deps.onQueued(queueId);
+    return queueId;
+  }
+}
+
+/** The one place where an error becomes an SMTP reply. */
+function toReply(err: unknown): Error & { responseCode: number } {
+  if (err instanceof SmtpReplyError) {
+    return Object.assign(new Error(`${err.enhanced} ${err.message}`), { responseCode: err.code });
+  }
+  // a bug: never 5xx for our own failure; the client will retry
+  return Object.assign(new Error(`4.3.0 Error: internal error (${(err as Error)?.message ?? err}); try again later`), { responseCode: 451 });
+}
+
+export type { Socket };
