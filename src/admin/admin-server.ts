@@ -1,0 +1,73 @@
+/**
+ * admin/admin-server.ts — the node's admin HTTP API (fastify): health for the load balancer,
+ * Prometheus metrics, queue operations, table reload.
+ *
+ * Exports: startAdminServer.
+ * Routes:
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"stopping"}
+ *   GET  /metrics           Prometheus text format
+ *   GET  /queue             every queued message (id, state, busy, next attempt)
+ *   GET  /queue/:id         envelope, per-recipient status, deferral, state
+ *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id    POST /queue/flush
+ *   POST /reload            reload tables (as SIGHUP)
+ * Access: with admin.token set, every route but /health and /metrics needs
+ * "Authorization: Bearer <token>"; without it, only loopback clients are served.
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { TandemNode } from '../node/node.ts';
+import { listQueue, showQueued } from './queue-listing.ts';
+
+export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
+  const app = Fastify({ logger: false });
+  const loopback = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url === '/health' || req.url === '/metrics') return;
+    if (token) {
+      if (req.headers.authorization !== `Bearer ${token}`) return reply.code(401).send({ error: 'missing or wrong bearer token (admin.token)' });
+    } else if (!loopback(req.ip)) {
+      return reply.code(403).send({ error: 'admin API without admin.token serves loopback clients only' });
+    }
+  });
+
+  app.get('/health', async (_req, reply) => {
+    const status = node.health();
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, node: node.config.node.id });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', node.metrics.registry.contentType);
+    return node.metrics.registry.metrics();
+  });
+  app.get('/queue', async () => ({ node: node.config.node.id, counts: node.qmgr.counts(), ...(await listQueue(node.spool)) }));
+  app.get<{ Params: { id: string } }>('/queue/:id', async (req, reply) => {
+    const details = await showQueued(node.spool, req.params.id);
+    if (!details) return reply.code(404).send({ error: `no message ${req.params.id} in the queue` });
+    return details;
+  });
+  app.post('/queue/flush', async () => ({ flushed: node.qmgr.flush() }));
+  const action = (name: 'hold' | 'release' | 'delete') => async (req: { params: { id: string } }, reply: any) => {
+    try {
+      const id = req.params.id;
+      const result = name === 'hold' ? await node.qmgr.hold(id) : name === 'release' ? await node.qmgr.release(id) : await node.qmgr.remove(id);
+      return { queueId: id, result };
+    } catch (err) {
+      if ((err as any).code === 'ENOMSG') return reply.code(404).send({ error: (err as Error).message });
+      throw err;
+    }
+  };
+  app.post<{ Params: { id: string } }>('/queue/:id/hold', action('hold'));
+  app.post<{ Params: { id: string } }>('/queue/:id/release', action('release'));
+  app.delete<{ Params: { id: string } }>('/queue/:id', action('delete'));
+  app.post('/reload', async (_req, reply) => {
+    try {
+      await node.reload();
+      return { reloaded: true };
+    } catch (err) {
+      return reply.code(500).send({ error: `reload failed, old tables kept: ${(err as Error).message}` });
+    }
+  });
+
+  await app.listen({ host, port });
+  const a = app.server.address() as { address: string; port: number };
+  return { server: app, address: { host: a.address, port: a.port } };
+}

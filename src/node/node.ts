@@ -1,0 +1,154 @@
+/**
+ * node/node.ts — one Tandem node: wires config, spool, router, receiver, queue manager,
+ * channels, tracking log, metrics and admin API together, and owns their life cycle.
+ *
+ * Exports: TandemNode, NodeHealth.
+ * Start order: spool lock (one node per spool) → router tables → queue manager recovery →
+ * SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
+ * listener and wait for commits under way, let deliveries in flight finish and be recorded,
+ * close channels, release the spool lock. Nothing queued is lost: the next start picks it up.
+ */
+import path from 'node:path';
+import os from 'node:os';
+import type { Logger } from 'pino';
+import type { FastifyInstance } from 'fastify';
+import type { TandemConfig } from '../config/schema.ts';
+import { Spool, acquireSpoolLock } from '../spool/index.ts';
+import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
+import { ChannelSet } from '../channels/index.ts';
+import { QueueManager } from '../qmgr/queue-manager.ts';
+import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
+import { TrackingLog } from '../track/tracking-log.ts';
+import { Metrics } from '../admin/metrics.ts';
+import { startAdminServer } from '../admin/admin-server.ts';
+
+export type NodeHealth = 'starting' | 'ready' | 'draining' | 'stopping';
+
+export class TandemNode {
+  private state: NodeHealth = 'starting';
+  private receiver!: SmtpReceiver;
+  private admin?: FastifyInstance;
+  private releaseLock?: () => Promise<void>;
+  private relayNetworks!: NetworkList;
+  private channels!: ChannelSet;
+  readonly metrics: Metrics;
+  qmgr!: QueueManager;
+  spool!: Spool;
+  router!: TableRouter;
+  tracking!: TrackingLog;
+  smtpAddress?: { host: string; port: number };
+  adminAddress?: { host: string; port: number };
+
+  private constructor(readonly config: TandemConfig, private readonly logger: Logger) {
+    this.metrics = new Metrics(() => this.qmgr?.counts() ?? {});
+  }
+
+  static async start(config: TandemConfig, logger: Logger): Promise<TandemNode> {
+    const node = new TandemNode(config, logger);
+    try {
+      await node.init();
+    } catch (err) {
+      await node.stop().catch(() => undefined);
+      throw err;
+    }
+    return node;
+  }
+
+  get spoolDir(): string {
+    return path.join(this.config.spool.root, this.config.node.id);
+  }
+
+  health(): NodeHealth {
+    return this.state;
+  }
+
+  private async init(): Promise<void> {
+    const c = this.config;
+    const dir = this.spoolDir;
+    const log = this.logger;
+    this.spool = await Spool.open(dir, { nodeId: c.node.id, warn: (msg, fields) => log.warn(fields, msg) });
+    const lock = await acquireSpoolLock(dir);
+    this.releaseLock = () => lock.release();
+    this.tracking = new TrackingLog(c.tracking.path, c.node.id);
+    this.router = await TableRouter.create({
+      tables: c.tables,
+      localDomains: c.local.domains,
+      relayDomains: c.relay.domains,
+      maildirRoot: c.local.maildir_root,
+      ...(c.relay.host ? { relayHost: c.relay.host } : {}),
+      warn: (msg, fields) => log.warn(fields ?? {}, msg),
+    });
+    this.relayNetworks = await this.loadRelayNetworks();
+    const passwords = c.smtp.auth_passwords ? await PasswordTable.load(c.smtp.auth_passwords) : undefined;
+    this.channels = new ChannelSet({
+      heloName: c.node.hostname,
+      connectTimeout: c.delivery.connect_timeout,
+      commandTimeout: c.delivery.command_timeout,
+      tlsRejectUnauthorized: c.delivery.tls_verify,
+    });
+    this.qmgr = new QueueManager({
+      config: c, spool: this.spool, router: this.router, tracking: this.tracking, logger: log, metrics: this.metrics,
+      channelFor: (route) => this.channels.channelFor(route),
+    });
+    const recovered = await this.qmgr.start();
+    log.info({ event: 'spool-recovered', spool: dir, ...recovered }, `spool ${dir}: ${recovered.queued} queued message(s) picked up`);
+
+    this.receiver = new SmtpReceiver({
+      config: c,
+      router: this.router,
+      commit: (env, msg) => this.spool.commit(env, msg),
+      newQueueId: () => this.spool.newQueueId(),
+      tracking: this.tracking,
+      logger: log,
+      isRelayClient: (ip) => this.relayNetworks.contains(ip),
+      ...(passwords ? { verifyPassword: (u: string, p: string) => passwords.verify(u, p) } : {}),
+      acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
+      onQueued: (id) => this.qmgr.enqueue(id),
+      metrics: this.metrics,
+    });
+    this.smtpAddress = await this.receiver.listen();
+    if (c.admin.listen) {
+      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token);
+      this.admin = server;
+      this.adminAddress = address;
+    }
+    this.state = 'ready';
+    log.info({
+      event: 'ready', node: c.node.id, pid: process.pid, host: os.hostname(),
+      smtp: fmt(this.smtpAddress), ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
+      spool: dir, tracking: c.tracking.path || undefined,
+    }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);
+  }
+
+  private async loadRelayNetworks(): Promise<NetworkList> {
+    const entries = [...this.config.relay.networks];
+    if (this.config.tables.relay_networks) entries.push(...(await loadNetworkTable(this.config.tables.relay_networks)));
+    return NetworkList.parse(entries, 'relay.networks');
+  }
+
+  /** SIGHUP: reload tables and relay networks; keep the old ones if the new do not load. */
+  async reload(): Promise<void> {
+    const networks = await this.loadRelayNetworks();
+    await this.router.reload();
+    this.relayNetworks = networks;
+    this.logger.info({ event: 'reloaded' }, 'tables reloaded');
+  }
+
+  /** Graceful stop: refuse new mail, finish in-flight work, release the spool. */
+  async stop(): Promise<void> {
+    if (this.state === 'stopping') return;
+    this.state = 'stopping';
+    this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
+    await this.receiver?.close();
+    await this.qmgr?.stop();
+    await this.channels?.close();
+    await this.admin?.close();
+    this.tracking?.close();
+    await this.releaseLock?.();
+    this.logger.info({ event: 'stopped' }, 'stopped');
+  }
+}
+
+function fmt(a: { host: string; port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}

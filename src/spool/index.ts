@@ -1,0 +1,15 @@
+/**
+ * spool/index.ts — the spool package's public surface: queue files in state folders, the
+ * commit protocol (spool.ts header), the single-writer lock, and the shared queue types.
+ */
+export { Spool, CorruptQueueFileError } from './spool.ts';
+export type { QueueFile, QueueEntry, SpoolOptions, SpoolIo } from './spool.ts';
+export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
+export type { SpoolLockInfo } from './lock.ts';
+export { DirSyncer, fsyncDirectory } from './dirsync.ts';
+export type { FsyncDir } from './dirsync.ts';
+export { parseQueueId, NODE_ID_PATTERN } from './queueid.ts';
+export { QUEUE_STATES } from './types.ts';
+export type {
+  DeferralRecord, DsnNotify, Envelope, EnvelopeRecipient, QueueState, RecipientStatus,
+} from './types.ts';

@@ -1,0 +1,358 @@
+/**
+ * spool.test.ts — the spool on a real folder: commit, read, status appends, moves, recovery,
+ * another process reading the same folder, and commits that fail.
+ */
+import { test, beforeEach, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile, open as fsOpen, rename as fsRename, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CorruptQueueFileError, Spool, parseQueueId, type Envelope, type SpoolOptions } from './index.ts';
+
+let dir: string;
+let warnings: Array<{ msg: string; fields: Record<string, unknown> }>;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'tandem-spool-'));
+  warnings = [];
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function openSpool(extra: Partial<SpoolOptions> = {}): Promise<Spool> {
+  return Spool.open(dir, { nodeId: 'mx1', warn: (msg, fields) => warnings.push({ msg, fields: fields as Record<string, unknown> }), ...extra });
+}
+
+function envelope(queueId: string, recipients = 2): Envelope {
+  return {
+    queueId,
+    nodeId: 'mx1',
+    sender: 'alice@example.org',
+    recipients: Array.from({ length: recipients }, (_, i) => ({ address: `r${i}@example.net`, original: `r${i}@example.net` })),
+    arrivedAt: Date.now(),
+    messageId: '<x@example.org>',
+    client: { address: '192.0.2.1', helo: 'c.example.org' },
+  };
+}
+
+const MESSAGE = Buffer.from('Subject: test\r\n\r\nhello\r\n');
+
+async function commitOne(spool: Spool, recipients = 2, message = MESSAGE): Promise<string> {
+  const id = spool.newQueueId();
+  await spool.commit(envelope(id, recipients), message);
+  return id;
+}
+
+test('open creates every state folder', async () => {
+  await openSpool();
+  assert.deepEqual((await readdir(dir)).sort(), ['active', 'corrupt', 'deferred', 'hold', 'incoming', 'tmp']);
+});
+
+test('an invalid node id is refused at open', async () => {
+  await assert.rejects(Spool.open(dir, { nodeId: 'MX/1' }), /node id/);
+});
+
+test('queue ids are unique, filename-safe, sorted by time and carry the node id', async () => {
+  const spool = await openSpool();
+  const ids = Array.from({ length: 20_000 }, () => spool.newQueueId());
+  assert.equal(new Set(ids).size, ids.length);
+  for (const id of ids.slice(0, 100)) {
+    assert.match(id, /^[0-9A-Z]{9}\.[0-9A-Z]{8}\.mx1$/);
+    assert.equal(parseQueueId(id)?.nodeId, 'mx1');
+  }
+  const before = Date.now();
+  const early = spool.newQueueId();
+  await new Promise((r) => setTimeout(r, 5));
+  const late = spool.newQueueId();
+  assert.ok(early < late, `${early} should sort before ${late}`);
+  assert.ok(Math.abs(parseQueueId(early)!.arrivedAt - before) < 1000);
+  const other = await Spool.open(dir, { nodeId: 'mx2' });
+  assert.ok(other.newQueueId().endsWith('.mx2'));
+});
+
+test('commit puts a complete file in incoming/, leaves nothing in tmp/, and read returns it', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool);
+  assert.deepEqual(await readdir(join(dir, 'incoming')), [id]);
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  const file = await spool.read(id, 'incoming');
+  assert.equal(file.envelope.queueId, id);
+  assert.ok(file.message.equals(MESSAGE));
+  assert.deepEqual(file.pending, [0, 1]);
+  assert.equal(file.size, (await stat(join(dir, 'incoming', id))).size);
+  assert.equal(await spool.find(id), 'incoming');
+});
+
+test('a second Spool on the same folder (another process) reads everything the first committed', async () => {
+  const first = await openSpool();
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(await commitOne(first, 3, Buffer.from(`message ${i}`)));
+  await first.appendStatus(ids[0], 'incoming', [{ index: 2, type: 'delivered', at: 1, reply: '250 ok', via: 'mx' }]);
+  await first.move(ids[1], 'incoming', 'deferred');
+
+  const survivor = await Spool.open(dir, { nodeId: 'mx2' });
+  const { entries, quarantined } = await survivor.recover();
+  assert.deepEqual(quarantined, []);
+  assert.deepEqual(entries.map((e) => e.queueId).sort(), [...ids].sort());
+  for (const [i, id] of ids.entries()) {
+    const state = await survivor.find(id);
+    const file = await survivor.read(id, state!);
+    assert.equal(file.message.toString(), `message ${i}`);
+  }
+  assert.deepEqual((await survivor.read(ids[0], 'incoming')).pending, [0, 1]);
+  assert.equal(await survivor.find(ids[1]), 'deferred');
+});
+
+test('appendStatus records outcomes durably; pending and the latest deferral follow', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool, 3);
+  await spool.appendStatus(id, 'incoming', [
+    { index: 0, type: 'delivered', at: 1, reply: '250 ok', via: 'mx.example.net' },
+    { type: 'deferral', at: 2, attempts: 1, nextAttemptAt: 10, lastReply: '451 later' },
+  ]);
+  await spool.appendStatus(id, 'incoming', [
+    { index: 2, type: 'failed', at: 3, reply: '550 no such user', via: 'mx.example.net', dsnSent: false },
+    { type: 'deferral', at: 4, attempts: 2, nextAttemptAt: 20, lastReply: '421 busy' },
+  ]);
+  const file = await spool.read(id, 'incoming');
+  assert.deepEqual(file.pending, [1]);
+  assert.equal(file.deferral?.attempts, 2);
+  assert.equal(file.statuses.length, 2);
+  await assert.rejects(spool.appendStatus(id, 'incoming', [{ type: 'bogus' } as never]), /not a status record/);
+});
+
+test('a torn status tail (crash mid-append) is ignored, then truncated by the next append', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool, 3);
+  const path = join(dir, 'incoming', id);
+  await spool.appendStatus(id, 'incoming', [{ index: 0, type: 'delivered', at: 1, reply: '250', via: 'a' }]);
+  const goodSize = (await stat(path)).size;
+  // A crash half way through writing the next S record.
+  await appendFile(path, Buffer.from([0x53, 0, 0, 0, 60, 1, 2, 3, 4, 0x7b, 0x22]));
+
+  const torn = await spool.read(id, 'incoming');
+  assert.deepEqual(torn.pending, [1, 2], 'the torn record must count as not done');
+
+  await spool.appendStatus(id, 'incoming', [{ index: 1, type: 'delivered', at: 2, reply: '250', via: 'b' }]);
+  const after = await spool.read(id, 'incoming');
+  assert.deepEqual(after.pending, [2]);
+  assert.deepEqual(after.statuses.map((s) => s.index), [0, 1]);
+  assert.ok(warnings.some((w) => /torn/.test(w.msg)), 'the truncation was not reported');
+  // The garbage is gone: the file is exactly the good part plus one record.
+  const recordSize = (await stat(path)).size - goodSize;
+  assert.ok(recordSize > 9 && recordSize < 200, `unexpected growth ${recordSize}`);
+  const bytes = await readFile(path);
+  assert.equal(bytes.indexOf(Buffer.from([1, 2, 3, 4, 0x7b, 0x22])), -1);
+});
+
+test('concurrent appends to one file all survive', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool, 30);
+  await Promise.all(Array.from({ length: 30 }, (_, i) =>
+    spool.appendStatus(id, 'incoming', [{ index: i, type: 'delivered', at: i, reply: '250', via: 'x' }])));
+  assert.deepEqual((await spool.read(id, 'incoming')).pending, []);
+});
+
+test('appendStatus on a file damaged before Z throws CorruptQueueFileError and leaves it unchanged', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool);
+  const path = join(dir, 'incoming', id);
+  await truncate(path, 30);
+  await assert.rejects(
+    spool.appendStatus(id, 'incoming', [{ index: 0, type: 'delivered', at: 1, reply: '250', via: 'a' }]),
+    CorruptQueueFileError,
+  );
+  assert.equal((await stat(path)).size, 30);
+});
+
+test('move, list, counts, find and remove', async () => {
+  const spool = await openSpool();
+  const a = await commitOne(spool);
+  const b = await commitOne(spool);
+  const c = await commitOne(spool);
+  await spool.move(a, 'incoming', 'active');
+  await spool.move(a, 'active', 'deferred');
+  await spool.move(b, 'incoming', 'hold');
+  assert.deepEqual(await spool.counts(), { incoming: 1, active: 0, deferred: 1, hold: 1, corrupt: 0 });
+  assert.deepEqual((await spool.list('deferred')).map((e) => e.queueId), [a]);
+  const all = await spool.list();
+  assert.deepEqual(all.map((e) => [e.queueId, e.state]), [[c, 'incoming'], [a, 'deferred'], [b, 'hold']]);
+  assert.ok(all.every((e) => e.size > 0 && e.mtimeMs > 0));
+  assert.equal((await spool.read(a, 'deferred')).envelope.queueId, a);
+  await spool.remove(a, 'deferred');
+  assert.equal(await spool.find(a), undefined);
+  await assert.rejects(spool.read(a, 'deferred'), { code: 'ENOENT' });
+  await assert.rejects(spool.read('../escape', 'incoming'), /not a valid queue id/);
+});
+
+test('move and remove fsync the folders they change', async () => {
+  const synced: string[] = [];
+  const spool = await openSpool({ fsyncDir: async (d) => { synced.push(d); } });
+  const id = await commitOne(spool);
+  assert.deepEqual(synced, [join(dir, 'incoming')]);
+  synced.length = 0;
+  await spool.move(id, 'incoming', 'hold');
+  assert.deepEqual(synced.sort(), [join(dir, 'hold'), join(dir, 'incoming')]);
+  synced.length = 0;
+  await spool.remove(id, 'hold');
+  assert.deepEqual(synced, [join(dir, 'hold')]);
+});
+
+test('read throws CorruptQueueFileError with queue id, path and reason', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool);
+  const path = join(dir, 'incoming', id);
+  const bytes = await readFile(path);
+  bytes[bytes.length - 20] ^= 0xff;
+  await writeFile(path, bytes);
+  await assert.rejects(spool.read(id, 'incoming'), (err: unknown) => {
+    assert.ok(err instanceof CorruptQueueFileError);
+    assert.equal(err.queueId, id);
+    assert.equal(err.path, path);
+    assert.match(err.reason, /checksum/);
+    return true;
+  });
+});
+
+test('recover quarantines every kind of damage (kept in corrupt/, warned), removes tmp leftovers, returns good entries', async () => {
+  const spool = await openSpool();
+  const good = [await commitOne(spool), await commitOne(spool)];
+  await spool.move(good[1], 'incoming', 'active');
+  const full = await readFile(join(dir, 'incoming', good[0]));
+  const damaged: Record<string, { state: string; bytes: Buffer }> = {};
+  const add = (name: string, state: string, bytes: Buffer | ((id: string) => Buffer)) => {
+    const id = spool.newQueueId();
+    damaged[id] = { state, bytes: typeof bytes === 'function' ? bytes(id) : bytes };
+  };
+  add('empty', 'incoming', Buffer.alloc(0));
+  add('garbage', 'active', Buffer.from('this is not a queue file at all'));
+  add('truncated in E', 'deferred', full.subarray(0, 30));
+  add('truncated in M', 'hold', full.subarray(0, full.length - 15));
+  add('Z cut', 'incoming', full.subarray(0, full.length - 3));
+  const flipped = Buffer.from(full);
+  flipped[full.length - 20] ^= 0x40;
+  add('flipped byte in M', 'deferred', flipped);
+  add('wrong queue id inside', 'incoming', full);
+  for (const [id, { state, bytes }] of Object.entries(damaged)) await writeFile(join(dir, state, id), bytes);
+  // Torn status tail: NOT damage.
+  const tornId = await commitOne(spool);
+  await appendFile(join(dir, 'incoming', tornId), Buffer.from('S\0\0'));
+  // Embryonic files from a crash during commit.
+  await writeFile(join(dir, 'tmp', spool.newQueueId()), full.subarray(0, 50));
+  await writeFile(join(dir, 'tmp', spool.newQueueId()), Buffer.alloc(0));
+
+  const result = await (await Spool.open(dir, { nodeId: 'mx2', warn: (msg, fields) => warnings.push({ msg, fields: fields as Record<string, unknown> }) })).recover();
+
+  assert.equal(result.removedTmp, 2);
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  assert.deepEqual(result.quarantined.sort(), Object.keys(damaged).sort());
+  assert.deepEqual(result.entries.map((e) => e.queueId).sort(), [...good, tornId].sort());
+  assert.ok(result.entries.every((e) => e.state !== 'corrupt'));
+  for (const [id, { state, bytes }] of Object.entries(damaged)) {
+    const kept = await readFile(join(dir, 'corrupt', id));
+    assert.ok(kept.equals(bytes), `${id} was altered in quarantine`);
+    await assert.rejects(stat(join(dir, state, id)), { code: 'ENOENT' });
+    const w = warnings.find((x) => x.fields.queueId === id);
+    assert.ok(w, `no warning for ${id}`);
+    assert.equal(w.fields.from, state);
+    assert.ok(typeof w.fields.reason === 'string' && w.fields.reason.length > 0);
+  }
+  assert.equal((await spool.counts()).corrupt, Object.keys(damaged).length);
+});
+
+test('quarantine moves a file to corrupt/ and warns with the reason', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool);
+  await spool.quarantine(id, 'incoming', 'operator says so');
+  assert.equal(await spool.find(id), 'corrupt');
+  assert.deepEqual(warnings.map((w) => w.fields), [{ queueId: id, from: 'incoming', reason: 'operator says so', path: join(dir, 'corrupt', id) }]);
+});
+
+test('recover leaves stray files alone and warns about them', async () => {
+  const spool = await openSpool();
+  await writeFile(join(dir, 'incoming', 'name with spaces'), 'x');
+  const result = await spool.recover();
+  assert.deepEqual(result.entries, []);
+  assert.ok(await stat(join(dir, 'incoming', 'name with spaces')));
+  assert.ok(warnings.some((w) => /unexpected file/.test(w.msg)));
+});
+
+test('a commit whose write fails throws and leaves nothing in incoming/ or tmp/', async () => {
+  const spool = await openSpool({
+    io: {
+      open: async (path, flags, mode) => {
+        const handle = await fsOpen(path, flags, mode);
+        handle.write = (async () => {
+          throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        }) as typeof handle.write;
+        return handle;
+      },
+    },
+  });
+  await assert.rejects(commitOne(spool), { code: 'ENOSPC' });
+  assert.deepEqual(await readdir(join(dir, 'incoming')), []);
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+});
+
+test('a commit whose rename or folder fsync fails throws and leaves nothing behind', async () => {
+  const failingRename = await openSpool({ io: { rename: async () => { throw Object.assign(new Error('EIO'), { code: 'EIO' }); } } });
+  await assert.rejects(commitOne(failingRename), { code: 'EIO' });
+  const failingFsync = await openSpool({ fsyncDir: async () => { throw Object.assign(new Error('EIO'), { code: 'EIO' }); } });
+  await assert.rejects(commitOne(failingFsync), { code: 'EIO' });
+  assert.deepEqual(await readdir(join(dir, 'incoming')), []);
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+});
+
+test('commit follows the protocol: write, fsync file, rename into incoming/, fsync incoming/, then resolve', async () => {
+  const steps: string[] = [];
+  const spool = await openSpool({
+    fsyncDir: async (d) => { steps.push(`fsyncDir ${d.slice(dir.length + 1)}`); },
+    io: {
+      open: async (path, flags, mode) => {
+        const handle = await fsOpen(path, flags, mode);
+        const { write, sync } = handle;
+        handle.write = (async (...args: unknown[]) => {
+          steps.push('write');
+          return (write as (...a: unknown[]) => unknown).apply(handle, args);
+        }) as typeof handle.write;
+        handle.sync = async () => {
+          steps.push('fsync file');
+          return sync.call(handle);
+        };
+        return handle;
+      },
+      rename: async (from, to) => {
+        steps.push(`rename ${from.slice(dir.length + 1)} -> ${to.slice(dir.length + 1)}`);
+        return fsRename(from, to);
+      },
+    },
+  });
+  const id = await commitOne(spool);
+  steps.push('resolved');
+  assert.deepEqual(steps.filter((s, i) => s !== 'write' || steps[i - 1] !== 'write'), [
+    'write', 'fsync file', `rename tmp/${id} -> incoming/${id}`, 'fsyncDir incoming', 'resolved',
+  ]);
+});
+
+test('commit refuses to overwrite a temp file it did not create, and does not delete it', async () => {
+  const spool = await openSpool();
+  const id = spool.newQueueId();
+  await writeFile(join(dir, 'tmp', id), 'someone else');
+  await assert.rejects(spool.commit(envelope(id), MESSAGE), { code: 'EEXIST' });
+  assert.equal(await readFile(join(dir, 'tmp', id), 'utf8'), 'someone else');
+});
+
+test('concurrent commits share folder fsyncs and all become readable', async () => {
+  let fsyncs = 0;
+  const spool = await openSpool({
+    fsyncDir: async () => {
+      fsyncs++;
+      await new Promise((r) => setTimeout(r, 2));
+    },
+  });
+  const ids = await Promise.all(Array.from({ length: 50 }, () => commitOne(spool)));
+  assert.ok(fsyncs < 50, `expected grouped folder fsyncs, got ${fsyncs} for 50 commits`);
+  assert.equal((await spool.list('incoming')).length, 50);
+  for (const id of ids) assert.equal((await spool.read(id, 'incoming')).envelope.queueId, id);
+});
