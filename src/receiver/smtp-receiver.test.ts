@@ -1,0 +1,140 @@
+/**
+ * Unit tests of the SMTP receiver with a fake router and spool (real smtp-server, real
+ * nodemailer client over loopback): policy replies and the "250 only after commit" rule.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
+import { SmtpReceiver, type ReceiverDeps } from './smtp-receiver.ts';
+import { configSchema } from '../config/schema.ts';
+import { TrackingLog } from '../track/tracking-log.ts';
+import { TempLookupError } from '../util/errors.ts';
+import type { Envelope } from '../spool/types.ts';
+import type { RecipientResolution, Router } from '../router/types.ts';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-rcv-'));
+const committed: Array<{ env: Envelope; msg: Buffer }> = [];
+let commitHook: (() => Promise<void>) | undefined;
+let n = 0;
+
+const router: Router = {
+  async resolveRecipient(a: string): Promise<RecipientResolution> {
+    if (a.startsWith('down@')) throw new TempLookupError('directory unreachable');
+    if (a.endsWith('@local.test')) return a.startsWith('nobody@') ? { type: 'unknown-user' } : a.startsWith('list@') ? { type: 'local', addresses: ['x@local.test', 'y@local.test'] } : { type: 'local', addresses: [a] };
+    return { type: 'relay', addresses: [a], authorizedOnly: true };
+  },
+  async routeAddress() { return { type: 'maildir', path: '/nowhere' }; },
+  async reload() {},
+};
+
+function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}) {
+  const config = configSchema.parse({ node: { id: 'a', hostname: 'mx.test' }, smtp: { listen: '127.0.0.1:0', max_message_size: '10KiB', max_recipients: 3, ...overrides } });
+  const deps: ReceiverDeps = {
+    config, router,
+    commit: async (env, msg) => { if (commitHook) await commitHook(); committed.push({ env, msg }); },
+    newQueueId: () => `Q${++n}.a`,
+    tracking: new TrackingLog(path.join(dir, `track-${n}.log`), 'a'),
+    logger: pino({ level: 'silent' }),
+    isRelayClient: () => relayClient,
+    acceptState: () => ({ type: 'accepting' }),
+    onQueued: () => {},
+  };
+  const r = new SmtpReceiver(deps);
+  after(() => r.close());
+  return r;
+}
+
+/** Send one message; resolve with the final reply or the error's response. */
+async function send(port: number, from: string, to: string[], body: string): Promise<{ ok: boolean; response: string; rejected?: string[] }> {
+  const conn = new SMTPConnection({ host: '127.0.0.1', port, ignoreTLS: true, connectionTimeout: 5000 } as any);
+  await new Promise<void>((res, rej) => conn.connect((err?: Error) => (err ? rej(err) : res())));
+  try {
+    return await new Promise((resolve) => {
+      conn.send({ from, to }, body, (err: any, info: any) => {
+        if (err) resolve({ ok: false, response: String(err.response ?? err.message), rejected: err.rejected });
+        else resolve({ ok: true, response: info.response, rejected: info.rejected });
+      });
+    });
+  } finally {
+    conn.quit();
+  }
+}
+
+const msg = 'Subject: hi\r\nMessage-ID: <m1@x>\r\n\r\nhello\r\n';
+
+test('accepts mail for a known local user and commits it with a Received: header', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const res = await send(port, 's@remote.test', ['u@local.test'], msg);
+  assert.equal(res.ok, true, res.response);
+  assert.match(res.response, /^250 2\.0\.0 Ok: queued as Q\d+\.a/);
+  const c = committed.at(-1)!;
+  assert.equal(c.env.recipients[0].address, 'u@local.test');
+  assert.match(c.msg.toString(), /^Received: from .*\s+by mx\.test \(Tandem\) with E?SMTP id Q\d+\.a/s);
+  assert.equal(c.env.messageId, '<m1@x>');
+});
+
+test('unknown local user gets 550 5.1.1 at RCPT, relay to a foreign domain is refused with 554 5.7.1', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const a = await send(port, 's@remote.test', ['nobody@local.test'], msg);
+  assert.equal(a.ok, false);
+  assert.match(a.response, /^550 5\.1\.1 /);
+  const b = await send(port, 's@remote.test', ['someone@elsewhere.test'], msg);
+  assert.match(b.response, /^554 5\.7\.1 .*Relay access denied/);
+});
+
+test('relay networks may relay; a failing lookup gives 451, never 5xx', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  assert.equal((await send(port, 's@x.test', ['someone@elsewhere.test'], msg)).ok, true);
+  const d = await send(port, 's@x.test', ['down@local.test'], msg);
+  assert.match(d.response, /^451 4\.3\.0 /);
+});
+
+test('lists expand to their members; too many recipients get 452 4.5.3', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const res = await send(port, 's@x.test', ['list@local.test'], msg);
+  assert.equal(res.ok, true);
+  assert.deepEqual(committed.at(-1)!.env.recipients.map((x) => x.address), ['x@local.test', 'y@local.test']);
+  const many = await send(port, 's@x.test', ['a@local.test', 'b@local.test', 'c@local.test', 'd@local.test'], msg);
+  assert.equal(many.ok, true); // the first three accepted
+  assert.deepEqual(many.rejected, ['d@local.test']);
+  assert.equal(committed.at(-1)!.env.recipients.length, 3);
+});
+
+test('an oversized message gets 552 5.3.4 after the whole body and nothing is committed', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const before = committed.length;
+  const res = await send(port, 's@x.test', ['u@local.test'], 'Subject: big\r\n\r\n' + 'x'.repeat(20_000) + '\r\n');
+  assert.equal(res.ok, false);
+  assert.match(res.response, /^552 5\.3\.4 /);
+  assert.equal(committed.length, before);
+});
+
+test('250 comes only after the commit resolves; a failing commit gives 451 4.3.0', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  let release!: () => void;
+  let replied = false;
+  const entered = new Promise<void>((inCommit) => {
+    commitHook = () => new Promise<void>((res) => { release = res; inCommit(); });
+  });
+  const pending = send(port, 's@x.test', ['u@local.test'], msg).then((r) => { replied = true; return r; });
+  await entered; // the commit is under way and held
+  await new Promise((res) => setImmediate(res));
+  assert.equal(replied, false, 'no reply may reach the client before the commit is durable');
+  release();
+  const res = await pending;
+  assert.equal(res.ok, true);
+  commitHook = async () => { throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }); };
+  const full = await send(port, 's@x.test', ['u@local.test'], msg);
+  commitHook = undefined;
+  assert.match(full.response, /^451 4\.3\.0 /);
+});
