@@ -1,0 +1,50 @@
+/*
+ * ports.ts - loopback ports and addresses for process-level tests.
+ *
+ * Exports:
+ *   freePort(host = "127.0.0.1"): Promise<number>  binds port 0, reads the port, closes it.
+ *   parseHostPort(text): HostPort                  "127.0.0.1:25", "[::1]:25" -> { host, port }
+ *   formatHostPort(hp): string                     the reverse, brackets for IPv6
+ *   HostPort
+ *
+ * Prefer binding port 0 in the process itself and reading the port it reports; use freePort
+ * only when a port must be known before a process starts (a config file that cannot say 0).
+ * What can go wrong: between freePort() and the process binding it, another process may take
+ * the port (a race we accept for those few cases; the process then fails to start, loudly).
+ */
+import { createServer } from "node:net";
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** Asks the kernel for a currently unused TCP port on host. */
+export function freePort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen({ host, port: 0, exclusive: true }, () => {
+      const addr = srv.address();
+      if (addr === null || typeof addr === "string") {
+        srv.close();
+        reject(new Error(`freePort: unexpected address ${String(addr)}`));
+        return;
+      }
+      srv.close(() => resolve(addr.port));
+    });
+  });
+}
+
+/** Parses "host:port" or "[v6]:port"; throws with the offending text. */
+export function parseHostPort(text: string): HostPort {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`not a host:port address: ${JSON.stringify(text)}`);
+  return { host: m[1] ?? m[2], port };
+}
+
+/** Formats a HostPort as "host:port", bracketing IPv6 hosts. */
+export function formatHostPort(hp: HostPort): string {
+  return hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}

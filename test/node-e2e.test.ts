@@ -1,0 +1,184 @@
+/**
+ * End-to-end tests of one real `tandem` node process: a real SMTP client, a real SMTP sink
+ * process as next hop, real Maildirs, the real CLI against the admin API and the spool.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, appendFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { simpleParser } from 'mailparser';
+import { trackProcesses } from './harness/procs.ts';
+import { startSink, type Sink } from './harness/sink.ts';
+import { startNode, runCli, writeTables, type TandemProc } from './harness/tandem.ts';
+import { sendMail } from './harness/smtp-client.ts';
+import { freePort } from './harness/ports.ts';
+
+const procs = trackProcesses();
+after(() => procs.stopAll());
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-e2e-'));
+let sink: Sink;
+let node: TandemProc;
+let closedPort: number;
+let tables: Record<string, string>;
+
+function config(): string {
+  return `
+node: { id: a, hostname: tandem.test }
+smtp: { listen: "127.0.0.1:0" }
+spool: { root: ${dir}/spool }
+local: { maildir_root: ${dir}/mail }
+tables:
+  local_domains: ${tables.local_domains}
+  virtual_mailboxes: ${tables.virtual_mailboxes}
+  aliases: ${tables.aliases}
+  transport: ${tables.transport}
+relay: { host: "127.0.0.1:${sink.port}", networks: ["127.0.0.0/8"] }
+queue: { min_backoff: 1s, max_backoff: 2s }
+delivery: { connect_timeout: 2s }
+tracking: { path: ${dir}/tracking.log }
+admin: { listen: "127.0.0.1:0" }
+`;
+}
+
+/** Files delivered into a mailbox's new/ folder, parsed. */
+async function mailbox(name: string) {
+  const d = path.join(dir, 'mail', name, 'new');
+  if (!existsSync(d)) return [];
+  return Promise.all(readdirSync(d).map(async (f) => simpleParser(readFileSync(path.join(d, f)))));
+}
+
+/** Poll until fn() is truthy; fails the test with `what` after timeoutMs. */
+async function eventually<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const msg = (subject: string, extra = '') => `From: alice@example.test\r\nSubject: ${subject}\r\n${extra}\r\nhello ${subject}\r\n`;
+
+before(async () => {
+  closedPort = await freePort();
+  sink = await startSink({ failRcpt: [{ pattern: '^reject@', code: 550 }] });
+  tables = writeTables(dir, {
+    local_domains: 'example.test ok\n',
+    virtual_mailboxes: 'alice@example.test alice/\nbob@example.test bob/\n',
+    aliases: 'team@example.test alice@example.test, bob@example.test\n',
+    transport: `down.test smtp:[127.0.0.1]:${closedPort}\n`,
+  });
+  node = await startNode(dir, config());
+});
+
+test('a list address is expanded and delivered into each member\'s Maildir, with tracking', async () => {
+  const res = await sendMail(node.smtpPort, 'sender@remote.test', ['team@example.test'], msg('to the team'));
+  assert.equal(res.ok, true, res.response);
+  const [a, b] = await eventually('both mailboxes', async () => {
+    const a = await mailbox('alice'); const b = await mailbox('bob');
+    return a.length && b.length ? [a, b] : undefined;
+  });
+  assert.equal(a[0].subject, 'to the team');
+  assert.equal(a[0].headers.get('delivered-to'), 'alice@example.test');
+  assert.equal(b[0].headers.get('delivered-to'), 'bob@example.test');
+  assert.match(String(a[0].headers.get('received')), /by tandem\.test \(Tandem\)/);
+  const events = readFileSync(path.join(dir, 'tracking.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const mine = events.filter((e) => e.queueId === res.queueId);
+  assert.deepEqual(mine.map((e) => e.event).sort(), ['delivered', 'delivered', 'received']);
+  assert.deepEqual(mine.filter((e) => e.event === 'delivered').map((e) => e.original), ['team@example.test', 'team@example.test']);
+});
+
+test('remote mail is relayed to the relay host; unknown local users get 550 5.1.1', async () => {
+  const res = await sendMail(node.smtpPort, 'alice@example.test', ['someone@remote.test'], msg('relayed', 'X-Test-Id: e2e-relay-1\r\n'));
+  assert.equal(res.ok, true, res.response);
+  await sink.waitForCount(1, 15_000);
+  const rec = sink.readRecords().find((r) => r.testId === 'e2e-relay-1');
+  assert.ok(rec, 'the sink received the relayed message');
+  assert.deepEqual(rec.to, ['someone@remote.test']);
+  const unknown = await sendMail(node.smtpPort, 'x@remote.test', ['nobody@example.test'], msg('nobody'));
+  assert.equal(unknown.ok, false);
+  assert.match(unknown.response, /^550 5\.1\.1 /);
+});
+
+test('a permanent failure at the next hop bounces with an RFC 3464 DSN to the sender', async () => {
+  const res = await sendMail(node.smtpPort, 'alice@example.test', ['reject@remote.test'], msg('will bounce'));
+  assert.equal(res.ok, true);
+  const dsn = await eventually('a DSN in alice\'s mailbox', async () => (await mailbox('alice')).find((m) => /Undelivered/i.test(m.subject ?? '')));
+  assert.match(String(dsn.headers.get('content-type')?.valueOf() ?? ''), /multipart\/report/);
+  assert.match(dsn.text ?? '', /reject@remote\.test/);
+  const status = dsn.attachments.find((a) => a.contentType === 'message/delivery-status');
+  assert.ok(status, 'a message/delivery-status part');
+  assert.match(status.content.toString(), /Action: failed/);
+  assert.match(status.content.toString(), /Status: 5\.\d\.\d/);
+  // the DSN's envelope sender is null: the maildir copy says so
+  assert.match(String(dsn.headers.get('return-path')?.valueOf?.() ?? dsn.headers.get('return-path')), /<>|^$/);
+});
+
+test('queue commands on a running node: deferred message listed, held, released, deleted', async () => {
+  const res = await sendMail(node.smtpPort, 'alice@example.test', ['x@down.test'], msg('deferred'));
+  assert.equal(res.ok, true);
+  const id = res.queueId!;
+  await eventually('the message to be deferred', async () => {
+    const l = await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json']);
+    return JSON.parse(l.stdout).rows.find((r: any) => r.queueId === id && r.state === 'deferred');
+  });
+  const show = await runCli(['queue', 'show', id, '--admin', node.adminUrl!]);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /recipient: <x@down\.test>: pending/);
+  assert.match(show.stdout, /deferred: +\d+ attempt/);
+  assert.equal((await runCli(['queue', 'hold', id, '--admin', node.adminUrl!])).code, 0);
+  let listed = JSON.parse((await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json'])).stdout);
+  assert.equal(listed.rows.find((r: any) => r.queueId === id)?.state, 'hold');
+  const rel = await runCli(['queue', 'release', id, '--admin', node.adminUrl!]);
+  assert.match(rel.stdout, /released/);
+  const flush = await runCli(['queue', 'flush', '--admin', node.adminUrl!]);
+  assert.equal(flush.code, 0);
+  await eventually('delete to succeed', async () => /deleted/.test((await runCli(['queue', 'delete', id, '--admin', node.adminUrl!])).stdout));
+  listed = JSON.parse((await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json'])).stdout);
+  assert.equal(listed.rows.find((r: any) => r.queueId === id), undefined);
+  const missing = await runCli(['queue', 'show', 'NOSUCHID.X.a', '--admin', node.adminUrl!]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /no message NOSUCHID/);
+});
+
+test('SIGHUP reloads tables: a new mailbox is accepted without a restart', async () => {
+  const before = await sendMail(node.smtpPort, 'x@remote.test', ['carol@example.test'], msg('carol'));
+  assert.match(before.response, /^550 5\.1\.1/);
+  appendFileSync(tables.virtual_mailboxes, 'carol@example.test carol/\n');
+  node.proc.kill('SIGHUP');
+  await node.proc.waitForLine((l) => l.json?.event === 'reloaded', 10_000);
+  const res = await sendMail(node.smtpPort, 'x@remote.test', ['carol@example.test'], msg('carol'));
+  assert.equal(res.ok, true, res.response);
+  await eventually('carol\'s mail', async () => (await mailbox('carol')).length === 1);
+});
+
+test('config check names the key, the value and what is allowed (exit 78)', async () => {
+  const good = await runCli(['config', 'check', path.join(dir, 'tandem.yaml')]);
+  assert.equal(good.code, 0, good.stdout + good.stderr);
+  assert.match(good.stdout, /configuration OK/);
+  const badFile = path.join(dir, 'bad.yaml');
+  appendFileSync(badFile, 'queue:\n  max_lifetime: "five days"\n');
+  const bad = await runCli(['config', 'check', badFile]);
+  assert.equal(bad.code, 78);
+  assert.match(bad.stdout, /queue\.max_lifetime: .*not a duration.*"five days"/);
+});
+
+test('SIGTERM stops the node gracefully (exit 0); the stopped spool is listed and changed offline', async () => {
+  const res = await sendMail(node.smtpPort, 'alice@example.test', ['y@down.test'], msg('left queued'));
+  assert.equal(res.ok, true);
+  const spoolDir = path.join(dir, 'spool', 'a');
+  const busy = await runCli(['queue', 'hold', res.queueId!, '--spool', spoolDir]);
+  assert.equal(busy.code, 75, 'a running node owns its spool');
+  const exit = await node.proc.stop(20_000);
+  assert.equal(exit.code, 0);
+  const list = await runCli(['queue', 'list', '--spool', spoolDir]);
+  assert.equal(list.code, 0);
+  assert.match(list.stdout, new RegExp(res.queueId!.replace(/\./g, '\\.')));
+  const del = await runCli(['queue', 'delete', res.queueId!, '--spool', spoolDir]);
+  assert.equal(del.code, 0, del.stderr);
+  const after = await runCli(['queue', 'list', '--spool', spoolDir, '--json']);
+  assert.equal(JSON.parse(after.stdout).rows.some((r: any) => r.queueId === res.queueId), false);
+});
