@@ -114,7 +114,7 @@ export class TandemNode {
     }
     this.state = 'ready';
     log.info({
-      event: 'ready', node: c.node.id, pid: process.pid, host: os.hostname(),
+      event: 'ready', pid: process.pid, host: os.hostname(),
       smtp: fmt(this.smtpAddress), ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
       spool: dir, tracking: c.tracking.path || undefined,
     }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);

@@ -47,7 +47,7 @@ export interface Router {
 /** Key for per-destination concurrency and backoff: the next hop a Route goes to. */
 export function routeKey(route: Route): string {
   switch (route.type) {
-    case 'maildir': return 'maildir';
+    case 'maildir': return `maildir:${route.path}`;
     case 'smtp': return route.mx ? `smtp:${route.domain}:${route.port}` : `smtp:[${route.host}]:${route.port}`;
     case 'lmtp': return `lmtp:${route.host}:${route.port}`;
     case 'error': return 'error';

@@ -10,7 +10,9 @@ import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { parse as parseYaml } from "yaml";
 import { runLoad } from "./load.ts";
+import { writeNodeConfig } from "./node.ts";
 import { freePort, parseHostPort } from "./ports.ts";
 import { spawnProcess, trackProcesses, type ProcessRegistry } from "./procs.ts";
 import { startSink } from "./sink.ts";
@@ -146,6 +148,26 @@ describe("harness", () => {
     const counts = second.countsByTestId();
     for (const id of res.accepted) assert.ok(counts.has(id), `accepted ${id} missing at the sink`);
     for (const [id, n] of counts) if (n > 1) assert.ok(res.uncertain.has(id), `${id} duplicated but not uncertain`);
+  });
+
+  test("LMTP: the sink speaks LMTP and runLoad with lmtp: true gets every message accepted", async () => {
+    const sink = await startSink({ lmtp: true });
+    const res = await runLoad({ host: sink.host, port: sink.port, total: 20, concurrency: 2, sizeBytes: 1024, from: "a@example.org", to: "b@example.net", lmtp: true });
+    assert.equal(res.accepted.size, 20, JSON.stringify(res.errorSamples));
+    await sink.waitForCount(20, 5_000);
+    assert.deepEqual(new Set(sink.countsByTestId().keys()), res.accepted);
+  });
+
+  test("writeNodeConfig: default config deep-merged with overrides, YAML base accepted", () => {
+    const dir = mkdtempSync(join(tmpdir(), "tandem-harness-"));
+    const path = writeNodeConfig(dir, { relay: { host: "127.0.0.1:2526" }, queue: { max_backoff: "9s" } });
+    const cfg = parseYaml(readFileSync(path, "utf8"));
+    assert.deepEqual(cfg.relay, { networks: ["127.0.0.0/8", "::1/128"], host: "127.0.0.1:2526" });
+    assert.deepEqual(cfg.queue, { min_backoff: "1s", max_backoff: "9s" });
+    assert.equal(cfg.spool.root, join(dir, "spool"));
+    assert.deepEqual(cfg.node, { id: "a", hostname: "tandem.test" });
+    const path2 = writeNodeConfig(dir, { node: { id: "b" } }, "node: {id: a, hostname: x.test}\nsmtp: {listen: '127.0.0.1:0'}\n");
+    assert.deepEqual(parseYaml(readFileSync(path2, "utf8")), { node: { id: "b", hostname: "x.test" }, smtp: { listen: "127.0.0.1:0" } });
   });
 
   test("stopping a process group also stops its children", async () => {

@@ -18,8 +18,9 @@
  *              up to `maxAttempts`; then (or with retry: false) it is recorded in `failed`.
  *   uncertain  the connection was lost after the end of DATA was sent but before its reply: the
  *              receiver may or may not have taken responsibility. The message is retried, so a
- *              message in `uncertain` may legitimately arrive twice (at-least-once). Any other
- *              duplicate at the destination is a bug of the system under test.
+ *              message in `uncertain` may legitimately arrive twice (at-least-once), and is
+ *              usually also in `accepted` (a later try succeeded). Any other duplicate at the
+ *              destination is a bug of the system under test.
  * After a failed transaction the worker sends RSET (reconnecting if RSET fails).
  * `stopSignal` stops taking new messages and cuts retry backoffs short; a transaction in flight
  * completes. Messages never taken are counted in `unsent`.

@@ -1,0 +1,286 @@
+/**
+ * qmgr/dsn.ts — builds delivery status notifications (RFC 3464): bounces, delay warnings and
+ * success reports, ready to be committed to the spool from the null sender.
+ *
+ * Exports: buildDsn, types DsnKind, DsnRecipient, DsnOptions, BuiltDsn, DEFAULT_RETURN_SIZE_LIMIT.
+ *
+ * The message is multipart/report; report-type=delivery-status with three parts:
+ *   1. text/plain for people: what happened, to whom, why, the queue id; a delay warning says
+ *      until when we keep trying and that nothing needs to be done;
+ *   2. message/delivery-status: Reporting-MTA, Arrival-Date, Original-Envelope-Id, then one block
+ *      per recipient (Original-Recipient, Final-Recipient, Action, Status, Remote-MTA,
+ *      Diagnostic-Code, Last-Attempt-Date, Will-Retry-Until);
+ *   3. the original: message/rfc822 for a failure DSN with RET=FULL (the default), otherwise
+ *      text/rfc822-headers (RET=HDRS, delay and success reports — RFC 3461 §4.3 — and a message
+ *      over returnSizeLimit, as Postfix' bounce_size_limit).
+ * The multipart structure is written by hand: it is fixed, three parts and a random boundary, and
+ * nodemailer's composer cannot produce message/delivery-status parts. The text part is
+ * quoted-printable (nodemailer's qp) when it is not ASCII. All lines end in CRLF and are at most
+ * 998 octets: longer lines of the returned original are split (such a message broke RFC 5322
+ * already).
+ *
+ * What can go wrong: a DSN must never go to the null sender (it could loop between two MTAs):
+ * the caller checks, and buildDsn returns null as a second guard.
+ * XXX: a UTF-8 envelope sender or recipient is written as is (rfc822 address type); RFC 6533's
+ *  message/global-delivery-status is not produced.
+ * XXX: the returned message is 8-bit when the original is: `body8bit` says so, and the DSN must
+ *  then be sent with BODY=8BITMIME.
+ * Config read: none (reportingMta and limits come from the caller).
+ */
+import { randomBytes } from 'node:crypto';
+import * as qp from 'nodemailer/lib/qp/index.js';
+import type { Envelope, EnvelopeRecipient } from '../spool/types.ts';
+
+export type DsnKind = 'failure' | 'delay' | 'success';
+
+export interface DsnRecipient {
+  recipient: EnvelopeRecipient;
+  /** RFC 3463 status, "5.1.1". */
+  status: string;
+  /** The remote reply or local reason, "550 5.1.1 <x@y>: Recipient address rejected". */
+  diagnostic: string;
+  /** Host name, or a channel `via` such as "mx.example[192.0.2.1]:25" (reduced to the name). */
+  remoteMta?: string;
+  lastAttemptAt?: number;
+  willRetryUntil?: number;
+}
+
+export interface DsnOptions {
+  /** Our host name: Reporting-MTA and the From: MAILER-DAEMON@ address. */
+  reportingMta: string;
+  envelope: Envelope;
+  original: Buffer;
+  kind: DsnKind;
+  recipients: DsnRecipient[];
+  now?: Date;
+  boundary?: string;
+  /** Larger originals are returned as headers only (default DEFAULT_RETURN_SIZE_LIMIT). */
+  returnSizeLimit?: number;
+}
+
+export interface BuiltDsn {
+  sender: '';
+  recipient: string;
+  message: Buffer;
+  /** True when the returned original has 8-bit content: send with BODY=8BITMIME. */
+  body8bit: boolean;
+}
+
+/** Postfix' bounce_size_limit default. */
+export const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
+
+const MAX_LINE = 998;
+const CRLF = '\r\n';
+
+const SUBJECTS: Record<DsnKind, string> = {
+  failure: 'Undelivered Mail Returned to Sender',
+  delay: 'Delayed Mail (still being retried)',
+  success: 'Successful Mail Delivery Report',
+};
+const ACTIONS: Record<DsnKind, string> = { failure: 'failed', delay: 'delayed', success: 'delivered' };
+
+/** Build the DSN message; null when the envelope sender is the null sender. */
+export function buildDsn(opts: DsnOptions): BuiltDsn | null {
+  const { envelope, kind, reportingMta } = opts;
+  if (envelope.sender === '') return null;
+  const now = opts.now ?? new Date();
+  const boundary = opts.boundary ?? `${envelope.queueId}.${randomBytes(8).toString('hex')}/${reportingMta}`;
+
+  const limit = opts.returnSizeLimit ?? DEFAULT_RETURN_SIZE_LIMIT;
+  const tooLarge = opts.original.length > limit;
+  const full = kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && !tooLarge;
+  const returned = full ? opts.original : headerSection(opts.original);
+  const body8bit = returned.some((b) => b > 0x7f);
+
+  const text = humanText(opts, now, kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && tooLarge);
+  const textAscii = !/[^\x00-\x7f]/.test(text);
+
+  const head = [
+    `From: MAILER-DAEMON@${reportingMta} (Mail Delivery System)`,
+    `To: <${envelope.sender}>`,
+    `Subject: ${SUBJECTS[kind]}`,
+    `Date: ${rfc5322Date(now)}`,
+    `Message-ID: <${now.getTime()}.${randomBytes(6).toString('hex')}@${reportingMta}>`,
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status;${CRLF} boundary="${boundary}"`,
+    `Content-Transfer-Encoding: ${body8bit ? '8bit' : '7bit'}`,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Description: Notification',
+    'Content-Type: text/plain; charset=utf-8',
+    `Content-Transfer-Encoding: ${textAscii ? '7bit' : 'quoted-printable'}`,
+    '',
+    textAscii ? text : qp.wrap(qp.encode(Buffer.from(text.replace(/\r?\n/g, CRLF), 'utf8')), 76),
+    '',
+    `--${boundary}`,
+    'Content-Description: Delivery report',
+    'Content-Type: message/delivery-status',
+    '',
+    deliveryStatus(opts, now),
+    `--${boundary}`,
+    `Content-Description: ${full ? 'Undelivered Message' : 'Message Headers'}`,
+    `Content-Type: ${full ? 'message/rfc822' : 'text/rfc822-headers'}`,
+    ...(body8bit ? ['Content-Transfer-Encoding: 8bit'] : []),
+    '',
+    '',
+  ].join(CRLF);
+  const tail = `${CRLF}--${boundary}--${CRLF}`;
+  const message = Buffer.concat([
+    Buffer.from(limitLines(head), 'utf8'),
+    limitLineBuffer(withoutFinalNewline(returned)),
+    Buffer.from(tail, 'utf8'),
+  ]);
+  return { sender: '', recipient: envelope.sender, message, body8bit };
+}
+
+/** The human-readable part (LF line ends; converted when joined). */
+function humanText(opts: DsnOptions, now: Date, truncatedReturn: boolean): string {
+  const { envelope, kind, reportingMta } = opts;
+  const lines: string[] = [`This is the mail system at host ${reportingMta}.`, ''];
+  if (kind === 'failure') {
+    lines.push(
+      "I'm sorry to have to inform you that your message could not be delivered to one or more",
+      'recipients. The reasons are below. The message was not delivered to them and will not be',
+      'retried; check the addresses or contact the postmaster of the receiving domain.',
+    );
+  } else if (kind === 'delay') {
+    const until = Math.max(...opts.recipients.map((r) => r.willRetryUntil ?? 0));
+    lines.push(
+      '####################################################################',
+      '# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #',
+      '####################################################################',
+      '',
+      'Your message could not be delivered yet to the recipients below. The mail system is still',
+      until > 0 ? `trying and will keep trying until ${rfc5322Date(new Date(until))}. No action is needed;`
+        : 'trying. No action is needed;',
+      'you will be told if it finally fails.',
+    );
+  } else {
+    lines.push('Your message was successfully delivered to the recipients below, as you asked.');
+  }
+  lines.push('', `Queue id: ${envelope.queueId}`, `Arrived:  ${rfc5322Date(new Date(envelope.arrivedAt))}`, '');
+  for (const r of opts.recipients) {
+    const shown = r.recipient.original && r.recipient.original !== r.recipient.address
+      ? `<${r.recipient.address}> (expanded from <${r.recipient.original}>)` : `<${r.recipient.address}>`;
+    const host = remoteHost(r.remoteMta);
+    lines.push(`${shown}: ${host ? `host ${r.remoteMta} said: ` : ''}${r.diagnostic}`);
+  }
+  if (truncatedReturn) lines.push('', `The message was larger than ${opts.returnSizeLimit ?? DEFAULT_RETURN_SIZE_LIMIT} bytes; only its headers are returned.`);
+  lines.push('', `For further assistance, please contact <postmaster@${reportingMta}>.`, `This report was generated at ${rfc5322Date(now)}.`);
+  return lines.join(CRLF);
+}
+
+/** The message/delivery-status body (RFC 3464 §2.2, §2.3), ending with an empty line. */
+function deliveryStatus(opts: DsnOptions, now: Date): string {
+  const { envelope, kind, reportingMta } = opts;
+  const fields: string[] = [
+    `Reporting-MTA: dns; ${reportingMta}`,
+    `X-Tandem-Queue-ID: ${envelope.queueId}`,
+    ...(envelope.dsn?.envid ? [`Original-Envelope-Id: ${envelope.dsn.envid}`] : []),
+    `Arrival-Date: ${rfc5322Date(new Date(envelope.arrivedAt))}`,
+    '',
+  ];
+  for (const r of opts.recipients) {
+    const host = remoteHost(r.remoteMta);
+    const diagnosticType = /^\d{3}[ -]/.test(r.diagnostic) ? 'smtp' : 'X-Tandem';
+    fields.push(
+      ...(r.recipient.original ? [`Original-Recipient: rfc822; ${r.recipient.original}`] : []),
+      `Final-Recipient: rfc822; ${r.recipient.address}`,
+      `Action: ${ACTIONS[kind]}`,
+      `Status: ${r.status}`,
+      ...(host ? [`Remote-MTA: dns; ${host}`] : []),
+      fold(`Diagnostic-Code: ${diagnosticType}; ${r.diagnostic.replace(/[\r\n]+/g, ' ')}`),
+      `Last-Attempt-Date: ${rfc5322Date(new Date(r.lastAttemptAt ?? now.getTime()))}`,
+      ...(kind === 'delay' && r.willRetryUntil ? [`Will-Retry-Until: ${rfc5322Date(new Date(r.willRetryUntil))}`] : []),
+      '',
+    );
+  }
+  return fields.join(CRLF);
+}
+
+/** "mx.example[192.0.2.1]:25" → "mx.example"; "maildir:/x", "error" and bare domains → undefined. */
+function remoteHost(remoteMta: string | undefined): string | undefined {
+  if (!remoteMta) return undefined;
+  const m = /^([^\s[\]]+)\[[^\]]+\](?::\d+)?$/.exec(remoteMta);
+  return m ? m[1] : undefined;
+}
+
+/** Fold a header-style field at spaces so lines stay short (RFC 5322 §2.2.3). */
+function fold(field: string): string {
+  if (field.length <= 78) return field;
+  const words = field.split(' ');
+  const lines: string[] = [];
+  let line = '';
+  for (const word of words) {
+    if (line && line.length + 1 + word.length > 78) {
+      lines.push(line);
+      line = ` ${word}`;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  lines.push(line);
+  return lines.join(CRLF);
+}
+
+/** "Tue, 02 Jan 2024 03:04:05 +0000" */
+function rfc5322Date(d: Date): string {
+  return d.toUTCString().replace(/GMT$/, '+0000');
+}
+
+/** The header section of a message, up to and including the empty line. */
+function headerSection(message: Buffer): Buffer {
+  const crlf = message.indexOf('\r\n\r\n');
+  if (crlf >= 0) return message.subarray(0, crlf + 4);
+  const lf = message.indexOf('\n\n');
+  return lf >= 0 ? message.subarray(0, lf + 2) : message;
+}
+
+function withoutFinalNewline(b: Buffer): Buffer {
+  let end = b.length;
+  while (end > 0 && (b[end - 1] === 0x0a || b[end - 1] === 0x0d)) end -= 1;
+  return b.subarray(0, end);
+}
+
+/** Split over-long lines of our own text (it is ASCII or QP, so octets = characters there). */
+function limitLines(text: string): string {
+  return text.split(CRLF).map((l) => (Buffer.byteLength(l) <= MAX_LINE ? l : hardWrap(l))).join(CRLF);
+}
+
+function hardWrap(line: string): string {
+  const parts: string[] = [];
+  let rest = Buffer.from(line, 'utf8');
+  while (rest.length > MAX_LINE) {
+    let cut = MAX_LINE;
+    while (cut > 0 && (rest[cut] & 0xc0) === 0x80) cut -= 1; // do not split a UTF-8 sequence
+    parts.push(rest.subarray(0, cut).toString('utf8'));
+    rest = rest.subarray(cut);
+  }
+  parts.push(rest.toString('utf8'));
+  return parts.join(CRLF);
+}
+
+/** Normalise line ends of the returned original to CRLF and split lines over 998 octets. */
+function limitLineBuffer(b: Buffer): Buffer {
+  const out: Buffer[] = [];
+  const crlf = Buffer.from(CRLF);
+  let start = 0;
+  while (start <= b.length) {
+    let nl = b.indexOf(0x0a, start);
+    if (nl < 0) nl = b.length;
+    let end = nl;
+    if (end > start && b[end - 1] === 0x0d) end -= 1;
+    for (let pos = start; ; pos += MAX_LINE) {
+      out.push(b.subarray(pos, Math.min(end, pos + MAX_LINE)));
+      if (pos + MAX_LINE >= end) break;
+      out.push(crlf);
+    }
+    if (nl >= b.length) break;
+    out.push(crlf);
+    start = nl + 1;
+  }
+  return Buffer.concat(out);
+}
