@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink } from './harness/sink.ts';
-import { startNode, type TandemProc } from './harness/tandem.ts';
+import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { runLoad } from './harness/load.ts';
 import { freePort } from './harness/ports.ts';
 
@@ -49,8 +49,9 @@ test('kill -9 under steady load: every accepted message is delivered after a res
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-crash-'));
   const sink = await startSink();
   const smtpPort = await freePort();
-  const config = nodeConfig(dir, smtpPort, sink.port);
-  let node: TandemProc = await startNode(dir, config, [], 'node-1');
+  const config = writeNodeConfig(dir, {}, nodeConfig(dir, smtpPort, sink.port));
+  const start = (name: string) => startNode({ config, listen: `127.0.0.1:${smtpPort}`, logFile: path.join(dir, `${name}.out`) });
+  let node: RunningNode = await start('node-1');
 
   const total = 2400;
   const load = runLoad({
@@ -63,7 +64,7 @@ test('kill -9 under steady load: every accepted message is delivered after a res
   await waitFor(`${killAt} deliveries`, () => sink.count() >= killAt, 120_000);
   await node.proc.killHard();
   const deliveredAtKill = sink.count();
-  node = await startNode(dir, config, [], 'node-2');
+  node = await start('node-2');
 
   const result = await load;
   assert.equal(result.rejected.size, 0, `no message may be refused: ${[...result.rejected.values()][0]}`);
@@ -92,8 +93,9 @@ test('next hop down, everything queued, then kill -9: all of it is delivered exa
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-crash-q-'));
   const sinkPort = await freePort();
   const smtpPort = await freePort();
-  const config = nodeConfig(dir, smtpPort, sinkPort);
-  let node = await startNode(dir, config, [], 'node-1');
+  const config = writeNodeConfig(dir, {}, nodeConfig(dir, smtpPort, sinkPort));
+  const start = (name: string) => startNode({ config, listen: `127.0.0.1:${smtpPort}`, logFile: path.join(dir, `${name}.out`) });
+  let node = await start('node-1');
 
   const total = 400;
   const result = await runLoad({ host: '127.0.0.1', port: smtpPort, total, concurrency: 4, sizeBytes: 1024, from: 'load@client.test', to: (i) => `r${i}@remote.test` });
@@ -103,7 +105,7 @@ test('next hop down, everything queued, then kill -9: all of it is delivered exa
   await node.proc.killHard();
 
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
-  node = await startNode(dir, config, [], 'node-2');
+  node = await start('node-2');
   await sink.waitForCount(total, 90_000);
   await waitFor('the spool to drain', () => readdirSync(deferred).length === 0, 30_000);
   const got = sink.countsByTestId();

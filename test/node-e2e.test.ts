@@ -10,7 +10,8 @@ import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink, type Sink } from './harness/sink.ts';
-import { startNode, runCli, writeTables, type TandemProc } from './harness/tandem.ts';
+import { runCli, writeTables } from './harness/tandem.ts';
+import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { freePort } from './harness/ports.ts';
 
@@ -19,7 +20,8 @@ after(() => procs.stopAll());
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-e2e-'));
 let sink: Sink;
-let node: TandemProc;
+let node: RunningNode;
+let adminUrl: string;
 let closedPort: number;
 let tables: Record<string, string>;
 
@@ -74,11 +76,12 @@ before(async () => {
     aliases: 'team@example.test alice@example.test, bob@example.test\n',
     transport: `down.test smtp:[127.0.0.1]:${closedPort}\n`,
   });
-  node = await startNode(dir, config());
+  node = await startNode({ config: writeNodeConfig(dir, {}, config()), admin: '127.0.0.1:0', logFile: path.join(dir, 'tandem.out') });
+  adminUrl = `http://127.0.0.1:${node.admin!.port}`;
 });
 
 test('a list address is expanded and delivered into each member\'s Maildir, with tracking', async () => {
-  const res = await sendMail(node.smtpPort, 'sender@remote.test', ['team@example.test'], msg('to the team'));
+  const res = await sendMail(node.smtp.port, 'sender@remote.test', ['team@example.test'], msg('to the team'));
   assert.equal(res.ok, true, res.response);
   const [a, b] = await eventually('both mailboxes', async () => {
     const a = await mailbox('alice'); const b = await mailbox('bob');
@@ -95,19 +98,19 @@ test('a list address is expanded and delivered into each member\'s Maildir, with
 });
 
 test('remote mail is relayed to the relay host; unknown local users get 550 5.1.1', async () => {
-  const res = await sendMail(node.smtpPort, 'alice@example.test', ['someone@remote.test'], msg('relayed', 'X-Test-Id: e2e-relay-1\r\n'));
+  const res = await sendMail(node.smtp.port, 'alice@example.test', ['someone@remote.test'], msg('relayed', 'X-Test-Id: e2e-relay-1\r\n'));
   assert.equal(res.ok, true, res.response);
   await sink.waitForCount(1, 15_000);
   const rec = sink.readRecords().find((r) => r.testId === 'e2e-relay-1');
   assert.ok(rec, 'the sink received the relayed message');
   assert.deepEqual(rec.to, ['someone@remote.test']);
-  const unknown = await sendMail(node.smtpPort, 'x@remote.test', ['nobody@example.test'], msg('nobody'));
+  const unknown = await sendMail(node.smtp.port, 'x@remote.test', ['nobody@example.test'], msg('nobody'));
   assert.equal(unknown.ok, false);
   assert.match(unknown.response, /^550 5\.1\.1 /);
 });
 
 test('a permanent failure at the next hop bounces with an RFC 3464 DSN to the sender', async () => {
-  const res = await sendMail(node.smtpPort, 'alice@example.test', ['reject@remote.test'], msg('will bounce'));
+  const res = await sendMail(node.smtp.port, 'alice@example.test', ['reject@remote.test'], msg('will bounce'));
   assert.equal(res.ok, true);
   const dsn = await eventually('a DSN in alice\'s mailbox', async () => (await mailbox('alice')).find((m) => /Undelivered/i.test(m.subject ?? '')));
   assert.match(dsn.raw, /^Content-Type: multipart\/report;[^]*report-type="?delivery-status/im);
@@ -124,39 +127,39 @@ test('a permanent failure at the next hop bounces with an RFC 3464 DSN to the se
 });
 
 test('queue commands on a running node: deferred message listed, held, released, deleted', async () => {
-  const res = await sendMail(node.smtpPort, 'alice@example.test', ['x@down.test'], msg('deferred'));
+  const res = await sendMail(node.smtp.port, 'alice@example.test', ['x@down.test'], msg('deferred'));
   assert.equal(res.ok, true);
   const id = res.queueId!;
   await eventually('the message to be deferred', async () => {
-    const l = await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json']);
+    const l = await runCli(['queue', 'list', '--admin', adminUrl, '--json']);
     return JSON.parse(l.stdout).rows.find((r: any) => r.queueId === id && r.state === 'deferred');
   });
-  const show = await runCli(['queue', 'show', id, '--admin', node.adminUrl!]);
+  const show = await runCli(['queue', 'show', id, '--admin', adminUrl]);
   assert.equal(show.code, 0, show.stderr);
   assert.match(show.stdout, /recipient: <x@down\.test>: pending/);
   assert.match(show.stdout, /deferred: +\d+ attempt/);
-  assert.equal((await runCli(['queue', 'hold', id, '--admin', node.adminUrl!])).code, 0);
-  let listed = JSON.parse((await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json'])).stdout);
+  assert.equal((await runCli(['queue', 'hold', id, '--admin', adminUrl])).code, 0);
+  let listed = JSON.parse((await runCli(['queue', 'list', '--admin', adminUrl, '--json'])).stdout);
   assert.equal(listed.rows.find((r: any) => r.queueId === id)?.state, 'hold');
-  const rel = await runCli(['queue', 'release', id, '--admin', node.adminUrl!]);
+  const rel = await runCli(['queue', 'release', id, '--admin', adminUrl]);
   assert.match(rel.stdout, /released/);
-  const flush = await runCli(['queue', 'flush', '--admin', node.adminUrl!]);
+  const flush = await runCli(['queue', 'flush', '--admin', adminUrl]);
   assert.equal(flush.code, 0);
-  await eventually('delete to succeed', async () => /deleted/.test((await runCli(['queue', 'delete', id, '--admin', node.adminUrl!])).stdout));
-  listed = JSON.parse((await runCli(['queue', 'list', '--admin', node.adminUrl!, '--json'])).stdout);
+  await eventually('delete to succeed', async () => /deleted/.test((await runCli(['queue', 'delete', id, '--admin', adminUrl])).stdout));
+  listed = JSON.parse((await runCli(['queue', 'list', '--admin', adminUrl, '--json'])).stdout);
   assert.equal(listed.rows.find((r: any) => r.queueId === id), undefined);
-  const missing = await runCli(['queue', 'show', 'NOSUCHID.X.a', '--admin', node.adminUrl!]);
+  const missing = await runCli(['queue', 'show', 'NOSUCHID.X.a', '--admin', adminUrl]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /no message NOSUCHID/);
 });
 
 test('SIGHUP reloads tables: a new mailbox is accepted without a restart', async () => {
-  const before = await sendMail(node.smtpPort, 'x@remote.test', ['carol@example.test'], msg('carol'));
+  const before = await sendMail(node.smtp.port, 'x@remote.test', ['carol@example.test'], msg('carol'));
   assert.match(before.response, /^550 5\.1\.1/);
   appendFileSync(tables.virtual_mailboxes, 'carol@example.test carol/\n');
   node.proc.kill('SIGHUP');
   await node.proc.waitForLine((l) => l.json?.event === 'reloaded', 10_000);
-  const res = await sendMail(node.smtpPort, 'x@remote.test', ['carol@example.test'], msg('carol'));
+  const res = await sendMail(node.smtp.port, 'x@remote.test', ['carol@example.test'], msg('carol'));
   assert.equal(res.ok, true, res.response);
   await eventually('carol\'s mail', async () => (await mailbox('carol')).length === 1);
 });
@@ -173,7 +176,7 @@ test('config check names the key, the value and what is allowed (exit 78)', asyn
 });
 
 test('SIGTERM stops the node gracefully (exit 0); the stopped spool is listed and changed offline', async () => {
-  const res = await sendMail(node.smtpPort, 'alice@example.test', ['y@down.test'], msg('left queued'));
+  const res = await sendMail(node.smtp.port, 'alice@example.test', ['y@down.test'], msg('left queued'));
   assert.equal(res.ok, true);
   const spoolDir = path.join(dir, 'spool', 'a');
   const busy = await runCli(['queue', 'hold', res.queueId!, '--spool', spoolDir]);

@@ -1,0 +1,112 @@
+/*
+ * procstat.ts - what the benchmark reads from /proc: CPU time and memory of a process group,
+ * and a description of the machine.
+ *
+ * Exports:
+ *   groupCpuSeconds(pgid): number   utime+stime of every live process in the group, plus the
+ *                                   leader's reaped children (cutime+cstime)
+ *   peakRssBytes(pid): number       VmHWM (peak resident set) of one process
+ *   groupPssBytes(pgid): number     sum of Pss (proportional set size: shared pages split among
+ *                                   their users) over the live members of a group, now - the fair
+ *                                   figure for a multi-process server such as Postfix, where a
+ *                                   sum of RSS would count the shared libraries once per daemon
+ *   machineInfo(): MachineInfo      nproc, CPU model, kernel, node version
+ *
+ * Linux only. What can go wrong: processes vanish while we read (skipped silently); a process
+ * that already exited contributes nothing, so read before stopping it.
+ */
+import { execFileSync } from "node:child_process";
+import { readFileSync, readdirSync } from "node:fs";
+import os from "node:os";
+
+export interface MachineInfo {
+  nproc: number;
+  cpuModel: string;
+  kernel: string;
+  node: string;
+}
+
+let clockTicks: number | undefined;
+
+/** Kernel clock ticks per second (getconf CLK_TCK, normally 100). */
+function ticksPerSecond(): number {
+  clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  return clockTicks;
+}
+
+interface StatFields {
+  pid: number;
+  pgrp: number;
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+}
+
+/** Parses /proc/PID/stat; undefined if the process is gone. */
+function readStat(pid: number): StatFields | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name may contain spaces and parentheses: fields start after the last ')'.
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  // f[0]=state f[1]=ppid f[2]=pgrp ... f[11]=utime f[12]=stime f[13]=cutime f[14]=cstime
+  return { pid, pgrp: Number(f[2]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+}
+
+function allPids(): number[] {
+  return readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number);
+}
+
+/** CPU seconds used so far by process group pgid (see header). */
+export function groupCpuSeconds(pgid: number): number {
+  let ticks = 0;
+  for (const pid of allPids()) {
+    const st = readStat(pid);
+    if (!st || st.pgrp !== pgid) continue;
+    ticks += st.utime + st.stime;
+    if (pid === pgid) ticks += st.cutime + st.cstime;
+  }
+  return ticks / ticksPerSecond();
+}
+
+/** VmHWM of pid in bytes (0 if unknown). */
+export function peakRssBytes(pid: number): number {
+  try {
+    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Sum of Pss over the live members of group pgid (from smaps_rollup). */
+export function groupPssBytes(pgid: number): number {
+  let sum = 0;
+  for (const pid of allPids()) {
+    if (readStat(pid)?.pgrp !== pgid) continue;
+    try {
+      const m = /^Pss:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"));
+      if (m) sum += Number(m[1]) * 1024;
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return sum;
+}
+
+/** The machine the figures were measured on. */
+export function machineInfo(): MachineInfo {
+  let cpuModel = os.cpus()[0]?.model ?? "unknown";
+  try {
+    cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? cpuModel;
+  } catch {
+    // keep os.cpus()'s answer
+  }
+  return { nproc: os.availableParallelism(), cpuModel, kernel: os.release(), node: process.version };
+}
