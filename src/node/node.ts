@@ -103,7 +103,7 @@ export class TandemNode {
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
       ...(passwords ? { verifyPassword: (u: string, p: string) => passwords.verify(u, p) } : {}),
       acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
-      onQueued: (id) => this.qmgr.enqueue(id),
+      onQueued: (id, committed) => this.qmgr.enqueue(id, committed),
       metrics: this.metrics,
     });
     this.smtpAddress = await this.receiver.listen();

@@ -53,6 +53,8 @@ export interface QueueMetrics {
 /** In-memory view of one queued message. */
 interface Entry {
   state: QueueState;
+  /** Envelope and message as just committed by the receiver: the first attempt needs no read. */
+  fresh?: { envelope: Envelope; message: Buffer };
   busy: boolean;
   timer?: NodeJS.Timeout;
   nextAttemptAt?: number;
@@ -100,10 +102,10 @@ export class QueueManager {
     return { queued: entries.length, quarantined: quarantined.length };
   }
 
-  /** A message just committed to incoming/ by the receiver. */
-  enqueue(queueId: string): void {
+  /** A message just committed to incoming/ (by the receiver, which passes what it wrote). */
+  enqueue(queueId: string, fresh?: { envelope: Envelope; message: Buffer }): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
-    this.entries.set(queueId, { state: 'incoming', busy: false });
+    this.entries.set(queueId, { state: 'incoming', busy: false, ...(fresh ? { fresh } : {}) });
     this.ready.push(queueId);
     this.pump();
   }
@@ -249,12 +251,13 @@ export class QueueManager {
   private async attempt(id: string, e: Entry): Promise<void> {
     const spool = this.deps.spool;
     if (e.state === 'incoming') {
-      await spool.move(id, 'incoming', 'active');
+      await spool.move(id, 'incoming', 'active', { durable: false });
       e.state = 'active';
     }
     let qf: QueueFile;
     try {
-      qf = await spool.read(id, e.state);
+      qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
+      e.fresh = undefined;
     } catch (err) {
       if ((err as Error).name === 'CorruptQueueFileError') {
         await spool.quarantine(id, e.state, (err as Error).message);
@@ -275,8 +278,10 @@ export class QueueManager {
     }
 
     const outcomes = await this.deliverPending(qf, pending);
-    await this.recordOutcomes(qf, outcomes);
     const stillPending = outcomes.filter((o) => o.outcome === 'deferred');
+    // With nothing left pending, the durable unlink in finish() is the record; the status
+    // append is needed only when the message stays queued.
+    await this.recordOutcomes(qf, outcomes, stillPending.length > 0);
     if (stillPending.length === 0) return this.finish(id, e);
     await this.defer(qf, e, stillPending);
   }
@@ -333,7 +338,7 @@ export class QueueManager {
   }
 
   /** Durably record final outcomes; send DSNs for failures first. */
-  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[]): Promise<void> {
+  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[], durable: boolean): Promise<void> {
     const env = qf.envelope;
     const at = this.now();
     const failed = outcomes.filter((o) => o.outcome === 'failed');
@@ -352,7 +357,7 @@ export class QueueManager {
         this.deps.tracking.record({ event: 'deferred', ...common });
       }
     }
-    if (records.length) await this.deps.spool.appendStatus(env.queueId, this.entries.get(env.queueId)?.state ?? 'active', records);
+    if (durable && records.length) await this.deps.spool.appendStatus(env.queueId, this.entries.get(env.queueId)?.state ?? 'active', records);
   }
 
   private async defer(qf: QueueFile, e: Entry, pending: Outcome[]): Promise<void> {
@@ -430,7 +435,7 @@ export class QueueManager {
     await this.deps.spool.commit(dsnEnvelope, dsn.message);
     this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
     this.deps.metrics?.dsn(kind);
-    this.enqueue(queueId);
+    this.enqueue(queueId, { envelope: dsnEnvelope, message: dsn.message });
     return true;
   }
 
@@ -438,6 +443,11 @@ export class QueueManager {
     await this.deps.spool.remove(id, e.state);
     this.entries.delete(id);
   }
+}
+
+/** The QueueFile of a message just committed: nothing delivered yet. */
+function freshQueueFile(queueId: string, envelope: Envelope, message: Buffer): QueueFile {
+  return { queueId, state: 'active', envelope, message, statuses: [], pending: envelope.recipients.map((_, i) => i), size: message.length };
 }
 
 /** Does this recipient's NOTIFY ask for a DSN of this kind? Default: FAILURE (and DELAY when enabled). */

@@ -49,8 +49,8 @@ export interface ReceiverDeps {
   /** Check a user's password (AUTH); absent = AUTH not offered. */
   verifyPassword?(user: string, password: string): Promise<boolean>;
   acceptState(): AcceptState;
-  /** Called after the 250: the queue manager picks the message up. */
-  onQueued(queueId: string): void;
+  /** Called after the 250 with what was committed: the queue manager picks the message up. */
+  onQueued(queueId: string, committed: { envelope: Envelope; message: Buffer }): void;
   metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void };
 }
 
@@ -292,7 +292,7 @@ export class SmtpReceiver {
       throw new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
     }
     this.deps.metrics?.received(message.length);
-    this.deps.onQueued(queueId);
+    this.deps.onQueued(queueId, { envelope, message });
     return queueId;
   }
 }

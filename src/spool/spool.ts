@@ -262,15 +262,19 @@ export class Spool {
     });
   }
 
-  /** Rename between state folders, then fsync both folders (grouped); resolves when durable. */
-  move(queueId: string, from: QueueState, to: QueueState): Promise<void> {
-    return this.#exclusive(queueId, () => this.#move(queueId, from, to));
+  /**
+   * Rename between state folders, then fsync both folders (grouped); resolves when durable.
+   * `durable: false` skips the folder fsyncs, for a move whose loss in a crash is harmless
+   * (incoming → active: recovery picks the file up from either folder).
+   */
+  move(queueId: string, from: QueueState, to: QueueState, opts: { durable?: boolean } = {}): Promise<void> {
+    return this.#exclusive(queueId, () => this.#move(queueId, from, to, opts.durable ?? true));
   }
 
-  async #move(queueId: string, from: QueueState, to: QueueState): Promise<void> {
+  async #move(queueId: string, from: QueueState, to: QueueState, durable = true): Promise<void> {
     if (from === to) return;
     await this.#io.rename(this.#path(queueId, from), this.#path(queueId, to));
-    await Promise.all([this.#dirSyncer.sync(this.#folder(to)), this.#dirSyncer.sync(this.#folder(from))]);
+    if (durable) await Promise.all([this.#dirSyncer.sync(this.#folder(to)), this.#dirSyncer.sync(this.#folder(from))]);
   }
 
   /** Delete a finished message; resolves when the unlink is durable. */

@@ -1,0 +1,156 @@
+/**
+ * Unit tests of the queue manager over a real spool folder, with a scripted channel and router:
+ * per-recipient state survives a restart (or a takeover by another process), backoff, expiry,
+ * DSNs (never to the null sender), hold/release/delete.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { QueueManager } from './queue-manager.ts';
+import { Spool } from '../spool/index.ts';
+import { configSchema } from '../config/schema.ts';
+import { TrackingLog, readTrackingLog } from '../track/tracking-log.ts';
+import type { Channel, DeliveryJob, RecipientResult } from '../channels/types.ts';
+import type { Router } from '../router/types.ts';
+import type { Envelope } from '../spool/types.ts';
+
+type Verdict = 'delivered' | 'deferred' | 'failed';
+
+function setup(verdict: (address: string, attempt: number) => Verdict, queue: Record<string, unknown> = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
+  const config = configSchema.parse({ node: { id: 'q', hostname: 'q.test' }, queue: { min_backoff: '50ms', max_backoff: '100ms', ...queue } });
+  const jobs: DeliveryJob[] = [];
+  const attempts = new Map<string, number>();
+  const channel: Channel = {
+    async deliver(job) {
+      jobs.push(job);
+      return job.recipients.map((r): RecipientResult => {
+        const n = (attempts.get(r.address) ?? 0) + 1;
+        attempts.set(r.address, n);
+        const v = verdict(r.address, n);
+        return { index: r.index, outcome: v, reply: v === 'delivered' ? '250 2.0.0 ok' : v === 'failed' ? '550 5.1.1 no such user' : '451 4.3.0 try later', via: 'next[127.0.0.1]:25' };
+      });
+    },
+  };
+  const router: Router = {
+    async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
+    async routeAddress() { return { type: 'smtp', host: '127.0.0.1', port: 25, mx: false }; },
+    async reload() {},
+  };
+  const trackFile = path.join(dir, 'track.log');
+  const make = async () => {
+    const spool = await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' });
+    const tracking = new TrackingLog(trackFile, 'q');
+    const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }) });
+    return { spool, qmgr };
+  };
+  return { dir, jobs, attempts, make, track: () => readTrackingLog(trackFile) };
+}
+
+function envelope(spool: Spool, sender: string, rcpts: string[], arrivedAt = Date.now()): Envelope {
+  return { queueId: spool.newQueueId(), nodeId: 'q', sender, recipients: rcpts.map((a) => ({ address: a, original: a })), arrivedAt, messageId: '<m@x>', client: { address: '127.0.0.1', helo: 'x' } };
+}
+const body = Buffer.from('Subject: t\r\n\r\nbody\r\n');
+
+async function until(what: string, fn: () => boolean | Promise<boolean>, ms = 5000) {
+  const end = Date.now() + ms;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+test('a restart (or another process on the same spool) re-sends only to recipients not yet done', async () => {
+  // first run: ok@ delivered, bad@ fails (DSN), later@ deferred; the queue manager is then stopped
+  const t = setup((a, n) => (a.startsWith('ok') ? 'delivered' : a.startsWith('bad') ? 'failed' : n >= 2 ? 'delivered' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
+  const first = await t.make();
+  await first.qmgr.start();
+  const env = envelope(first.spool, 'sender@x.test', ['ok@r.test', 'bad@r.test', 'later@r.test']);
+  await first.spool.commit(env, body);
+  first.qmgr.enqueue(env.queueId);
+  await until('deferral', async () => (await first.spool.find(env.queueId)) === 'deferred');
+  await first.qmgr.stop();
+  const qf = await first.spool.read(env.queueId, 'deferred');
+  assert.deepEqual(qf.pending, [2], 'only later@ is still pending on disk');
+  assert.equal(qf.deferral?.attempts, 1);
+
+  // second run over the same folder: flush so the deferred message is tried now
+  const jobsBefore = t.jobs.length;
+  const second = await t.make();
+  await second.qmgr.start();
+  second.qmgr.flush();
+  await until('message done', async () => (await second.spool.find(env.queueId)) === undefined);
+  const resent = t.jobs.slice(jobsBefore).filter((j) => j.queueId === env.queueId).flatMap((j) => j.recipients.map((r) => r.address));
+  assert.deepEqual(resent, ['later@r.test']);
+  assert.equal(t.attempts.get('ok@r.test'), 1, 'the delivered recipient was not sent again');
+  await second.qmgr.stop();
+});
+
+test('a permanent failure sends one DSN to the sender; never to the null sender', async () => {
+  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'failed'));
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['bad@r.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId);
+  const nullSender = envelope(spool, '', ['bad2@r.test']);
+  await spool.commit(nullSender, body);
+  qmgr.enqueue(nullSender.queueId);
+  await until('the DSN delivered', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'));
+  await until('queue empty', async () => (await spool.list()).length === 0);
+  const dsns = t.jobs.filter((j) => j.recipients[0].address === 'sender@x.test');
+  assert.equal(dsns.length, 1, 'exactly one DSN (for the message with a sender)');
+  assert.equal(dsns[0].sender, '', 'the DSN itself has the null sender');
+  assert.match(dsns[0].message.toString(), /multipart\/report/);
+  const events = t.track();
+  assert.equal(events.filter((e) => e.event === 'bounced').length, 2);
+  assert.equal(events.filter((e) => e.event === 'dsn').length, 1);
+  await qmgr.stop();
+});
+
+test('deferred mail is retried with backoff and expires after max_lifetime with a DSN', async () => {
+  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'deferred'), { max_lifetime: '400ms' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['slow@r.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId);
+  await until('expiry DSN', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'), 10_000);
+  assert.ok((t.attempts.get('slow@r.test') ?? 0) >= 2, 'retried before expiring');
+  const dsn = t.jobs.find((j) => j.recipients[0].address === 'sender@x.test')!;
+  assert.match(dsn.message.toString(), /expired/i);
+  assert.ok(t.track().some((e) => e.event === 'expired' && e.recipient === 'slow@r.test'));
+  await until('queue empty', async () => (await spool.list()).length === 0);
+  await qmgr.stop();
+});
+
+test('hold keeps a message from delivery until release; delete removes it without a DSN', async () => {
+  let open = false;
+  const t = setup(() => (open ? 'delivered' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['r@r.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId);
+  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  assert.equal(await qmgr.hold(env.queueId), 'held');
+  assert.equal(await spool.find(env.queueId), 'hold');
+  open = true;
+  assert.equal(qmgr.flush(), 0, 'a held message is not flushed');
+  assert.equal(await qmgr.release(env.queueId), 'released');
+  await until('delivered after release', async () => (await spool.find(env.queueId)) === undefined);
+
+  open = false;
+  const env2 = envelope(spool, 'sender@x.test', ['r2@r.test']);
+  await spool.commit(env2, body);
+  qmgr.enqueue(env2.queueId);
+  await until('deferred', async () => (await spool.find(env2.queueId)) === 'deferred');
+  assert.equal(await qmgr.remove(env2.queueId), 'deleted');
+  assert.equal(await spool.find(env2.queueId), undefined);
+  assert.ok(!t.jobs.some((j) => j.sender === ''), 'no DSN for an operator delete');
+  await assert.rejects(qmgr.hold('NOPE.X.q'), /no message/);
+  await qmgr.stop();
+});
