@@ -71,6 +71,9 @@ export interface MessageSummary {
 
 type Outcome = RecipientResult & { route?: Route };
 
+/** Ready messages beyond this many are not kept in memory (bounds memory under a backlog). */
+const FRESH_BACKLOG_LIMIT = 1000;
+
 export class QueueManager {
   private entries = new Map<string, Entry>();
   private ready: string[] = [];
@@ -105,7 +108,9 @@ export class QueueManager {
   /** A message just committed to incoming/ (by the receiver, which passes what it wrote). */
   enqueue(queueId: string, fresh?: { envelope: Envelope; message: Buffer }): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
-    this.entries.set(queueId, { state: 'incoming', busy: false, ...(fresh ? { fresh } : {}) });
+    // keep the bytes in memory only while the backlog is short; otherwise read them back later
+    const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
+    this.entries.set(queueId, { state: 'incoming', busy: false, ...(keep ? { fresh } : {}) });
     this.ready.push(queueId);
     this.pump();
   }

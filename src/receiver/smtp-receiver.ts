@@ -83,6 +83,8 @@ export class SmtpReceiver {
   private transactions = new WeakMap<SMTPServerSession, Transaction>();
   private inFlight = new Set<Promise<unknown>>();
   private address: { host: string; port: number } | undefined;
+  /** Commands refused before STARTTLS (AUTH among them). */
+  private readonly plaintextDisabled: string[];
 
   constructor(private readonly deps: ReceiverDeps) {
     const c = deps.config.smtp;
@@ -90,6 +92,7 @@ export class SmtpReceiver {
     const disabled: string[] = [];
     if (!c.tls) disabled.push('STARTTLS');
     if (!c.tls || !deps.verifyPassword) disabled.push('AUTH');
+    this.plaintextDisabled = disabled.includes('AUTH') ? disabled : [...disabled, 'AUTH'];
     this.server = new SMTPServer({
       name: deps.config.node.hostname,
       banner: c.banner,
@@ -112,6 +115,11 @@ export class SmtpReceiver {
       logger: false,
       ...tls,
       onConnect: (session, cb) => this.handle(cb, () => this.onConnect(session)),
+      // AUTH only after STARTTLS (Postfix smtpd_tls_auth_only): not even advertised before
+      onSecure: (_socket, session, cb) => {
+        session.disabledCommands = disabled;
+        cb();
+      },
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
           (user) => cb(null, { user }),
@@ -158,7 +166,8 @@ export class SmtpReceiver {
     Promise.resolve().then(fn).then(() => cb(), (err) => cb(toReply(err)));
   }
 
-  private onConnect(_session: SMTPServerSession): void {
+  private onConnect(session: SMTPServerSession): void {
+    if (!session.secure) session.disabledCommands = this.plaintextDisabled;
     const state = this.deps.acceptState();
     if (state.type === 'refusing') {
       throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${state.reason}; try another server or later`);
@@ -280,17 +289,16 @@ export class SmtpReceiver {
       ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
     };
     try {
-      await Promise.all([
-        this.deps.commit(envelope, message),
-        this.deps.tracking.recordDurable({
-          event: 'received', queueId, messageId, sender: envelope.sender, size: message.length,
-          client: session.remoteAddress, recipients: tx.recipients.length,
-        }),
-      ]);
+      await this.deps.commit(envelope, message);
     } catch (err) {
       this.deps.logger.error({ queueId, err: String(err) }, 'spool commit failed; answering 451');
       throw new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
     }
+    // only a committed message is "received"; the line is on disk before the 250
+    await this.deps.tracking.recordDurable({
+      event: 'received', queueId, messageId, sender: envelope.sender, size: message.length,
+      client: session.remoteAddress, recipients: tx.recipients.length,
+    });
     this.deps.metrics?.received(message.length);
     this.deps.onQueued(queueId, { envelope, message });
     return queueId;

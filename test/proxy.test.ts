@@ -1,0 +1,125 @@
+/**
+ * proxy.test.ts — a node behind a load balancer that speaks PROXY protocol v1
+ * (smtp.proxy_protocol: true): the address in the PROXY header is the client, for the
+ * Received: trace header and for the relay decision (relay.networks), and a connection that
+ * does not start with a PROXY header never gets an SMTP session.
+ *
+ * One node process (relay.networks 127.0.0.0/8, local domain example.test delivered to a
+ * Maildir, everything else to a sink process); raw sockets play the load balancer.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { trackProcesses } from './harness/procs.ts';
+import { startSink, type Sink } from './harness/sink.ts';
+import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
+import { writeTables } from './harness/tandem.ts';
+import { RawSmtpClient, type RawReply } from './harness/raw-smtp.ts';
+
+const procs = trackProcesses();
+after(() => procs.stopAll());
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-proxy-'));
+let sink: Sink;
+let node: RunningNode;
+
+before(async () => {
+  sink = await startSink();
+  const tables = writeTables(dir, { virtual_mailboxes: 'bob@example.test bob/\n' });
+  node = await startNode({
+    config: writeNodeConfig(dir, {
+      node: { id: 'px', hostname: 'tandem.test' },
+      smtp: { proxy_protocol: true, socket_timeout: '3s' },
+      relay: { host: sink.address, networks: ['127.0.0.0/8'] },
+      local: { domains: ['example.test'], maildir_root: path.join(dir, 'mail') },
+      tables: { virtual_mailboxes: tables.virtual_mailboxes },
+      queue: { min_backoff: '1s', max_backoff: '2s' },
+    }),
+    logFile: path.join(dir, 'tandem.out'),
+  });
+});
+
+/** Poll until fn() is truthy; fails with `what` after timeoutMs. */
+async function eventually<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The reply's text for an assertion message. */
+const show = (r: RawReply) => (r.type === 'reply' ? r.text : JSON.stringify(r));
+
+/** Connects as the load balancer would: PROXY header for `clientIp`, then the greeting. */
+async function proxiedSession(clientIp: string): Promise<RawSmtpClient> {
+  const c = await RawSmtpClient.connect(node.smtp.port);
+  c.write(`PROXY TCP4 ${clientIp} 127.0.0.1 40000 25\r\n`);
+  const greeting = await c.readReply();
+  assert.equal(greeting.type === 'reply' && greeting.code, 220, `greeting after the PROXY header: ${show(greeting)}`);
+  const ehlo = await c.command('EHLO client.test');
+  assert.equal(ehlo.type === 'reply' && ehlo.code, 250, show(ehlo));
+  return c;
+}
+
+/** MAIL, RCPT and DATA of one message; returns the RCPT reply and, if it was 250, the DATA end reply. */
+async function transaction(c: RawSmtpClient, rcpt: string, message: string): Promise<{ rcpt: RawReply; data?: RawReply }> {
+  const mail = await c.command('MAIL FROM:<sender@client.test>');
+  assert.equal(mail.type === 'reply' && mail.code, 250, show(mail));
+  const rcptReply = await c.command(`RCPT TO:<${rcpt}>`);
+  if (rcptReply.type !== 'reply' || rcptReply.code !== 250) return { rcpt: rcptReply };
+  const data = await c.command('DATA');
+  assert.equal(data.type === 'reply' && data.code, 354, show(data));
+  c.write(`${message}\r\n.\r\n`);
+  return { rcpt: rcptReply, data: await c.readReply(10_000) };
+}
+
+test('the PROXY header\'s source address is the client named in the Received: header', async () => {
+  const c = await proxiedSession('192.0.2.10');
+  const { data } = await transaction(c, 'bob@example.test', 'From: sender@client.test\r\nSubject: through the balancer\r\n\r\nhello');
+  assert.ok(data && data.type === 'reply', 'the message reached DATA');
+  assert.match(data.text, /^250 2\.0\.0 Ok: queued as /);
+  await c.command('QUIT');
+  c.close();
+  const newDir = path.join(dir, 'mail', 'bob', 'new');
+  const file = await eventually('the message in bob\'s Maildir', () => existsSync(newDir) && readdirSync(newDir)[0]);
+  const raw = readFileSync(path.join(newDir, file), 'latin1');
+  const received = /^Received: [^]*?(?=\r?\n\S)/m.exec(raw)?.[0];
+  assert.ok(received, `a Received: header in\n${raw}`);
+  assert.match(received, /\[192\.0\.2\.10\]/, 'the real client behind the balancer');
+  assert.doesNotMatch(received, /127\.0\.0\.1/, 'not the balancer\'s address');
+});
+
+test('relay permission is decided on the proxied address, not the balancer\'s', async () => {
+  const outside = await proxiedSession('192.0.2.10');
+  const refused = await transaction(outside, 'someone@remote.test', 'Subject: x\r\n\r\nx');
+  assert.equal(refused.rcpt.type === 'reply' && refused.rcpt.code, 554, show(refused.rcpt));
+  assert.match(show(refused.rcpt), /^554 5\.7\.1 /);
+  outside.close();
+
+  // the same balancer connection (from 127.0.0.1) for a client inside relay.networks may relay
+  const inside = await proxiedSession('127.0.0.5');
+  const ok = await transaction(inside, 'someone@remote.test', 'Subject: relayed\r\nX-Test-Id: proxy-inside-1\r\n\r\nx');
+  assert.equal(ok.rcpt.type === 'reply' && ok.rcpt.code, 250, show(ok.rcpt));
+  assert.match(ok.data ? show(ok.data) : '', /^250 /);
+  inside.close();
+  await eventually('the relayed message at the sink', () => sink.readRecords().find((r) => r.testId === 'proxy-inside-1'));
+});
+
+test('a connection without a PROXY header gets no SMTP session and is closed', async () => {
+  const c = await RawSmtpClient.connect(node.smtp.port);
+  c.write('EHLO client.test\r\nMAIL FROM:<sender@client.test>\r\nRCPT TO:<bob@example.test>\r\n');
+  const replies: RawReply[] = [];
+  for (let r = await c.readReply(); r.type !== 'closed'; r = await c.readReply()) replies.push(r);
+  assert.ok(replies.every((r) => r.type !== 'reply' || r.code >= 400), `no SMTP success without a PROXY header: ${replies.map(show).join(' | ')}`);
+
+  // a client that sends nothing gets no greeting, and the socket does not stay open forever
+  const silent = await RawSmtpClient.connect(node.smtp.port);
+  assert.equal(await silent.waitClosed(10_000), true, 'closed after smtp.socket_timeout (3s)');
+  const after = await silent.readReply();
+  assert.equal(after.type, 'closed', `no greeting before the PROXY header: ${show(after)}`);
+});
