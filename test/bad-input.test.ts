@@ -22,6 +22,7 @@ import { freePort } from './harness/ports.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { RawSmtpClient, type RawReply } from './harness/raw-smtp.ts';
 import { makeQueueIdGenerator } from '../src/spool/queueid.ts';
+import { eventually } from './harness/wait.ts';
 
 const procs = trackProcesses();
 const mounts: string[] = [];
@@ -33,16 +34,6 @@ after(async () => {
   }
 });
 
-/** Poll until fn() is truthy; fails with `what` after timeoutMs. */
-async function eventually<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** A message with an X-Test-Id header (the sink records it) and `bodyBytes` of text body. */
 function testMessage(testId: string, bodyBytes = 100): string {

@@ -13,6 +13,7 @@ import { startSink } from './harness/sink.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { runLoad } from './harness/load.ts';
 import { freePort } from './harness/ports.ts';
+import { eventually } from './harness/wait.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -29,14 +30,6 @@ queue: { min_backoff: 500ms, max_backoff: 2s, total_concurrency: ${TOTAL_CONCURR
 delivery: { connect_timeout: 2s }
 tracking: { path: ${dir}/tracking.log }
 `;
-}
-
-async function waitFor(what: string, fn: () => boolean, timeoutMs: number): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 function duplicates(counts: Map<string, number>): number {
@@ -61,7 +54,7 @@ test('kill -9 under steady load: every accepted message is delivered after a res
   });
   // kill at a random moment while the load runs: after 15-60 % of the messages reached the sink
   const killAt = Math.floor(total * (0.15 + Math.random() * 0.45));
-  await waitFor(`${killAt} deliveries`, () => sink.count() >= killAt, 120_000);
+  await eventually(`${killAt} deliveries`, () => sink.count() >= killAt, 120_000);
   await node.proc.killHard();
   const deliveredAtKill = sink.count();
   node = await start('node-2');
@@ -72,7 +65,7 @@ test('kill -9 under steady load: every accepted message is delivered after a res
   const accepted = result.accepted;
   assert.equal(accepted.size, total);
 
-  await waitFor('every accepted message at the sink', () => {
+  await eventually('every accepted message at the sink', () => {
     const got = sink.countsByTestId();
     for (const id of accepted) if (!got.has(id)) return false;
     return true;
@@ -90,7 +83,7 @@ test('kill -9 under steady load: every accepted message is delivered after a res
   console.log(`# crash test: killed after ${deliveredAtKill} deliveries; ${accepted.size} accepted, ${got.size} distinct delivered, ${dups} duplicate(s): ${inFlight} in flight at the kill (bound ${inFlightBound}), ${fromClient} resent by the client after a lost 250 (${result.uncertain.size} uncertain)`);
   assert.ok(inFlight <= inFlightBound, `${inFlight} duplicates exceed the deliveries that can be in flight (${inFlightBound})`);
   assert.ok(fromClient <= result.uncertain.size);
-  await waitFor('the spool to drain', () => ['incoming', 'active', 'deferred'].every((s) => readdirSync(path.join(dir, 'spool', 'crash', s)).length === 0), 30_000);
+  await eventually('the spool to drain', () => ['incoming', 'active', 'deferred'].every((s) => readdirSync(path.join(dir, 'spool', 'crash', s)).length === 0), 30_000);
   await node.proc.stop();
   await sink.stop();
 });
@@ -107,13 +100,13 @@ test('next hop down, everything queued, then kill -9: all of it is delivered exa
   const result = await runLoad({ host: '127.0.0.1', port: smtpPort, total, concurrency: 4, sizeBytes: 1024, from: 'load@client.test', to: (i) => `r${i}@remote.test` });
   assert.equal(result.accepted.size, total);
   const deferred = path.join(dir, 'spool', 'crash', 'deferred');
-  await waitFor('every message deferred (next hop down)', () => readdirSync(deferred).length === total, 60_000);
+  await eventually('every message deferred (next hop down)', () => readdirSync(deferred).length === total, 60_000);
   await node.proc.killHard();
 
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
   node = await start('node-2');
   await sink.waitForCount(total, 90_000);
-  await waitFor('the spool to drain', () => readdirSync(deferred).length === 0, 30_000);
+  await eventually('the spool to drain', () => readdirSync(deferred).length === 0, 30_000);
   const got = sink.countsByTestId();
   for (const id of result.accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
   assert.equal(duplicates(got), 0);

@@ -14,6 +14,7 @@ import { runCli, writeTables } from './harness/tandem.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { freePort } from './harness/ports.ts';
+import { eventually } from './harness/wait.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -54,16 +55,6 @@ async function mailbox(name: string) {
   }));
 }
 
-/** Poll until fn() is truthy; fails the test with `what` after timeoutMs. */
-async function eventually<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const msg = (subject: string, extra = '') => `From: alice@example.test\r\nSubject: ${subject}\r\n${extra}\r\nhello ${subject}\r\n`;
 

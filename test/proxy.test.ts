@@ -17,6 +17,7 @@ import { startSink, type Sink } from './harness/sink.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { writeTables } from './harness/tandem.ts';
 import { RawSmtpClient, type RawReply } from './harness/raw-smtp.ts';
+import { eventually } from './harness/wait.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -41,16 +42,6 @@ before(async () => {
   });
 });
 
-/** Poll until fn() is truthy; fails with `what` after timeoutMs. */
-async function eventually<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The reply's text for an assertion message. */
 const show = (r: RawReply) => (r.type === 'reply' ? r.text : JSON.stringify(r));

@@ -21,6 +21,7 @@ import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts'
 import { runCli, writeTables } from './harness/tandem.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { RawSmtpClient, type RawReply } from './harness/raw-smtp.ts';
+import { eventually } from './harness/wait.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -31,16 +32,6 @@ const noOpenssl = openssl.error || openssl.status !== 0 ? `openssl is needed to 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-tls-'));
 const PASSWORD = 'secret';
 
-/** Poll until fn() is truthy; fails with `what` after timeoutMs. */
-async function eventually<T>(what: string, fn: () => T | undefined | false, timeoutMs = 15_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const show = (r: RawReply) => (r.type === 'reply' ? r.text : JSON.stringify(r));
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
