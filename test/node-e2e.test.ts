@@ -166,6 +166,19 @@ test('config check names the key, the value and what is allowed (exit 78)', asyn
   assert.match(bad.stdout, /queue\.max_lifetime: .*not a duration.*"five days"/);
 });
 
+test('the admin API reports health for the load balancer and Prometheus metrics', async () => {
+  const health = await fetch(`${adminUrl}/health`);
+  assert.equal(health.status, 200);
+  assert.deepEqual(await health.json(), { status: 'ready', node: 'a' });
+  const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
+  const received = Number(/^tandem_messages_received_total (\d+)/m.exec(metrics)?.[1]);
+  assert.ok(received >= 3, `tandem_messages_received_total counts accepted mail (got ${received})`);
+  assert.match(metrics, /^tandem_deliveries_total\{outcome="delivered",channel="maildir"\} \d+/m);
+  assert.match(metrics, /^tandem_deliveries_total\{outcome="failed",channel="smtp"\} \d+/m);
+  assert.match(metrics, /^tandem_queue_messages\{state="deferred"\} \d+/m);
+  assert.match(metrics, /^tandem_dsn_total\{kind="failure"\} 1$/m);
+});
+
 test('SIGTERM stops the node gracefully (exit 0); the stopped spool is listed and changed offline', async () => {
   const res = await sendMail(node.smtp.port, 'alice@example.test', ['y@down.test'], msg('left queued'));
   assert.equal(res.ok, true);
