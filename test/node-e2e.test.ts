@@ -84,7 +84,9 @@ test('a list address is expanded and delivered into each member\'s Maildir, with
   assert.match(String(a[0].headers.get('received')), /by tandem\.test \(Tandem\)/);
   const events = readFileSync(path.join(dir, 'tracking.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const mine = events.filter((e) => e.queueId === res.queueId);
-  assert.deepEqual(mine.map((e) => e.event).sort(), ['delivered', 'delivered', 'received']);
+  assert.deepEqual(mine.map((e) => e.event).filter((e) => e !== 'routed').sort(), ['delivered', 'delivered', 'received']);
+  const routed = mine.filter((e) => e.event === 'routed').map((e) => e.nexthop).sort();
+  assert.deepEqual(routed, [`maildir:${path.join(dir, 'mail', 'alice')}`, `maildir:${path.join(dir, 'mail', 'bob')}`]);
   assert.deepEqual(mine.filter((e) => e.event === 'delivered').map((e) => e.original), ['team@example.test', 'team@example.test']);
 });
 

@@ -22,7 +22,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   const loopback = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url === '/health' || req.url === '/metrics') return;
+    const route = req.url.split('?')[0];
+    if (route === '/health' || route === '/metrics') return;
     if (token) {
       if (req.headers.authorization !== `Bearer ${token}`) return reply.code(401).send({ error: 'missing or wrong bearer token (admin.token)' });
     } else if (!loopback(req.ip)) {

@@ -29,7 +29,7 @@ export class Metrics implements QueueMetrics {
         for (const [state, n] of Object.entries(queueCounts())) this.set({ state }, n);
       },
     });
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'tandem_process_' });
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'tandem_' });
   }
 
   received(bytes: number): void {

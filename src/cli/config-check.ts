@@ -9,7 +9,7 @@ import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig } from '../config/load.ts';
-import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
+import { createRouter, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 
 export async function checkConfig(file: string): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];
@@ -29,15 +29,9 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
       lines.push(`  FAIL ${what}: ${(err as Error).message}`);
     }
   };
-  await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', () =>
-    TableRouter.create({ tables: c.tables, localDomains: c.local.domains, relayDomains: c.relay.domains, maildirRoot: c.local.maildir_root, ...(c.relay.host ? { relayHost: c.relay.host } : {}) }));
-  await step('relay networks', async () => {
-    const entries = [...c.relay.networks];
-    if (c.tables.relay_networks) entries.push(...(await loadNetworkTable(c.tables.relay_networks)));
-    NetworkList.parse(entries, 'relay.networks');
-  });
-  if (c.smtp.auth_passwords) await step(`password table ${c.smtp.auth_passwords}`, () => PasswordTable.load(c.smtp.auth_passwords!));
-  if (c.smtp.auth_passwords && !c.smtp.tls) problems.push('auth'), lines.push('  FAIL smtp.auth_passwords is set but smtp.tls is not: AUTH is offered only after STARTTLS');
+  await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', () => createRouter(c));
+  await step('relay networks', () => loadRelayNetworks(c));
+  if (c.smtp.auth_passwords) await step(`password table ${c.smtp.auth_passwords}`, () => loadPasswords(c));
   if (c.smtp.tls) {
     const tls = c.smtp.tls;
     await step(`TLS certificate ${tls.cert} and key ${tls.key}`, async () => createSecureContext({ cert: await readFile(tls.cert), key: await readFile(tls.key) }));

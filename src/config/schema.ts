@@ -48,7 +48,7 @@ export const configSchema = z.object({
   }).strict().default({}),
   smtp: z.object({
     listen: hostPort(25).default('127.0.0.1:2525'),
-    banner: z.string().default('Tandem ESMTP'),
+    banner: z.string().default('Tandem'),
     proxy_protocol: z.boolean().default(false),
     max_message_size: size('25MiB'),
     max_recipients: z.number().int().min(1).max(100000).default(1000),
@@ -82,6 +82,9 @@ export const configSchema = z.object({
     domains: z.array(z.string()).default([]),
     /** Relative mailbox paths in virtual_mailboxes are under this folder. */
     maildir_root: z.string().default('./var/mail'),
+    /** Alias/list expansion limits per RCPT: final addresses, and nesting depth. */
+    max_alias_expansion: z.number().int().min(1).max(1_000_000).default(1000),
+    max_alias_depth: z.number().int().min(1).max(100).default(20),
   }).strict().default({}),
   queue: z.object({
     max_lifetime: duration('5d'),
@@ -97,8 +100,12 @@ export const configSchema = z.object({
   delivery: z.object({
     connect_timeout: duration('30s'),
     command_timeout: duration('300s'),
-    /** Verify the next hop's TLS certificate (false = opportunistic TLS, as Postfix "may"). */
-    tls_verify: z.boolean().default(false),
+    /**
+     * TLS to next hops, as Postfix smtp_tls_security_level: "may" = STARTTLS when offered,
+     * certificate not checked, plaintext if the handshake fails; "encrypt" = TLS required;
+     * "verify" = TLS required and the certificate must verify. Mail that cannot meet it is deferred.
+     */
+    tls_security_level: z.enum(['may', 'encrypt', 'verify']).default('may'),
   }).strict().default({}),
   tracking: z.object({
     /** Message tracking log (JSON lines); "" disables it. */
@@ -112,7 +119,14 @@ export const configSchema = z.object({
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).strict().default({}),
-}).strict();
+}).strict().superRefine((c, ctx) => {
+  if (c.queue.max_backoff < c.queue.min_backoff) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queue', 'max_backoff'], message: `must be at least queue.min_backoff (${c.queue.min_backoff} ms)` });
+  }
+  if (c.smtp.auth_passwords && !c.smtp.tls) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'auth_passwords'], message: 'AUTH is offered only after STARTTLS: set smtp.tls (cert and key) too' });
+  }
+});
 
 export type TandemConfig = z.output<typeof configSchema>;
 export type TandemConfigInput = z.input<typeof configSchema>;

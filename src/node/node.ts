@@ -14,7 +14,8 @@ import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock } from '../spool/index.ts';
-import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
+import type { TableRouter, NetworkList, PasswordTable } from '../router/index.ts';
+import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
@@ -30,6 +31,7 @@ export class TandemNode {
   private admin?: FastifyInstance;
   private releaseLock?: () => Promise<void>;
   private relayNetworks!: NetworkList;
+  private passwords?: PasswordTable;
   private channels!: ChannelSet;
   readonly metrics: Metrics;
   qmgr!: QueueManager;
@@ -70,22 +72,10 @@ export class TandemNode {
     const lock = await acquireSpoolLock(dir);
     this.releaseLock = () => lock.release();
     this.tracking = new TrackingLog(c.tracking.path, c.node.id);
-    this.router = await TableRouter.create({
-      tables: c.tables,
-      localDomains: c.local.domains,
-      relayDomains: c.relay.domains,
-      maildirRoot: c.local.maildir_root,
-      ...(c.relay.host ? { relayHost: c.relay.host } : {}),
-      warn: (msg, fields) => log.warn(fields ?? {}, msg),
-    });
-    this.relayNetworks = await this.loadRelayNetworks();
-    const passwords = c.smtp.auth_passwords ? await PasswordTable.load(c.smtp.auth_passwords) : undefined;
-    this.channels = new ChannelSet({
-      heloName: c.node.hostname,
-      connectTimeout: c.delivery.connect_timeout,
-      commandTimeout: c.delivery.command_timeout,
-      tlsRejectUnauthorized: c.delivery.tls_verify,
-    });
+    this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg));
+    this.relayNetworks = await loadRelayNetworks(c);
+    this.passwords = await loadPasswords(c);
+    this.channels = new ChannelSet(channelOptions(c));
     this.qmgr = new QueueManager({
       config: c, spool: this.spool, router: this.router, tracking: this.tracking, logger: log, metrics: this.metrics,
       channelFor: (route) => this.channels.channelFor(route),
@@ -101,7 +91,7 @@ export class TandemNode {
       tracking: this.tracking,
       logger: log,
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
-      ...(passwords ? { verifyPassword: (u: string, p: string) => passwords.verify(u, p) } : {}),
+      ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
       acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
       onQueued: (id, committed) => this.qmgr.enqueue(id, committed),
       metrics: this.metrics,
@@ -120,17 +110,13 @@ export class TandemNode {
     }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);
   }
 
-  private async loadRelayNetworks(): Promise<NetworkList> {
-    const entries = [...this.config.relay.networks];
-    if (this.config.tables.relay_networks) entries.push(...(await loadNetworkTable(this.config.tables.relay_networks)));
-    return NetworkList.parse(entries, 'relay.networks');
-  }
-
-  /** SIGHUP: reload tables and relay networks; keep the old ones if the new do not load. */
+  /** SIGHUP: reload tables, relay networks and passwords; keep the old ones if any new one fails. */
   async reload(): Promise<void> {
-    const networks = await this.loadRelayNetworks();
+    const networks = await loadRelayNetworks(this.config);
+    const passwords = await loadPasswords(this.config);
     await this.router.reload();
     this.relayNetworks = networks;
+    this.passwords = passwords;
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
   }
 

@@ -81,6 +81,10 @@ test('a restart (or another process on the same spool) re-sends only to recipien
   const jobsBefore = t.jobs.length;
   const second = await t.make();
   await second.qmgr.start();
+  // the restart keeps the retry time recorded in the file (an hour away) ...
+  await until('the old schedule', () => second.qmgr.list().find((m) => m.queueId === env.queueId)?.nextAttemptAt === qf.deferral?.nextAttemptAt);
+  assert.equal(t.jobs.length, jobsBefore, 'nothing was re-sent before its retry time');
+  // ... until the operator flushes the queue
   second.qmgr.flush();
   await until('message done', async () => (await second.spool.find(env.queueId)) === undefined);
   const resent = t.jobs.slice(jobsBefore).filter((j) => j.queueId === env.queueId).flatMap((j) => j.recipients.map((r) => r.address));

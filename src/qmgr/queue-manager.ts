@@ -59,7 +59,9 @@ interface Entry {
   timer?: NodeJS.Timeout;
   nextAttemptAt?: number;
   /** Operator action requested while an attempt was running. */
-  after?: 'hold' | 'delete';
+  after?: 'hold' | 'delete' | 'flush';
+  /** Found in deferred/ at start: wait for the next attempt time in its file, unless flushed. */
+  keepSchedule?: boolean;
 }
 
 export interface MessageSummary {
@@ -98,7 +100,7 @@ export class QueueManager {
     for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
     for (const e of entries) {
       if (e.state === 'corrupt') continue;
-      this.entries.set(e.queueId, { state: e.state, busy: false });
+      this.entries.set(e.queueId, { state: e.state, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) });
       if (e.state !== 'hold') this.ready.push(e.queueId);
     }
     this.pump();
@@ -136,7 +138,12 @@ export class QueueManager {
   flush(): number {
     let n = 0;
     for (const [id, e] of this.entries) {
-      if (e.state === 'deferred' && !e.busy) {
+      if (e.busy && e.state !== 'hold') {
+        e.keepSchedule = false;
+        e.after ??= 'flush'; // try again as soon as the attempt under way ends
+        n++;
+      } else if (e.state === 'deferred') {
+        e.keepSchedule = false;
         if (e.timer) clearTimeout(e.timer);
         e.timer = undefined;
         e.nextAttemptAt = undefined;
@@ -233,7 +240,14 @@ export class QueueManager {
     if (!action || this.entries.get(id) !== e) return;
     try {
       if (action === 'hold') await this.moveToHold(id, e);
-      else await this.deleteNow(id, e);
+      else if (action === 'delete') await this.deleteNow(id, e);
+      else if (e.state === 'deferred') {
+        if (e.timer) clearTimeout(e.timer);
+        e.timer = undefined;
+        e.nextAttemptAt = undefined;
+        this.ready.push(id);
+        this.pump();
+      }
     } catch (err) {
       this.deps.logger.error({ queueId: id, action, err: String(err) }, 'operator action failed');
     }
@@ -277,6 +291,11 @@ export class QueueManager {
     if (pending.length === 0) return this.finish(id, e);
 
     const now = this.now();
+    if (e.keepSchedule) {
+      // after a restart, a deferred message keeps the retry time it had (a flush overrides it)
+      e.keepSchedule = false;
+      if (qf.deferral && qf.deferral.nextAttemptAt > now) return this.schedule(id, e, qf.deferral.nextAttemptAt);
+    }
     if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
       await this.expire(qf, e);
       return this.finish(id, e);
@@ -314,6 +333,7 @@ export class QueueManager {
     const limit = this.deps.config.queue.destination_recipient_limit;
     const jobs: Promise<Outcome[]>[] = [];
     for (const [key, g] of groups) {
+      this.deps.tracking.record({ event: 'routed', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipients: g.rcpts.map((r) => r.address), nexthop: key });
       for (let i = 0; i < g.rcpts.length; i += limit) {
         jobs.push(this.deliverGroup(qf, key, g.route, g.rcpts.slice(i, i + limit)));
       }

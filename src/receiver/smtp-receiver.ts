@@ -114,7 +114,7 @@ export class SmtpReceiver {
       disableReverseLookup: true,
       logger: false,
       ...tls,
-      onConnect: (session, cb) => this.handle(cb, () => this.onConnect(session)),
+      onConnect: (session, cb) => this.handle('connect', cb, () => this.onConnect(session)),
       // AUTH only after STARTTLS (Postfix smtpd_tls_auth_only): not even advertised before
       onSecure: (_socket, session, cb) => {
         session.disabledCommands = disabled;
@@ -123,15 +123,15 @@ export class SmtpReceiver {
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
           (user) => cb(null, { user }),
-          (err) => cb(toReply(err)),
+          (err) => cb(this.refuse('auth', err)),
         );
       },
-      onMailFrom: (address, session, cb) => this.handle(cb, () => this.onMailFrom(address, session)),
-      onRcptTo: (address, session, cb) => this.handle(cb, () => this.onRcptTo(address, session)),
+      onMailFrom: (address, session, cb) => this.handle('mail', cb, () => this.onMailFrom(address, session)),
+      onRcptTo: (address, session, cb) => this.handle('rcpt', cb, () => this.onRcptTo(address, session)),
       onData: (stream, session, cb) => {
         const p = this.onData(stream, session).then(
           (queueId) => cb(null, `2.0.0 Ok: queued as ${queueId}`),
-          (err) => cb(toReply(err)),
+          (err) => cb(this.refuse('data', err)),
         );
         this.inFlight.add(p);
         p.finally(() => this.inFlight.delete(p));
@@ -162,8 +162,15 @@ export class SmtpReceiver {
     await Promise.allSettled([...this.inFlight]);
   }
 
-  private handle(cb: (err?: Error | null) => void, fn: () => Promise<void> | void): void {
-    Promise.resolve().then(fn).then(() => cb(), (err) => cb(toReply(err)));
+  private handle(stage: string, cb: (err?: Error | null) => void, fn: () => Promise<void> | void): void {
+    Promise.resolve().then(fn).then(() => cb(), (err) => cb(this.refuse(stage, err)));
+  }
+
+  /** Count a refusal by stage and code, and turn it into the reply. */
+  private refuse(stage: string, err: unknown): Error & { responseCode: number } {
+    const reply = toReply(err);
+    this.deps.metrics?.rejected(stage, reply.responseCode);
+    return reply;
   }
 
   private onConnect(session: SMTPServerSession): void {
@@ -241,7 +248,6 @@ export class SmtpReceiver {
       if (size <= limit) chunks.push(chunk);
     }
     if (stream.sizeExceeded || size > limit) {
-      this.deps.metrics?.rejected('data', 552);
       throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
     }
     const tx = this.transactions.get(session);

@@ -14,7 +14,7 @@
  * than silently treated as "allowed".
  * What can go wrong: a bad entry → Error naming the entry and its source (file:line for tables).
  * contains() never throws: text that is not an IP address is in no network.
- * Config keys: none directly (the caller passes e.g. receiver.relay_networks / its table path).
+ * Config keys: none directly (the caller passes relay.networks, or tables.relay_networks).
  */
 import ipaddr from 'ipaddr.js';
 import { loadTableEntries, TableFormatError } from './tables/table-file.ts';
@@ -30,7 +30,7 @@ export class NetworkList implements Iterable<string> {
     this.v6 = v6;
   }
 
-  /** Parse entries; `source` (e.g. "receiver.relay_networks") is named in errors. */
+  /** Parse entries; `source` (e.g. "relay.networks") is named in errors. */
   static parse(entries: string[], source = 'network list'): NetworkList {
     const v4: [ipaddr.IPv4, number][] = [];
     const v6: [ipaddr.IPv6, number][] = [];

@@ -13,7 +13,7 @@
  * out-of-range scrypt parameters → TableFormatError naming file:line, at load time (the hash
  * itself is never printed). verifyPassword throws on a malformed stored hash (a bug or a
  * table that was not loaded through PasswordTable).
- * Config keys: none directly (the caller passes the path, e.g. receiver.auth.password_table).
+ * Config keys: none directly (the caller passes the path, smtp.auth_passwords).
  */
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { loadTableEntries, TableFormatError } from './tables/table-file.ts';

@@ -16,7 +16,7 @@ import path from 'node:path';
 
 export type TrackingEventType =
   | 'received' | 'routed' | 'delivered' | 'deferred' | 'bounced' | 'expired'
-  | 'deleted' | 'held' | 'released' | 'dsn' | 'corrupt' | 'requeued';
+  | 'deleted' | 'held' | 'released' | 'dsn' | 'corrupt';
 
 export interface TrackingEvent {
   event: TrackingEventType;
@@ -26,6 +26,8 @@ export interface TrackingEvent {
   recipient?: string;
   /** Original recipient when it differs (alias/list expansion). */
   original?: string;
+  /** `routed`: every recipient of the group sent to one next hop. */
+  recipients?: string[] | number;
   nexthop?: string;
   reply?: string;
   size?: number;

@@ -17,8 +17,8 @@
  * What can go wrong: unreadable file or bad line → Error naming file:line; the caller keeps
  * its previous snapshot. Warnings (duplicate keys, mailboxes outside local domains, domains
  * both local and relay) go to `warn`.
- * Config keys: router.tables.{local_domains,virtual_mailboxes,aliases,transport,relay_domains},
- * router.local_domains, router.relay_domains, router.maildir_root (passed in by the caller).
+ * Config keys: tables.{local_domains,virtual_mailboxes,aliases,transport,relay_domains},
+ * local.domains, relay.domains, local.maildir_root (passed in by the caller).
  */
 import path from 'node:path';
 import { loadTableEntries, TableFormatError, type TableEntry } from './table-file.ts';
@@ -67,8 +67,8 @@ export async function loadTableData(opts: TableDataOptions): Promise<TableData> 
     read('aliases', true), read('transport', true),
   ]);
 
-  const localDomains = domainSet(localTable, tables.local_domains, opts.localDomains ?? [], 'router.local_domains', false);
-  const relayDomains = domainSet(relayTable, tables.relay_domains, opts.relayDomains ?? [], 'router.relay_domains', true);
+  const localDomains = domainSet(localTable, tables.local_domains, opts.localDomains ?? [], 'local.domains', false);
+  const relayDomains = domainSet(relayTable, tables.relay_domains, opts.relayDomains ?? [], 'relay.domains', true);
   for (const domain of localDomains) {
     if (relayDomains.has(domain)) warn(`domain ${domain} is both local and a relay domain; it is treated as local`, { domain });
   }

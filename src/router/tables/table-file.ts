@@ -15,7 +15,7 @@
  * What can go wrong: the file cannot be read → Error "cannot read table NAME (PATH): CODE ...";
  * a bad line → TableFormatError "PATH:LINE: what is wrong" (continuation line with nothing to
  * continue, missing value when one is required).
- * Config keys: none (callers pass the paths from router.tables.*).
+ * Config keys: none (callers pass the paths from tables.*).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -57,7 +57,7 @@ export async function loadTableEntries(file: string, opts: TableLoadOptions = {}
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const name = opts.name ?? path.basename(file);
-    throw new Error(`cannot read table ${name} (${file}): ${e.code ?? ''} ${e.message}; check the path in router.tables.${name} and the file permissions`, { cause: err });
+    throw new Error(`cannot read table ${name} (${file}): ${e.code ?? ''} ${e.message}; check the path in tables.${name} and the file permissions`, { cause: err });
   }
   return parseTableText(text, file, opts);
 }

@@ -218,8 +218,8 @@ test('other load-time checks: bad domain, ".." path, pipe alias, bad options', a
   await assert.rejects(withRouter({ local_domains: 'example.com\nuser@example.net\n' }, {}, async () => undefined), /local_domains:2: "user@example.net" is not a domain name/);
   await assert.rejects(withRouter({ ...BASE, virtual_mailboxes: 'a@example.com ../../etc/\n' }, {}, async () => undefined), /virtual_mailboxes:1: .*contains "\.\."/);
   await assert.rejects(withRouter({ ...BASE, aliases: 'x@example.com |/usr/bin/procmail\n' }, {}, async () => undefined), /aliases:1: .*pipe, file or :include:/);
-  await assert.rejects(withRouter(BASE, { maxExpansion: 0 }, async () => undefined), /router.max_alias_expansion: 0/);
-  await assert.rejects(withRouter(BASE, { relayHost: { host: 'h', port: 70000 } }, async () => undefined), /router.relay_host/);
+  await assert.rejects(withRouter(BASE, { maxExpansion: 0 }, async () => undefined), /local.max_alias_expansion: 0/);
+  await assert.rejects(withRouter(BASE, { relayHost: { host: 'h', port: 70000 } }, async () => undefined), /relay.host/);
 });
 
 test('warnings: mailbox outside local domains, duplicate keys', async () => {

@@ -33,8 +33,8 @@
  *    Like Postfix, a transport entry (even "*") also applies to local domains.
  *  - Lookups are in memory, so TempLookupError is never thrown; table problems surface at
  *    create()/reload(), which keep the old snapshot and throw.
- * Config keys: router.tables.*, router.local_domains, router.relay_domains, router.maildir_root,
- * router.relay_host, router.max_alias_expansion, router.max_alias_depth (passed in as options).
+ * Config keys: tables.*, local.domains, relay.domains, local.maildir_root,
+ * relay.host, local.max_alias_expansion, local.max_alias_depth (passed in as options).
  */
 import type { RecipientResolution, Route, Router } from '../types.ts';
 import { parseAddress, type ParsedAddress } from './address.ts';
@@ -76,12 +76,12 @@ export class TableRouter implements Router {
 
   /** Check the options and load every table; throws if anything is wrong. */
   static async create(opts: TableRouterOptions): Promise<TableRouter> {
-    const maxExpansion = positiveInt(opts.maxExpansion ?? 1000, 'router.max_alias_expansion');
-    const maxDepth = positiveInt(opts.maxDepth ?? 20, 'router.max_alias_depth');
+    const maxExpansion = positiveInt(opts.maxExpansion ?? 1000, 'local.max_alias_expansion');
+    const maxDepth = positiveInt(opts.maxDepth ?? 20, 'local.max_alias_depth');
     if (opts.relayHost) {
       const { host, port } = opts.relayHost;
-      if (host.trim() === '') throw new Error('router.relay_host: the host is empty');
-      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`router.relay_host: port ${port} must be from 1 to 65535`);
+      if (host.trim() === '') throw new Error('relay.host: the host is empty');
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`relay.host: port ${port} must be from 1 to 65535`);
     }
     const data = await loadTableData(TableRouter.dataOptions(opts));
     return new TableRouter(opts, data, maxExpansion, maxDepth);
