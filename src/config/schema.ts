@@ -50,9 +50,9 @@ export const configSchema = z.object({
     listen: hostPort(25).default('127.0.0.1:2525'),
     banner: z.string().default('Tandem'),
     proxy_protocol: z.boolean().default(false),
-    max_message_size: size('25MiB'),
+    max_message_size: size('10240000'),
     max_recipients: z.number().int().min(1).max(100000).default(1000),
-    max_connections: z.number().int().min(1).max(100000).default(500),
+    max_connections: z.number().int().min(1).max(100000).default(100),
     max_line_length: z.number().int().min(1000).max(1_000_000).default(4096),
     socket_timeout: duration('300s'),
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
@@ -96,6 +96,8 @@ export const configSchema = z.object({
     total_concurrency: z.number().int().min(1).max(10000).default(100),
     /** Recipients per delivery transaction to one destination. */
     destination_recipient_limit: z.number().int().min(1).max(10000).default(50),
+    /** Messages being delivered are held in memory: at most this many bytes of them at once. */
+    max_active_bytes: size('256MiB'),
   }).strict().default({}),
   delivery: z.object({
     connect_timeout: duration('30s'),

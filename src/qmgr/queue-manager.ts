@@ -29,6 +29,7 @@ import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/ty
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { TempLookupError } from '../util/errors.ts';
 import { Semaphore } from '../util/semaphore.ts';
+import { Fifo } from '../util/fifo.ts';
 import { nextBackoff } from './backoff.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
@@ -53,6 +54,8 @@ export interface QueueMetrics {
 /** In-memory view of one queued message. */
 interface Entry {
   state: QueueState;
+  /** Queue file size, for the memory bound on messages being worked on. */
+  size: number;
   /** Envelope and message as just committed by the receiver: the first attempt needs no read. */
   fresh?: { envelope: Envelope; message: Buffer };
   busy: boolean;
@@ -78,7 +81,9 @@ const FRESH_BACKLOG_LIMIT = 1000;
 
 export class QueueManager {
   private entries = new Map<string, Entry>();
-  private ready: string[] = [];
+  private ready = new Fifo<string>();
+  /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
+  private activeBytes = 0;
   private running = 0;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
@@ -100,7 +105,7 @@ export class QueueManager {
     for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
     for (const e of entries) {
       if (e.state === 'corrupt') continue;
-      this.entries.set(e.queueId, { state: e.state, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) });
+      this.entries.set(e.queueId, { state: e.state, size: e.size, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) });
       if (e.state !== 'hold') this.ready.push(e.queueId);
     }
     this.pump();
@@ -108,11 +113,11 @@ export class QueueManager {
   }
 
   /** A message just committed to incoming/ (by the receiver, which passes what it wrote). */
-  enqueue(queueId: string, fresh?: { envelope: Envelope; message: Buffer }): void {
+  enqueue(queueId: string, fresh?: { envelope: Envelope; message: Buffer }, size = fresh?.message.length ?? 0): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
-    this.entries.set(queueId, { state: 'incoming', busy: false, ...(keep ? { fresh } : {}) });
+    this.entries.set(queueId, { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) });
     this.ready.push(queueId);
     this.pump();
   }
@@ -196,7 +201,7 @@ export class QueueManager {
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
     if (e.timer) clearTimeout(e.timer);
     e.timer = undefined;
-    this.ready = this.ready.filter((id) => id !== queueId);
+    this.ready.remove((id) => id === queueId);
     await this.deps.spool.move(queueId, e.state, 'hold');
     e.state = 'hold';
     this.deps.tracking.record({ event: 'held', queueId });
@@ -204,20 +209,28 @@ export class QueueManager {
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
     if (e.timer) clearTimeout(e.timer);
-    this.ready = this.ready.filter((id) => id !== queueId);
+    this.ready.remove((id) => id === queueId);
     await this.deps.spool.remove(queueId, e.state);
     this.entries.delete(queueId);
     this.deps.tracking.record({ event: 'deleted', queueId });
   }
 
-  /** Start attempts for ready messages up to the active limit. */
+  /**
+   * Start attempts for ready messages, up to the active limit and queue.max_active_bytes of
+   * messages in memory (one message is always allowed, however large).
+   */
   private pump(): void {
     while (!this.stopping && this.running < this.activeLimit && this.ready.length) {
       const id = this.ready.shift()!;
       const e = this.entries.get(id);
       if (!e || e.busy || e.state === 'hold') continue;
+      if (this.running > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
+        this.ready.unshift(id);
+        break;
+      }
       e.busy = true;
       this.running++;
+      this.activeBytes += e.size;
       this.attempt(id, e)
         .catch((err) => {
           // an environment failure (spool I/O): keep the message, try again later
@@ -227,6 +240,7 @@ export class QueueManager {
         .finally(() => {
           e.busy = false;
           this.running--;
+          this.activeBytes -= e.size;
           void this.applyAfter(id, e);
           if (this.running === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();

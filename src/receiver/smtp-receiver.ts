@@ -9,8 +9,9 @@
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
  *    authenticated clients (else 554 5.7.1); a lookup that fails → 451 4.3.0, never 5xx.
- *  - DATA: the message is read whole (XXX: held in memory up to smtp.max_message_size; the
- *    limit bounds memory per connection); over the limit → 552 5.3.4 after the whole body;
+ *  - DATA: the message is read whole (XXX: held in memory up to smtp.max_message_size, so the
+ *    receiver's memory is bounded by max_message_size × max_connections; streaming to the
+ *    queue file would lift that); over the limit → 552 5.3.4 after the whole body;
  *    more than 100 Received: headers → 554 5.4.6 (mail loop). A Received: header is prepended
  *    and a Message-ID added when missing. Then the spool commit — file and folder fsynced —
  *    and the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
