@@ -86,14 +86,14 @@ export class TandemNode {
     this.receiver = new SmtpReceiver({
       config: c,
       router: this.router,
-      commit: (env, msg) => this.spool.commit(env, msg),
+      beginMessage: (queueId) => this.spool.beginMessage(queueId),
       newQueueId: () => this.spool.newQueueId(),
       tracking: this.tracking,
       logger: log,
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
       acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
-      onQueued: (id, committed) => this.qmgr.enqueue(id, committed),
+      onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
       metrics: this.metrics,
     });
     this.smtpAddress = await this.receiver.listen();

@@ -70,7 +70,7 @@ test('a restart (or another process on the same spool) re-sends only to recipien
   await first.qmgr.start();
   const env = envelope(first.spool, 'sender@x.test', ['ok@r.test', 'bad@r.test', 'later@r.test']);
   await first.spool.commit(env, body);
-  first.qmgr.enqueue(env.queueId);
+  first.qmgr.enqueue(env.queueId, body.length);
   await until('deferral', async () => (await first.spool.find(env.queueId)) === 'deferred');
   await first.qmgr.stop();
   const qf = await first.spool.read(env.queueId, 'deferred');
@@ -99,10 +99,10 @@ test('a permanent failure sends one DSN to the sender; never to the null sender'
   await qmgr.start();
   const env = envelope(spool, 'sender@x.test', ['bad@r.test']);
   await spool.commit(env, body);
-  qmgr.enqueue(env.queueId);
+  qmgr.enqueue(env.queueId, body.length);
   const nullSender = envelope(spool, '', ['bad2@r.test']);
   await spool.commit(nullSender, body);
-  qmgr.enqueue(nullSender.queueId);
+  qmgr.enqueue(nullSender.queueId, body.length);
   await until('the DSN delivered', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'));
   await until('queue empty', async () => (await spool.list()).length === 0);
   const dsns = t.jobs.filter((j) => j.recipients[0].address === 'sender@x.test');
@@ -121,7 +121,7 @@ test('deferred mail is retried with backoff and expires after max_lifetime with 
   await qmgr.start();
   const env = envelope(spool, 'sender@x.test', ['slow@r.test']);
   await spool.commit(env, body);
-  qmgr.enqueue(env.queueId);
+  qmgr.enqueue(env.queueId, body.length);
   await until('expiry DSN', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'), 10_000);
   assert.ok((t.attempts.get('slow@r.test') ?? 0) >= 2, 'retried before expiring');
   const dsn = t.jobs.find((j) => j.recipients[0].address === 'sender@x.test')!;
@@ -138,7 +138,7 @@ test('hold keeps a message from delivery until release; delete removes it withou
   await qmgr.start();
   const env = envelope(spool, 'sender@x.test', ['r@r.test']);
   await spool.commit(env, body);
-  qmgr.enqueue(env.queueId);
+  qmgr.enqueue(env.queueId, body.length);
   await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
   assert.equal(await qmgr.hold(env.queueId), 'held');
   assert.equal(await spool.find(env.queueId), 'hold');
@@ -150,7 +150,7 @@ test('hold keeps a message from delivery until release; delete removes it withou
   open = false;
   const env2 = envelope(spool, 'sender@x.test', ['r2@r.test']);
   await spool.commit(env2, body);
-  qmgr.enqueue(env2.queueId);
+  qmgr.enqueue(env2.queueId, body.length);
   await until('deferred', async () => (await spool.find(env2.queueId)) === 'deferred');
   assert.equal(await qmgr.remove(env2.queueId), 'deleted');
   assert.equal(await spool.find(env2.queueId), undefined);

@@ -112,8 +112,11 @@ export class QueueManager {
     return { queued: entries.length, quarantined: quarantined.length };
   }
 
-  /** A message just committed to incoming/ (by the receiver, which passes what it wrote). */
-  enqueue(queueId: string, fresh?: { envelope: Envelope; message: Buffer }, size = fresh?.message.length ?? 0): void {
+  /**
+   * A message just committed to incoming/, of `size` bytes; `fresh` is what was written when
+   * the committer still has it in memory (then the first attempt need not read the file).
+   */
+  enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
@@ -474,7 +477,7 @@ export class QueueManager {
     await this.deps.spool.commit(dsnEnvelope, dsn.message);
     this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
     this.deps.metrics?.dsn(kind);
-    this.enqueue(queueId, { envelope: dsnEnvelope, message: dsn.message });
+    this.enqueue(queueId, dsn.message.length, { envelope: dsnEnvelope, message: dsn.message });
     return true;
   }
 

@@ -2,7 +2,7 @@
  * receiver/received-header.ts — the Received: trace header (RFC 5321 §4.4) and the small
  * header inspections the receiver needs (Message-ID, hop count), without parsing MIME.
  *
- * Exports: receivedHeader, headerBlock, findHeader, countHeader.
+ * Exports: receivedHeader, headerEnd, headerBlock, findHeader, countHeader, HEADER_SCAN_LIMIT.
  */
 
 export interface ReceivedInfo {
@@ -36,12 +36,22 @@ export function rfc2822Date(d: Date): string {
   return `${days[d.getDay()]}, ${d.getDate()} ${months[d.getMonth()]} ${d.getFullYear()} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone}`;
 }
 
-/** The header section of a message (up to the first empty line), as latin1 text. */
+/** How much of a message is searched for its header section. */
+export const HEADER_SCAN_LIMIT = 256 * 1024;
+
+/** Where the header section ends (at its empty line), or -1 if not within `buf`. */
+export function headerEnd(buf: Buffer): number {
+  if (buf[0] === 0x0a || (buf[0] === 0x0d && buf[1] === 0x0a)) return 0; // no headers at all
+  const crlf = buf.indexOf('\r\n\r\n');
+  const lf = buf.indexOf('\n\n');
+  if (crlf < 0) return lf;
+  return lf < 0 ? crlf : Math.min(crlf, lf);
+}
+
+/** The header section of a message (up to the first empty line, at most HEADER_SCAN_LIMIT), as latin1 text. */
 export function headerBlock(message: Buffer): string {
-  let end = message.indexOf('\r\n\r\n');
-  if (end < 0) end = message.indexOf('\n\n');
-  if (end < 0) end = message.length;
-  return message.subarray(0, Math.min(end, 256 * 1024)).toString('latin1');
+  const end = headerEnd(message);
+  return message.subarray(0, Math.min(end < 0 ? message.length : end, HEADER_SCAN_LIMIT)).toString('latin1');
 }
 
 /** First value of a header (unfolded), or undefined. */

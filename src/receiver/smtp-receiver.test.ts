@@ -35,7 +35,20 @@ function startReceiver(relayClient: boolean, overrides: Record<string, unknown> 
   const config = configSchema.parse({ node: { id: 'a', hostname: 'mx.test' }, smtp: { listen: '127.0.0.1:0', max_message_size: '10KiB', max_recipients: 3, ...overrides } });
   const deps: ReceiverDeps = {
     config, router,
-    commit: async (env, msg) => { if (commitHook) await commitHook(); committed.push({ env, msg }); },
+    beginMessage: () => {
+      const chunks: Buffer[] = [];
+      return {
+        get size() { return chunks.reduce((n, c) => n + c.length, 0); },
+        async write(c: Buffer) { chunks.push(c); },
+        async commit(env: Envelope) {
+          if (commitHook) await commitHook();
+          const msg = Buffer.concat(chunks);
+          committed.push({ env, msg });
+          return msg;
+        },
+        async abort() { chunks.length = 0; },
+      };
+    },
     newQueueId: () => `Q${++n}.a`,
     tracking: new TrackingLog(path.join(dir, `track-${n}.log`), 'a'),
     logger: pino({ level: 'silent' }),

@@ -9,13 +9,14 @@
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
  *    authenticated clients (else 554 5.7.1); a lookup that fails → 451 4.3.0, never 5xx.
- *  - DATA: the message is read whole (XXX: held in memory up to smtp.max_message_size, so the
- *    receiver's memory is bounded by max_message_size × max_connections; streaming to the
- *    queue file would lift that); over the limit → 552 5.3.4 after the whole body;
- *    more than 100 Received: headers → 554 5.4.6 (mail loop). A Received: header is prepended
- *    and a Message-ID added when missing. Then the spool commit — file and folder fsynced —
- *    and the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
- *    A failing commit (disk full, I/O error) gives 451 4.3.0 and the client keeps the message.
+ *  - DATA: the header section is collected (up to 256 KiB), then a Received: header (and a
+ *    Message-ID when missing) is put in front and the message streams into the spool's
+ *    temporary file as it arrives (spool/incoming.ts): memory per connection stays small.
+ *    Over smtp.max_message_size → 552 5.3.4 after the whole body; more than 100 Received:
+ *    headers → 554 5.4.6 (mail loop). Then the spool commit — file and folder fsynced — and
+ *    the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
+ *    A failing write or commit (disk full, I/O error) gives 451 4.3.0 and the client keeps
+ *    the message. The input is always read to its end before the reply.
  *
  * Errors are SmtpReplyError everywhere and become an SMTP reply in exactly one place, toReply().
  * Reads config keys: smtp.*, relay.networks, tables.relay_networks (via deps), node.hostname.
@@ -30,7 +31,7 @@ import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
 import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
-import { receivedHeader, headerBlock, findHeader, countHeader } from './received-header.ts';
+import { receivedHeader, headerEnd, findHeader, countHeader, HEADER_SCAN_LIMIT } from './received-header.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
@@ -40,8 +41,8 @@ export type AcceptState =
 export interface ReceiverDeps {
   config: TandemConfig;
   router: Router;
-  /** Commit a message durably (the spool); resolves only when fsynced. */
-  commit(envelope: Envelope, message: Buffer): Promise<void>;
+  /** Start writing a message to the spool (Spool.beginMessage). */
+  beginMessage(queueId: string): MessageWriter;
   newQueueId(): string;
   tracking: TrackingLog;
   logger: Logger;
@@ -50,9 +51,22 @@ export interface ReceiverDeps {
   /** Check a user's password (AUTH); absent = AUTH not offered. */
   verifyPassword?(user: string, password: string): Promise<boolean>;
   acceptState(): AcceptState;
-  /** Called after the 250 with what was committed: the queue manager picks the message up. */
-  onQueued(queueId: string, committed: { envelope: Envelope; message: Buffer }): void;
+  /**
+   * Called after the 250: the queue manager picks the message up. `message` is there when the
+   * spool still had it in memory (small messages), so it need not be read back.
+   */
+  onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer): void;
   metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void };
+}
+
+/** A message on its way into the spool (spool/incoming.ts IncomingMessage). */
+export interface MessageWriter {
+  /** Bytes written so far. */
+  readonly size: number;
+  write(chunk: Buffer): Promise<void>;
+  /** Durable in incoming/ when it resolves; with the bytes if they were held in memory. */
+  commit(envelope: Envelope): Promise<Buffer | undefined>;
+  abort(): Promise<void>;
 }
 
 interface Transaction {
@@ -241,28 +255,87 @@ export class SmtpReceiver {
   }
 
   private async onData(stream: SMTPServerDataStream, session: SMTPServerSession): Promise<string> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const limit = this.deps.config.smtp.max_message_size;
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size <= limit) chunks.push(chunk);
-    }
-    if (stream.sizeExceeded || size > limit) {
-      throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
-    }
     const tx = this.transactions.get(session);
     this.transactions.delete(session);
-    if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
-    const state = this.deps.acceptState();
-    if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
+    const limit = this.deps.config.smtp.max_message_size;
+    const queueId = this.deps.newQueueId();
+    const out = this.deps.beginMessage(queueId);
+    let head: Buffer | undefined = Buffer.alloc(0); // the header section while it is collected
+    let messageId = '';
+    let size = 0;
+    let failure: unknown;
+    try {
+      // read to the end whatever happens, so that the reply follows the client's final "."
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        size += chunk.length;
+        if (failure || size > limit || !tx?.recipients.length) continue;
+        try {
+          if (head) {
+            head = Buffer.concat([head, chunk]);
+            if (headerEnd(head) < 0 && head.length < HEADER_SCAN_LIMIT) continue;
+            messageId = await this.writeHead(out, head, queueId, session, tx);
+            head = undefined;
+          } else {
+            await out.write(chunk);
+          }
+        } catch (err) {
+          failure = err;
+        }
+      }
+      if (stream.sizeExceeded || size > limit) {
+        throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
+      }
+      if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
+      if (!failure && head) messageId = await this.writeHead(out, head, queueId, session, tx).catch((err) => { failure = err; return ''; });
+      if (failure instanceof SmtpReplyError) throw failure;
+      const state = this.deps.acceptState();
+      if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
+      if (failure) throw this.commitFailed(queueId, failure);
+      const mailFrom = session.envelope.mailFrom;
+      const envelope: Envelope = {
+        queueId,
+        nodeId: this.deps.config.node.id,
+        sender: mailFrom ? mailFrom.address : '',
+        recipients: tx.recipients,
+        arrivedAt: Date.now(),
+        messageId,
+        client: { address: session.remoteAddress, helo: session.hostNameAppearsAs, ...(session.user ? { user: String(session.user) } : {}) },
+        ...(session.envelope.dsn && (session.envelope.dsn.ret || session.envelope.dsn.envid)
+          ? { dsn: { ...(session.envelope.dsn.ret ? { ret: session.envelope.dsn.ret as 'FULL' | 'HDRS' } : {}), ...(session.envelope.dsn.envid ? { envid: session.envelope.dsn.envid } : {}) } }
+          : {}),
+        ...(session.envelope.bodyType === '8bitmime' ? { body8bit: true } : {}),
+        ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
+      };
+      const stored = out.size;
+      let held: Buffer | undefined;
+      try {
+        held = await out.commit(envelope);
+      } catch (err) {
+        throw this.commitFailed(queueId, err);
+      }
+      // only a committed message is "received"; the line is on disk before the 250
+      await this.deps.tracking.recordDurable({
+        event: 'received', queueId, messageId, sender: envelope.sender, size: stored,
+        client: session.remoteAddress, recipients: tx.recipients.length,
+      });
+      this.deps.metrics?.received(stored);
+      this.deps.onQueued(queueId, envelope, stored, held);
+      return queueId;
+    } finally {
+      await out.abort(); // nothing left behind unless committed (a no-op after commit)
+    }
+  }
 
-    const body = Buffer.concat(chunks, size);
-    const headers = headerBlock(body);
+  /**
+   * Write our trace header, a Message-ID if the message has none, and the collected header
+   * section; check the hop count. Returns the Message-ID.
+   */
+  private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction): Promise<string> {
+    const end = headerEnd(head);
+    const headers = head.subarray(0, end < 0 ? head.length : end).toString('latin1');
     if (countHeader(headers, 'Received') > MAX_HOPS) {
       throw new SmtpReplyError(554, '5.4.6', `Error: too many hops (more than ${MAX_HOPS} Received: headers); mail loop?`);
     }
-    const queueId = this.deps.newQueueId();
     const hostname = this.deps.config.node.hostname;
     let messageId = findHeader(headers, 'Message-ID');
     let added = receivedHeader({
@@ -279,36 +352,14 @@ export class SmtpReceiver {
       messageId = `<${queueId}@${hostname}>`;
       added += `Message-ID: ${messageId}\r\n`;
     }
-    const message = Buffer.concat([Buffer.from(added, 'latin1'), body]);
-    const mailFrom = session.envelope.mailFrom;
-    const envelope: Envelope = {
-      queueId,
-      nodeId: this.deps.config.node.id,
-      sender: mailFrom ? mailFrom.address : '',
-      recipients: tx.recipients,
-      arrivedAt: Date.now(),
-      messageId,
-      client: { address: session.remoteAddress, helo: session.hostNameAppearsAs, ...(session.user ? { user: String(session.user) } : {}) },
-      ...(session.envelope.dsn && (session.envelope.dsn.ret || session.envelope.dsn.envid)
-        ? { dsn: { ...(session.envelope.dsn.ret ? { ret: session.envelope.dsn.ret as 'FULL' | 'HDRS' } : {}), ...(session.envelope.dsn.envid ? { envid: session.envelope.dsn.envid } : {}) } }
-        : {}),
-      ...(session.envelope.bodyType === '8bitmime' ? { body8bit: true } : {}),
-      ...(session.envelope.smtpUtf8 ? { smtputf8: true } : {}),
-    };
-    try {
-      await this.deps.commit(envelope, message);
-    } catch (err) {
-      this.deps.logger.error({ queueId, err: String(err) }, 'spool commit failed; answering 451');
-      throw new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
-    }
-    // only a committed message is "received"; the line is on disk before the 250
-    await this.deps.tracking.recordDurable({
-      event: 'received', queueId, messageId, sender: envelope.sender, size: message.length,
-      client: session.remoteAddress, recipients: tx.recipients.length,
-    });
-    this.deps.metrics?.received(message.length);
-    this.deps.onQueued(queueId, { envelope, message });
-    return queueId;
+    await out.write(Buffer.from(added, 'latin1'));
+    await out.write(head);
+    return messageId;
+  }
+
+  private commitFailed(queueId: string, err: unknown): SmtpReplyError {
+    this.deps.logger.error({ queueId, err: String(err) }, 'spool commit failed; answering 451');
+    return new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
   }
 }
 

@@ -3,6 +3,7 @@
  * commit protocol (spool.ts header), the single-writer lock, and the shared queue types.
  */
 export { Spool, CorruptQueueFileError } from './spool.ts';
+export { IncomingMessage } from './incoming.ts';
 export type { QueueFile, QueueEntry, SpoolOptions, SpoolIo } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLockInfo } from './lock.ts';

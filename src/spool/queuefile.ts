@@ -4,15 +4,18 @@
  * Layout (Postfix-style, self-checking):
  *   "TANDEMQ1\n"                                   magic
  *   [type: 1 byte ASCII][length: u32 BE][crc32(payload): u32 BE][payload]   records
- * Records, in this order: `E` envelope (JSON), `M` message bytes (raw), `Z` END (empty).
+ * Records, in this order: `M` message bytes (raw), `E` envelope (JSON), `Z` END (empty). The
+ * message comes first so that it can be written as it arrives (its header is filled in at the
+ * end), and the envelope — which needs the Message-ID found in the message — after it.
  * After `Z`, zero or more `S` status records (JSON RecipientStatus | DeferralRecord) are
  * appended as deliveries happen.
  *
- * Exports: QUEUE_FILE_MAGIC, RECORD_HEADER_SIZE, encodeQueueFile, encodeStatusRecords,
+ * Exports: QUEUE_FILE_MAGIC, RECORD_HEADER_SIZE, BODY_RECORDS, encodeQueueFile, encodeRecordHeader,
+ * encodeTrailer, encodeStatusRecords,
  * decodeQueueFile (→ tagged result, never throws for bad input), findAppendOffset (where the
  * next S record goes, reading only headers and S records), pendingRecipients.
  *
- * What can go wrong: a file missing the magic, E, M or Z, or with a bad length or CRC before
+ * What can go wrong: a file missing the magic, M, E or Z, or with a bad length or CRC before
  * or at Z, is damaged: decodeQueueFile returns `{ ok: false, reason }` and the caller moves
  * the file to corrupt/. A bad or incomplete record after Z is NOT damage: the process may have
  * crashed mid-append, so it and everything after it are ignored (`validLength` says where the
@@ -26,6 +29,8 @@ export const QUEUE_FILE_MAGIC = Buffer.from('TANDEMQ1\n', 'latin1');
 /** type (1) + length (4) + crc32 (4). */
 export const RECORD_HEADER_SIZE = 9;
 const MAX_RECORD_LENGTH = 0xffff_ffff;
+/** The records of a committed file, in order; S records follow. */
+export const BODY_RECORDS = ['M', 'E', 'Z'] as const;
 
 export type StatusRecord = RecipientStatus | DeferralRecord;
 
@@ -48,26 +53,31 @@ export type DecodeResult =
     }
   | { ok: false; reason: string };
 
-/** Frame one record: header (type, length, crc32) + payload. */
-function encodeRecord(type: string, payload: Buffer): Buffer {
-  if (payload.length > MAX_RECORD_LENGTH) {
-    throw new RangeError(`queue file record ${type} is ${payload.length} bytes; the limit is ${MAX_RECORD_LENGTH}`);
+/** A record header for a payload of `length` bytes whose crc32 is `crc`. */
+export function encodeRecordHeader(type: string, length: number, crc: number): Buffer {
+  if (length > MAX_RECORD_LENGTH) {
+    throw new RangeError(`queue file record ${type} is ${length} bytes; the limit is ${MAX_RECORD_LENGTH}`);
   }
   const header = Buffer.allocUnsafe(RECORD_HEADER_SIZE);
   header.write(type, 0, 1, 'latin1');
-  header.writeUInt32BE(payload.length, 1);
-  header.writeUInt32BE(crc32(payload), 5);
-  return Buffer.concat([header, payload]);
+  header.writeUInt32BE(length, 1);
+  header.writeUInt32BE(crc, 5);
+  return header;
 }
 
-/** The complete file as committed: magic, E, M, Z. */
+/** Frame one record: header (type, length, crc32) + payload. */
+function encodeRecord(type: string, payload: Buffer): Buffer {
+  return Buffer.concat([encodeRecordHeader(type, payload.length, crc32(payload)), payload]);
+}
+
+/** What follows the message record: E (envelope) and Z (END). */
+export function encodeTrailer(envelope: Envelope): Buffer {
+  return Buffer.concat([encodeRecord('E', Buffer.from(JSON.stringify(envelope), 'utf8')), encodeRecord('Z', Buffer.alloc(0))]);
+}
+
+/** The complete file as committed: magic, M, E, Z. */
 export function encodeQueueFile(envelope: Envelope, message: Buffer): Buffer {
-  return Buffer.concat([
-    QUEUE_FILE_MAGIC,
-    encodeRecord('E', Buffer.from(JSON.stringify(envelope), 'utf8')),
-    encodeRecord('M', message),
-    encodeRecord('Z', Buffer.alloc(0)),
-  ]);
+  return Buffer.concat([QUEUE_FILE_MAGIC, encodeRecord('M', message), encodeTrailer(envelope)]);
 }
 
 /** S records to append after Z. */
@@ -142,7 +152,7 @@ export function decodeQueueFile(bytes: Buffer): DecodeResult {
   }
   let offset = QUEUE_FILE_MAGIC.length;
   const body: RawRecord[] = [];
-  for (const expected of ['E', 'M', 'Z']) {
+  for (const expected of BODY_RECORDS) {
     const rec = readRecord(bytes, offset);
     if ('error' in rec) return { ok: false, reason: rec.error };
     if (rec.type !== expected) {
@@ -155,7 +165,7 @@ export function decodeQueueFile(bytes: Buffer): DecodeResult {
 
   let envelope: Envelope;
   try {
-    envelope = JSON.parse(body[0].payload.toString('utf8')) as Envelope;
+    envelope = JSON.parse(body[1].payload.toString('utf8')) as Envelope;
   } catch {
     return { ok: false, reason: 'envelope record is not valid JSON' };
   }
@@ -176,7 +186,7 @@ export function decodeQueueFile(bytes: Buffer): DecodeResult {
   return {
     ok: true,
     envelope,
-    message: body[1].payload,
+    message: body[0].payload,
     statuses,
     deferral,
     pending: pendingRecipients(envelope.recipients.length, statuses),
@@ -190,15 +200,15 @@ export type ReadAt = (position: number, length: number) => Promise<Buffer>;
 
 /**
  * Where the next S record goes: the end of the last good record, found by reading the magic,
- * the E/M/Z headers (payloads skipped) and the S records after Z, so a large message is not
- * read again. Returns a reason instead if the E/M/Z frame is damaged.
- * XXX: E and M payload checksums are not re-verified here; read() and recover() do that.
+ * the M/E/Z headers (payloads skipped) and the S records after Z, so a large message is not
+ * read again. Returns a reason instead if the M/E/Z frame is damaged.
+ * XXX: M and E payload checksums are not re-verified here; read() and recover() do that.
  */
 export async function findAppendOffset(readAt: ReadAt, size: number): Promise<{ offset: number } | { reason: string }> {
   const magic = await readAt(0, QUEUE_FILE_MAGIC.length);
   if (!magic.equals(QUEUE_FILE_MAGIC)) return { reason: 'not a Tandem queue file (bad magic)' };
   let offset = QUEUE_FILE_MAGIC.length;
-  for (const expected of ['E', 'M', 'Z']) {
+  for (const expected of BODY_RECORDS) {
     const header = await readAt(offset, RECORD_HEADER_SIZE);
     if (header.length < RECORD_HEADER_SIZE) return { reason: `truncated record header at offset ${offset}` };
     const type = header.toString('latin1', 0, 1);

@@ -356,3 +356,35 @@ test('concurrent commits share folder fsyncs and all become readable', async () 
   assert.equal((await spool.list('incoming')).length, 50);
   for (const id of ids) assert.equal((await spool.read(id, 'incoming')).envelope.queueId, id);
 });
+
+test('a large message is written as it arrives and reads back byte for byte', async () => {
+  const spool = await openSpool();
+  const id = spool.newQueueId();
+  const incoming = spool.beginMessage(id);
+  const chunks = Array.from({ length: 300 }, (_, i) => Buffer.alloc(4096, i % 251));
+  for (let i = 0; i < 100; i++) await incoming.write(chunks[i]);
+  // past the in-memory threshold the temporary file already exists, before the commit
+  assert.deepEqual(await readdir(join(dir, 'tmp')), [id]);
+  for (let i = 100; i < chunks.length; i++) await incoming.write(chunks[i]);
+  const held = await incoming.commit(envelope(id));
+  assert.equal(held, undefined, 'a large message is not handed back in memory');
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  const qf = await spool.read(id, 'incoming');
+  assert.ok(qf.message.equals(Buffer.concat(chunks)));
+  assert.equal(qf.envelope.queueId, id);
+});
+
+test('a small message is committed with one write and handed back; abort leaves nothing behind', async () => {
+  const spool = await openSpool();
+  const id = spool.newQueueId();
+  const incoming = spool.beginMessage(id);
+  await incoming.write(MESSAGE);
+  const held = await incoming.commit(envelope(id));
+  assert.ok(held?.equals(MESSAGE));
+  const big = spool.beginMessage(spool.newQueueId());
+  for (let i = 0; i < 100; i++) await big.write(Buffer.alloc(4096));
+  assert.equal((await readdir(join(dir, 'tmp'))).length, 1);
+  await big.abort();
+  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  assert.deepEqual(await readdir(join(dir, 'incoming')), [id]);
+});

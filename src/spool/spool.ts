@@ -6,7 +6,8 @@
  * can open a dead node's spool given only its folder.
  *
  * Commit protocol (qmail style) — the receiver may answer 250 only after commit() resolves:
- *   1. write the whole queue file (magic, E, M, Z) to tmp/<id>, opened O_CREAT|O_EXCL|O_WRONLY;
+ *   1. write the whole queue file (magic, M, E, Z) to tmp/<id>, opened O_CREAT|O_EXCL|O_WRONLY
+ *      (a large message is written as it arrives: incoming.ts, beginMessage());
  *   2. fsync the file, close it;
  *   3. rename tmp/<id> → incoming/<id> (atomic: the file appears whole or not at all);
  *   4. fsync incoming/ (grouped with concurrent commits, dirsync.ts);
@@ -32,7 +33,8 @@ import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirSyncer, fsyncDirectory, type FsyncDir } from './dirsync.ts';
-import { decodeQueueFile, encodeQueueFile, encodeStatusRecords, findAppendOffset, type StatusRecord } from './queuefile.ts';
+import { decodeQueueFile, encodeStatusRecords, findAppendOffset, type StatusRecord } from './queuefile.ts';
+import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
 
@@ -164,35 +166,19 @@ export class Spool {
     return join(this.dir, state, queueId);
   }
 
-  /** Store a new message durably in incoming/ (protocol in the header). */
+  /** Start receiving a message: its bytes go to tmp/<id> as they come (incoming.ts). */
+  beginMessage(queueId: string): IncomingMessage {
+    return new IncomingMessage(this.#path(queueId, 'tmp'), this.#path(queueId, 'incoming'), this.#io, this.#dirSyncer, this.#folder('incoming'));
+  }
+
+  /** Store a whole message durably in incoming/ (protocol in the header). */
   async commit(env: Envelope, message: Buffer): Promise<void> {
-    const tmpPath = this.#path(env.queueId, 'tmp');
-    const finalPath = this.#path(env.queueId, 'incoming');
-    const bytes = encodeQueueFile(env, message);
-    let created = false;
-    let renamed = false;
-    try {
-      const handle = await this.#io.open(tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
-      created = true;
-      try {
-        let written = 0;
-        while (written < bytes.length) {
-          const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, written);
-          written += bytesWritten;
-        }
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await this.#io.rename(tmpPath, finalPath);
-      renamed = true;
-      await this.#dirSyncer.sync(this.#folder('incoming'));
-    } catch (err) {
-      // Not acknowledged: take it back so a retry by the client is not delivered twice.
-      if (renamed) await this.#io.unlink(finalPath).catch(() => undefined);
-      else if (created) await this.#io.unlink(tmpPath).catch(() => undefined);
+    const incoming = this.beginMessage(env.queueId);
+    await incoming.write(message).catch(async (err) => {
+      await incoming.abort();
       throw err;
-    }
+    });
+    await incoming.commit(env);
   }
 
   /** Read and verify a queue file. */
