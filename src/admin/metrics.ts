@@ -41,9 +41,12 @@ export class Metrics implements QueueMetrics {
     this.rejections.inc({ stage, code: String(code) });
   }
 
-  delivery(outcome: string, channel: string, seconds?: number): void {
+  delivery(outcome: string, channel: string): void {
     this.deliveries.inc({ outcome, channel });
-    if (seconds !== undefined && outcome !== 'expired') this.durations.observe({ channel }, seconds);
+  }
+
+  transaction(channel: string, seconds: number): void {
+    this.durations.observe({ channel }, seconds);
   }
 
   dsn(kind: string): void {

@@ -17,9 +17,9 @@ import type { Channel, DeliveryJob, RecipientResult } from '../channels/types.ts
 import type { Router } from '../router/types.ts';
 import type { Envelope } from '../spool/types.ts';
 
-type Verdict = 'delivered' | 'deferred' | 'failed';
+type Verdict = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 
-function setup(verdict: (address: string, attempt: number) => Verdict, queue: Record<string, unknown> = {}) {
+function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
   const config = configSchema.parse({ node: { id: 'q', hostname: 'q.test' }, queue: { min_backoff: '50ms', max_backoff: '100ms', ...queue } });
   const jobs: DeliveryJob[] = [];
@@ -27,22 +27,23 @@ function setup(verdict: (address: string, attempt: number) => Verdict, queue: Re
   const channel: Channel = {
     async deliver(job) {
       jobs.push(job);
-      return job.recipients.map((r): RecipientResult => {
+      return Promise.all(job.recipients.map(async (r): Promise<RecipientResult> => {
         const n = (attempts.get(r.address) ?? 0) + 1;
         attempts.set(r.address, n);
-        const v = verdict(r.address, n);
+        const v = await verdict(r.address, n);
+        if (v === 'unreachable') return { index: r.index, outcome: 'deferred', reply: 'connect ECONNREFUSED 127.0.0.1:25', via: 'next' };
         return { index: r.index, outcome: v, reply: v === 'delivered' ? '250 2.0.0 ok' : v === 'failed' ? '550 5.1.1 no such user' : '451 4.3.0 try later', via: 'next[127.0.0.1]:25' };
-      });
+      }));
     },
   };
   const router: Router = {
     async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
-    async routeAddress() { return { type: 'smtp', host: '127.0.0.1', port: 25, mx: false }; },
+    async routeAddress(a) { return { type: 'smtp', domain: a.split('@')[1], port: 25, mx: true }; },
     async reload() {},
   };
   const trackFile = path.join(dir, 'track.log');
   const make = async () => {
-    const spool = await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' });
+    const spool = wrapSpool(await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' }));
     const tracking = new TrackingLog(trackFile, 'q');
     const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }) });
     return { spool, qmgr };
@@ -156,5 +157,85 @@ test('hold keeps a message from delivery until release; delete removes it withou
   assert.equal(await spool.find(env2.queueId), undefined);
   assert.ok(!t.jobs.some((j) => j.sender === ''), 'no DSN for an operator delete');
   await assert.rejects(qmgr.hold('NOPE.X.q'), /no message/);
+  await qmgr.stop();
+});
+
+test('a slow destination does not hold up mail for other destinations', async () => {
+  let releaseSlow!: () => void;
+  const slowGate = new Promise<void>((r) => (releaseSlow = r));
+  const t = setup(async (a) => {
+    if (a.endsWith('@slow.test')) await slowGate;
+    return 'delivered' as Verdict;
+  }, { destination_concurrency: 2, total_concurrency: 10 });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  for (let i = 0; i < 60; i++) {
+    const env = envelope(spool, 'sender@x.test', [`r${i}@slow.test`]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length);
+  }
+  const fast = envelope(spool, 'sender@x.test', ['r@fast.test']);
+  await spool.commit(fast, body);
+  qmgr.enqueue(fast.queueId, body.length);
+  await until('the fast destination delivered while the slow one hangs', async () => (await spool.find(fast.queueId)) === undefined);
+  assert.equal(t.jobs.filter((j) => j.recipients[0].address.endsWith('@slow.test')).length, 2, 'only destination_concurrency deliveries to the slow one at a time');
+  releaseSlow();
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  await qmgr.stop();
+});
+
+test('a destination that cannot be reached is not tried again for a while: its mail is deferred at once', async () => {
+  const t = setup((a) => (a.endsWith('@down.test') ? 'unreachable' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const first = envelope(spool, 'sender@x.test', ['a@down.test']);
+  await spool.commit(first, body);
+  qmgr.enqueue(first.queueId, body.length);
+  await until('first deferred', async () => (await spool.find(first.queueId)) === 'deferred');
+  const second = envelope(spool, 'sender@x.test', ['b@down.test']);
+  await spool.commit(second, body);
+  qmgr.enqueue(second.queueId, body.length);
+  await until('second deferred', async () => (await spool.find(second.queueId)) === 'deferred');
+  assert.equal(t.jobs.length, 1, 'the second message was not tried');
+  assert.match((await spool.read(second.queueId, 'deferred')).deferral!.lastReply, /^4\.4\.1 .*unreachable a moment ago \(connect ECONNREFUSED/);
+  // a server that answers, even with 4xx, keeps a destination alive
+  const other = envelope(spool, 'sender@x.test', ['c@busy.test']);
+  await spool.commit(other, body);
+  qmgr.enqueue(other.queueId, body.length);
+  await until('other deferred', async () => (await spool.find(other.queueId)) === 'deferred');
+  const again = envelope(spool, 'sender@x.test', ['d@busy.test']);
+  await spool.commit(again, body);
+  qmgr.enqueue(again.queueId, body.length);
+  await until('tried again', () => t.jobs.length === 3);
+  await qmgr.stop();
+});
+
+test('if the DSN cannot be queued, delivered recipients are recorded and the failed ones stay pending', async () => {
+  let dsnFails = true;
+  const t = setup((a) => (a.startsWith('ok') || a === 'sender@x.test' ? 'delivered' : 'failed'), {}, (spool) => new Proxy(spool, {
+    get(target, prop) {
+      if (prop === 'commit') {
+        return async (env: Envelope, msg: Buffer) => {
+          if (env.sender === '' && dsnFails) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+          return target.commit(env, msg);
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  }));
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['ok@r.test', 'bad@r.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  const qf = await spool.read(env.queueId, 'deferred');
+  assert.deepEqual(qf.pending, [1], 'ok@ is recorded as delivered; bad@ waits for its DSN');
+  dsnFails = false;
+  qmgr.flush();
+  await until('done', async () => (await spool.list()).length === 0);
+  assert.equal(t.attempts.get('ok@r.test'), 1, 'the delivered recipient was not sent twice');
+  assert.equal(t.jobs.filter((j) => j.sender === '').length, 1, 'one DSN in the end');
   await qmgr.stop();
 });

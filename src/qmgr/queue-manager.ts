@@ -47,7 +47,8 @@ export interface QueueManagerDeps {
 }
 
 export interface QueueMetrics {
-  delivery(outcome: 'delivered' | 'deferred' | 'failed' | 'expired', channel: string, seconds?: number): void;
+  delivery(outcome: 'delivered' | 'deferred' | 'failed' | 'expired', channel: string): void;
+  transaction(channel: string, seconds: number): void;
   dsn(kind: string): void;
 }
 
@@ -65,6 +66,8 @@ interface Entry {
   after?: 'hold' | 'delete' | 'flush';
   /** Found in deferred/ at start: wait for the next attempt time in its file, unless flushed. */
   keepSchedule?: boolean;
+  /** In the ready queue (so that it is not put there twice). */
+  queued?: boolean;
 }
 
 export interface MessageSummary {
@@ -76,6 +79,12 @@ export interface MessageSummary {
 
 type Outcome = RecipientResult & { route?: Route };
 
+/** How long at most a destination that could not be reached is not tried (queue.min_backoff if shorter). */
+const DEAD_DESTINATION_MS = 60_000;
+
+/** The longest delay setTimeout takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Ready messages beyond this many are not kept in memory (bounds memory under a backlog). */
 const FRESH_BACKLOG_LIMIT = 1000;
 
@@ -84,11 +93,17 @@ export class QueueManager {
   private ready = new Fifo<string>();
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
   private activeBytes = 0;
+  /** Attempts counted against the active limit (not those parked waiting for a slot). */
   private running = 0;
+  /** Attempts started and not finished, parked or not (stop() waits for them). */
+  private inProgress = 0;
   private stopping = false;
   private idleWaiters: Array<() => void> = [];
   private readonly total: Semaphore;
   private readonly perDestination = new Map<string, Semaphore>();
+  /** Destinations that could not be reached: not tried again before this time. */
+  private readonly deadUntil = new Map<string, number>();
+  private readonly deadReason = new Map<string, string>();
   private readonly now: () => number;
   /** How many messages may be read into memory and worked on at once. */
   private readonly activeLimit: number;
@@ -105,8 +120,9 @@ export class QueueManager {
     for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
     for (const e of entries) {
       if (e.state === 'corrupt') continue;
-      this.entries.set(e.queueId, { state: e.state, size: e.size, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) });
-      if (e.state !== 'hold') this.ready.push(e.queueId);
+      const entry: Entry = { state: e.state, size: e.size, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) };
+      this.entries.set(e.queueId, entry);
+      if (e.state !== 'hold') this.makeReady(e.queueId, entry);
     }
     this.pump();
     return { queued: entries.length, quarantined: quarantined.length };
@@ -120,8 +136,9 @@ export class QueueManager {
     if (this.stopping) return; // picked up from incoming/ at the next start
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
-    this.entries.set(queueId, { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) });
-    this.ready.push(queueId);
+    const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
+    this.entries.set(queueId, entry);
+    this.makeReady(queueId, entry);
     this.pump();
   }
 
@@ -129,7 +146,7 @@ export class QueueManager {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
-    if (this.running > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+    if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
   list(): MessageSummary[] {
@@ -152,10 +169,7 @@ export class QueueManager {
         n++;
       } else if (e.state === 'deferred') {
         e.keepSchedule = false;
-        if (e.timer) clearTimeout(e.timer);
-        e.timer = undefined;
-        e.nextAttemptAt = undefined;
-        this.ready.push(id);
+        this.makeReady(id, e);
         n++;
       }
     }
@@ -163,22 +177,34 @@ export class QueueManager {
     return n;
   }
 
+  /** Put a message in the ready queue now (once), cancelling its retry timer. */
+  private makeReady(id: string, e: Entry): void {
+    if (e.timer) clearTimeout(e.timer);
+    e.timer = undefined;
+    e.nextAttemptAt = undefined;
+    if (e.queued) return;
+    e.queued = true;
+    this.ready.push(id);
+  }
+
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
   async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
     const e = this.requireEntry(queueId);
     if (e.state === 'hold') return 'already';
     if (e.busy) { e.after = 'hold'; return 'pending'; }
-    await this.moveToHold(queueId, e);
+    await this.operate(e, () => this.moveToHold(queueId, e));
     return 'held';
   }
 
   async release(queueId: string): Promise<'released' | 'not-held'> {
     const e = this.requireEntry(queueId);
-    if (e.state !== 'hold') return 'not-held';
-    await this.deps.spool.move(queueId, 'hold', 'deferred');
-    e.state = 'deferred';
+    if (e.state !== 'hold' || e.busy) return 'not-held';
+    await this.operate(e, async () => {
+      await this.deps.spool.move(queueId, 'hold', 'deferred');
+      e.state = 'deferred';
+    });
     this.deps.tracking.record({ event: 'released', queueId });
-    this.ready.push(queueId);
+    this.makeReady(queueId, e);
     this.pump();
     return 'released';
   }
@@ -187,8 +213,18 @@ export class QueueManager {
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
     const e = this.requireEntry(queueId);
     if (e.busy) { e.after = 'delete'; return 'pending'; }
-    await this.deleteNow(queueId, e);
+    await this.operate(e, () => this.deleteNow(queueId, e));
     return 'deleted';
+  }
+
+  /** Run an operator's file move with the message marked busy, so no attempt starts meanwhile. */
+  private async operate(e: Entry, fn: () => Promise<void>): Promise<void> {
+    e.busy = true;
+    try {
+      await fn();
+    } finally {
+      e.busy = false;
+    }
   }
 
   has(queueId: string): boolean {
@@ -204,7 +240,8 @@ export class QueueManager {
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
     if (e.timer) clearTimeout(e.timer);
     e.timer = undefined;
-    this.ready.remove((id) => id === queueId);
+    if (e.queued) this.ready.remove((id) => id === queueId);
+    e.queued = false;
     await this.deps.spool.move(queueId, e.state, 'hold');
     e.state = 'hold';
     this.deps.tracking.record({ event: 'held', queueId });
@@ -212,7 +249,8 @@ export class QueueManager {
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
     if (e.timer) clearTimeout(e.timer);
-    this.ready.remove((id) => id === queueId);
+    if (e.queued) this.ready.remove((id) => id === queueId);
+    e.queued = false;
     await this.deps.spool.remove(queueId, e.state);
     this.entries.delete(queueId);
     this.deps.tracking.record({ event: 'deleted', queueId });
@@ -226,13 +264,17 @@ export class QueueManager {
     while (!this.stopping && this.running < this.activeLimit && this.ready.length) {
       const id = this.ready.shift()!;
       const e = this.entries.get(id);
-      if (!e || e.busy || e.state === 'hold') continue;
+      if (!e) continue;
+      e.queued = false;
+      if (e.busy || e.state === 'hold') continue;
       if (this.running > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
         this.ready.unshift(id);
+        e.queued = true;
         break;
       }
       e.busy = true;
       this.running++;
+      this.inProgress++;
       this.activeBytes += e.size;
       this.attempt(id, e)
         .catch((err) => {
@@ -243,9 +285,10 @@ export class QueueManager {
         .finally(() => {
           e.busy = false;
           this.running--;
+          this.inProgress--;
           this.activeBytes -= e.size;
           void this.applyAfter(id, e);
-          if (this.running === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
+          if (this.inProgress === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();
         });
     }
@@ -259,10 +302,7 @@ export class QueueManager {
       if (action === 'hold') await this.moveToHold(id, e);
       else if (action === 'delete') await this.deleteNow(id, e);
       else if (e.state === 'deferred') {
-        if (e.timer) clearTimeout(e.timer);
-        e.timer = undefined;
-        e.nextAttemptAt = undefined;
-        this.ready.push(id);
+        this.makeReady(id, e);
         this.pump();
       }
     } catch (err) {
@@ -274,12 +314,13 @@ export class QueueManager {
     if (this.stopping) return;
     if (e.timer) clearTimeout(e.timer);
     e.nextAttemptAt = at;
+    // setTimeout fires at once for delays past 2^31-1 ms (24.8 days): wake up early instead
     e.timer = setTimeout(() => {
       e.timer = undefined;
-      e.nextAttemptAt = undefined;
-      this.ready.push(id);
+      if (this.now() < at) return this.schedule(id, e, at);
+      this.makeReady(id, e);
       this.pump();
-    }, Math.max(0, at - this.now()));
+    }, Math.min(MAX_TIMER_MS, Math.max(0, at - this.now())));
     e.timer.unref?.();
   }
 
@@ -314,17 +355,17 @@ export class QueueManager {
       if (qf.deferral && qf.deferral.nextAttemptAt > now) return this.schedule(id, e, qf.deferral.nextAttemptAt);
     }
     if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
-      await this.expire(qf, e);
+      await this.expire(qf);
       return this.finish(id, e);
     }
 
     const outcomes = await this.deliverPending(qf, pending);
-    const stillPending = outcomes.filter((o) => o.outcome === 'deferred');
-    // With nothing left pending, the durable unlink in finish() is the record; the status
-    // append is needed only when the message stays queued.
-    await this.recordOutcomes(qf, outcomes, stillPending.length > 0);
+    const records = await this.recordOutcomes(qf, outcomes);
+    const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
+    // With nothing left pending, the durable unlink in finish() is the record; otherwise the
+    // outcomes and the retry schedule are appended together (one fdatasync).
     if (stillPending.length === 0) return this.finish(id, e);
-    await this.defer(qf, e, stillPending);
+    await this.defer(qf, e, stillPending, records);
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
@@ -359,32 +400,89 @@ export class QueueManager {
     return outcomes;
   }
 
+  /**
+   * Deliver one group under the destination's and the total concurrency limits. While it waits
+   * for a slot the attempt is "parked": it does not count against the active limit, so mail for
+   * other destinations keeps moving past a slow one. A destination whose last transaction could
+   * not even reach a server is dead for a while (as in Postfix): its mail is deferred without a
+   * try until then, instead of each message waiting out the connect timeouts again.
+   */
   private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[]): Promise<Outcome[]> {
+    const env = qf.envelope;
+    const deadFor = (): Outcome[] | undefined => {
+      const until = this.deadUntil.get(key);
+      if (until === undefined || until <= this.now()) return undefined;
+      return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${this.deadReason.get(key)}); not tried again before ${new Date(until).toISOString()}`, via: key, route }));
+    };
+    const early = deadFor();
+    if (early) return early;
     let sem = this.perDestination.get(key);
     if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
-    const env = qf.envelope;
-    const started = this.now();
-    const results = await sem.run(() => this.total.run(() => this.deps.channelFor(route).deliver({
-      queueId: env.queueId,
-      sender: env.sender,
-      recipients: rcpts,
-      route,
-      message: qf.message,
-      ...(env.body8bit ? { body8bit: true } : {}),
-      ...(env.smtputf8 ? { smtputf8: true } : {}),
-      ...(env.dsn ? { dsn: env.dsn } : {}),
-    })));
-    const seconds = (this.now() - started) / 1000;
-    for (const r of results) this.deps.metrics?.delivery(r.outcome, route.type, seconds);
-    return results.map((r) => ({ ...r, route }));
+    this.running--;
+    this.pump();
+    try {
+      await sem.acquire();
+      await this.total.acquire();
+    } finally {
+      this.running++;
+    }
+    try {
+      const dead = deadFor();
+      if (dead || this.stopping) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: '4.3.2 node stopping; delivery not started', via: key, route }));
+      const started = this.now();
+      const results = await this.deps.channelFor(route).deliver({
+        queueId: env.queueId,
+        sender: env.sender,
+        recipients: rcpts,
+        route,
+        message: qf.message,
+        ...(env.body8bit ? { body8bit: true } : {}),
+        ...(env.smtputf8 ? { smtputf8: true } : {}),
+        ...(env.dsn ? { dsn: env.dsn } : {}),
+      });
+      this.deps.metrics?.transaction(route.type, (this.now() - started) / 1000);
+      for (const r of results) this.deps.metrics?.delivery(r.outcome, route.type);
+      this.noteDestination(key, results);
+      return results.map((r) => ({ ...r, route }));
+    } finally {
+      this.total.release();
+      sem.release();
+      if (sem.inUse === 0 && sem.waiting === 0) this.perDestination.delete(key);
+    }
   }
 
-  /** Durably record final outcomes; send DSNs for failures first. */
-  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[], durable: boolean): Promise<void> {
+  /** Mark a destination dead when no server answered at all; alive again on any answer. */
+  private noteDestination(key: string, results: RecipientResult[]): void {
+    const unreachable = results.length > 0 && results.every((r) => r.outcome === 'deferred' && !/^[245]\d\d[ -]/.test(r.reply));
+    if (!unreachable) {
+      this.deadUntil.delete(key);
+      this.deadReason.delete(key);
+      return;
+    }
+    this.deadUntil.set(key, this.now() + Math.min(this.deps.config.queue.min_backoff, DEAD_DESTINATION_MS));
+    this.deadReason.set(key, results[0].reply);
+  }
+
+  /**
+   * The final outcomes of an attempt as status records (not yet written), after queueing the
+   * DSN for the failures. If the DSN cannot be queued (disk full), the failed recipients stay
+   * pending — they fail again at the next attempt and the DSN is tried again — so that the
+   * delivered ones are still recorded and not sent twice.
+   */
+  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
     const env = qf.envelope;
     const at = this.now();
     const failed = outcomes.filter((o) => o.outcome === 'failed');
-    const dsnSent = failed.length > 0 ? await this.sendDsn(qf, 'failure', failed.map((o) => ({ index: o.index, reply: o.reply, via: o.via }))) : false;
+    let dsnSent = false;
+    let dsnError: unknown;
+    if (failed.length > 0) {
+      try {
+        dsnSent = await this.sendDsn(qf, 'failure', failed.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
+      } catch (err) {
+        dsnError = err;
+        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the DSN; the failed recipients stay queued and are tried again');
+      }
+    }
     const records: RecipientStatus[] = [];
     for (const o of outcomes) {
       const r = env.recipients[o.index];
@@ -392,17 +490,18 @@ export class QueueManager {
       if (o.outcome === 'delivered') {
         records.push({ index: o.index, type: 'delivered', at, reply: o.reply, via: o.via });
         this.deps.tracking.record({ event: 'delivered', ...common, delay: (at - env.arrivedAt) / 1000 });
-      } else if (o.outcome === 'failed') {
+      } else if (o.outcome === 'failed' && !dsnError) {
         records.push({ index: o.index, type: 'failed', at, reply: o.reply, via: o.via, dsnSent });
         this.deps.tracking.record({ event: 'bounced', ...common });
       } else {
         this.deps.tracking.record({ event: 'deferred', ...common });
       }
     }
-    if (durable && records.length) await this.deps.spool.appendStatus(env.queueId, this.entries.get(env.queueId)?.state ?? 'active', records);
+    return records;
   }
 
-  private async defer(qf: QueueFile, e: Entry, pending: Outcome[]): Promise<void> {
+  /** Append this attempt's records and the retry schedule; move to deferred/; set the timer. */
+  private async defer(qf: QueueFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
     const env = qf.envelope;
     const q = this.deps.config.queue;
     const attempts = (qf.deferral?.attempts ?? 0) + 1;
@@ -415,7 +514,7 @@ export class QueueManager {
     }
     const nextAttemptAt = Math.min(now + nextBackoff(attempts, q.min_backoff, q.max_backoff, this.deps.random), env.arrivedAt + q.max_lifetime + 1);
     const record: DeferralRecord = { type: 'deferral', at: now, attempts, nextAttemptAt, lastReply: pending[0].reply, ...(warned ? { warned } : {}) };
-    await this.deps.spool.appendStatus(env.queueId, e.state, [record]);
+    await this.deps.spool.appendStatus(env.queueId, e.state, [...records, record]);
     if (e.state !== 'deferred') {
       await this.deps.spool.move(env.queueId, e.state, 'deferred');
       e.state = 'deferred';
@@ -423,20 +522,18 @@ export class QueueManager {
     this.schedule(env.queueId, e, nextAttemptAt);
   }
 
-  private async expire(qf: QueueFile, e: Entry): Promise<void> {
+  /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
+  private async expire(qf: QueueFile): Promise<void> {
     const env = qf.envelope;
     const age = formatDuration(this.now() - env.arrivedAt);
     const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
-    const rcpts = qf.pending.map((index) => ({ index, reply, via: qf.deferral ? 'queue' : 'queue' }));
-    const dsnSent = await this.sendDsn(qf, 'failure', rcpts);
-    const at = this.now();
-    const records: RecipientStatus[] = rcpts.map((r) => ({ index: r.index, type: 'expired', at, reply, dsnSent }));
+    const rcpts = qf.pending.map((index) => ({ index, reply, via: 'queue' }));
+    await this.sendDsn(qf, 'failure', rcpts);
     for (const r of rcpts) {
       const rc = env.recipients[r.index];
       this.deps.tracking.record({ event: 'expired', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: rc.address, reply });
       this.deps.metrics?.delivery('expired', 'queue');
     }
-    await this.deps.spool.appendStatus(env.queueId, e.state, records);
   }
 
   /**

@@ -23,7 +23,7 @@
  * `timeoutMs`); ESRCH when a group is already gone is ignored on purpose.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync, type WriteStream } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { createInterface } from "node:readline";
 
 /** How many output lines a Proc keeps in memory. */
@@ -142,7 +142,7 @@ class ProcImpl implements Proc {
   readonly exited: Promise<ProcExit>;
   exitStatus: ProcExit | undefined;
   private readonly listeners = new Set<(line: ProcLine) => void>();
-  private readonly log: WriteStream | undefined;
+  private readonly logFile: string | undefined;
 
   constructor(
     private readonly child: ChildProcess,
@@ -152,7 +152,7 @@ class ProcImpl implements Proc {
     if (child.pid === undefined) throw new Error(`spawn ${name}: no pid`);
     this.pid = child.pid;
     this.name = name;
-    this.log = logFile ? createWriteStream(logFile, { flags: "a" }) : undefined;
+    this.logFile = logFile;
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         this.exitStatus = { code, signal };
@@ -180,7 +180,8 @@ class ProcImpl implements Proc {
     const line: ProcLine = { stream, text, json, t: Date.now() };
     this.lines.push(line);
     if (this.lines.length > KEPT_LINES) this.lines.splice(0, this.lines.length - KEPT_LINES);
-    this.log?.write(`${stream === "stderr" ? "E " : ""}${text}\n`);
+    // synchronous, so the copy is complete whenever a test reads it
+    if (this.logFile) appendFileSync(this.logFile, `${stream === "stderr" ? "E " : ""}${text}\n`);
     for (const l of [...this.listeners]) l(line);
   }
 
@@ -251,7 +252,6 @@ class ProcImpl implements Proc {
   }
 
   private closeLog(): void {
-    this.log?.end();
   }
 }
 
