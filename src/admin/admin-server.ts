@@ -16,6 +16,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
 import { listQueue, showQueued } from './queue-listing.ts';
+import { isSafeQueueId } from '../spool/index.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = Fastify({ logger: false });
@@ -41,12 +42,14 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   });
   app.get('/queue', async () => ({ node: node.config.node.id, counts: node.qmgr.counts(), ...(await listQueue(node.spool)) }));
   app.get<{ Params: { id: string } }>('/queue/:id', async (req, reply) => {
+    if (!isSafeQueueId(req.params.id)) return reply.code(400).send({ error: `${JSON.stringify(req.params.id)} is not a queue id` });
     const details = await showQueued(node.spool, req.params.id);
     if (!details) return reply.code(404).send({ error: `no message ${req.params.id} in the queue` });
     return details;
   });
   app.post('/queue/flush', async () => ({ flushed: node.qmgr.flush() }));
   const action = (name: 'hold' | 'release' | 'delete') => async (req: { params: { id: string } }, reply: any) => {
+    if (!isSafeQueueId(req.params.id)) return reply.code(400).send({ error: `${JSON.stringify(req.params.id)} is not a queue id` });
     try {
       const id = req.params.id;
       const result = name === 'hold' ? await node.qmgr.hold(id) : name === 'release' ? await node.qmgr.release(id) : await node.qmgr.remove(id);

@@ -5,7 +5,8 @@
  *   tandem_messages_received_total, tandem_received_bytes_total,
  *   tandem_smtp_rejections_total{stage,code},
  *   tandem_deliveries_total{outcome,channel}, tandem_delivery_duration_seconds{channel},
- *   tandem_dsn_total{kind}, tandem_queue_messages{state} (read from the queue manager on scrape).
+ *   tandem_dsn_total{kind}, tandem_tracking_write_errors_total,
+ *   tandem_queue_messages{state} (read from the queue manager on scrape).
  */
 import client from 'prom-client';
 import type { QueueMetrics } from '../qmgr/queue-manager.ts';
@@ -17,6 +18,7 @@ export class Metrics implements QueueMetrics {
   private rejections = new client.Counter({ name: 'tandem_smtp_rejections_total', help: 'SMTP commands refused', labelNames: ['stage', 'code'], registers: [this.registry] });
   private deliveries = new client.Counter({ name: 'tandem_deliveries_total', help: 'Per-recipient delivery outcomes', labelNames: ['outcome', 'channel'], registers: [this.registry] });
   private durations = new client.Histogram({ name: 'tandem_delivery_duration_seconds', help: 'Time of one delivery transaction', labelNames: ['channel'], buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [this.registry] });
+  private trackingErrors = new client.Counter({ name: 'tandem_tracking_write_errors_total', help: 'Tracking log lines or syncs that failed', registers: [this.registry] });
   private dsns = new client.Counter({ name: 'tandem_dsn_total', help: 'Delivery status notifications generated', labelNames: ['kind'], registers: [this.registry] });
 
   constructor(queueCounts: () => Record<string, number>) {
@@ -47,6 +49,10 @@ export class Metrics implements QueueMetrics {
 
   transaction(channel: string, seconds: number): void {
     this.durations.observe({ channel }, seconds);
+  }
+
+  trackingError(): void {
+    this.trackingErrors.inc();
   }
 
   dsn(kind: string): void {

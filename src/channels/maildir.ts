@@ -23,6 +23,7 @@ import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
+import { fsyncDirectory } from '../spool/dirsync.ts';
 
 export interface MaildirChannelOptions {
   /** Host name in file names (default os.hostname()); '/' and ':' are escaped per the spec. */
@@ -88,8 +89,8 @@ async function ensureMaildir(dir: string): Promise<void> {
     if ((await mkdir(path.join(dir, sub), { recursive: true, mode: DIR_MODE })) !== undefined) created = true;
   }
   if (created) {
-    await fsyncDir(dir);
-    await fsyncDir(path.dirname(dir));
+    await fsyncDirectory(dir);
+    await fsyncDirectory(path.dirname(dir));
   }
 }
 
@@ -110,17 +111,8 @@ async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[]):
     await unlink(tmpPath).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(path.join(dir, 'new'));
+  await fsyncDirectory(path.join(dir, 'new'));
   return name;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
 
 /** CRLF → LF (a lone CR or LF is kept as it is). */

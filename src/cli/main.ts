@@ -20,8 +20,8 @@ import { runQueueCommand } from './queue-command.ts';
 import { checkConfig } from './config-check.ts';
 import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
+import { EXIT } from './exit-codes.ts';
 
-export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, UNAVAILABLE: 69, TEMPFAIL: 75, CONFIG: 78 } as const;
 
 const program = new Command('tandem')
   .description('Tandem: an active-active high-availability message switch')

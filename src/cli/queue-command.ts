@@ -13,8 +13,8 @@ import { Spool, acquireSpoolLock, SpoolLockedError } from '../spool/index.ts';
 import { listQueue, showQueued, type QueueListingRow } from '../admin/queue-listing.ts';
 import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
+import { EXIT } from './exit-codes.ts';
 
-const EXIT = { OK: 0, FAILED: 1, USAGE: 2, UNAVAILABLE: 69, TEMPFAIL: 75, CONFIG: 78 };
 
 interface QueueOpts { config?: string; admin?: string; token?: string; spool?: string; json?: boolean }
 type Target = { type: 'http'; base: string; token?: string } | { type: 'spool'; dir: string };

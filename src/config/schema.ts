@@ -49,7 +49,11 @@ export const configSchema = z.object({
   smtp: z.object({
     listen: hostPort(25).default('127.0.0.1:2525'),
     banner: z.string().default('Tandem'),
-    proxy_protocol: z.boolean().default(false),
+    /**
+     * PROXY protocol (v1) from a load balancer: false, true (from any client — only safe when
+     * nothing but the balancer can reach the listener), or the balancer addresses to trust.
+     */
+    proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)]).default(false),
     max_message_size: size('10240000'),
     max_recipients: z.number().int().min(1).max(100000).default(1000),
     max_connections: z.number().int().min(1).max(100000).default(100),

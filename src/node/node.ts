@@ -71,7 +71,10 @@ export class TandemNode {
     this.spool = await Spool.open(dir, { nodeId: c.node.id, warn: (msg, fields) => log.warn(fields, msg) });
     const lock = await acquireSpoolLock(dir);
     this.releaseLock = () => lock.release();
-    this.tracking = new TrackingLog(c.tracking.path, c.node.id);
+    this.tracking = new TrackingLog(c.tracking.path, c.node.id, (err) => {
+      this.metrics.trackingError();
+      log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
+    });
     this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg));
     this.relayNetworks = await loadRelayNetworks(c);
     this.passwords = await loadPasswords(c);
@@ -97,6 +100,9 @@ export class TandemNode {
       metrics: this.metrics,
     });
     this.smtpAddress = await this.receiver.listen();
+    if (c.smtp.proxy_protocol === true && !/^(127\.|::1$|localhost$)/.test(c.smtp.listen.host)) {
+      log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
+    }
     if (c.admin.listen) {
       const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token);
       this.admin = server;
@@ -110,13 +116,17 @@ export class TandemNode {
     }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);
   }
 
-  /** SIGHUP: reload tables, relay networks and passwords; keep the old ones if any new one fails. */
+  /**
+   * SIGHUP: reload tables, relay networks and passwords (keeping the old ones if any new one
+   * fails), and reopen the tracking log (log rotation).
+   */
   async reload(): Promise<void> {
     const networks = await loadRelayNetworks(this.config);
     const passwords = await loadPasswords(this.config);
     await this.router.reload();
     this.relayNetworks = networks;
     this.passwords = passwords;
+    this.tracking.reopen();
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
   }
 

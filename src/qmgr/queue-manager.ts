@@ -13,8 +13,8 @@
  * the null sender; the DSN is committed to the spool before the failure is recorded. When
  * recipients remain, the message goes to deferred/ with exponential backoff; past
  * queue.max_lifetime the rest expire with a DSN. A message with nothing pending is removed
- * (unlink + folder fsync). Operator actions (hold, release, delete, flush) wait for an
- * attempt in progress to end.
+ * (unlink + folder fsync). Operator actions (hold, delete, flush) on a message whose attempt
+ * is in progress take effect when it ends (the call answers "pending").
  *
  * The manager needs only a Spool: a secondary process over a dead node's spool runs the same
  * class with no receiver.

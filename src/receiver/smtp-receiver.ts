@@ -4,7 +4,7 @@
  * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
  *
  * Policy, in the order a client meets it:
- *  - connect: refused with 421 while the node is draining/fenced/stopping; connection limit.
+ *  - connect: refused with 421 while the node is not ready (starting, stopping); connection limit.
  *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
@@ -22,7 +22,6 @@
  * Reads config keys: smtp.*, relay.networks, tables.relay_networks (via deps), node.hostname.
  */
 import { readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession, type SMTPServerDataStream } from 'smtp-server';
 import { SMTPConnection as ServerConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { Logger } from 'pino';
@@ -345,7 +344,8 @@ export class SmtpReceiver {
       byHostname: hostname,
       queueId,
       protocol: `${session.transmissionType ?? 'ESMTP'}`,
-      forRecipient: tx.recipients.length === 1 ? tx.recipients[0].address : undefined,
+      // the address the client gave, not an alias's targets (Postfix does the same)
+      forRecipient: session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0].address : undefined,
       date: new Date(),
     });
     if (!messageId) {
@@ -372,4 +372,3 @@ function toReply(err: unknown): Error & { responseCode: number } {
   return Object.assign(new Error(`4.3.0 Error: internal error (${(err as Error)?.message ?? err}); try again later`), { responseCode: 451 });
 }
 
-export type { Socket };

@@ -9,7 +9,7 @@ export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLockInfo } from './lock.ts';
 export { DirSyncer, fsyncDirectory } from './dirsync.ts';
 export type { FsyncDir } from './dirsync.ts';
-export { parseQueueId, NODE_ID_PATTERN } from './queueid.ts';
+export { parseQueueId, isSafeQueueId, NODE_ID_PATTERN } from './queueid.ts';
 export { QUEUE_STATES } from './types.ts';
 export type {
   DeferralRecord, DsnNotify, Envelope, EnvelopeRecipient, QueueState, RecipientStatus,

@@ -21,6 +21,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
+import { isErrno } from '../util/errno.ts';
 
 export interface SpoolLockInfo {
   pid: number;
@@ -48,9 +49,6 @@ function lockPath(dir: string): string {
   return join(dir, 'lock');
 }
 
-function isErrno(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
-}
 
 /** The current holder, or undefined if there is no lock file. */
 export async function readSpoolLock(dir: string): Promise<SpoolLockInfo | undefined> {

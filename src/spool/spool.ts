@@ -37,6 +37,7 @@ import { decodeQueueFile, encodeStatusRecords, findAppendOffset, type StatusReco
 import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
+import { isErrno } from '../util/errno.ts';
 
 /** A queue file that failed its self-check; it belongs in corrupt/. */
 export class CorruptQueueFileError extends Error {
@@ -108,9 +109,6 @@ const LIVE_STATES: readonly QueueState[] = QUEUE_STATES.filter((s) => s !== 'cor
 const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
 
-function isErrno(err: unknown, code: string): boolean {
-  return (err as NodeJS.ErrnoException | null)?.code === code;
-}
 
 /** Run fn over items with at most `limit` in flight; results in input order. */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {

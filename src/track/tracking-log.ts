@@ -9,6 +9,10 @@
  * caller goes on, so a killed process loses nothing (the kernel has the bytes). For a machine
  * crash, fdatasync runs grouped in the background; `recordDurable` waits for it — the receiver
  * uses it so the `received` line is on disk before the `250`.
+ * The log never throws: a failing write (disk full, I/O error) is counted and reported through
+ * `onError` (the node logs it and counts it in a metric); mail flow does not depend on it — the
+ * spool is the record of a message, the tracking log its history. reopen() (SIGHUP) lets
+ * logrotate move the file away.
  * Reads config key: tracking.path ("" disables the log).
  */
 import { closeSync, mkdirSync, openSync, readFileSync, writeSync, fdatasync } from 'node:fs';
@@ -43,12 +47,26 @@ export class TrackingLog {
   private waiters: Array<() => void> = [];
   private nextWaiters: Array<() => void> = [];
 
+  /** Lines that could not be written. */
+  errors = 0;
+
   /** Open (creating folders) or, with path "", a log that records nothing. */
-  constructor(readonly file: string, private readonly nodeId: string) {
+  constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}) {
     if (file) {
       mkdirSync(path.dirname(file), { recursive: true });
       this.fd = openSync(file, 'a', 0o640);
     }
+  }
+
+  /** Open the file again by name (after logrotate moved it). Throws if it cannot be opened. */
+  reopen(): void {
+    if (!this.file) return;
+    const fd = openSync(this.file, 'a', 0o640);
+    const old = this.fd;
+    this.fd = fd;
+    if (old !== undefined && !this.syncing) closeSync(old);
+    // XXX: with a sync running on the old descriptor it is left open (one descriptor per
+    // rotation at most, released at exit) rather than closed under the sync.
   }
 
   /** Append one event; returns once the line is in the kernel (survives a process kill). */
@@ -69,7 +87,13 @@ export class TrackingLog {
   private write(ev: TrackingEvent): boolean {
     if (this.fd === undefined) return false;
     const line = JSON.stringify({ t: new Date().toISOString(), node: this.nodeId, ...ev }) + '\n';
-    writeSync(this.fd, line);
+    try {
+      writeSync(this.fd, line);
+    } catch (err) {
+      this.errors++;
+      this.onError(err as Error);
+      return false;
+    }
     this.dirty = true;
     return true;
   }
@@ -80,9 +104,12 @@ export class TrackingLog {
     this.dirty = false;
     const batch = this.waiters;
     this.waiters = [];
-    fdatasync(this.fd, () => {
-      // XXX: an fdatasync error here is not surfaced to the caller; the line is in the kernel
-      // and a later sync retries. A failing disk shows up in the spool commit first.
+    fdatasync(this.fd, (err) => {
+      // the line is in the kernel; a later sync retries. The caller is not failed for it.
+      if (err) {
+        this.errors++;
+        this.onError(err);
+      }
       this.syncing = false;
       for (const w of batch) w();
       this.waiters.push(...this.nextWaiters);

@@ -57,7 +57,7 @@ export async function loadTableEntries(file: string, opts: TableLoadOptions = {}
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const name = opts.name ?? path.basename(file);
-    throw new Error(`cannot read table ${name} (${file}): ${e.code ?? ''} ${e.message}; check the path in tables.${name} and the file permissions`, { cause: err });
+    throw new Error(`cannot read table ${name} (${file}): ${e.code ?? ''} ${e.message}; check the path given for it in the config file and the file permissions`, { cause: err });
   }
   return parseTableText(text, file, opts);
 }
