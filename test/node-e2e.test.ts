@@ -119,6 +119,20 @@ test('a permanent failure at the next hop bounces with an RFC 3464 DSN to the se
   assert.match(dsn.raw, /^Return-Path: <>\r?$/m);
 });
 
+test('NOTIFY=SUCCESS on a final delivery gets a "delivered" DSN; without it, none', async () => {
+  const before = (await mailbox('bob')).length;
+  const res = await sendMail(node.smtp.port, 'bob@example.test', ['alice@example.test'], msg('please confirm'), '127.0.0.1', { notify: 'SUCCESS', ret: 'HDRS' });
+  assert.equal(res.ok, true, res.response);
+  const dsn = await eventually('a success DSN for bob', async () => (await mailbox('bob')).find((m) => /Successful Mail Delivery|Delivery Status|delivered/i.test(m.subject ?? '')));
+  assert.match(dsn.raw, /Action: delivered/);
+  assert.match(dsn.raw, /Status: 2\.\d\.\d/);
+  assert.match(dsn.raw, /Final-Recipient: rfc822; ?alice@example\.test/i);
+  const plain = await sendMail(node.smtp.port, 'bob@example.test', ['alice@example.test'], msg('no receipt'));
+  await eventually('the plain message delivered', async () => (await mailbox('alice')).some((m) => m.subject === 'no receipt'));
+  assert.equal((await mailbox('bob')).length, before + 1, 'only the message with NOTIFY=SUCCESS was reported');
+  assert.ok(plain.ok);
+});
+
 test('queue commands on a running node: deferred message listed, held, released, deleted', async () => {
   const res = await sendMail(node.smtp.port, 'alice@example.test', ['x@down.test'], msg('deferred'));
   assert.equal(res.ok, true);

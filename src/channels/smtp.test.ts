@@ -260,3 +260,20 @@ test('a route of another type is a bug', async () => {
     await assert.rejects(ch.deliver(makeJob({ type: 'lmtp', host: '127.0.0.1', port: 1 }, ['a@example.com'])), /bug/);
   });
 });
+
+test('DSN parameters are passed on: NOTIFY and ORCPT on RCPT, RET and ENVID on MAIL (RFC 3461 §5.2)', async () => {
+  const server = await startSmtpServer();
+  await withChannel({}, [server], async (ch) => {
+    const job = makeJob(fixed(server.port), ['alice@example.com', 'bob@example.com'], { dsn: { ret: 'HDRS', envid: 'ENV1' } });
+    job.recipients = job.recipients.map((r) => ({ ...r, original: 'team@example.org', notify: ['SUCCESS', 'FAILURE'] }));
+    const results = await ch.deliver(job);
+    assert.ok(results.every((r) => r.outcome === 'delivered'));
+    const m = server.messages[0];
+    assert.equal(m.mailArgs.RET, 'HDRS');
+    assert.equal(m.mailArgs.ENVID, 'ENV1');
+    for (const r of m.rcptDsn) {
+      assert.deepEqual(r.notify, ['SUCCESS', 'FAILURE']);
+      assert.equal(r.orcpt, 'rfc822;team@example.org');
+    }
+  });
+});

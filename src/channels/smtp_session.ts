@@ -27,8 +27,9 @@
  *  public callback only gives the last one). Tests cover both, so a library change shows there.
  * XXX: nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses, so a message with
  *  ASCII addresses but UTF-8 headers goes without it to a peer that offers it.
- * XXX: NOTIFY is not passed on (DeliveryRecipient has none) and ORCPT only for single-recipient
- *  jobs (nodemailer takes one DSN option set per envelope): the next hop applies its default.
+ * DSN parameters are passed on (RFC 3461 §5.2): nodemailer takes one NOTIFY/ORCPT set per
+ *  envelope, so the queue manager groups recipients whose NOTIFY and ORCPT differ into separate
+ *  jobs; here they are sent when every recipient of the job shares them.
  * Config read: none (SessionOptions come from the channel).
  */
 import net from 'node:net';
@@ -222,7 +223,7 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
     to: addresses,
     size: job.message.length,
     use8BitMime: job.body8bit === true,
-    ...dsnOptions(job, valid.length === 1 ? valid[0].original : undefined),
+    ...dsnOptions(job, valid),
   }, job.message);
 
   // Final replies per address, consumed in order (an address may appear twice in a job).
@@ -282,11 +283,15 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
 }
 
 /** RET/ENVID from the job, ORCPT for a single recipient (see XXX in the header). */
-function dsnOptions(job: DeliveryJob, original: string | undefined): { dsn?: SMTPConnection.DSNOptions } {
+function dsnOptions(job: DeliveryJob, rcpts: DeliveryJob['recipients']): { dsn?: SMTPConnection.DSNOptions } {
   const dsn: SMTPConnection.DSNOptions = {};
   if (job.dsn?.ret) dsn.ret = job.dsn.ret as SMTPConnection.DSNOptions['ret'];
   if (job.dsn?.envid) dsn.envid = job.dsn.envid;
-  if (original && /^[\x21-\x7e]+$/.test(original)) dsn.orcpt = `rfc822;${original}`;
+  const first = rcpts[0];
+  const notify = first?.notify?.join(',');
+  if (notify && rcpts.every((r) => r.notify?.join(',') === notify)) dsn.notify = first.notify as SMTPConnection.DSNOptions['notify'];
+  const original = first?.original;
+  if (original && rcpts.every((r) => r.original === original) && /^[\x21-\x7e]+$/.test(original)) dsn.orcpt = `rfc822;${original}`;
   return Object.keys(dsn).length > 0 ? { dsn } : {};
 }
 

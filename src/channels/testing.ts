@@ -21,6 +21,8 @@ export interface ReceivedMessage {
   mailArgs: Record<string, unknown>;
   data: Buffer;
   secure: boolean;
+  /** RCPT TO DSN parameters as received (NOTIFY, ORCPT), per recipient. */
+  rcptDsn: Array<{ address: string; notify?: string[]; orcpt?: string }>;
 }
 
 export interface TestSmtpServer {
@@ -51,6 +53,7 @@ export async function startSmtpServer(opts: {
   const server = new SMTPServer({
     lmtp: opts.lmtp ?? false,
     authOptional: true,
+    hideDSN: false,
     disableReverseLookup: true,
     closeTimeout: 200,
     logger: false,
@@ -70,6 +73,7 @@ export async function startSmtpServer(opts: {
         const mailArgs = session.envelope.mailFrom === false ? {} : (session.envelope.mailFrom.args || {}) as Record<string, unknown>;
         const message: ReceivedMessage = {
           from, to: session.envelope.rcptTo.map((r) => r.address), mailArgs, data: Buffer.concat(chunks), secure: session.secure,
+          rcptDsn: session.envelope.rcptTo.map((r) => ({ address: r.address, ...(r.dsn?.notify ? { notify: r.dsn.notify } : {}), ...(r.dsn?.orcpt ? { orcpt: r.dsn.orcpt } : {}) })),
         };
         if (opts.lmtp) {
           const replies = message.to.map((a) => {

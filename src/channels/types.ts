@@ -6,6 +6,7 @@
  * and 4xx replies become `deferred`, 5xx become `failed`. It throws only for bugs.
  */
 import type { Route } from '../router/types.ts';
+import type { DsnNotify } from '../spool/types.ts';
 
 export interface DeliveryRecipient {
   /** Index of the recipient in the envelope (stable key for durable status). */
@@ -13,6 +14,8 @@ export interface DeliveryRecipient {
   address: string;
   /** Original recipient (for DSN ORCPT and Delivered-To). */
   original: string;
+  /** DSN NOTIFY from the client, passed on to the next hop (RFC 3461 §5.2). */
+  notify?: DsnNotify[];
 }
 
 export interface DeliveryJob {

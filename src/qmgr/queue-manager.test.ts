@@ -239,3 +239,19 @@ test('if the DSN cannot be queued, delivered recipients are recorded and the fai
   assert.equal(t.jobs.filter((j) => j.sender === '').length, 1, 'one DSN in the end');
   await qmgr.stop();
 });
+
+test('recipients whose DSN parameters differ go in separate transactions, with NOTIFY passed on', async () => {
+  const t = setup(() => 'delivered');
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['a@r.test', 'b@r.test', 'c@r.test']);
+  env.recipients[0].notify = ['NEVER'];
+  env.recipients[2].original = 'list@x.test';
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('delivered', async () => (await spool.list()).length === 0);
+  const jobs = t.jobs.filter((j) => j.queueId === env.queueId);
+  assert.equal(jobs.length, 3, 'NOTIFY=NEVER, plain, and an expanded ORCPT each in a transaction of their own');
+  assert.deepEqual(jobs.find((j) => j.recipients[0].address === 'a@r.test')?.recipients[0].notify, ['NEVER']);
+  await qmgr.stop();
+});

@@ -371,7 +371,7 @@ export class QueueManager {
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
   private async deliverPending(qf: QueueFile, pending: number[]): Promise<Outcome[]> {
     const env = qf.envelope;
-    const groups = new Map<string, { route: Route; rcpts: DeliveryRecipient[] }>();
+    const groups = new Map<string, { key: string; route: Route; rcpts: DeliveryRecipient[] }>();
     const outcomes: Outcome[] = [];
     for (const index of pending) {
       const r = env.recipients[index];
@@ -383,14 +383,17 @@ export class QueueManager {
         outcomes.push({ index, outcome: 'deferred', reply: `4.3.0 routing lookup failed: ${err.message}`, via: 'router' });
         continue;
       }
+      // one transaction per next hop, split where the DSN parameters to pass on differ (one
+      // NOTIFY/ORCPT set per transaction); ORCPT matters only where it differs from the address
       const key = routeKey(route);
-      let g = groups.get(key);
-      if (!g) groups.set(key, (g = { route, rcpts: [] }));
-      g.rcpts.push({ index, address: r.address, original: r.original });
+      const dsnKey = `${r.notify?.join(',') ?? ''}|${r.original !== r.address ? r.original : ''}`;
+      let g = groups.get(`${key}|${dsnKey}`);
+      if (!g) groups.set(`${key}|${dsnKey}`, (g = { key, route, rcpts: [] }));
+      g.rcpts.push({ index, address: r.address, original: r.original, ...(r.notify ? { notify: r.notify } : {}) });
     }
     const limit = this.deps.config.queue.destination_recipient_limit;
     const jobs: Promise<Outcome[]>[] = [];
-    for (const [key, g] of groups) {
+    for (const { key, ...g } of groups.values()) {
       this.deps.tracking.record({ event: 'routed', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipients: g.rcpts.map((r) => r.address), nexthop: key });
       for (let i = 0; i < g.rcpts.length; i += limit) {
         jobs.push(this.deliverGroup(qf, key, g.route, g.rcpts.slice(i, i + limit)));
@@ -483,6 +486,14 @@ export class QueueManager {
         this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the DSN; the failed recipients stay queued and are tried again');
       }
     }
+    // NOTIFY=SUCCESS: a final delivery here (Maildir, LMTP) is reported; a relay to the next hop
+    // passes the request on with the recipient (XXX: no "relayed" DSN for a next hop without DSN)
+    const final = outcomes.filter((o) => o.outcome === 'delivered' && (o.route?.type === 'maildir' || o.route?.type === 'lmtp'));
+    if (final.length > 0) {
+      await this.sendDsn(qf, 'success', final.map((o) => ({ index: o.index, reply: o.reply, via: o.via }))).catch((err) => {
+        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the success DSN (the message was delivered)');
+      });
+    }
     const records: RecipientStatus[] = [];
     for (const o of outcomes) {
       const r = env.recipients[o.index];
@@ -540,10 +551,11 @@ export class QueueManager {
    * Commit a DSN for these recipients to the spool (it is then delivered like any message).
    * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
    */
-  private async sendDsn(qf: QueueFile, kind: 'failure' | 'delay', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
+  private async sendDsn(qf: QueueFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
     const env = qf.envelope;
     if (env.sender === '') return false;
-    const wanted = rcpts.filter((r) => wantsDsn(env.recipients[r.index], kind === 'failure' ? 'FAILURE' : 'DELAY', kind === 'failure'));
+    const notify = kind === 'failure' ? 'FAILURE' : kind === 'delay' ? 'DELAY' : 'SUCCESS';
+    const wanted = rcpts.filter((r) => wantsDsn(env.recipients[r.index], notify, kind === 'failure'));
     if (wanted.length === 0) return false;
     const dsn = buildDsn({
       reportingMta: this.deps.config.node.hostname,
@@ -552,7 +564,7 @@ export class QueueManager {
       kind,
       recipients: wanted.map((r) => ({
         recipient: env.recipients[r.index],
-        status: enhancedOf(r.reply, kind === 'failure' ? '5.0.0' : '4.0.0'),
+        status: enhancedOf(r.reply, kind === 'failure' ? '5.0.0' : kind === 'delay' ? '4.0.0' : '2.0.0'),
         diagnostic: r.reply,
         ...(r.via && r.via !== 'queue' && r.via !== 'router' ? { remoteMta: r.via } : {}),
         lastAttemptAt: this.now(),

@@ -15,7 +15,7 @@ export interface SendResult {
   queueId?: string;
 }
 
-export async function sendMail(port: number, from: string, to: string[], message: string | Buffer, host = '127.0.0.1'): Promise<SendResult> {
+export async function sendMail(port: number, from: string, to: string[], message: string | Buffer, host = '127.0.0.1', dsn?: SMTPConnection.DSNOptions): Promise<SendResult> {
   const conn = new SMTPConnection({ host, port, ignoreTLS: true, connectionTimeout: 10_000, name: 'client.test' } as any);
   await new Promise<void>((res, rej) => {
     conn.once('error', rej);
@@ -23,7 +23,7 @@ export async function sendMail(port: number, from: string, to: string[], message
   });
   try {
     return await new Promise<SendResult>((resolve) => {
-      conn.send({ from, to }, message, (err: any, info: any) => {
+      conn.send({ from, to, ...(dsn ? { dsn } : {}) } as SMTPConnection.Envelope, message, (err: any, info: any) => {
         if (err) resolve({ ok: false, response: String(err.response ?? err.message), accepted: [], rejected: err.rejected ?? to });
         else resolve({ ok: true, response: info.response, accepted: info.accepted, rejected: info.rejected, queueId: /queued as (\S+)/.exec(info.response)?.[1] });
       });
