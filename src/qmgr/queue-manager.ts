@@ -64,8 +64,6 @@ interface Entry {
   nextAttemptAt?: number;
   /** Operator action requested while an attempt was running. */
   after?: 'hold' | 'delete' | 'flush';
-  /** Found in deferred/ at start: wait for the next attempt time in its file, unless flushed. */
-  keepSchedule?: boolean;
   /** In the ready queue (so that it is not put there twice). */
   queued?: boolean;
 }
@@ -120,9 +118,11 @@ export class QueueManager {
     for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
     for (const e of entries) {
       if (e.state === 'corrupt') continue;
-      const entry: Entry = { state: e.state, size: e.size, busy: false, ...(e.state === 'deferred' ? { keepSchedule: true } : {}) };
+      const entry: Entry = { state: e.state, size: e.size, busy: false };
       this.entries.set(e.queueId, entry);
-      if (e.state !== 'hold') this.makeReady(e.queueId, entry);
+      // a deferred message keeps the retry time recorded in its file (a flush overrides it)
+      if (e.state === 'deferred' && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now()) this.schedule(e.queueId, entry, e.nextAttemptAt);
+      else if (e.state !== 'hold') this.makeReady(e.queueId, entry);
     }
     this.pump();
     return { queued: entries.length, quarantined: quarantined.length };
@@ -164,11 +164,9 @@ export class QueueManager {
     let n = 0;
     for (const [id, e] of this.entries) {
       if (e.busy && e.state !== 'hold') {
-        e.keepSchedule = false;
         e.after ??= 'flush'; // try again as soon as the attempt under way ends
         n++;
       } else if (e.state === 'deferred') {
-        e.keepSchedule = false;
         this.makeReady(id, e);
         n++;
       }
@@ -349,11 +347,6 @@ export class QueueManager {
     if (pending.length === 0) return this.finish(id, e);
 
     const now = this.now();
-    if (e.keepSchedule) {
-      // after a restart, a deferred message keeps the retry time it had (a flush overrides it)
-      e.keepSchedule = false;
-      if (qf.deferral && qf.deferral.nextAttemptAt > now) return this.schedule(id, e, qf.deferral.nextAttemptAt);
-    }
     if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
       await this.expire(qf);
       return this.finish(id, e);

@@ -4,7 +4,7 @@
  */
 export { Spool, CorruptQueueFileError } from './spool.ts';
 export { IncomingMessage } from './incoming.ts';
-export type { QueueFile, QueueEntry, SpoolOptions, SpoolIo } from './spool.ts';
+export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions, SpoolIo } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLockInfo } from './lock.ts';
 export { DirSyncer, fsyncDirectory } from './dirsync.ts';

@@ -73,6 +73,11 @@ export interface QueueEntry {
   size: number;
 }
 
+/** A queue file found good at recovery, with its retry time if it was deferred. */
+export interface RecoveredEntry extends QueueEntry {
+  nextAttemptAt?: number;
+}
+
 /** The file operations the spool uses; tests replace some to inject failures. */
 export interface SpoolIo {
   open(path: string, flags: number, mode?: number): Promise<FileHandle>;
@@ -329,7 +334,7 @@ export class Spool {
    * incoming/active/deferred/hold, quarantine damaged ones; return the good entries (not corrupt).
    * XXX: every message is read whole to check its checksums; a large queue makes startup slower.
    */
-  async recover(): Promise<{ entries: QueueEntry[]; quarantined: string[]; removedTmp: number }> {
+  async recover(): Promise<{ entries: RecoveredEntry[]; quarantined: string[]; removedTmp: number }> {
     let removedTmp = 0;
     for (const name of await this.#io.readdir(this.#folder('tmp'))) {
       try {
@@ -339,7 +344,7 @@ export class Spool {
         if (!isErrno(err, 'ENOENT')) throw err;
       }
     }
-    const entries: QueueEntry[] = [];
+    const entries: RecoveredEntry[] = [];
     const quarantined: string[] = [];
     for (const state of LIVE_STATES) {
       const { strays } = await this.#names(state);
@@ -349,8 +354,8 @@ export class Spool {
       const listed = await this.list(state);
       const good = await mapLimit(listed, RECOVER_CONCURRENCY, async (entry) => {
         try {
-          await this.read(entry.queueId, state);
-          return entry;
+          const qf = await this.read(entry.queueId, state);
+          return qf.deferral ? { ...entry, nextAttemptAt: qf.deferral.nextAttemptAt } : entry;
         } catch (err) {
           if (isErrno(err, 'ENOENT')) return undefined;
           if (!(err instanceof CorruptQueueFileError)) throw err;
