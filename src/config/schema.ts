@@ -6,7 +6,7 @@
  * Every key has a default here and a line in docs/configuration.md; keep both in step.
  */
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../util/units.ts';
+import { parseDuration, parseSize, formatDuration } from '../util/units.ts';
 
 /** "host:port", "[::1]:25" → {host, port}; port 0 = any free port. */
 export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } {
@@ -53,7 +53,7 @@ export const configSchema = z.object({
      * PROXY protocol (v1) from a load balancer: false, true (from any client — only safe when
      * nothing but the balancer can reach the listener), or the balancer addresses to trust.
      */
-    proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)]).default(false),
+    proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)], { errorMap: () => ({ message: 'use false, true, or a list of load-balancer addresses' }) }).default(false),
     max_message_size: size('10240000'),
     max_recipients: z.number().int().min(1).max(100000).default(1000),
     max_connections: z.number().int().min(1).max(100000).default(100),
@@ -127,7 +127,7 @@ export const configSchema = z.object({
   }).strict().default({}),
 }).strict().superRefine((c, ctx) => {
   if (c.queue.max_backoff < c.queue.min_backoff) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queue', 'max_backoff'], message: `must be at least queue.min_backoff (${c.queue.min_backoff} ms)` });
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queue', 'max_backoff'], message: `must be at least queue.min_backoff (${formatDuration(c.queue.min_backoff)})` });
   }
   if (c.smtp.auth_passwords && !c.smtp.tls) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'auth_passwords'], message: 'AUTH is offered only after STARTTLS: set smtp.tls (cert and key) too' });

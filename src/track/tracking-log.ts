@@ -15,7 +15,7 @@
  * logrotate move the file away.
  * Reads config key: tracking.path ("" disables the log).
  */
-import { closeSync, mkdirSync, openSync, readFileSync, writeSync, fdatasync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, writeSync, fdatasync } from 'node:fs';
 import path from 'node:path';
 
 export type TrackingEventType =
@@ -54,14 +54,14 @@ export class TrackingLog {
   constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}) {
     if (file) {
       mkdirSync(path.dirname(file), { recursive: true });
-      this.fd = openSync(file, 'a', 0o640);
+      this.fd = openLog(file);
     }
   }
 
   /** Open the file again by name (after logrotate moved it). Throws if it cannot be opened. */
   reopen(): void {
     if (!this.file) return;
-    const fd = openSync(this.file, 'a', 0o640);
+    const fd = openLog(this.file);
     const old = this.fd;
     this.fd = fd;
     if (old !== undefined && !this.syncing) closeSync(old);
@@ -122,6 +122,21 @@ export class TrackingLog {
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
+}
+
+/**
+ * Open for appending. A file whose last byte is not a newline ends in a line torn by a crash:
+ * a newline is added first, so the next event starts a line of its own and stays readable.
+ */
+function openLog(file: string): number {
+  const fd = openSync(file, 'a+', 0o640);
+  const { size } = fstatSync(fd);
+  if (size > 0) {
+    const last = Buffer.alloc(1);
+    readSync(fd, last, 0, 1, size - 1);
+    if (last[0] !== 0x0a) writeSync(fd, '\n');
+  }
+  return fd;
 }
 
 /** Parse a tracking log (for `tandem queue show` and tests); skips a torn last line. */

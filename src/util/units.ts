@@ -14,7 +14,10 @@ const SIZE_UNITS: Record<string, number> = {
 
 /** "300s" → 300000. A bare number is taken as seconds, as Postfix does. */
 export function parseDuration(text: string | number): number {
-  if (typeof text === 'number') return text * 1000;
+  if (typeof text === 'number') {
+    if (!Number.isFinite(text) || text < 0) throw new Error(`${text} is not a duration; use a number of seconds of 0 or more, or a number with a unit: ms, s, m, h, d, w (e.g. "300s", "5d")`);
+    return text * 1000;
+  }
   const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/i.exec(text);
   if (!m) throw new Error(`"${text}" is not a duration; use a number with a unit: ms, s, m, h, d, w (e.g. "300s", "5d")`);
   return Math.round(Number(m[1]) * DURATION_UNITS[(m[2] ?? 's').toLowerCase()]);
@@ -22,7 +25,10 @@ export function parseDuration(text: string | number): number {
 
 /** "10MiB" → 10485760. A bare number is bytes. */
 export function parseSize(text: string | number): number {
-  if (typeof text === 'number') return text;
+  if (typeof text === 'number') {
+    if (!Number.isFinite(text) || text < 0) throw new Error(`${text} is not a size; use a number of bytes of 0 or more, or a unit: KiB, MiB, GiB, kB, MB, GB (e.g. "10MiB")`);
+    return text;
+  }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
   const unit = m?.[2].toLowerCase() ?? 'x';
   if (!m || !(unit in SIZE_UNITS)) throw new Error(`"${text}" is not a size; use bytes or a unit: KiB, MiB, GiB, kB, MB, GB (e.g. "10MiB")`);
