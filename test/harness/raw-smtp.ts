@@ -113,15 +113,20 @@ export class RawSmtpClient {
       if (this.closed) return { type: "closed", ...(this.closeError ? { error: this.closeError } : {}) };
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`no complete SMTP reply within ${timeoutMs} ms (the server hangs?); buffered: ${JSON.stringify(this.buffer.slice(0, 300))}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          this.wake = undefined;
-          resolve();
-        };
-      });
+      await this.nextEvent(left);
     }
+  }
+
+  /** Resolves when data arrives or the connection closes, or after `ms`. */
+  private nextEvent(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
   }
 
   /** Sends one command line ending in CRLF and reads its reply. */
@@ -154,14 +159,7 @@ export class RawSmtpClient {
     while (!this.closed) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.wake = () => {
-          clearTimeout(timer);
-          this.wake = undefined;
-          resolve();
-        };
-      });
+      await this.nextEvent(left);
     }
     return true;
   }
