@@ -225,10 +225,6 @@ export class QueueManager {
     }
   }
 
-  has(queueId: string): boolean {
-    return this.entries.has(queueId);
-  }
-
   private requireEntry(queueId: string): Entry {
     const e = this.entries.get(queueId);
     if (!e) throw Object.assign(new Error(`no message ${queueId} in the queue`), { code: 'ENOMSG' });
@@ -256,7 +252,7 @@ export class QueueManager {
 
   /**
    * Start attempts for ready messages, up to the active limit and queue.max_active_bytes of
-   * messages in memory (one message is always allowed, however large).
+   * messages in memory (one message is always allowed, however large, when nothing else is).
    */
   private pump(): void {
     while (!this.stopping && this.running < this.activeLimit && this.ready.length) {
@@ -265,7 +261,9 @@ export class QueueManager {
       if (!e) continue;
       e.queued = false;
       if (e.busy || e.state === 'hold') continue;
-      if (this.running > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
+      // XXX: attempts parked on a slow destination keep their bytes, so enough of them can use
+      // up max_active_bytes and hold up other destinations (the byte bound wins over fairness)
+      if (this.inProgress > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
         this.ready.unshift(id);
         e.queued = true;
         break;
@@ -297,8 +295,8 @@ export class QueueManager {
     e.after = undefined;
     if (!action || this.entries.get(id) !== e) return;
     try {
-      if (action === 'hold') await this.moveToHold(id, e);
-      else if (action === 'delete') await this.deleteNow(id, e);
+      if (action === 'hold') await this.operate(e, () => this.moveToHold(id, e));
+      else if (action === 'delete') await this.operate(e, () => this.deleteNow(id, e));
       else if (e.state === 'deferred') {
         this.makeReady(id, e);
         this.pump();
