@@ -8,6 +8,7 @@
  */
 import { mkdir, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const FILES: Record<string, string> = {
   'tandem.yaml': `# Tandem demo node (see docs/configuration.md for every key)
@@ -35,6 +36,13 @@ tracking:
   'tables/aliases': '# aliases and lists\npostmaster@example.test  alice@example.test\nteam@example.test        alice@example.test, bob@example.test\n',
 };
 
+/** The tandem command, as the user can type it from here. */
+const TANDEM_BIN = (() => {
+  const bin = fileURLToPath(new URL('../../bin/tandem', import.meta.url));
+  const rel = path.relative(process.cwd(), bin);
+  return rel.startsWith('..') ? bin : `./${rel}`;
+})();
+
 export async function prepareDemo(dirArg: string) {
   const dir = path.resolve(dirArg);
   for (const [name, text] of Object.entries(FILES)) {
@@ -52,7 +60,7 @@ export async function prepareDemo(dirArg: string) {
         `  local domain example.test: alice, bob; postmaster → alice; team → alice + bob`,
         `  send one:   swaks --server ${smtp.host}:${smtp.port} --from you@example.org --to team@example.test`,
         `  look here:  ls ${mail}/alice/new ${mail}/bob/new`,
-        `  queue:      npx tandem queue list --config ${path.join(dir, 'tandem.yaml')}`,
+        `  queue:      ${TANDEM_BIN} queue list --config ${path.join(dir, 'tandem.yaml')}`,
         `  tracking:   tail -f ${path.join(dir, 'log', 'tracking.log')}`,
         '  stop:       Ctrl-C',
         '',
