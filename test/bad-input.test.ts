@@ -79,7 +79,8 @@ test('damaged queue files are moved to corrupt/ with a warning; good mail is sti
       .catch(() => assert.fail(`no warning naming ${id} (damaged, in ${state}/); output:\n${node.proc.output()}`));
     assert.match(String(warning.json?.msg), /corrupt/, warning.text);
   }
-  const recovered = node.proc.lines.find((l) => l.json?.event === 'spool-recovered')?.json;
+  // the scan of the spool runs on after the node is ready; it logs when it is through
+  const recovered = (await node.proc.waitForLine((l) => l.json?.event === 'spool-recovered', 10_000)).json;
   assert.equal(recovered?.quarantined, 3, JSON.stringify(recovered));
   assert.deepEqual(files(path.join(spool, 'corrupt')), [...damaged.keys()].sort(), 'all three in corrupt/');
   for (const [id, { bytes }] of damaged) {

@@ -83,8 +83,11 @@ export class TandemNode {
       config: c, spool: this.spool, router: this.router, tracking: this.tracking, logger: log, metrics: this.metrics,
       channelFor: (route) => this.channels.channelFor(route),
     });
-    const recovered = await this.qmgr.start();
-    log.info({ event: 'spool-recovered', spool: dir, ...recovered }, `spool ${dir}: ${recovered.queued} queued message(s) picked up`);
+    const { removedTmp, scanned } = await this.qmgr.start();
+    scanned.then(
+      (r) => log.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
+      (err) => log.error({ event: 'spool-scan-failed', spool: dir, err: String(err) }, `scan of the spool ${dir} failed: ${err}; restart the node to pick up what it missed`),
+    );
 
     this.receiver = new SmtpReceiver({
       config: c,

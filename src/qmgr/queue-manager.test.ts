@@ -255,3 +255,22 @@ test('recipients whose DSN parameters differ go in separate transactions, with N
   assert.deepEqual(jobs.find((j) => j.recipients[0].address === 'a@r.test')?.recipients[0].notify, ['NEVER']);
   await qmgr.stop();
 });
+
+test('delivery starts while the start-up scan runs; mail arriving meanwhile is delivered exactly once', async () => {
+  const t = setup(() => 'delivered');
+  const first = await t.make();
+  for (let i = 0; i < 300; i++) await first.spool.commit(envelope(first.spool, 's@x.test', [`old${i}@r.test`]), body);
+  const { spool, qmgr } = await t.make();
+  const { scanned } = await qmgr.start();
+  // new mail while the scan is under way: the scan will also see it in incoming/
+  const fresh = envelope(spool, 's@x.test', ['new@r.test']);
+  await spool.commit(fresh, body);
+  qmgr.enqueue(fresh.queueId, body.length, { envelope: fresh, message: body });
+  assert.equal((await scanned).queued >= 300, true);
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  const counts = new Map<string, number>();
+  for (const j of t.jobs) for (const r of j.recipients) counts.set(r.address, (counts.get(r.address) ?? 0) + 1);
+  assert.equal(counts.size, 301);
+  assert.ok([...counts.values()].every((n) => n === 1), 'no message delivered twice');
+  await qmgr.stop();
+});

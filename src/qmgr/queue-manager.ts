@@ -22,7 +22,7 @@
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import type { Spool, QueueFile } from '../spool/index.ts';
+import type { Spool, QueueFile, RecoveredEntry } from '../spool/index.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
 import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
@@ -96,6 +96,8 @@ export class QueueManager {
   /** Attempts started and not finished, parked or not (stop() waits for them). */
   private inProgress = 0;
   private stopping = false;
+  /** The start-up scan (settles when it ends, however it ends). */
+  private scanning: Promise<void> = Promise.resolve();
   private idleWaiters: Array<() => void> = [];
   private readonly total: Semaphore;
   private readonly perDestination = new Map<string, Semaphore>();
@@ -112,20 +114,34 @@ export class QueueManager {
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
   }
 
-  /** Recover the spool and schedule everything in it (hold/ stays held). */
-  async start(): Promise<{ queued: number; quarantined: number }> {
-    const { entries, quarantined } = await this.deps.spool.recover();
-    for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
-    for (const e of entries) {
-      if (e.state === 'corrupt') continue;
-      const entry: Entry = { state: e.state, size: e.size, busy: false };
-      this.entries.set(e.queueId, entry);
-      // a deferred message keeps the retry time recorded in its file (a flush overrides it)
-      if (e.state === 'deferred' && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now()) this.schedule(e.queueId, entry, e.nextAttemptAt);
-      else if (e.state !== 'hold') this.makeReady(e.queueId, entry);
+  /**
+   * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on),
+   * and scan the queue in the background, scheduling each message as soon as it is checked, so
+   * that delivery starts at once however large the queue (`scanned` resolves at the end).
+   * hold/ stays held; a deferred message keeps the retry time in its file.
+   */
+  async start(): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number }> }> {
+    const removedTmp = await this.deps.spool.cleanTmp();
+    let adopted = 0;
+    const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined }) => {
+      for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
+      return { queued: adopted, quarantined: quarantined.length };
+    });
+    this.scanning = scanned.then(() => undefined, () => undefined);
+    return { removedTmp, scanned };
+  }
+
+  /** A message found by the start-up scan (unless the receiver or an earlier find knows it). */
+  private adopt(found: RecoveredEntry): boolean {
+    if (this.entries.has(found.queueId)) return false;
+    const entry: Entry = { state: found.state, size: found.size, busy: false };
+    this.entries.set(found.queueId, entry);
+    if (found.state === 'deferred' && found.nextAttemptAt !== undefined && found.nextAttemptAt > this.now()) this.schedule(found.queueId, entry, found.nextAttemptAt);
+    else if (found.state !== 'hold') {
+      this.makeReady(found.queueId, entry);
+      this.pump();
     }
-    this.pump();
-    return { queued: entries.length, quarantined: quarantined.length };
+    return true;
   }
 
   /**
@@ -134,6 +150,7 @@ export class QueueManager {
    */
   enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
+    if (this.entries.has(queueId)) return; // the start-up scan found it first
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
     const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
@@ -146,6 +163,7 @@ export class QueueManager {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
+    await this.scanning;
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
@@ -323,15 +341,20 @@ export class QueueManager {
   /** One delivery attempt of one message. */
   private async attempt(id: string, e: Entry): Promise<void> {
     const spool = this.deps.spool;
-    if (e.state === 'incoming') {
-      await spool.move(id, 'incoming', 'active', { durable: false });
-      e.state = 'active';
-    }
     let qf: QueueFile;
     try {
+      if (e.state === 'incoming') {
+        await spool.move(id, 'incoming', 'active', { durable: false });
+        e.state = 'active';
+      }
       qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
       e.fresh = undefined;
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        // finished and removed since the start-up scan saw it: nothing left to do
+        this.entries.delete(id);
+        return;
+      }
       if ((err as Error).name === 'CorruptQueueFileError') {
         await spool.quarantine(id, e.state, (err as Error).message);
         this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: (err as Error).message });

@@ -74,7 +74,11 @@ export interface QueueEntry {
 }
 
 /** A queue file found good at recovery, with its retry time if it was deferred. */
-export interface RecoveredEntry extends QueueEntry {
+export interface RecoveredEntry {
+  queueId: string;
+  state: QueueState;
+  /** Queue file size in bytes. */
+  size: number;
   nextAttemptAt?: number;
 }
 
@@ -330,42 +334,61 @@ export class Spool {
   }
 
   /**
-   * Startup recovery: delete embryonic tmp/ files (never acknowledged), verify every file in
-   * incoming/active/deferred/hold, quarantine damaged ones; return the good entries (not corrupt).
-   * XXX: every message is read whole to check its checksums; a large queue makes startup slower.
+   * Startup, first step: delete embryonic tmp/ files (never acknowledged). Must run before the
+   * node accepts mail again (a new message's temporary file would be deleted too).
    */
-  async recover(): Promise<{ entries: RecoveredEntry[]; quarantined: string[]; removedTmp: number }> {
-    let removedTmp = 0;
+  async cleanTmp(): Promise<number> {
+    let removed = 0;
     for (const name of await this.#io.readdir(this.#folder('tmp'))) {
       try {
         await this.#io.unlink(join(this.#folder('tmp'), name));
-        removedTmp++;
+        removed++;
       } catch (err) {
         if (!isErrno(err, 'ENOENT')) throw err;
       }
     }
-    const entries: RecoveredEntry[] = [];
+    return removed;
+  }
+
+  /**
+   * Startup, second step: verify every file in incoming/, active/, deferred/ and hold/, move
+   * damaged ones to corrupt/, and hand each good one to `onEntry` as soon as it is checked, so
+   * that delivery can start while a large queue is still being scanned. Stops early when
+   * `stop()` returns true. A file may be reported twice if it moves between folders during the
+   * scan (the caller ignores ids it knows); files that vanish during the scan are skipped.
+   * XXX: every message is read whole to check its checksums.
+   */
+  async scan(onEntry: (entry: RecoveredEntry) => void, stop: () => boolean = () => false): Promise<{ found: number; quarantined: string[] }> {
     const quarantined: string[] = [];
+    let found = 0;
     for (const state of LIVE_STATES) {
-      const { strays } = await this.#names(state);
+      if (stop()) break;
+      const { ids, strays } = await this.#names(state);
       for (const name of strays) {
         this.#warn('unexpected file in a spool folder, left alone', { path: join(this.#folder(state), name) });
       }
-      const listed = await this.list(state);
-      const good = await mapLimit(listed, RECOVER_CONCURRENCY, async (entry) => {
+      await mapLimit(ids, RECOVER_CONCURRENCY, async (queueId) => {
+        if (stop()) return;
         try {
-          const qf = await this.read(entry.queueId, state);
-          return qf.deferral ? { ...entry, nextAttemptAt: qf.deferral.nextAttemptAt } : entry;
+          const qf = await this.read(queueId, state);
+          found++;
+          onEntry({ queueId, state, size: qf.size, ...(qf.deferral ? { nextAttemptAt: qf.deferral.nextAttemptAt } : {}) });
         } catch (err) {
-          if (isErrno(err, 'ENOENT')) return undefined;
+          if (isErrno(err, 'ENOENT')) return; // moved or delivered meanwhile
           if (!(err instanceof CorruptQueueFileError)) throw err;
-          await this.quarantine(entry.queueId, state, err.reason);
-          quarantined.push(entry.queueId);
-          return undefined;
+          await this.quarantine(queueId, state, err.reason);
+          quarantined.push(queueId);
         }
       });
-      for (const e of good) if (e) entries.push(e);
     }
+    return { found, quarantined };
+  }
+
+  /** Both steps at once, for a spool nobody else uses: the good entries, the damaged ids. */
+  async recover(): Promise<{ entries: RecoveredEntry[]; quarantined: string[]; removedTmp: number }> {
+    const removedTmp = await this.cleanTmp();
+    const entries: RecoveredEntry[] = [];
+    const { quarantined } = await this.scan((e) => entries.push(e));
     return { entries, quarantined, removedTmp };
   }
 
