@@ -4,7 +4,7 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"stopping"}
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"stopping"}
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state

@@ -3,8 +3,8 @@
  * channels, tracking log, metrics and admin API together, and owns their life cycle.
  *
  * Exports: TandemNode, NodeHealth.
- * Start order: spool lock (one node per spool) → router tables → queue manager recovery →
- * SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
+ * Start order: spool lock (one node per spool) → router tables → queue manager start (tmp/
+ * cleaned; the queue is then scanned in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
  * listener and wait for commits under way, let deliveries in flight finish and be recorded,
  * close channels, release the spool lock. Nothing queued is lost: the next start picks it up.
  */
@@ -23,7 +23,7 @@ import { TrackingLog } from '../track/tracking-log.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 
-export type NodeHealth = 'starting' | 'ready' | 'draining' | 'stopping';
+export type NodeHealth = 'starting' | 'ready' | 'stopping';
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
@@ -129,7 +129,12 @@ export class TandemNode {
     await this.router.reload();
     this.relayNetworks = networks;
     this.passwords = passwords;
-    this.tracking.reopen();
+    try {
+      this.tracking.reopen();
+    } catch (err) {
+      // the tables are in; the tracking log goes on in the file it had open
+      this.logger.error({ event: 'tracking-reopen-failed', err: String(err) }, `cannot reopen the tracking log ${this.config.tracking.path}: ${err}`);
+    }
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
   }
 
