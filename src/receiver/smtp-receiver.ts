@@ -96,7 +96,6 @@ export class SmtpReceiver {
   private server: SMTPServer;
   private transactions = new WeakMap<SMTPServerSession, Transaction>();
   private inFlight = new Set<Promise<unknown>>();
-  private address: { host: string; port: number } | undefined;
   /** Commands refused before STARTTLS (AUTH among them). */
   private readonly plaintextDisabled: string[];
 
@@ -164,8 +163,7 @@ export class SmtpReceiver {
       this.server.listen(port, host, () => {
         this.server.server.off('error', onError);
         const a = this.server.server.address() as { address: string; port: number };
-        this.address = { host: a.address, port: a.port };
-        resolve(this.address);
+        resolve({ host: a.address, port: a.port });
       });
     });
   }
