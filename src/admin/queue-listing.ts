@@ -4,8 +4,8 @@
  * the same thing.
  *
  * Exports: listQueue, showQueued, QueueListingRow.
- * XXX: list reads every queue file's envelope (bounded by `limit`); fine for operator use,
- * not for scraping a queue of millions.
+ * list reads every queue file's envelope and status records, not its message (bounded by
+ * `limit`); fine for operator use, not for scraping a queue of millions.
  */
 import type { Spool } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
@@ -32,7 +32,7 @@ export async function listQueue(spool: Spool, limit = 1000): Promise<{ rows: Que
       continue;
     }
     try {
-      const qf = await spool.read(e.queueId, e.state);
+      const qf = await spool.readInfo(e.queueId, e.state);
       rows.push({
         queueId: e.queueId, state: e.state, size: qf.size, arrivedAt: qf.envelope.arrivedAt, sender: qf.envelope.sender,
         recipients: qf.envelope.recipients.length, pending: qf.pending.length,

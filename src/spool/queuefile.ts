@@ -11,7 +11,7 @@
  * appended as deliveries happen.
  *
  * Exports: QUEUE_FILE_MAGIC, RECORD_HEADER_SIZE, BODY_RECORDS, encodeQueueFile, encodeRecordHeader,
- * encodeTrailer, encodeStatusRecords,
+ * encodeTrailer, encodeStatusRecords, readMetadata (envelope and statuses, message not read),
  * decodeQueueFile (→ tagged result, never throws for bad input), findAppendOffset (where the
  * next S record goes, reading only headers and S records), pendingRecipients.
  *
@@ -198,16 +198,27 @@ export function decodeQueueFile(bytes: Buffer): DecodeResult {
 /** Positional reader over an open file: up to `length` bytes at `position` (fewer at EOF). */
 export type ReadAt = (position: number, length: number) => Promise<Buffer>;
 
+/** What findAppendOffset and readMetadata learn without reading the message. */
+export interface FileFrame {
+  /** Where the next S record goes: the end of the last good record. */
+  offset: number;
+  /** With `withEnvelope`: the envelope (checked), and the status records after Z. */
+  envelope?: Envelope;
+  statuses: RecipientStatus[];
+  deferral?: DeferralRecord;
+}
+
 /**
- * Where the next S record goes: the end of the last good record, found by reading the magic,
- * the M/E/Z headers (payloads skipped) and the S records after Z, so a large message is not
- * read again. Returns a reason instead if the M/E/Z frame is damaged.
- * XXX: M and E payload checksums are not re-verified here; read() and recover() do that.
+ * Walk a queue file by its record headers — magic, M/E/Z (the message payload skipped), the
+ * S records after Z — so that a large message is not read. Returns a reason instead if the
+ * M/E/Z frame is damaged. With `withEnvelope`, E is read and checked too.
+ * XXX: the M payload checksum is not verified here; read() and the start-up scan do that.
  */
-export async function findAppendOffset(readAt: ReadAt, size: number): Promise<{ offset: number } | { reason: string }> {
+async function walkFrame(readAt: ReadAt, size: number, withEnvelope: boolean): Promise<FileFrame | { reason: string }> {
   const magic = await readAt(0, QUEUE_FILE_MAGIC.length);
   if (!magic.equals(QUEUE_FILE_MAGIC)) return { reason: 'not a Tandem queue file (bad magic)' };
   let offset = QUEUE_FILE_MAGIC.length;
+  let envelope: Envelope | undefined;
   for (const expected of BODY_RECORDS) {
     const header = await readAt(offset, RECORD_HEADER_SIZE);
     if (header.length < RECORD_HEADER_SIZE) return { reason: `truncated record header at offset ${offset}` };
@@ -215,16 +226,46 @@ export async function findAppendOffset(readAt: ReadAt, size: number): Promise<{ 
     const length = header.readUInt32BE(1);
     if (type !== expected) return { reason: `expected record ${expected} at offset ${offset}, found ${JSON.stringify(type)}` };
     if (offset + RECORD_HEADER_SIZE + length > size) return { reason: `record ${expected} at offset ${offset} runs past the end of the file` };
+    if (expected === 'E' && withEnvelope) {
+      const payload = await readAt(offset + RECORD_HEADER_SIZE, length);
+      if (payload.length !== length || crc32(payload) !== header.readUInt32BE(5)) return { reason: `record E at offset ${offset} has a bad checksum` };
+      try {
+        envelope = JSON.parse(payload.toString('utf8')) as Envelope;
+      } catch {
+        return { reason: 'envelope record is not valid JSON' };
+      }
+      const problem = envelopeProblem(envelope);
+      if (problem) return { reason: problem };
+    }
     offset += RECORD_HEADER_SIZE + length;
   }
+  const statuses: RecipientStatus[] = [];
+  let deferral: DeferralRecord | undefined;
   while (offset < size) {
     const header = await readAt(offset, RECORD_HEADER_SIZE);
     if (header.length < RECORD_HEADER_SIZE || header.toString('latin1', 0, 1) !== 'S') break;
     const length = header.readUInt32BE(1);
     if (offset + RECORD_HEADER_SIZE + length > size) break;
     const payload = await readAt(offset + RECORD_HEADER_SIZE, length);
-    if (payload.length !== length || crc32(payload) !== header.readUInt32BE(5) || !parseStatus(payload)) break;
+    const status = payload.length === length && crc32(payload) === header.readUInt32BE(5) ? parseStatus(payload) : undefined;
+    if (!status) break;
+    if (status.type === 'deferral') deferral = status;
+    else statuses.push(status);
     offset += RECORD_HEADER_SIZE + length;
   }
-  return { offset };
+  return { offset, ...(envelope ? { envelope } : {}), statuses, ...(deferral ? { deferral } : {}) };
+}
+
+/** Where the next S record goes (see walkFrame), or why the file is damaged. */
+export async function findAppendOffset(readAt: ReadAt, size: number): Promise<{ offset: number } | { reason: string }> {
+  const frame = await walkFrame(readAt, size, false);
+  return 'reason' in frame ? frame : { offset: frame.offset };
+}
+
+/** The envelope and the status records, without reading the message (for queue listings). */
+export async function readMetadata(readAt: ReadAt, size: number): Promise<(FileFrame & { envelope: Envelope; pending: number[] }) | { reason: string }> {
+  const frame = await walkFrame(readAt, size, true);
+  if ('reason' in frame) return frame;
+  const envelope = frame.envelope!;
+  return { ...frame, envelope, pending: pendingRecipients(envelope.recipients.length, frame.statuses) };
 }

@@ -388,3 +388,19 @@ test('a small message is committed with one write and handed back; abort leaves 
   assert.deepEqual(await readdir(join(dir, 'tmp')), []);
   assert.deepEqual(await readdir(join(dir, 'incoming')), [id]);
 });
+
+test('readInfo gives envelope and recipient status without the message, and spots a damaged envelope', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool, 3, Buffer.alloc(500_000, 0x61));
+  await spool.appendStatus(id, 'incoming', [{ index: 1, type: 'delivered', at: 1, reply: '250 ok', via: 'x' }]);
+  const info = await spool.readInfo(id, 'incoming');
+  assert.equal(info.envelope.queueId, id);
+  assert.deepEqual(info.pending, [0, 2]);
+  assert.equal('message' in info, false);
+  // flip a byte inside the envelope record (it follows the 500 kB message)
+  const file = join(dir, 'incoming', id);
+  const bytes = await readFile(file);
+  bytes[9 + 9 + 500_000 + 9 + 5] ^= 0xff;
+  await writeFile(file, bytes);
+  await assert.rejects(spool.readInfo(id, 'incoming'), CorruptQueueFileError);
+});

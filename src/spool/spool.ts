@@ -33,7 +33,7 @@ import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirSyncer, fsyncDirectory, type FsyncDir } from './dirsync.ts';
-import { decodeQueueFile, encodeStatusRecords, findAppendOffset, type StatusRecord } from './queuefile.ts';
+import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
@@ -118,6 +118,15 @@ const LIVE_STATES: readonly QueueState[] = QUEUE_STATES.filter((s) => s !== 'cor
 const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
 
+
+/** Positional reads on an open file, for the header-only walks of queuefile.ts. */
+function positionalReader(handle: FileHandle): ReadAt {
+  return async (position, length) => {
+    const buf = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buf, 0, length, position);
+    return buf.subarray(0, bytesRead);
+  };
+}
 
 /** Run fn over items with at most `limit` in flight; results in input order. */
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
@@ -209,6 +218,23 @@ export class Spool {
     };
   }
 
+  /**
+   * The envelope and per-recipient status of a queue file without reading the message (for
+   * queue listings). The message's checksum is not verified here; read() does that.
+   */
+  async readInfo(queueId: string, state: QueueState): Promise<Omit<QueueFile, 'message'>> {
+    const path = this.#path(queueId, state);
+    const handle = await this.#io.open(path, fsConstants.O_RDONLY);
+    try {
+      const { size } = await handle.stat();
+      const meta = await readMetadata(positionalReader(handle), size);
+      if ('reason' in meta) throw new CorruptQueueFileError(queueId, path, meta.reason);
+      return { queueId, state, envelope: meta.envelope, statuses: meta.statuses, deferral: meta.deferral, pending: meta.pending, size };
+    } finally {
+      await handle.close();
+    }
+  }
+
   /** Run fn after every earlier mutating call for this queue id has settled. */
   async #exclusive<T>(queueId: string, fn: () => Promise<T>): Promise<T> {
     const before = this.#busy.get(queueId) ?? Promise.resolve();
@@ -231,11 +257,7 @@ export class Spool {
       const handle = await this.#io.open(path, fsConstants.O_RDWR | fsConstants.O_APPEND);
       try {
         const { size } = await handle.stat();
-        const found = await findAppendOffset(async (position, length) => {
-          const buf = Buffer.alloc(length);
-          const { bytesRead } = await handle.read(buf, 0, length, position);
-          return buf.subarray(0, bytesRead);
-        }, size);
+        const found = await findAppendOffset(positionalReader(handle), size);
         if ('reason' in found) throw new CorruptQueueFileError(queueId, path, found.reason);
         if (found.offset < size) {
           this.#warn('torn status record after END ignored and truncated (crash during an append)', {
