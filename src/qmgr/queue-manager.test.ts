@@ -274,3 +274,66 @@ test('delivery starts while the start-up scan runs; mail arriving meanwhile is d
   assert.ok([...counts.values()].every((n) => n === 1), 'no message delivered twice');
   await qmgr.stop();
 });
+
+/** A spool whose `method` fails as told (the real spool does the rest). */
+function failing(method: 'commit' | 'move', shouldFail: (...args: any[]) => boolean, after = false) {
+  return (spool: Spool) => new Proxy(spool, {
+    get(target, prop) {
+      if (prop === method) {
+        return async (...args: any[]) => {
+          const fail = shouldFail(...args);
+          const err = Object.assign(new Error(`${method}: EIO (test)`), { code: 'EIO' });
+          if (fail && !after) throw err;
+          const result = await (target as any)[method](...args);
+          if (fail && after) throw err;
+          return result;
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+test('a delay DSN that cannot be queued does not make delivered recipients be sent again', async () => {
+  const t = setup((a) => (a.startsWith('ok') ? 'delivered' : 'deferred'), { delay_warning: '1s' }, failing('commit', (env: Envelope) => env.sender === ''));
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['ok@a.test', 'later@b.test'], Date.now() - 60_000);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('three tries of the deferred recipient', () => (t.attempts.get('later@b.test') ?? 0) >= 3);
+  assert.equal(t.attempts.get('ok@a.test'), 1);
+  await qmgr.stop();
+});
+
+test('a message whose move failed after the rename is found where it is and tried again', async () => {
+  let failOnce = true;
+  const t = setup(() => 'deferred', {}, failing('move', (_id: string, _from: string, to: string) => to === 'deferred' && failOnce && !(failOnce = false), true));
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['r@b.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('tried again after the failed move', () => (t.attempts.get('r@b.test') ?? 0) >= 2);
+  assert.equal(await spool.find(env.queueId), 'deferred');
+  assert.ok(qmgr.list().some((m) => m.queueId === env.queueId), 'still scheduled');
+  await qmgr.stop();
+});
+
+test('a group failing with an internal error does not abandon the other groups of the message', async () => {
+  let throws = 2;
+  const t = setup(async (a) => {
+    if (a.endsWith('@b.test') && throws-- > 0) throw new TypeError('bug in a channel');
+    if (a.endsWith('@a.test')) await new Promise((r) => setTimeout(r, 50)); // still delivering when b fails
+    return 'delivered' as Verdict;
+  });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['r@a.test', 'r@b.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('both delivered', async () => (await spool.list()).length === 0, 10_000);
+  assert.equal(t.attempts.get('r@a.test'), 1, 'the healthy group was delivered once');
+  await qmgr.stop();
+});

@@ -52,6 +52,11 @@ export interface QueueMetrics {
   dsn(kind: string): void;
 }
 
+/** The groups of one attempt waiting for a slot (the attempt is parked while any waits). */
+interface Parking {
+  parked: number;
+}
+
 /** In-memory view of one queued message. */
 interface Entry {
   state: QueueState;
@@ -79,6 +84,12 @@ type Outcome = RecipientResult & { route?: Route };
 
 /** How long at most a destination that could not be reached is not tried (queue.min_backoff if shorter). */
 const DEAD_DESTINATION_MS = 60_000;
+
+/** `via` of the outcomes of groups not started because the node stops. */
+const STOPPING_VIA = 'stopping';
+
+/** A message whose file was not where expected is tried again this soon. */
+const RETRY_AFTER_ERROR_MS = 1000;
 
 /** The longest delay setTimeout takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -120,12 +131,12 @@ export class QueueManager {
    * that delivery starts at once however large the queue (`scanned` resolves at the end).
    * hold/ stays held; a deferred message keeps the retry time in its file.
    */
-  async start(): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number }> }> {
+  async start(): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
     const removedTmp = await this.deps.spool.cleanTmp();
     let adopted = 0;
-    const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined }) => {
+    const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined, unreadable }) => {
       for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
-      return { queued: adopted, quarantined: quarantined.length };
+      return { queued: adopted, quarantined: quarantined.length, unreadable: unreadable.length };
     });
     this.scanning = scanned.then(() => undefined, () => undefined);
     return { removedTmp, scanned };
@@ -208,14 +219,14 @@ export class QueueManager {
     const e = this.requireEntry(queueId);
     if (e.state === 'hold') return 'already';
     if (e.busy) { e.after = 'hold'; return 'pending'; }
-    await this.operate(e, () => this.moveToHold(queueId, e));
+    await this.operate(queueId, e, () => this.moveToHold(queueId, e));
     return 'held';
   }
 
   async release(queueId: string): Promise<'released' | 'not-held'> {
     const e = this.requireEntry(queueId);
     if (e.state !== 'hold' || e.busy) return 'not-held';
-    await this.operate(e, async () => {
+    await this.operate(queueId, e, async () => {
       await this.deps.spool.move(queueId, 'hold', 'deferred');
       e.state = 'deferred';
     });
@@ -229,17 +240,25 @@ export class QueueManager {
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
     const e = this.requireEntry(queueId);
     if (e.busy) { e.after = 'delete'; return 'pending'; }
-    await this.operate(e, () => this.deleteNow(queueId, e));
+    await this.operate(queueId, e, () => this.deleteNow(queueId, e));
     return 'deleted';
   }
 
-  /** Run an operator's file move with the message marked busy, so no attempt starts meanwhile. */
-  private async operate(e: Entry, fn: () => Promise<void>): Promise<void> {
+  /**
+   * Run an operator's file move with the message marked busy, so no attempt starts meanwhile;
+   * then whatever was asked of it in the meantime. If the move fails, the message is tried
+   * again later (an attempt finds the file wherever it is).
+   */
+  private async operate(id: string, e: Entry, fn: () => Promise<void>): Promise<void> {
     e.busy = true;
     try {
       await fn();
+    } catch (err) {
+      if (this.entries.get(id) === e && e.state !== 'hold') this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
+      throw err;
     } finally {
       e.busy = false;
+      void this.applyAfter(id, e);
     }
   }
 
@@ -313,8 +332,8 @@ export class QueueManager {
     e.after = undefined;
     if (!action || this.entries.get(id) !== e) return;
     try {
-      if (action === 'hold') await this.operate(e, () => this.moveToHold(id, e));
-      else if (action === 'delete') await this.operate(e, () => this.deleteNow(id, e));
+      if (action === 'hold') await this.operate(id, e, () => this.moveToHold(id, e));
+      else if (action === 'delete') await this.operate(id, e, () => this.deleteNow(id, e));
       else if (e.state === 'deferred') {
         this.makeReady(id, e);
         this.pump();
@@ -351,8 +370,15 @@ export class QueueManager {
       e.fresh = undefined;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        // finished and removed since the start-up scan saw it: nothing left to do
-        this.entries.delete(id);
+        // not where we thought: finished and removed since the start-up scan saw it, or moved
+        // by a rename whose folder fsync then failed — look for it before forgetting it
+        const where = await spool.find(id);
+        if (!where) {
+          this.entries.delete(id);
+          return;
+        }
+        e.state = where;
+        if (where !== 'hold') this.schedule(id, e, this.now() + RETRY_AFTER_ERROR_MS);
         return;
       }
       if ((err as Error).name === 'CorruptQueueFileError') {
@@ -374,6 +400,8 @@ export class QueueManager {
     }
 
     const outcomes = await this.deliverPending(qf, pending);
+    // a stop that came before any delivery started is no attempt: leave the file as it is
+    if (this.stopping && outcomes.every((o) => o.via === STOPPING_VIA)) return;
     const records = await this.recordOutcomes(qf, outcomes);
     const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
     // With nothing left pending, the durable unlink in finish() is the record; otherwise the
@@ -406,14 +434,24 @@ export class QueueManager {
       g.rcpts.push({ index, address: r.address, original: r.original, ...(r.notify ? { notify: r.notify } : {}) });
     }
     const limit = this.deps.config.queue.destination_recipient_limit;
-    const jobs: Promise<Outcome[]>[] = [];
+    const jobs: Array<{ rcpts: DeliveryRecipient[]; promise: Promise<Outcome[]> }> = [];
+    const parking: Parking = { parked: 0 };
     for (const { key, ...g } of groups.values()) {
       this.deps.tracking.record({ event: 'routed', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipients: g.rcpts.map((r) => r.address), nexthop: key });
       for (let i = 0; i < g.rcpts.length; i += limit) {
-        jobs.push(this.deliverGroup(qf, key, g.route, g.rcpts.slice(i, i + limit)));
+        const rcpts = g.rcpts.slice(i, i + limit);
+        jobs.push({ rcpts, promise: this.deliverGroup(qf, key, g.route, rcpts, parking) });
       }
     }
-    for (const results of await Promise.all(jobs)) outcomes.push(...results);
+    // one failing group (a bug in a channel) must not abandon the others while they deliver
+    const settled = await Promise.allSettled(jobs.map((j) => j.promise));
+    settled.forEach((r, i) => {
+      if (r.status === 'fulfilled') outcomes.push(...r.value);
+      else {
+        this.deps.logger.error({ queueId: env.queueId, err: String((r.reason as Error)?.stack ?? r.reason) }, 'delivery failed with an internal error; deferred');
+        for (const rc of jobs[i].rcpts) outcomes.push({ index: rc.index, outcome: 'deferred', reply: `4.3.0 internal error: ${(r.reason as Error)?.message ?? r.reason}`, via: 'qmgr' });
+      }
+    });
     return outcomes;
   }
 
@@ -424,7 +462,7 @@ export class QueueManager {
    * not even reach a server is dead for a while (as in Postfix): its mail is deferred without a
    * try until then, instead of each message waiting out the connect timeouts again.
    */
-  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[]): Promise<Outcome[]> {
+  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
       const until = this.deadUntil.get(key);
@@ -435,17 +473,11 @@ export class QueueManager {
     if (early) return early;
     let sem = this.perDestination.get(key);
     if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
-    this.running--;
-    this.pump();
-    try {
-      await sem.acquire();
-      await this.total.acquire();
-    } finally {
-      this.running++;
-    }
+    await this.slot(sem, parking);
+    await this.slot(this.total, parking);
     try {
       const dead = deadFor();
-      if (dead || this.stopping) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: '4.3.2 node stopping; delivery not started', via: key, route }));
+      if (dead || this.stopping) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: '4.3.2 node stopping; delivery not started', via: STOPPING_VIA, route }));
       const started = this.now();
       const results = await this.deps.channelFor(route).deliver({
         queueId: env.queueId,
@@ -465,6 +497,23 @@ export class QueueManager {
       this.total.release();
       sem.release();
       if (sem.inUse === 0 && sem.waiting === 0) this.perDestination.delete(key);
+    }
+  }
+
+  /**
+   * Take a slot of `sem`; if that means waiting, the attempt is parked meanwhile: it stops
+   * counting against the active limit (once per attempt, however many of its groups wait).
+   */
+  private async slot(sem: Semaphore, parking: Parking): Promise<void> {
+    if (sem.tryAcquire()) return;
+    if (parking.parked++ === 0) {
+      this.running--;
+      this.pump();
+    }
+    try {
+      await sem.acquire();
+    } finally {
+      if (--parking.parked === 0) this.running++;
     }
   }
 
@@ -534,8 +583,13 @@ export class QueueManager {
     let warned = qf.deferral?.warned ?? false;
     if (!warned && q.delay_warning > 0 && now - env.arrivedAt >= q.delay_warning) {
       const wanted = pending.filter((o) => wantsDsn(env.recipients[o.index], 'DELAY', true));
-      if (wanted.length) await this.sendDsn(qf, 'delay', wanted.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
-      warned = true;
+      try {
+        if (wanted.length) await this.sendDsn(qf, 'delay', wanted.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
+        warned = true;
+      } catch (err) {
+        // the outcomes below must still be recorded; the warning is tried at the next deferral
+        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the delay DSN; will try again');
+      }
     }
     const nextAttemptAt = Math.min(now + nextBackoff(attempts, q.min_backoff, q.max_backoff, this.deps.random), env.arrivedAt + q.max_lifetime + 1);
     const record: DeferralRecord = { type: 'deferral', at: now, attempts, nextAttemptAt, lastReply: pending[0].reply, ...(warned ? { warned } : {}) };

@@ -111,3 +111,21 @@ test('countHeader counts every field of that name, in any case, and nothing else
   assert.equal(countHeader(headers, 'X-Received'), 1);
   assert.equal(countHeader(headers, 'Delivered-To'), 0);
 });
+
+test('HeaderCollector finds the end of the headers across chunk boundaries, however small the chunks', async () => {
+  const { HeaderCollector } = await import('./received-header.ts');
+  const msg = Buffer.from('Subject: a\r\nX-A: b\r\n\r\nbody\r\n');
+  for (let size = 1; size <= 5; size++) {
+    const c = new HeaderCollector();
+    let doneAt = -1;
+    for (let i = 0; i < msg.length && doneAt < 0; i += size) if (c.push(msg.subarray(i, i + size))) doneAt = i + size;
+    assert.ok(doneAt >= 22 && doneAt < 22 + size, `chunks of ${size}: complete right after the blank line (at ${doneAt})`);
+    assert.ok(c.bytes().equals(msg.subarray(0, doneAt)));
+  }
+  const noHeaders = new HeaderCollector();
+  assert.equal(noHeaders.push(Buffer.from('\r\nbody')), true);
+  const lf = new HeaderCollector();
+  assert.equal(lf.push(Buffer.from('A: b\n')), false);
+  assert.equal(lf.push(Buffer.from('\nbody')), true);
+});
+

@@ -2,7 +2,8 @@
  * receiver/received-header.ts — the Received: trace header (RFC 5321 §4.4) and the small
  * header inspections the receiver needs (Message-ID, hop count), without parsing MIME.
  *
- * Exports: receivedHeader, headerEnd, headerBlock, findHeader, countHeader, HEADER_SCAN_LIMIT.
+ * Exports: receivedHeader, headerEnd, headerBlock, findHeader, countHeader, HEADER_SCAN_LIMIT,
+ * HeaderCollector.
  */
 
 export interface ReceivedInfo {
@@ -46,6 +47,33 @@ export function headerEnd(buf: Buffer): number {
   const lf = buf.indexOf('\n\n');
   if (crlf < 0) return lf;
   return lf < 0 ? crlf : Math.min(crlf, lf);
+}
+
+/**
+ * Collects the start of a message until its header section is complete (or HEADER_SCAN_LIMIT
+ * is reached), looking only at each new chunk and the last bytes before it: linear in the
+ * input however small the chunks (smtp-server emits one per dot-stuffed line).
+ */
+export class HeaderCollector {
+  private chunks: Buffer[] = [];
+  private length = 0;
+  private tail: Buffer = Buffer.alloc(0);
+
+  /** Add a chunk; true once the header section is complete or the scan limit is reached. */
+  push(chunk: Buffer): boolean {
+    const first = this.length === 0;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    const probe = this.tail.length ? Buffer.concat([this.tail, chunk]) : chunk;
+    const found = first ? headerEnd(probe) >= 0 : probe.indexOf('\r\n\r\n') >= 0 || probe.indexOf('\n\n') >= 0;
+    this.tail = probe.subarray(Math.max(0, probe.length - 3));
+    return found || this.length >= HEADER_SCAN_LIMIT;
+  }
+
+  /** Everything collected so far. */
+  bytes(): Buffer {
+    return Buffer.concat(this.chunks, this.length);
+  }
 }
 
 /** The header section of a message (up to the first empty line, at most HEADER_SCAN_LIMIT), as latin1 text. */

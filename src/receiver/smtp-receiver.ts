@@ -30,7 +30,7 @@ import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
 import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
-import { receivedHeader, headerEnd, findHeader, countHeader, HEADER_SCAN_LIMIT } from './received-header.ts';
+import { receivedHeader, headerEnd, findHeader, countHeader, HeaderCollector } from './received-header.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
@@ -257,7 +257,7 @@ export class SmtpReceiver {
     const limit = this.deps.config.smtp.max_message_size;
     const queueId = this.deps.newQueueId();
     const out = this.deps.beginMessage(queueId);
-    let head: Buffer | undefined = Buffer.alloc(0); // the header section while it is collected
+    let head: HeaderCollector | undefined = new HeaderCollector(); // until the headers are written
     let messageId = '';
     let size = 0;
     let failure: unknown;
@@ -268,9 +268,8 @@ export class SmtpReceiver {
         if (failure || size > limit || !tx?.recipients.length) continue;
         try {
           if (head) {
-            head = Buffer.concat([head, chunk]);
-            if (headerEnd(head) < 0 && head.length < HEADER_SCAN_LIMIT) continue;
-            messageId = await this.writeHead(out, head, queueId, session, tx);
+            if (!head.push(chunk)) continue;
+            messageId = await this.writeHead(out, head.bytes(), queueId, session, tx);
             head = undefined;
           } else {
             await out.write(chunk);
@@ -283,7 +282,7 @@ export class SmtpReceiver {
         throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
       }
       if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
-      if (!failure && head) messageId = await this.writeHead(out, head, queueId, session, tx).catch((err) => { failure = err; return ''; });
+      if (!failure && head) messageId = await this.writeHead(out, head.bytes(), queueId, session, tx).catch((err) => { failure = err; return ''; });
       if (failure instanceof SmtpReplyError) throw failure;
       const state = this.deps.acceptState();
       if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);

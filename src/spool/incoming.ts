@@ -87,11 +87,11 @@ export class IncomingMessage {
   async commit(envelope: Envelope): Promise<Buffer | undefined> {
     if (this.#done) throw new Error('IncomingMessage: commit after commit or abort');
     this.#done = true;
-    const header = encodeRecordHeader('M', this.#size, this.#crc);
-    const trailer = encodeTrailer(envelope);
     let held: Buffer | undefined;
     let renamed = false;
     try {
+      const header = encodeRecordHeader('M', this.#size, this.#crc);
+      const trailer = encodeTrailer(envelope);
       if (!this.#handle) {
         held = Buffer.concat(this.#chunks, this.#size);
         this.#chunks = [];

@@ -377,11 +377,13 @@ export class Spool {
    * damaged ones to corrupt/, and hand each good one to `onEntry` as soon as it is checked, so
    * that delivery can start while a large queue is still being scanned. Stops early when
    * `stop()` returns true. A file may be reported twice if it moves between folders during the
-   * scan (the caller ignores ids it knows); files that vanish during the scan are skipped.
+   * scan (the caller ignores ids it knows); files that vanish during the scan are skipped, and
+   * files that cannot be read are reported in `unreadable` and left alone.
    * XXX: every message is read whole to check its checksums.
    */
-  async scan(onEntry: (entry: RecoveredEntry) => void, stop: () => boolean = () => false): Promise<{ found: number; quarantined: string[] }> {
+  async scan(onEntry: (entry: RecoveredEntry) => void, stop: () => boolean = () => false): Promise<{ found: number; quarantined: string[]; unreadable: string[] }> {
     const quarantined: string[] = [];
+    const unreadable: string[] = [];
     let found = 0;
     for (const state of LIVE_STATES) {
       if (stop()) break;
@@ -397,13 +399,19 @@ export class Spool {
           onEntry({ queueId, state, size: qf.size, ...(qf.deferral ? { nextAttemptAt: qf.deferral.nextAttemptAt } : {}) });
         } catch (err) {
           if (isErrno(err, 'ENOENT')) return; // moved or delivered meanwhile
-          if (!(err instanceof CorruptQueueFileError)) throw err;
-          await this.quarantine(queueId, state, err.reason);
-          quarantined.push(queueId);
+          try {
+            if (!(err instanceof CorruptQueueFileError)) throw err;
+            await this.quarantine(queueId, state, err.reason);
+            quarantined.push(queueId);
+          } catch (e) {
+            // one file that cannot be read (EACCES, EIO) must not hide the rest of the queue
+            this.#warn('queue file cannot be read; left where it is until the next start', { queueId, state, err: String(e) });
+            unreadable.push(queueId);
+          }
         }
       });
     }
-    return { found, quarantined };
+    return { found, quarantined, unreadable };
   }
 
   /** Both steps at once, for a spool nobody else uses: the good entries, the damaged ids. */

@@ -15,7 +15,7 @@
  * logrotate move the file away.
  * Reads config key: tracking.path ("" disables the log).
  */
-import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, writeSync, fdatasync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, writeSync, fdatasync, fdatasyncSync } from 'node:fs';
 import path from 'node:path';
 
 export type TrackingEventType =
@@ -49,6 +49,8 @@ export class TrackingLog {
 
   /** Lines that could not be written. */
   errors = 0;
+  /** The last write may have left part of a line: the next starts with a newline. */
+  private torn = false;
 
   /** Open (creating folders) or, with path "", a log that records nothing. */
   constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}) {
@@ -63,6 +65,11 @@ export class TrackingLog {
     if (!this.file) return;
     const fd = openLog(this.file);
     const old = this.fd;
+    if (old !== undefined) {
+      // lines written to the old file must be on disk before waiters are answered by syncs of
+      // the new one
+      try { fdatasyncSync(old); } catch (err) { this.failed(err as Error); }
+    }
     this.fd = fd;
     if (old !== undefined && !this.syncing) closeSync(old);
     // XXX: with a sync running on the old descriptor it is left open (one descriptor per
@@ -86,16 +93,25 @@ export class TrackingLog {
 
   private write(ev: TrackingEvent): boolean {
     if (this.fd === undefined) return false;
-    const line = JSON.stringify({ t: new Date().toISOString(), node: this.nodeId, ...ev }) + '\n';
     try {
-      writeSync(this.fd, line);
+      // after a short write, start on a fresh line so the next event stays readable
+      const line = `${this.torn ? '\n' : ''}${JSON.stringify({ t: new Date().toISOString(), node: this.nodeId, ...ev })}\n`;
+      const bytes = Buffer.from(line, 'utf8');
+      const written = writeSync(this.fd, bytes);
+      this.torn = written < bytes.length;
+      if (this.torn) throw Object.assign(new Error(`short write to the tracking log (${written} of ${bytes.length} bytes)`), { code: 'ENOSPC' });
     } catch (err) {
-      this.errors++;
-      this.onError(err as Error);
+      if ((err as NodeJS.ErrnoException).code !== undefined) this.torn = true;
+      this.failed(err as Error);
       return false;
     }
     this.dirty = true;
     return true;
+  }
+
+  private failed(err: Error): void {
+    this.errors++;
+    this.onError(err);
   }
 
   private scheduleSync(): void {
@@ -106,10 +122,7 @@ export class TrackingLog {
     this.waiters = [];
     fdatasync(this.fd, (err) => {
       // the line is in the kernel; a later sync retries. The caller is not failed for it.
-      if (err) {
-        this.errors++;
-        this.onError(err);
-      }
+      if (err) this.failed(err);
       this.syncing = false;
       for (const w of batch) w();
       this.waiters.push(...this.nextWaiters);

@@ -18,6 +18,13 @@ export class Semaphore {
     return this.waiters.length;
   }
 
+  /** Take a slot if one is free now, without waiting. */
+  tryAcquire(): boolean {
+    if (this.used >= this.limit) return false;
+    this.used++;
+    return true;
+  }
+
   async acquire(): Promise<void> {
     if (this.used < this.limit) {
       this.used++;
