@@ -9,6 +9,7 @@
  */
 import type { Spool } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
+import { headerBlock } from '../util/message-headers.ts';
 
 export interface QueueListingRow {
   queueId: string;
@@ -52,6 +53,5 @@ export async function showQueued(spool: Spool, queueId: string) {
   if (!state) return undefined;
   const qf = await spool.read(queueId, state);
   const { message, ...rest } = qf;
-  const head = message.subarray(0, Math.min(message.length, 64 * 1024)).toString('utf8');
-  return { ...rest, headers: head.split(/\r?\n\r?\n/)[0] };
+  return { ...rest, headers: headerBlock(message, 'utf8') };
 }

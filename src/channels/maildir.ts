@@ -24,6 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
 import { fsyncDirectory } from '../spool/dirsync.ts';
+import { headerBlock } from '../util/message-headers.ts';
 
 export interface MaildirChannelOptions {
   /** Host name in file names (default os.hostname()); '/' and ':' are escaped per the spec. */
@@ -131,8 +132,7 @@ function toLf(message: Buffer): Buffer {
 
 /** Lower-cased addresses of the message's Delivered-To headers. */
 function deliveredToHeaders(message: Buffer): Set<string> {
-  const end = message.indexOf('\r\n\r\n');
-  const headers = message.subarray(0, end < 0 ? message.length : end).toString('utf8');
+  const headers = headerBlock(message, 'utf8');
   const found = new Set<string>();
   for (const m of headers.matchAll(/^delivered-to:[ \t]*(.*?)[ \t]*$/gim)) found.add(m[1].toLowerCase());
   return found;

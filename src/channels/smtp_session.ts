@@ -36,6 +36,7 @@ import net from 'node:net';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DeliveryJob, RecipientOutcome, RecipientResult } from './types.ts';
 import type { HopTarget } from './smtp_nexthop.ts';
+import { headerEnd } from '../util/message-headers.ts';
 
 export interface SessionOptions {
   heloName: string;
@@ -192,9 +193,8 @@ function needsSmtpUtf8(job: DeliveryJob, addresses: string[]): boolean {
   const nonAscii = /[^\x00-\x7f]/;
   if (nonAscii.test(job.sender) || addresses.some((a) => nonAscii.test(a))) return true;
   if (!job.smtputf8) return false;
-  const end = job.message.indexOf('\r\n\r\n');
-  const headers = job.message.subarray(0, end < 0 ? job.message.length : end);
-  return headers.some((byte) => byte > 0x7f);
+  const end = headerEnd(job.message);
+  return job.message.subarray(0, end < 0 ? job.message.length : end).some((byte) => byte > 0x7f);
 }
 
 /** Run MAIL/RCPT/DATA for the job's recipients on an open session. Never throws. */

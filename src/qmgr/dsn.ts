@@ -30,6 +30,7 @@
 import { randomBytes } from 'node:crypto';
 import * as qp from 'nodemailer/lib/qp/index.js';
 import type { Envelope, EnvelopeRecipient } from '../spool/types.ts';
+import { bodyStart } from '../util/message-headers.ts';
 
 export type DsnKind = 'failure' | 'delay' | 'success';
 
@@ -89,7 +90,7 @@ export function buildDsn(opts: DsnOptions): BuiltDsn | null {
   const limit = opts.returnSizeLimit ?? DEFAULT_RETURN_SIZE_LIMIT;
   const tooLarge = opts.original.length > limit;
   const full = kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && !tooLarge;
-  const returned = full ? opts.original : headerSection(opts.original);
+  const returned = full ? opts.original : opts.original.subarray(0, bodyStart(opts.original));
   const body8bit = returned.some((b) => b > 0x7f);
 
   const text = humanText(opts, now, kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && tooLarge);
@@ -226,17 +227,12 @@ function fold(field: string): string {
   return lines.join(CRLF);
 }
 
-/** "Tue, 02 Jan 2024 03:04:05 +0000" */
+/**
+ * "Tue, 02 Jan 2024 03:04:05 +0000": reports are dated in UTC with a two-digit day (the trace
+ * header uses local time, util/message-headers.ts rfc5322Date; both are RFC 5322).
+ */
 function rfc5322Date(d: Date): string {
   return d.toUTCString().replace(/GMT$/, '+0000');
-}
-
-/** The header section of a message, up to and including the empty line. */
-function headerSection(message: Buffer): Buffer {
-  const crlf = message.indexOf('\r\n\r\n');
-  if (crlf >= 0) return message.subarray(0, crlf + 4);
-  const lf = message.indexOf('\n\n');
-  return lf >= 0 ? message.subarray(0, lf + 2) : message;
 }
 
 function withoutFinalNewline(b: Buffer): Buffer {

@@ -30,7 +30,8 @@ import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
 import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
-import { receivedHeader, headerEnd, findHeader, countHeader, HeaderCollector } from './received-header.ts';
+import { receivedHeader } from './received-header.ts';
+import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
