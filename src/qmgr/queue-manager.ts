@@ -113,8 +113,7 @@ export class QueueManager {
   private readonly total: Semaphore;
   private readonly perDestination = new Map<string, Semaphore>();
   /** Destinations that could not be reached: not tried again before this time. */
-  private readonly deadUntil = new Map<string, number>();
-  private readonly deadReason = new Map<string, string>();
+  private readonly dead = new Map<string, { until: number; reason: string }>();
   private readonly now: () => number;
   /** How many messages may be read into memory and worked on at once. */
   private readonly activeLimit: number;
@@ -465,9 +464,9 @@ export class QueueManager {
   private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
-      const until = this.deadUntil.get(key);
-      if (until === undefined || until <= this.now()) return undefined;
-      return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${this.deadReason.get(key)}); not tried again before ${new Date(until).toISOString()}`, via: key, route }));
+      const dead = this.dead.get(key);
+      if (!dead || dead.until <= this.now()) return undefined;
+      return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
     const early = deadFor();
     if (early) return early;
@@ -521,12 +520,10 @@ export class QueueManager {
   private noteDestination(key: string, results: RecipientResult[]): void {
     const unreachable = results.length > 0 && results.every((r) => r.outcome === 'deferred' && !/^[245]\d\d[ -]/.test(r.reply));
     if (!unreachable) {
-      this.deadUntil.delete(key);
-      this.deadReason.delete(key);
+      this.dead.delete(key);
       return;
     }
-    this.deadUntil.set(key, this.now() + Math.min(this.deps.config.queue.min_backoff, DEAD_DESTINATION_MS));
-    this.deadReason.set(key, results[0].reply);
+    this.dead.set(key, { until: this.now() + Math.min(this.deps.config.queue.min_backoff, DEAD_DESTINATION_MS), reason: results[0].reply });
   }
 
   /**
