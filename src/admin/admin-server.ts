@@ -4,12 +4,15 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"stopping"}
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"fenced"|"stopping"}
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state
  *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id    POST /queue/flush
  *   POST /reload            reload tables (as SIGHUP)
+ *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
+ *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
+ *   POST /cluster/handback/:spool              hand a spool this node holds back to its node
  * Access: with admin.token set, every route but /health and /metrics needs
  * "Authorization: Bearer <token>"; without it, only loopback clients are served.
  */
@@ -68,6 +71,33 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       return { reloaded: true };
     } catch (err) {
       return reply.code(500).send({ error: `reload failed, old tables kept: ${(err as Error).message}` });
+    }
+  });
+
+  const clusterOf = (reply: any) => {
+    if (!node.cluster) reply.code(404).send({ error: `node ${node.config.node.id} is not in a cluster (no cluster: section in its config)` });
+    return node.cluster;
+  };
+  app.get('/cluster', async (_req, reply) => clusterOf(reply)?.status());
+  app.post('/cluster/fence', async (_req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    cluster.fenceByOperator();
+    return cluster.status();
+  });
+  app.post('/cluster/unfence', async (_req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    cluster.unfenceByOperator();
+    return cluster.status();
+  });
+  app.post<{ Params: { spool: string } }>('/cluster/handback/:spool', async (req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    try {
+      return { released: await cluster.handBack(req.params.spool) };
+    } catch (err) {
+      return reply.code(409).send({ error: (err as Error).message });
     }
   });
 

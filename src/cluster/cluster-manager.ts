@@ -300,6 +300,7 @@ export class ClusterManager {
       } else if (this.ownSpoolTaken && !this.fence) {
         await this.hooks.regainOwnSpool();
         this.ownSpoolTaken = false;
+        this.hooks.deliveriesResumed();
         this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
       }
     } finally {

@@ -130,13 +130,14 @@ export class QueueManager {
   }
 
   /**
-   * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on),
+   * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on;
+   * `cleanTmp: false` when a receiver is already writing into tmp/),
    * and scan the queue in the background, scheduling each message as soon as it is checked, so
    * that delivery starts at once however large the queue (`scanned` resolves at the end).
    * hold/ stays held; a deferred message keeps the retry time in its file.
    */
-  async start(): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
-    const removedTmp = await this.deps.spool.cleanTmp();
+  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
+    const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
     let adopted = 0;
     const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined, unreadable }) => {
       for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
