@@ -15,6 +15,7 @@ import { startSink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
 import { freePort } from './harness/ports.ts';
 import { createCluster } from './harness/cluster.ts';
+import { runCli } from './harness/tandem.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -47,6 +48,15 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
   const takeover = cluster.trackingEvents().find((e) => e.event === 'takeover' && e.spool === 'a');
   assert.equal(takeover?.node, 'b', 'the takeover is in the tracking log');
   assert.equal(takeover?.epoch, 1);
+
+  const cli = await runCli(['cluster', 'status', '--config', cluster.config, '--json']);
+  assert.equal(cli.code, 0, cli.stderr);
+  const merged = JSON.parse(cli.stdout);
+  assert.equal(merged.nodes.find((n: any) => n.id === 'a').status, 'dead', 'tandem cluster status shows a dead');
+  assert.deepEqual(merged.spools.find((x: any) => x.spool === 'a'), { ...merged.spools.find((x: any) => x.spool === 'a'), deliverer: 'b', epoch: 1 });
+  const table = await runCli(['cluster', 'status', '--config', cluster.config]);
+  assert.match(table.stdout, /^a\s+test\s+dead/m);
+  assert.match(table.stdout, /^a\s+b \(takeover\)\s+1/m);
 
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
   await sink.waitForCount(total, 60_000);

@@ -6,6 +6,7 @@
  *   tandem config check FILE                    validate the config and every table it names
  *   tandem queue list|show ID|hold ID|release ID|delete ID|flush   (--admin, --config or --spool)
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
+ *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL --config FILE [--json]
  *
  * Exit codes (for scripts, after sysexits.h): 0 ok; 1 the operation failed (e.g. no such
  * message); 2 usage; 69 node unreachable; 75 spool busy (a running node owns it: use --admin);
@@ -21,6 +22,7 @@ import { checkConfig } from './config-check.ts';
 import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
 import { EXIT } from './exit-codes.ts';
+import { runClusterStatus, runClusterAction } from './cluster-command.ts';
 
 
 const program = new Command('tandem')
@@ -85,6 +87,20 @@ for (const [name, desc, needsId] of [
     process.exit(await runQueueCommand(name, id, opts));
   });
 }
+
+const cluster = program.command('cluster').description('a cluster of nodes: status and operator actions (nodes found in --config cluster.nodes)');
+const clusterOpts = (cmd: Command) => cmd
+  .requiredOption('-c, --config <file>', 'the cluster config file (cluster.nodes with their admin addresses)')
+  .option('--token <token>', 'admin API bearer token (or TANDEM_ADMIN_TOKEN; default admin.token of the config)')
+  .addOption(new Option('--json', 'machine-readable output'));
+clusterOpts(cluster.command('status').description('every node (alive / suspect / dead / fenced / draining), heartbeat ages, queue depths, who delivers which spool, epochs'))
+  .action(async (opts) => process.exit(await runClusterStatus(opts)));
+clusterOpts(cluster.command('fence <node>').description('take a node out by hand: it refuses mail and stops delivering; a peer takes its spool over'))
+  .action(async (node, opts) => process.exit(await runClusterAction('fence', node, opts)));
+clusterOpts(cluster.command('unfence <node>').description('let a fenced node back in (its spool comes back to it by handback)'))
+  .action(async (node, opts) => process.exit(await runClusterAction('unfence', node, opts)));
+clusterOpts(cluster.command('handback <spool>').description('make the node holding SPOOL stop its secondary and release the claim now'))
+  .action(async (spool, opts) => process.exit(await runClusterAction('handback', spool, opts)));
 
 program.command('passwd')
   .description('password tools for smtp.auth_passwords')

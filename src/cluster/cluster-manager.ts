@@ -57,6 +57,8 @@ export interface ClusterStatus {
   /** Whether this node delivers from its own spool now (false while another node holds it). */
   ownSpool: 'delivering' | 'claimed-by-other' | 'fenced';
   diskHeartbeatAgeMs: number;
+  /** Messages in this node's own queue. */
+  queue: number;
   peers: Array<PeerView & { site: string }>;
   claims: Array<ClaimRecord & { deliverer: string }>;
   secondaries: Array<{ spool: string; epoch: number; pid?: number; since: string; queue: Record<string, number> }>;
@@ -191,6 +193,7 @@ export class ClusterManager {
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
       diskHeartbeatAgeMs: Math.round(this.mono() - this.lastRenewOk),
+      queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
       secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
