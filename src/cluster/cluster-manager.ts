@@ -85,7 +85,6 @@ export class ClusterManager {
   private fence?: FenceReason;
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
-  private ownSpoolBusy = false;
   private readonly records = new Map<string, ClaimRecord>();
   private readonly secondaries = new Map<string, SecondaryProcess>();
   /** Spools with a takeover or handback under way (not acted on again meanwhile). */
@@ -143,8 +142,9 @@ export class ClusterManager {
     return !this.fence && !this.ownSpoolTaken && this.mono() - this.lastRenewOk < this.c.fence_after;
   }
 
+  /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
   isFenced(): boolean {
-    return this.fence !== undefined;
+    return this.fence !== undefined || this.mono() - this.lastRenewOk >= this.c.fence_after;
   }
 
   /** Our announced state, as the peers see it. */
@@ -219,8 +219,11 @@ export class ClusterManager {
         (err) => this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`),
       ).finally(() => { this.renewing = false; });
     }
-    if (!this.fence && this.mono() - this.lastRenewOk >= this.c.fence_after) {
-      this.enterFence({ type: 'storage', since: Date.now() }, `no disk heartbeat renewal for ${Math.round(this.mono() - this.lastRenewOk)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    const overdue = this.mono() - this.lastRenewOk;
+    if (!this.fence && overdue >= this.c.fence_after) {
+      // in force since the renewal became overdue (the gates check the age themselves)
+      const since = Date.now() - (overdue - this.c.fence_after);
+      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
     }
     this.net.send({
       boot: this.boot,
@@ -236,7 +239,7 @@ export class ClusterManager {
     this.goodRenewalsSinceFence = 0;
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: reason.type, why }, `FENCED: ${why}; refusing mail (4xx) and starting no delivery until it recovers`);
-    this.tracking.record({ event: 'fenced', reason: why });
+    this.tracking.record({ event: 'fenced', reason: why, since: new Date(reason.since).toISOString() });
   }
 
   /** Observe the peers and the claims, and act on them (never overlapping itself). */
@@ -269,7 +272,7 @@ export class ClusterManager {
     if (this.mono() - this.lastRenewOk >= this.c.fence_after) return;
     const own = await this.claims.current(this.me);
     this.records.set(this.me, own);
-    this.ownSpoolTaken = effectiveOwner(own) !== this.me;
+    if (effectiveOwner(own) !== this.me) await this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
     this.logger.warn({ event: 'unfenced', fencedMs: Date.now() - since, ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
@@ -282,33 +285,31 @@ export class ClusterManager {
     const own = await this.claims.current(this.me);
     this.records.set(this.me, own);
     const holder = effectiveOwner(own);
-    if (this.ownSpoolBusy) return;
-    this.ownSpoolBusy = true;
-    try {
-      if (holder !== this.me) {
-        if (!this.ownSpoolTaken) {
-          this.ownSpoolTaken = true;
-          this.logger.error({ event: 'own-spool-claimed', by: holder, epoch: own.epoch }, `our spool was claimed by ${holder} (epoch ${own.epoch}): delivering nothing from it until it is handed back`);
-          await this.hooks.loseOwnSpool(`claimed by ${holder}`);
+    if (holder !== this.me) {
+      await this.ownSpoolLost(own);
+      if (this.membership.status(holder).type === 'dead' && !this.fence) {
+        const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
+        if (released) {
+          this.records.set(this.me, released);
+          this.counters.claimsBroken++;
+          this.logger.warn({ event: 'claim-broken', spool: this.me, holder, epoch: released.epoch }, `claim on our spool by ${holder} broken: ${holder} is dead`);
+          this.tracking.record({ event: 'claim-broken', spool: this.me, epoch: released.epoch, reason: `holder ${holder} is dead` });
         }
-        if (this.membership.status(holder).type === 'dead' && !this.fence) {
-          const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
-          if (released) {
-            this.records.set(this.me, released);
-            this.counters.claimsBroken++;
-            this.logger.warn({ event: 'claim-broken', spool: this.me, holder, epoch: released.epoch }, `claim on our spool by ${holder} broken: ${holder} is dead`);
-            this.tracking.record({ event: 'claim-broken', spool: this.me, epoch: released.epoch, reason: `holder ${holder} is dead` });
-          }
-        }
-      } else if (this.ownSpoolTaken && !this.fence) {
-        await this.hooks.regainOwnSpool();
-        this.ownSpoolTaken = false;
-        this.hooks.deliveriesResumed();
-        this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
       }
-    } finally {
-      this.ownSpoolBusy = false;
+    } else if (this.ownSpoolTaken && !this.fence) {
+      await this.hooks.regainOwnSpool();
+      this.ownSpoolTaken = false;
+      this.hooks.deliveriesResumed();
+      this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
     }
+  }
+
+  /** Another node holds our spool: shut the gate at once, then stop our queue manager. */
+  private async ownSpoolLost(own: ClaimRecord): Promise<void> {
+    if (this.ownSpoolTaken) return;
+    this.ownSpoolTaken = true;
+    this.logger.error({ event: 'own-spool-claimed', by: own.by, epoch: own.epoch }, `our spool was claimed by ${own.by} (epoch ${own.epoch}): delivering nothing from it until it is handed back`);
+    await this.hooks.loseOwnSpool(`claimed by ${own.by}`);
   }
 
   private async watchSpool(spool: string): Promise<void> {
@@ -329,6 +330,8 @@ export class ClusterManager {
       return;
     }
     if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
+    // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
+    if (this.membership.isLive(spool)) return;
     const isLive = (id: string) => (id === this.me ? true : this.membership.isLive(id));
     if (chooseSurvivor(this.c.nodes, spool, isLive) !== this.me) return;
     await this.withBusy(spool, () => this.takeOver(spool, record, deliverer));

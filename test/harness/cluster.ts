@@ -43,7 +43,8 @@ export interface TestCluster {
   ids: string[];
   addresses: Map<string, NodeAddresses>;
   secret: string;
-  start(id: string): Promise<RunningNode>;
+  /** `spool`: this node's view of the spool root (default the shared one in the config). */
+  start(id: string, opts?: { spool?: string }): Promise<RunningNode>;
   kill(id: string): Promise<void>;
   node(id: string): RunningNode | undefined;
   status(id: string): Promise<any>;
@@ -94,9 +95,9 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
     ids,
     addresses,
     secret,
-    async start(id) {
+    async start(id, startOpts = {}) {
       const a = addresses.get(id)!;
-      const node = await startNode({ config, nodeId: id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`) });
+      const node = await startNode({ config, nodeId: id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`), ...(startOpts.spool ? { spool: startOpts.spool } : {}) });
       running.set(id, node);
       return node;
     },
