@@ -16,6 +16,7 @@ import { runLoad } from './harness/load.ts';
 import { freePort } from './harness/ports.ts';
 import { createCluster } from './harness/cluster.ts';
 import { runCli } from './harness/tandem.ts';
+import { sendMail } from './harness/smtp-client.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -80,4 +81,44 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
   assert.equal(byA.length, 20, 'after the handback, a delivers from its own spool');
   await cluster.stopAll();
   await sink.stop();
+});
+
+test('operator actions: fence a node by hand, unfence it, hand its spool back by hand (auto_handback off)', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-operator-'));
+  const sink = await startSink();
+  const cluster = await createCluster({ dir, relayHost: sink.address, cluster: { auto_handback: false } });
+  try {
+    await cluster.start('a');
+    await cluster.start('b');
+    await cluster.waitFor('a and b alive', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
+
+    const fence = await runCli(['cluster', 'fence', 'b', '--config', cluster.config]);
+    assert.equal(fence.code, 0, fence.stderr);
+    const health = await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`);
+    assert.equal(health.status, 503);
+    assert.equal((await health.json()).status, 'fenced');
+    await cluster.waitFor('a to take the fenced b\'s spool over', async () => (await cluster.status('a')).secondaries.some((s: any) => s.spool === 'b'));
+
+    assert.equal((await runCli(['cluster', 'unfence', 'b', '--config', cluster.config])).code, 0);
+    const returning = await cluster.waitFor('b unfenced, its spool still held by a', async () => {
+      const s = await cluster.status('b');
+      return !s.fenced && s;
+    });
+    assert.equal(returning.ownSpool, 'claimed-by-other');
+    assert.equal(returning.state, 'returning');
+    const viaB = await sendMail(cluster.addresses.get('b')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\nX-Test-Id: returning-1\r\n\r\nx\r\n');
+    assert.ok(viaB.ok, `a returning node accepts mail: ${viaB.response}`);
+
+    const handback = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
+    assert.equal(handback.code, 0, handback.stderr);
+    assert.match(handback.stdout, /spool b handed back by a/);
+    await cluster.waitFor('b delivering from its own spool again', async () => (await cluster.status('b')).ownSpool === 'delivering');
+    await sink.waitForCount(1, 15_000);
+    assert.equal(sink.countsByTestId().get('returning-1'), 1, 'the message accepted while returning is delivered once, after the handback');
+    const again = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
+    assert.equal(again.code, 1, 'a spool nobody holds cannot be handed back');
+  } finally {
+    await cluster.stopAll();
+    await sink.stop();
+  }
 });
