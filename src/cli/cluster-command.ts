@@ -85,9 +85,11 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     rows.push([n.id, n.site, n.status, n.netAgeMs === undefined ? '-' : age(n.netAgeMs), n.diskAgeMs === undefined ? '-' : age(n.diskAgeMs),
       n.queue === undefined ? '-' : String(n.queue), n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
   }
-  rows.push([], ['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']);
-  for (const s of spools) rows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
   printTable(rows);
+  const spoolRows = [['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']];
+  for (const s of spools) spoolRows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
+  console.log('');
+  printTable(spoolRows);
   return EXIT.OK;
 }
 

@@ -7,6 +7,7 @@
  *   tandem queue list|show ID|hold ID|release ID|delete ID|flush   (--admin, --config or --spool)
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
  *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL --config FILE [--json]
+ *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
  *
  * Exit codes (for scripts, after sysexits.h): 0 ok; 1 the operation failed (e.g. no such
  * message); 2 usage; 69 node unreachable; 75 spool busy (a running node owns it: use --admin);
@@ -23,6 +24,7 @@ import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
 import { EXIT } from './exit-codes.ts';
 import { runClusterStatus, runClusterAction } from './cluster-command.ts';
+import { runUp } from './up.ts';
 
 
 const program = new Command('tandem')
@@ -87,6 +89,14 @@ for (const [name, desc, needsId] of [
     process.exit(await runQueueCommand(name, id, opts));
   });
 }
+
+program.command('up')
+  .description('bring up a local cluster on this machine: N node processes over one spool root, HAProxy in front when installed; Ctrl-C stops it')
+  .option('--nodes <n>', 'how many nodes', '2')
+  .option('--dir <dir>', 'where the cluster keeps its config, spools, Maildirs and logs', './var/up')
+  .option('--listen <host:port>', 'the front door: HAProxy (or node a without HAProxy; the others take the next ports)', '127.0.0.1:2525')
+  .option('--no-haproxy', 'do not start HAProxy even when it is installed')
+  .action(async (opts) => runUp(opts));
 
 const cluster = program.command('cluster').description('a cluster of nodes: status and operator actions (nodes found in --config cluster.nodes)');
 const clusterOpts = (cmd: Command) => cmd
