@@ -66,6 +66,9 @@ export interface ClusterStatus {
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
 }
 
+/** A secondary that failed to start, or exited, is not started again sooner than this. */
+const SECONDARY_RETRY_MS = 5000;
+
 /** Good renewals needed, after a storage fence, before the node delivers again. */
 const UNFENCE_AFTER_RENEWALS = 3;
 
@@ -89,6 +92,8 @@ export class ClusterManager {
   private readonly secondaries = new Map<string, SecondaryProcess>();
   /** Spools with a takeover or handback under way (not acted on again meanwhile). */
   private readonly busy = new Set<string>();
+  /** Spools whose secondary failed: not started again before this time (monotonic). */
+  private readonly retryAt = new Map<string, number>();
   private beatTimer?: NodeJS.Timeout;
   private actTimer?: NodeJS.Timeout;
   private acting = false;
@@ -175,12 +180,22 @@ export class ClusterManager {
     return this.release(spool, record, 'handed back by the operator');
   }
 
-  /** Stop heartbeats and secondaries (they finish and record their deliveries in flight). */
-  async stop(): Promise<void> {
+  /**
+   * Node stopping, first step: take no spool over any more and stop the secondaries (they
+   * finish and record their deliveries in flight). Heartbeats go on, saying "stopping", so
+   * that nobody takes our spool while our own deliveries in flight finish.
+   */
+  async stopSecondaries(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.beatTimer);
     clearInterval(this.actTimer);
     await Promise.all([...this.secondaries.values()].map((s) => s.stop()));
+    this.secondaries.clear();
+  }
+
+  /** Node stopping, last step: no more heartbeats. Peers take our spool after dead_after. */
+  async stop(): Promise<void> {
+    await this.stopSecondaries();
+    clearInterval(this.beatTimer);
     this.net.close();
   }
 
@@ -208,7 +223,6 @@ export class ClusterManager {
 
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
-    if (this.stopped) return;
     if (this.fence?.type !== 'operator' && !this.renewing) {
       this.renewing = true;
       this.disk.renew(this.announced()).then(
@@ -326,9 +340,10 @@ export class ClusterManager {
     }
     if (deliverer === this.me) {
       if (this.c.auto_handback && this.membership.isBack(spool)) await this.withBusy(spool, () => this.release(spool, record, `${spool} is back`));
-      else if (!running && !this.fence) await this.withBusy(spool, () => this.startSecondary(spool, record.epoch));
+      else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) await this.withBusy(spool, () => this.startSecondary(spool, record.epoch));
       return;
     }
+    if (!this.c.nodes.some((n) => n.id === deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
     if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
     // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
     if (this.membership.isLive(spool)) return;
@@ -357,15 +372,19 @@ export class ClusterManager {
   }
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
+    if (this.stopped) return;
     const secondary = new SecondaryProcess(spool, epoch, this.me, this.config, (how) => {
-      this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again`);
+      this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);
+      this.retryAt.set(spool, this.mono() + SECONDARY_RETRY_MS);
       if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
     });
     this.secondaries.set(spool, secondary);
     try {
       await secondary.start();
+      this.retryAt.delete(spool);
     } catch (err) {
       this.secondaries.delete(spool);
+      this.retryAt.set(spool, this.mono() + SECONDARY_RETRY_MS);
       throw err;
     }
   }

@@ -195,8 +195,10 @@ export class TandemNode {
     this.state = 'stopping';
     this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
     await this.receiver?.close();
+    // our own deliveries and our secondaries' finish together; heartbeats ("stopping") go on
+    // meanwhile, so that no peer takes our spool while we still deliver from it
+    await Promise.all([this.qmgr?.stop(), this.cluster?.stopSecondaries()]);
     await this.cluster?.stop();
-    await this.qmgr?.stop();
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();
