@@ -182,3 +182,38 @@ test('heartbeats and claims forged without the secret change nothing', { timeout
     await sink.stop();
   }
 });
+
+test('a node that hangs (SIGSTOP) loses its spool to its partner, and on waking up fences itself and delivers nothing twice', { timeout: 180_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-hang-'));
+  const sinkPort = await freePort();
+  const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${sinkPort}` });
+  try {
+    await cluster.start('a');
+    await cluster.start('b');
+    await allSeeEachOther(cluster, ['a', 'b']);
+    const onA = await queueOn(cluster, 'a', 30, 'on-a-');
+    await cluster.waitFor('a\'s queue deferred (next hop down)', async () => readdirSync(path.join(dir, 'spool', 'a', 'deferred')).length === 30);
+
+    const pgid = cluster.node('a')!.proc.pid;
+    process.kill(-pgid, 'SIGSTOP');
+    try {
+      await cluster.waitFor('b to take the hung a\'s spool over', async () => (await cluster.status('b')).secondaries.some((s: any) => s.spool === 'a'));
+      const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
+      await sink.waitForCount(30, 60_000);
+      process.kill(-pgid, 'SIGCONT');
+      // a wakes up with 30 messages it believes are still deferred, their retry times long past
+      await cluster.waitFor('a back, its spool handed back', async () => (await cluster.status('a')).ownSpool === 'delivering', 60_000);
+      const events = cluster.trackingEvents();
+      assert.ok(events.some((e) => e.event === 'fenced' && e.node === 'a'), 'a fenced itself on waking up');
+      assert.ok(events.some((e) => e.event === 'handback' && e.spool === 'a'));
+      assert.equal(events.filter((e) => e.event === 'delivered' && e.node === 'a' && !e.secondary).length, 0, 'a delivered nothing of what b\'s secondary delivered');
+      assertExactlyOnce(sink, onA);
+      assert.equal(sink.count(), 30);
+      await sink.stop();
+    } finally {
+      try { process.kill(-pgid, 'SIGCONT'); } catch { /* already gone */ }
+    }
+  } finally {
+    await cluster.stopAll();
+  }
+});
