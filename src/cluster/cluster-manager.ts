@@ -289,7 +289,7 @@ export class ClusterManager {
     if (effectiveOwner(own) !== this.me) await this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
-    this.logger.warn({ event: 'unfenced', fencedMs: Date.now() - since, ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
+    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
       `unfenced: disk heartbeat renewed again${this.ownSpoolTaken ? `; our spool is held by ${own.by}, waiting for its handback` : ''}`);
     this.tracking.record({ event: 'unfenced' });
     if (!this.ownSpoolTaken) this.hooks.deliveriesResumed();
