@@ -61,7 +61,7 @@ export interface ClusterStatus {
   queue: number;
   peers: Array<PeerView & { site: string }>;
   claims: Array<ClaimRecord & { deliverer: string }>;
-  secondaries: Array<{ spool: string; epoch: number; pid?: number; since: string; queue: Record<string, number> }>;
+  secondaries: Array<{ spool: string; epoch: number; ready: boolean; pid?: number; since: string; queue: Record<string, number> }>;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
 }
@@ -211,7 +211,7 @@ export class ClusterManager {
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
-      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
+      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
     };
@@ -339,8 +339,8 @@ export class ClusterManager {
       return;
     }
     if (deliverer === this.me) {
-      if (this.c.auto_handback && this.membership.isBack(spool)) await this.withBusy(spool, () => this.release(spool, record, `${spool} is back`));
-      else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) await this.withBusy(spool, () => this.startSecondary(spool, record.epoch));
+      if (this.c.auto_handback && this.membership.isBack(spool)) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
+      else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
       return;
     }
     if (!this.c.nodes.some((n) => n.id === deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
@@ -349,16 +349,19 @@ export class ClusterManager {
     if (this.membership.isLive(spool)) return;
     const isLive = (id: string) => (id === this.me ? true : this.membership.isLive(id));
     if (chooseSurvivor(this.c.nodes, spool, isLive) !== this.me) return;
-    await this.withBusy(spool, () => this.takeOver(spool, record, deliverer));
+    this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, deliverer));
   }
 
-  private async withBusy(spool: string, fn: () => Promise<unknown>): Promise<void> {
+  /**
+   * Run a takeover, secondary start or handback for `spool` in the background (it takes a child
+   * process start, or the end of deliveries in flight): the pass goes on with the other spools,
+   * and this spool is not acted on again until it ends.
+   */
+  private inBackground(spool: string, what: string, fn: () => Promise<unknown>): void {
     this.busy.add(spool);
-    try {
-      await fn();
-    } finally {
-      this.busy.delete(spool);
-    }
+    fn().catch((err) => {
+      this.logger.error({ event: 'cluster-action-failed', spool, action: what, err: String(err?.message ?? err) }, `${what} of spool ${spool} failed, retrying: ${err?.message ?? err}`);
+    }).finally(() => this.busy.delete(spool));
   }
 
   private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string): Promise<void> {

@@ -25,6 +25,8 @@ export class SecondaryProcess {
   private exit?: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private stopRequested = false;
   counts: Record<string, number> = {};
+  /** It has started its queue manager and delivers. */
+  ready = false;
   readonly startedAt = Date.now();
 
   constructor(
@@ -46,16 +48,15 @@ export class SecondaryProcess {
     const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner };
     child.send(start);
     return new Promise<void>((resolve, reject) => {
-      let ready = false;
       child.on('message', (msg: SecondaryReport) => {
         if (msg.type === 'ready') {
-          ready = true;
+          this.ready = true;
           resolve();
         } else if (msg.type === 'counts') this.counts = msg.counts;
       });
       void this.exit!.then(({ code, signal }) => {
         const how = signal ? `killed by ${signal}` : `exit code ${code}`;
-        if (!ready) reject(new Error(`secondary process for ${this.spool} did not start (${how}); see its log lines above`));
+        if (!this.ready) reject(new Error(`secondary process for ${this.spool} did not start (${how}); see its log lines above`));
         else if (!this.stopRequested) this.onUnexpectedExit(how);
       });
     });
