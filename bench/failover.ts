@@ -3,7 +3,7 @@
  * what a kill -9 of one node costs, and what the second node adds in throughput.
  *
  *   node --import tsx bench/failover.ts [--runs N=3] [--queued K=2000] [--messages M=10000]
- *        [--connections C=20] [--size S=4096] [--warmup W=1000] [--keep]
+ *        [--connections C=20] [--size S=4096] [--warmup W=1000] [--rounds R=2] [--keep]
  *
  * Failover, N runs, each on a fresh cluster (test/harness/cluster.ts, default cluster timings):
  *   K messages are sent to node a while its next hop is down (a free port where nothing listens),
@@ -17,11 +17,14 @@
  *   first       0 → the sink's record of the first of the K (and the first tracking "delivered"
  *               written by b's secondary for spool a)
  *   drain       0 → the sink has all K; rate = K / (last - first record)
- * Throughput, one fresh cluster with a sink that is up: W warm-up messages, then M messages of S
- * bytes over C connections to a alone (b up and idle), then M over C/2 connections to each node.
+ * Throughput, one fresh cluster with a sink that is up: W warm-up messages, then R rounds of:
+ * M messages of S bytes over C connections to a alone (b up and idle), then M over C/2
+ * connections to each node (alternating, because this VM's speed drifts; medians are compared).
  *   accepted/s  M / time until the last 250;  delivered/s  M / time until the sink has all M
- *   CPU         seconds of CPU per process group (a, b, sink) and of this process (the load
- *               generator) during each run, from /proc (bench/procstat.ts)
+ *   CPU         per process group (a, b, sink) and this process (the load generator), the rest
+ *               of the machine's busy time ("other processes": anything else running on the
+ *               host), and its idle and iowait time, as % of one core, from /proc
+ *               (bench/procstat.ts)
  * Prints human lines, then one JSON line {"bench":"failover",...}. Exit code 1 when a message
  * accepted with 250 never reached the sink, or a run did not complete.
  * Exports nothing (an entry point). What can go wrong: a node that does not start (its output is
@@ -37,7 +40,7 @@ import { runLoad, type LoadResult } from "../test/harness/load.ts";
 import { freePort } from "../test/harness/ports.ts";
 import { trackProcesses, type ProcLine } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
-import { groupCpuSeconds, machineInfo } from "./procstat.ts";
+import { groupCpuSeconds, machineCpuSeconds, machineInfo } from "./procstat.ts";
 
 const { values } = parseArgs({
   options: {
@@ -47,11 +50,12 @@ const { values } = parseArgs({
     connections: { type: "string", default: "20" },
     size: { type: "string", default: "4096" },
     warmup: { type: "string", default: "1000" },
+    rounds: { type: "string", default: "2" },
     keep: { type: "boolean", default: false },
   },
   strict: true,
 });
-const P = { runs: Number(values.runs), queued: Number(values.queued), messages: Number(values.messages), connections: Number(values.connections), size: Number(values.size), warmup: Number(values.warmup) };
+const P = { runs: Number(values.runs), queued: Number(values.queued), messages: Number(values.messages), connections: Number(values.connections), size: Number(values.size), warmup: Number(values.warmup), rounds: Number(values.rounds) };
 for (const [k, v] of Object.entries(P)) {
   if (!Number.isInteger(v) || v < (k === "warmup" ? 0 : 1)) throw new Error(`--${k} wants a positive integer, got ${v}`);
 }
@@ -163,14 +167,20 @@ interface Throughput {
   acceptSeconds: number;
   deliverSeconds: number;
   /** CPU seconds during the run, and as % of one core over the run's wall time. */
-  cpu: Record<"a" | "b" | "sink" | "load", { seconds: number; pctOfCore: number }>;
+  cpu: Record<CpuKey | "others", { seconds: number; pctOfCore: number }>;
   errors: Record<string, number>;
 }
 
-/** CPU seconds so far of the nodes, the sink and this process (the load generator). */
-function cpuNow(cluster: TestCluster, sink: Sink): Record<"a" | "b" | "sink" | "load", number> {
+type CpuKey = "a" | "b" | "sink" | "load" | "busy" | "idle" | "iowait";
+
+/** CPU seconds so far of the nodes, the sink, this process (the load generator), the machine. */
+function cpuNow(cluster: TestCluster, sink: Sink): Record<CpuKey, number> {
   const u = process.cpuUsage();
+  const m = machineCpuSeconds();
   return {
+    busy: m.busy,
+    idle: m.idle,
+    iowait: m.iowait,
     a: groupCpuSeconds(cluster.node("a")!.proc.pid),
     b: groupCpuSeconds(cluster.node("b")!.proc.pid),
     sink: groupCpuSeconds(sink.proc.pid),
@@ -195,8 +205,10 @@ async function throughputRun(cluster: TestCluster, sink: Sink, mode: Throughput[
   await sink.waitForCount(base + accepted, 120_000 + P.messages * 20);
   const deliverMs = performance.now() - t0;
   const cpu1 = cpuNow(cluster, sink);
-  const cpu = Object.fromEntries((["a", "b", "sink", "load"] as const).map((k) => {
-    const s = cpu1[k] - cpu0[k];
+  const delta = (k: CpuKey) => cpu1[k] - cpu0[k];
+  const ours = delta("a") + delta("b") + delta("sink") + delta("load");
+  const cpu = Object.fromEntries([...(Object.keys(cpu0) as CpuKey[]), "others" as const].map((k) => {
+    const s = k === "others" ? Math.max(0, delta("busy") - ours) : delta(k);
     return [k, { seconds: Math.round(s * 100) / 100, pctOfCore: Math.round((s / (deliverMs / 1000)) * 100) }];
   })) as Throughput["cpu"];
   const errors: Record<string, number> = {};
@@ -227,9 +239,11 @@ async function throughput(root: string): Promise<Throughput[]> {
       await sink.waitForCount(base + ws.reduce((s, l) => s + l.accepted.size, 0), 120_000);
     }
     const rows: Throughput[] = [];
-    for (const mode of ["one node", "pair"] as const) {
-      log(`throughput: ${P.messages} x ${P.size} bytes over ${P.connections} connections, ${mode}`);
-      rows.push(await throughputRun(cluster, sink, mode, mode === "pair" ? "tp" : "t1"));
+    for (let round = 1; round <= P.rounds; round++) {
+      for (const mode of ["one node", "pair"] as const) {
+        log(`throughput: round ${round}, ${P.messages} x ${P.size} bytes over ${P.connections} connections, ${mode}`);
+        rows.push(await throughputRun(cluster, sink, mode, `${mode === "pair" ? "tp" : "t1"}r${round}`));
+      }
     }
     return rows;
   } finally {
@@ -275,14 +289,21 @@ async function main(): Promise<void> {
   const verdict = (v: number, t: number) => (v <= t ? "met" : "MISSED");
   console.log(`targets: detection <= 3 s ${verdict(med.detectionMs, TARGET.detectionMs)} (median ${secs(med.detectionMs)}); first redelivery <= 5 s ${verdict(med.firstDeliveryMs, TARGET.firstDeliveryMs)} (median ${secs(med.firstDeliveryMs)})`);
 
-  console.log(`\nthroughput: ${P.messages} messages x ${P.size} bytes, ${P.connections} connections (pair: ${Math.floor(P.connections / 2)} to each node); CPU as % of one core:`);
+  console.log(`\nthroughput: ${P.messages} messages x ${P.size} bytes, ${P.connections} connections (pair: ${Math.floor(P.connections / 2)} to each node); CPU as % of one core (the machine has ${machine.nproc * 100}%):`);
   for (const r of rows) {
-    const cpu = Object.entries(r.cpu).map(([k, v]) => `${k} ${v.pctOfCore}%`).join(", ");
+    const c = r.cpu;
+    const cpu = `a ${c.a.pctOfCore}%, b ${c.b.pctOfCore}%, sink ${c.sink.pctOfCore}%, load ${c.load.pctOfCore}%, other processes ${c.others.pctOfCore}%; machine idle ${c.idle.pctOfCore}% (iowait ${c.iowait.pctOfCore}%)`;
     console.log(`${r.mode.padEnd(8)}  accepted ${r.acceptedPerSec} msg/s (${r.acceptSeconds} s)  delivered ${r.deliveredPerSec} msg/s (${r.deliverSeconds} s)  CPU ${cpu}${Object.keys(r.errors).length ? `  errors ${JSON.stringify(r.errors)}` : ""}`);
   }
-  const [one, pair] = rows;
-  const ratio = { accepted: Math.round((pair.acceptedPerSec / one.acceptedPerSec) * 100) / 100, delivered: Math.round((pair.deliveredPerSec / one.deliveredPerSec) * 100) / 100 };
-  console.log(`pair / one node: accepted ${ratio.accepted}x, delivered ${ratio.delivered}x (target 1.6x when each node has its own cores; here ${machine.nproc} cores are shared by both nodes, the sink and the load generator)`);
+  const of = (mode: Throughput["mode"], k: "acceptedPerSec" | "deliveredPerSec") => median(rows.filter((r) => r.mode === mode).map((r) => r[k]));
+  const r2 = (x: number) => Math.round(x * 100) / 100;
+  const ratio = {
+    accepted: r2(of("pair", "acceptedPerSec") / of("one node", "acceptedPerSec")),
+    delivered: r2(of("pair", "deliveredPerSec") / of("one node", "deliveredPerSec")),
+    perRound: rows.filter((r) => r.mode === "pair").map((r, i) => r2(r.deliveredPerSec / rows.filter((x) => x.mode === "one node")[i].deliveredPerSec)),
+  };
+  console.log(`pair / one node (medians): accepted ${ratio.accepted}x, delivered ${ratio.delivered}x; delivered per round ${ratio.perRound.map((x) => `${x}x`).join(", ")}`);
+  console.log(`(target 1.6x when each node has its own cores; here ${machine.nproc} cores and one disk are shared by both nodes, the sink and the load generator)`);
   console.log(JSON.stringify({ bench: "failover", params: P, machine, timings: { heartbeat_interval: 250, fence_after: 1500, dead_after: 2500 }, runs, median: med, throughput: rows, ratio }));
   if (runs.some((r) => r.lost > 0) || rows.some((r) => r.delivered < r.accepted)) process.exitCode = 1;
 }
