@@ -74,9 +74,19 @@ const secs = (ms: number): string => (Number.isFinite(ms) ? `${(ms / 1000).toFix
 /** Time of a node log line: pino's own "time" when present, else when we read it. */
 const lineTime = (l: ProcLine): number => (typeof l.json?.time === "string" ? Date.parse(l.json.time) : l.t);
 
-async function bothAlive(cluster: TestCluster): Promise<void> {
-  await cluster.waitFor("a and b to see each other alive", async () =>
-    (await cluster.status("a")).peers[0].status.type === "alive" && (await cluster.status("b")).peers[0].status.type === "alive");
+/**
+ * Both nodes alive, each delivering its own spool, no secondary running: a node that starts more
+ * than dead_after after its peer is first taken for dead (its empty spool is claimed and handed
+ * back when it shows up); measure only once that has settled.
+ */
+async function settled(cluster: TestCluster): Promise<void> {
+  await cluster.waitFor("a and b alive, each delivering its own spool", async () => {
+    for (const id of ["a", "b"]) {
+      const s = await cluster.status(id);
+      if (s.peers[0].status.type !== "alive" || s.ownSpool !== "delivering" || s.secondaries.length > 0) return false;
+    }
+    return true;
+  }, 60_000);
 }
 
 interface FailoverRun {
@@ -104,7 +114,7 @@ async function failoverRun(root: string, n: number): Promise<FailoverRun> {
   try {
     await cluster.start("a");
     const b = await cluster.start("b");
-    await bothAlive(cluster);
+    await settled(cluster);
     const smtpA = cluster.addresses.get("a")!.smtp;
     const runId = `q${n}x${process.pid}`;
     const load = await runLoad({ host: smtpA.host, port: smtpA.port, total: P.queued, concurrency: 10, sizeBytes: P.size, from: FROM, to: TO, runId });
@@ -230,7 +240,7 @@ async function throughput(root: string): Promise<Throughput[]> {
   try {
     await cluster.start("a");
     await cluster.start("b");
-    await bothAlive(cluster);
+    await settled(cluster);
     if (P.warmup > 0) {
       log(`throughput: warm-up, ${P.warmup} messages over both nodes`);
       const w = { total: Math.ceil(P.warmup / 2), concurrency: Math.max(1, P.connections / 2), sizeBytes: P.size, from: FROM, to: TO };
