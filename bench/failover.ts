@@ -144,9 +144,12 @@ async function failoverRun(root: string, n: number): Promise<FailoverRun> {
     const first = Math.min(...ts);
     const last = Math.max(...ts);
     const counts = sink!.countsByTestId();
+    // the sink records before its 250; the secondary writes "delivered" after it: let them land
+    const deliveredByB = () => cluster.trackingEvents().filter((e) => e.event === "delivered" && e.node === "b" && e.secondary === "a");
+    await cluster.waitFor("b's secondary to record its deliveries", async () => deliveredByB().length >= P.queued, 30_000).catch(() => undefined);
     const events = cluster.trackingEvents();
     const takeover = events.find((e) => e.event === "takeover" && e.spool === "a");
-    const byB = events.filter((e) => e.event === "delivered" && e.node === "b" && e.secondary === "a");
+    const byB = deliveredByB();
     return {
       detectionMs,
       takeoverLogMs,
