@@ -4,7 +4,9 @@
  * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
  *
  * Policy, in the order a client meets it:
- *  - connect: refused with 421 while the node is not ready (starting, stopping); connection limit.
+ *  - PROXY header (v1 or v2) from the balancers in smtp.proxy_protocol: proxy-front.ts.
+ *  - connect: refused with 421 while the node is not ready (starting, draining, stopping);
+ *    connection limit.
  *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
@@ -31,6 +33,7 @@ import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader } from './received-header.ts';
+import { installProxyFront } from './proxy-front.ts';
 import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
 /** What the node's state allows the listener to do. */
@@ -152,6 +155,7 @@ export class SmtpReceiver {
       },
     });
     (this.server.options as { tandem?: boolean }).tandem = true;
+    installProxyFront(this.server.server, c.proxy_protocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }
 
