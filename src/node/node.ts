@@ -23,7 +23,8 @@ import { TrackingLog } from '../track/tracking-log.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 
-export type NodeHealth = 'starting' | 'ready' | 'stopping';
+/** draining: no new SMTP sessions or transactions (421, /health 503) while deliveries go on. */
+export type NodeHealth = 'starting' | 'ready' | 'draining' | 'stopping';
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
@@ -98,7 +99,7 @@ export class TandemNode {
       logger: log,
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
-      acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
+      acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : this.state === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${this.state}` }),
       onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
       metrics: this.metrics,
     });
@@ -136,6 +137,28 @@ export class TandemNode {
       this.logger.error({ event: 'tracking-reopen-failed', err: String(err) }, `cannot reopen the tracking log ${this.config.tracking.path}: ${err}`);
     }
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
+  }
+
+  /**
+   * Take the node out of the balancer: /health answers 503 "draining", new sessions and new
+   * transactions get 421; a transaction under way finishes; the queue goes on delivering.
+   * Returns the state after the call (only a ready node starts draining).
+   */
+  drain(): NodeHealth {
+    if (this.state === 'ready') {
+      this.state = 'draining';
+      this.logger.info({ event: 'draining' }, 'draining: new mail refused (421), health 503, deliveries go on');
+    }
+    return this.state;
+  }
+
+  /** Undo drain(): accept mail again. Returns the state after the call. */
+  resume(): NodeHealth {
+    if (this.state === 'draining') {
+      this.state = 'ready';
+      this.logger.info({ event: 'resumed' }, 'resumed: accepting mail again');
+    }
+    return this.state;
   }
 
   /** Graceful stop: refuse new mail, finish in-flight work, release the spool. */

@@ -39,6 +39,8 @@ import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/mes
 /** What the node's state allows the listener to do. */
 export type AcceptState =
   | { type: 'accepting' }
+  /** no new sessions or transactions; a transaction already under way is finished */
+  | { type: 'draining' }
   | { type: 'refusing'; reason: string };
 
 export interface ReceiverDeps {
@@ -193,8 +195,9 @@ export class SmtpReceiver {
   private onConnect(session: SMTPServerSession): void {
     if (!session.secure) session.disabledCommands = this.plaintextDisabled;
     const state = this.deps.acceptState();
-    if (state.type === 'refusing') {
-      throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${state.reason}; try another server or later`);
+    if (state.type !== 'accepting') {
+      const reason = state.type === 'draining' ? 'node is draining' : state.reason;
+      throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
   }
 
@@ -211,9 +214,9 @@ export class SmtpReceiver {
     if (declared > this.deps.config.smtp.max_message_size) {
       throw new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.max_message_size} bytes`);
     }
-    if (this.deps.acceptState().type === 'refusing') {
-      throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
-    }
+    const state = this.deps.acceptState().type;
+    if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
+    if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
