@@ -8,17 +8,21 @@
  *  (b) `tandem node drain` takes a node out: HAProxy marks it DOWN, new mail all goes to the
  *      other, the drained node still delivers what it had queued; `resume` brings it back UP;
  *  (c) kill -9 of a node (its whole process group): DOWN within ~2 s; a retrying client loses
- *      nothing it got 250 for (the killed node's queue is delivered when it restarts on its spool).
+ *      nothing it got 250 for (the killed node's queue is delivered when it restarts on its spool);
+ *  (d) the shipped deploy/haproxy.cfg passes `haproxy -c`, and, with the example addresses
+ *      replaced by these nodes' and the daemon/chroot/user lines dropped, carries mail to both.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink, type Sink } from './harness/sink.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
-import { startHaproxy, type Haproxy } from './harness/haproxy.ts';
+import { startHaproxy, runHaproxyConfig, HAPROXY_BIN, type Haproxy } from './harness/haproxy.ts';
+import { execFileSync } from 'node:child_process';
+import { REPO_ROOT } from './harness/node.ts';
 import { freePort } from './harness/ports.ts';
 import { runCli, writeTables } from './harness/tandem.ts';
 import { sendMail } from './harness/smtp-client.ts';
@@ -126,6 +130,7 @@ test('(b) drain: HAProxy takes the node out, the other takes all new mail, queue
   assert.equal(drained.code, 0, drained.stderr);
   const t0 = Date.now();
   await lb.waitServerState('a', 'DOWN', 5_000);
+  const drainToDownMs = Date.now() - t0;
   const health = await runCli(['node', 'health', '--admin', admin(a), '--json']);
   assert.equal(health.code, 1, 'health exits 1 while draining');
   assert.equal(JSON.parse(health.stdout).state, 'draining');
@@ -133,7 +138,7 @@ test('(b) drain: HAProxy takes the node out, the other takes all new mail, queue
   const direct = await fetch(`http://${admin(a)}/health`);
   assert.equal(direct.status, 503);
   assert.equal((await direct.json()).state, 'draining');
-  console.log(`# drain → HAProxy DOWN after ${Date.now() - t0} ms; ${queuedOnA} message(s) queued on a`);
+  console.log(`# drain → HAProxy DOWN after ${drainToDownMs} ms; ${queuedOnA} message(s) queued on a`);
 
   for (let i = 0; i < 6; i++) await sendThroughLb(`drained-${i}`);
   await eventually('all 6 new messages at b\'s sink', () => [...testIds(members.b.sink)].filter((t) => t?.startsWith('drained-')).length === 6);
@@ -184,4 +189,39 @@ test('(c) kill -9 of a node: HAProxy marks it DOWN within ~2 s and a retrying cl
   });
   assert.deepEqual(missing, [], 'every message that got a 250 reached a sink');
   console.log(`# load: ${result.accepted.size} accepted, ${result.attempts} attempts, errors ${JSON.stringify(result.errors)}`);
+});
+
+test('(d) the shipped deploy/haproxy.cfg is valid and, with these nodes\' addresses, carries mail to both', async () => {
+  const shipped = path.join(REPO_ROOT, 'deploy/haproxy.cfg');
+  assert.match(execFileSync(HAPROXY_BIN, ['-c', '-f', shipped], { encoding: 'utf8' }), /Configuration file is valid/);
+
+  const d = mkdtempSync(path.join(os.tmpdir(), 'tandem-deploy-cfg-'));
+  const port = await freePort();
+  const statsSocket = path.join(d, 'admin.sock');
+  const nodes = { mx1: members.a, mx2: members.b };
+  let text = readFileSync(shipped, 'utf8')
+    .replace(/^ *(daemon|chroot .*|user .*|group .*|log \/dev\/log .*)$/gm, '')
+    .replace(/^( *stats socket) \/run\/haproxy\/admin\.sock /m, `$1 ${statsSocket} `)
+    .replace(/^( *bind) :25$/m, `$1 127.0.0.1:${port}`)
+    .replace(/^( *bind) 127\.0\.0\.1:8404$/m, `$1 127.0.0.1:${await freePort()}`);
+  for (const [name, m] of Object.entries(nodes)) {
+    text = text.replace(new RegExp(`^( *server ${name}) \\S+:25 (.*) port 8025$`, 'm'), `$1 127.0.0.1:${m.smtpPort} $2 port ${m.adminPort}`);
+  }
+  assert.ok(text.includes(`stats socket ${statsSocket} `), 'the stats socket moved to the temp folder');
+  assert.equal((text.match(/127\.0\.0\.1:\d+ send-proxy-v2 check port \d+/g) ?? []).length, 2, `both server lines rewritten:\n${text}`);
+  const configFile = path.join(d, 'haproxy.cfg');
+  writeFileSync(configFile, text);
+  const shippedLb = await runHaproxyConfig({ dir: d, configFile, smtp: { host: '127.0.0.1', port }, statsSocket, backend: 'tandem_smtp', servers: 2 });
+  try {
+    await Promise.all([shippedLb.waitServerState('mx1', 'UP'), shippedLb.waitServerState('mx2', 'UP')]);
+    const before = { a: members.a.sink.count(), b: members.b.sink.count() };
+    for (let i = 0; i < 4; i++) {
+      const res = await sendMail(port, 'sender@client.test', ['someone@remote.test'], `Subject: deploy ${i}\r\nX-Test-Id: deploy-${i}\r\n\r\nhello\r\n`);
+      assert.match(res.response, /^250 /);
+    }
+    await eventually('the 4 messages at the sinks', () => members.a.sink.count() - before.a + members.b.sink.count() - before.b >= 4);
+    assert.ok(members.a.sink.count() > before.a && members.b.sink.count() > before.b, 'both nodes took some');
+  } finally {
+    await shippedLb.stop();
+  }
 });

@@ -7,6 +7,7 @@
  *   startHaproxy(opts): Promise<Haproxy>  writes a config in a temp folder, starts
  *       `haproxy -db -f CFG` in its own process group (procs.ts), waits until the stats socket
  *       answers and the frontend accepts connections.
+ *   runHaproxyConfig(c): Promise<Haproxy>  the same on a config file the caller wrote
  *   Haproxy   smtp (frontend address), statsSocket, serverState(name), waitServerState(name,
  *             state, timeoutMs), runtime(command), stop() (also removes the temp folder),
  *             proc, configFile; haproxy's log lines are in proc.lines
@@ -132,30 +133,38 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-haproxy-'));
   const port = await freePort();
   const configFile = join(dir, 'haproxy.cfg');
-  const statsSocket = join(dir, 'haproxy.sock');
   writeFileSync(configFile, haproxyConfig(dir, port, opts));
+  return runHaproxyConfig({ dir, configFile, smtp: { host: '127.0.0.1', port }, statsSocket: join(dir, 'haproxy.sock'), backend: BACKEND, servers: opts.backends.length });
+}
+
+/**
+ * Runs haproxy on a config written by the caller (e.g. the shipped deploy/haproxy.cfg with
+ * test addresses): `dir` is removed on stop; `backend` is the backend whose servers are
+ * watched, `servers` how many it has; readiness as in startHaproxy.
+ */
+export async function runHaproxyConfig(c: { dir: string; configFile: string; smtp: HostPort; statsSocket: string; backend: string; servers: number }): Promise<Haproxy> {
+  const { dir, configFile, smtp, statsSocket } = c;
   const proc = await spawnProcess(HAPROXY_BIN, ['-db', '-f', configFile], { name: 'haproxy' });
-  const smtp = { host: '127.0.0.1', port };
 
   const stat = async (): Promise<Map<string, string>> => {
     const csv = await runtimeCommand(statsSocket, 'show stat');
     const states = new Map<string, string>();
     for (const line of csv.split('\n')) {
       const f = line.split(',');
-      if (f[0] === BACKEND && f[1] !== 'BACKEND') states.set(f[1], f[17]);
+      if (f[0] === c.backend && f[1] !== 'BACKEND') states.set(f[1], f[17]);
     }
     return states;
   };
   const serverState = async (name: string): Promise<ServerState> => {
     const state = (await stat()).get(name);
-    if (state === undefined) throw new Error(`haproxy has no server ${name} in backend ${BACKEND}`);
+    if (state === undefined) throw new Error(`haproxy has no server ${name} in backend ${c.backend}`);
     return state;
   };
 
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (proc.exitStatus) throw new Error(`haproxy exited at start (code ${proc.exitStatus.code}):\n${proc.output()}`);
-    if (existsSync(statsSocket) && (await stat().then((m) => m.size === opts.backends.length, () => false)) && (await accepts(smtp))) break;
+    if (existsSync(statsSocket) && (await stat().then((m) => m.size === c.servers, () => false)) && (await accepts(smtp))) break;
     if (Date.now() > deadline) {
       await proc.killHard();
       throw new Error(`haproxy did not come up within 10 s:\n${proc.output()}`);
