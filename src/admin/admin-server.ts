@@ -4,7 +4,10 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"fenced"|"stopping"}
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"fenced"|"stopping"}
+ *                           (the same value also as `state`)
+ *   POST /drain | /resume   take the node out of / back into service (see TandemNode.drain);
+ *                           200 {state}, 409 when the node is starting or stopping
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state
@@ -37,8 +40,16 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
 
   app.get('/health', async (_req, reply) => {
     const status = node.health();
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, node: node.config.node.id });
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id });
   });
+  const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
+    const state = change === 'drain' ? node.drain() : node.resume();
+    const wanted = change === 'drain' ? 'draining' : 'ready';
+    if (state !== wanted) return reply.code(409).send({ state, error: `the node is ${state}; it cannot ${change} now` });
+    return { state, node: node.config.node.id };
+  };
+  app.post('/drain', serviceChange('drain'));
+  app.post('/resume', serviceChange('resume'));
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', node.metrics.registry.contentType);
     return node.metrics.registry.metrics();

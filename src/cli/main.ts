@@ -5,6 +5,7 @@
  *   tandem demo [--dir DIR] [--listen H:P]      a node on an embedded default (no external server)
  *   tandem config check FILE                    validate the config and every table it names
  *   tandem queue list|show ID|hold ID|release ID|delete ID|flush   (--admin, --config or --spool)
+ *   tandem node drain|resume|health --admin URL [--token T]   take a node out of the balancer and back
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
  *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL --config FILE [--json]
  *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
@@ -19,6 +20,7 @@ import { loadConfig, type ConfigOverrides } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
 import { TandemNode } from '../node/node.ts';
 import { runQueueCommand } from './queue-command.ts';
+import { runNodeCommand } from './node-command.ts';
 import { checkConfig } from './config-check.ts';
 import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
@@ -111,6 +113,19 @@ clusterOpts(cluster.command('unfence <node>').description('let a fenced node bac
   .action(async (node, opts) => process.exit(await runClusterAction('unfence', node, opts)));
 clusterOpts(cluster.command('handback <spool>').description('make the node holding SPOOL stop its secondary and release the claim now'))
   .action(async (spool, opts) => process.exit(await runClusterAction('handback', spool, opts)));
+
+const nodeCmd = program.command('node').description('a running node and its load balancer: drain, resume, health');
+for (const [name, desc] of [
+  ['drain', 'stop taking new mail (health 503 so the balancer removes the node, new sessions 421); deliveries go on'],
+  ['resume', 'take new mail again after a drain'],
+  ['health', 'the node\'s health as the balancer sees it (exit 0 only when ready)'],
+] as const) {
+  nodeCmd.command(name).description(desc)
+    .option('--admin <url>', 'admin API of the node (http://host:port or host:port)')
+    .option('--token <token>', 'admin API bearer token (or TANDEM_ADMIN_TOKEN)')
+    .addOption(new Option('--json', 'machine-readable output'))
+    .action(async (opts) => process.exit(await runNodeCommand(name, opts)));
+}
 
 program.command('passwd')
   .description('password tools for smtp.auth_passwords')

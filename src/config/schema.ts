@@ -50,8 +50,9 @@ export const configSchema = z.object({
     listen: hostPort(25).default('127.0.0.1:2525'),
     banner: z.string().default('Tandem'),
     /**
-     * PROXY protocol (v1) from a load balancer: false, true (from any client — only safe when
-     * nothing but the balancer can reach the listener), or the balancer addresses to trust.
+     * PROXY protocol (v1 text or v2 binary, e.g. HAProxy send-proxy-v2) from a load balancer:
+     * false, true (from any client — only safe when nothing but the balancer can reach the
+     * listener), or the balancer addresses to trust.
      */
     proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)], { errorMap: () => ({ message: 'use false, true, or a list of load-balancer addresses' }) }).default(false),
     max_message_size: size('10240000'),

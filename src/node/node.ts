@@ -29,7 +29,8 @@ import { startAdminServer } from '../admin/admin-server.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
 import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
 
-export type NodeHealth = 'starting' | 'ready' | 'fenced' | 'stopping';
+/** fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP sessions or transactions (421, /health 503) while deliveries go on. */
+export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'stopping';
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
@@ -68,7 +69,7 @@ export class TandemNode {
   }
 
   health(): NodeHealth {
-    if (this.state === 'ready' && this.cluster?.isFenced()) return 'fenced';
+    if ((this.state === 'ready' || this.state === 'draining') && this.cluster?.isFenced()) return 'fenced';
     return this.state;
   }
 
@@ -89,7 +90,7 @@ export class TandemNode {
     let claimedBy: string | undefined;
     if (c.cluster) {
       this.cluster = new ClusterManager(c, {
-        state: () => (this.state === 'ready' ? 'ready' : this.state === 'stopping' ? 'stopping' : 'starting'),
+        state: () => this.state,
         queueDepth: () => Object.values(this.qmgr.counts()).reduce((a, b) => a + b, 0),
         loseOwnSpool: () => this.loseOwnSpool(),
         regainOwnSpool: () => this.startDelivering(false),
@@ -113,7 +114,10 @@ export class TandemNode {
       logger: log,
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
-      acceptState: () => (this.health() === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.health()}` }),
+      acceptState: () => {
+        const health = this.health();
+        return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
+      },
       onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
       metrics: this.metrics,
     });
@@ -187,6 +191,28 @@ export class TandemNode {
       this.logger.error({ event: 'tracking-reopen-failed', err: String(err) }, `cannot reopen the tracking log ${this.config.tracking.path}: ${err}`);
     }
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
+  }
+
+  /**
+   * Take the node out of the balancer: /health answers 503 "draining", new sessions and new
+   * transactions get 421; a transaction under way finishes; the queue goes on delivering.
+   * Returns the state after the call (only a ready node starts draining).
+   */
+  drain(): NodeHealth {
+    if (this.state === 'ready') {
+      this.state = 'draining';
+      this.logger.info({ event: 'draining' }, 'draining: new mail refused (421), health 503, deliveries go on');
+    }
+    return this.state;
+  }
+
+  /** Undo drain(): accept mail again. Returns the state after the call. */
+  resume(): NodeHealth {
+    if (this.state === 'draining') {
+      this.state = 'ready';
+      this.logger.info({ event: 'resumed' }, 'resumed: accepting mail again');
+    }
+    return this.state;
   }
 
   /** Graceful stop: refuse new mail, finish in-flight work, release the spool. */
