@@ -25,11 +25,11 @@ const procs = trackProcesses();
 after(() => procs.stopAll());
 
 const TOTAL = 5000;
-const TOTAL_CONCURRENCY = 20;
+const TOTAL_CONCURRENCY = 10;
 
 test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a random moment, then restarted', { timeout: 600_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-chaos-'));
-  const sink = await startSink({ delayMs: 2 }); // a next hop a little slower than the nodes: queues build up
+  const sink = await startSink({ delayMs: 40 }); // a next hop slower than the nodes take mail in: queues build up
   const cluster = await createCluster({
     dir, relayHost: sink.address,
     extra: { smtp: { proxy_protocol: ['127.0.0.1'] }, queue: { total_concurrency: TOTAL_CONCURRENCY, min_backoff: '1s', max_backoff: '2s' } },
@@ -62,14 +62,15 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
     await cluster.waitFor('a\'s spool drained by b\'s secondary', async () => ['incoming', 'active', 'deferred'].every((s) => readdirSync(path.join(spoolA, s)).length === 0), 60_000);
     const events = cluster.trackingEvents();
     const bySecondary = events.filter((e) => e.event === 'delivered' && e.secondary === 'a');
-    if (queuedAtKill > TOTAL_CONCURRENCY * 2) assert.ok(bySecondary.length > 0, `a had ${queuedAtKill} messages queued at the kill: b's secondary must deliver some`);
+    assert.ok(queuedAtKill > TOTAL_CONCURRENCY * 2, `a backlog on a at the kill (${queuedAtKill} queued)`);
+    assert.ok(bySecondary.length >= queuedAtKill - TOTAL_CONCURRENCY * 2, `a had ${queuedAtKill} messages queued at the kill: b's secondary delivered ${bySecondary.length}`);
     assert.ok(events.some((e) => e.event === 'takeover' && e.spool === 'a' && e.node === 'b'));
 
     const got = sink.countsByTestId();
     let fromClient = 0;
     let inFlight = 0;
     for (const [id, n] of got) if (n > 1) (result.uncertain.has(id) ? (fromClient += n - 1) : (inFlight += n - 1));
-    const bound = Math.max(TOTAL_CONCURRENCY * 2, 50);
+    const bound = TOTAL_CONCURRENCY; // transactions a can have in flight (queue.total_concurrency)
     console.log(`# chaos: kill after ${killAfter} deliveries, ${queuedAtKill} queued on a; HAProxy marked a DOWN ${downMs} ms after the kill; ${bySecondary.length} recipient(s) delivered by b's secondary; duplicates: ${inFlight} in flight (bound ${bound}), ${fromClient} resent by the client (${result.uncertain.size} uncertain)`);
     assert.ok(inFlight <= bound, `${inFlight} duplicates exceed the deliveries in flight (${bound})`);
     assert.ok(fromClient <= result.uncertain.size);

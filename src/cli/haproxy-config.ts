@@ -1,6 +1,6 @@
 /**
  * cli/haproxy-config.ts — an HAProxy configuration for Tandem nodes (used by `tandem up`; the
- * commented production example is deploy/haproxy.cfg).
+ * test harness; the commented production example is deploy/haproxy.cfg).
  *
  * Exports: haproxyConfig.
  * TCP mode; round robin; HTTP health check of each node's admin /health (200 only when the node
@@ -18,16 +18,32 @@ export interface HaproxyBackend {
 
 const hp = (a: { host: string; port: number }) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
 
-export function haproxyConfig(opts: { listen: string; backends: HaproxyBackend[]; statsSocket?: string; checkInterMs?: number }): string {
+export interface HaproxyConfigOptions {
+  listen: string;
+  backends: HaproxyBackend[];
+  /** Runtime API socket (state queries, drain by hand). */
+  statsSocket?: string;
+  /** Health-check interval (default 500 ms; a node is out after 2 failed checks). */
+  checkInterMs?: number;
+  /** PROXY protocol v2 to the nodes (default true). */
+  proxyV2?: boolean;
+}
+
+export function haproxyConfig(opts: HaproxyConfigOptions): string {
   const inter = opts.checkInterMs ?? 500;
+  const proxy = opts.proxyV2 ?? true ? ' send-proxy-v2' : '';
   return [
     'global',
     '    noreuseport',
+    '    log stdout format raw local0 info',
     ...(opts.statsSocket ? [`    stats socket ${opts.statsSocket} mode 600 level admin`] : []),
     '',
     'defaults',
     '    mode tcp',
+    '    log global',
+    '    option tcplog',
     '    timeout connect 2s',
+    '    timeout check 1s',
     '    timeout client 5m',
     '    timeout server 5m',
     '    retries 3',
@@ -41,7 +57,7 @@ export function haproxyConfig(opts: { listen: string; backends: HaproxyBackend[]
     '    balance roundrobin',
     '    option httpchk GET /health',
     '    http-check expect status 200',
-    ...opts.backends.map((b) => `    server ${b.name} ${hp(b.smtp)} send-proxy-v2 check port ${b.admin.port} addr ${b.admin.host} inter ${inter}ms fall 2 rise 2`),
+    ...opts.backends.map((b) => `    server ${b.name} ${hp(b.smtp)}${proxy} check port ${b.admin.port} addr ${b.admin.host} inter ${inter}ms fall 2 rise 2`),
     '',
   ].join('\n');
 }

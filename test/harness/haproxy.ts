@@ -16,7 +16,7 @@
  * Server states are HAProxy's own words from `show stat` (column status): "UP", "DOWN",
  * "MAINT", "DRAIN", and transitions like "UP 1/2" (going down) or "DOWN 1/2" (going up).
  * waitServerState polls the stats socket (every 50 ms) for the exact word.
- * Config choices (mirroring deploy/haproxy.cfg, shorter timeouts): `noreuseport` (else a port in
+ * The config is the one `tandem up` writes (src/cli/haproxy-config.ts, mirroring deploy/haproxy.cfg): `noreuseport` (else a port in
  * use is silently shared), `option httpchk GET /health` + `check port <admin port>` with
  * `inter <checkInterMs> fall 2 rise 2`, `option redispatch` + `retries 3`, `balance roundrobin`,
  * `send-proxy-v2` to the SMTP port (not to the check, which is plain HTTP on the admin port).
@@ -30,9 +30,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnProcess, type Proc } from './procs.ts';
 import { freePort, type HostPort } from './ports.ts';
+import { haproxyConfig } from '../../src/cli/haproxy-config.ts';
 
 export const HAPROXY_BIN = '/usr/sbin/haproxy';
-const BACKEND = 'tandem';
+/** The backend name in src/cli/haproxy-config.ts. */
+const BACKEND = 'tandem_nodes';
 
 export interface HaproxyBackend {
   name: string;
@@ -66,38 +68,11 @@ export interface Haproxy {
 }
 
 /** The haproxy.cfg for these backends (see header for the choices). */
-function haproxyConfig(dir: string, port: number, opts: HaproxyOptions): string {
-  const inter = opts.checkInterMs ?? 500;
-  const proxy = opts.proxyV2 ?? true ? ' send-proxy-v2' : '';
-  const servers = opts.backends.map((b) =>
-    `    server ${b.name} ${b.smtp.host}:${b.smtp.port}${proxy} check addr ${b.admin.host} port ${b.admin.port}`).join('\n');
-  return `global
-    stats socket ${join(dir, 'haproxy.sock')} mode 600 level admin
-    noreuseport
-    log stdout format raw local0 info
-
-defaults
-    mode tcp
-    log global
-    option tcplog
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout check 1s
-    retries 3
-    option redispatch
-
-frontend smtp_in
-    bind 127.0.0.1:${port}
-    default_backend ${BACKEND}
-
-backend ${BACKEND}
-    balance roundrobin
-    option httpchk GET /health
-    http-check expect status 200
-    default-server inter ${inter}ms fall 2 rise 2
-${servers}
-`;
+function harnessConfig(dir: string, port: number, opts: HaproxyOptions): string {
+  return haproxyConfig({
+    listen: `127.0.0.1:${port}`, backends: opts.backends, statsSocket: join(dir, 'haproxy.sock'),
+    checkInterMs: opts.checkInterMs ?? 500, proxyV2: opts.proxyV2 ?? true,
+  });
 }
 
 /** Sends one command to the runtime API socket and returns the whole answer. */
@@ -133,7 +108,7 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   const dir = mkdtempSync(join(tmpdir(), 'tandem-haproxy-'));
   const port = await freePort();
   const configFile = join(dir, 'haproxy.cfg');
-  writeFileSync(configFile, haproxyConfig(dir, port, opts));
+  writeFileSync(configFile, harnessConfig(dir, port, opts));
   return runHaproxyConfig({ dir, configFile, smtp: { host: '127.0.0.1', port }, statsSocket: join(dir, 'haproxy.sock'), backend: BACKEND, servers: opts.backends.length });
 }
 
