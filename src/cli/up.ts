@@ -16,7 +16,7 @@
  * <dir>/haproxy.cfg, <dir>/log/<id>.log, <dir>/log/tracking.log.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -185,7 +185,9 @@ export async function runUp(opts: UpOptions): Promise<void> {
         listen: opts.listen,
         backends: members.map((m) => ({ name: m.id, smtp: parseHostPort(m.smtp), admin: parseHostPort(m.admin) })),
       }));
-      const lb = spawn('haproxy', ['-db', '-f', cfg], { detached: true, stdio: ['ignore', 'ignore', createWriteStream(path.join(dir, 'log', 'haproxy.log'), { flags: 'a' }) as any] });
+      const log = openSync(path.join(dir, 'log', 'haproxy.log'), 'a');
+      const lb = spawn('haproxy', ['-db', '-f', cfg], { detached: true, stdio: ['ignore', log, log] });
+      closeSync(log);
       started.push(lb);
       await waitForPort(front.host, front.port, 10_000);
     }
