@@ -84,6 +84,8 @@ export class ClusterManager {
   private readonly mono = () => performance.now();
   private lastRenewOk: number;
   private renewing = false;
+  private renewFailing = false;
+  private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
   private goodRenewalsSinceFence = 0;
   private fence?: FenceReason;
   /** True while another node's claim keeps us from delivering our own spool. */
@@ -117,7 +119,7 @@ export class ClusterManager {
       peers.map((p) => ({ id: p.id, address: p.heartbeat })),
       this.sealer,
       (hb) => this.onHeartbeat(hb),
-      (reason, from) => this.logger.warn({ event: 'heartbeat-rejected', reason, from }, `heartbeat from ${from} dropped: ${reason}`),
+      (reason, from) => this.noteRejected(reason, from),
     );
     this.disk = new DiskHeartbeat(config.spool.root, this.me, this.boot, this.sealer);
     this.claims = new ClaimStore(config.spool.root, this.sealer, (msg, fields) => this.logger.warn(fields, msg));
@@ -175,9 +177,15 @@ export class ClusterManager {
 
   /** Operator: hand a spool we hold back to its node now. */
   async handBack(spool: string): Promise<ClaimRecord> {
-    const record = this.records.get(spool) ?? await this.claims.current(spool);
-    if (record.kind !== 'claim' || record.by !== this.me) throw new Error(`spool ${spool} is not held by ${this.me} (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
-    return this.release(spool, record, 'handed back by the operator');
+    if (this.busy.has(spool)) throw new Error(`a takeover or handback of spool ${spool} is under way on ${this.me}; try again in a moment`);
+    this.busy.add(spool);
+    try {
+      const record = await this.claims.current(spool);
+      if (record.kind !== 'claim' || record.by !== this.me) throw new Error(`spool ${spool} is not held by ${this.me} (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
+      return await this.release(spool, record, 'handed back by the operator');
+    } finally {
+      this.busy.delete(spool);
+    }
   }
 
   /**
@@ -217,6 +225,15 @@ export class ClusterManager {
     };
   }
 
+  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s. */
+  private noteRejected(reason: HeartbeatRejectReason, from: string): void {
+    const now = this.mono();
+    const last = this.rejectLogged.get(reason);
+    if (last !== undefined && now - last < 10_000) return;
+    this.rejectLogged.set(reason, now);
+    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason] }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
+  }
+
   private onHeartbeat(hb: Heartbeat): void {
     this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
   }
@@ -229,8 +246,14 @@ export class ClusterManager {
         () => {
           this.lastRenewOk = this.mono();
           if (this.fence) this.goodRenewalsSinceFence++;
+          if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
+          this.renewFailing = false;
         },
-        (err) => this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`),
+        (err) => {
+          // once per outage, not four times a second
+          if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`);
+          this.renewFailing = true;
+        },
       ).finally(() => { this.renewing = false; });
     }
     const overdue = this.mono() - this.lastRenewOk;
