@@ -4,7 +4,9 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"stopping"}
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"stopping"}; with a
+ *                           directory also {directory:{servers:[...], cache:{...}}} (the status
+ *                           code does not depend on it: mail flows on cached answers)
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state
@@ -34,7 +36,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
 
   app.get('/health', async (_req, reply) => {
     const status = node.health();
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, node: node.config.node.id });
+    const directory = node.directoryHealth();
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, node: node.config.node.id, ...(directory ? { directory } : {}) });
   });
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', node.metrics.registry.contentType);

@@ -81,5 +81,6 @@ function resolvePaths(cfg: TandemConfig, baseDir: string): TandemConfig {
   for (const k of Object.keys(cfg.tables) as (keyof typeof cfg.tables)[]) cfg.tables[k] = r(cfg.tables[k]);
   if (cfg.smtp.tls) cfg.smtp.tls = { cert: r(cfg.smtp.tls.cert)!, key: r(cfg.smtp.tls.key)! };
   cfg.smtp.auth_passwords = r(cfg.smtp.auth_passwords);
+  if (cfg.directory) cfg.directory.bind_password_file = r(cfg.directory.bind_password_file);
   return cfg;
 }
