@@ -3,7 +3,7 @@
  *
  * Exports: DirectoryRouter, combineSources (directory-router.ts), DirectorySource
  * (directory-source.ts), DirectoryPool and its errors and types (pool.ts), LookupCache
- * (cache.ts), the entry builders for `tandem dir` (entries.ts).
+ * (cache.ts), DirectoryAdmin (the changes behind `tandem dir`, directory-admin.ts).
  * What can go wrong: see each module's header. Config keys: directory.* (read in node/wiring.ts).
  */
 export { DirectoryRouter, combineSources } from './directory-router.ts';
@@ -13,3 +13,5 @@ export { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableErr
 export type { DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus, LdapClient } from './pool.ts';
 export { LookupCache } from './cache.ts';
 export type { LookupCacheOptions, CacheStats } from './cache.ts';
+export { DirectoryAdmin, DIR_KINDS } from './directory-admin.ts';
+export type { DirKind, DirEntry, ImportCounts } from './directory-admin.ts';
