@@ -8,6 +8,7 @@
  *   LdapSetup      servers, suffix, rootDn, rootPw, dir, stopAll()
  *   SlapdServer    name, url, port, kill() (SIGKILL), stop(), start() (same config and data)
  *   waitForEntry(url, dn, present, timeoutMs?)    polls a base search until the entry is (not) there
+ *   directorySection(setup, roles, extra?)         the directory: config section for a node
  *   SLAPD_AVAILABLE  whether /usr/sbin/slapd exists (tests skip with a message otherwise)
  *
  * Each server: slapd.conf style (slapd -f), mdb in a temp folder, schemas core, cosine,
@@ -214,4 +215,18 @@ export async function waitForEntry(url: string, dn: string, present: boolean, ti
     if (Date.now() - t0 > timeoutMs) throw new Error(`${dn} still ${present ? 'absent' : 'present'} on ${url} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** The directory: section of a node config for `setup`, servers in the given order and roles. */
+export function directorySection(setup: LdapSetup, roles: Array<'master' | 'shadow'>, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    servers: setup.servers.map((s, i) => ({ url: s.url, role: roles[i] })),
+    base_dn: setup.suffix,
+    bind_dn: setup.rootDn,
+    bind_password: setup.rootPw,
+    connect_timeout: '500ms',
+    operation_timeout: '1s',
+    server_backoff: '500ms',
+    ...extra,
+  };
 }

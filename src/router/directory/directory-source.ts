@@ -9,8 +9,8 @@
  *    tandemDomainType local | relay. A domain with both kinds of entry is local.
  *  - any entry with mailLocalAddress = the key ("user@d", "@d" catch-all, or bare "user" for
  *    every local domain, as in the tables):
- *      targets = mailRoutingAddress + rfc822MailMember + the address of each `member` DN
- *      (its `mail`, else its lowest mailLocalAddress): then the key is an alias or list;
+ *      targets = the address of each `member` DN (its `mail`, else its lowest
+ *      mailLocalAddress) + mailRoutingAddress + rfc822MailMember: the key is an alias or list;
  *      no targets: the key is a mailbox, maildir = tandemMaildir (relative to
  *      local.maildir_root; ".." refused), else "<domain>/<local>/" of the entry's `mail` or of
  *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25).
@@ -123,17 +123,17 @@ export class DirectorySource implements RoutingSource {
       dns.splice(Math.max(0, this.opts.maxTargets + 1 - raw.length));
     }
     const targets: string[] = [];
-    for (const value of raw) {
-      const parsed = parseAddress(value);
-      if (parsed) targets.push(parsed.address);
-      else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain); skipped`);
-    }
     const memberAddresses = await Promise.all(dns.map((dn) => this.members.get(dn, () => this.readMember(dn))));
     dns.forEach((dn, i) => {
       const address = memberAddresses[i];
       if (address) targets.push(address);
       else this.warnOnce(e.dn, `m:${dn}`, `directory entry ${e.dn}: member ${dn} does not exist or has no mail address; skipped`);
     });
+    for (const value of raw) {
+      const parsed = parseAddress(value);
+      if (parsed) targets.push(parsed.address);
+      else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain); skipped`);
+    }
     if (raw.length + dns.length > 0) return { targets };
 
     const mailHost = first(e, 'mailHost');
