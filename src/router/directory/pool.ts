@@ -199,7 +199,8 @@ export class DirectoryPool {
     } catch (err) {
       this.opts.onRequest?.(server.config.url, kind, (performance.now() - t0) / 1000, false);
       const refusal = kind === 'write' && err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError);
-      if (!refusal) this.markDown(server, err as Error);
+      if (refusal) this.markUp(server, performance.now() - t0);
+      else this.markDown(server, err as Error);
       throw err;
     }
   }
