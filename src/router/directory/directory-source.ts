@@ -25,7 +25,7 @@
  * Config keys (passed in): directory.base_dn, local.maildir_root, local.max_alias_expansion.
  */
 import path from 'node:path';
-import { AndFilter, EqualityFilter, NoSuchObjectError, InvalidDNSyntaxError, type Entry } from 'ldapts';
+import { AndFilter, OrFilter, EqualityFilter, NoSuchObjectError, InvalidDNSyntaxError, type Entry } from 'ldapts';
 import { TempLookupError } from '../../util/errors.ts';
 import type { AddressInfo, DomainKind, RoutingSource } from '../resolver.ts';
 import { parseAddress } from '../tables/address.ts';
@@ -95,8 +95,15 @@ export class DirectorySource implements RoutingSource {
   }
 
   async transports(keys: readonly string[]): Promise<Array<TransportSpec | undefined>> {
+    // the keys that are not cached are read with one search for all of them
+    let batch: Promise<Map<string, TransportSpec | Error>> | undefined;
+    const load = async (key: string) => {
+      const found = (await (batch ??= this.readRoutes(keys))).get(key);
+      if (found instanceof Error) throw found;
+      return found;
+    };
     return Promise.all(keys.map(async (key) => {
-      const route = await this.routes.get(key, () => this.readRoute(key));
+      const route = await this.routes.get(key, () => load(key));
       if (route || !key.includes('@')) return route;
       const mailHost = (await this.addressEntry(key))?.mailHost;
       return mailHost ? { kind: 'smtp-fixed', host: mailHost, port: 25 } : undefined;
@@ -175,19 +182,24 @@ export class DirectorySource implements RoutingSource {
     return candidates.map((c) => parseAddress(c ?? '')).find((p) => p !== undefined)?.address;
   }
 
-  private async readRoute(key: string): Promise<TransportSpec | undefined> {
-    const entries = await this.search(new AndFilter({ filters: [eq('objectClass', 'tandemRoute'), eq('tandemRouteKey', key)] }), ['tandemTransport']);
-    if (entries.length === 0) return undefined;
-    const e = entries[0];
-    const value = first(e, 'tandemTransport') ?? '';
-    try {
-      return parseTransportValue(value);
-    } catch (err) {
-      throw new TempLookupError(`directory entry ${e.dn}: tandemTransport ${(err as Error).message}; fix the entry (mail for ${key} waits until then)`);
+  /** The tandemRoute entries of `keys`; a malformed value becomes a TempLookupError for its key. */
+  private async readRoutes(keys: readonly string[]): Promise<Map<string, TransportSpec | Error>> {
+    const filter = new AndFilter({ filters: [eq('objectClass', 'tandemRoute'), new OrFilter({ filters: keys.map((k) => eq('tandemRouteKey', k)) })] });
+    const found = new Map<string, TransportSpec | Error>();
+    for (const e of await this.search(filter, ['tandemRouteKey', 'tandemTransport'])) {
+      const key = first(e, 'tandemRouteKey')?.toLowerCase();
+      if (key === undefined || found.has(key)) continue;
+      const value = first(e, 'tandemTransport') ?? '';
+      try {
+        found.set(key, parseTransportValue(value));
+      } catch (err) {
+        found.set(key, new TempLookupError(`directory entry ${e.dn}: tandemTransport ${(err as Error).message}; fix the entry (mail for ${key} waits until then)`));
+      }
     }
+    return found;
   }
 
-  private search(filter: EqualityFilter | AndFilter, attributes: string[]): Promise<Entry[]> {
+  private search(filter: EqualityFilter | AndFilter | OrFilter, attributes: string[]): Promise<Entry[]> {
     return this.opts.pool.read(async (c) => (await c.search(this.opts.baseDn, { scope: 'sub', filter, attributes })).searchEntries);
   }
 
