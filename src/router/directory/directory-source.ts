@@ -10,7 +10,9 @@
  *  - any entry with mailLocalAddress = the key ("user@d", "@d" catch-all, or bare "user" for
  *    every local domain, as in the tables):
  *      targets = the address of each `member` DN (its `mail`, else its lowest
- *      mailLocalAddress) + mailRoutingAddress + rfc822MailMember: the key is an alias or list;
+ *      mailLocalAddress) + mailRoutingAddress + rfc822MailMember (as in the aliases table:
+ *      "user@d", "@other" keeping the local part, or a bare "user" in the key's domain):
+ *      the key is an alias or list;
  *      no targets: the key is a mailbox, maildir = tandemMaildir (relative to
  *      local.maildir_root; ".." refused), else "<domain>/<local>/" of the entry's `mail` or of
  *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25).
@@ -137,9 +139,9 @@ export class DirectorySource implements RoutingSource {
       else this.warnOnce(e.dn, `m:${dn}`, `directory entry ${e.dn}: member ${dn} does not exist or has no mail address; skipped`);
     });
     for (const value of raw) {
-      const parsed = parseAddress(value);
-      if (parsed) targets.push(parsed.address);
-      else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain); skipped`);
+      const target = aliasTarget(value);
+      if (target) targets.push(target);
+      else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain, @domain or a bare user); skipped`);
     }
     if (raw.length + dns.length > 0) return { targets };
 
@@ -210,6 +212,16 @@ export class DirectorySource implements RoutingSource {
     this.warned.add(key);
     this.opts.warn(msg, { event: 'directory-bad-entry', entry: subject });
   }
+}
+
+const DOMAIN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
+
+/** An alias target as the tables accept it — "user@domain", "@domain" or a bare "user" — lower-cased; undefined if none. */
+function aliasTarget(value: string): string | undefined {
+  const t = value.trim().toLowerCase();
+  if (t.startsWith('@')) return DOMAIN.test(t.slice(1)) ? t : undefined;
+  if (t.includes('@')) return parseAddress(t)?.address;
+  return /^[^@<>()[\]\\;:\s",|/]+$/.test(t) ? t : undefined;
 }
 
 function eq(attribute: string, value: string): EqualityFilter {

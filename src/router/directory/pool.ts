@@ -159,7 +159,7 @@ export class DirectoryPool {
         return await this.run(server, 'write', op);
       } catch (err) {
         if (err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError)) {
-          throw new DirectoryWriteError(`${server.config.url} refused the change: ${err.message}`, { cause: err });
+          throw new DirectoryWriteError(`${server.config.url} refused the change: ${describeResult(err)}`, { cause: err });
         }
       }
     }
@@ -253,6 +253,13 @@ export class DirectoryPool {
   private lastErrors(): string {
     return this.servers.map((s) => `${s.config.url}: ${s.status.lastError ?? s.status.state}`).join('; ');
   }
+}
+
+/** "AlreadyExistsError" with code 68 → "already exists (LDAP result 68)", plus the server's text if any. */
+function describeResult(err: ResultCodeError): string {
+  const what = err.name.replace(/Error$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+  const text = err.message.replace(/^\s*Code: 0x[0-9a-f]+\s*/i, '').trim();
+  return `${what} (LDAP result ${err.code})${text ? `: ${text}` : ''}`;
 }
 
 function defaultClient(url: string, connectTimeoutMs: number, operationTimeoutMs: number): LdapClient {
