@@ -64,7 +64,11 @@ export async function runDirCommand(action: string, args: string[], opts: DirCom
   } catch (err) {
     if (err instanceof DirectoryMasterUnavailableError) return fail(EXIT.TEMPFAIL, err.message);
     if (err instanceof DirectoryUnavailableError) return fail(EXIT.TEMPFAIL, `directory unavailable — retry later (${err.message})`);
-    if (err instanceof DirectoryWriteError) return fail(EXIT.FAILED, err.message);
+    if (err instanceof DirectoryWriteError) {
+      // 17 undefined attribute type, 21 invalid syntax (unknown object class), 65 object class violation
+      const schema = [17, 21, 65].includes((err.cause as { code?: number } | undefined)?.code ?? 0);
+      return fail(EXIT.FAILED, schema ? `${err.message}; is the Tandem schema loaded (with misc.schema before it)? see tandem dir schema and docs/directory.md` : err.message);
+    }
     return fail(EXIT.USAGE, (err as Error).message);
   } finally {
     await pool.close();

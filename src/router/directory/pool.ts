@@ -258,7 +258,7 @@ export class DirectoryPool {
 /** "AlreadyExistsError" with code 68 → "already exists (LDAP result 68)", plus the server's text if any. */
 function describeResult(err: ResultCodeError): string {
   const what = err.name.replace(/Error$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
-  const text = err.message.replace(/^\s*Code: 0x[0-9a-f]+\s*/i, '').trim();
+  const text = err.message.replace(/\s*Code: 0x[0-9a-f]+\s*/i, ' ').trim();
   return `${what} (LDAP result ${err.code})${text ? `: ${text}` : ''}`;
 }
 
