@@ -7,6 +7,9 @@
  * cleaned; the queue is then scanned in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
  * listener and wait for commits under way, let deliveries in flight finish and be recorded,
  * close channels, release the spool lock. Nothing queued is lost: the next start picks it up.
+ * With a directory: section the router connects to the directory on its first lookup, so a
+ * node starts (and answers 451 for what it cannot look up) while the directory is down; stop
+ * closes the directory connections. /health carries the directory state (directoryHealth()).
  */
 import path from 'node:path';
 import os from 'node:os';
