@@ -11,6 +11,10 @@
  *                                   figure for a multi-process server such as Postfix, where a
  *                                   sum of RSS would count the shared libraries once per daemon
  *   machineInfo(): MachineInfo      nproc, CPU model, kernel, node version
+ *   machineCpuSeconds(): MachineCpu  the whole machine's CPU time so far by kind (from the
+ *                                   "cpu" line of /proc/stat): busy, idle, iowait - the
+ *                                   difference of two readings says whether the CPUs or the
+ *                                   disk were the limit during a run
  *
  * Linux only. What can go wrong: processes vanish while we read (skipped silently); a process
  * that already exited contributes nothing, so read before stopping it.
@@ -109,4 +113,20 @@ export function machineInfo(): MachineInfo {
     // keep os.cpus()'s answer
   }
   return { nproc: os.availableParallelism(), cpuModel, kernel: os.release(), node: process.version };
+}
+
+export interface MachineCpu {
+  /** user + nice + system + irq + softirq + steal, summed over all CPUs. */
+  busy: number;
+  idle: number;
+  /** Idle while some process waited for I/O (fsync on a busy disk). */
+  iowait: number;
+}
+
+/** CPU seconds of the whole machine so far (see header). */
+export function machineCpuSeconds(): MachineCpu {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
+  const t = ticksPerSecond();
+  return { busy: (user + nice + system + irq + softirq + (steal ?? 0)) / t, idle: idle / t, iowait: iowait / t };
 }

@@ -185,7 +185,7 @@ test('config check names the key, the value and what is allowed (exit 78)', asyn
 test('the admin API reports health for the load balancer and Prometheus metrics', async () => {
   const health = await fetch(`${adminUrl}/health`);
   assert.equal(health.status, 200);
-  assert.deepEqual(await health.json(), { status: 'ready', node: 'a' });
+  assert.deepEqual(await health.json(), { status: 'ready', state: 'ready', node: 'a' });
   const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
   const received = Number(/^tandem_messages_received_total (\d+)/m.exec(metrics)?.[1]);
   assert.ok(received >= 3, `tandem_messages_received_total counts accepted mail (got ${received})`);

@@ -4,14 +4,20 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"stopping"}; with a
- *                           directory also {directory:{servers:[...], cache:{...}}} (the status
- *                           code does not depend on it: mail flows on cached answers)
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"fenced"|"stopping"}
+ *                           (the same value also as `state`)
+ *   POST /drain | /resume   take the node out of / back into service (see TandemNode.drain);
+ *                           200 {state}, 409 when the node is starting or stopping
+ *                           with a directory also {directory:{servers:[...], cache:{...}}}
+ *                           (the status code does not depend on it: mail flows on cached answers)
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state
  *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id    POST /queue/flush
  *   POST /reload            reload tables (as SIGHUP)
+ *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
+ *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
+ *   POST /cluster/handback/:spool              hand a spool this node holds back to its node
  * Access: with admin.token set, every route but /health and /metrics needs
  * "Authorization: Bearer <token>"; without it, only loopback clients are served.
  */
@@ -37,8 +43,16 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   app.get('/health', async (_req, reply) => {
     const status = node.health();
     const directory = node.directoryHealth();
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, node: node.config.node.id, ...(directory ? { directory } : {}) });
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}) });
   });
+  const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
+    const state = change === 'drain' ? node.drain() : node.resume();
+    const wanted = change === 'drain' ? 'draining' : 'ready';
+    if (state !== wanted) return reply.code(409).send({ state, error: `the node is ${state}; it cannot ${change} now` });
+    return { state, node: node.config.node.id };
+  };
+  app.post('/drain', serviceChange('drain'));
+  app.post('/resume', serviceChange('resume'));
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', node.metrics.registry.contentType);
     return node.metrics.registry.metrics();
@@ -71,6 +85,33 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       return { reloaded: true };
     } catch (err) {
       return reply.code(500).send({ error: `reload failed, old tables kept: ${(err as Error).message}` });
+    }
+  });
+
+  const clusterOf = (reply: any) => {
+    if (!node.cluster) reply.code(404).send({ error: `node ${node.config.node.id} is not in a cluster (no cluster: section in its config)` });
+    return node.cluster;
+  };
+  app.get('/cluster', async (_req, reply) => clusterOf(reply)?.status());
+  app.post('/cluster/fence', async (_req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    cluster.fenceByOperator();
+    return cluster.status();
+  });
+  app.post('/cluster/unfence', async (_req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    cluster.unfenceByOperator();
+    return cluster.status();
+  });
+  app.post<{ Params: { spool: string } }>('/cluster/handback/:spool', async (req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    try {
+      return { released: await cluster.handBack(req.params.spool) };
+    } catch (err) {
+      return reply.code(409).send({ error: (err as Error).message });
     }
   });
 

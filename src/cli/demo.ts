@@ -4,7 +4,7 @@
  * mailboxes alice and bob, an alias (postmaster → alice) and a list (team → alice, bob),
  * all delivered into Maildirs under <dir>/mail. No external server is needed.
  *
- * Exports: prepareDemo. Existing files in <dir> are kept (so a second run keeps its queue).
+ * Exports: prepareDemo, TANDEM_BIN (the command as the user can type it from here). Existing files in <dir> are kept (so a second run keeps its queue).
  */
 import { mkdir, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';
@@ -37,7 +37,7 @@ tracking:
 };
 
 /** The tandem command, as the user can type it from here. */
-const TANDEM_BIN = (() => {
+export const TANDEM_BIN = (() => {
   const bin = fileURLToPath(new URL('../../bin/tandem', import.meta.url));
   const rel = path.relative(process.cwd(), bin);
   return rel.startsWith('..') ? bin : `./${rel}`;

@@ -5,7 +5,10 @@
  *   tandem demo [--dir DIR] [--listen H:P]      a node on an embedded default (no external server)
  *   tandem config check FILE                    validate the config and every table it names
  *   tandem queue list|show ID|hold ID|release ID|delete ID|flush   (--admin, --config or --spool)
+ *   tandem node drain|resume|health --admin URL [--token T]   take a node out of the balancer and back
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
+ *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL --config FILE [--json]
+ *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
  *   tandem dir schema|init|import|add|modify|remove|list   directory changes (dir-command.ts)
  *
  * Exit codes (for scripts, after sysexits.h): 0 ok; 1 the operation failed (e.g. no such
@@ -18,10 +21,13 @@ import { loadConfig, type ConfigOverrides } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
 import { TandemNode } from '../node/node.ts';
 import { runQueueCommand } from './queue-command.ts';
+import { runNodeCommand } from './node-command.ts';
 import { checkConfig } from './config-check.ts';
 import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
 import { EXIT } from './exit-codes.ts';
+import { runClusterStatus, runClusterAction } from './cluster-command.ts';
+import { runUp } from './up.ts';
 import { runDirCommand } from './dir-command.ts';
 
 
@@ -86,6 +92,41 @@ for (const [name, desc, needsId] of [
     const opts = args[needsId ? 1 : 0];
     process.exit(await runQueueCommand(name, id, opts));
   });
+}
+
+program.command('up')
+  .description('bring up a local cluster on this machine: N node processes over one spool root, HAProxy in front when installed; Ctrl-C stops it')
+  .option('--nodes <n>', 'how many nodes', '2')
+  .option('--dir <dir>', 'where the cluster keeps its config, spools, Maildirs and logs', './var/up')
+  .option('--listen <host:port>', 'the front door: HAProxy (or node a without HAProxy; the others take the next ports)', '127.0.0.1:2525')
+  .option('--no-haproxy', 'do not start HAProxy even when it is installed')
+  .action(async (opts) => runUp(opts));
+
+const cluster = program.command('cluster').description('a cluster of nodes: status and operator actions (nodes found in --config cluster.nodes)');
+const clusterOpts = (cmd: Command) => cmd
+  .requiredOption('-c, --config <file>', 'the cluster config file (cluster.nodes with their admin addresses)')
+  .option('--token <token>', 'admin API bearer token (or TANDEM_ADMIN_TOKEN; default admin.token of the config)')
+  .addOption(new Option('--json', 'machine-readable output'));
+clusterOpts(cluster.command('status').description('every node (alive / suspect / dead / fenced / draining), heartbeat ages, queue depths, who delivers which spool, epochs'))
+  .action(async (opts) => process.exit(await runClusterStatus(opts)));
+clusterOpts(cluster.command('fence <node>').description('take a node out by hand: it refuses mail and stops delivering; a peer takes its spool over'))
+  .action(async (node, opts) => process.exit(await runClusterAction('fence', node, opts)));
+clusterOpts(cluster.command('unfence <node>').description('let a fenced node back in (its spool comes back to it by handback)'))
+  .action(async (node, opts) => process.exit(await runClusterAction('unfence', node, opts)));
+clusterOpts(cluster.command('handback <spool>').description('make the node holding SPOOL stop its secondary and release the claim now'))
+  .action(async (spool, opts) => process.exit(await runClusterAction('handback', spool, opts)));
+
+const nodeCmd = program.command('node').description('a running node and its load balancer: drain, resume, health');
+for (const [name, desc] of [
+  ['drain', 'stop taking new mail (health 503 so the balancer removes the node, new sessions 421); deliveries go on'],
+  ['resume', 'take new mail again after a drain'],
+  ['health', 'the node\'s health as the balancer sees it (exit 0 only when ready)'],
+] as const) {
+  nodeCmd.command(name).description(desc)
+    .option('--admin <url>', 'admin API of the node (http://host:port or host:port)')
+    .option('--token <token>', 'admin API bearer token (or TANDEM_ADMIN_TOKEN)')
+    .addOption(new Option('--json', 'machine-readable output'))
+    .action(async (opts) => process.exit(await runNodeCommand(name, opts)));
 }
 
 program.command('passwd')

@@ -14,6 +14,7 @@ import { listQueue, showQueued, type QueueListingRow } from '../admin/queue-list
 import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
+import { adminBase, adminCall } from './admin-client.ts';
 
 
 interface QueueOpts { config?: string; admin?: string; token?: string; spool?: string; json?: boolean }
@@ -32,15 +33,11 @@ export async function runQueueCommand(op: string, id: string | undefined, opts: 
 
 async function resolveTarget(opts: QueueOpts): Promise<Target> {
   const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN;
-  if (opts.admin) return { type: 'http', base: opts.admin.includes('://') ? opts.admin : `http://${opts.admin}`, ...(token ? { token } : {}) };
+  if (opts.admin) return { type: 'http', base: adminBase(opts.admin), ...(token ? { token } : {}) };
   if (opts.spool) return { type: 'spool', dir: path.resolve(opts.spool) };
   if (opts.config) {
     const c = await loadConfig(opts.config);
-    if (c.admin.listen) {
-      const { host, port } = c.admin.listen;
-      const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-      return { type: 'http', base: `http://${h.includes(':') ? `[${h}]` : h}:${port}`, ...(token ?? c.admin.token ? { token: token ?? c.admin.token } : {}) };
-    }
+    if (c.admin.listen) return { type: 'http', base: adminBase(c.admin.listen), ...(token ?? c.admin.token ? { token: token ?? c.admin.token } : {}) };
     return { type: 'spool', dir: path.join(c.spool.root, c.node.id) };
   }
   throw new Error('say which queue: --admin HOST:PORT (running node), --spool DIR (stopped node) or --config FILE');
@@ -53,17 +50,15 @@ async function viaAdmin(op: string, id: string | undefined, t: { base: string; t
     delete: ['DELETE', `/queue/${encodeURIComponent(id ?? '')}`], flush: ['POST', '/queue/flush'],
   };
   const [method, p] = routes[op];
-  let res: Response;
-  try {
-    res = await fetch(t.base + p, { method, headers: t.token ? { authorization: `Bearer ${t.token}` } : {} });
-  } catch (err) {
-    console.error(`tandem queue: the node's admin API at ${t.base} is not reachable (${(err as any)?.cause?.code ?? (err as Error).message}); is the node running? For a stopped node use --spool DIR`);
+  const res = await adminCall(t.base, method, p, t.token, 60_000);
+  if (!res.reachable) {
+    console.error(`tandem queue: the node's admin API at ${t.base} is not reachable (${res.error}); is the node running? For a stopped node use --spool DIR`);
     return EXIT.UNAVAILABLE;
   }
-  const body = await res.json().catch(() => ({})) as any;
-  if (!res.ok) {
+  const body = res.body;
+  if (res.status >= 400) {
     console.error(`tandem queue ${op}: ${body.error ?? `HTTP ${res.status}`}`);
-    return res.status === 404 ? EXIT.FAILED : res.status === 401 || res.status === 403 ? EXIT.USAGE : EXIT.FAILED;
+    return res.status === 401 || res.status === 403 ? EXIT.USAGE : EXIT.FAILED;
   }
   if (json) console.log(JSON.stringify(body, null, 2));
   else if (op === 'list') printList(body.rows, body.total);

@@ -56,7 +56,22 @@ export async function loadConfig(file?: string, overrides: ConfigOverrides = {})
     if (e instanceof ZodError) throw new ConfigError(file ?? '(defaults)', formatConfigError(e, raw));
     throw e;
   }
-  return resolvePaths(cfg, baseDir);
+  cfg = resolvePaths(cfg, baseDir);
+  if (cfg.cluster?.secret_file) cfg.cluster.secret = await readSecretFile(file ?? '(defaults)', cfg.cluster.secret_file);
+  return cfg;
+}
+
+/** cluster.secret_file: the secret is the file's first line; at least 16 characters. */
+async function readSecretFile(configFile: string, secretFile: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(secretFile, 'utf8');
+  } catch (e) {
+    throw new ConfigError(configFile, `cluster.secret_file: cannot read ${secretFile}: ${(e as Error).message}`);
+  }
+  const secret = text.split(/\r?\n/)[0].trim();
+  if (secret.length < 16) throw new ConfigError(configFile, `cluster.secret_file: the secret in ${secretFile} is shorter than 16 characters`);
+  return secret;
 }
 
 /** One line per problem: key, given value, what is allowed. */
@@ -81,6 +96,7 @@ function resolvePaths(cfg: TandemConfig, baseDir: string): TandemConfig {
   for (const k of Object.keys(cfg.tables) as (keyof typeof cfg.tables)[]) cfg.tables[k] = r(cfg.tables[k]);
   if (cfg.smtp.tls) cfg.smtp.tls = { cert: r(cfg.smtp.tls.cert)!, key: r(cfg.smtp.tls.key)! };
   cfg.smtp.auth_passwords = r(cfg.smtp.auth_passwords);
+  if (cfg.cluster?.secret_file) cfg.cluster.secret_file = r(cfg.cluster.secret_file);
   if (cfg.directory) cfg.directory.bind_password_file = r(cfg.directory.bind_password_file);
   return cfg;
 }

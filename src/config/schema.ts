@@ -50,8 +50,9 @@ export const configSchema = z.object({
     listen: hostPort(25).default('127.0.0.1:2525'),
     banner: z.string().default('Tandem'),
     /**
-     * PROXY protocol (v1) from a load balancer: false, true (from any client — only safe when
-     * nothing but the balancer can reach the listener), or the balancer addresses to trust.
+     * PROXY protocol (v1 text or v2 binary, e.g. HAProxy send-proxy-v2) from a load balancer:
+     * false, true (from any client — only safe when nothing but the balancer can reach the
+     * listener), or the balancer addresses to trust.
      */
     proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)], { errorMap: () => ({ message: 'use false, true, or a list of load-balancer addresses' }) }).default(false),
     max_message_size: size('10240000'),
@@ -122,6 +123,30 @@ export const configSchema = z.object({
     /** Bearer token for the admin API; without it only loopback clients may use it. */
     token: z.string().optional(),
   }).strict().default({}),
+  cluster: z.object({
+    /** Every node of the cluster, in order (the takeover order after the partner). */
+    nodes: z.array(z.object({
+      id: nodeId,
+      /** UDP address this node receives heartbeats on (and sends them from). */
+      heartbeat: hostPort(),
+      /** The node's SMTP and admin addresses, for `tandem cluster status` and `tandem up`. */
+      smtp: hostPort(25).optional(),
+      admin: hostPort().optional(),
+      site: z.string().min(1).default('default'),
+      /** Takes this node's spool over first when the node dies. */
+      partner: nodeId.optional(),
+    }).strict()).min(2, 'a cluster has at least two nodes'),
+    /** Shared secret for heartbeat and claim signatures (HMAC-SHA256); at least 16 characters. */
+    secret: z.string().min(16, 'use at least 16 characters (e.g. `openssl rand -hex 32`)').optional(),
+    secret_file: z.string().optional(),
+    heartbeat_interval: duration('250ms'),
+    /** A node that could not renew its disk heartbeat for this long stops accepting and delivering. */
+    fence_after: duration('1500ms'),
+    /** A peer whose network and disk heartbeats have both been silent this long is dead. */
+    dead_after: duration('2500ms'),
+    /** Hand a claimed spool back as soon as its node is alive again. */
+    auto_handback: z.boolean().default(true),
+  }).strict().optional(),
   /** Directory-based routing (docs/directory.md); beside or instead of the tables. */
   directory: z.object({
     servers: z.array(z.object({
@@ -149,6 +174,7 @@ export const configSchema = z.object({
   if (c.queue.max_backoff < c.queue.min_backoff) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queue', 'max_backoff'], message: `must be at least queue.min_backoff (${formatDuration(c.queue.min_backoff)})` });
   }
+  if (c.cluster) checkCluster(c.node.id, c.cluster, ctx);
   if (c.directory && c.directory.servers.filter((s) => s.role === 'master').length > 2) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'servers'], message: 'at most two servers can be masters (writes go to the first, to the second only while the first is down)' });
   }
@@ -161,4 +187,20 @@ export const configSchema = z.object({
 });
 
 export type TandemConfig = z.output<typeof configSchema>;
+export type ClusterConfig = NonNullable<TandemConfig['cluster']>;
+export type ClusterNodeConfig = ClusterConfig['nodes'][number];
+
+/** The rules between cluster keys: ids unique, partners known, fence before dead. */
+function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): void {
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cluster', ...path], message });
+  const ids = c.nodes.map((n) => n.id);
+  ids.forEach((id, i) => { if (ids.indexOf(id) !== i) issue(['nodes', i, 'id'], `node id "${id}" appears twice`); });
+  c.nodes.forEach((n, i) => {
+    if (n.partner !== undefined && (!ids.includes(n.partner) || n.partner === n.id)) issue(['nodes', i, 'partner'], `"${n.partner}" is not another node of cluster.nodes`);
+  });
+  if (!ids.includes(self)) issue(['nodes'], `this node (node.id "${self}") is not in cluster.nodes; start it with --node-id ID`);
+  if (!c.secret === !c.secret_file) issue(['secret'], 'set exactly one of cluster.secret and cluster.secret_file');
+  if (c.fence_after >= c.dead_after) issue(['fence_after'], `must be shorter than cluster.dead_after (${formatDuration(c.dead_after)}): a node fences itself before its peers take its spool`);
+  if (c.heartbeat_interval * 3 > c.fence_after) issue(['heartbeat_interval'], `must be at most a third of cluster.fence_after (${formatDuration(c.fence_after)})`);
+}
 export type TandemConfigInput = z.input<typeof configSchema>;

@@ -7,6 +7,10 @@
  * cleaned; the queue is then scanned in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
  * listener and wait for commits under way, let deliveries in flight finish and be recorded,
  * close channels, release the spool lock. Nothing queued is lost: the next start picks it up.
+ * In a cluster (config `cluster:`) the cluster manager joins before the listener opens; when
+ * another node holds a claim on our spool (we are coming back after a takeover) the node
+ * accepts mail into its spool at once but takes the lock and starts delivering only once the
+ * claim is released (handback). Fenced: mail refused with 4xx, no delivery, health "fenced".
  * With a directory: section the router connects to the directory on its first lookup, so a
  * node starts (and answers 451 for what it cannot look up) while the directory is down; stop
  * closes the directory connections. /health carries the directory state (directoryHealth()).
@@ -26,8 +30,11 @@ import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
+import { ClusterManager } from '../cluster/cluster-manager.ts';
+import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
 
-export type NodeHealth = 'starting' | 'ready' | 'stopping';
+/** fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP sessions or transactions (421, /health 503) while deliveries go on. */
+export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'stopping';
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
@@ -39,6 +46,7 @@ export class TandemNode {
   private channels!: ChannelSet;
   readonly metrics: Metrics;
   qmgr!: QueueManager;
+  cluster?: ClusterManager;
   spool!: Spool;
   router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
@@ -65,6 +73,7 @@ export class TandemNode {
   }
 
   health(): NodeHealth {
+    if ((this.state === 'ready' || this.state === 'draining') && this.cluster?.isFenced()) return 'fenced';
     return this.state;
   }
 
@@ -79,8 +88,6 @@ export class TandemNode {
     const dir = this.spoolDir;
     const log = this.logger;
     this.spool = await Spool.open(dir, { nodeId: c.node.id, warn: (msg, fields) => log.warn(fields, msg) });
-    const lock = await acquireSpoolLock(dir);
-    this.releaseLock = () => lock.release();
     this.tracking = new TrackingLog(c.tracking.path, c.node.id, (err) => {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
@@ -98,15 +105,24 @@ export class TandemNode {
     this.relayNetworks = await loadRelayNetworks(c);
     this.passwords = await loadPasswords(c);
     this.channels = new ChannelSet(channelOptions(c));
-    this.qmgr = new QueueManager({
-      config: c, spool: this.spool, router: this.router, tracking: this.tracking, logger: log, metrics: this.metrics,
-      channelFor: (route) => this.channels.channelFor(route),
-    });
-    const { removedTmp, scanned } = await this.qmgr.start();
-    scanned.then(
-      (r) => log.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
-      (err) => log.error({ event: 'spool-scan-failed', spool: dir, err: String(err) }, `scan of the spool ${dir} failed: ${err}; restart the node to pick up what it missed`),
-    );
+    this.qmgr = this.newQueueManager();
+    let claimedBy: string | undefined;
+    if (c.cluster) {
+      this.cluster = new ClusterManager(c, {
+        state: () => this.state,
+        queueDepth: () => Object.values(this.qmgr.counts()).reduce((a, b) => a + b, 0),
+        loseOwnSpool: () => this.loseOwnSpool(),
+        regainOwnSpool: () => this.startDelivering(false),
+        deliveriesResumed: () => this.qmgr.resume(),
+      }, log, this.tracking);
+      registerClusterMetrics(this.metrics.registry, () => this.cluster!.status());
+      claimedBy = (await this.cluster.start()).ownSpoolClaimedBy;
+    }
+    if (claimedBy) {
+      log.warn({ event: 'own-spool-claimed', by: claimedBy }, `our spool is held by ${claimedBy} since a takeover: accepting mail, delivering once it is handed back`);
+    } else {
+      await this.startDelivering(true);
+    }
 
     this.receiver = new SmtpReceiver({
       config: c,
@@ -117,7 +133,10 @@ export class TandemNode {
       logger: log,
       isRelayClient: (ip) => this.relayNetworks.contains(ip),
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
-      acceptState: () => (this.state === 'ready' ? { type: 'accepting' } : { type: 'refusing', reason: `node is ${this.state}` }),
+      acceptState: () => {
+        const health = this.health();
+        return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
+      },
       onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
       metrics: this.metrics,
     });
@@ -136,6 +155,42 @@ export class TandemNode {
       smtp: fmt(this.smtpAddress), ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
       spool: dir, tracking: c.tracking.path || undefined,
     }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);
+  }
+
+  private newQueueManager(): QueueManager {
+    return new QueueManager({
+      config: this.config, spool: this.spool, router: this.router, tracking: this.tracking, logger: this.logger, metrics: this.metrics,
+      channelFor: (route) => this.channels.channelFor(route),
+      ...(this.config.cluster ? { mayDeliver: () => this.cluster?.mayDeliverOwnSpool() ?? false } : {}),
+    });
+  }
+
+  /**
+   * Lock our spool and deliver from it: at start-up (tmp/ cleaned first), or at a handback
+   * while the receiver is already writing into it (tmp/ left alone; the lock is forced, since
+   * the claim protocol has just given the spool back to us).
+   */
+  private async startDelivering(atStartup: boolean): Promise<void> {
+    const dir = this.spoolDir;
+    const lock = await acquireSpoolLock(dir, { force: !atStartup });
+    this.releaseLock = () => lock.release();
+    const { removedTmp, scanned } = await this.qmgr.start({ cleanTmp: atStartup });
+    scanned.then(
+      (r) => {
+        this.logger.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`);
+        this.qmgr.resume();
+      },
+      (err) => this.logger.error({ event: 'spool-scan-failed', spool: dir, err: String(err) }, `scan of the spool ${dir} failed: ${err}; restart the node to pick up what it missed`),
+    );
+  }
+
+  /** Another node claimed our spool: stop delivering from it (new mail still comes in). */
+  private async loseOwnSpool(): Promise<void> {
+    const old = this.qmgr;
+    this.qmgr = this.newQueueManager();
+    await old.stop();
+    await this.releaseLock?.();
+    this.releaseLock = undefined;
   }
 
   /**
@@ -157,13 +212,38 @@ export class TandemNode {
     this.logger.info({ event: 'reloaded' }, 'tables reloaded');
   }
 
+  /**
+   * Take the node out of the balancer: /health answers 503 "draining", new sessions and new
+   * transactions get 421; a transaction under way finishes; the queue goes on delivering.
+   * Returns the state after the call (only a ready node starts draining).
+   */
+  drain(): NodeHealth {
+    if (this.state === 'ready') {
+      this.state = 'draining';
+      this.logger.info({ event: 'draining' }, 'draining: new mail refused (421), health 503, deliveries go on');
+    }
+    return this.state;
+  }
+
+  /** Undo drain(): accept mail again. Returns the state after the call. */
+  resume(): NodeHealth {
+    if (this.state === 'draining') {
+      this.state = 'ready';
+      this.logger.info({ event: 'resumed' }, 'resumed: accepting mail again');
+    }
+    return this.state;
+  }
+
   /** Graceful stop: refuse new mail, finish in-flight work, release the spool. */
   async stop(): Promise<void> {
     if (this.state === 'stopping') return;
     this.state = 'stopping';
     this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
     await this.receiver?.close();
-    await this.qmgr?.stop();
+    // our own deliveries and our secondaries' finish together; heartbeats ("stopping") go on
+    // meanwhile, so that no peer takes our spool while we still deliver from it
+    await Promise.all([this.qmgr?.stop(), this.cluster?.stopSecondaries()]);
+    await this.cluster?.stop();
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();

@@ -44,6 +44,11 @@ export interface QueueManagerDeps {
   metrics?: QueueMetrics;
   now?: () => number;
   random?: () => number;
+  /**
+   * Checked before every delivery starts (cluster fencing: false while this process must not
+   * deliver from the spool). Deliveries not started stay queued; call resume() when it opens.
+   */
+  mayDeliver?: () => boolean;
 }
 
 export interface QueueMetrics {
@@ -85,7 +90,7 @@ type Outcome = RecipientResult & { route?: Route };
 /** How long at most a destination that could not be reached is not tried (queue.min_backoff if shorter). */
 const DEAD_DESTINATION_MS = 60_000;
 
-/** `via` of the outcomes of groups not started because the node stops. */
+/** `via` of the outcomes of groups not started because the node stops or may not deliver. */
 const STOPPING_VIA = 'stopping';
 
 /** A message whose file was not where expected is tried again this soon. */
@@ -125,13 +130,14 @@ export class QueueManager {
   }
 
   /**
-   * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on),
+   * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on;
+   * `cleanTmp: false` when a receiver is already writing into tmp/),
    * and scan the queue in the background, scheduling each message as soon as it is checked, so
    * that delivery starts at once however large the queue (`scanned` resolves at the end).
    * hold/ stays held; a deferred message keeps the retry time in its file.
    */
-  async start(): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
-    const removedTmp = await this.deps.spool.cleanTmp();
+  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
+    const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
     let adopted = 0;
     const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined, unreadable }) => {
       for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
@@ -167,6 +173,21 @@ export class QueueManager {
     this.entries.set(queueId, entry);
     this.makeReady(queueId, entry);
     this.pump();
+  }
+
+  /**
+   * Deliveries may start again (after mayDeliver() was false): every message that is neither
+   * held, nor busy, nor waiting for its retry time is made ready.
+   */
+  resume(): void {
+    for (const [id, e] of this.entries) {
+      if (!e.busy && e.state !== 'hold' && !e.timer) this.makeReady(id, e);
+    }
+    this.pump();
+  }
+
+  private delivering(): boolean {
+    return !this.stopping && (this.deps.mayDeliver?.() ?? true);
   }
 
   /** Stop starting attempts; wait for those under way to be recorded. */
@@ -291,7 +312,7 @@ export class QueueManager {
    * messages in memory (one message is always allowed, however large, when nothing else is).
    */
   private pump(): void {
-    while (!this.stopping && this.running < this.activeLimit && this.ready.length) {
+    while (this.running < this.activeLimit && this.ready.length && this.delivering()) {
       const id = this.ready.shift()!;
       const e = this.entries.get(id);
       if (!e) continue;
@@ -399,8 +420,9 @@ export class QueueManager {
     }
 
     const outcomes = await this.deliverPending(qf, pending);
-    // a stop that came before any delivery started is no attempt: leave the file as it is
-    if (this.stopping && outcomes.every((o) => o.via === STOPPING_VIA)) return;
+    // a stop (or a closed delivery gate) before any delivery started is no attempt: leave the
+    // file as it is (resume() or the next start picks it up)
+    if (outcomes.length > 0 && outcomes.every((o) => o.via === STOPPING_VIA)) return;
     const records = await this.recordOutcomes(qf, outcomes);
     const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
     // With nothing left pending, the durable unlink in finish() is the record; otherwise the
@@ -476,7 +498,7 @@ export class QueueManager {
     await this.slot(this.total, parking);
     try {
       const dead = deadFor();
-      if (dead || this.stopping) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: '4.3.2 node stopping; delivery not started', via: STOPPING_VIA, route }));
+      if (dead || !this.delivering()) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.3.2 ${this.stopping ? 'node stopping' : 'node may not deliver now (fenced)'}; delivery not started`, via: STOPPING_VIA, route }));
       const started = this.now();
       const results = await this.deps.channelFor(route).deliver({
         queueId: env.queueId,

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
-import { SmtpReceiver, type ReceiverDeps } from './smtp-receiver.ts';
+import { SmtpReceiver, type ReceiverDeps, type AcceptState } from './smtp-receiver.ts';
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { TempLookupError } from '../util/errors.ts';
@@ -31,7 +31,7 @@ const router: Router = {
   async reload() {},
 };
 
-function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}) {
+function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}, acceptState: () => AcceptState = () => ({ type: 'accepting' })) {
   const config = configSchema.parse({ node: { id: 'a', hostname: 'mx.test' }, smtp: { listen: '127.0.0.1:0', max_message_size: '10KiB', max_recipients: 3, ...overrides } });
   const deps: ReceiverDeps = {
     config, router,
@@ -53,7 +53,7 @@ function startReceiver(relayClient: boolean, overrides: Record<string, unknown> 
     tracking: new TrackingLog(path.join(dir, `track-${n}.log`), 'a'),
     logger: pino({ level: 'silent' }),
     isRelayClient: () => relayClient,
-    acceptState: () => ({ type: 'accepting' }),
+    acceptState,
     onQueued: () => {},
   };
   const r = new SmtpReceiver(deps);
@@ -150,4 +150,27 @@ test('250 comes only after the commit resolves; a failing commit gives 451 4.3.0
   const full = await send(port, 's@x.test', ['u@local.test'], msg);
   commitHook = undefined;
   assert.match(full.response, /^451 4\.3\.0 /);
+});
+
+test('draining: a transaction under way finishes with 250; new sessions and new transactions get 421 4.3.2', async () => {
+  let state: AcceptState = { type: 'accepting' };
+  const r = startReceiver(false, {}, () => state);
+  const { port } = await r.listen();
+  const open = new SMTPConnection({ host: '127.0.0.1', port, ignoreTLS: true, connectionTimeout: 5000 } as any);
+  open.on('error', () => undefined);
+  await new Promise<void>((res, rej) => open.connect((err?: Error) => (err ? rej(err) : res())));
+  commitHook = async () => { state = { type: 'draining' }; }; // the drain comes while DATA is being committed
+  const during = await send(port, 's@x.test', ['u@local.test'], msg);
+  commitHook = undefined;
+  assert.equal(during.ok, true, during.response);
+  const late = new SMTPConnection({ host: '127.0.0.1', port, ignoreTLS: true, connectionTimeout: 5000 } as any);
+  const greeting = await new Promise<string>((resolve) => {
+    late.once('error', (err: any) => resolve(String(err?.response ?? err?.message)));
+    late.connect(() => resolve('connected'));
+  });
+  late.close();
+  assert.match(greeting, /^421 4\.3\.2 mx\.test node is draining; try another server/);
+  const next = await new Promise<string>((resolve) => open.send({ from: 's@x.test', to: ['u@local.test'] }, msg, (err: any) => resolve(String(err?.response ?? 'accepted'))));
+  assert.match(next, /^421 4\.3\.2 Node is draining; try another server/);
+  open.close();
 });

@@ -4,7 +4,9 @@
  * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
  *
  * Policy, in the order a client meets it:
- *  - connect: refused with 421 while the node is not ready (starting, stopping); connection limit.
+ *  - PROXY header (v1 or v2) from the balancers in smtp.proxy_protocol: proxy-front.ts.
+ *  - connect: refused with 421 while the node is not ready (starting, draining, stopping);
+ *    connection limit.
  *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
@@ -31,11 +33,14 @@ import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader } from './received-header.ts';
+import { installProxyFront } from './proxy-front.ts';
 import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
   | { type: 'accepting' }
+  /** no new sessions or transactions; a transaction already under way is finished */
+  | { type: 'draining' }
   | { type: 'refusing'; reason: string };
 
 export interface ReceiverDeps {
@@ -152,6 +157,7 @@ export class SmtpReceiver {
       },
     });
     (this.server.options as { tandem?: boolean }).tandem = true;
+    installProxyFront(this.server.server, c.proxy_protocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }
 
@@ -189,8 +195,9 @@ export class SmtpReceiver {
   private onConnect(session: SMTPServerSession): void {
     if (!session.secure) session.disabledCommands = this.plaintextDisabled;
     const state = this.deps.acceptState();
-    if (state.type === 'refusing') {
-      throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${state.reason}; try another server or later`);
+    if (state.type !== 'accepting') {
+      const reason = state.type === 'draining' ? 'node is draining' : state.reason;
+      throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
   }
 
@@ -207,9 +214,9 @@ export class SmtpReceiver {
     if (declared > this.deps.config.smtp.max_message_size) {
       throw new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.max_message_size} bytes`);
     }
-    if (this.deps.acceptState().type === 'refusing') {
-      throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
-    }
+    const state = this.deps.acceptState().type;
+    if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
+    if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {

@@ -8,8 +8,8 @@
  * if the lock exists — the O_EXCL of the classic NFS-safe recipe), so nobody ever sees an
  * empty lock file. A lock is stale if it was taken on this host by a pid that is no longer
  * alive (process.kill(pid, 0)); a stale lock is replaced. A lock from another host cannot be
- * checked from here: acquire throws unless `force` is given, which only the cluster takeover
- * may use, after it has declared that host dead and claimed its spool.
+ * checked from here: acquire throws unless `force` is given, which only the cluster may use,
+ * holding the spool's claim (a takeover of a dead or fenced node, or a handback).
  *
  * What can go wrong: SpoolLockedError (held by a live process, or by another host); a lock file
  * that is not valid JSON (disk damage or a hand edit) is reported with what to do, not replaced.
@@ -102,8 +102,9 @@ async function tryCreateLock(dir: string, info: SpoolLockInfo): Promise<boolean>
 }
 
 /**
- * Take the spool's single-writer lock; `force` replaces a lock held by another host (takeover
- * only). Throws SpoolLockedError if a live process holds it.
+ * Take the spool's single-writer lock; `force` replaces any lock, even a live holder's: only the
+ * cluster uses it, holding the spool's claim (whose epoch is what fences the old holder out).
+ * Throws SpoolLockedError if a live process holds it.
  */
 export async function acquireSpoolLock(dir: string, opts: { force?: boolean } = {}): Promise<{ release(): Promise<void> }> {
   const me: SpoolLockInfo = { pid: process.pid, hostname: osHostname(), startedAt: Date.now() };
@@ -112,7 +113,7 @@ export async function acquireSpoolLock(dir: string, opts: { force?: boolean } = 
     if (await tryCreateLock(dir, me)) break;
     const holder = await readSpoolLock(dir);
     if (holder === undefined) continue; // released between our link and our read: try again
-    const stale = holder.hostname === me.hostname ? !pidAlive(holder.pid) : opts.force === true;
+    const stale = opts.force === true || (holder.hostname === me.hostname && !pidAlive(holder.pid));
     if (!stale || attempt >= 3) throw new SpoolLockedError(path, holder);
     // Move the stale lock aside (atomic), then try to create ours again.
     const aside = join(dir, `lock.stale.${holder.pid}.${randomBytes(4).toString('hex')}`);

@@ -1,9 +1,11 @@
 /**
  * track/tracking-log.ts — the message tracking log: one JSON line per event per message.
  *
- * Exports: TrackingLog, TrackingEvent, readTrackingLog.
+ * Exports: TrackingLog, TrackingEvent, ClusterTrackingEvent, readTrackingLog.
  * Events: received, routed, delivered, deferred, bounced, expired, deleted, held, released,
- * dsn, corrupt — each with queue id, Message-ID, sender, recipient, next hop and reply where known.
+ * dsn, corrupt — each with queue id, Message-ID, sender, recipient, next hop and reply where known;
+ * and the cluster's takeover, handback, claim-broken, fenced, unfenced (with spool and epoch).
+ * Lines written by a secondary process carry "secondary": the spool it delivers from.
  *
  * Crash safety: every line is written with one write(2) on an O_APPEND descriptor before the
  * caller goes on, so a killed process loses nothing (the kernel has the bytes). For a machine
@@ -21,6 +23,15 @@ import path from 'node:path';
 export type TrackingEventType =
   | 'received' | 'routed' | 'delivered' | 'deferred' | 'bounced' | 'expired'
   | 'deleted' | 'held' | 'released' | 'dsn' | 'corrupt';
+
+/** Cluster events: a spool claimed and a secondary started, a spool handed back, fencing. */
+export interface ClusterTrackingEvent {
+  event: 'takeover' | 'handback' | 'claim-broken' | 'fenced' | 'unfenced';
+  spool?: string;
+  epoch?: number;
+  reason?: string;
+  [extra: string]: unknown;
+}
 
 export interface TrackingEvent {
   event: TrackingEventType;
@@ -53,7 +64,8 @@ export class TrackingLog {
   private torn = false;
 
   /** Open (creating folders) or, with path "", a log that records nothing. */
-  constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}) {
+  /** `fields` go into every line (a secondary process adds the spool it delivers from). */
+  constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}, private readonly fields: Record<string, string> = {}) {
     if (file) {
       mkdirSync(path.dirname(file), { recursive: true });
       this.fd = openLog(file);
@@ -77,7 +89,7 @@ export class TrackingLog {
   }
 
   /** Append one event; returns once the line is in the kernel (survives a process kill). */
-  record(ev: TrackingEvent): void {
+  record(ev: TrackingEvent | ClusterTrackingEvent): void {
     if (this.write(ev)) this.scheduleSync();
   }
 
@@ -91,11 +103,11 @@ export class TrackingLog {
     });
   }
 
-  private write(ev: TrackingEvent): boolean {
+  private write(ev: TrackingEvent | ClusterTrackingEvent): boolean {
     if (this.fd === undefined) return false;
     try {
       // after a short write, start on a fresh line so the next event stays readable
-      const line = `${this.torn ? '\n' : ''}${JSON.stringify({ t: new Date().toISOString(), node: this.nodeId, ...ev })}\n`;
+      const line = `${this.torn ? '\n' : ''}${JSON.stringify({ t: new Date().toISOString(), node: this.nodeId, ...this.fields, ...ev })}\n`;
       const bytes = Buffer.from(line, 'utf8');
       const written = writeSync(this.fd, bytes);
       this.torn = written < bytes.length;

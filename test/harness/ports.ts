@@ -3,6 +3,7 @@
  *
  * Exports:
  *   freePort(host = "127.0.0.1"): Promise<number>  binds port 0, reads the port, closes it.
+ *   freeUdpPort(host = "127.0.0.1"): Promise<number>  the same for UDP (cluster heartbeats).
  *   parseHostPort(text): HostPort                  "127.0.0.1:25", "[::1]:25" -> { host, port }
  *   formatHostPort(hp): string                     the reverse, brackets for IPv6
  *   HostPort
@@ -13,6 +14,7 @@
  * the port (a race we accept for those few cases; the process then fails to start, loudly).
  */
 import { createServer } from "node:net";
+import { createSocket } from "node:dgram";
 
 export interface HostPort {
   host: string;
@@ -32,6 +34,18 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
         return;
       }
       srv.close(() => resolve(addr.port));
+    });
+  });
+}
+
+/** Asks the kernel for a currently unused UDP port on host. */
+export function freeUdpPort(host = "127.0.0.1"): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const sock = createSocket(host.includes(":") ? "udp6" : "udp4");
+    sock.once("error", reject);
+    sock.bind(0, host, () => {
+      const port = sock.address().port;
+      sock.close(() => resolve(port));
     });
   });
 }

@@ -1,0 +1,142 @@
+/**
+ * cli/cluster-command.ts — `tandem cluster status|fence|unfence|handback`.
+ *
+ * Exports: runClusterStatus, runClusterAction.
+ * The nodes are found in the cluster: section of --config (their admin addresses); status asks
+ * every node for its view (GET /cluster) and merges them: a node that answers speaks for
+ * itself, one that does not is shown as its peers see it (dead, suspect, ...). --json prints the
+ * merged view and every raw view for scripts. fence/unfence go to the node named; handback goes
+ * to the node that holds the spool's claim.
+ * Exit codes: 0; 1 the node refused (e.g. it does not hold that spool); 2 usage; 69 no node (or
+ * not the one needed) reachable; 78 configuration error.
+ */
+import { loadConfig } from '../config/load.ts';
+import type { ClusterStatus } from '../cluster/cluster-manager.ts';
+import { ConfigError } from '../util/errors.ts';
+import { EXIT } from './exit-codes.ts';
+import { adminBase, adminCall } from './admin-client.ts';
+
+interface ClusterOpts { config?: string; token?: string; json?: boolean }
+
+interface Target { id: string; site: string; base?: string }
+
+async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: string } | number> {
+  if (!opts.config) {
+    console.error('tandem cluster: give the cluster config with --config FILE (its cluster.nodes list the admin addresses)');
+    return EXIT.USAGE;
+  }
+  try {
+    const c = await loadConfig(opts.config);
+    if (!c.cluster) {
+      console.error(`tandem cluster: ${opts.config} has no cluster: section`);
+      return EXIT.CONFIG;
+    }
+    const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;
+    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin) } : {}) })), ...(token ? { token } : {}) };
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`tandem cluster: configuration error in ${err.message}`);
+      return EXIT.CONFIG;
+    }
+    throw err;
+  }
+}
+
+const age = (ms: number) => (ms < 60_000 ? `${(ms / 1000).toFixed(1)}s` : `${Math.round(ms / 60_000)}m`);
+
+export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
+  const t = await targets(opts);
+  if (typeof t === 'number') return t;
+  const views = new Map<string, ClusterStatus>();
+  const errors = new Map<string, string>();
+  await Promise.all(t.nodes.map(async (n) => {
+    if (!n.base) return void errors.set(n.id, 'no admin address in cluster.nodes');
+    const r = await adminCall(n.base, 'GET', '/cluster', t.token, 2000);
+    if (r.reachable && r.status === 200) views.set(n.id, r.body);
+    else errors.set(n.id, r.reachable ? `HTTP ${r.status}: ${r.body?.error ?? ''}` : `unreachable (${r.error})`);
+  }));
+  if (views.size === 0) {
+    console.error(`tandem cluster status: no node answered: ${[...errors].map(([id, e]) => `${id} ${e}`).join('; ')}`);
+    return EXIT.UNAVAILABLE;
+  }
+  const nodes = t.nodes.map((n) => {
+    const own = views.get(n.id);
+    const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
+    const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
+    const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
+    return {
+      id: n.id, site: n.site, status, reachable: !!own,
+      ...(own ? {} : { error: errors.get(n.id) }),
+      netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
+      queue: own ? own.queue : freshest?.announced?.queue,
+      ownSpool: own?.ownSpool,
+      secondaries: own?.secondaries ?? [],
+    };
+  });
+  const claims = new Map<string, ClusterStatus['claims'][number]>();
+  for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
+  const spools = t.nodes.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  if (opts.json) {
+    console.log(JSON.stringify({ nodes, spools, views: Object.fromEntries(views) }, null, 2));
+    return EXIT.OK;
+  }
+  const rows = [['NODE', 'SITE', 'STATUS', 'NET-AGE', 'DISK-AGE', 'QUEUE', 'SECONDARIES']];
+  for (const n of nodes) {
+    rows.push([n.id, n.site, n.status, n.netAgeMs === undefined ? '-' : age(n.netAgeMs), n.diskAgeMs === undefined ? '-' : age(n.diskAgeMs),
+      n.queue === undefined ? '-' : String(n.queue), n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
+  }
+  printTable(rows);
+  const spoolRows = [['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']];
+  for (const s of spools) spoolRows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
+  console.log('');
+  printTable(spoolRows);
+  return EXIT.OK;
+}
+
+function printTable(rows: string[][]): void {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => { widths[i] = Math.max(widths[i] ?? 0, c.length); });
+  for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
+}
+
+/** fence / unfence NODE, handback SPOOL. */
+export async function runClusterAction(action: 'fence' | 'unfence' | 'handback', name: string, opts: ClusterOpts): Promise<number> {
+  const t = await targets(opts);
+  if (typeof t === 'number') return t;
+  let target: Target | undefined;
+  if (action === 'handback') {
+    for (const n of t.nodes) {
+      if (!n.base) continue;
+      const r = await adminCall(n.base, 'GET', '/cluster', t.token, 2000);
+      if (r.reachable && r.status === 200 && (r.body as ClusterStatus).secondaries.some((s) => s.spool === name)) target = n;
+    }
+    if (!target) {
+      console.error(`tandem cluster handback: no reachable node holds a claim on spool ${name}`);
+      return t.nodes.some((n) => n.id === name) ? EXIT.FAILED : EXIT.USAGE;
+    }
+  } else {
+    target = t.nodes.find((n) => n.id === name);
+    if (!target) {
+      console.error(`tandem cluster ${action}: no node ${name} in cluster.nodes`);
+      return EXIT.USAGE;
+    }
+  }
+  if (!target.base) {
+    console.error(`tandem cluster ${action}: node ${target.id} has no admin address in cluster.nodes`);
+    return EXIT.CONFIG;
+  }
+  const path = action === 'handback' ? `/cluster/handback/${encodeURIComponent(name)}` : `/cluster/${action}`;
+  const r = await adminCall(target.base, 'POST', path, t.token, 90_000);
+  if (!r.reachable) {
+    console.error(`tandem cluster ${action}: node ${target.id} is not reachable at ${target.base} (${r.error})${action === 'fence' ? '; a node that is down is already out: its peers take its spool over after cluster.dead_after' : ''}`);
+    return EXIT.UNAVAILABLE;
+  }
+  if (r.status >= 400) {
+    console.error(`tandem cluster ${action}: ${r.body?.error ?? `HTTP ${r.status}`}`);
+    return EXIT.FAILED;
+  }
+  if (opts.json) console.log(JSON.stringify(r.body, null, 2));
+  else if (action === 'handback') console.log(`spool ${name} handed back by ${target.id} (epoch ${r.body.released.epoch})`);
+  else console.log(`node ${target.id}: ${action === 'fence' ? 'fenced (no mail in, no delivery; its peers take its spool over)' : 'unfence requested (it resumes once its disk heartbeat is renewed; a spool taken over meanwhile comes back by handback)'}`);
+  return EXIT.OK;
+}

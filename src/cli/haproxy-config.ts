@@ -1,0 +1,47 @@
+/**
+ * cli/haproxy-config.ts — an HAProxy configuration for Tandem nodes (used by `tandem up`; the
+ * commented production example is deploy/haproxy.cfg).
+ *
+ * Exports: haproxyConfig.
+ * TCP mode; round robin; HTTP health check of each node's admin /health (200 only when the node
+ * accepts mail, so a draining, fenced or starting node is taken out at once); PROXY protocol v2
+ * to the SMTP port (the nodes must list the balancer in smtp.proxy_protocol); `option
+ * redispatch` so a connection to a node that just died is retried on another; SMTP-sized
+ * client/server timeouts; `noreuseport` so a port already in use fails loudly instead of being
+ * shared silently.
+ */
+export interface HaproxyBackend {
+  name: string;
+  smtp: { host: string; port: number };
+  admin: { host: string; port: number };
+}
+
+const hp = (a: { host: string; port: number }) => (a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+
+export function haproxyConfig(opts: { listen: string; backends: HaproxyBackend[]; statsSocket?: string; checkInterMs?: number }): string {
+  const inter = opts.checkInterMs ?? 500;
+  return [
+    'global',
+    '    noreuseport',
+    ...(opts.statsSocket ? [`    stats socket ${opts.statsSocket} mode 600 level admin`] : []),
+    '',
+    'defaults',
+    '    mode tcp',
+    '    timeout connect 2s',
+    '    timeout client 5m',
+    '    timeout server 5m',
+    '    retries 3',
+    '    option redispatch',
+    '',
+    'frontend smtp_in',
+    `    bind ${opts.listen}`,
+    '    default_backend tandem_nodes',
+    '',
+    'backend tandem_nodes',
+    '    balance roundrobin',
+    '    option httpchk GET /health',
+    '    http-check expect status 200',
+    ...opts.backends.map((b) => `    server ${b.name} ${hp(b.smtp)} send-proxy-v2 check port ${b.admin.port} addr ${b.admin.host} inter ${inter}ms fall 2 rise 2`),
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,218 @@
+/**
+ * cli/up.ts — `tandem up`: a local cluster on one machine for trying Tandem out.
+ *
+ * Exports: runUp.
+ * N nodes (default 2, ids a, b, …) as separate `tandem start` processes, each in its own process
+ * group, over one spool root under --dir, with the demo's tables (example.test: alice, bob,
+ * postmaster, team) delivered into Maildirs under <dir>/mail; and HAProxy in front when it is
+ * installed (PROXY protocol v2, HTTP health checks of each node's /health). The front door is
+ * --listen (HAProxy, or node a when there is no HAProxy; the others take the next ports).
+ * Prints the addresses (and one JSON line {"event":"up", …} on stdout for scripts); Ctrl-C
+ * (SIGINT) or SIGTERM stops everything: the nodes finish their deliveries in flight.
+ * Kill a node's process group (`kill -9 -PGID`, printed) to watch its spool being taken over.
+ * What can go wrong: a port in use (the node's error is printed, everything started is stopped;
+ * pick another --listen); HAProxy failing to start (its output is printed).
+ * Files: <dir>/cluster.yaml (rewritten at each start with fresh ports; spools and mail are kept),
+ * <dir>/haproxy.cfg, <dir>/log/<id>.log, <dir>/log/tracking.log.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import YAML from 'yaml';
+import { prepareDemo, TANDEM_BIN } from './demo.ts';
+import { parseHostPort } from '../config/schema.ts';
+import { haproxyConfig } from './haproxy-config.ts';
+import { EXIT } from './exit-codes.ts';
+
+const CLI_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+
+interface UpOptions { nodes: string; dir: string; listen: string; haproxy: boolean }
+interface Member { id: string; smtp: string; admin: string; heartbeat: string; proc?: ChildProcess }
+
+const fmt = (host: string, port: number) => `${host}:${port}`;
+
+function freeTcpPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer().once('error', reject).listen({ host, port: 0, exclusive: true }, () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function freeUdpPort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createSocket('udp4').once('error', reject);
+    s.bind(0, host, () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function haproxyInstalled(): boolean {
+  try {
+    execFileSync('haproxy', ['-v'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The cluster secret, made once and kept in <dir>/cluster.secret. */
+async function clusterSecret(dir: string): Promise<string> {
+  const file = path.join(dir, 'cluster.secret');
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    const secret = randomBytes(24).toString('hex');
+    await writeFile(file, secret + '\n', { mode: 0o600 });
+    return secret;
+  }
+}
+
+/** Start one process in its own group, logging to `log`; resolve on its ready line. */
+function startProcess(cmd: string, args: string[], log: string, ready: (line: string) => boolean, name: string): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = createWriteStream(log, { flags: 'a' });
+  const tail: string[] = [];
+  return new Promise((resolve, reject) => {
+    let done = false;
+    for (const stream of [child.stdout!, child.stderr!]) {
+      createInterface({ input: stream }).on('line', (line) => {
+        out.write(line + '\n');
+        tail.push(line);
+        if (tail.length > 20) tail.shift();
+        if (!done && ready(line)) {
+          done = true;
+          resolve(child);
+        }
+      });
+    }
+    child.once('exit', (code, signal) => {
+      if (!done) {
+        done = true;
+        reject(new Error(`${name} exited (${signal ?? `code ${code}`}) before it was ready:\n${tail.join('\n')}`));
+      }
+    });
+  });
+}
+
+function waitForPort(host: string, port: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const s = connect({ host, port }, () => { s.destroy(); resolve(); });
+      s.once('error', () => {
+        s.destroy();
+        if (Date.now() > end) reject(new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+/** SIGTERM to a process group, SIGKILL after `ms`; resolves when the leader has exited. */
+function stopGroup(child: ChildProcess, ms = 30_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, ms);
+    child.once('exit', () => { clearTimeout(timer); resolve(); });
+    try { process.kill(-child.pid!, 'SIGTERM'); } catch { resolve(); }
+  });
+}
+
+export async function runUp(opts: UpOptions): Promise<void> {
+  const n = Number(opts.nodes);
+  if (!Number.isInteger(n) || n < 2 || n > 26) {
+    console.error('tandem up: --nodes must be 2 to 26');
+    process.exit(EXIT.USAGE);
+  }
+  const front = parseHostPort(opts.listen);
+  const useHaproxy = opts.haproxy && haproxyInstalled();
+  const dir = path.resolve(opts.dir);
+  const demo = await prepareDemo(dir);
+  await mkdir(path.join(dir, 'log'), { recursive: true });
+  const host = front.host;
+  const members: Member[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = String.fromCharCode(97 + i);
+    const smtpPort = useHaproxy ? await freeTcpPort(host) : front.port + i;
+    members.push({ id, smtp: fmt(host, smtpPort), admin: fmt(host, await freeTcpPort(host)), heartbeat: fmt(host, await freeUdpPort(host)) });
+  }
+  const base = YAML.parse(await readFile(demo.configFile, 'utf8'));
+  const config = {
+    ...base,
+    node: { ...base.node, id: 'a' },
+    smtp: { ...base.smtp, ...(useHaproxy ? { proxy_protocol: [host] } : {}) },
+    admin: { listen: members[0].admin },
+    cluster: {
+      secret: await clusterSecret(dir),
+      nodes: members.map((m, i) => ({ id: m.id, heartbeat: m.heartbeat, smtp: m.smtp, admin: m.admin, site: 'local', partner: members[(i + 1) % n].id })),
+    },
+  };
+  const configFile = path.join(dir, 'cluster.yaml');
+  await writeFile(configFile, `# written by tandem up (ports change at every start)\n${YAML.stringify(config)}`);
+
+  const started: ChildProcess[] = [];
+  let stopping = false;
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write('\nstopping the local cluster (deliveries in flight finish first)…\n');
+    await Promise.all(started.map((c) => stopGroup(c)));
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(EXIT.OK));
+  process.on('SIGTERM', () => void stopAll(EXIT.OK));
+
+  try {
+    await Promise.all(members.map(async (m) => {
+      m.proc = await startProcess(process.execPath, [...process.execArgv, CLI_MAIN, 'start', '--config', configFile, '--node-id', m.id, '--listen', m.smtp, '--admin', m.admin],
+        path.join(dir, 'log', `${m.id}.log`), (line) => line.includes('"event":"ready"'), `node ${m.id}`);
+      started.push(m.proc);
+    }));
+    if (useHaproxy) {
+      const cfg = path.join(dir, 'haproxy.cfg');
+      await writeFile(cfg, haproxyConfig({
+        listen: opts.listen,
+        backends: members.map((m) => ({ name: m.id, smtp: parseHostPort(m.smtp), admin: parseHostPort(m.admin) })),
+      }));
+      const lb = spawn('haproxy', ['-db', '-f', cfg], { detached: true, stdio: ['ignore', 'ignore', createWriteStream(path.join(dir, 'log', 'haproxy.log'), { flags: 'a' }) as any] });
+      started.push(lb);
+      await waitForPort(front.host, front.port, 10_000);
+    }
+  } catch (err) {
+    console.error(`tandem up: ${(err as Error).message}`);
+    await stopAll(EXIT.FAILED);
+    return;
+  }
+
+  const frontDoor = useHaproxy ? opts.listen : members[0].smtp;
+  console.log(JSON.stringify({ event: 'up', smtp: frontDoor, haproxy: useHaproxy, config: configFile, nodes: members.map((m) => ({ id: m.id, smtp: m.smtp, admin: m.admin, pid: m.proc!.pid })) }));
+  const tandem = TANDEM_BIN;
+  process.stderr.write([
+    '',
+    `Tandem local cluster: ${n} nodes${useHaproxy ? ' behind HAProxy' : opts.haproxy ? ' (HAProxy not installed: connect to the nodes directly)' : ''}`,
+    `  front door (SMTP):  ${frontDoor}`,
+    ...members.map((m) => `  node ${m.id}: SMTP ${m.smtp}  admin http://${m.admin}/health  pid ${m.proc!.pid} (crash it: kill -9 -${m.proc!.pid})`),
+    `  send:     swaks --server ${frontDoor} --from you@example.org --to team@example.test`,
+    `  mail:     ls ${path.join(dir, 'mail')}/alice/new`,
+    `  status:   ${tandem} cluster status --config ${configFile}`,
+    `  logs:     ${path.join(dir, 'log')}/`,
+    '  stop:     Ctrl-C',
+    '',
+  ].join('\n'));
+  for (const m of members) {
+    m.proc!.once('exit', (code, signal) => {
+      if (!stopping) process.stderr.write(`node ${m.id} exited (${signal ?? `code ${code}`}); its spool is taken over by a peer after cluster.dead_after. Start it again with:\n  ${tandem} start --config ${configFile} --node-id ${m.id} --listen ${m.smtp} --admin ${m.admin}\n`);
+    });
+  }
+}

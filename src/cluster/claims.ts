@@ -1,0 +1,135 @@
+/**
+ * cluster/claims.ts — who may deliver from a spool: claims and releases with a fencing epoch,
+ * on the shared storage.
+ *
+ * Exports: ClaimStore, ClaimRecord, effectiveOwner.
+ * Each spool has a folder of records, one file per epoch (`<spool.root>/.cluster/claims/<spool>/
+ * 0000000007`). The record with the highest valid epoch says who delivers from the spool:
+ * kind "claim" → the claiming node (a survivor running a secondary process over it); kind
+ * "release" (or no record, epoch 0) → the spool's own node. A new record takes epoch + 1 and is
+ * created exclusively (written to a temp file, fsynced, hard-linked to its name: link fails with
+ * EEXIST when another node got that epoch first — the NFS-safe O_EXCL), so of two nodes racing
+ * for a spool exactly one wins. Records are sealed with the cluster secret: a file that does not
+ * open (forged, or torn) is ignored, counted, and moved aside when it blocks an epoch.
+ * What can go wrong: I/O errors on the shared storage propagate (the caller retries next tick);
+ * a lost race returns undefined.
+ * Reads config keys: spool.root, cluster.secret (through the Sealer).
+ */
+import { link, mkdir, readdir, readFile, rename, unlink, writeFile, open } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fsyncDirectory } from '../spool/index.ts';
+import { isErrno } from '../util/errno.ts';
+import { Sealer, UnsealError } from './sealed.ts';
+import { clusterPaths } from './paths.ts';
+
+export interface ClaimRecord {
+  spool: string;
+  epoch: number;
+  kind: 'claim' | 'release';
+  /** The node that wrote the record. */
+  by: string;
+  at: string;
+  reason?: string;
+}
+
+/** Records kept per spool (older ones are removed). */
+const KEEP_RECORDS = 20;
+const EPOCH_DIGITS = 10;
+
+/** Who delivers from the spool under this record. */
+export function effectiveOwner(r: ClaimRecord): string {
+  return r.kind === 'claim' ? r.by : r.spool;
+}
+
+export class ClaimStore {
+  private readonly paths: ReturnType<typeof clusterPaths>;
+  /** Claim files that did not open with the secret (forged or damaged). */
+  rejected = 0;
+
+  constructor(spoolRoot: string, private readonly sealer: Sealer, private readonly warn: (msg: string, fields: object) => void = () => {}) {
+    this.paths = clusterPaths(spoolRoot);
+  }
+
+  /** The record in force for `spool` (epoch 0, released, when there is none). */
+  async current(spool: string): Promise<ClaimRecord> {
+    const dir = this.paths.claims(spool);
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((n) => /^\d+$/.test(n)).sort().reverse();
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return { spool, epoch: 0, kind: 'release', by: spool, at: new Date(0).toISOString() };
+      throw err;
+    }
+    for (const name of names) {
+      const record = await this.readRecord(spool, path.join(dir, name));
+      if (record) return record;
+    }
+    return { spool, epoch: 0, kind: 'release', by: spool, at: new Date(0).toISOString() };
+  }
+
+  /** Claim `spool` for node `by`, if the record in force is still epoch `after`. */
+  claim(spool: string, by: string, after: number): Promise<ClaimRecord | undefined> {
+    return this.write({ spool, epoch: after + 1, kind: 'claim', by, at: new Date().toISOString() });
+  }
+
+  /** Give `spool` back to its own node, if the record in force is still epoch `after`. */
+  release(spool: string, by: string, after: number, reason: string): Promise<ClaimRecord | undefined> {
+    return this.write({ spool, epoch: after + 1, kind: 'release', by, at: new Date().toISOString(), reason });
+  }
+
+  private async readRecord(spool: string, file: string): Promise<ClaimRecord | undefined> {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined; // pruned meanwhile
+      throw err;
+    }
+    try {
+      const r = this.sealer.open<ClaimRecord>(text);
+      if (r.spool !== spool || String(r.epoch).padStart(EPOCH_DIGITS, '0') !== path.basename(file)) throw new UnsealError('malformed', 'record does not match its file name');
+      return r;
+    } catch (err) {
+      if (!(err instanceof UnsealError)) throw err;
+      this.rejected++;
+      this.warn(`claim file ${file} ignored: ${err.message}`, { event: 'claim-rejected', file, reason: err.reason });
+      return undefined;
+    }
+  }
+
+  private async write(record: ClaimRecord): Promise<ClaimRecord | undefined> {
+    const dir = this.paths.claims(record.spool);
+    await mkdir(dir, { recursive: true });
+    await mkdir(this.paths.tmp, { recursive: true });
+    const current = await this.current(record.spool);
+    if (current.epoch !== record.epoch - 1) return undefined;
+    const target = path.join(dir, String(record.epoch).padStart(EPOCH_DIGITS, '0'));
+    const tmp = path.join(this.paths.tmp, `claim.${randomBytes(8).toString('hex')}`);
+    await writeFile(tmp, this.sealer.seal(record) + '\n', { flag: 'wx' });
+    const fh = await open(tmp, 'r+');
+    try { await fh.sync(); } finally { await fh.close(); }
+    try {
+      await link(tmp, target);
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      // another node took this epoch first — unless the file there is not a valid record
+      if (!(await this.readRecord(record.spool, target))) {
+        await rename(target, `${target}.rejected.${Date.now()}`);
+        await unlink(tmp);
+        return this.write(record);
+      }
+      return undefined;
+    } finally {
+      await unlink(tmp).catch(() => undefined);
+    }
+    await fsyncDirectory(dir);
+    await this.prune(dir);
+    return record;
+  }
+
+  private async prune(dir: string): Promise<void> {
+    const names = (await readdir(dir)).filter((n) => /^\d+$/.test(n)).sort();
+    for (const name of names.slice(0, Math.max(0, names.length - KEEP_RECORDS))) await unlink(path.join(dir, name)).catch(() => undefined);
+  }
+}

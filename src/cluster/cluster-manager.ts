@@ -1,0 +1,409 @@
+/**
+ * cluster/cluster-manager.ts — one node's part in the cluster: heartbeats out and in, failure
+ * detection, self-fencing, takeover of dead nodes' spools by secondary processes, handback.
+ *
+ * Exports: ClusterManager, ClusterNodeHooks, ClusterStatus.
+ * Every cluster.heartbeat_interval (docs/ha.md has the whole story):
+ *   - renew this node's disk heartbeat; if no renewal has succeeded for cluster.fence_after,
+ *     fence: refuse mail (4xx), start no delivery, tell the peers "fenced" (SBD-style
+ *     self-fencing — it happens before any peer can declare this node dead);
+ *   - send a signed network heartbeat to every peer;
+ *   - read the peers' disk heartbeats and the claim records of every spool, and act:
+ *       · this node's own spool claimed by another node → deliver nothing from it (the node keeps
+ *         accepting mail into it) until the claim is released; a claim whose holder is dead is
+ *         broken (released) by this node itself;
+ *       · a spool whose deliverer (its node, or the node holding its claim) is dead, when this
+ *         node is the designated survivor (survivor.ts) → claim it (epoch + 1) and start a
+ *         secondary process over it;
+ *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
+ *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
+ * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
+ * own timer so that a storage that hangs cannot hold the fencing back.
+ * What can go wrong: shared-storage errors while acting are logged and retried next tick;
+ * a secondary that exits unexpectedly is started again while the claim is still ours.
+ * Reads config keys: cluster.*, spool.root, node.id.
+ */
+import type { Logger } from 'pino';
+import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
+import type { TrackingLog } from '../track/tracking-log.ts';
+import { Sealer } from './sealed.ts';
+import { Membership, type AnnouncedState, type PeerView } from './membership.ts';
+import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason } from './net-heartbeat.ts';
+import { DiskHeartbeat } from './disk-heartbeat.ts';
+import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
+import { chooseSurvivor } from './survivor.ts';
+import { SecondaryProcess } from './secondary.ts';
+
+/** What the node gives the cluster manager. */
+export interface ClusterNodeHooks {
+  /** The node's own state: starting, ready, draining, stopping. */
+  state(): AnnouncedState;
+  queueDepth(): number;
+  /** Another node has claimed our spool: stop the queue manager (the gate is already shut). */
+  loseOwnSpool(reason: string): Promise<void>;
+  /** Our spool is ours again: lock it and start delivering from it. */
+  regainOwnSpool(): Promise<void>;
+  /** The delivery gate opened again after a fence (the queue manager may resume). */
+  deliveriesResumed(): void;
+}
+
+export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number };
+
+export interface ClusterStatus {
+  node: string;
+  site: string;
+  state: AnnouncedState;
+  fenced?: FenceReason;
+  /** Whether this node delivers from its own spool now (false while another node holds it). */
+  ownSpool: 'delivering' | 'claimed-by-other' | 'fenced';
+  diskHeartbeatAgeMs: number;
+  /** Messages in this node's own queue. */
+  queue: number;
+  peers: Array<PeerView & { site: string }>;
+  claims: Array<ClaimRecord & { deliverer: string }>;
+  secondaries: Array<{ spool: string; epoch: number; ready: boolean; pid?: number; since: string; queue: Record<string, number> }>;
+  rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
+  counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
+}
+
+/** A secondary that failed to start, or exited, is not started again sooner than this. */
+const SECONDARY_RETRY_MS = 5000;
+
+/** Good renewals needed, after a storage fence, before the node delivers again. */
+const UNFENCE_AFTER_RENEWALS = 3;
+
+export class ClusterManager {
+  private readonly c: ClusterConfig;
+  private readonly me: string;
+  private readonly sealer: Sealer;
+  private readonly membership: Membership;
+  private readonly net: NetHeartbeat;
+  private readonly disk: DiskHeartbeat;
+  readonly claims: ClaimStore;
+  private readonly boot = Date.now();
+  private readonly mono = () => performance.now();
+  private lastRenewOk: number;
+  private renewing = false;
+  private goodRenewalsSinceFence = 0;
+  private fence?: FenceReason;
+  /** True while another node's claim keeps us from delivering our own spool. */
+  private ownSpoolTaken = false;
+  private readonly records = new Map<string, ClaimRecord>();
+  private readonly secondaries = new Map<string, SecondaryProcess>();
+  /** Spools with a takeover or handback under way (not acted on again meanwhile). */
+  private readonly busy = new Set<string>();
+  /** Spools whose secondary failed: not started again before this time (monotonic). */
+  private readonly retryAt = new Map<string, number>();
+  private beatTimer?: NodeJS.Timeout;
+  private actTimer?: NodeJS.Timeout;
+  private acting = false;
+  private stopped = false;
+  readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
+
+  constructor(
+    private readonly config: TandemConfig,
+    private readonly hooks: ClusterNodeHooks,
+    private readonly logger: Logger,
+    private readonly tracking: TrackingLog,
+  ) {
+    this.c = config.cluster!;
+    this.me = config.node.id;
+    this.sealer = new Sealer(this.c.secret!);
+    const peers = this.c.nodes.filter((n) => n.id !== this.me);
+    this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono);
+    const self = this.c.nodes.find((n) => n.id === this.me)!;
+    this.net = new NetHeartbeat(
+      { id: this.me, address: self.heartbeat },
+      peers.map((p) => ({ id: p.id, address: p.heartbeat })),
+      this.sealer,
+      (hb) => this.onHeartbeat(hb),
+      (reason, from) => this.logger.warn({ event: 'heartbeat-rejected', reason, from }, `heartbeat from ${from} dropped: ${reason}`),
+    );
+    this.disk = new DiskHeartbeat(config.spool.root, this.me, this.boot, this.sealer);
+    this.claims = new ClaimStore(config.spool.root, this.sealer, (msg, fields) => this.logger.warn(fields, msg));
+    this.lastRenewOk = this.mono();
+  }
+
+  /**
+   * Join the cluster: the shared storage must be writable (first disk heartbeat), the heartbeat
+   * address bindable. Returns whether our own spool is claimed by another node right now.
+   */
+  async start(): Promise<{ ownSpoolClaimedBy?: string }> {
+    await this.disk.prepare();
+    await this.disk.renew(this.hooks.state());
+    this.lastRenewOk = this.mono();
+    await this.net.start();
+    const own = await this.claims.current(this.me);
+    this.records.set(this.me, own);
+    this.ownSpoolTaken = effectiveOwner(own) !== this.me;
+    this.beatTimer = setInterval(() => this.beat(), this.c.heartbeat_interval);
+    this.actTimer = setInterval(() => void this.act(), this.c.heartbeat_interval);
+    this.beat();
+    return this.ownSpoolTaken ? { ownSpoolClaimedBy: own.by } : {};
+  }
+
+  /** The delivery gate for our own spool: not fenced, disk heartbeat fresh, spool not claimed. */
+  mayDeliverOwnSpool(): boolean {
+    return !this.fence && !this.ownSpoolTaken && this.mono() - this.lastRenewOk < this.c.fence_after;
+  }
+
+  /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
+  isFenced(): boolean {
+    return this.fence !== undefined || this.mono() - this.lastRenewOk >= this.c.fence_after;
+  }
+
+  /** Our announced state, as the peers see it. */
+  announced(): AnnouncedState {
+    if (this.fence) return 'fenced';
+    const s = this.hooks.state();
+    if (s === 'ready' && this.ownSpoolTaken) return 'returning';
+    return s;
+  }
+
+  /** Operator: take this node out (no mail in, no delivery, peers take the spool over). */
+  fenceByOperator(): void {
+    this.enterFence({ type: 'operator', since: Date.now() }, 'fenced by the operator');
+  }
+
+  /** Operator: undo fenceByOperator (or a storage fence once the storage is back). */
+  unfenceByOperator(): void {
+    if (this.fence?.type !== 'operator') return;
+    this.fence = { type: 'storage', since: Date.now() }; // leave through the storage path: fresh renewals first
+    this.goodRenewalsSinceFence = 0;
+    this.logger.info({ event: 'unfence-requested' }, 'unfence requested: resuming once the disk heartbeat has been renewed');
+  }
+
+  /** Operator: hand a spool we hold back to its node now. */
+  async handBack(spool: string): Promise<ClaimRecord> {
+    const record = this.records.get(spool) ?? await this.claims.current(spool);
+    if (record.kind !== 'claim' || record.by !== this.me) throw new Error(`spool ${spool} is not held by ${this.me} (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
+    return this.release(spool, record, 'handed back by the operator');
+  }
+
+  /**
+   * Node stopping, first step: take no spool over any more and stop the secondaries (they
+   * finish and record their deliveries in flight). Heartbeats go on, saying "stopping", so
+   * that nobody takes our spool while our own deliveries in flight finish.
+   */
+  async stopSecondaries(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.actTimer);
+    await Promise.all([...this.secondaries.values()].map((s) => s.stop()));
+    this.secondaries.clear();
+  }
+
+  /** Node stopping, last step: no more heartbeats. Peers take our spool after dead_after. */
+  async stop(): Promise<void> {
+    await this.stopSecondaries();
+    clearInterval(this.beatTimer);
+    this.net.close();
+  }
+
+  status(): ClusterStatus {
+    const sites = new Map(this.c.nodes.map((n) => [n.id, n.site]));
+    return {
+      node: this.me,
+      site: sites.get(this.me)!,
+      state: this.announced(),
+      ...(this.fence ? { fenced: this.fence } : {}),
+      ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
+      diskHeartbeatAgeMs: Math.round(this.mono() - this.lastRenewOk),
+      queue: this.hooks.queueDepth(),
+      peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
+      claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
+      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
+      rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
+      counters: { ...this.counters },
+    };
+  }
+
+  private onHeartbeat(hb: Heartbeat): void {
+    this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
+  }
+
+  /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
+  private beat(): void {
+    if (this.fence?.type !== 'operator' && !this.renewing) {
+      this.renewing = true;
+      this.disk.renew(this.announced()).then(
+        () => {
+          this.lastRenewOk = this.mono();
+          if (this.fence) this.goodRenewalsSinceFence++;
+        },
+        (err) => this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`),
+      ).finally(() => { this.renewing = false; });
+    }
+    const overdue = this.mono() - this.lastRenewOk;
+    if (!this.fence && overdue >= this.c.fence_after) {
+      // in force since the renewal became overdue (the gates check the age themselves)
+      const since = Date.now() - (overdue - this.c.fence_after);
+      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    }
+    this.net.send({
+      boot: this.boot,
+      state: this.announced(),
+      queue: this.hooks.queueDepth(),
+      claims: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch })),
+    });
+  }
+
+  private enterFence(reason: FenceReason, why: string): void {
+    if (this.fence) return;
+    this.fence = reason;
+    this.goodRenewalsSinceFence = 0;
+    this.counters.fences++;
+    this.logger.error({ event: 'fenced', reason: reason.type, why }, `FENCED: ${why}; refusing mail (4xx) and starting no delivery until it recovers`);
+    this.tracking.record({ event: 'fenced', reason: why, since: new Date(reason.since).toISOString() });
+  }
+
+  /** Observe the peers and the claims, and act on them (never overlapping itself). */
+  private async act(): Promise<void> {
+    if (this.acting || this.stopped) return;
+    this.acting = true;
+    try {
+      await this.observeDisk();
+      await this.maybeUnfence();
+      await this.watchOwnSpool();
+      for (const n of this.c.nodes) if (n.id !== this.me) await this.watchSpool(n.id);
+    } catch (err) {
+      this.logger.warn({ event: 'cluster-pass-failed', err: String((err as Error)?.message ?? err) }, `cluster pass failed, retrying: ${(err as Error)?.message ?? err}`);
+    } finally {
+      this.acting = false;
+    }
+  }
+
+  private async observeDisk(): Promise<void> {
+    for (const n of this.c.nodes) {
+      if (n.id === this.me) continue;
+      const beat = await this.disk.read(n.id);
+      if (beat) this.membership.noteDisk(n.id, beat);
+    }
+  }
+
+  /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
+  private async maybeUnfence(): Promise<void> {
+    if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
+    if (this.mono() - this.lastRenewOk >= this.c.fence_after) return;
+    const own = await this.claims.current(this.me);
+    this.records.set(this.me, own);
+    if (effectiveOwner(own) !== this.me) await this.ownSpoolLost(own);
+    const since = this.fence.since;
+    this.fence = undefined;
+    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
+      `unfenced: disk heartbeat renewed again${this.ownSpoolTaken ? `; our spool is held by ${own.by}, waiting for its handback` : ''}`);
+    this.tracking.record({ event: 'unfenced' });
+    if (!this.ownSpoolTaken) this.hooks.deliveriesResumed();
+  }
+
+  private async watchOwnSpool(): Promise<void> {
+    const own = await this.claims.current(this.me);
+    this.records.set(this.me, own);
+    const holder = effectiveOwner(own);
+    if (holder !== this.me) {
+      await this.ownSpoolLost(own);
+      if (this.membership.status(holder).type === 'dead' && !this.fence) {
+        const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
+        if (released) {
+          this.records.set(this.me, released);
+          this.counters.claimsBroken++;
+          this.logger.warn({ event: 'claim-broken', spool: this.me, holder, epoch: released.epoch }, `claim on our spool by ${holder} broken: ${holder} is dead`);
+          this.tracking.record({ event: 'claim-broken', spool: this.me, epoch: released.epoch, reason: `holder ${holder} is dead` });
+        }
+      }
+    } else if (this.ownSpoolTaken && !this.fence) {
+      await this.hooks.regainOwnSpool();
+      this.ownSpoolTaken = false;
+      this.hooks.deliveriesResumed();
+      this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
+    }
+  }
+
+  /** Another node holds our spool: shut the gate at once, then stop our queue manager. */
+  private async ownSpoolLost(own: ClaimRecord): Promise<void> {
+    if (this.ownSpoolTaken) return;
+    this.ownSpoolTaken = true;
+    this.logger.error({ event: 'own-spool-claimed', by: own.by, epoch: own.epoch }, `our spool was claimed by ${own.by} (epoch ${own.epoch}): delivering nothing from it until it is handed back`);
+    await this.hooks.loseOwnSpool(`claimed by ${own.by}`);
+  }
+
+  private async watchSpool(spool: string): Promise<void> {
+    if (this.busy.has(spool)) return;
+    const record = await this.claims.current(spool);
+    this.records.set(spool, record);
+    const deliverer = effectiveOwner(record);
+    const running = this.secondaries.get(spool);
+    if (running && (record.kind !== 'claim' || record.by !== this.me || record.epoch !== running.epoch)) {
+      // the claim is gone (an operator, or a node that thought us dead): the secondary stops itself
+      this.secondaries.delete(spool);
+      void running.stop();
+      return;
+    }
+    if (deliverer === this.me) {
+      if (this.c.auto_handback && this.membership.isBack(spool)) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
+      else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
+      return;
+    }
+    if (!this.c.nodes.some((n) => n.id === deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
+    if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
+    // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
+    if (this.membership.isLive(spool)) return;
+    const isLive = (id: string) => (id === this.me ? true : this.membership.isLive(id));
+    if (chooseSurvivor(this.c.nodes, spool, isLive) !== this.me) return;
+    this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, deliverer));
+  }
+
+  /**
+   * Run a takeover, secondary start or handback for `spool` in the background (it takes a child
+   * process start, or the end of deliveries in flight): the pass goes on with the other spools,
+   * and this spool is not acted on again until it ends.
+   */
+  private inBackground(spool: string, what: string, fn: () => Promise<unknown>): void {
+    this.busy.add(spool);
+    fn().catch((err) => {
+      this.logger.error({ event: 'cluster-action-failed', spool, action: what, err: String(err?.message ?? err) }, `${what} of spool ${spool} failed, retrying: ${err?.message ?? err}`);
+    }).finally(() => this.busy.delete(spool));
+  }
+
+  private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string): Promise<void> {
+    const claimed = await this.claims.claim(spool, this.me, record.epoch);
+    if (!claimed) return; // another node was first
+    this.records.set(spool, claimed);
+    this.counters.takeovers++;
+    this.logger.warn({ event: 'takeover', spool, epoch: claimed.epoch, dead: deadDeliverer }, `TAKEOVER: ${deadDeliverer} is dead; claimed spool ${spool} (epoch ${claimed.epoch}), starting a secondary process over it`);
+    this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason: `${deadDeliverer} is dead` });
+    await this.startSecondary(spool, claimed.epoch);
+  }
+
+  private async startSecondary(spool: string, epoch: number): Promise<void> {
+    if (this.stopped) return;
+    const secondary = new SecondaryProcess(spool, epoch, this.me, this.config, (how) => {
+      this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);
+      this.retryAt.set(spool, this.mono() + SECONDARY_RETRY_MS);
+      if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
+    });
+    this.secondaries.set(spool, secondary);
+    try {
+      await secondary.start();
+      this.retryAt.delete(spool);
+    } catch (err) {
+      this.secondaries.delete(spool);
+      this.retryAt.set(spool, this.mono() + SECONDARY_RETRY_MS);
+      throw err;
+    }
+  }
+
+  private async release(spool: string, record: ClaimRecord, reason: string): Promise<ClaimRecord> {
+    const secondary = this.secondaries.get(spool);
+    if (secondary) {
+      await secondary.stop();
+      this.secondaries.delete(spool);
+    }
+    const released = await this.claims.release(spool, this.me, record.epoch, reason);
+    if (!released) throw new Error(`spool ${spool}: the claim changed while handing it back`);
+    this.records.set(spool, released);
+    this.counters.handbacks++;
+    this.logger.info({ event: 'handback', spool, epoch: released.epoch, reason }, `HANDBACK: spool ${spool} released (epoch ${released.epoch}): ${reason}`);
+    this.tracking.record({ event: 'handback', spool, epoch: released.epoch, reason });
+    return released;
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * cluster/disk-heartbeat.ts — the disk heartbeat: each node's slot on the shared storage
+ * (`<spool.root>/.cluster/heartbeat/<node>`), a sealed {node, boot, counter, state} record that
+ * the node rewrites every cluster.heartbeat_interval and its peers read.
+ *
+ * Exports: DiskHeartbeat, DiskBeat.
+ * A renewal writes a temp file, fdatasyncs it and renames it over the slot, opening everything
+ * by name each time: a storage that has gone away (unmounted, a stale NFS handle, a cut SAN
+ * path) fails the renewal or hangs it, and either way the node notices that its last good
+ * renewal is getting old (the cluster manager fences it after cluster.fence_after). A peer's
+ * slot that cannot be read, or does not open with the secret, is simply no beat.
+ * Reads config keys: spool.root, cluster.secret (through the Sealer).
+ */
+import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import type { Sealer } from './sealed.ts';
+import { UnsealError } from './sealed.ts';
+import { clusterPaths } from './paths.ts';
+import type { AnnouncedState } from './membership.ts';
+
+export interface DiskBeat {
+  node: string;
+  boot: number;
+  counter: number;
+  state: AnnouncedState;
+}
+
+export class DiskHeartbeat {
+  private readonly paths: ReturnType<typeof clusterPaths>;
+  private counter = 0;
+  /** Peer slots that did not open with the secret. */
+  rejected = 0;
+
+  constructor(spoolRoot: string, private readonly self: string, private readonly boot: number, private readonly sealer: Sealer) {
+    this.paths = clusterPaths(spoolRoot);
+  }
+
+  /** Write the next beat durably; rejects (or hangs) when the storage is not there. */
+  async renew(state: AnnouncedState): Promise<void> {
+    const slot = this.paths.heartbeat(this.self);
+    const tmp = path.join(this.paths.tmp, `heartbeat.${this.self}`);
+    const beat: DiskBeat = { node: this.self, boot: this.boot, counter: this.counter + 1, state };
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(this.sealer.seal(beat) + '\n');
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, slot);
+    this.counter++;
+  }
+
+  /** Create the folders (at start-up, while the storage is known to be there). */
+  async prepare(): Promise<void> {
+    await mkdir(this.paths.heartbeats, { recursive: true });
+    await mkdir(this.paths.tmp, { recursive: true });
+  }
+
+  /** A peer's current beat, or undefined when its slot is missing, unreadable or not sealed. */
+  async read(node: string): Promise<DiskBeat | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.paths.heartbeat(node), 'utf8');
+    } catch {
+      return undefined;
+    }
+    try {
+      const beat = this.sealer.open<DiskBeat>(text);
+      return beat.node === node && typeof beat.counter === 'number' ? beat : undefined;
+    } catch (err) {
+      if (err instanceof UnsealError) this.rejected++;
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * cluster/secondary-main.ts — the secondary switch process: a child of a surviving node that
+ * delivers a dead node's queue. Queue manager and channels over that spool; no SMTP listener.
+ *
+ * Started by SecondaryProcess (secondary.ts) with an IPC channel; the first message is
+ * {type:"start", config, spool, epoch, owner}. It then:
+ *   1. takes the spool's lock (forced: the claim with its epoch is what entitles it),
+ *   2. runs a QueueManager over the spool with a delivery gate that is open only while
+ *      - the claim record in force is still ours (same epoch, kind claim, by the owner) and
+ *      - the owner's disk heartbeat has moved within cluster.fence_after (so a hung or fenced
+ *        parent also stops its secondaries before the peers' dead_after runs out),
+ *   3. reports {type:"ready"} and then queue counts every second,
+ *   4. on {type:"stop"} or when the parent goes away (IPC disconnect): stops starting
+ *      deliveries, waits for those in flight to be recorded, releases the lock, exits 0.
+ *   A claim that is no longer ours (taken by another node, or handed back by an operator)
+ *   stops it the same way at once.
+ * Logs JSON lines (pino) on stdout, which the parent shares; tracking-log lines carry
+ * "secondary": the spool. Exit codes: 0 stopped; 1 could not start (the parent retries).
+ * Reads config keys: spool.root, cluster.*, tracking.path, and what the queue manager, router
+ * and channels read.
+ */
+import path from 'node:path';
+import { pino } from 'pino';
+import type { TandemConfig } from '../config/schema.ts';
+import { Spool, acquireSpoolLock } from '../spool/index.ts';
+import { createRouter, channelOptions } from '../node/wiring.ts';
+import { ChannelSet } from '../channels/index.ts';
+import { QueueManager } from '../qmgr/queue-manager.ts';
+import { TrackingLog } from '../track/tracking-log.ts';
+import { Sealer } from './sealed.ts';
+import { ClaimStore } from './claims.ts';
+import { DiskHeartbeat } from './disk-heartbeat.ts';
+
+export interface SecondaryStart {
+  type: 'start';
+  config: TandemConfig;
+  spool: string;
+  epoch: number;
+  owner: string;
+}
+
+export type SecondaryReport =
+  | { type: 'ready' }
+  | { type: 'counts'; counts: Record<string, number> }
+  | { type: 'stopped'; reason: string };
+
+function send(msg: SecondaryReport): void {
+  process.send?.(msg);
+}
+
+async function run(start: SecondaryStart): Promise<void> {
+  const { config, spool: spoolId, epoch, owner } = start;
+  const cluster = config.cluster!;
+  const log = pino({ level: config.log.level, base: { node: owner, secondary: spoolId }, timestamp: pino.stdTimeFunctions.isoTime });
+  const dir = path.join(config.spool.root, spoolId);
+  const sealer = new Sealer(cluster.secret!);
+  const claims = new ClaimStore(config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
+  const disk = new DiskHeartbeat(config.spool.root, owner, 0, sealer);
+  const mono = () => performance.now();
+
+  let claimOurs = true;
+  let parentMark = '';
+  let parentChangedAt = mono();
+  const mayDeliver = () => claimOurs && mono() - parentChangedAt < cluster.fence_after;
+
+  const spool = await Spool.open(dir, { nodeId: spoolId, warn: (msg, fields) => log.warn(fields, msg) });
+  const lock = await acquireSpoolLock(dir, { force: true });
+  const tracking = new TrackingLog(config.tracking.path, owner, (err) => log.error({ event: 'tracking-write-failed', err: String(err) }, `cannot write the tracking log: ${err.message}`), { secondary: spoolId });
+  const router = await createRouter(config, (msg, fields) => log.warn(fields ?? {}, msg));
+  const channels = new ChannelSet(channelOptions(config));
+  const qmgr = new QueueManager({ config, spool, router, tracking, logger: log, channelFor: (route) => channels.channelFor(route), mayDeliver });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) => (stopping ??= (async () => {
+    log.info({ event: 'secondary-stopping', reason }, `secondary for ${spoolId} stopping: ${reason}`);
+    clearInterval(watch);
+    clearInterval(report);
+    await qmgr.stop();
+    await channels.close();
+    tracking.close();
+    await lock.release();
+    send({ type: 'stopped', reason });
+    log.info({ event: 'secondary-stopped', reason }, `secondary for ${spoolId} stopped; deliveries in flight are recorded`);
+    process.exit(0);
+  })());
+
+  const watch = setInterval(() => {
+    void (async () => {
+      const beat = await disk.read(owner);
+      const wasOpen = mayDeliver();
+      if (beat) {
+        const mark = `${beat.boot}:${beat.counter}`;
+        if (mark !== parentMark) {
+          parentMark = mark;
+          parentChangedAt = mono();
+        }
+      }
+      const record = await claims.current(spoolId).catch(() => undefined);
+      if (record && !(record.epoch === epoch && record.kind === 'claim' && record.by === owner)) {
+        claimOurs = false;
+        void stop(`the claim is no longer ours (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
+        return;
+      }
+      if (!wasOpen && mayDeliver()) qmgr.resume();
+    })().catch((err) => log.error({ err: String(err) }, 'secondary watch failed'));
+  }, cluster.heartbeat_interval);
+  const report = setInterval(() => send({ type: 'counts', counts: qmgr.counts() }), 1000);
+
+  process.on('message', (msg: { type?: string }) => { if (msg?.type === 'stop') void stop('asked to stop (handback or node stop)'); });
+  process.on('disconnect', () => void stop('the parent node went away'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+
+  const { scanned } = await qmgr.start();
+  send({ type: 'ready' });
+  log.info({ event: 'secondary-ready', spool: dir, epoch }, `secondary for ${spoolId} delivering its queue (claim epoch ${epoch})`);
+  scanned.then(
+    (r) => log.info({ event: 'spool-recovered', spool: dir, ...r }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
+    (err) => log.error({ event: 'spool-scan-failed', err: String(err) }, `scan of ${dir} failed: ${err}`),
+  );
+}
+
+process.once('message', (msg: SecondaryStart) => {
+  run(msg).catch((err) => {
+    process.stderr.write(`secondary for ${msg?.spool}: cannot start: ${err?.stack ?? err}\n`);
+    process.exit(1);
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * Cluster takeover and handback with real node processes over a shared spool root.
+ * The hard case first: next hop down, everything queued on node a, then a's whole process group
+ * is killed; the survivor b must claim a's spool, start a secondary process over it and deliver
+ * all of it once the next hop is back; a restarted a gets its spool back (handback) and
+ * delivers from it again; nothing is delivered twice.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { trackProcesses } from './harness/procs.ts';
+import { startSink } from './harness/sink.ts';
+import { runLoad } from './harness/load.ts';
+import { freePort } from './harness/ports.ts';
+import { createCluster } from './harness/cluster.ts';
+import { runCli } from './harness/tandem.ts';
+import { sendMail } from './harness/smtp-client.ts';
+
+const procs = trackProcesses();
+after(() => procs.stopAll());
+
+const queued = (dir: string, spool: string) =>
+  ['incoming', 'active', 'deferred'].reduce((n, s) => n + readdirSync(path.join(dir, 'spool', spool, s)).length, 0);
+
+test('next hop down, everything queued on a, a killed: b takes a\'s spool over and delivers it; a comes back and gets it back', { timeout: 180_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-takeover-'));
+  const sinkPort = await freePort();
+  const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${sinkPort}` });
+  await cluster.start('a');
+  await cluster.start('b');
+  await cluster.waitFor('a and b to see each other alive', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
+
+  const total = 60;
+  const smtpA = cluster.addresses.get('a')!.smtp;
+  const first = await runLoad({ host: smtpA.host, port: smtpA.port, total, concurrency: 4, sizeBytes: 1024, from: 'load@client.test', to: (i) => `r${i}@remote.test`, runId: 'first' });
+  assert.equal(first.accepted.size, total);
+  await cluster.waitFor('every message deferred on a (next hop down)', async () => readdirSync(path.join(dir, 'spool', 'a', 'deferred')).length === total);
+
+  const killedAt = Date.now();
+  await cluster.kill('a');
+  const status = await cluster.waitFor('b to declare a dead and take its spool over', async () => {
+    const s = await cluster.status('b');
+    return s.secondaries.some((x: any) => x.spool === 'a') && s;
+  });
+  const tookMs = Date.now() - killedAt;
+  assert.equal(status.peers[0].status.type, 'dead');
+  const takeover = cluster.trackingEvents().find((e) => e.event === 'takeover' && e.spool === 'a');
+  assert.equal(takeover?.node, 'b', 'the takeover is in the tracking log');
+  assert.equal(takeover?.epoch, 1);
+
+  const cli = await runCli(['cluster', 'status', '--config', cluster.config, '--json']);
+  assert.equal(cli.code, 0, cli.stderr);
+  const merged = JSON.parse(cli.stdout);
+  assert.equal(merged.nodes.find((n: any) => n.id === 'a').status, 'dead', 'tandem cluster status shows a dead');
+  assert.deepEqual(merged.spools.find((x: any) => x.spool === 'a'), { ...merged.spools.find((x: any) => x.spool === 'a'), deliverer: 'b', epoch: 1 });
+  const table = await runCli(['cluster', 'status', '--config', cluster.config]);
+  assert.match(table.stdout, /^a\s+test\s+dead/m);
+  assert.match(table.stdout, /^a\s+b \(takeover\)\s+1/m);
+
+  const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
+  await sink.waitForCount(total, 60_000);
+  await cluster.waitFor('a\'s spool to drain', async () => queued(dir, 'a') === 0);
+  const delivered = cluster.trackingEvents().filter((e) => e.event === 'delivered');
+  assert.ok(delivered.every((e) => e.node === 'b' && e.secondary === 'a'), 'b\'s secondary delivered a\'s queue');
+  console.log(`# takeover: a killed, b's secondary running ${tookMs} ms later; ${total} queued messages delivered from a's spool`);
+
+  await cluster.start('a');
+  await cluster.waitFor('the handback of a\'s spool', async () => {
+    const s = await cluster.status('a');
+    return s.ownSpool === 'delivering' && (await cluster.status('b')).secondaries.length === 0;
+  });
+  assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'a' && e.node === 'b'));
+
+  const second = await runLoad({ host: smtpA.host, port: smtpA.port, total: 20, concurrency: 2, sizeBytes: 512, from: 'load@client.test', to: (i) => `s${i}@remote.test`, runId: 'second' });
+  await sink.waitForCount(total + 20, 30_000);
+  const got = sink.countsByTestId();
+  for (const id of [...first.accepted, ...second.accepted]) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
+  const byA = cluster.trackingEvents().filter((e) => e.event === 'delivered' && e.node === 'a' && !e.secondary);
+  assert.equal(byA.length, 20, 'after the handback, a delivers from its own spool');
+  await cluster.stopAll();
+  await sink.stop();
+});
+
+test('operator actions: fence a node by hand, unfence it, hand its spool back by hand (auto_handback off)', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-operator-'));
+  const sink = await startSink();
+  const cluster = await createCluster({ dir, relayHost: sink.address, cluster: { auto_handback: false } });
+  try {
+    await cluster.start('a');
+    await cluster.start('b');
+    await cluster.waitFor('a and b alive', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
+
+    const fence = await runCli(['cluster', 'fence', 'b', '--config', cluster.config]);
+    assert.equal(fence.code, 0, fence.stderr);
+    const health = await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`);
+    assert.equal(health.status, 503);
+    assert.equal((await health.json()).status, 'fenced');
+    await cluster.waitFor('a to take the fenced b\'s spool over', async () => (await cluster.status('a')).secondaries.some((s: any) => s.spool === 'b'));
+
+    assert.equal((await runCli(['cluster', 'unfence', 'b', '--config', cluster.config])).code, 0);
+    const returning = await cluster.waitFor('b unfenced, its spool still held by a', async () => {
+      const s = await cluster.status('b');
+      return !s.fenced && s;
+    });
+    assert.equal(returning.ownSpool, 'claimed-by-other');
+    assert.equal(returning.state, 'returning');
+    const viaB = await sendMail(cluster.addresses.get('b')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\nX-Test-Id: returning-1\r\n\r\nx\r\n');
+    assert.ok(viaB.ok, `a returning node accepts mail: ${viaB.response}`);
+
+    const handback = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
+    assert.equal(handback.code, 0, handback.stderr);
+    assert.match(handback.stdout, /spool b handed back by a/);
+    await cluster.waitFor('b delivering from its own spool again', async () => (await cluster.status('b')).ownSpool === 'delivering');
+    await sink.waitForCount(1, 15_000);
+    assert.equal(sink.countsByTestId().get('returning-1'), 1, 'the message accepted while returning is delivered once, after the handback');
+    const again = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
+    assert.equal(again.code, 1, 'a spool nobody holds cannot be handed back');
+  } finally {
+    await cluster.stopAll();
+    await sink.stop();
+  }
+});

@@ -1,0 +1,127 @@
+/*
+ * cluster.ts - a Tandem cluster of real node processes on one machine, for process-level tests
+ * and benchmarks: one shared config file (cluster.yaml), one shared spool root, fixed loopback
+ * ports per node (SMTP, admin, UDP heartbeat) chosen free at set-up, so that a node restarted
+ * after a kill comes back on the same addresses (as behind a load balancer).
+ *
+ * Exports:
+ *   createCluster(opts): Promise<TestCluster>
+ *   TestCluster  dir, config (path), ids, addresses, start(id), kill(id) (SIGKILL to the node's
+ *                whole process group: its secondaries die with it, as in a machine crash),
+ *                node(id), status(id) (GET /cluster), waitFor(id, what, pred), trackingEvents()
+ *   clusterNodeIds(n)  ["a", "b", ...]
+ * What can go wrong: a node that does not start (the error carries its output; each node's log
+ * is also in <dir>/<id>.out); status() of a dead node rejects.
+ */
+import { readFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { freePort, freeUdpPort, type HostPort } from "./ports.ts";
+import { startNode, writeNodeConfig, defaultNodeConfig, type RunningNode, type ConfigTree } from "./node.ts";
+import { eventually } from "./wait.ts";
+
+export interface ClusterOptions {
+  dir: string;
+  /** Node ids (default a, b). Partners: each node's partner is the next one (a→b, b→a for two). */
+  ids?: string[];
+  /** Where the nodes relay all mail (a sink). */
+  relayHost: string;
+  /** cluster: keys to set (timings), merged over the defaults below. */
+  cluster?: ConfigTree;
+  /** Other config sections merged over the defaults. */
+  extra?: ConfigTree;
+}
+
+export interface NodeAddresses {
+  smtp: HostPort;
+  admin: HostPort;
+  heartbeat: HostPort;
+}
+
+export interface TestCluster {
+  dir: string;
+  config: string;
+  ids: string[];
+  addresses: Map<string, NodeAddresses>;
+  secret: string;
+  /** `spool`: this node's view of the spool root (default the shared one in the config). */
+  start(id: string, opts?: { spool?: string }): Promise<RunningNode>;
+  kill(id: string): Promise<void>;
+  node(id: string): RunningNode | undefined;
+  status(id: string): Promise<any>;
+  waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs?: number): Promise<T>;
+  trackingEvents(): Array<Record<string, any>>;
+  stopAll(): Promise<void>;
+}
+
+export const clusterNodeIds = (n: number) => Array.from({ length: n }, (_, i) => String.fromCharCode(97 + i));
+
+export async function createCluster(opts: ClusterOptions): Promise<TestCluster> {
+  const ids = opts.ids ?? ["a", "b"];
+  const addresses = new Map<string, NodeAddresses>();
+  for (const id of ids) {
+    addresses.set(id, {
+      smtp: { host: "127.0.0.1", port: await freePort() },
+      admin: { host: "127.0.0.1", port: await freePort() },
+      heartbeat: { host: "127.0.0.1", port: await freeUdpPort() },
+    });
+  }
+  const fmt = (a: HostPort) => `${a.host}:${a.port}`;
+  const secret = "test-cluster-secret-0123456789abcdef";
+  const tracking = join(opts.dir, "tracking.log");
+  const base = defaultNodeConfig(opts.dir);
+  const config = writeNodeConfig(opts.dir, {
+    node: { id: ids[0], hostname: "cluster.test" },
+    relay: { host: opts.relayHost, networks: ["127.0.0.0/8"] },
+    tracking: { path: tracking },
+    cluster: {
+      secret,
+      nodes: ids.map((id, i) => ({
+        id,
+        heartbeat: fmt(addresses.get(id)!.heartbeat),
+        smtp: fmt(addresses.get(id)!.smtp),
+        admin: fmt(addresses.get(id)!.admin),
+        site: "test",
+        partner: ids[(i + 1) % ids.length],
+      })),
+      ...(opts.cluster ?? {}),
+    },
+    ...(opts.extra ?? {}),
+  }, base);
+  const running = new Map<string, RunningNode>();
+
+  const cluster: TestCluster = {
+    dir: opts.dir,
+    config,
+    ids,
+    addresses,
+    secret,
+    async start(id, startOpts = {}) {
+      const a = addresses.get(id)!;
+      const node = await startNode({ config, nodeId: id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`), ...(startOpts.spool ? { spool: startOpts.spool } : {}) });
+      running.set(id, node);
+      return node;
+    },
+    async kill(id) {
+      const node = running.get(id);
+      running.delete(id);
+      await node?.proc.killHard();
+    },
+    node: (id) => running.get(id),
+    async status(id) {
+      const a = addresses.get(id)!;
+      const res = await fetch(`http://${fmt(a.admin)}/cluster`);
+      if (!res.ok) throw new Error(`GET /cluster on ${id}: HTTP ${res.status}`);
+      return res.json();
+    },
+    waitFor: (what, fn, timeoutMs = 30_000) => eventually(what, fn, timeoutMs, 50),
+    trackingEvents() {
+      if (!existsSync(tracking)) return [];
+      return readFileSync(tracking, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    },
+    async stopAll() {
+      await Promise.all([...running.values()].map((n) => n.stop().catch(() => undefined)));
+      running.clear();
+    },
+  };
+  return cluster;
+}
