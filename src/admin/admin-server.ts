@@ -8,6 +8,8 @@
  *                           (the same value also as `state`)
  *   POST /drain | /resume   take the node out of / back into service (see TandemNode.drain);
  *                           200 {state}, 409 when the node is starting or stopping
+ *                           with a directory also {directory:{servers:[...], cache:{...}}}
+ *                           (the status code does not depend on it: mail flows on cached answers)
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state
@@ -40,7 +42,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
 
   app.get('/health', async (_req, reply) => {
     const status = node.health();
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id });
+    const directory = node.directoryHealth();
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}) });
   });
   const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
     const state = change === 'drain' ? node.drain() : node.resume();

@@ -6,10 +6,14 @@
  *   tandem_smtp_rejections_total{stage,code},
  *   tandem_deliveries_total{outcome,channel}, tandem_delivery_duration_seconds{channel},
  *   tandem_dsn_total{kind}, tandem_tracking_write_errors_total,
- *   tandem_queue_messages{state} (read from the queue manager on scrape).
+ *   tandem_queue_messages{state} (read from the queue manager on scrape),
+ *   tandem_directory_server_up{server,role} (1 up, 0 down or not yet contacted; read on scrape),
+ *   tandem_directory_requests_total{server,op,outcome}, tandem_directory_lookup_seconds{server,op},
+ *   tandem_directory_cache_total{result} (hit, miss, stale, failure; read on scrape).
  */
 import client from 'prom-client';
 import type { QueueMetrics } from '../qmgr/queue-manager.ts';
+import type { DirectoryServerStatus, CacheStats } from '../router/directory/index.ts';
 
 export class Metrics implements QueueMetrics {
   readonly registry = new client.Registry();
@@ -20,6 +24,9 @@ export class Metrics implements QueueMetrics {
   private durations = new client.Histogram({ name: 'tandem_delivery_duration_seconds', help: 'Time of one delivery transaction', labelNames: ['channel'], buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [this.registry] });
   private trackingErrors = new client.Counter({ name: 'tandem_tracking_write_errors_total', help: 'Tracking log lines or syncs that failed', registers: [this.registry] });
   private dsns = new client.Counter({ name: 'tandem_dsn_total', help: 'Delivery status notifications generated', labelNames: ['kind'], registers: [this.registry] });
+
+  private directoryRequests = new client.Counter({ name: 'tandem_directory_requests_total', help: 'Directory operations by server and outcome', labelNames: ['server', 'op', 'outcome'], registers: [this.registry] });
+  private directoryLatency = new client.Histogram({ name: 'tandem_directory_lookup_seconds', help: 'Time of one directory operation (bind included when a connection is made)', labelNames: ['server', 'op'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5], registers: [this.registry] });
 
   constructor(queueCounts: () => Record<string, number>) {
     new client.Gauge({
@@ -57,5 +64,36 @@ export class Metrics implements QueueMetrics {
 
   dsn(kind: string): void {
     this.dsns.inc({ kind });
+  }
+
+  directoryRequest(server: string, op: string, seconds: number, ok: boolean): void {
+    this.directoryRequests.inc({ server, op, outcome: ok ? 'ok' : 'error' });
+    if (ok) this.directoryLatency.observe({ server, op }, seconds);
+  }
+
+  /** Server states and cache counters read on each scrape. */
+  watchDirectory(servers: () => DirectoryServerStatus[], cache: () => CacheStats): void {
+    new client.Gauge({
+      name: 'tandem_directory_server_up',
+      help: 'Directory server state: 1 up, 0 down or not yet contacted',
+      labelNames: ['server', 'role'],
+      registers: [this.registry],
+      collect() {
+        for (const s of servers()) this.set({ server: s.url, role: s.role }, s.state === 'up' ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: 'tandem_directory_cache_total',
+      help: 'Directory lookups by cache result since start (hit, miss, stale answer used, failure)',
+      labelNames: ['result'],
+      registers: [this.registry],
+      collect() {
+        const c = cache();
+        this.set({ result: 'hit' }, c.hits);
+        this.set({ result: 'miss' }, c.misses);
+        this.set({ result: 'stale' }, c.stale);
+        this.set({ result: 'failure' }, c.failures);
+      },
+    });
   }
 }

@@ -1,7 +1,8 @@
 /**
  * cli/config-check.ts — `tandem config check FILE`: parse and validate the file, then load
  * every table it names, the relay networks, the password table and the TLS files, as a start
- * would — without listening or touching the spool.
+ * would — without listening or touching the spool. With a directory: section, it binds to
+ * every directory server and reads directory.base_dn there (one line per server).
  *
  * Exports: checkConfig → { ok, lines } (lines are what to print).
  */
@@ -9,7 +10,7 @@ import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig } from '../config/load.ts';
-import { createRouter, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
+import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 
 export async function checkConfig(file: string): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];
@@ -29,7 +30,20 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
       lines.push(`  FAIL ${what}: ${(err as Error).message}`);
     }
   };
-  await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', () => createRouter(c));
+  await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', async () => {
+    const router = await createRouter(c);
+    if ('close' in router) await router.close();
+  });
+  if (c.directory) {
+    const pool = await createDirectoryPool(c).catch((err: Error) => err);
+    if (pool instanceof Error) await step('directory', () => Promise.reject(pool));
+    else {
+      for (const r of await pool.check(c.directory.base_dn)) {
+        await step(`directory server ${r.url}: ${r.detail}`, async () => { if (!r.ok) throw new Error('cannot bind and read; check the URL, bind_dn, the password and base_dn'); });
+      }
+      await pool.close();
+    }
+  }
   await step('relay networks', () => loadRelayNetworks(c));
   if (c.smtp.auth_passwords) await step(`password table ${c.smtp.auth_passwords}`, () => loadPasswords(c));
   if (c.smtp.tls) {

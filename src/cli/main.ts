@@ -9,10 +9,11 @@
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
  *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL --config FILE [--json]
  *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
+ *   tandem dir schema|init|import|add|modify|remove|list   directory changes (dir-command.ts)
  *
  * Exit codes (for scripts, after sysexits.h): 0 ok; 1 the operation failed (e.g. no such
- * message); 2 usage; 69 node unreachable; 75 spool busy (a running node owns it: use --admin);
- * 78 configuration error.
+ * message); 2 usage; 69 node unreachable; 75 spool busy (a running node owns it: use --admin),
+ * or directory master unavailable (retry later); 78 configuration error.
  */
 import { Command, Option } from 'commander';
 import { pino } from 'pino';
@@ -27,6 +28,7 @@ import { hashPassword } from '../router/index.ts';
 import { EXIT } from './exit-codes.ts';
 import { runClusterStatus, runClusterAction } from './cluster-command.ts';
 import { runUp } from './up.ts';
+import { runDirCommand } from './dir-command.ts';
 
 
 const program = new Command('tandem')
@@ -138,6 +140,31 @@ program.command('passwd')
     if (!pw) { console.error('no password on stdin'); process.exit(EXIT.USAGE); }
     console.log(await hashPassword(pw));
   });
+
+const dir = program.command('dir').description('directory-based configuration: schema, base entries, import, and changes to domains, mailboxes, aliases, lists, routes');
+const dirKinds = 'KIND: domain | mailbox | alias | list | route';
+for (const [name, usage, desc] of [
+  ['schema', '', 'print the Tandem LDAP schema (slapd.conf form; --ldif: cn=config form)'],
+  ['init', '', 'create the base entry and ou=domains, people, aliases, lists, routes on the master'],
+  ['import', '', 'write the table files and domain lists of the config into the directory'],
+  ['add', '<kind> <key> [values...]', `add an entry (${dirKinds}); alias/list values are addresses, a route's is a transport`],
+  ['modify', '<kind> <key> [values...]', `replace an entry's values (${dirKinds})`],
+  ['remove', '<kind> <key>', `remove an entry (${dirKinds})`],
+  ['list', '[kind]', 'list entries (all kinds, or one)'],
+] as const) {
+  const cmd = dir.command(usage ? `${name} ${usage}` : name).description(desc)
+    .option('-c, --config <file>', 'node configuration with a directory: section')
+    .option('--json', 'machine-readable output (list)')
+    .option('--ldif', 'cn=config LDIF form (schema)')
+    .option('--relay', 'a relay domain rather than a local one (domain)')
+    .option('--maildir <path>', 'Maildir folder, relative to local.maildir_root (mailbox)')
+    .option('--mail-host <host>', 'deliver by SMTP to this host instead (mailbox)');
+  cmd.action(async (...args: any[]) => {
+    const command = args[args.length - 1] as Command;
+    const positional = (command.args as string[]);
+    process.exit(await runDirCommand(name, positional, command.opts()));
+  });
+}
 
 async function configOrExit(file: string | undefined, overrides: ConfigOverrides) {
   try {

@@ -249,3 +249,18 @@ test('a missing file names the path and the reason', async () => {
     return true;
   });
 });
+
+test('directory: defaults in ms, password file relative to the config file; more than two masters or two passwords refused', async () => {
+  const file = await configFile('directory:\n  servers:\n    - { url: "ldap://127.0.0.1:389", role: master }\n    - { url: "ldap://127.0.0.2:389" }\n  base_dn: dc=example,dc=org\n  bind_password_file: ldap.secret\n', 'dir');
+  const c = await loadConfig(file);
+  assert.deepEqual(c.directory, {
+    servers: [{ url: 'ldap://127.0.0.1:389', role: 'master' }, { url: 'ldap://127.0.0.2:389', role: 'shadow' }],
+    base_dn: 'dc=example,dc=org', bind_password_file: join(dir, 'dir', 'ldap.secret'),
+    connect_timeout: 1000, operation_timeout: 2000, server_backoff: 5000, cache_ttl: 60_000, negative_cache_ttl: 30_000,
+    max_stale: 86_400_000, cache_max_entries: 100_000,
+  });
+  const three = 'directory:\n  base_dn: dc=x\n  servers:\n' + [1, 2, 3].map((i) => `    - { url: "ldap://10.0.0.${i}", role: master }\n`).join('');
+  await assert.rejects(loadConfig(await configFile(three)), /directory\.servers: at most two servers can be masters/);
+  await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "ldap://h" }]\n  bind_password: a\n  bind_password_file: b\n')), /directory\.bind_password_file: set bind_password or bind_password_file, not both/);
+  await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "http://h" }]\n')), /directory\.servers\.0\.url: use ldap:\/\/host:port/);
+});

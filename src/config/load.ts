@@ -97,5 +97,6 @@ function resolvePaths(cfg: TandemConfig, baseDir: string): TandemConfig {
   if (cfg.smtp.tls) cfg.smtp.tls = { cert: r(cfg.smtp.tls.cert)!, key: r(cfg.smtp.tls.key)! };
   cfg.smtp.auth_passwords = r(cfg.smtp.auth_passwords);
   if (cfg.cluster?.secret_file) cfg.cluster.secret_file = r(cfg.cluster.secret_file);
+  if (cfg.directory) cfg.directory.bind_password_file = r(cfg.directory.bind_password_file);
   return cfg;
 }

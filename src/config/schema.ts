@@ -147,6 +147,26 @@ export const configSchema = z.object({
     /** Hand a claimed spool back as soon as its node is alive again. */
     auto_handback: z.boolean().default(true),
   }).strict().optional(),
+  /** Directory-based routing (docs/directory.md); beside or instead of the tables. */
+  directory: z.object({
+    servers: z.array(z.object({
+      url: z.string().regex(/^ldaps?:\/\/[^\s/]+\/?$/, 'use ldap://host:port or ldaps://host:port'),
+      role: z.enum(['master', 'shadow']).default('shadow'),
+    }).strict()).min(1).max(16),
+    base_dn: z.string().min(1),
+    bind_dn: z.string().optional(),
+    bind_password: z.string().optional(),
+    bind_password_file: z.string().optional(),
+    connect_timeout: duration('1s'),
+    operation_timeout: duration('2s'),
+    /** A server that failed is skipped this long before it is tried again. */
+    server_backoff: duration('5s'),
+    cache_ttl: duration('60s'),
+    negative_cache_ttl: duration('30s'),
+    /** While every server is down, cached answers are used up to this long past their TTL. */
+    max_stale: duration('24h'),
+    cache_max_entries: z.number().int().min(100).max(10_000_000).default(100_000),
+  }).strict().optional(),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).strict().default({}),
@@ -155,6 +175,12 @@ export const configSchema = z.object({
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['queue', 'max_backoff'], message: `must be at least queue.min_backoff (${formatDuration(c.queue.min_backoff)})` });
   }
   if (c.cluster) checkCluster(c.node.id, c.cluster, ctx);
+  if (c.directory && c.directory.servers.filter((s) => s.role === 'master').length > 2) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'servers'], message: 'at most two servers can be masters (writes go to the first, to the second only while the first is down)' });
+  }
+  if (c.directory?.bind_password !== undefined && c.directory.bind_password_file !== undefined) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'bind_password_file'], message: 'set bind_password or bind_password_file, not both' });
+  }
   if (c.smtp.auth_passwords && !c.smtp.tls) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'auth_passwords'], message: 'AUTH is offered only after STARTTLS: set smtp.tls (cert and key) too' });
   }

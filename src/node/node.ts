@@ -11,6 +11,9 @@
  * another node holds a claim on our spool (we are coming back after a takeover) the node
  * accepts mail into its spool at once but takes the lock and starts delivering only once the
  * claim is released (handback). Fenced: mail refused with 4xx, no delivery, health "fenced".
+ * With a directory: section the router connects to the directory on its first lookup, so a
+ * node starts (and answers 451 for what it cannot look up) while the directory is down; stop
+ * closes the directory connections. /health carries the directory state (directoryHealth()).
  */
 import path from 'node:path';
 import os from 'node:os';
@@ -19,6 +22,7 @@ import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock } from '../spool/index.ts';
 import type { TableRouter, NetworkList, PasswordTable } from '../router/index.ts';
+import { DirectoryRouter } from '../router/directory/index.ts';
 import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
@@ -44,7 +48,7 @@ export class TandemNode {
   qmgr!: QueueManager;
   cluster?: ClusterManager;
   spool!: Spool;
-  router!: TableRouter;
+  router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
   smtpAddress?: { host: string; port: number };
   adminAddress?: { host: string; port: number };
@@ -73,6 +77,12 @@ export class TandemNode {
     return this.state;
   }
 
+  /** Directory servers' state, counters and latency, and the cache counters; undefined without a directory. */
+  directoryHealth() {
+    if (!(this.router instanceof DirectoryRouter)) return undefined;
+    return { servers: this.router.pool.status(), cache: this.router.directory.cacheStats() };
+  }
+
   private async init(): Promise<void> {
     const c = this.config;
     const dir = this.spoolDir;
@@ -82,7 +92,16 @@ export class TandemNode {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
     });
-    this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg));
+    this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg), {
+      onRequest: (server, op, seconds, ok) => this.metrics.directoryRequest(server, op, seconds, ok),
+      onStateChange: (server, up, error) => (up
+        ? log.info({ event: 'directory-server-up', server }, `directory server ${server} is up`)
+        : log.warn({ event: 'directory-server-down', server, err: error }, `directory server ${server} is down: ${error}; using the other servers`)),
+    });
+    if (this.router instanceof DirectoryRouter) {
+      const router = this.router;
+      this.metrics.watchDirectory(() => router.pool.status(), () => router.directory.cacheStats());
+    }
     this.relayNetworks = await loadRelayNetworks(c);
     this.passwords = await loadPasswords(c);
     this.channels = new ChannelSet(channelOptions(c));
@@ -228,6 +247,7 @@ export class TandemNode {
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();
+    if (this.router instanceof DirectoryRouter) await this.router.close();
     await this.releaseLock?.();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }

@@ -1,18 +1,67 @@
 /**
  * node/wiring.ts — build the parts of a node that both `tandem start` and `tandem config check`
- * need from the config, in one place: the table router, the relay networks, the password table
- * and the channel options.
+ * need from the config, in one place: the router (tables, or directory with tables), the relay
+ * networks, the password table and the channel options.
  *
- * Exports: createRouter, loadRelayNetworks, loadPasswords, channelOptions.
- * Reads config keys: tables.*, local.*, relay.*, smtp.auth_passwords, node.hostname, delivery.*.
+ * Exports: createRouter, createDirectoryPool, DirectoryHooks, loadRelayNetworks, loadPasswords,
+ * channelOptions.
+ * Reads config keys: tables.*, local.*, relay.*, directory.*, smtp.auth_passwords, node.hostname,
+ * delivery.*.
+ * With a directory: section createRouter returns a DirectoryRouter over the directory and the
+ * tables together (tables first, see router/directory/directory-router.ts); it does not contact
+ * the directory, so a node starts while the directory is down (lookups then answer 451).
  */
 import type { TandemConfig } from '../config/schema.ts';
+import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
+import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
 
 type Warn = (msg: string, fields?: object) => void;
 
-export function createRouter(c: TandemConfig, warn?: Warn): Promise<TableRouter> {
+/** Callbacks for directory metrics and logs. */
+export type DirectoryHooks = Pick<DirectoryPoolOptions, 'onRequest' | 'onStateChange'>;
+
+/** The table router, or with directory: configured the directory router (tables first). */
+export async function createRouter(c: TandemConfig, warn?: Warn, hooks: DirectoryHooks = {}): Promise<TableRouter | DirectoryRouter> {
+  const tables = await createTableRouter(c, warn);
+  if (!c.directory) return tables;
+  const pool = await createDirectoryPool(c, hooks);
+  const directory = new DirectorySource({
+    pool,
+    baseDn: c.directory.base_dn,
+    maildirRoot: c.local.maildir_root,
+    maxTargets: c.local.max_alias_expansion,
+    cache: { ttlMs: c.directory.cache_ttl, negativeTtlMs: c.directory.negative_cache_ttl, maxStaleMs: c.directory.max_stale, maxEntries: c.directory.cache_max_entries },
+    warn: warn ?? ((msg) => process.emitWarning(msg)),
+  });
+  return new DirectoryRouter(pool, directory, tables.resolverOptions(), tables);
+}
+
+/** A pool over directory.servers (throws if no directory: section or the password file is unreadable). */
+export async function createDirectoryPool(c: TandemConfig, hooks: DirectoryHooks = {}): Promise<DirectoryPool> {
+  const d = c.directory;
+  if (!d) throw new Error('the configuration has no directory: section');
+  let bindPassword = d.bind_password;
+  if (d.bind_password_file) {
+    try {
+      bindPassword = (await readFile(d.bind_password_file, 'utf8')).replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new Error(`directory.bind_password_file: cannot read ${d.bind_password_file}: ${(err as Error).message}`);
+    }
+  }
+  return new DirectoryPool({
+    servers: d.servers,
+    ...(d.bind_dn !== undefined ? { bindDn: d.bind_dn } : {}),
+    ...(bindPassword !== undefined ? { bindPassword } : {}),
+    connectTimeoutMs: d.connect_timeout,
+    operationTimeoutMs: d.operation_timeout,
+    backoffMs: d.server_backoff,
+    ...hooks,
+  });
+}
+
+function createTableRouter(c: TandemConfig, warn?: Warn): Promise<TableRouter> {
   return TableRouter.create({
     tables: c.tables,
     localDomains: c.local.domains,

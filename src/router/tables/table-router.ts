@@ -1,7 +1,8 @@
 /**
  * router/tables/table-router.ts — the Router backed by Postfix-style table files.
  *
- * Exports: TableRouter (implements Router), TableRouterOptions.
+ * Exports: TableRouter (implements Router; source() and resolverOptions() for a combined
+ * router), TableRouterOptions.
  *
  * Semantics:
  *  - Addresses and domains are compared lower-cased (XXX: local parts too; see address.ts).
@@ -33,13 +34,14 @@
  *    Like Postfix, a transport entry (even "*") also applies to local domains.
  *  - Lookups are in memory, so TempLookupError is never thrown; table problems surface at
  *    create()/reload(), which keep the old snapshot and throw.
+ *  - The algorithm itself is router/resolver.ts (shared with the directory router); this
+ *    module supplies the table snapshot as its RoutingSource.
  * Config keys: tables.*, local.domains, relay.domains, local.maildir_root,
  * relay.host, local.max_alias_expansion, local.max_alias_depth (passed in as options).
  */
 import type { RecipientResolution, Route, Router } from '../types.ts';
-import { parseAddress, type ParsedAddress } from './address.ts';
 import { loadTableData, type TableData, type TableFiles } from './table-data.ts';
-import { transportLookupKeys, type TransportSpec } from './transport.ts';
+import { resolveRecipientWith, routeAddressWith, type ResolverOptions, type RoutingSource } from '../resolver.ts';
 
 export interface TableRouterOptions {
   tables: TableFiles;
@@ -56,9 +58,6 @@ export interface TableRouterOptions {
   maxDepth?: number;
   warn?: (msg: string, fields?: object) => void;
 }
-
-/** Thrown inside expansion to stop it; turned into {type:'invalid'}. */
-class ExpansionLimit extends Error {}
 
 export class TableRouter implements Router {
   private data: TableData;
@@ -104,124 +103,34 @@ export class TableRouter implements Router {
   }
 
   async resolveRecipient(address: string): Promise<RecipientResolution> {
-    const data = this.data;
-    const parsed = parseAddress(address);
-    if (!parsed) return { type: 'invalid', reason: `"${address}" is not an address of the form user@domain` };
-
-    const local = data.localDomains.has(parsed.domain);
-    if (local && !aliasTargets(data, parsed) && !mailboxPath(data, parsed)) return { type: 'unknown-user' };
-
-    let addresses: string[];
-    try {
-      addresses = this.expand(data, parsed.address);
-    } catch (err) {
-      if (err instanceof ExpansionLimit) return { type: 'invalid', reason: err.message };
-      throw err;
-    }
-    if (local) return { type: 'local', addresses };
-    return { type: 'relay', addresses, authorizedOnly: !isRelayable(data, parsed) };
+    return resolveRecipientWith(tableSource(this.data), this.resolverOptions(), address);
   }
 
   async routeAddress(address: string): Promise<Route> {
-    const data = this.data;
-    const parsed = parseAddress(address);
-    if (!parsed) return { type: 'error', message: `5.1.3 <${address}>: not an address of the form user@domain` };
-
-    for (const key of transportLookupKeys(parsed.address, parsed.base, parsed.domain)) {
-      const spec = data.transport.get(key);
-      if (spec) return transportRoute(data, parsed, spec);
-    }
-    if (data.localDomains.has(parsed.domain)) {
-      const mailbox = mailboxPath(data, parsed);
-      return mailbox ? { type: 'maildir', path: mailbox } : { type: 'error', message: `5.1.1 <${parsed.address}>: unknown user` };
-    }
-    if (parsed.domain.startsWith('[')) {
-      return { type: 'smtp', host: addressLiteralHost(parsed.domain), port: 25, mx: false };
-    }
-    if (this.opts.relayHost) return { type: 'smtp', host: this.opts.relayHost.host, port: this.opts.relayHost.port, mx: false };
-    return { type: 'smtp', domain: parsed.domain, port: 25, mx: true };
+    return routeAddressWith(tableSource(this.data), this.resolverOptions(), address);
   }
 
-  /** Expand `root` through the aliases into deduplicated final addresses (see header). */
-  private expand(data: TableData, root: string): string[] {
-    const finals = new Set<string>();
-    const path = new Set<string>();
-    const maxSteps = this.maxExpansion * this.maxDepth;
-    let steps = 0;
+  /** The current snapshot as a RoutingSource (for a router that combines tables and directory). */
+  source(): RoutingSource {
+    return tableSource(this.data);
+  }
 
-    const addFinal = (address: string): void => {
-      finals.add(address);
-      if (finals.size > this.maxExpansion) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${this.maxExpansion} addresses`);
-    };
-    const visit = (address: string, depth: number): void => {
-      if (++steps > maxSteps) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${maxSteps} lookups; lists are nested too widely`);
-      const parsed = parseAddress(address);
-      const targets = parsed && aliasTargets(data, parsed);
-      if (!targets) return addFinal(address);
-      if (depth >= this.maxDepth) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${this.maxDepth} nesting levels`);
-      path.add(address);
-      for (const target of targets) {
-        if (path.has(target)) addFinal(target);
-        else visit(target, depth + 1);
-      }
-      path.delete(address);
-    };
-    visit(root, 0);
-    return [...finals];
+  resolverOptions(): ResolverOptions {
+    return { maxExpansion: this.maxExpansion, maxDepth: this.maxDepth, ...(this.opts.relayHost ? { relayHost: this.opts.relayHost } : {}) };
   }
 }
 
-/** Alias targets for an address, qualified, in the lookup order of the header; undefined if none. */
-function aliasTargets(data: TableData, a: ParsedAddress): string[] | undefined {
-  const local = data.localDomains.has(a.domain);
-  let targets = data.aliases.get(a.address) ?? (a.base !== undefined ? data.aliases.get(a.base) : undefined);
-  if (!targets && local) targets = data.aliases.get(a.local) ?? (a.baseLocal !== undefined ? data.aliases.get(a.baseLocal) : undefined);
-  if (!targets && !explicitMailbox(data, a)) targets = data.aliases.get('@' + a.domain);
-  return targets?.map((target) => qualify(target, a));
-}
-
-/** "@other" → local@other; bare "user" → user@domain of the address; else unchanged. */
-function qualify(target: string, a: ParsedAddress): string {
-  if (target.startsWith('@')) return a.local + target;
-  if (!target.includes('@')) return `${target}@${a.domain}`;
-  return target;
-}
-
-function explicitMailbox(data: TableData, a: ParsedAddress): string | undefined {
-  return data.mailboxes.get(a.address) ?? (a.base !== undefined ? data.mailboxes.get(a.base) : undefined);
-}
-
-function mailboxPath(data: TableData, a: ParsedAddress): string | undefined {
-  return explicitMailbox(data, a) ?? data.mailboxes.get('@' + a.domain);
-}
-
-/** A relay domain (exact or ".parent" key) or an address/domain transport entry other than "*". */
-function isRelayable(data: TableData, a: ParsedAddress): boolean {
-  const keys = transportLookupKeys(a.address, a.base, a.domain, false);
-  return keys.some((key) => data.transport.has(key)) || keys.slice(a.base ? 2 : 1).some((key) => data.relayDomains.has(key));
-}
-
-function transportRoute(data: TableData, a: ParsedAddress, spec: TransportSpec): Route {
-  switch (spec.kind) {
-    case 'smtp-fixed': return { type: 'smtp', host: spec.host, port: spec.port, mx: false };
-    case 'smtp-mx': return { type: 'smtp', domain: spec.domain, port: spec.port, mx: true };
-    case 'smtp-recipient-mx': return a.domain.startsWith('[')
-      ? { type: 'smtp', host: addressLiteralHost(a.domain), port: spec.port, mx: false }
-      : { type: 'smtp', domain: a.domain, port: spec.port, mx: true };
-    case 'lmtp': return { type: 'lmtp', host: spec.host, port: spec.port };
-    case 'error': return { type: 'error', message: spec.message };
-    case 'maildir': {
-      const mailbox = mailboxPath(data, a);
-      return mailbox
-        ? { type: 'maildir', path: mailbox }
-        : { type: 'error', message: `5.1.1 <${a.address}>: unknown user (the transport map says maildir, but virtual_mailboxes has no mailbox for it)` };
-    }
-  }
-}
-
-/** "[192.0.2.1]" or "[ipv6:2001:db8::1]" → the IP text. */
-function addressLiteralHost(domain: string): string {
-  return domain.slice(1, -1).replace(/^ipv6:/, '');
+/** A snapshot's maps as a RoutingSource; answers come from memory. */
+function tableSource(data: TableData): RoutingSource {
+  return {
+    domainKind: async (key) => (data.localDomains.has(key) ? 'local' : data.relayDomains.has(key) ? 'relay' : undefined),
+    address: async (key) => {
+      const mailbox = data.mailboxes.get(key);
+      const targets = data.aliases.get(key);
+      return mailbox === undefined && targets === undefined ? undefined : { ...(mailbox !== undefined ? { mailbox } : {}), ...(targets ? { targets } : {}) };
+    },
+    transports: async (keys) => keys.map((key) => data.transport.get(key)),
+  };
 }
 
 function positiveInt(value: number, key: string): number {

@@ -1,0 +1,244 @@
+/**
+ * router/directory/directory-source.ts — the directory as a RoutingSource: domains, addresses
+ * and transport routes read from LDAP entries under the base DN, through the lookup cache.
+ *
+ * Exports: DirectorySource, DirectorySourceOptions.
+ *
+ * What an entry means (schema in docs/directory.md and deploy/ldap/tandem.schema):
+ *  - tandemDomain: associatedDomain (a domain, or ".parent" for relay subdomains) with
+ *    tandemDomainType local | relay. A domain with both kinds of entry is local.
+ *  - any entry with mailLocalAddress = the key ("user@d", "@d" catch-all, or bare "user" for
+ *    every local domain, as in the tables):
+ *      targets = the address of each `member` DN (its `mail`, else its lowest
+ *      mailLocalAddress) + mailRoutingAddress + rfc822MailMember (as in the aliases table:
+ *      "user@d", "@other" keeping the local part, or a bare "user" in the key's domain):
+ *      the key is an alias or list;
+ *      no targets: the key is a mailbox, maildir = tandemMaildir (relative to
+ *      local.maildir_root; ".." refused), else "<domain>/<local>/" of the entry's `mail` or of
+ *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25).
+ *  - tandemRoute: tandemRouteKey (a transport(5) key: address, domain, ".parent", "*") with
+ *    tandemTransport (a transport(5) value: smtp:[host]:port, lmtp:..., maildir, error:...).
+ * Bad data: a target that is not an address, a member DN that does not exist or has no address,
+ * several entries for one address — reported through `warn` (once per entry and problem) and
+ * skipped. A malformed tandemTransport throws TempLookupError: the mail waits (451 / deferral)
+ * rather than going the wrong way; the error names the entry to fix.
+ * XXX: an entry with more than maxTargets targets is cut to maxTargets + 1 targets, so its
+ * expansion fails as too large without reading thousands of member entries.
+ * Config keys (passed in): directory.base_dn, local.maildir_root, local.max_alias_expansion.
+ */
+import path from 'node:path';
+import { AndFilter, OrFilter, EqualityFilter, NoSuchObjectError, InvalidDNSyntaxError, type Entry } from 'ldapts';
+import { TempLookupError } from '../../util/errors.ts';
+import type { AddressInfo, DomainKind, RoutingSource } from '../resolver.ts';
+import { parseAddress } from '../tables/address.ts';
+import { parseTransportValue, type TransportSpec } from '../tables/transport.ts';
+import type { DirectoryPool } from './pool.ts';
+import { LookupCache, type LookupCacheOptions } from './cache.ts';
+
+export interface DirectorySourceOptions {
+  pool: DirectoryPool;
+  baseDn: string;
+  maildirRoot: string;
+  cache: LookupCacheOptions;
+  /** Targets read per alias/list entry at most (see header). */
+  maxTargets: number;
+  warn: (msg: string, fields?: object) => void;
+}
+
+/** An address entry as the router needs it, plus the mailHost route. */
+interface DirectoryAddress extends AddressInfo {
+  mailHost?: string;
+}
+
+const ADDRESS_ATTRIBUTES = ['objectClass', 'mail', 'mailLocalAddress', 'mailRoutingAddress', 'mailHost', 'rfc822MailMember', 'member', 'tandemMaildir'];
+
+export class DirectorySource implements RoutingSource {
+  private readonly domains: LookupCache<DomainKind>;
+  private readonly addresses: LookupCache<DirectoryAddress>;
+  private readonly routes: LookupCache<TransportSpec>;
+  private readonly members: LookupCache<string>;
+  private readonly warned = new Set<string>();
+
+  constructor(private readonly opts: DirectorySourceOptions) {
+    this.domains = new LookupCache(opts.cache);
+    this.addresses = new LookupCache(opts.cache);
+    this.routes = new LookupCache(opts.cache);
+    this.members = new LookupCache(opts.cache);
+  }
+
+  /** Hits, misses and stale answers of all lookups together. */
+  cacheStats(): { hits: number; misses: number; stale: number; failures: number; entries: number } {
+    const caches = [this.domains, this.addresses, this.routes, this.members];
+    const sum = (k: 'hits' | 'misses' | 'stale' | 'failures') => caches.reduce((n, c) => n + c.stats[k], 0);
+    return { hits: sum('hits'), misses: sum('misses'), stale: sum('stale'), failures: sum('failures'), entries: caches.reduce((n, c) => n + c.size, 0) };
+  }
+
+  /** SIGHUP: re-read everything on next use (old answers stay usable while the directory is down). */
+  expireCache(): void {
+    for (const c of [this.domains, this.addresses, this.routes, this.members]) c.expireAll();
+  }
+
+  domainKind(key: string): Promise<DomainKind | undefined> {
+    return this.domains.get(key, async () => {
+      const entries = await this.search(new AndFilter({ filters: [eq('objectClass', 'tandemDomain'), eq('associatedDomain', key)] }), ['tandemDomainType']);
+      const kinds = new Set<string>();
+      for (const e of entries) {
+        const kind = first(e, 'tandemDomainType')?.toLowerCase();
+        if (kind === 'local' || kind === 'relay') kinds.add(kind);
+        else this.warnOnce(e.dn, 'type', `directory entry ${e.dn}: tandemDomainType "${kind ?? ''}" is neither local nor relay; entry ignored`);
+      }
+      return kinds.has('local') ? 'local' : kinds.has('relay') ? 'relay' : undefined;
+    });
+  }
+
+  async address(key: string): Promise<AddressInfo | undefined> {
+    const info = await this.addressEntry(key);
+    return info && (info.mailbox !== undefined || info.targets) ? info : undefined;
+  }
+
+  async transports(keys: readonly string[]): Promise<Array<TransportSpec | undefined>> {
+    // the keys that are not cached are read with one search for all of them
+    let batch: Promise<Map<string, TransportSpec | Error>> | undefined;
+    const load = async (key: string) => {
+      const found = (await (batch ??= this.readRoutes(keys))).get(key);
+      if (found instanceof Error) throw found;
+      return found;
+    };
+    return Promise.all(keys.map(async (key) => {
+      const route = await this.routes.get(key, () => load(key));
+      if (route || !key.includes('@')) return route;
+      const mailHost = (await this.addressEntry(key))?.mailHost;
+      return mailHost ? { kind: 'smtp-fixed', host: mailHost, port: 25 } : undefined;
+    }));
+  }
+
+  private addressEntry(key: string): Promise<DirectoryAddress | undefined> {
+    return this.addresses.get(key, async () => {
+      const entries = await this.search(eq('mailLocalAddress', key), ADDRESS_ATTRIBUTES);
+      if (entries.length === 0) return undefined;
+      entries.sort((a, b) => (a.dn < b.dn ? -1 : a.dn > b.dn ? 1 : 0));
+      if (entries.length > 1) {
+        this.warnOnce(key, 'dup', `${entries.length} directory entries have mailLocalAddress ${key} (${entries.map((e) => e.dn).join('; ')}); using ${entries[0].dn}`);
+      }
+      return this.readAddress(entries[0], key);
+    });
+  }
+
+  private async readAddress(e: Entry, key: string): Promise<DirectoryAddress> {
+    const raw = [...all(e, 'mailRoutingAddress'), ...all(e, 'rfc822MailMember')];
+    const dns = all(e, 'member');
+    if (raw.length + dns.length > this.opts.maxTargets + 1) {
+      raw.splice(this.opts.maxTargets + 1);
+      dns.splice(Math.max(0, this.opts.maxTargets + 1 - raw.length));
+    }
+    const targets: string[] = [];
+    const memberAddresses = await Promise.all(dns.map((dn) => this.members.get(dn, () => this.readMember(dn))));
+    dns.forEach((dn, i) => {
+      const address = memberAddresses[i];
+      if (address) targets.push(address);
+      else this.warnOnce(e.dn, `m:${dn}`, `directory entry ${e.dn}: member ${dn} does not exist or has no mail address; skipped`);
+    });
+    for (const value of raw) {
+      const target = aliasTarget(value);
+      if (target) targets.push(target);
+      else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain, @domain or a bare user); skipped`);
+    }
+    if (raw.length + dns.length > 0) return { targets };
+
+    const mailHost = first(e, 'mailHost');
+    const mailbox = this.maildirOf(e, key);
+    return { ...(mailbox !== undefined ? { mailbox } : {}), ...(mailHost ? { mailHost: mailHost.toLowerCase() } : {}) };
+  }
+
+  /** The maildir of a mailbox entry (see header); undefined, with a warning, if there is none. */
+  private maildirOf(e: Entry, key: string): string | undefined {
+    const explicit = first(e, 'tandemMaildir');
+    if (explicit !== undefined) {
+      if (!path.isAbsolute(explicit) && explicit.split(/[\\/]/).includes('..')) {
+        this.warnOnce(e.dn, 'maildir', `directory entry ${e.dn}: tandemMaildir "${explicit}" contains ".."; use a path inside local.maildir_root or an absolute path`);
+        return undefined;
+      }
+      return path.resolve(this.opts.maildirRoot, explicit);
+    }
+    const named = parseAddress(first(e, 'mail') ?? '') ?? parseAddress(key);
+    if (!named) {
+      this.warnOnce(e.dn, 'maildir', `directory entry ${e.dn}: a mailbox for ${key} needs tandemMaildir or a mail address`);
+      return undefined;
+    }
+    return path.resolve(this.opts.maildirRoot, named.domain, named.local);
+  }
+
+  private async readMember(dn: string): Promise<string | undefined> {
+    // a member DN that does not exist is an answer (skip it), not a server failure
+    const entries = await this.opts.pool.read(async (c) => {
+      try {
+        return (await c.search(dn, { scope: 'base', attributes: ['mail', 'mailLocalAddress'] })).searchEntries;
+      } catch (err) {
+        if (err instanceof NoSuchObjectError || err instanceof InvalidDNSyntaxError) return [];
+        throw err;
+      }
+    });
+    const e = entries[0];
+    if (!e) return undefined;
+    const candidates = [first(e, 'mail'), ...all(e, 'mailLocalAddress').sort()];
+    return candidates.map((c) => parseAddress(c ?? '')).find((p) => p !== undefined)?.address;
+  }
+
+  /** The tandemRoute entries of `keys`; a malformed value becomes a TempLookupError for its key. */
+  private async readRoutes(keys: readonly string[]): Promise<Map<string, TransportSpec | Error>> {
+    const filter = new AndFilter({ filters: [eq('objectClass', 'tandemRoute'), new OrFilter({ filters: keys.map((k) => eq('tandemRouteKey', k)) })] });
+    const found = new Map<string, TransportSpec | Error>();
+    for (const e of await this.search(filter, ['tandemRouteKey', 'tandemTransport'])) {
+      const key = first(e, 'tandemRouteKey')?.toLowerCase();
+      if (key === undefined || found.has(key)) continue;
+      const value = first(e, 'tandemTransport') ?? '';
+      try {
+        found.set(key, parseTransportValue(value));
+      } catch (err) {
+        found.set(key, new TempLookupError(`directory entry ${e.dn}: tandemTransport ${(err as Error).message}; fix the entry (mail for ${key} waits until then)`));
+      }
+    }
+    return found;
+  }
+
+  private search(filter: EqualityFilter | AndFilter | OrFilter, attributes: string[]): Promise<Entry[]> {
+    return this.opts.pool.read(async (c) => (await c.search(this.opts.baseDn, { scope: 'sub', filter, attributes })).searchEntries);
+  }
+
+  private warnOnce(subject: string, problem: string, msg: string): void {
+    const key = `${subject}\0${problem}`;
+    if (this.warned.has(key)) return;
+    if (this.warned.size > 10_000) this.warned.clear();
+    this.warned.add(key);
+    this.opts.warn(msg, { event: 'directory-bad-entry', entry: subject });
+  }
+}
+
+const DOMAIN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
+
+/** An alias target as the tables accept it — "user@domain", "@domain" or a bare "user" — lower-cased; undefined if none. */
+function aliasTarget(value: string): string | undefined {
+  const t = value.trim().toLowerCase();
+  if (t.startsWith('@')) return DOMAIN.test(t.slice(1)) ? t : undefined;
+  if (t.includes('@')) return parseAddress(t)?.address;
+  return /^[^@<>()[\]\\;:\s",|/]+$/.test(t) ? t : undefined;
+}
+
+function eq(attribute: string, value: string): EqualityFilter {
+  return new EqualityFilter({ attribute, value });
+}
+
+/** All values of an attribute as strings (attribute names compared case-insensitively). */
+function all(e: Entry, name: string): string[] {
+  const lower = name.toLowerCase();
+  for (const [k, v] of Object.entries(e)) {
+    if (k.toLowerCase() !== lower) continue;
+    const values = Array.isArray(v) ? v : [v];
+    return values.map((x) => (Buffer.isBuffer(x) ? x.toString('utf8') : String(x)));
+  }
+  return [];
+}
+
+function first(e: Entry, name: string): string | undefined {
+  return all(e, name)[0];
+}

@@ -1,0 +1,267 @@
+/**
+ * router/directory/pool.ts — a pool of LDAP connections (ldapts) over the configured directory
+ * servers: reads spread and failed over, writes to one master at a time.
+ *
+ * Exports: DirectoryPool, DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus,
+ * LdapClient (the part of ldapts' Client we use; unit tests pass fakes), DirectoryUnavailableError,
+ * DirectoryMasterUnavailableError, DirectoryWriteError.
+ *
+ * Reads: round robin over the servers that are up (masters and shadows alike); a server that
+ * fails (connection refused or lost, connect or operation timeout, any LDAP error) is marked down
+ * for `backoffMs` and the read goes to the next one. A down server whose back-off has passed is
+ * tried again by the next read (that read is the probe). A read therefore ends within
+ * servers × (connectTimeoutMs + operationTimeoutMs) at worst. When no server answers:
+ * DirectoryUnavailableError (the cache turns it into a stale answer or a TempLookupError).
+ * Writes: to the first master; to the second master only while the first is down (in back-off
+ * or failing now). Two masters written at once can diverge for good on OpenLDAP 2.5 (see
+ * docs/directory.md), hence one at a time. An LDAP refusal of the write itself (entry exists,
+ * schema violation, no access) is not a server failure: DirectoryWriteError, no failover.
+ * No master reachable: DirectoryMasterUnavailableError, code DIRECTORY_MASTER_UNAVAILABLE.
+ * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
+ * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
+ * Config keys (passed in): directory.servers, directory.bind_dn, directory.bind_password(_file),
+ * directory.connect_timeout, directory.operation_timeout, directory.server_backoff.
+ */
+import { Client, ResultCodeError, UnavailableError, BusyError } from 'ldapts';
+import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
+
+export type DirectoryRole = 'master' | 'shadow';
+
+export interface DirectoryServerConfig {
+  url: string;
+  role: DirectoryRole;
+}
+
+/** The part of ldapts' Client the pool uses. */
+export interface LdapClient {
+  readonly isBound: boolean;
+  bind(dn: string, password?: string): Promise<void>;
+  unbind(): Promise<void>;
+  search(baseDn: string, options: SearchOptions): Promise<SearchResult>;
+  add(dn: string, attributes: Attribute[] | Record<string, string[] | string>): Promise<void>;
+  modify(dn: string, changes: Change | Change[]): Promise<void>;
+  del(dn: string): Promise<void>;
+}
+
+export interface DirectoryPoolOptions {
+  servers: DirectoryServerConfig[];
+  bindDn?: string;
+  bindPassword?: string;
+  connectTimeoutMs: number;
+  operationTimeoutMs: number;
+  /** How long a failed server is skipped. */
+  backoffMs: number;
+  /** Called after every operation (metrics). */
+  onRequest?: (server: string, op: 'read' | 'write', seconds: number, ok: boolean) => void;
+  /** Called when a server changes state (logs). */
+  onStateChange?: (server: string, up: boolean, error?: string) => void;
+  now?: () => number;
+  createClient?: (url: string, connectTimeoutMs: number, operationTimeoutMs: number) => LdapClient;
+}
+
+export interface DirectoryServerStatus {
+  url: string;
+  role: DirectoryRole;
+  state: 'unknown' | 'up' | 'down';
+  /** ms since the epoch of the last state change. */
+  since?: number;
+  lastError?: string;
+  reads: number;
+  writes: number;
+  errors: number;
+  /** Latency of the last successful operation and a moving average, in ms. */
+  lastLatencyMs?: number;
+  avgLatencyMs?: number;
+}
+
+/** No directory server answered a read. */
+export class DirectoryUnavailableError extends Error {
+  readonly code = 'DIRECTORY_UNAVAILABLE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DirectoryUnavailableError';
+  }
+}
+
+/** No master is reachable for a write: retry later. */
+export class DirectoryMasterUnavailableError extends Error {
+  readonly code = 'DIRECTORY_MASTER_UNAVAILABLE';
+  constructor(detail: string) {
+    super(`directory master unavailable — retry later (${detail})`);
+    this.name = 'DirectoryMasterUnavailableError';
+  }
+}
+
+/** The master refused a write (entry exists, no such entry, schema violation, access). */
+export class DirectoryWriteError extends Error {
+  readonly code = 'DIRECTORY_WRITE_REFUSED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DirectoryWriteError';
+  }
+}
+
+interface Server {
+  config: DirectoryServerConfig;
+  client?: LdapClient;
+  binding?: Promise<void>;
+  status: DirectoryServerStatus;
+  retryAt: number;
+}
+
+export class DirectoryPool {
+  private readonly servers: Server[];
+  private next = 0;
+  private readonly now: () => number;
+  private closed = false;
+
+  constructor(private readonly opts: DirectoryPoolOptions) {
+    if (opts.servers.length === 0) throw new Error('directory.servers: at least one server is needed');
+    this.now = opts.now ?? Date.now;
+    this.servers = opts.servers.map((config) => ({
+      config, retryAt: 0, status: { url: config.url, role: config.role, state: 'unknown', reads: 0, writes: 0, errors: 0 },
+    }));
+  }
+
+  /** Each server's state and counters (for /health and metrics). */
+  status(): DirectoryServerStatus[] {
+    return this.servers.map((s) => ({ ...s.status }));
+  }
+
+  /** Run a read on the next server that is up, failing over to the others (see header). */
+  async read<T>(op: (client: LdapClient) => Promise<T>): Promise<T> {
+    const now = this.now();
+    const order: Server[] = [];
+    for (let i = 0; i < this.servers.length; i++) order.push(this.servers[(this.next + i) % this.servers.length]);
+    this.next = (this.next + 1) % this.servers.length;
+    const candidates = order.filter((s) => s.retryAt <= now);
+    if (candidates.length === 0) {
+      throw new DirectoryUnavailableError(`every directory server is down (${this.lastErrors()}); retrying each after ${this.opts.backoffMs} ms`);
+    }
+    for (const server of candidates) {
+      try {
+        return await this.run(server, 'read', op);
+      } catch {
+        continue;
+      }
+    }
+    throw new DirectoryUnavailableError(`no directory server answered (${this.lastErrors()})`);
+  }
+
+  /** Run a write on the first master, or on the second while the first is down (see header). */
+  async write<T>(op: (client: LdapClient) => Promise<T>): Promise<T> {
+    const masters = this.servers.filter((s) => s.config.role === 'master');
+    if (masters.length === 0) throw new DirectoryMasterUnavailableError('no server has role master in directory.servers');
+    const now = this.now();
+    const candidates = masters.filter((s) => s.retryAt <= now);
+    for (const server of candidates) {
+      try {
+        return await this.run(server, 'write', op);
+      } catch (err) {
+        if (err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError)) {
+          throw new DirectoryWriteError(`${server.config.url} refused the change: ${describeResult(err)}`, { cause: err });
+        }
+      }
+    }
+    throw new DirectoryMasterUnavailableError(masters.map((s) => `${s.config.url}: ${s.status.lastError ?? 'down'}`).join('; '));
+  }
+
+  /** Bind and read the base entry on every server; one line per server (config check). */
+  async check(baseDn: string): Promise<Array<{ url: string; ok: boolean; detail: string }>> {
+    return Promise.all(this.servers.map(async (server) => {
+      try {
+        const t0 = this.now();
+        await this.run(server, 'read', (c) => c.search(baseDn, { scope: 'base', attributes: ['1.1'] }));
+        return { url: server.config.url, ok: true, detail: `bound and read ${baseDn} in ${this.now() - t0} ms` };
+      } catch (err) {
+        return { url: server.config.url, ok: false, detail: (err as Error).message };
+      }
+    }));
+  }
+
+  /** Close every connection. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.servers.map((s) => this.drop(s)));
+  }
+
+  private async run<T>(server: Server, kind: 'read' | 'write', op: (client: LdapClient) => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    try {
+      const client = await this.connected(server);
+      const result = await op(client);
+      const ms = performance.now() - t0;
+      this.markUp(server, ms);
+      if (kind === 'read') server.status.reads++;
+      else server.status.writes++;
+      this.opts.onRequest?.(server.config.url, kind, ms / 1000, true);
+      return result;
+    } catch (err) {
+      this.opts.onRequest?.(server.config.url, kind, (performance.now() - t0) / 1000, false);
+      const refusal = kind === 'write' && err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError);
+      if (refusal) this.markUp(server, performance.now() - t0);
+      else this.markDown(server, err as Error);
+      throw err;
+    }
+  }
+
+  /** The server's client, bound (once per connection; concurrent callers share the bind). */
+  private async connected(server: Server): Promise<LdapClient> {
+    if (this.closed) throw new Error('the directory pool is closed');
+    server.client ??= (this.opts.createClient ?? defaultClient)(server.config.url, this.opts.connectTimeoutMs, this.opts.operationTimeoutMs);
+    const client = server.client;
+    if (!client.isBound) {
+      server.binding ??= client.bind(this.opts.bindDn ?? '', this.opts.bindPassword ?? '').finally(() => { server.binding = undefined; });
+      await server.binding;
+    }
+    return client;
+  }
+
+  private markUp(server: Server, ms: number): void {
+    const s = server.status;
+    s.lastLatencyMs = Math.round(ms * 1000) / 1000;
+    s.avgLatencyMs = Math.round((s.avgLatencyMs === undefined ? ms : s.avgLatencyMs * 0.9 + ms * 0.1) * 1000) / 1000;
+    server.retryAt = 0;
+    if (s.state !== 'up') {
+      s.state = 'up';
+      s.since = this.now();
+      this.opts.onStateChange?.(server.config.url, true);
+    }
+  }
+
+  private markDown(server: Server, err: Error): void {
+    const s = server.status;
+    s.errors++;
+    s.lastError = err.message || String(err);
+    server.retryAt = this.now() + this.opts.backoffMs;
+    void this.drop(server);
+    if (s.state !== 'down') {
+      s.state = 'down';
+      s.since = this.now();
+      this.opts.onStateChange?.(server.config.url, false, s.lastError);
+    }
+  }
+
+  /** Forget a server's connection (a new one is made on next use). */
+  private async drop(server: Server): Promise<void> {
+    const client = server.client;
+    server.client = undefined;
+    server.binding = undefined;
+    await client?.unbind().catch(() => undefined);
+  }
+
+  private lastErrors(): string {
+    return this.servers.map((s) => `${s.config.url}: ${s.status.lastError ?? s.status.state}`).join('; ');
+  }
+}
+
+/** "AlreadyExistsError" with code 68 → "already exists (LDAP result 68)", plus the server's text if any. */
+function describeResult(err: ResultCodeError): string {
+  const what = err.name.replace(/Error$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase();
+  const text = err.message.replace(/\s*Code: 0x[0-9a-f]+\s*/i, ' ').trim();
+  return `${what} (LDAP result ${err.code})${text ? `: ${text}` : ''}`;
+}
+
+function defaultClient(url: string, connectTimeoutMs: number, operationTimeoutMs: number): LdapClient {
+  return new Client({ url, connectTimeout: connectTimeoutMs, timeout: operationTimeoutMs, strictDN: false });
+}

@@ -1,0 +1,177 @@
+/**
+ * router/resolver.ts — the routing semantics shared by every router: tables, directory, and
+ * both together. A router is this algorithm over a RoutingSource (where the keys are looked up).
+ *
+ * Exports: RoutingSource, AddressInfo, DomainKind, ResolverOptions, resolveRecipientWith,
+ * routeAddressWith.
+ *
+ * Semantics (documented in full in tables/table-router.ts, which these were taken from):
+ *  - An address in a local domain is looked up in this order (first hit wins): aliases
+ *    "user@d" (or "user" without +detail, then bare "user"), mailbox "user@d", alias "@d",
+ *    mailbox "@d"; otherwise unknown.
+ *  - Expansion is depth-first; an address already on the current path is kept as a final
+ *    address (loop-safe); finals are deduplicated; more than maxExpansion finals, maxDepth
+ *    nesting levels or maxExpansion × maxDepth lookups → {type:'invalid'}.
+ *  - Non-local: relay domain (exact or ".parent") or a non-"*" transport entry → relay for
+ *    anyone; otherwise relay for authorised clients only.
+ *  - routeAddress: transport keys in transport(5) order, then local mailbox / 5.1.1, address
+ *    literal, relay host, MX.
+ * What can go wrong: a source that cannot answer throws (TempLookupError from the directory);
+ * the error passes through unchanged, so the receiver answers 451 and the queue defers.
+ * Config keys: none (the caller passes the options).
+ */
+import type { RecipientResolution, Route } from './types.ts';
+import { parseAddress, type ParsedAddress } from './tables/address.ts';
+import { transportLookupKeys, type TransportSpec } from './tables/transport.ts';
+
+export type DomainKind = 'local' | 'relay';
+
+/** What one lookup key ("user@d", "@d" or bare "user") is. */
+export interface AddressInfo {
+  /** Absolute maildir path when the key is a mailbox. */
+  mailbox?: string;
+  /** Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. */
+  targets?: readonly string[];
+}
+
+/** Where the keys come from: table files, the directory, or both in turn. */
+export interface RoutingSource {
+  /** 'local', 'relay' or undefined for a domain or a ".parent" key; local wins over relay. */
+  domainKind(key: string): Promise<DomainKind | undefined>;
+  /** What an address key is; undefined if it is neither mailbox nor alias. */
+  address(key: string): Promise<AddressInfo | undefined>;
+  /** The transport entry for each key (same order as keys); undefined where none. */
+  transports(keys: readonly string[]): Promise<ReadonlyArray<TransportSpec | undefined>>;
+}
+
+export interface ResolverOptions {
+  maxExpansion: number;
+  maxDepth: number;
+  relayHost?: { host: string; port: number };
+}
+
+/** Thrown inside expansion to stop it; turned into {type:'invalid'}. */
+class ExpansionLimit extends Error {}
+
+/** Resolve a RCPT address over `source` (see header). */
+export async function resolveRecipientWith(source: RoutingSource, opts: ResolverOptions, address: string): Promise<RecipientResolution> {
+  const parsed = parseAddress(address);
+  if (!parsed) return { type: 'invalid', reason: `"${address}" is not an address of the form user@domain` };
+
+  const local = (await source.domainKind(parsed.domain)) === 'local';
+  if (local && !(await aliasTargets(source, parsed)) && !(await mailboxPath(source, parsed))) return { type: 'unknown-user' };
+
+  let addresses: string[];
+  try {
+    addresses = await expand(source, opts, parsed.address);
+  } catch (err) {
+    if (err instanceof ExpansionLimit) return { type: 'invalid', reason: err.message };
+    throw err;
+  }
+  if (local) return { type: 'local', addresses };
+  return { type: 'relay', addresses, authorizedOnly: !(await isRelayable(source, parsed)) };
+}
+
+/** Route a final address over `source` (see header). */
+export async function routeAddressWith(source: RoutingSource, opts: ResolverOptions, address: string): Promise<Route> {
+  const parsed = parseAddress(address);
+  if (!parsed) return { type: 'error', message: `5.1.3 <${address}>: not an address of the form user@domain` };
+
+  const specs = await source.transports(transportLookupKeys(parsed.address, parsed.base, parsed.domain));
+  const spec = specs.find((s) => s !== undefined);
+  if (spec) return transportRoute(source, parsed, spec);
+  if ((await source.domainKind(parsed.domain)) === 'local') {
+    const mailbox = await mailboxPath(source, parsed);
+    return mailbox ? { type: 'maildir', path: mailbox } : { type: 'error', message: `5.1.1 <${parsed.address}>: unknown user` };
+  }
+  if (parsed.domain.startsWith('[')) {
+    return { type: 'smtp', host: addressLiteralHost(parsed.domain), port: 25, mx: false };
+  }
+  if (opts.relayHost) return { type: 'smtp', host: opts.relayHost.host, port: opts.relayHost.port, mx: false };
+  return { type: 'smtp', domain: parsed.domain, port: 25, mx: true };
+}
+
+/** Expand `root` through the aliases into deduplicated final addresses (see header). */
+async function expand(source: RoutingSource, opts: ResolverOptions, root: string): Promise<string[]> {
+  const finals = new Set<string>();
+  const path = new Set<string>();
+  const maxSteps = opts.maxExpansion * opts.maxDepth;
+  let steps = 0;
+
+  const addFinal = (address: string): void => {
+    finals.add(address);
+    if (finals.size > opts.maxExpansion) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${opts.maxExpansion} addresses`);
+  };
+  const visit = async (address: string, depth: number): Promise<void> => {
+    if (++steps > maxSteps) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${maxSteps} lookups; lists are nested too widely`);
+    const parsed = parseAddress(address);
+    const targets = parsed && (await aliasTargets(source, parsed));
+    if (!targets) return addFinal(address);
+    if (depth >= opts.maxDepth) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${opts.maxDepth} nesting levels`);
+    path.add(address);
+    for (const target of targets) {
+      if (path.has(target)) addFinal(target);
+      else await visit(target, depth + 1);
+    }
+    path.delete(address);
+  };
+  await visit(root, 0);
+  return [...finals];
+}
+
+/** Alias targets for an address, qualified, in the lookup order of the header; undefined if none. */
+async function aliasTargets(source: RoutingSource, a: ParsedAddress): Promise<string[] | undefined> {
+  const targetsOf = async (key: string | undefined) => (key === undefined ? undefined : (await source.address(key))?.targets);
+  let targets = (await targetsOf(a.address)) ?? (await targetsOf(a.base));
+  if (!targets && (await source.domainKind(a.domain)) === 'local') targets = (await targetsOf(a.local)) ?? (await targetsOf(a.baseLocal));
+  if (!targets && !(await explicitMailbox(source, a))) targets = await targetsOf('@' + a.domain);
+  return targets?.map((target) => qualify(target, a));
+}
+
+/** "@other" → local@other; bare "user" → user@domain of the address; else unchanged. */
+function qualify(target: string, a: ParsedAddress): string {
+  if (target.startsWith('@')) return a.local + target;
+  if (!target.includes('@')) return `${target}@${a.domain}`;
+  return target;
+}
+
+async function explicitMailbox(source: RoutingSource, a: ParsedAddress): Promise<string | undefined> {
+  return (await source.address(a.address))?.mailbox ?? (a.base !== undefined ? (await source.address(a.base))?.mailbox : undefined);
+}
+
+async function mailboxPath(source: RoutingSource, a: ParsedAddress): Promise<string | undefined> {
+  return (await explicitMailbox(source, a)) ?? (await source.address('@' + a.domain))?.mailbox;
+}
+
+/** A relay domain (exact or ".parent" key) or an address/domain transport entry other than "*". */
+async function isRelayable(source: RoutingSource, a: ParsedAddress): Promise<boolean> {
+  const keys = transportLookupKeys(a.address, a.base, a.domain, false);
+  if ((await source.transports(keys)).some((s) => s !== undefined)) return true;
+  for (const key of keys.slice(a.base ? 2 : 1)) {
+    if ((await source.domainKind(key)) === 'relay') return true;
+  }
+  return false;
+}
+
+async function transportRoute(source: RoutingSource, a: ParsedAddress, spec: TransportSpec): Promise<Route> {
+  switch (spec.kind) {
+    case 'smtp-fixed': return { type: 'smtp', host: spec.host, port: spec.port, mx: false };
+    case 'smtp-mx': return { type: 'smtp', domain: spec.domain, port: spec.port, mx: true };
+    case 'smtp-recipient-mx': return a.domain.startsWith('[')
+      ? { type: 'smtp', host: addressLiteralHost(a.domain), port: spec.port, mx: false }
+      : { type: 'smtp', domain: a.domain, port: spec.port, mx: true };
+    case 'lmtp': return { type: 'lmtp', host: spec.host, port: spec.port };
+    case 'error': return { type: 'error', message: spec.message };
+    case 'maildir': {
+      const mailbox = await mailboxPath(source, a);
+      return mailbox
+        ? { type: 'maildir', path: mailbox }
+        : { type: 'error', message: `5.1.1 <${a.address}>: unknown user (the transport map says maildir, but there is no mailbox for it)` };
+    }
+  }
+}
+
+/** "[192.0.2.1]" or "[ipv6:2001:db8::1]" → the IP text. */
+function addressLiteralHost(domain: string): string {
+  return domain.slice(1, -1).replace(/^ipv6:/, '');
+}
