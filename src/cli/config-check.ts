@@ -55,6 +55,12 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   });
+  if (c.cluster) {
+    const cl = c.cluster;
+    const noAdmin = cl.nodes.filter((n) => !n.admin).map((n) => n.id);
+    await step(`cluster of ${cl.nodes.length} nodes (${cl.nodes.map((n) => n.id).join(', ')}); heartbeat every ${cl.heartbeat_interval} ms, fence after ${cl.fence_after} ms, dead after ${cl.dead_after} ms`
+      + (noAdmin.length ? `; no admin address for ${noAdmin.join(', ')} (tandem cluster status cannot ask it)` : ''), async () => undefined);
+  }
   const ok = problems.length === 0;
   return { ok, lines: [`${file}: ${ok ? 'configuration OK' : `${problems.length} problem(s)`} (node ${c.node.id}, SMTP ${c.smtp.listen.host}:${c.smtp.listen.port})`, ...lines] };
 }
