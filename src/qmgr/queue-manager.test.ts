@@ -19,7 +19,7 @@ import type { Envelope } from '../spool/types.ts';
 
 type Verdict = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 
-function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s) {
+function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s, mayDeliver?: () => boolean) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
   const config = configSchema.parse({ node: { id: 'q', hostname: 'q.test' }, queue: { min_backoff: '50ms', max_backoff: '100ms', ...queue } });
   const jobs: DeliveryJob[] = [];
@@ -45,7 +45,7 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
   const make = async () => {
     const spool = wrapSpool(await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' }));
     const tracking = new TrackingLog(trackFile, 'q');
-    const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }) });
+    const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }), ...(mayDeliver ? { mayDeliver } : {}) });
     return { spool, qmgr };
   };
   return { dir, jobs, attempts, make, track: () => readTrackingLog(trackFile) };
@@ -337,5 +337,20 @@ test('a group failing with an internal error does not abandon the other groups o
   qmgr.enqueue(env.queueId, body.length);
   await until('both delivered', async () => (await spool.list()).length === 0, 10_000);
   assert.equal(t.attempts.get('r@a.test'), 1, 'the healthy group was delivered once');
+  await qmgr.stop();
+});
+
+test('a delivery gate that shuts during an attempt and opens again by itself: the message is still delivered (nobody calls resume)', async () => {
+  // open when the attempt is started, shut when the delivery would begin, open from then on
+  const gate = [true, false];
+  const t = setup(() => 'delivered', {}, (s) => s, () => gate.shift() ?? true);
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['one@r.test']);
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('the delivery', () => t.jobs.length === 1, 3000);
+  await until('the message to leave the queue', async () => (await spool.find(env.queueId)) === undefined);
+  assert.equal(gate.length, 0, 'the gate was shut once in between');
   await qmgr.stop();
 });

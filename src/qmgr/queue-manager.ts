@@ -46,7 +46,8 @@ export interface QueueManagerDeps {
   random?: () => number;
   /**
    * Checked before every delivery starts (cluster fencing: false while this process must not
-   * deliver from the spool). Deliveries not started stay queued; call resume() when it opens.
+   * deliver from the spool). Deliveries not started stay ready and start when it is true again
+   * (looked at every GATE_POLL_MS; resume() makes it at once).
    */
   mayDeliver?: () => boolean;
 }
@@ -91,7 +92,10 @@ type Outcome = RecipientResult & { route?: Route };
 const DEAD_DESTINATION_MS = 60_000;
 
 /** `via` of the outcomes of groups not started because the node stops or may not deliver. */
-const STOPPING_VIA = 'stopping';
+const NOT_STARTED_VIA = 'not-started';
+
+/** While mayDeliver() is false, how often the manager looks whether it is true again. */
+const GATE_POLL_MS = 250;
 
 /** A message whose file was not where expected is tried again this soon. */
 const RETRY_AFTER_ERROR_MS = 1000;
@@ -112,6 +116,7 @@ export class QueueManager {
   /** Attempts started and not finished, parked or not (stop() waits for them). */
   private inProgress = 0;
   private stopping = false;
+  private gatePoll?: NodeJS.Timeout;
   /** The start-up scan (settles when it ends, however it ends). */
   private scanning: Promise<void> = Promise.resolve();
   private idleWaiters: Array<() => void> = [];
@@ -190,9 +195,23 @@ export class QueueManager {
     return !this.stopping && (this.deps.mayDeliver?.() ?? true);
   }
 
+  /**
+   * The delivery gate is shut with messages ready: look again soon, so that work held back is
+   * picked up when it opens even if nobody calls resume() (a gate may reopen on its own).
+   */
+  private pollGate(): void {
+    if (this.gatePoll) return;
+    this.gatePoll = setTimeout(() => {
+      this.gatePoll = undefined;
+      this.pump();
+    }, GATE_POLL_MS);
+    this.gatePoll.unref?.();
+  }
+
   /** Stop starting attempts; wait for those under way to be recorded. */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.gatePoll);
     for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
     await this.scanning;
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
@@ -312,7 +331,11 @@ export class QueueManager {
    * messages in memory (one message is always allowed, however large, when nothing else is).
    */
   private pump(): void {
-    while (this.running < this.activeLimit && this.ready.length && this.delivering()) {
+    while (this.running < this.activeLimit && this.ready.length) {
+      if (!this.delivering()) {
+        if (!this.stopping) this.pollGate();
+        break;
+      }
       const id = this.ready.shift()!;
       const e = this.entries.get(id);
       if (!e) continue;
@@ -420,9 +443,13 @@ export class QueueManager {
     }
 
     const outcomes = await this.deliverPending(qf, pending);
-    // a stop (or a closed delivery gate) before any delivery started is no attempt: leave the
-    // file as it is (resume() or the next start picks it up)
-    if (outcomes.length > 0 && outcomes.every((o) => o.via === STOPPING_VIA)) return;
+
+    // a stop (or a shut delivery gate) before any delivery started is no attempt: the file is
+    // left as it is (the next start, or the gate opening, picks it up)
+    if (outcomes.length > 0 && outcomes.every((o) => o.via === NOT_STARTED_VIA)) {
+      if (!this.stopping) this.makeReady(id, e); // the gate closed: tried again when it opens
+      return;
+    }
     const records = await this.recordOutcomes(qf, outcomes);
     const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
     // With nothing left pending, the durable unlink in finish() is the record; otherwise the
@@ -498,7 +525,7 @@ export class QueueManager {
     await this.slot(this.total, parking);
     try {
       const dead = deadFor();
-      if (dead || !this.delivering()) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.3.2 ${this.stopping ? 'node stopping' : 'node may not deliver now (fenced)'}; delivery not started`, via: STOPPING_VIA, route }));
+      if (dead || !this.delivering()) return dead ?? rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.3.2 ${this.stopping ? 'node stopping' : 'node may not deliver now (fenced)'}; delivery not started`, via: NOT_STARTED_VIA, route }));
       const started = this.now();
       const results = await this.deps.channelFor(route).deliver({
         queueId: env.queueId,
