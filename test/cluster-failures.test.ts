@@ -61,7 +61,7 @@ test('three nodes, two killed one after the other: the last survivor runs two se
 
     const killedAt = Date.now();
     await cluster.kill('a');
-    await cluster.waitFor('b (a\'s partner) to take a\'s spool over', async () => (await cluster.status('b')).secondaries.some((s: any) => s.spool === 'a'));
+    await cluster.waitForTakeover('b', 'a', killedAt);
     assert.equal((await cluster.status('c')).secondaries.length, 0, 'only the partner takes over');
     await cluster.kill('b');
     const c = await cluster.waitFor('c to run secondaries for both a and b', async () => {
@@ -110,10 +110,10 @@ test('a node that loses the shared storage fences itself before its spool is tak
     assert.equal(refused.ok, false);
     assert.match(refused.response, /^421 4\.3\.2 .*fenced/, 'a fenced node refuses mail with a 4xx');
 
-    await cluster.waitFor('a to take b\'s spool over', async () => (await cluster.status('a')).secondaries.some((s: any) => s.spool === 'b'));
+    await cluster.waitForTakeover('a', 'b', cutAt);
     const events = cluster.trackingEvents();
-    const fenced = events.find((e) => e.event === 'fenced' && e.node === 'b');
-    const takeover = events.find((e) => e.event === 'takeover' && e.spool === 'b');
+    const fenced = events.find((e) => e.event === 'fenced' && e.node === 'b' && Date.parse(e.t) >= cutAt);
+    const takeover = events.find((e) => e.event === 'takeover' && e.spool === 'b' && Date.parse(e.t) >= cutAt);
     assert.ok(fenced && takeover, 'both the fence and the takeover are in the tracking log');
     assert.ok(Date.parse(takeover.t) > Date.parse(fenced.since), `b fenced itself (in force ${fenced.since}) before a took its spool (${takeover.t})`);
 
@@ -121,12 +121,13 @@ test('a node that loses the shared storage fences itself before its spool is tak
     await sink.waitForCount(30, 60_000);
     assertExactlyOnce(sink, onB);
 
+    const restoredAt = Date.now();
     symlinkSync(shared, viewB);
     await cluster.waitFor('b back in service with its own spool (handback)', async () => {
       const s = await cluster.status('b');
       return !s.fenced && s.ownSpool === 'delivering';
     });
-    assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'b' && e.node === 'a'));
+    assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'b' && e.node === 'a' && Date.parse(e.t) >= restoredAt));
     const after = await queueOn(cluster, 'b', 10, 'after-');
     await sink.waitForCount(40, 30_000);
     assertExactlyOnce(sink, onB, after);
@@ -151,6 +152,7 @@ test('heartbeats and claims forged without the secret change nothing', { timeout
     const forger = new Sealer('not-the-cluster-secret-0123456789');
     writeFileSync(path.join(claims, '0000000001'), forger.seal({ spool: 'a', epoch: 1, kind: 'claim', by: 'b', at: new Date().toISOString() }));
     // b dies; someone keeps sending "b is alive" heartbeats to a, signed with the wrong secret
+    const killedAt = Date.now();
     await cluster.kill('b');
     const hbA = cluster.addresses.get('a')!.heartbeat;
     let seq = 0;
@@ -159,10 +161,7 @@ test('heartbeats and claims forged without the secret change nothing', { timeout
       attacker.send(Buffer.from(hb), hbA.port, hbA.host);
     }, 50);
     try {
-      const s = await cluster.waitFor('a to declare b dead and take its spool', async () => {
-        const st = await cluster.status('a');
-        return st.secondaries.some((x: any) => x.spool === 'b') && st;
-      });
+      const s = await cluster.waitForTakeover('a', 'b', killedAt);
       assert.equal(s.peers[0].status.type, 'dead');
       assert.ok(s.rejected.heartbeats['bad-signature'] > 10, 'the forged heartbeats were counted');
       assert.ok(s.rejected.claims >= 1, 'the forged claim was counted');
@@ -195,9 +194,10 @@ test('a node that hangs (SIGSTOP) loses its spool to its partner, and on waking 
     await cluster.waitFor('a\'s queue deferred (next hop down)', async () => readdirSync(path.join(dir, 'spool', 'a', 'deferred')).length === 30);
 
     const pgid = cluster.node('a')!.proc.pid;
+    const stoppedAt = Date.now();
     process.kill(-pgid, 'SIGSTOP');
     try {
-      await cluster.waitFor('b to take the hung a\'s spool over', async () => (await cluster.status('b')).secondaries.some((s: any) => s.spool === 'a'));
+      await cluster.waitForTakeover('b', 'a', stoppedAt);
       const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
       await sink.waitForCount(30, 60_000);
       process.kill(-pgid, 'SIGCONT');
@@ -205,7 +205,7 @@ test('a node that hangs (SIGSTOP) loses its spool to its partner, and on waking 
       await cluster.waitFor('a back, its spool handed back', async () => (await cluster.status('a')).ownSpool === 'delivering', 60_000);
       const events = cluster.trackingEvents();
       assert.ok(events.some((e) => e.event === 'fenced' && e.node === 'a'), 'a fenced itself on waking up');
-      assert.ok(events.some((e) => e.event === 'handback' && e.spool === 'a'));
+      assert.ok(events.some((e) => e.event === 'handback' && e.spool === 'a' && Date.parse(e.t) >= stoppedAt));
       assert.equal(events.filter((e) => e.event === 'delivered' && e.node === 'a' && !e.secondary).length, 0, 'a delivered nothing of what b\'s secondary delivered');
       assertExactlyOnce(sink, onA);
       assert.equal(sink.count(), 30);

@@ -40,24 +40,21 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
 
   const killedAt = Date.now();
   await cluster.kill('a');
-  const status = await cluster.waitFor('b to declare a dead and take its spool over', async () => {
-    const s = await cluster.status('b');
-    return s.secondaries.some((x: any) => x.spool === 'a') && s;
-  });
+  const status = await cluster.waitForTakeover('b', 'a', killedAt);
   const tookMs = Date.now() - killedAt;
   assert.equal(status.peers[0].status.type, 'dead');
   const takeover = cluster.trackingEvents().find((e) => e.event === 'takeover' && e.spool === 'a');
   assert.equal(takeover?.node, 'b', 'the takeover is in the tracking log');
-  assert.equal(takeover?.epoch, 1);
+  assert.equal(takeover?.epoch, 2, 'epoch 1 is a\'s own (written when it joined), 2 is b\'s claim');
 
   const cli = await runCli(['cluster', 'status', '--config', cluster.config, '--json']);
   assert.equal(cli.code, 0, cli.stderr);
   const merged = JSON.parse(cli.stdout);
   assert.equal(merged.nodes.find((n: any) => n.id === 'a').status, 'dead', 'tandem cluster status shows a dead');
-  assert.deepEqual(merged.spools.find((x: any) => x.spool === 'a'), { ...merged.spools.find((x: any) => x.spool === 'a'), deliverer: 'b', epoch: 1 });
+  assert.deepEqual(merged.spools.find((x: any) => x.spool === 'a'), { ...merged.spools.find((x: any) => x.spool === 'a'), deliverer: 'b', epoch: 2 });
   const table = await runCli(['cluster', 'status', '--config', cluster.config]);
   assert.match(table.stdout, /^a\s+test\s+dead/m);
-  assert.match(table.stdout, /^a\s+b \(takeover\)\s+1/m);
+  assert.match(table.stdout, /^a\s+b \(takeover\)\s+2/m);
 
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
   await sink.waitForCount(total, 60_000);
@@ -71,7 +68,7 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
     const s = await cluster.status('a');
     return s.ownSpool === 'delivering' && (await cluster.status('b')).secondaries.length === 0;
   });
-  assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'a' && e.node === 'b'));
+  assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'a' && e.node === 'b' && Date.parse(e.t) >= killedAt));
 
   const second = await runLoad({ host: smtpA.host, port: smtpA.port, total: 20, concurrency: 2, sizeBytes: 512, from: 'load@client.test', to: (i) => `s${i}@remote.test`, runId: 'second' });
   await sink.waitForCount(total + 20, 30_000);
@@ -93,12 +90,13 @@ test('operator actions: fence a node by hand, unfence it, hand its spool back by
     await cluster.start('b');
     await cluster.waitFor('a and b alive', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
 
+    const fencedAt = Date.now();
     const fence = await runCli(['cluster', 'fence', 'b', '--config', cluster.config]);
     assert.equal(fence.code, 0, fence.stderr);
     const health = await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`);
     assert.equal(health.status, 503);
     assert.equal((await health.json()).status, 'fenced');
-    await cluster.waitFor('a to take the fenced b\'s spool over', async () => (await cluster.status('a')).secondaries.some((s: any) => s.spool === 'b'));
+    await cluster.waitForTakeover('a', 'b', fencedAt);
 
     assert.equal((await runCli(['cluster', 'unfence', 'b', '--config', cluster.config])).code, 0);
     const returning = await cluster.waitFor('b unfenced, its spool still held by a', async () => {

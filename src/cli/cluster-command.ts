@@ -108,7 +108,7 @@ export async function runClusterAction(action: 'fence' | 'unfence' | 'handback',
     for (const n of t.nodes) {
       if (!n.base) continue;
       const r = await adminCall(n.base, 'GET', '/cluster', t.token, 2000);
-      if (r.reachable && r.status === 200 && (r.body as ClusterStatus).secondaries.some((s) => s.spool === name)) target = n;
+      if (r.reachable && r.status === 200 && (r.body as ClusterStatus).claims.some((c) => c.spool === name && c.kind === 'claim' && c.by === n.id)) target = n;
     }
     if (!target) {
       console.error(`tandem cluster handback: no reachable node holds a claim on spool ${name}`);

@@ -77,9 +77,13 @@ async function clusterSecret(dir: string): Promise<string> {
   }
 }
 
-/** Start one process in its own group, logging to `log`; resolve on its ready line. */
-function startProcess(cmd: string, args: string[], log: string, ready: (line: string) => boolean, name: string): Promise<ChildProcess> {
+/**
+ * Start one process in its own group, logging to `log`; `spawned` gets it at once (so that a
+ * failing start-up can stop it too); resolves on its ready line.
+ */
+function startProcess(cmd: string, args: string[], log: string, ready: (line: string) => boolean, name: string, spawned: (c: ChildProcess) => void): Promise<ChildProcess> {
   const child = spawn(cmd, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  spawned(child);
   const out = createWriteStream(log, { flags: 'a' });
   const tail: string[] = [];
   return new Promise((resolve, reject) => {
@@ -95,6 +99,12 @@ function startProcess(cmd: string, args: string[], log: string, ready: (line: st
         }
       });
     }
+    child.once('error', (err) => {
+      if (!done) {
+        done = true;
+        reject(new Error(`${name} could not be started: ${err.message}`));
+      }
+    });
     child.once('exit', (code, signal) => {
       if (!done) {
         done = true;
@@ -121,7 +131,7 @@ function waitForPort(host: string, port: number, timeoutMs: number): Promise<voi
 
 /** SIGTERM to a process group, SIGKILL after `ms`; resolves when the leader has exited. */
 function stopGroup(child: ChildProcess, ms = 30_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, ms);
     child.once('exit', () => { clearTimeout(timer); resolve(); });
@@ -176,8 +186,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   try {
     await Promise.all(members.map(async (m) => {
       m.proc = await startProcess(process.execPath, [...process.execArgv, CLI_MAIN, 'start', '--config', configFile, '--node-id', m.id, '--listen', m.smtp, '--admin', m.admin],
-        path.join(dir, 'log', `${m.id}.log`), (line) => line.includes('"event":"ready"'), `node ${m.id}`);
-      started.push(m.proc);
+        path.join(dir, 'log', `${m.id}.log`), (line) => line.includes('"event":"ready"'), `node ${m.id}`, (c) => started.push(c));
     }));
     if (useHaproxy) {
       const cfg = path.join(dir, 'haproxy.cfg');
@@ -189,6 +198,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
       const lb = spawn('haproxy', ['-db', '-f', cfg], { detached: true, stdio: ['ignore', log, log] });
       closeSync(log);
       started.push(lb);
+      lb.once('error', () => undefined); // reported below: nothing listens on the front door
       await waitForPort(front.host, front.port, 10_000);
     }
   } catch (err) {

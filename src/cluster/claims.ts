@@ -46,6 +46,8 @@ export class ClaimStore {
   private readonly paths: ReturnType<typeof clusterPaths>;
   /** Claim files that did not open with the secret (forged or damaged). */
   rejected = 0;
+  /** The files already warned about (each is logged once, not at every pass). */
+  private readonly warned = new Set<string>();
 
   constructor(spoolRoot: string, private readonly sealer: Sealer, private readonly warn: (msg: string, fields: object) => void = () => {}) {
     this.paths = clusterPaths(spoolRoot);
@@ -92,8 +94,11 @@ export class ClaimStore {
       return r;
     } catch (err) {
       if (!(err instanceof UnsealError)) throw err;
-      this.rejected++;
-      this.warn(`claim file ${file} ignored: ${err.message}`, { event: 'claim-rejected', file, reason: err.reason });
+      if (!this.warned.has(file)) {
+        this.warned.add(file);
+        this.rejected++;
+        this.warn(`claim file ${file} ignored: ${err.message}`, { event: 'claim-rejected', file, reason: err.reason });
+      }
       return undefined;
     }
   }

@@ -18,16 +18,23 @@
  *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
  *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
  * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
- * own timer so that a storage that hangs cannot hold the fencing back.
- * What can go wrong: shared-storage errors while acting are logged and retried next tick;
- * a secondary that exits unexpectedly is started again while the claim is still ours.
+ * own timer so that a storage that hangs cannot hold the fencing back. The disk-heartbeat lease
+ * counts from when a renewal *began* (a renewal completing after a stall proves nothing newer).
+ * At join, a node bumps its own spool's epoch (a release record by itself) before delivering,
+ * and a survivor reads the dead node's slot once more right before claiming: of a node coming
+ * back and a peer taking its spool, exactly one wins the epoch.
+ * Takeovers, secondary starts, restarts and handbacks run in the background, one at a time per
+ * spool (`busy`); a stop waits for them.
+ * What can go wrong: a shared-storage error on one spool is logged (once per outage) and retried
+ * next tick, without holding up the other spools; a secondary that exits unexpectedly is started
+ * again (after SECONDARY_RETRY_MS) while the claim is still ours.
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { Sealer } from './sealed.ts';
-import { Membership, type AnnouncedState, type PeerView } from './membership.ts';
+import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason } from './net-heartbeat.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
@@ -39,8 +46,8 @@ export interface ClusterNodeHooks {
   /** The node's own state: starting, ready, draining, stopping. */
   state(): AnnouncedState;
   queueDepth(): number;
-  /** Another node has claimed our spool: stop the queue manager (the gate is already shut). */
-  loseOwnSpool(reason: string): Promise<void>;
+  /** Another node has claimed our spool: stop the queue manager (the gate is already shut); returns at once. */
+  loseOwnSpool(reason: string): void;
   /** Our spool is ours again: lock it and start delivering from it. */
   regainOwnSpool(): Promise<void>;
   /** The delivery gate opened again after a fence (the queue manager may resume). */
@@ -83,7 +90,8 @@ export class ClusterManager {
   private readonly boot = Date.now();
   private readonly mono = () => performance.now();
   private lastRenewOk: number;
-  private renewing = false;
+  /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
+  private renewingSince?: number;
   private renewFailing = false;
   private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
   private goodRenewalsSinceFence = 0;
@@ -92,13 +100,19 @@ export class ClusterManager {
   private ownSpoolTaken = false;
   private readonly records = new Map<string, ClaimRecord>();
   private readonly secondaries = new Map<string, SecondaryProcess>();
+  /** Background actions under way (a stop waits for them). */
+  private readonly actions = new Set<Promise<void>>();
+  private currentPass?: Promise<void>;
+  /** Spools whose node was back while we held them (if it dies again, the secondary rescans). */
+  private readonly seenBack = new Set<string>();
+  /** Spools whose last pass failed (logged once per outage). */
+  private readonly failing = new Set<string>();
   /** Spools with a takeover or handback under way (not acted on again meanwhile). */
   private readonly busy = new Set<string>();
   /** Spools whose secondary failed: not started again before this time (monotonic). */
   private readonly retryAt = new Map<string, number>();
   private beatTimer?: NodeJS.Timeout;
   private actTimer?: NodeJS.Timeout;
-  private acting = false;
   private stopped = false;
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
 
@@ -135,13 +149,27 @@ export class ClusterManager {
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
     await this.net.start();
-    const own = await this.claims.current(this.me);
+    const own = await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
     this.beatTimer = setInterval(() => this.beat(), this.c.heartbeat_interval);
     this.actTimer = setInterval(() => void this.act(), this.c.heartbeat_interval);
     this.beat();
     return this.ownSpoolTaken ? { ownSpoolClaimedBy: own.by } : {};
+  }
+
+  /**
+   * At join, after the first renewal: our spool is ours only if we can move its epoch on (a
+   * release record by ourselves). A peer that judged us dead a moment ago and claims it at the
+   * same time takes the same epoch; exactly one of us wins, and the loser sees the winner.
+   */
+  private async claimOwnSpoolAtJoin(): Promise<ClaimRecord> {
+    for (;;) {
+      const own = await this.claims.current(this.me);
+      if (effectiveOwner(own) !== this.me) return own;
+      const mine = await this.claims.release(this.me, this.me, own.epoch, 'node joined');
+      if (mine) return mine;
+    }
   }
 
   /** The delivery gate for our own spool: not fenced, disk heartbeat fresh, spool not claimed. */
@@ -164,6 +192,11 @@ export class ClusterManager {
 
   /** Operator: take this node out (no mail in, no delivery, peers take the spool over). */
   fenceByOperator(): void {
+    if (this.fence?.type === 'storage') {
+      this.fence = { type: 'operator', since: this.fence.since }; // the storage coming back will not undo it
+      this.logger.warn({ event: 'fenced', reason: 'operator' }, 'fenced by the operator (already fenced: the storage was unreachable)');
+      return;
+    }
     this.enterFence({ type: 'operator', since: Date.now() }, 'fenced by the operator');
   }
 
@@ -182,6 +215,7 @@ export class ClusterManager {
     try {
       const record = await this.claims.current(spool);
       if (record.kind !== 'claim' || record.by !== this.me) throw new Error(`spool ${spool} is not held by ${this.me} (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
+      if (!this.membership.isBack(spool)) throw new Error(`node ${spool} is not back (${this.membership.status(spool).type}): given back now, its spool would only be taken over again; start ${spool} first`);
       return await this.release(spool, record, 'handed back by the operator');
     } finally {
       this.busy.delete(spool);
@@ -194,10 +228,17 @@ export class ClusterManager {
    * that nobody takes our spool while our own deliveries in flight finish.
    */
   async stopSecondaries(): Promise<void> {
-    this.stopped = true;
-    clearInterval(this.actTimer);
+    this.beginStop();
+    await this.currentPass;
+    while (this.actions.size) await Promise.allSettled([...this.actions]);
     await Promise.all([...this.secondaries.values()].map((s) => s.stop()));
     this.secondaries.clear();
+  }
+
+  /** Node stopping, at once: no new pass, takeover or secondary from here on. */
+  beginStop(): void {
+    this.stopped = true;
+    clearInterval(this.actTimer);
   }
 
   /** Node stopping, last step: no more heartbeats. Peers take our spool after dead_after. */
@@ -240,11 +281,14 @@ export class ClusterManager {
 
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
-    if (this.fence?.type !== 'operator' && !this.renewing) {
-      this.renewing = true;
+    const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
+    if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
+      const started = this.mono();
+      this.renewingSince = started;
       this.disk.renew(this.announced()).then(
         () => {
-          this.lastRenewOk = this.mono();
+          // the lease counts from when this renewal began: the peers cannot have seen it earlier
+          this.lastRenewOk = Math.max(this.lastRenewOk, started);
           if (this.fence) this.goodRenewalsSinceFence++;
           if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
           this.renewFailing = false;
@@ -254,7 +298,7 @@ export class ClusterManager {
           if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`);
           this.renewFailing = true;
         },
-      ).finally(() => { this.renewing = false; });
+      ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
     }
     const overdue = this.mono() - this.lastRenewOk;
     if (!this.fence && overdue >= this.c.fence_after) {
@@ -280,36 +324,47 @@ export class ClusterManager {
   }
 
   /** Observe the peers and the claims, and act on them (never overlapping itself). */
-  private async act(): Promise<void> {
-    if (this.acting || this.stopped) return;
-    this.acting = true;
+  private act(): void {
+    if (this.currentPass || this.stopped) return;
+    this.currentPass = this.pass().finally(() => { this.currentPass = undefined; });
+  }
+
+  private async pass(): Promise<void> {
+    await this.observeDisk();
+    await this.guarded(this.me, async () => {
+      const own = await this.claims.current(this.me);
+      this.records.set(this.me, own);
+      await this.maybeUnfence(own);
+      await this.watchOwnSpool(this.records.get(this.me)!);
+    });
+    for (const n of this.c.nodes) if (n.id !== this.me && !this.stopped) await this.guarded(n.id, () => this.watchSpool(n.id));
+  }
+
+  /** One spool's part of the pass: an error is logged once per outage and does not stop the others. */
+  private async guarded(spool: string, fn: () => Promise<void>): Promise<void> {
     try {
-      await this.observeDisk();
-      await this.maybeUnfence();
-      await this.watchOwnSpool();
-      for (const n of this.c.nodes) if (n.id !== this.me) await this.watchSpool(n.id);
+      await fn();
+      if (this.failing.delete(spool)) this.logger.info({ event: 'cluster-pass-recovered', spool }, `cluster pass for spool ${spool} works again`);
     } catch (err) {
-      this.logger.warn({ event: 'cluster-pass-failed', err: String((err as Error)?.message ?? err) }, `cluster pass failed, retrying: ${(err as Error)?.message ?? err}`);
-    } finally {
-      this.acting = false;
+      if (!this.failing.has(spool)) this.logger.warn({ event: 'cluster-pass-failed', spool, err: String((err as Error)?.message ?? err) }, `cluster pass for spool ${spool} failed, retrying every ${this.c.heartbeat_interval} ms: ${(err as Error)?.message ?? err}`);
+      this.failing.add(spool);
     }
   }
 
   private async observeDisk(): Promise<void> {
     for (const n of this.c.nodes) {
       if (n.id === this.me) continue;
-      const beat = await this.disk.read(n.id);
-      if (beat) this.membership.noteDisk(n.id, beat);
+      const readAt = this.mono();
+      const read = await this.disk.read(n.id).catch(() => undefined); // unreadable: no judgement
+      if (read) this.membership.noteDisk(n.id, read.beat, readAt);
     }
   }
 
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
-  private async maybeUnfence(): Promise<void> {
+  private async maybeUnfence(own: ClaimRecord): Promise<void> {
     if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
     if (this.mono() - this.lastRenewOk >= this.c.fence_after) return;
-    const own = await this.claims.current(this.me);
-    this.records.set(this.me, own);
-    if (effectiveOwner(own) !== this.me) await this.ownSpoolLost(own);
+    if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
     this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
@@ -318,12 +373,15 @@ export class ClusterManager {
     if (!this.ownSpoolTaken) this.hooks.deliveriesResumed();
   }
 
-  private async watchOwnSpool(): Promise<void> {
-    const own = await this.claims.current(this.me);
-    this.records.set(this.me, own);
+  private async watchOwnSpool(own: ClaimRecord): Promise<void> {
     const holder = effectiveOwner(own);
     if (holder !== this.me) {
-      await this.ownSpoolLost(own);
+      this.ownSpoolLost(own);
+      if (!this.isPeer(holder)) {
+        if (!this.failing.has(`holder:${holder}`)) this.logger.error({ event: 'own-spool-held-by-unknown', holder }, `our spool is claimed by ${holder}, which is not in cluster.nodes: have it handed back (tandem cluster handback ${this.me} on ${holder}), or put ${holder} back in cluster.nodes`);
+        this.failing.add(`holder:${holder}`);
+        return;
+      }
       if (this.membership.status(holder).type === 'dead' && !this.fence) {
         const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
         if (released) {
@@ -341,17 +399,22 @@ export class ClusterManager {
     }
   }
 
-  /** Another node holds our spool: shut the gate at once, then stop our queue manager. */
-  private async ownSpoolLost(own: ClaimRecord): Promise<void> {
+  /** Another node holds our spool: shut the gate at once; the node stops its queue manager. */
+  private ownSpoolLost(own: ClaimRecord): void {
     if (this.ownSpoolTaken) return;
     this.ownSpoolTaken = true;
     this.logger.error({ event: 'own-spool-claimed', by: own.by, epoch: own.epoch }, `our spool was claimed by ${own.by} (epoch ${own.epoch}): delivering nothing from it until it is handed back`);
-    await this.hooks.loseOwnSpool(`claimed by ${own.by}`);
+    this.hooks.loseOwnSpool(`claimed by ${own.by}`);
+  }
+
+  private isPeer(id: string): boolean {
+    return id !== this.me && this.c.nodes.some((n) => n.id === id);
   }
 
   private async watchSpool(spool: string): Promise<void> {
     if (this.busy.has(spool)) return;
     const record = await this.claims.current(spool);
+    if (this.busy.has(spool) || this.stopped) return; // an operator action began meanwhile
     this.records.set(spool, record);
     const deliverer = effectiveOwner(record);
     const running = this.secondaries.get(spool);
@@ -362,16 +425,29 @@ export class ClusterManager {
       return;
     }
     if (deliverer === this.me) {
-      if (this.c.auto_handback && this.membership.isBack(spool)) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
-      else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
+      if (this.membership.isBack(spool)) {
+        this.seenBack.add(spool);
+        if (this.c.auto_handback) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
+      } else if (running && this.seenBack.has(spool) && this.membership.status(spool).type === 'dead') {
+        // its node came back (and took mail in) without a handback, then died again: the
+        // secondary scanned the spool before that mail came; start it again to pick it up
+        this.seenBack.delete(spool);
+        this.inBackground(spool, 'secondary restart', async () => {
+          this.secondaries.delete(spool);
+          await running.stop();
+          await this.startSecondary(spool, record.epoch);
+        });
+      } else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) {
+        this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
+      }
       return;
     }
-    if (!this.c.nodes.some((n) => n.id === deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
+    if (!this.isPeer(deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
     if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
     // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
     if (this.membership.isLive(spool)) return;
-    const isLive = (id: string) => (id === this.me ? true : this.membership.isLive(id));
-    if (chooseSurvivor(this.c.nodes, spool, isLive) !== this.me) return;
+    const canTakeOver = (id: string) => (id === this.me ? true : this.membership.canTakeOver(id));
+    if (chooseSurvivor(this.c.nodes, spool, canTakeOver) !== this.me) return;
     this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, deliverer));
   }
 
@@ -381,15 +457,28 @@ export class ClusterManager {
    * and this spool is not acted on again until it ends.
    */
   private inBackground(spool: string, what: string, fn: () => Promise<unknown>): void {
+    if (this.busy.has(spool) || this.stopped) return;
     this.busy.add(spool);
-    fn().catch((err) => {
+    const action: Promise<void> = fn().then(() => undefined, (err) => {
       this.logger.error({ event: 'cluster-action-failed', spool, action: what, err: String(err?.message ?? err) }, `${what} of spool ${spool} failed, retrying: ${err?.message ?? err}`);
-    }).finally(() => this.busy.delete(spool));
+    }).finally(() => {
+      this.busy.delete(spool);
+      this.actions.delete(action);
+    });
+    this.actions.add(action);
   }
 
   private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string): Promise<void> {
+    // one more look at the dead node's slot, after the claim record was read: a beat since the
+    // last pass means it is back (and will bump the epoch, which our claim would then lose)
+    const readAt = this.mono();
+    const { beat } = await this.disk.read(deadDeliverer);
+    if (beat && diskMarkKey(beat) !== this.membership.diskMark(deadDeliverer)) {
+      this.membership.noteDisk(deadDeliverer, beat, readAt);
+      return;
+    }
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
-    if (!claimed) return; // another node was first
+    if (!claimed) return; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
     this.counters.takeovers++;
     this.logger.warn({ event: 'takeover', spool, epoch: claimed.epoch, dead: deadDeliverer }, `TAKEOVER: ${deadDeliverer} is dead; claimed spool ${spool} (epoch ${claimed.epoch}), starting a secondary process over it`);
@@ -399,10 +488,11 @@ export class ClusterManager {
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
     if (this.stopped) return;
-    const secondary = new SecondaryProcess(spool, epoch, this.me, this.config, (how) => {
+    const secondary = new SecondaryProcess(spool, epoch, this.me, this.boot, this.config, (how) => {
+      if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
+      if (this.stopped) return; // a group signal reached it first: the node is stopping too
       this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);
       this.retryAt.set(spool, this.mono() + SECONDARY_RETRY_MS);
-      if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
     });
     this.secondaries.set(spool, secondary);
     try {

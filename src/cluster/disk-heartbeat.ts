@@ -16,6 +16,7 @@ import path from 'node:path';
 import type { Sealer } from './sealed.ts';
 import { UnsealError } from './sealed.ts';
 import { clusterPaths } from './paths.ts';
+import { isErrno } from '../util/errno.ts';
 import type { AnnouncedState } from './membership.ts';
 
 export interface DiskBeat {
@@ -35,11 +36,15 @@ export class DiskHeartbeat {
     this.paths = clusterPaths(spoolRoot);
   }
 
-  /** Write the next beat durably; rejects (or hangs) when the storage is not there. */
+  /**
+   * Write the next beat durably; rejects (or hangs) when the storage is not there. Each call
+   * has its own temp file, so a renewal can be tried again while an earlier one hangs.
+   */
   async renew(state: AnnouncedState): Promise<void> {
     const slot = this.paths.heartbeat(this.self);
-    const tmp = path.join(this.paths.tmp, `heartbeat.${this.self}`);
-    const beat: DiskBeat = { node: this.self, boot: this.boot, counter: this.counter + 1, state };
+    const counter = ++this.counter;
+    const tmp = path.join(this.paths.tmp, `heartbeat.${this.self}.${counter}`);
+    const beat: DiskBeat = { node: this.self, boot: this.boot, counter, state };
     const fh = await open(tmp, 'w');
     try {
       await fh.writeFile(this.sealer.seal(beat) + '\n');
@@ -48,7 +53,6 @@ export class DiskHeartbeat {
       await fh.close();
     }
     await rename(tmp, slot);
-    this.counter++;
   }
 
   /** Create the folders (at start-up, while the storage is known to be there). */
@@ -57,20 +61,26 @@ export class DiskHeartbeat {
     await mkdir(this.paths.tmp, { recursive: true });
   }
 
-  /** A peer's current beat, or undefined when its slot is missing, unreadable or not sealed. */
-  async read(node: string): Promise<DiskBeat | undefined> {
+  /**
+   * A peer's current beat: `beat` undefined when its slot does not exist (the node never
+   * started) or does not open with the secret. Rejects when the slot cannot be read (I/O error):
+   * then nothing is known about the peer, which is not the same as silence.
+   */
+  async read(node: string): Promise<{ beat?: DiskBeat }> {
     let text: string;
     try {
       text = await readFile(this.paths.heartbeat(node), 'utf8');
-    } catch {
-      return undefined;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return {};
+      throw err;
     }
     try {
       const beat = this.sealer.open<DiskBeat>(text);
-      return beat.node === node && typeof beat.counter === 'number' ? beat : undefined;
+      return beat.node === node && typeof beat.counter === 'number' && typeof beat.boot === 'number' ? { beat } : {};
     } catch (err) {
-      if (err instanceof UnsealError) this.rejected++;
-      return undefined;
+      if (!(err instanceof UnsealError)) throw err;
+      this.rejected++;
+      return {};
     }
   }
 }

@@ -9,9 +9,10 @@ function setup() {
   let t = 1000;
   const m = new Membership(['b'], timing, () => t);
   let counter = 0;
+  // every call is one pass: the disk slot is read (a new counter when `disk`, else the same)
   const beat = (net = true, disk = true, state: NetworkInfo['state'] = 'ready') => {
     if (net) m.noteNetwork('b', info(state));
-    if (disk) m.noteDisk('b', { boot: 1, counter: ++counter });
+    m.noteDisk('b', { boot: 1, counter: disk ? ++counter : counter });
   };
   return { m, beat, advance: (ms: number) => { t += ms; } };
 }
@@ -21,10 +22,13 @@ test('a peer with both heartbeats is alive; silent for dead_after on both it is 
   beat();
   assert.equal(m.status('b').type, 'alive');
   advance(1000);
+  beat(false, false);
   assert.equal(m.status('b').type, 'suspect');
   advance(1499);
+  beat(false, false);
   assert.notEqual(m.status('b').type, 'dead');
   advance(1);
+  beat(false, false);
   assert.equal(m.status('b').type, 'dead');
   beat();
   assert.equal(m.status('b').type, 'alive', 'a peer that beats again is alive again');
@@ -64,10 +68,35 @@ test('a peer that says it fenced itself is dead once its disk heartbeat has stop
   assert.equal(m.status('b').type, 'dead');
 });
 
-test('a peer never heard of is dead after the grace period, not at once', () => {
+test('a peer never seen beating is dead only after 4 × dead_after (a slow start is not a death)', () => {
   const { m, advance } = setup();
+  m.noteDisk('b', { boot: 1, counter: 7 }); // an old beat in its slot, from before we started
+  for (let i = 0; i < 39; i++) {
+    advance(250);
+    m.noteDisk('b', { boot: 1, counter: 7 });
+  }
   assert.notEqual(m.status('b').type, 'dead');
-  advance(2500);
+  advance(250);
+  m.noteDisk('b', { boot: 1, counter: 7 });
+  assert.equal(m.status('b').type, 'dead');
+});
+
+test('a peer whose disk slot cannot be read is never declared dead (nothing is known)', () => {
+  const { m, beat, advance } = setup();
+  beat();
+  advance(10_000); // no network heartbeat, no successful read of its slot
+  assert.equal(m.status('b').type, 'suspect');
+});
+
+test('a read that began before a stall does not make an old beat look fresh', () => {
+  let t = 1000;
+  const m = new Membership(['b'], timing, () => t);
+  m.noteDisk('b', { boot: 1, counter: 1 }, t);
+  const readBegan = t;
+  t += 3000; // the observer stalls while the read is in flight
+  m.noteDisk('b', { boot: 1, counter: 2 }, readBegan);
+  assert.ok(m.view()[0].diskAgeMs >= 3000, 'the change is dated from when the read began');
+  m.noteDisk('b', { boot: 1, counter: 2 }); // a fresh read: nothing new since
   assert.equal(m.status('b').type, 'dead');
 });
 

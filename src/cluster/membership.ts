@@ -4,15 +4,18 @@
  *
  * Exports: Membership, PeerStatus, AnnouncedState, PeerView.
  * Rules (docs/ha.md "Failure detection"):
- *   dead     — the disk heartbeat has not changed for dead_after, and the network heartbeat has
+ *   dead     — the disk heartbeat has not changed for dead_after (and its slot was read a moment
+ *              ago: a slot this node cannot read proves nothing), and the network heartbeat has
  *              been silent as long too, or says the peer fenced itself. A network partition
  *              alone (disk heartbeat still moving) never makes a peer dead.
  *   fenced   — the peer says so over the network (its disk heartbeat may still be moving briefly).
  *   suspect  — one of the two has been silent for more than three heartbeat intervals.
  *   draining — the peer says so (it accepts no new mail, still delivers).
  *   alive    — otherwise.
- * Every peer starts with a grace period of dead_after from the moment this view is created,
- * so a node that starts next to a dead peer declares it dead after dead_after, not at once.
+ * A peer this node has never seen beat (no network heartbeat, no change of its disk slot since
+ * this view began) is dead only after NEVER_SEEN_FACTOR × dead_after: a node that starts next to
+ * a dead peer takes its spool over after that, while peers that are merely slower to start are
+ * not taken over (and handed back) for nothing.
  * Pure logic with an injected clock: no timers, no I/O.
  */
 
@@ -44,9 +47,16 @@ export interface PeerView {
   announced?: NetworkInfo;
 }
 
+/** A peer never seen beating is dead after this many dead_after (see the header). */
+export const NEVER_SEEN_FACTOR = 4;
+
 interface Observation {
+  /** It has beaten (network heartbeat, or a disk slot change) since this view began. */
+  seen?: boolean;
   netLast: number;
   diskLast: number;
+  /** When the peer's disk slot was last read successfully (changed or not). */
+  diskReadAt: number;
   net?: NetworkInfo;
   diskMark?: string;
   deadSince?: number;
@@ -62,7 +72,7 @@ export class Membership {
     private readonly now: () => number,
   ) {
     const t = now();
-    for (const id of peerIds) this.peers.set(id, { netLast: t, diskLast: t });
+    for (const id of peerIds) this.peers.set(id, { netLast: t, diskLast: t, diskReadAt: t });
   }
 
   /** A valid (signed, fresh) network heartbeat from `id`. */
@@ -71,28 +81,43 @@ export class Membership {
     if (!o) return;
     o.netLast = this.now();
     o.net = info;
+    o.seen = true;
   }
 
-  /** What `id`'s disk heartbeat slot holds now; only a change counts as a beat. */
-  noteDisk(id: string, mark: { boot: number; counter: number }): void {
+  /**
+   * `id`'s disk heartbeat slot was read at `readAt` (this clock; default now) and held `mark`
+   * (undefined: no valid beat in it). Only a change counts as a beat, dated from when the read
+   * began: a read that completes after a stall must not make an old beat look fresh.
+   */
+  noteDisk(id: string, mark: { boot: number; counter: number } | undefined, readAt = this.now()): void {
     const o = this.peers.get(id);
     if (!o) return;
-    const key = `${mark.boot}:${mark.counter}`;
+    o.diskReadAt = Math.max(o.diskReadAt, readAt);
+    if (!mark) return;
+    const key = diskMarkKey(mark);
     if (key !== o.diskMark) {
+      if (o.diskMark !== undefined) o.seen = true;
       o.diskMark = key;
-      o.diskLast = this.now();
+      o.diskLast = Math.max(o.diskLast, readAt);
     }
+  }
+
+  /** The last disk beat seen from `id` ("boot:counter"), to check it again right before a takeover. */
+  diskMark(id: string): string | undefined {
+    return this.peers.get(id)?.diskMark;
   }
 
   status(id: string): PeerStatus {
     const o = this.peers.get(id);
     if (!o) throw new Error(`unknown peer ${id}`);
     const now = this.now();
-    const { deadAfter, heartbeatInterval } = this.timing;
+    const { heartbeatInterval } = this.timing;
+    const deadAfter = o.seen ? this.timing.deadAfter : NEVER_SEEN_FACTOR * this.timing.deadAfter;
     const netAge = now - o.netLast;
     const diskAge = now - o.diskLast;
     const saysFenced = netAge < deadAfter && o.net?.state === 'fenced';
-    if (diskAge >= deadAfter && (netAge >= deadAfter || saysFenced)) {
+    const diskKnown = now - o.diskReadAt <= 4 * heartbeatInterval;
+    if (diskAge >= deadAfter && diskKnown && (netAge >= deadAfter || saysFenced)) {
       o.deadSince ??= now;
       return { type: 'dead', since: o.deadSince };
     }
@@ -113,6 +138,11 @@ export class Membership {
     return s !== 'dead' && s !== 'fenced';
   }
 
+  /** Live and not on its way out: may be chosen to take a spool over. */
+  canTakeOver(id: string): boolean {
+    return this.isLive(id) && this.peers.get(id)?.net?.state !== 'stopping';
+  }
+
   /** Both heartbeats fresh and the peer not fenced: it may have its spool back. */
   isBack(id: string): boolean {
     const s = this.status(id).type;
@@ -130,4 +160,8 @@ export class Membership {
       ...(o.net ? { announced: o.net } : {}),
     }));
   }
+}
+
+export function diskMarkKey(mark: { boot: number; counter: number }): string {
+  return `${mark.boot}:${mark.counter}`;
 }

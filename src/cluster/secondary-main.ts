@@ -3,19 +3,25 @@
  * delivers a dead node's queue. Queue manager and channels over that spool; no SMTP listener.
  *
  * Started by SecondaryProcess (secondary.ts) with an IPC channel; the first message is
- * {type:"start", config, spool, epoch, owner}. It then:
- *   1. takes the spool's lock (forced: the claim with its epoch is what entitles it),
- *   2. runs a QueueManager over the spool with a delivery gate that is open only while
- *      - the claim record in force is still ours (same epoch, kind claim, by the owner) and
- *      - the owner's disk heartbeat has moved within cluster.fence_after (so a hung or fenced
- *        parent also stops its secondaries before the peers' dead_after runs out),
+ * {type:"start", config, spool, epoch, owner, ownerBoot}. It then:
+ *   1. takes the spool's lock (forced: the claim with its epoch is what entitles it), and checks
+ *      that the claim in force is still that epoch (else exits 3 without delivering),
+ *   2. runs a QueueManager over the spool (tmp/ left alone: the spool's node may be writing
+ *      there) with a delivery gate that is open only while
+ *      - the claim record in force is still ours (same epoch, kind claim, by the owner),
+ *      - the owner's disk heartbeat has moved within cluster.fence_after, counted from when the
+ *        read that saw the move began (so a hung parent also stops its secondaries before the
+ *        peers' dead_after runs out), and
+ *      - the owner does not say it is fenced, and it is the same boot of the owner;
  *   3. reports {type:"ready"} and then queue counts every second,
- *   4. on {type:"stop"} or when the parent goes away (IPC disconnect): stops starting
- *      deliveries, waits for those in flight to be recorded, releases the lock, exits 0.
- *   A claim that is no longer ours (taken by another node, or handed back by an operator)
- *   stops it the same way at once.
+ *   4. on {type:"stop"}, SIGTERM, or when the parent goes away (IPC disconnect, or another boot
+ *      of the owner in its heartbeat slot): stops starting deliveries, waits for those in
+ *      flight to be recorded, releases the lock, exits 0. A claim that is no longer ours (taken
+ *      by another node, or handed back by an operator) stops it the same way at once.
+ *   Stop requests are honoured from the first moment, also while it is still starting.
  * Logs JSON lines (pino) on stdout, which the parent shares; tracking-log lines carry
- * "secondary": the spool. Exit codes: 0 stopped; 1 could not start (the parent retries).
+ * "secondary": the spool. Exit codes: 0 stopped; 1 could not start (the parent retries);
+ * 3 the claim was no longer ours at start.
  * Reads config keys: spool.root, cluster.*, tracking.path, and what the queue manager, router
  * and channels read.
  */
@@ -28,7 +34,7 @@ import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { Sealer } from './sealed.ts';
-import { ClaimStore } from './claims.ts';
+import { ClaimStore, type ClaimRecord } from './claims.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 
 export interface SecondaryStart {
@@ -37,6 +43,8 @@ export interface SecondaryStart {
   spool: string;
   epoch: number;
   owner: string;
+  /** The owner's boot (its heartbeat's boot): another boot in its slot means the parent is gone. */
+  ownerBoot: number;
 }
 
 export type SecondaryReport =
@@ -45,11 +53,22 @@ export type SecondaryReport =
   | { type: 'stopped'; reason: string };
 
 function send(msg: SecondaryReport): void {
-  process.send?.(msg);
+  if (process.connected) process.send?.(msg, () => undefined);
 }
 
+/** Stop requests that arrive before the queue manager runs are kept until it does. */
+let stopRequest: string | undefined;
+let onStopRequest: ((reason: string) => void) | undefined;
+const requestStop = (reason: string) => {
+  stopRequest ??= reason;
+  onStopRequest?.(reason);
+};
+process.on('message', (msg: { type?: string }) => { if (msg?.type === 'stop') requestStop('asked to stop (handback or node stop)'); });
+process.on('disconnect', () => requestStop('the parent node went away'));
+process.on('SIGTERM', () => requestStop('SIGTERM'));
+
 async function run(start: SecondaryStart): Promise<void> {
-  const { config, spool: spoolId, epoch, owner } = start;
+  const { config, spool: spoolId, epoch, owner, ownerBoot } = start;
   const cluster = config.cluster!;
   const log = pino({ level: config.log.level, base: { node: owner, secondary: spoolId }, timestamp: pino.stdTimeFunctions.isoTime });
   const dir = path.join(config.spool.root, spoolId);
@@ -57,14 +76,23 @@ async function run(start: SecondaryStart): Promise<void> {
   const claims = new ClaimStore(config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
   const disk = new DiskHeartbeat(config.spool.root, owner, 0, sealer);
   const mono = () => performance.now();
+  const isOurs = (r: ClaimRecord) => r.epoch === epoch && r.kind === 'claim' && r.by === owner;
 
-  let claimOurs = true;
+  let claimOurs = false;
+  let ownerFenced = false;
   let parentMark = '';
-  let parentChangedAt = mono();
-  const mayDeliver = () => claimOurs && mono() - parentChangedAt < cluster.fence_after;
+  let parentChangedAt = mono(); // the parent forked us just now: alive then
+  const mayDeliver = () => claimOurs && !ownerFenced && mono() - parentChangedAt < cluster.fence_after;
 
   const spool = await Spool.open(dir, { nodeId: spoolId, warn: (msg, fields) => log.warn(fields, msg) });
   const lock = await acquireSpoolLock(dir, { force: true });
+  const first = await claims.current(spoolId);
+  if (!isOurs(first) || stopRequest) {
+    await lock.release();
+    log.warn({ event: 'secondary-stopped', reason: stopRequest ?? `claim not ours (epoch ${first.epoch}, ${first.kind} by ${first.by})` }, `secondary for ${spoolId} not started`);
+    process.exit(stopRequest ? 0 : 3);
+  }
+  claimOurs = true;
   const tracking = new TrackingLog(config.tracking.path, owner, (err) => log.error({ event: 'tracking-write-failed', err: String(err) }, `cannot write the tracking log: ${err.message}`), { secondary: spoolId });
   const router = await createRouter(config, (msg, fields) => log.warn(fields ?? {}, msg));
   const channels = new ChannelSet(channelOptions(config));
@@ -84,33 +112,39 @@ async function run(start: SecondaryStart): Promise<void> {
     process.exit(0);
   })());
 
+  let watching = false;
   const watch = setInterval(() => {
+    if (watching) return; // a slow storage: one look at a time
+    watching = true;
     void (async () => {
-      const beat = await disk.read(owner);
-      const wasOpen = mayDeliver();
-      if (beat) {
-        const mark = `${beat.boot}:${beat.counter}`;
-        if (mark !== parentMark) {
-          parentMark = mark;
-          parentChangedAt = mono();
-        }
-      }
+      const readAt = mono();
+      const { beat } = await disk.read(owner).catch(() => ({ beat: undefined }));
       const record = await claims.current(spoolId).catch(() => undefined);
-      if (record && !(record.epoch === epoch && record.kind === 'claim' && record.by === owner)) {
+      if (record && !isOurs(record)) {
         claimOurs = false;
         void stop(`the claim is no longer ours (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
         return;
       }
-      if (!wasOpen && mayDeliver()) qmgr.resume();
-    })().catch((err) => log.error({ err: String(err) }, 'secondary watch failed'));
+      if (beat) {
+        if (beat.boot !== ownerBoot) {
+          claimOurs = false;
+          void stop(`the owner ${owner} restarted (another boot in its heartbeat slot)`);
+          return;
+        }
+        ownerFenced = beat.state === 'fenced';
+        const mark = `${beat.boot}:${beat.counter}`;
+        if (mark !== parentMark) {
+          parentMark = mark;
+          parentChangedAt = Math.max(parentChangedAt, readAt);
+        }
+      }
+    })().catch((err) => log.error({ err: String(err) }, 'secondary watch failed')).finally(() => { watching = false; });
   }, cluster.heartbeat_interval);
   const report = setInterval(() => send({ type: 'counts', counts: qmgr.counts() }), 1000);
+  onStopRequest = (reason) => void stop(reason);
+  if (stopRequest) return void stop(stopRequest);
 
-  process.on('message', (msg: { type?: string }) => { if (msg?.type === 'stop') void stop('asked to stop (handback or node stop)'); });
-  process.on('disconnect', () => void stop('the parent node went away'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-
-  const { scanned } = await qmgr.start();
+  const { scanned } = await qmgr.start({ cleanTmp: false });
   send({ type: 'ready' });
   log.info({ event: 'secondary-ready', spool: dir, epoch }, `secondary for ${spoolId} delivering its queue (claim epoch ${epoch})`);
   scanned.then(
@@ -120,6 +154,7 @@ async function run(start: SecondaryStart): Promise<void> {
 }
 
 process.once('message', (msg: SecondaryStart) => {
+  if (msg?.type !== 'start') return;
   run(msg).catch((err) => {
     process.stderr.write(`secondary for ${msg?.spool}: cannot start: ${err?.stack ?? err}\n`);
     process.exit(1);

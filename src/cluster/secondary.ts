@@ -6,11 +6,15 @@
  * The child is forked in this node's process group (a crash of the machine, or a kill of the
  * node's group, takes it down too — which is what the peers' dead_after assumes), with this
  * node's loader (tsx) and a shared stdout/stderr for its JSON log lines.
- * start() resolves when the child reports ready, rejects if it exits first. stop() asks it to
- * finish the deliveries in flight and exit, and resolves when it has exited (SIGKILL after
- * STOP_TIMEOUT_MS: a delivery that then never got recorded is sent again by whoever delivers
- * the spool next — at least once). `exited` tells the owner about an unexpected exit, so that it
- * can start the secondary again while the claim is still its own.
+ * start() resolves when the child reports ready; it rejects if the fork fails, if the child
+ * exits first, or after START_TIMEOUT_MS (the child is then killed: a spool on a hanging
+ * storage must not keep the takeover pending for ever). stop() asks it to finish the deliveries
+ * in flight and exit (SIGTERM while it is still starting: it has delivered nothing yet), and
+ * resolves when it has exited (SIGKILL after STOP_TIMEOUT_MS, below the node's own 60 s stop
+ * limit: a delivery that then never got recorded is sent again by whoever delivers the spool
+ * next — at least once). IPC send errors (the child just exited) are not fatal to the node.
+ * `onUnexpectedExit` tells the owner about an exit it did not ask for, so that it can start the
+ * secondary again while the claim is still its own.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -18,11 +22,12 @@ import type { TandemConfig } from '../config/schema.ts';
 import type { SecondaryReport, SecondaryStart } from './secondary-main.ts';
 
 const MAIN = fileURLToPath(new URL('./secondary-main.ts', import.meta.url));
-const STOP_TIMEOUT_MS = 60_000;
+const START_TIMEOUT_MS = 30_000;
+const STOP_TIMEOUT_MS = 45_000;
 
 export class SecondaryProcess {
   private child?: ChildProcess;
-  private exit?: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private exit?: Promise<string>;
   private stopRequested = false;
   counts: Record<string, number> = {};
   /** It has started its queue manager and delivers. */
@@ -33,6 +38,7 @@ export class SecondaryProcess {
     readonly spool: string,
     readonly epoch: number,
     private readonly owner: string,
+    private readonly ownerBoot: number,
     private readonly config: TandemConfig,
     private readonly onUnexpectedExit: (how: string) => void,
   ) {}
@@ -44,18 +50,28 @@ export class SecondaryProcess {
   start(): Promise<void> {
     const child = fork(MAIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.child = child;
-    this.exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner };
-    child.send(start);
+    // settles on exit, or on a fork that failed (then no exit comes)
+    this.exit = new Promise((resolve) => {
+      child.once('exit', (code, signal) => resolve(signal ? `killed by ${signal}` : `exit code ${code}`));
+      child.once('error', (err) => { if (child.pid === undefined) resolve(`could not be started: ${err.message}`); });
+    });
+    child.on('error', () => undefined); // IPC errors: the exit (or the start timeout) tells the rest
+    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner, ownerBoot: this.ownerBoot };
+    this.send(start);
     return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`secondary process for ${this.spool} not ready after ${START_TIMEOUT_MS / 1000} s (killed); see its log lines`));
+      }, START_TIMEOUT_MS);
       child.on('message', (msg: SecondaryReport) => {
         if (msg.type === 'ready') {
           this.ready = true;
+          clearTimeout(timer);
           resolve();
         } else if (msg.type === 'counts') this.counts = msg.counts;
       });
-      void this.exit!.then(({ code, signal }) => {
-        const how = signal ? `killed by ${signal}` : `exit code ${code}`;
+      void this.exit!.then((how) => {
+        clearTimeout(timer);
         if (!this.ready) reject(new Error(`secondary process for ${this.spool} did not start (${how}); see its log lines above`));
         else if (!this.stopRequested) this.onUnexpectedExit(how);
       });
@@ -67,12 +83,17 @@ export class SecondaryProcess {
     const child = this.child;
     if (!child || !this.exit) return;
     this.stopRequested = true;
-    if (child.exitCode === null && child.signalCode === null) {
-      if (child.connected) child.send({ type: 'stop' });
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      if (this.ready && child.connected) this.send({ type: 'stop' });
       else child.kill('SIGTERM');
     }
     const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
     await this.exit;
     clearTimeout(timer);
+  }
+
+  private send(msg: object): void {
+    // with a callback, a failed send (EPIPE: the child is exiting) is reported there, not thrown
+    this.child?.send(msg, (err) => { if (err) this.child?.kill('SIGTERM'); });
   }
 }

@@ -201,6 +201,7 @@ function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): voi
   if (!ids.includes(self)) issue(['nodes'], `this node (node.id "${self}") is not in cluster.nodes; start it with --node-id ID`);
   if (!c.secret === !c.secret_file) issue(['secret'], 'set exactly one of cluster.secret and cluster.secret_file');
   if (c.fence_after >= c.dead_after) issue(['fence_after'], `must be shorter than cluster.dead_after (${formatDuration(c.dead_after)}): a node fences itself before its peers take its spool`);
+  else if (c.dead_after - c.fence_after < 2 * c.heartbeat_interval) issue(['dead_after'], `must exceed cluster.fence_after by at least two heartbeat intervals (${formatDuration(c.fence_after + 2 * c.heartbeat_interval)}): the margin covers the time the peers and the secondaries need to see a beat`);
   if (c.heartbeat_interval * 3 > c.fence_after) issue(['heartbeat_interval'], `must be at most a third of cluster.fence_after (${formatDuration(c.fence_after)})`);
 }
 export type TandemConfigInput = z.input<typeof configSchema>;

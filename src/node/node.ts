@@ -3,10 +3,13 @@
  * channels, tracking log, metrics and admin API together, and owns their life cycle.
  *
  * Exports: TandemNode, NodeHealth.
- * Start order: spool lock (one node per spool) → router tables → queue manager start (tmp/
- * cleaned; the queue is then scanned in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): refuse new mail (421), close the
- * listener and wait for commits under way, let deliveries in flight finish and be recorded,
- * close channels, release the spool lock. Nothing queued is lost: the next start picks it up.
+ * Start order: spool folders → tracking log → router → relay networks, passwords → channels →
+ * (cluster join) → spool lock and queue manager start (tmp/ cleaned; the queue is then scanned
+ * in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): no new cluster
+ * action, refuse new mail (421), close the listener and wait for commits under way, let our
+ * deliveries and our secondaries' in flight finish and be recorded (heartbeats go on meanwhile),
+ * stop the heartbeats, close channels, release the spool lock. Nothing queued is lost: the next
+ * start (or a peer's takeover) picks it up.
  * In a cluster (config `cluster:`) the cluster manager joins before the listener opens; when
  * another node holds a claim on our spool (we are coming back after a takeover) the node
  * accepts mail into its spool at once but takes the lock and starts delivering only once the
@@ -47,6 +50,8 @@ export class TandemNode {
   readonly metrics: Metrics;
   qmgr!: QueueManager;
   cluster?: ClusterManager;
+  /** The old queue manager of a spool lost to a claim, finishing its deliveries in flight. */
+  private losing?: Promise<void>;
   spool!: Spool;
   router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
@@ -171,6 +176,7 @@ export class TandemNode {
    * the claim protocol has just given the spool back to us).
    */
   private async startDelivering(atStartup: boolean): Promise<void> {
+    await this.losing;
     const dir = this.spoolDir;
     const lock = await acquireSpoolLock(dir, { force: !atStartup });
     this.releaseLock = () => lock.release();
@@ -184,13 +190,19 @@ export class TandemNode {
     );
   }
 
-  /** Another node claimed our spool: stop delivering from it (new mail still comes in). */
-  private async loseOwnSpool(): Promise<void> {
+  /**
+   * Another node claimed our spool: stop delivering from it (new mail still comes in, into a
+   * queue manager not started until the handback). The old manager's deliveries in flight
+   * finish in the background (the gate is already shut); a regain waits for them.
+   */
+  private loseOwnSpool(): void {
     const old = this.qmgr;
     this.qmgr = this.newQueueManager();
-    await old.stop();
-    await this.releaseLock?.();
+    const release = this.releaseLock;
     this.releaseLock = undefined;
+    this.losing = old.stop().then(() => release?.()).catch((err) => {
+      this.logger.error({ event: 'own-spool-release-failed', err: String(err) }, `stopping delivery from our claimed spool failed: ${err}`);
+    });
   }
 
   /**
@@ -239,10 +251,11 @@ export class TandemNode {
     if (this.state === 'stopping') return;
     this.state = 'stopping';
     this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
+    this.cluster?.beginStop();
     await this.receiver?.close();
     // our own deliveries and our secondaries' finish together; heartbeats ("stopping") go on
     // meanwhile, so that no peer takes our spool while we still deliver from it
-    await Promise.all([this.qmgr?.stop(), this.cluster?.stopSecondaries()]);
+    await Promise.all([this.qmgr?.stop(), this.losing, this.cluster?.stopSecondaries()]);
     await this.cluster?.stop();
     await this.channels?.close();
     await this.admin?.close();

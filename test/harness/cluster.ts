@@ -50,6 +50,12 @@ export interface TestCluster {
   status(id: string): Promise<any>;
   waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs?: number): Promise<T>;
   trackingEvents(): Array<Record<string, any>>;
+  /**
+   * Wait until node `by` took `spool` over at or after `since` (Date.now() of the failure):
+   * its takeover event is in the tracking log and its secondary shows in its status, which is
+   * returned. (A takeover from before — of a node slow to start — does not count.)
+   */
+  waitForTakeover(by: string, spool: string, since: number, timeoutMs?: number): Promise<any>;
   stopAll(): Promise<void>;
 }
 
@@ -117,6 +123,14 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
     trackingEvents() {
       if (!existsSync(tracking)) return [];
       return readFileSync(tracking, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    },
+    waitForTakeover(by, spool, since, timeoutMs = 30_000) {
+      return eventually(`${by} to take ${spool}'s spool over`, async () => {
+        const took = cluster.trackingEvents().some((e) => e.event === 'takeover' && e.node === by && e.spool === spool && Date.parse(e.t) >= since - 5);
+        if (!took) return false;
+        const s = await cluster.status(by);
+        return s.secondaries.some((x: any) => x.spool === spool) && s;
+      }, timeoutMs, 50);
     },
     async stopAll() {
       await Promise.all([...running.values()].map((n) => n.stop().catch(() => undefined)));
