@@ -99,6 +99,11 @@ test('a malformed route blocks only the lookups it would decide: a more specific
   assert.deepEqual(await s.router.routeAddress('x@partner.example'), { type: 'smtp', host: '192.0.2.10', port: 25, mx: false });
   assert.deepEqual(await s.router.resolveRecipient('x@partner.example'), { type: 'relay', addresses: ['x@partner.example'], authorizedOnly: false });
   await assert.rejects(s.router.routeAddress('x@other.example'), (err: Error) => err instanceof TempLookupError && /tandemTransport/.test(err.message) && /\.example/.test(err.message));
+  // two entries for one key: the first by DN wins on every server, with a warning
+  Object.assign(s.entries, { [`tandemRouteKey=dup.example,ou=b,${BASE}`]: { objectClass: ['tandemRoute'], tandemRouteKey: ['dup.example'], tandemTransport: ['smtp:[192.0.2.2]'] } });
+  Object.assign(s.entries, { [`tandemRouteKey=dup.example,ou=a,${BASE}`]: { objectClass: ['tandemRoute'], tandemRouteKey: ['dup.example'], tandemTransport: ['smtp:[192.0.2.1]'] } });
+  assert.deepEqual(await s.router.routeAddress('x@dup.example'), { type: 'smtp', host: '192.0.2.1', port: 25, mx: false });
+  assert.match(s.warnings.join('\n'), /tandemRouteKey=dup\.example,ou=a,dc=t and tandemRouteKey=dup\.example,ou=b,dc=t both have tandemRouteKey dup\.example/);
   // where the malformed entry is the one chosen (here the domain key of a local mailbox), the mail waits
   Object.assign(s.entries, route('x.test', 'bad value'));
   await assert.rejects(s.router.routeAddress('a@x.test'), TempLookupError);

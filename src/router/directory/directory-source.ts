@@ -21,7 +21,7 @@
  * Several entries for one address are combined as the tables combine virtual_mailboxes and
  * aliases: a mailbox entry (no targets) and an alias/list entry give "the mailbox plus the
  * targets" (the "a: a, archive" idiom). Two entries of the same kind: the first by DN is used,
- * with a warning.
+ * with a warning. The same for two tandemRoute entries with one key.
  * Bad data: a target that is not an address, a member DN that does not exist or has no address —
  * reported through `warn` (once per entry and problem) and skipped. An alias/list entry none of
  * whose targets is usable throws TempLookupError naming the entry: the tables refuse such an
@@ -127,8 +127,7 @@ export class DirectorySource implements RoutingSource {
 
   private addressEntry(key: string, ctx?: LookupContext): Promise<DirectoryAddress | undefined> {
     return this.addresses.get(key, async () => {
-      const entries = await this.search(eq('mailLocalAddress', key), ADDRESS_ATTRIBUTES);
-      entries.sort((a, b) => (a.dn < b.dn ? -1 : a.dn > b.dn ? 1 : 0));
+      const entries = byDn(await this.search(eq('mailLocalAddress', key), ADDRESS_ATTRIBUTES));
       const aliases = entries.filter(hasTargets);
       const mailboxes = entries.filter((e) => !hasTargets(e));
       for (const [kind, same] of [['alias or list', aliases], ['mailbox', mailboxes]] as const) {
@@ -210,9 +209,15 @@ export class DirectorySource implements RoutingSource {
   private async readRoutes(keys: readonly string[]): Promise<Map<string, TransportSpec | TempLookupError>> {
     const filter = new AndFilter({ filters: [eq('objectClass', 'tandemRoute'), new OrFilter({ filters: keys.map((k) => eq('tandemRouteKey', k)) })] });
     const found = new Map<string, TransportSpec | TempLookupError>();
-    for (const e of await this.search(filter, ['tandemRouteKey', 'tandemTransport'])) {
+    const used = new Map<string, string>();
+    for (const e of byDn(await this.search(filter, ['tandemRouteKey', 'tandemTransport']))) {
       const key = first(e, 'tandemRouteKey')?.toLowerCase();
-      if (key === undefined || found.has(key)) continue;
+      if (key === undefined) continue;
+      if (used.has(key)) {
+        this.warnOnce(e.dn, 'dup-route', `directory entries ${used.get(key)} and ${e.dn} both have tandemRouteKey ${key}; using ${used.get(key)}`);
+        continue;
+      }
+      used.set(key, e.dn);
       const value = first(e, 'tandemTransport') ?? '';
       try {
         found.set(key, parseTransportValue(value));
@@ -244,6 +249,11 @@ function aliasTarget(value: string): string | undefined {
   if (t.startsWith('@')) return DOMAIN.test(t.slice(1)) ? t : undefined;
   if (t.includes('@')) return parseAddress(t)?.address;
   return /^[^@<>()[\]\\;:\s",|/]+$/.test(t) ? t : undefined;
+}
+
+/** Entries sorted by DN: every server and node picks the same one of duplicates. */
+function byDn(entries: Entry[]): Entry[] {
+  return entries.sort((a, b) => (a.dn < b.dn ? -1 : a.dn > b.dn ? 1 : 0));
 }
 
 function hasTargets(e: Entry): boolean {
