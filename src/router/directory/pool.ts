@@ -243,9 +243,17 @@ export class DirectoryPool {
     server.client ??= (this.opts.createClient ?? defaultClient)(server.config.url, this.opts.connectTimeoutMs, this.opts.operationTimeoutMs);
     const client = server.client;
     if (!client.isBound) {
-      server.binding ??= client.bind(this.opts.bindDn ?? '', this.opts.bindPassword ?? '').finally(() => { server.binding = undefined; });
+      if (!server.binding) {
+        const binding: Promise<void> = client.bind(this.opts.bindDn ?? '', this.opts.bindPassword ?? '').finally(() => {
+          // only this connection's bind: after a drop, a new connection may be binding already
+          if (server.binding === binding) server.binding = undefined;
+        });
+        server.binding = binding;
+      }
       await server.binding;
     }
+    // dropped meanwhile (another operation failed on it): the operation was not sent
+    if (server.client !== client) throw new Error(`connection to ${server.config.url} was closed after another operation on it failed`);
     return client;
   }
 
