@@ -34,7 +34,11 @@ export type DomainKind = 'local' | 'relay';
 export interface AddressInfo {
   /** Absolute maildir path when the key is a mailbox. */
   mailbox?: string;
-  /** Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. Never empty. */
+  /**
+   * Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. Empty
+   * only when declaredTargets is over the limit (the source did not read them); otherwise an
+   * empty list is refused as an alias with no targets.
+   */
   targets?: readonly string[];
   /**
    * How many targets the entry lists, counting those the source skipped as unusable (default

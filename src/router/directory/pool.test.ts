@@ -5,11 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AlreadyExistsError } from 'ldapts';
+import { AlreadyExistsError, InvalidCredentialsError } from 'ldapts';
 import { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError, type LdapClient, type DirectoryServerConfig } from './pool.ts';
 
 /** up false: the connection is gone and connects fail; timeout: the write is applied but no answer comes. */
-interface FakeServer { up: boolean; binds: number; ops: number; refuse?: boolean; timeout?: boolean }
+interface FakeServer { up: boolean; binds: number; ops: number; refuse?: boolean; timeout?: boolean; badBind?: boolean }
 
 function setup(servers: DirectoryServerConfig[]) {
   const clock = { t: 0 };
@@ -25,7 +25,11 @@ function setup(servers: DirectoryServerConfig[]) {
     };
     return {
       get isBound() { return bound && f.up; },
-      bind: async () => { if (!f.up) throw new Error(`connect ECONNREFUSED ${url}`); f.binds++; bound = true; },
+      bind: async () => {
+        if (!f.up) throw new Error(`connect ECONNREFUSED ${url}`);
+        if (f.badBind) throw new InvalidCredentialsError('Invalid credentials');
+        f.binds++; bound = true;
+      },
       unbind: async () => { bound = false; },
       search: async () => { await op(); return { searchEntries: [], searchReferences: [] }; },
       add: op, modify: op, del: op,
@@ -131,4 +135,11 @@ test('a read failure of the first master does not send later writes to the secon
   s.f('ldap://a').up = false;
   await s.write();
   assert.deepEqual(s.pool.status().map((x) => x.writes), [1, 1], 'a refuses connections: the write never reached it, so b takes it');
+});
+
+test('a bind the master refuses (wrong password) is a clear refusal, not "retry later" and not a failover', async () => {
+  const s = setup([{ url: 'ldap://a', role: 'master' }, { url: 'ldap://b', role: 'master' }]);
+  s.f('ldap://a').badBind = true;
+  await assert.rejects(s.write(), (err: Error) => err instanceof DirectoryWriteError && /ldap:\/\/a refused the bind: invalid credentials \(LDAP result 49\).*check directory\.bind_dn/.test(err.message));
+  assert.equal(s.f('ldap://b').ops, 0);
 });

@@ -19,7 +19,8 @@
  * that then times out or loses its connection may have been applied there: it is not repeated
  * on the other master — DirectoryWriteOutcomeUnknownError (code DIRECTORY_WRITE_OUTCOME_UNKNOWN,
  * "outcome unknown on master X — check and retry"). An LDAP refusal of the write itself (entry
- * exists, schema violation, no access) is not a server failure: DirectoryWriteError, no failover.
+ * exists, schema violation, no access) or of the bind (wrong password) is not an outage:
+ * DirectoryWriteError, no failover.
  * No master reachable: DirectoryMasterUnavailableError, code DIRECTORY_MASTER_UNAVAILABLE.
  * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
  * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
@@ -182,6 +183,9 @@ export class DirectoryPool {
       try {
         return await this.run(server, 'write', op);
       } catch (err) {
+        if (err instanceof NotSentError && isRefusal(err.cause)) {
+          throw new DirectoryWriteError(`${server.config.url} refused the bind: ${describeResult(err.cause)}; check directory.bind_dn and the password`, { cause: err.cause });
+        }
         if (err instanceof NotSentError || err instanceof UnavailableError || err instanceof BusyError) continue;
         if (isRefusal(err)) throw new DirectoryWriteError(`${server.config.url} refused the change: ${describeResult(err)}`, { cause: err });
         throw new DirectoryWriteOutcomeUnknownError(server.config.url, { cause: err });
