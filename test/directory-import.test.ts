@@ -2,7 +2,11 @@
  * `tandem dir import` on a real slapd: table files loaded into the directory give the same
  * answers from the directory router as the table router gives from the files (same semantics:
  * catch-alls, bare alias keys, +detail, loops, relay domains, transport order); `tandem dir`
- * refuses bad arguments before writing, and list/modify/remove work.
+ * refuses bad arguments before writing, and list/modify/remove work. A key that is both mailbox
+ * and alias ("carol: carol, archive") is delivered to both, as with tables. Lists whose members
+ * were removed (dangling member DNs, kept by slapd without refint): a list over
+ * local.max_alias_expansion stays refused however many members dangle, and a list with no
+ * member left waits (TempLookupError → 451) instead of being accepted for nobody.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,10 +16,11 @@ import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { runCli, writeTables } from './harness/tandem.ts';
 import { writeNodeConfig } from './harness/node.ts';
-import { SLAPD_AVAILABLE, startMasterShadow, directorySection, type LdapSetup } from './harness/slapd.ts';
+import { SLAPD_AVAILABLE, startMasterShadow, directorySection, waitForEntry, type LdapSetup } from './harness/slapd.ts';
 import { loadConfig } from '../src/config/load.ts';
-import { createRouter } from '../src/node/wiring.ts';
-import { DirectoryRouter } from '../src/router/directory/index.ts';
+import { createRouter, createDirectoryPool } from '../src/node/wiring.ts';
+import { DirectoryRouter, DirectoryAdmin } from '../src/router/directory/index.ts';
+import { TempLookupError } from '../src/util/errors.ts';
 import type { Router } from '../src/router/types.ts';
 
 const skip = SLAPD_AVAILABLE ? false : 'slapd is not installed (apt-get install slapd ldap-utils)';
@@ -36,7 +41,7 @@ before(async () => {
   const tables = writeTables(dir, {
     local_domains: 'example.com\nexample.org\n',
     relay_domains: 'partner.test\n.sub.test\n',
-    virtual_mailboxes: 'alice@example.com example.com/alice/\nbob@example.com /srv/mail/bob/\n@example.org example.org/catchall/\n',
+    virtual_mailboxes: 'alice@example.com example.com/alice/\nbob@example.com /srv/mail/bob/\n@example.org example.org/catchall/\ncarol@example.com example.com/carol/\n',
     aliases: [
       'sales@example.com alice@example.com, bob@example.com',
       'team@example.com sales@example.com, alice@example.com',
@@ -44,6 +49,7 @@ before(async () => {
       'loop-b@example.com loop-a@example.com, bob@example.com',
       'postmaster: alice',
       '@example.net @example.com',
+      'carol@example.com carol@example.com, archive@example.org',
     ].join('\n') + '\n',
     transport: 'vip@a.example.net smtp:[10.0.0.1]:2525\n.example.net smtp:[10.0.0.3]\nlmtp.test lmtp:[127.0.0.1]:2424\nrefused.test error:5.7.1 no thanks\n',
   });
@@ -65,10 +71,13 @@ test('the directory router answers like the table router for the same data', { s
       'alice@example.com', 'Alice+x@Example.com', 'bob@example.com', 'nobody@example.com', 'sales+q3@example.com', 'team@example.com',
       'loop-a@example.com', 'postmaster@example.com', 'postmaster@example.org', 'anyone@example.org', 'bob@example.net', 'x@example.net',
       'x@partner.test', 'x@a.sub.test', 'x@sub.test', 'x@elsewhere.test', 'vip@a.example.net', 'other@a.example.net', 'u@lmtp.test', 'u@refused.test',
-      'u@[192.0.2.7]', 'not-an-address',
+      'u@[192.0.2.7]', 'not-an-address', 'carol@example.com',
     ];
     const answers = async (r: Router) => Promise.all(addresses.map(async (a) => [a, await r.resolveRecipient(a), await r.routeAddress(a)]));
     assert.deepEqual(await answers(fromDirectory), await answers(fromTables));
+    // mailbox and alias under one key: both copies delivered (the directory used to bounce carol's with 5.1.1)
+    assert.deepEqual(await fromDirectory.resolveRecipient('carol@example.com'), { type: 'local', addresses: ['carol@example.com', 'archive@example.org'] });
+    assert.deepEqual(await fromDirectory.routeAddress('carol@example.com'), { type: 'maildir', path: path.join(dir, 'mail', 'example.com', 'carol') });
   } finally {
     await fromDirectory.close();
   }
@@ -98,4 +107,28 @@ test('tandem dir refuses bad arguments before writing; list, modify and remove w
   assert.equal(list.find((e) => e.key === 'loop-a@example.com'), undefined);
   assert.deepEqual(list.filter((e) => e.kind === 'domain').map((e) => `${e.key} ${e.value}`).sort(),
     ['.sub.test relay', 'example.com local', 'example.org local', 'partner.test relay']);
+});
+
+test('lists with removed members: too big stays refused, none left waits (451), never delivered in part or to nobody', { skip }, async () => {
+  const config = await loadConfig(writeNodeConfig(path.join(dir, 'lists-node'), {
+    local: { maildir_root: path.join(dir, 'mail'), max_alias_expansion: 4 },
+    directory: directorySection(ldap, ['master', 'shadow']),
+  }));
+  const pool = await createDirectoryPool(config);
+  const admin = new DirectoryAdmin(pool, ldap.suffix);
+  const router = await createRouter(config, () => undefined) as DirectoryRouter;
+  try {
+    const users = Array.from({ length: 6 }, (_, i) => `m${i}@example.com`);
+    for (const u of [...users, 'solo-member@example.com']) await admin.add('mailbox', u, []);
+    await admin.add('list', 'big@example.com', users);
+    await admin.add('list', 'solo@example.com', ['solo-member@example.com']);
+    // 3 of 6 members removed: 3 left would fit under 4, but the list declares 6
+    for (const u of [...users.slice(0, 3), 'solo-member@example.com']) await admin.remove('mailbox', u);
+    for (const u of [...users.slice(0, 3), 'solo-member@example.com']) await waitForEntry(ldap.servers[1].url, admin.dn('mailbox', u), false);
+    assert.deepEqual(await router.resolveRecipient('big@example.com'), { type: 'invalid', reason: 'alias expansion of big@example.com exceeds 4 addresses' });
+    await assert.rejects(router.resolveRecipient('solo@example.com'), (err: Error) => err instanceof TempLookupError && /solo@example\.com.* no usable target/.test(err.message));
+  } finally {
+    await router.close();
+    await pool.close();
+  }
 });

@@ -14,14 +14,15 @@
  * Writes go to the master (the second master while the first is down); reads (list) to any
  * server. Exit codes: 0 ok; 1 the master refused the change (message says why); 2 bad
  * argument; 75 "directory master unavailable — retry later" (EXIT.TEMPFAIL: no master reachable,
- * or for list no server reachable); 78 configuration error or no directory: section.
+ * or for list no server reachable), or "outcome unknown on master X — check and retry" (the
+ * change was sent but no answer came; it is not repeated on the other master); 78 configuration error or no directory: section.
  * Config keys: directory.*, tables.*, local.domains, relay.domains.
  */
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../config/load.ts';
 import { createDirectoryPool } from '../node/wiring.ts';
-import { DirectoryAdmin, DIR_KINDS, DirectoryMasterUnavailableError, DirectoryUnavailableError, DirectoryWriteError, type DirKind } from '../router/directory/index.ts';
+import { DirectoryAdmin, DIR_KINDS, DirectoryMasterUnavailableError, DirectoryUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError, type DirKind } from '../router/directory/index.ts';
 import { EXIT } from './exit-codes.ts';
 
 export interface DirCommandOptions {
@@ -62,7 +63,7 @@ export async function runDirCommand(action: string, args: string[], opts: DirCom
   try {
     return await run(admin, action, args, opts, c);
   } catch (err) {
-    if (err instanceof DirectoryMasterUnavailableError) return fail(EXIT.TEMPFAIL, err.message);
+    if (err instanceof DirectoryMasterUnavailableError || err instanceof DirectoryWriteOutcomeUnknownError) return fail(EXIT.TEMPFAIL, err.message);
     if (err instanceof DirectoryUnavailableError) return fail(EXIT.TEMPFAIL, `directory unavailable — retry later (${err.message})`);
     if (err instanceof DirectoryWriteError) {
       // 17 undefined attribute type, 21 invalid syntax (unknown object class), 65 object class violation

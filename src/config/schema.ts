@@ -25,6 +25,13 @@ const duration = (def: string) =>
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
     }
   });
+/** A duration between min and max (given as durations too, e.g. "100ms", "60s"). */
+const boundedDuration = (def: string, min: string, max: string) =>
+  duration(def).superRefine((v, ctx) => {
+    if (v < parseDuration(min) || v > parseDuration(max)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be between ${min} and ${max} (got ${formatDuration(v)})` });
+    }
+  });
 const size = (def: string) =>
   z.union([z.string(), z.number()]).default(def).transform((v, ctx) => {
     try { return parseSize(v); } catch (e) {
@@ -157,14 +164,15 @@ export const configSchema = z.object({
     bind_dn: z.string().optional(),
     bind_password: z.string().optional(),
     bind_password_file: z.string().optional(),
-    connect_timeout: duration('1s'),
-    operation_timeout: duration('2s'),
+    /** Never 0: ldapts takes 0 as "no timeout", and a hung server would then block lookups. */
+    connect_timeout: boundedDuration('1s', '100ms', '60s'),
+    operation_timeout: boundedDuration('2s', '100ms', '60s'),
     /** A server that failed is skipped this long before it is tried again. */
-    server_backoff: duration('5s'),
-    cache_ttl: duration('60s'),
-    negative_cache_ttl: duration('30s'),
-    /** While every server is down, cached answers are used up to this long past their TTL. */
-    max_stale: duration('24h'),
+    server_backoff: boundedDuration('5s', '100ms', '1h'),
+    cache_ttl: boundedDuration('60s', '0s', '1h'),
+    negative_cache_ttl: boundedDuration('30s', '0s', '1h'),
+    /** While every server is down, cached found answers are used up to this long past their TTL. */
+    max_stale: boundedDuration('24h', '0s', '7d'),
     cache_max_entries: z.number().int().min(100).max(10_000_000).default(100_000),
   }).strict().optional(),
   log: z.object({

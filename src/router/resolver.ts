@@ -9,12 +9,16 @@
  *  - An address in a local domain is looked up in this order (first hit wins): aliases
  *    "user@d" (or "user" without +detail, then bare "user"), mailbox "user@d", alias "@d",
  *    mailbox "@d"; otherwise unknown.
+ *  - A key that is both mailbox and alias ("a: a, archive") delivers to its mailbox and to the
+ *    other targets. An alias or list with more than maxExpansion targets (counting unusable
+ *    ones the source skipped) → {type:'invalid'}; one whose expansion is empty → {type:'invalid'}.
  *  - Expansion is depth-first; an address already on the current path is kept as a final
  *    address (loop-safe); finals are deduplicated; more than maxExpansion finals, maxDepth
  *    nesting levels or maxExpansion × maxDepth lookups → {type:'invalid'}.
  *  - Non-local: relay domain (exact or ".parent") or a non-"*" transport entry → relay for
  *    anyone; otherwise relay for authorised clients only.
- *  - routeAddress: transport keys in transport(5) order, then local mailbox / 5.1.1, address
+ *  - routeAddress: transport keys in transport(5) order (the first key with an entry wins; a
+ *    malformed entry throws only when it is that first one), then local mailbox / 5.1.1, address
  *    literal, relay host, MX.
  * What can go wrong: a source that cannot answer throws (TempLookupError from the directory);
  * the error passes through unchanged, so the receiver answers 451 and the queue defers.
@@ -30,8 +34,17 @@ export type DomainKind = 'local' | 'relay';
 export interface AddressInfo {
   /** Absolute maildir path when the key is a mailbox. */
   mailbox?: string;
-  /** Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. */
+  /**
+   * Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. Empty
+   * only when declaredTargets is over the limit (the source did not read them); otherwise an
+   * empty list is refused as an alias with no targets.
+   */
   targets?: readonly string[];
+  /**
+   * How many targets the entry lists, counting those the source skipped as unusable (default
+   * targets.length). More than maxExpansion refuses the expansion, whatever survived.
+   */
+  declaredTargets?: number;
 }
 
 /** Where the keys come from: table files, the directory, or both in turn. */
@@ -40,8 +53,11 @@ export interface RoutingSource {
   domainKind(key: string): Promise<DomainKind | undefined>;
   /** What an address key is; undefined if it is neither mailbox nor alias. */
   address(key: string): Promise<AddressInfo | undefined>;
-  /** The transport entry for each key (same order as keys); undefined where none. */
-  transports(keys: readonly string[]): Promise<ReadonlyArray<TransportSpec | undefined>>;
+  /**
+   * The transport entry for each key (same order as keys); undefined where none; an Error
+   * (TempLookupError) where the entry is malformed — thrown only if it is the entry chosen.
+   */
+  transports(keys: readonly string[]): Promise<ReadonlyArray<TransportSpec | Error | undefined>>;
 }
 
 export interface ResolverOptions {
@@ -68,6 +84,7 @@ export async function resolveRecipientWith(source: RoutingSource, opts: Resolver
     if (err instanceof ExpansionLimit) return { type: 'invalid', reason: err.message };
     throw err;
   }
+  if (addresses.length === 0) return { type: 'invalid', reason: `${parsed.address} expands to no deliverable address` };
   if (local) return { type: 'local', addresses };
   return { type: 'relay', addresses, authorizedOnly: !(await isRelayable(source, parsed)) };
 }
@@ -77,8 +94,7 @@ export async function routeAddressWith(source: RoutingSource, opts: ResolverOpti
   const parsed = parseAddress(address);
   if (!parsed) return { type: 'error', message: `5.1.3 <${address}>: not an address of the form user@domain` };
 
-  const specs = await source.transports(transportLookupKeys(parsed.address, parsed.base, parsed.domain));
-  const spec = specs.find((s) => s !== undefined);
+  const spec = chosen(await source.transports(transportLookupKeys(parsed.address, parsed.base, parsed.domain)));
   if (spec) return transportRoute(source, parsed, spec);
   if ((await source.domainKind(parsed.domain)) === 'local') {
     const mailbox = await mailboxPath(source, parsed);
@@ -107,9 +123,11 @@ async function expand(source: RoutingSource, opts: ResolverOptions, root: string
     const parsed = parseAddress(address);
     const targets = parsed && (await aliasTargets(source, parsed));
     if (!targets) return addFinal(address);
+    if (targets.declared > opts.maxExpansion) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${opts.maxExpansion} addresses`);
+    if (targets.list.length === 0) throw new ExpansionLimit(`${address} is an alias with no targets`);
     if (depth >= opts.maxDepth) throw new ExpansionLimit(`alias expansion of ${root} exceeds ${opts.maxDepth} nesting levels`);
     path.add(address);
-    for (const target of targets) {
+    for (const target of targets.list) {
       if (path.has(target)) addFinal(target);
       else await visit(target, depth + 1);
     }
@@ -119,13 +137,27 @@ async function expand(source: RoutingSource, opts: ResolverOptions, root: string
   return [...finals];
 }
 
-/** Alias targets for an address, qualified, in the lookup order of the header; undefined if none. */
-async function aliasTargets(source: RoutingSource, a: ParsedAddress): Promise<string[] | undefined> {
-  const targetsOf = async (key: string | undefined) => (key === undefined ? undefined : (await source.address(key))?.targets);
-  let targets = (await targetsOf(a.address)) ?? (await targetsOf(a.base));
-  if (!targets && (await source.domainKind(a.domain)) === 'local') targets = (await targetsOf(a.local)) ?? (await targetsOf(a.baseLocal));
-  if (!targets && !(await explicitMailbox(source, a))) targets = await targetsOf('@' + a.domain);
-  return targets?.map((target) => qualify(target, a));
+/**
+ * Alias targets for an address, qualified, in the lookup order of the header, with the number
+ * the entry declares; undefined if none.
+ */
+async function aliasTargets(source: RoutingSource, a: ParsedAddress): Promise<{ list: string[]; declared: number } | undefined> {
+  const aliasOf = async (key: string | undefined) => {
+    const info = key === undefined ? undefined : await source.address(key);
+    return info?.targets ? info : undefined;
+  };
+  let info = (await aliasOf(a.address)) ?? (await aliasOf(a.base));
+  if (!info && (await source.domainKind(a.domain)) === 'local') info = (await aliasOf(a.local)) ?? (await aliasOf(a.baseLocal));
+  if (!info && !(await explicitMailbox(source, a))) info = await aliasOf('@' + a.domain);
+  if (!info?.targets) return undefined;
+  return { list: info.targets.map((target) => qualify(target, a)), declared: info.declaredTargets ?? info.targets.length };
+}
+
+/** The entry of the first key that has one; a malformed one (an Error) is thrown. */
+function chosen(specs: ReadonlyArray<TransportSpec | Error | undefined>): TransportSpec | undefined {
+  const spec = specs.find((s) => s !== undefined);
+  if (spec instanceof Error) throw spec;
+  return spec;
 }
 
 /** "@other" → local@other; bare "user" → user@domain of the address; else unchanged. */
@@ -146,7 +178,7 @@ async function mailboxPath(source: RoutingSource, a: ParsedAddress): Promise<str
 /** A relay domain (exact or ".parent" key) or an address/domain transport entry other than "*". */
 async function isRelayable(source: RoutingSource, a: ParsedAddress): Promise<boolean> {
   const keys = transportLookupKeys(a.address, a.base, a.domain, false);
-  if ((await source.transports(keys)).some((s) => s !== undefined)) return true;
+  if (chosen(await source.transports(keys))) return true;
   for (const key of keys.slice(a.base ? 2 : 1)) {
     if ((await source.domainKind(key)) === 'relay') return true;
   }

@@ -2,7 +2,7 @@
  * router/directory/cache.ts — the lookup cache in front of the directory: bounded TTL,
  * negative caching, stale answers while every server is down.
  *
- * Exports: LookupCache, LookupCacheOptions, CacheStats.
+ * Exports: LookupCache, LookupCacheOptions, CacheStats, LookupContext.
  *
  * get(key, load):
  *  - a fresh entry (younger than ttlMs, or negativeTtlMs for "not found") is returned as is;
@@ -10,6 +10,9 @@
  *  - when `load` throws DirectoryUnavailableError (no server answered) and an entry younger
  *    than its TTL + maxStaleMs exists, that stale answer is returned (counted as `stale`);
  *    without one, TempLookupError is thrown: the receiver answers 451, the queue defers.
+ *    A stale "not found" is served the same way (a known mailbox needs the "no alias, no
+ *    catch-all, no route" answers too), but it marks the caller's LookupContext: the router
+ *    then never turns it into a rejection (unknown user, 5.x route) — it answers 451 / defers.
  *  - other errors (a malformed entry the source refuses) pass through unchanged and nothing is
  *    stored.
  * So a change on the master is seen within ttlMs (negativeTtlMs for a new address) plus the
@@ -30,6 +33,12 @@ export interface LookupCacheOptions {
   now?: () => number;
 }
 
+/** Per-lookup record of how the answers were obtained (see header). */
+export interface LookupContext {
+  /** A "not found" answer past its TTL was used because no server answered. */
+  staleNegative: boolean;
+}
+
 export interface CacheStats {
   hits: number;
   misses: number;
@@ -45,7 +54,7 @@ interface Entry<T> {
 
 export class LookupCache<T> {
   private readonly entries = new Map<string, Entry<T>>();
-  private readonly loading = new Map<string, Promise<T | undefined>>();
+  private readonly loading = new Map<string, Promise<{ value: T | undefined; staleNegative: boolean }>>();
   private readonly now: () => number;
   readonly stats: CacheStats = { hits: 0, misses: 0, stale: 0, failures: 0 };
 
@@ -58,34 +67,41 @@ export class LookupCache<T> {
   }
 
   /** The cached answer for key, or load's (see header). */
-  get(key: string, load: () => Promise<T | undefined>): Promise<T | undefined> {
+  get(key: string, load: () => Promise<T | undefined>, ctx?: LookupContext): Promise<T | undefined> {
     const entry = this.entries.get(key);
     const now = this.now();
     if (entry && now - entry.storedAt < entry.ttl) {
       this.stats.hits++;
       return Promise.resolve(entry.value);
     }
-    const pending = this.loading.get(key);
-    if (pending) return pending;
-    this.stats.misses++;
-    const p = load().then(
-      (value) => {
-        this.store(key, value);
-        return value;
-      },
-      (err) => {
-        if (!(err instanceof DirectoryUnavailableError)) throw err;
-        const old = this.entries.get(key);
-        if (old && this.now() - old.storedAt < old.ttl + this.opts.maxStaleMs) {
-          this.stats.stale++;
-          return old.value;
-        }
-        this.stats.failures++;
-        throw new TempLookupError(`directory lookup of ${key} failed and no cached answer is recent enough: ${err.message}`, { cause: err });
-      },
-    ).finally(() => this.loading.delete(key));
-    this.loading.set(key, p);
-    return p;
+    let pending = this.loading.get(key);
+    if (!pending) {
+      this.stats.misses++;
+      pending = this.load(key, load).finally(() => this.loading.delete(key));
+      this.loading.set(key, pending);
+    }
+    return pending.then((answer) => {
+      if (answer.staleNegative && ctx) ctx.staleNegative = true;
+      return answer.value;
+    });
+  }
+
+  /** Run load and store its answer, or fall back to a stale one (see header). */
+  private async load(key: string, load: () => Promise<T | undefined>): Promise<{ value: T | undefined; staleNegative: boolean }> {
+    try {
+      const value = await load();
+      this.store(key, value);
+      return { value, staleNegative: false };
+    } catch (err) {
+      if (!(err instanceof DirectoryUnavailableError)) throw err;
+      const old = this.entries.get(key);
+      if (old && this.now() - old.storedAt < old.ttl + this.opts.maxStaleMs) {
+        this.stats.stale++;
+        return { value: old.value, staleNegative: old.value === undefined };
+      }
+      this.stats.failures++;
+      throw new TempLookupError(`directory lookup of ${key} failed and no cached answer is recent enough: ${err.message}`, { cause: err });
+    }
   }
 
   /** Make every entry stale (still usable while the directory is down). */

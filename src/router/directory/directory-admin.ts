@@ -22,7 +22,7 @@
  * the message says which), Error for a bad argument.
  * Config keys (passed in): directory.base_dn, local.maildir_root (import).
  */
-import { Attribute, Change, type Entry } from 'ldapts';
+import { Attribute, Change, NoSuchObjectError, type Entry } from 'ldapts';
 import { parseAddress, normalizeDomain } from '../tables/address.ts';
 import { parseTransportValue } from '../tables/transport.ts';
 import { loadTableEntries, type TableEntry } from '../tables/table-file.ts';
@@ -176,7 +176,10 @@ export class DirectoryAdmin {
         const others: string[] = [];
         for (const t of targets) {
           const dn = this.dn('mailbox', t);
-          const exists = await this.pool.write(async (c) => (await c.search(dn, { scope: 'base', attributes: ['1.1'] }).catch(() => ({ searchEntries: [] }))).searchEntries.length > 0);
+          const exists = await this.pool.write(async (c) => (await c.search(dn, { scope: 'base', attributes: ['1.1'] }).catch((err: Error) => {
+            if (err instanceof NoSuchObjectError) return { searchEntries: [] };
+            throw err;
+          })).searchEntries.length > 0);
           (exists ? members : others).push(exists ? dn : t);
         }
         if (members.length === 0) throw new Error(`a list needs at least one member that is a mailbox in the directory (groupOfNames requires a member); for addresses only, use "alias"`);

@@ -11,7 +11,9 @@
  * directory adds what the tables do not have. An address in a domain local in the tables is
  * still looked up in the directory when the tables do not know it.
  * What can go wrong: the directory unreachable with no recent cached answer → TempLookupError
- * (451 at RCPT, deferral in the queue); reload() re-reads the tables (throws and keeps the old
+ * (451 at RCPT, deferral in the queue). While no server answers, a rejection (unknown user at
+ * RCPT, a 5.x.x error route in the queue) that rests on a "not found" past its TTL is not given:
+ * TempLookupError instead, so an address created since then is never refused during an outage; reload() re-reads the tables (throws and keeps the old
  * ones on a bad table) and makes the directory cache stale.
  * Config keys: none directly (see wiring.ts).
  */
@@ -20,6 +22,12 @@ import { resolveRecipientWith, routeAddressWith, type ResolverOptions, type Rout
 import type { TableRouter } from '../tables/table-router.ts';
 import type { DirectorySource } from './directory-source.ts';
 import type { DirectoryPool } from './pool.ts';
+import type { LookupContext } from './cache.ts';
+import { TempLookupError } from '../../util/errors.ts';
+
+function staleRefusal(address: string): TempLookupError {
+  return new TempLookupError(`no directory server answers, and ${address} would be refused on a "not found" answer past its cache TTL (it may exist by now); retry later`);
+}
 
 /** first's answer per key, second's where first has none. */
 export function combineSources(first: RoutingSource, second: RoutingSource): RoutingSource {
@@ -43,16 +51,23 @@ export class DirectoryRouter implements Router {
     private readonly tables?: TableRouter,
   ) {}
 
-  private source(): RoutingSource {
-    return this.tables ? combineSources(this.tables.source(), this.directory) : this.directory;
+  private source(ctx: LookupContext): RoutingSource {
+    const directory = this.directory.withContext(ctx);
+    return this.tables ? combineSources(this.tables.source(), directory) : directory;
   }
 
-  resolveRecipient(address: string): Promise<RecipientResolution> {
-    return resolveRecipientWith(this.source(), this.options, address);
+  async resolveRecipient(address: string): Promise<RecipientResolution> {
+    const ctx: LookupContext = { staleNegative: false };
+    const result = await resolveRecipientWith(this.source(ctx), this.options, address);
+    if (result.type === 'unknown-user' && ctx.staleNegative) throw staleRefusal(address);
+    return result;
   }
 
-  routeAddress(address: string): Promise<Route> {
-    return routeAddressWith(this.source(), this.options, address);
+  async routeAddress(address: string): Promise<Route> {
+    const ctx: LookupContext = { staleNegative: false };
+    const route = await routeAddressWith(this.source(ctx), this.options, address);
+    if (route.type === 'error' && ctx.staleNegative) throw staleRefusal(address);
+    return route;
   }
 
   async reload(): Promise<void> {

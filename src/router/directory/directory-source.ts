@@ -18,12 +18,20 @@
  *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25).
  *  - tandemRoute: tandemRouteKey (a transport(5) key: address, domain, ".parent", "*") with
  *    tandemTransport (a transport(5) value: smtp:[host]:port, lmtp:..., maildir, error:...).
- * Bad data: a target that is not an address, a member DN that does not exist or has no address,
- * several entries for one address — reported through `warn` (once per entry and problem) and
- * skipped. A malformed tandemTransport throws TempLookupError: the mail waits (451 / deferral)
- * rather than going the wrong way; the error names the entry to fix.
- * XXX: an entry with more than maxTargets targets is cut to maxTargets + 1 targets, so its
- * expansion fails as too large without reading thousands of member entries.
+ * Several entries for one address are combined as the tables combine virtual_mailboxes and
+ * aliases: a mailbox entry (no targets) and an alias/list entry give "the mailbox plus the
+ * targets" (the "a: a, archive" idiom). Two entries of the same kind: the first by DN is used,
+ * with a warning. The same for two tandemRoute entries with one key.
+ * Bad data: a target that is not an address, a member DN that does not exist or has no address —
+ * reported through `warn` (once per entry and problem) and skipped. An alias/list entry none of
+ * whose targets is usable throws TempLookupError naming the entry: the tables refuse such an
+ * alias, and mail for it waits (451 / deferral) rather than being accepted for nobody.
+ * A malformed tandemTransport is returned as a TempLookupError for its key: the resolver throws
+ * it only when that key is the one chosen (a more specific valid route still wins), so mail for
+ * it waits rather than going the wrong way; the error names the entry to fix.
+ * An entry with more than maxTargets target values (counted before anything is skipped) is not
+ * read further: it is returned with declaredTargets set, and the resolver refuses it as too
+ * large, as the tables do — a list is never delivered to part of its members.
  * Config keys (passed in): directory.base_dn, local.maildir_root, local.max_alias_expansion.
  */
 import path from 'node:path';
@@ -33,14 +41,14 @@ import type { AddressInfo, DomainKind, RoutingSource } from '../resolver.ts';
 import { parseAddress } from '../tables/address.ts';
 import { parseTransportValue, type TransportSpec } from '../tables/transport.ts';
 import type { DirectoryPool } from './pool.ts';
-import { LookupCache, type LookupCacheOptions } from './cache.ts';
+import { LookupCache, type LookupCacheOptions, type LookupContext } from './cache.ts';
 
 export interface DirectorySourceOptions {
   pool: DirectoryPool;
   baseDn: string;
   maildirRoot: string;
   cache: LookupCacheOptions;
-  /** Targets read per alias/list entry at most (see header). */
+  /** Targets read per alias/list entry at most (see header): local.max_alias_expansion, as the resolver's. */
   maxTargets: number;
   warn: (msg: string, fields?: object) => void;
 }
@@ -55,7 +63,7 @@ const ADDRESS_ATTRIBUTES = ['objectClass', 'mail', 'mailLocalAddress', 'mailRout
 export class DirectorySource implements RoutingSource {
   private readonly domains: LookupCache<DomainKind>;
   private readonly addresses: LookupCache<DirectoryAddress>;
-  private readonly routes: LookupCache<TransportSpec>;
+  private readonly routes: LookupCache<TransportSpec | TempLookupError>;
   private readonly members: LookupCache<string>;
   private readonly warned = new Set<string>();
 
@@ -78,7 +86,16 @@ export class DirectorySource implements RoutingSource {
     for (const c of [this.domains, this.addresses, this.routes, this.members]) c.expireAll();
   }
 
-  domainKind(key: string): Promise<DomainKind | undefined> {
+  /** This source with every lookup recorded in ctx (whether a stale "not found" was used). */
+  withContext(ctx: LookupContext): RoutingSource {
+    return {
+      domainKind: (key) => this.domainKind(key, ctx),
+      address: (key) => this.address(key, ctx),
+      transports: (keys) => this.transports(keys, ctx),
+    };
+  }
+
+  domainKind(key: string, ctx?: LookupContext): Promise<DomainKind | undefined> {
     return this.domains.get(key, async () => {
       const entries = await this.search(new AndFilter({ filters: [eq('objectClass', 'tandemDomain'), eq('associatedDomain', key)] }), ['tandemDomainType']);
       const kinds = new Set<string>();
@@ -88,49 +105,47 @@ export class DirectorySource implements RoutingSource {
         else this.warnOnce(e.dn, 'type', `directory entry ${e.dn}: tandemDomainType "${kind ?? ''}" is neither local nor relay; entry ignored`);
       }
       return kinds.has('local') ? 'local' : kinds.has('relay') ? 'relay' : undefined;
-    });
+    }, ctx);
   }
 
-  async address(key: string): Promise<AddressInfo | undefined> {
-    const info = await this.addressEntry(key);
+  async address(key: string, ctx?: LookupContext): Promise<AddressInfo | undefined> {
+    const info = await this.addressEntry(key, ctx);
     return info && (info.mailbox !== undefined || info.targets) ? info : undefined;
   }
 
-  async transports(keys: readonly string[]): Promise<Array<TransportSpec | undefined>> {
+  async transports(keys: readonly string[], ctx?: LookupContext): Promise<Array<TransportSpec | TempLookupError | undefined>> {
     // the keys that are not cached are read with one search for all of them
-    let batch: Promise<Map<string, TransportSpec | Error>> | undefined;
-    const load = async (key: string) => {
-      const found = (await (batch ??= this.readRoutes(keys))).get(key);
-      if (found instanceof Error) throw found;
-      return found;
-    };
+    let batch: Promise<Map<string, TransportSpec | TempLookupError>> | undefined;
+    const load = async (key: string) => (await (batch ??= this.readRoutes(keys))).get(key);
     return Promise.all(keys.map(async (key) => {
-      const route = await this.routes.get(key, () => load(key));
+      const route = await this.routes.get(key, () => load(key), ctx);
       if (route || !key.includes('@')) return route;
-      const mailHost = (await this.addressEntry(key))?.mailHost;
+      const mailHost = (await this.addressEntry(key, ctx))?.mailHost;
       return mailHost ? { kind: 'smtp-fixed', host: mailHost, port: 25 } : undefined;
     }));
   }
 
-  private addressEntry(key: string): Promise<DirectoryAddress | undefined> {
+  private addressEntry(key: string, ctx?: LookupContext): Promise<DirectoryAddress | undefined> {
     return this.addresses.get(key, async () => {
-      const entries = await this.search(eq('mailLocalAddress', key), ADDRESS_ATTRIBUTES);
-      if (entries.length === 0) return undefined;
-      entries.sort((a, b) => (a.dn < b.dn ? -1 : a.dn > b.dn ? 1 : 0));
-      if (entries.length > 1) {
-        this.warnOnce(key, 'dup', `${entries.length} directory entries have mailLocalAddress ${key} (${entries.map((e) => e.dn).join('; ')}); using ${entries[0].dn}`);
+      const entries = byDn(await this.search(eq('mailLocalAddress', key), ADDRESS_ATTRIBUTES));
+      const aliases = entries.filter(hasTargets);
+      const mailboxes = entries.filter((e) => !hasTargets(e));
+      for (const [kind, same] of [['alias or list', aliases], ['mailbox', mailboxes]] as const) {
+        if (same.length > 1) this.warnOnce(key, `dup:${kind}`, `${same.length} directory ${kind} entries have mailLocalAddress ${key} (${same.map((e) => e.dn).join('; ')}); using ${same[0].dn}`);
       }
-      return this.readAddress(entries[0], key);
-    });
+      const mailbox = mailboxes[0] && this.readMailbox(mailboxes[0], key);
+      const alias = aliases[0] && (await this.readAlias(aliases[0]));
+      if (!mailbox && !alias) return undefined;
+      return { ...mailbox, ...alias };
+    }, ctx);
   }
 
-  private async readAddress(e: Entry, key: string): Promise<DirectoryAddress> {
+  /** The targets of an alias/list entry (see header); throws TempLookupError if none is usable. */
+  private async readAlias(e: Entry): Promise<Pick<DirectoryAddress, 'targets' | 'declaredTargets'>> {
     const raw = [...all(e, 'mailRoutingAddress'), ...all(e, 'rfc822MailMember')];
     const dns = all(e, 'member');
-    if (raw.length + dns.length > this.opts.maxTargets + 1) {
-      raw.splice(this.opts.maxTargets + 1);
-      dns.splice(Math.max(0, this.opts.maxTargets + 1 - raw.length));
-    }
+    const declared = raw.length + dns.length;
+    if (declared > this.opts.maxTargets) return { targets: [], declaredTargets: declared };
     const targets: string[] = [];
     const memberAddresses = await Promise.all(dns.map((dn) => this.members.get(dn, () => this.readMember(dn))));
     dns.forEach((dn, i) => {
@@ -143,8 +158,14 @@ export class DirectorySource implements RoutingSource {
       if (target) targets.push(target);
       else this.warnOnce(e.dn, `t:${value}`, `directory entry ${e.dn}: "${value}" is not an address (user@domain, @domain or a bare user); skipped`);
     }
-    if (raw.length + dns.length > 0) return { targets };
+    if (targets.length === 0) {
+      throw new TempLookupError(`directory entry ${e.dn} is an alias or list with no usable target (members deleted or not addresses); fix the entry (mail for it waits until then)`);
+    }
+    return { targets };
+  }
 
+  /** A mailbox entry: its maildir and mailHost. */
+  private readMailbox(e: Entry, key: string): DirectoryAddress {
     const mailHost = first(e, 'mailHost');
     const mailbox = this.maildirOf(e, key);
     return { ...(mailbox !== undefined ? { mailbox } : {}), ...(mailHost ? { mailHost: mailHost.toLowerCase() } : {}) };
@@ -185,12 +206,18 @@ export class DirectorySource implements RoutingSource {
   }
 
   /** The tandemRoute entries of `keys`; a malformed value becomes a TempLookupError for its key. */
-  private async readRoutes(keys: readonly string[]): Promise<Map<string, TransportSpec | Error>> {
+  private async readRoutes(keys: readonly string[]): Promise<Map<string, TransportSpec | TempLookupError>> {
     const filter = new AndFilter({ filters: [eq('objectClass', 'tandemRoute'), new OrFilter({ filters: keys.map((k) => eq('tandemRouteKey', k)) })] });
-    const found = new Map<string, TransportSpec | Error>();
-    for (const e of await this.search(filter, ['tandemRouteKey', 'tandemTransport'])) {
+    const found = new Map<string, TransportSpec | TempLookupError>();
+    const used = new Map<string, string>();
+    for (const e of byDn(await this.search(filter, ['tandemRouteKey', 'tandemTransport']))) {
       const key = first(e, 'tandemRouteKey')?.toLowerCase();
-      if (key === undefined || found.has(key)) continue;
+      if (key === undefined) continue;
+      if (used.has(key)) {
+        this.warnOnce(e.dn, 'dup-route', `directory entries ${used.get(key)} and ${e.dn} both have tandemRouteKey ${key}; using ${used.get(key)}`);
+        continue;
+      }
+      used.set(key, e.dn);
       const value = first(e, 'tandemTransport') ?? '';
       try {
         found.set(key, parseTransportValue(value));
@@ -222,6 +249,15 @@ function aliasTarget(value: string): string | undefined {
   if (t.startsWith('@')) return DOMAIN.test(t.slice(1)) ? t : undefined;
   if (t.includes('@')) return parseAddress(t)?.address;
   return /^[^@<>()[\]\\;:\s",|/]+$/.test(t) ? t : undefined;
+}
+
+/** Entries sorted by DN: every server and node picks the same one of duplicates. */
+function byDn(entries: Entry[]): Entry[] {
+  return entries.sort((a, b) => (a.dn < b.dn ? -1 : a.dn > b.dn ? 1 : 0));
+}
+
+function hasTargets(e: Entry): boolean {
+  return all(e, 'mailRoutingAddress').length + all(e, 'rfc822MailMember').length + all(e, 'member').length > 0;
 }
 
 function eq(attribute: string, value: string): EqualityFilter {

@@ -9,9 +9,9 @@
 export { DirectoryRouter, combineSources } from './directory-router.ts';
 export { DirectorySource } from './directory-source.ts';
 export type { DirectorySourceOptions } from './directory-source.ts';
-export { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableError, DirectoryWriteError } from './pool.ts';
+export { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError } from './pool.ts';
 export type { DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus, LdapClient } from './pool.ts';
 export { LookupCache } from './cache.ts';
-export type { LookupCacheOptions, CacheStats } from './cache.ts';
+export type { LookupCacheOptions, CacheStats, LookupContext } from './cache.ts';
 export { DirectoryAdmin, DIR_KINDS } from './directory-admin.ts';
 export type { DirKind, DirEntry, ImportCounts } from './directory-admin.ts';

@@ -5,10 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { AlreadyExistsError } from 'ldapts';
-import { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableError, DirectoryWriteError, type LdapClient, type DirectoryServerConfig } from './pool.ts';
+import { AlreadyExistsError, InvalidCredentialsError } from 'ldapts';
+import { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError, type LdapClient, type DirectoryServerConfig } from './pool.ts';
 
-interface FakeServer { up: boolean; binds: number; ops: number; refuse?: boolean }
+/** up false: the connection is gone and connects fail; timeout: the write is applied but no answer comes. */
+interface FakeServer { up: boolean; binds: number; ops: number; refuse?: boolean; timeout?: boolean; badBind?: boolean }
 
 function setup(servers: DirectoryServerConfig[]) {
   const clock = { t: 0 };
@@ -20,10 +21,15 @@ function setup(servers: DirectoryServerConfig[]) {
       if (!f.up) { bound = false; throw new Error(`connect ECONNREFUSED ${url}`); }
       f.ops++;
       if (f.refuse) throw new AlreadyExistsError('Already exists');
+      if (f.timeout) throw new Error('AddRequest: Operation timed out');
     };
     return {
-      get isBound() { return bound; },
-      bind: async () => { if (!f.up) throw new Error(`connect ECONNREFUSED ${url}`); f.binds++; bound = true; },
+      get isBound() { return bound && f.up; },
+      bind: async () => {
+        if (!f.up) throw new Error(`connect ECONNREFUSED ${url}`);
+        if (f.badBind) throw new InvalidCredentialsError('Invalid credentials');
+        f.binds++; bound = true;
+      },
       unbind: async () => { bound = false; },
       search: async () => { await op(); return { searchEntries: [], searchReferences: [] }; },
       add: op, modify: op, del: op,
@@ -107,4 +113,33 @@ test('a refused write is DirectoryWriteError, not a failover and not a server fa
 test('no master configured: writes fail with the reason', async () => {
   const s = setup([{ url: 'ldap://s', role: 'shadow' }]);
   await assert.rejects(s.write(), /no server has role master/);
+});
+
+test('a write that times out after it was sent is not repeated on the second master: outcome unknown, names the master', async () => {
+  const s = setup([{ url: 'ldap://a', role: 'master' }, { url: 'ldap://b', role: 'master' }]);
+  s.f('ldap://a').timeout = true;
+  await assert.rejects(s.write(), (err: Error) => err instanceof DirectoryWriteOutcomeUnknownError
+    && err.code === 'DIRECTORY_WRITE_OUTCOME_UNKNOWN' && err.message.startsWith('outcome unknown on master ldap://a — check and retry'));
+  assert.deepEqual([s.f('ldap://a').ops, s.f('ldap://b').ops], [1, 0], 'applied on a only, never replayed on b');
+});
+
+test('a read failure of the first master does not send later writes to the second; only a failed connect does', async () => {
+  const s = setup([{ url: 'ldap://a', role: 'master' }, { url: 'ldap://b', role: 'master' }]);
+  s.f('ldap://a').timeout = true;
+  await s.read().catch(() => undefined);
+  await s.read().catch(() => undefined);
+  assert.equal(s.pool.status()[0].state, 'down', 'a read timed out on a: reads skip it for the back-off');
+  s.f('ldap://a').timeout = false;
+  await s.write();
+  assert.deepEqual(s.pool.status().map((x) => x.writes), [1, 0], 'the write still goes to a');
+  s.f('ldap://a').up = false;
+  await s.write();
+  assert.deepEqual(s.pool.status().map((x) => x.writes), [1, 1], 'a refuses connections: the write never reached it, so b takes it');
+});
+
+test('a bind the master refuses (wrong password) is a clear refusal, not "retry later" and not a failover', async () => {
+  const s = setup([{ url: 'ldap://a', role: 'master' }, { url: 'ldap://b', role: 'master' }]);
+  s.f('ldap://a').badBind = true;
+  await assert.rejects(s.write(), (err: Error) => err instanceof DirectoryWriteError && /ldap:\/\/a refused the bind: invalid credentials \(LDAP result 49\).*check directory\.bind_dn/.test(err.message));
+  assert.equal(s.f('ldap://b').ops, 0);
 });

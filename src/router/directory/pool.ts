@@ -4,7 +4,7 @@
  *
  * Exports: DirectoryPool, DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus,
  * LdapClient (the part of ldapts' Client we use; unit tests pass fakes), DirectoryUnavailableError,
- * DirectoryMasterUnavailableError, DirectoryWriteError.
+ * DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError.
  *
  * Reads: round robin over the servers that are up (masters and shadows alike); a server that
  * fails (connection refused or lost, connect or operation timeout, any LDAP error) is marked down
@@ -12,10 +12,15 @@
  * tried again by the next read (that read is the probe). A read therefore ends within
  * servers × (connectTimeoutMs + operationTimeoutMs) at worst. When no server answers:
  * DirectoryUnavailableError (the cache turns it into a stale answer or a TempLookupError).
- * Writes: to the first master; to the second master only while the first is down (in back-off
- * or failing now). Two masters written at once can diverge for good on OpenLDAP 2.5 (see
- * docs/directory.md), hence one at a time. An LDAP refusal of the write itself (entry exists,
- * schema violation, no access) is not a server failure: DirectoryWriteError, no failover.
+ * Writes: to the first master; to the second master only when the write never reached the
+ * first: its connect or bind failed now or within the last `backoffMs` (read failures of other
+ * kinds do not count), or it answered busy/unavailable. Two masters written at once can diverge
+ * for good on OpenLDAP 2.5 (see docs/directory.md), hence one at a time. A write sent to a master
+ * that then times out or loses its connection may have been applied there: it is not repeated
+ * on the other master — DirectoryWriteOutcomeUnknownError (code DIRECTORY_WRITE_OUTCOME_UNKNOWN,
+ * "outcome unknown on master X — check and retry"). An LDAP refusal of the write itself (entry
+ * exists, schema violation, no access) or of the bind (wrong password) is not an outage:
+ * DirectoryWriteError, no failover.
  * No master reachable: DirectoryMasterUnavailableError, code DIRECTORY_MASTER_UNAVAILABLE.
  * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
  * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
@@ -101,12 +106,32 @@ export class DirectoryWriteError extends Error {
   }
 }
 
+/** A write was sent to a master that then did not answer: it may or may not have been applied. */
+export class DirectoryWriteOutcomeUnknownError extends Error {
+  readonly code = 'DIRECTORY_WRITE_OUTCOME_UNKNOWN';
+  constructor(readonly url: string, options?: { cause?: unknown }) {
+    super(`outcome unknown on master ${url} — check and retry (the change was sent but no answer came: ${(options?.cause as Error | undefined)?.message ?? 'no answer'}; look with tandem dir list before repeating it)`, options);
+    this.name = 'DirectoryWriteOutcomeUnknownError';
+  }
+}
+
+/** The operation never reached the server: connect or bind failed, or the socket was already gone. */
+class NotSentError extends Error {
+  constructor(cause: Error) {
+    super(cause.message || String(cause), { cause });
+    this.name = 'NotSentError';
+  }
+}
+
 interface Server {
   config: DirectoryServerConfig;
   client?: LdapClient;
   binding?: Promise<void>;
   status: DirectoryServerStatus;
+  /** Reads skip the server until then (any failure). */
   retryAt: number;
+  /** Writes skip the server until then (connect or bind failure only). */
+  unreachableUntil: number;
 }
 
 export class DirectoryPool {
@@ -119,7 +144,7 @@ export class DirectoryPool {
     if (opts.servers.length === 0) throw new Error('directory.servers: at least one server is needed');
     this.now = opts.now ?? Date.now;
     this.servers = opts.servers.map((config) => ({
-      config, retryAt: 0, status: { url: config.url, role: config.role, state: 'unknown', reads: 0, writes: 0, errors: 0 },
+      config, retryAt: 0, unreachableUntil: 0, status: { url: config.url, role: config.role, state: 'unknown', reads: 0, writes: 0, errors: 0 },
     }));
   }
 
@@ -153,14 +178,17 @@ export class DirectoryPool {
     const masters = this.servers.filter((s) => s.config.role === 'master');
     if (masters.length === 0) throw new DirectoryMasterUnavailableError('no server has role master in directory.servers');
     const now = this.now();
-    const candidates = masters.filter((s) => s.retryAt <= now);
+    const candidates = masters.filter((s) => s.unreachableUntil <= now);
     for (const server of candidates) {
       try {
         return await this.run(server, 'write', op);
       } catch (err) {
-        if (err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError)) {
-          throw new DirectoryWriteError(`${server.config.url} refused the change: ${describeResult(err)}`, { cause: err });
+        if (err instanceof NotSentError && isRefusal(err.cause)) {
+          throw new DirectoryWriteError(`${server.config.url} refused the bind: ${describeResult(err.cause)}; check directory.bind_dn and the password`, { cause: err.cause });
         }
+        if (err instanceof NotSentError || err instanceof UnavailableError || err instanceof BusyError) continue;
+        if (isRefusal(err)) throw new DirectoryWriteError(`${server.config.url} refused the change: ${describeResult(err)}`, { cause: err });
+        throw new DirectoryWriteOutcomeUnknownError(server.config.url, { cause: err });
       }
     }
     throw new DirectoryMasterUnavailableError(masters.map((s) => `${s.config.url}: ${s.status.lastError ?? 'down'}`).join('; '));
@@ -188,8 +216,17 @@ export class DirectoryPool {
   private async run<T>(server: Server, kind: 'read' | 'write', op: (client: LdapClient) => Promise<T>): Promise<T> {
     const t0 = performance.now();
     try {
-      const client = await this.connected(server);
-      const result = await op(client);
+      let client: LdapClient;
+      try {
+        client = await this.connected(server);
+      } catch (err) {
+        server.unreachableUntil = this.now() + this.opts.backoffMs;
+        throw new NotSentError(err as Error);
+      }
+      const result = await op(client).catch((err: Error) => {
+        // ldapts throws this before writing anything when the socket is already closed
+        throw err?.message === 'Socket connection not established' ? new NotSentError(err) : err;
+      });
       const ms = performance.now() - t0;
       this.markUp(server, ms);
       if (kind === 'read') server.status.reads++;
@@ -198,8 +235,7 @@ export class DirectoryPool {
       return result;
     } catch (err) {
       this.opts.onRequest?.(server.config.url, kind, (performance.now() - t0) / 1000, false);
-      const refusal = kind === 'write' && err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError);
-      if (refusal) this.markUp(server, performance.now() - t0);
+      if (kind === 'write' && isRefusal(err)) this.markUp(server, performance.now() - t0);
       else this.markDown(server, err as Error);
       throw err;
     }
@@ -211,9 +247,17 @@ export class DirectoryPool {
     server.client ??= (this.opts.createClient ?? defaultClient)(server.config.url, this.opts.connectTimeoutMs, this.opts.operationTimeoutMs);
     const client = server.client;
     if (!client.isBound) {
-      server.binding ??= client.bind(this.opts.bindDn ?? '', this.opts.bindPassword ?? '').finally(() => { server.binding = undefined; });
+      if (!server.binding) {
+        const binding: Promise<void> = client.bind(this.opts.bindDn ?? '', this.opts.bindPassword ?? '').finally(() => {
+          // only this connection's bind: after a drop, a new connection may be binding already
+          if (server.binding === binding) server.binding = undefined;
+        });
+        server.binding = binding;
+      }
       await server.binding;
     }
+    // dropped meanwhile (another operation failed on it): the operation was not sent
+    if (server.client !== client) throw new Error(`connection to ${server.config.url} was closed after another operation on it failed`);
     return client;
   }
 
@@ -222,6 +266,7 @@ export class DirectoryPool {
     s.lastLatencyMs = Math.round(ms * 1000) / 1000;
     s.avgLatencyMs = Math.round((s.avgLatencyMs === undefined ? ms : s.avgLatencyMs * 0.9 + ms * 0.1) * 1000) / 1000;
     server.retryAt = 0;
+    server.unreachableUntil = 0;
     if (s.state !== 'up') {
       s.state = 'up';
       s.since = this.now();
@@ -253,6 +298,11 @@ export class DirectoryPool {
   private lastErrors(): string {
     return this.servers.map((s) => `${s.config.url}: ${s.status.lastError ?? s.status.state}`).join('; ');
   }
+}
+
+/** An LDAP answer refusing the operation itself (not busy/unavailable): the server is fine. */
+function isRefusal(err: unknown): err is ResultCodeError {
+  return err instanceof ResultCodeError && !(err instanceof UnavailableError) && !(err instanceof BusyError);
 }
 
 /** "AlreadyExistsError" with code 68 → "already exists (LDAP result 68)", plus the server's text if any. */
