@@ -24,6 +24,7 @@ let n = 0;
 const router: Router = {
   async resolveRecipient(a: string): Promise<RecipientResolution> {
     if (a.startsWith('down@')) throw new TempLookupError('directory unreachable');
+    if (a.endsWith('@maybe-ours.test')) return { type: 'relay', addresses: [a], authorizedOnly: true, uncertain: true };
     if (a.endsWith('@local.test')) return a.startsWith('nobody@') ? { type: 'unknown-user' } : a.startsWith('list@') ? { type: 'local', addresses: ['x@local.test', 'y@local.test'] } : { type: 'local', addresses: [a] };
     return { type: 'relay', addresses: [a], authorizedOnly: true };
   },
@@ -173,4 +174,12 @@ test('draining: a transaction under way finishes with 250; new sessions and new 
   const next = await new Promise<string>((resolve) => open.send({ from: 's@x.test', to: ['u@local.test'] }, msg, (err: any) => resolve(String(err?.response ?? 'accepted'))));
   assert.match(next, /^421 4\.3\.2 Node is draining; try another server/);
   open.close();
+});
+
+test('a relay refusal that rests on an unconfirmed directory answer is a 451, not a 554', async () => {
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const res = await send(port, 'a@remote.test', ['x@maybe-ours.test'], 'Subject: t\r\n\r\nx\r\n');
+  assert.equal(res.ok, false);
+  assert.match(res.response, /^451 4\.3\.0 .*directory unreachable/);
 });

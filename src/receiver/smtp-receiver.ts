@@ -243,6 +243,8 @@ export class SmtpReceiver {
         throw new SmtpReplyError(550, '5.4.6', `<${rcpt}>: Recipient address rejected: ${res.reason}`);
       case 'relay':
         if (res.authorizedOnly && !session.user && !this.deps.isRelayClient(session.remoteAddress)) {
+          // a refusal is permanent: never on an answer the directory could not confirm
+          if (res.uncertain) throw new SmtpReplyError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure (directory unreachable); try again later`);
           throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied`);
         }
         break;

@@ -25,7 +25,14 @@ export type RecipientResolution =
   /** Local domain, address known: deliver to these final addresses (after alias/list expansion). */
   | { type: 'local'; addresses: string[] }
   /** Domain we relay for (relay_domains or transport map), or a remote domain: route later. */
-  | { type: 'relay'; addresses: string[]; authorizedOnly: boolean }
+  | {
+    type: 'relay'; addresses: string[]; authorizedOnly: boolean;
+    /**
+     * authorizedOnly rests on a stale "not ours" answer (the directory is unreachable): a client
+     * that may not relay gets a 4xx, not a refusal, since the domain may have become ours.
+     */
+    uncertain?: boolean;
+  }
   /** Local domain, no such user. */
   | { type: 'unknown-user' }
   /** An alias expansion loops or exceeds the limits: refuse with a clear reason. */

@@ -60,6 +60,7 @@ export class DirectoryRouter implements Router {
     const ctx: LookupContext = { staleNegative: false };
     const result = await resolveRecipientWith(this.source(ctx), this.options, address);
     if (result.type === 'unknown-user' && ctx.staleNegative) throw staleRefusal(address);
+    if (result.type === 'relay' && result.authorizedOnly && ctx.staleNegative) return { ...result, uncertain: true };
     return result;
   }
 

@@ -115,12 +115,15 @@ test('directory down: a stale "not found" never refuses an address (451 / deferr
   assert.deepEqual(await s.router.routeAddress('new@x.test'), { type: 'error', message: '5.1.1 <new@x.test>: unknown user' });
   assert.deepEqual(await s.router.resolveRecipient('alice@x.test'), { type: 'local', addresses: ['alice@x.test'] });
   assert.deepEqual(await s.router.routeAddress('alice@x.test'), { type: 'maildir', path: '/m/x.test/alice' });
+  assert.deepEqual(await s.router.resolveRecipient('x@elsewhere.example'), { type: 'relay', addresses: ['x@elsewhere.example'], authorizedOnly: true }, 'fresh: not a relay domain');
   Object.assign(s.entries, mailbox('new@x.test'));
   s.state.down = true;
   s.clock.t += 5000; // past the negative TTL (1 s), within max_stale
   await assert.rejects(s.router.resolveRecipient('new@x.test'), (err: Error) => err instanceof TempLookupError && /past its cache TTL/.test(err.message));
   await assert.rejects(s.router.routeAddress('new@x.test'), TempLookupError);
   assert.deepEqual(await s.router.resolveRecipient('alice@x.test'), { type: 'local', addresses: ['alice@x.test'] }, 'a known mailbox still resolves from the cache');
+  assert.deepEqual(await s.router.resolveRecipient('x@elsewhere.example'), { type: 'relay', addresses: ['x@elsewhere.example'], authorizedOnly: true, uncertain: true },
+    'stale: "not a relay domain" is not confirmed, so an unauthorized client gets a 4xx (the receiver), not a refusal');
   assert.deepEqual(await s.router.routeAddress('alice@x.test'), { type: 'maildir', path: '/m/x.test/alice' });
   s.state.down = false;
   s.clock.t += 1;
