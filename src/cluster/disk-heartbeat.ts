@@ -11,7 +11,7 @@
  * slot that cannot be read, or does not open with the secret, is simply no beat.
  * Reads config keys: spool.root, cluster.secret (through the Sealer).
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Sealer } from './sealed.ts';
 import { UnsealError } from './sealed.ts';
@@ -55,10 +55,17 @@ export class DiskHeartbeat {
     await rename(tmp, slot);
   }
 
-  /** Create the folders (at start-up, while the storage is known to be there). */
+  /**
+   * Create the folders (at start-up, while the storage is known to be there), and remove temp
+   * files of our earlier renewals that never completed (a crash, or a renewal given up as hung).
+   */
   async prepare(): Promise<void> {
     await mkdir(this.paths.heartbeats, { recursive: true });
     await mkdir(this.paths.tmp, { recursive: true });
+    const mine = `heartbeat.${this.self}.`;
+    for (const name of await readdir(this.paths.tmp)) {
+      if (name.startsWith(mine)) await unlink(path.join(this.paths.tmp, name)).catch(() => undefined);
+    }
   }
 
   /**
