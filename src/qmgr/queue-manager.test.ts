@@ -145,6 +145,8 @@ test('hold keeps a message from delivery until release; delete removes it withou
   // answers 'pending' and holds it right after
   assert.match(await qmgr.hold(env.queueId), /^(held|pending)$/);
   await until('held', async () => (await spool.find(env.queueId)) === 'hold');
+  // the file moves to hold/ a moment before the manager's own view says so
+  await until('held in the manager', () => qmgr.list().some((m) => m.queueId === env.queueId && m.state === 'hold' && !m.busy));
   open = true;
   assert.equal(qmgr.flush(), 0, 'a held message is not flushed');
   await until('released', async () => (await qmgr.release(env.queueId)) === 'released');
