@@ -18,8 +18,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
-import { createSocket } from 'node:dgram';
+import { connect } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { prepareDemo, TANDEM_BIN } from './demo.ts';
 import { parseHostPort } from '../config/schema.ts';
 import { haproxyConfig } from './haproxy-config.ts';
 import { EXIT } from './exit-codes.ts';
+import { freePort, freeUdpPort } from '../util/free-port.ts';
 
 const CLI_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
 
@@ -36,25 +36,6 @@ interface UpOptions { nodes: string; dir: string; listen: string; haproxy: boole
 interface Member { id: string; smtp: string; admin: string; heartbeat: string; proc?: ChildProcess }
 
 const fmt = (host: string, port: number) => `${host}:${port}`;
-
-function freeTcpPort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer().once('error', reject).listen({ host, port: 0, exclusive: true }, () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function freeUdpPort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createSocket('udp4').once('error', reject);
-    s.bind(0, host, () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function haproxyInstalled(): boolean {
   try {
@@ -154,8 +135,8 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const members: Member[] = [];
   for (let i = 0; i < n; i++) {
     const id = String.fromCharCode(97 + i);
-    const smtpPort = useHaproxy ? await freeTcpPort(host) : front.port + i;
-    members.push({ id, smtp: fmt(host, smtpPort), admin: fmt(host, await freeTcpPort(host)), heartbeat: fmt(host, await freeUdpPort(host)) });
+    const smtpPort = useHaproxy ? await freePort(host) : front.port + i;
+    members.push({ id, smtp: fmt(host, smtpPort), admin: fmt(host, await freePort(host)), heartbeat: fmt(host, await freeUdpPort(host)) });
   }
   const base = YAML.parse(await readFile(demo.configFile, 'utf8'));
   const config = {

@@ -174,7 +174,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced, disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return !this.fence && !this.ownSpoolTaken && this.mono() - this.lastRenewOk < this.c.fence_after;
+    return !this.isFenced() && !this.ownSpoolTaken;
   }
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */

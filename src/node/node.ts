@@ -182,10 +182,7 @@ export class TandemNode {
     this.releaseLock = () => lock.release();
     const { removedTmp, scanned } = await this.qmgr.start({ cleanTmp: atStartup });
     scanned.then(
-      (r) => {
-        this.logger.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`);
-        this.qmgr.resume();
-      },
+      (r) => this.logger.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
       (err) => this.logger.error({ event: 'spool-scan-failed', spool: dir, err: String(err) }, `scan of the spool ${dir} failed: ${err}; restart the node to pick up what it missed`),
     );
   }

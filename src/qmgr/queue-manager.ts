@@ -181,13 +181,10 @@ export class QueueManager {
   }
 
   /**
-   * Deliveries may start again (after mayDeliver() was false): every message that is neither
-   * held, nor busy, nor waiting for its retry time is made ready.
+   * Deliveries may start again (mayDeliver() is true again): start what is ready now rather than
+   * at the next look at the gate. (Work held back by the gate is kept ready, see attempt().)
    */
   resume(): void {
-    for (const [id, e] of this.entries) {
-      if (!e.busy && e.state !== 'hold' && !e.timer) this.makeReady(id, e);
-    }
     this.pump();
   }
 

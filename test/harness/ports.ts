@@ -2,8 +2,8 @@
  * ports.ts - loopback ports and addresses for process-level tests.
  *
  * Exports:
- *   freePort(host = "127.0.0.1"): Promise<number>  binds port 0, reads the port, closes it.
- *   freeUdpPort(host = "127.0.0.1"): Promise<number>  the same for UDP (cluster heartbeats).
+ *   freePort(host = "127.0.0.1"), freeUdpPort(...)  binds port 0, reads the port, closes it
+ *       (TCP / UDP; the same functions `tandem up` uses, from src/util/free-port.ts).
  *   parseHostPort(text): HostPort                  "127.0.0.1:25", "[::1]:25" -> { host, port }
  *   formatHostPort(hp): string                     the reverse, brackets for IPv6
  *   HostPort
@@ -13,41 +13,11 @@
  * What can go wrong: between freePort() and the process binding it, another process may take
  * the port (a race we accept for those few cases; the process then fails to start, loudly).
  */
-import { createServer } from "node:net";
-import { createSocket } from "node:dgram";
+export { freePort, freeUdpPort } from "../../src/util/free-port.ts";
 
 export interface HostPort {
   host: string;
   port: number;
-}
-
-/** Asks the kernel for a currently unused TCP port on host. */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen({ host, port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === "string") {
-        srv.close();
-        reject(new Error(`freePort: unexpected address ${String(addr)}`));
-        return;
-      }
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
-
-/** Asks the kernel for a currently unused UDP port on host. */
-export function freeUdpPort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const sock = createSocket(host.includes(":") ? "udp6" : "udp4");
-    sock.once("error", reject);
-    sock.bind(0, host, () => {
-      const port = sock.address().port;
-      sock.close(() => resolve(port));
-    });
-  });
 }
 
 /** Parses "host:port" or "[v6]:port"; throws with the offending text. */
