@@ -33,11 +33,12 @@
 import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { Sealer } from './sealed.ts';
+import { clusterSealer, type Sealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
-import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason } from './net-heartbeat.ts';
+import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
+import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess } from './secondary.ts';
 
@@ -52,9 +53,52 @@ export interface ClusterNodeHooks {
   regainOwnSpool(): Promise<void>;
   /** The delivery gate opened again after a fence (the queue manager may resume). */
   deliveriesResumed(): void;
+  /**
+   * Whether the node's own spool lock is still its own (undefined: the node holds none now,
+   * e.g. while another node holds its spool). Asked every heartbeat interval.
+   */
+  ownLock(): Promise<{ held: boolean; holder?: SpoolLockInfo } | undefined>;
+  /** After a lock fence: take the spool lock again without force and deliver (rejects with SpoolLockedError while another process holds it). */
+  retakeOwnSpool(): Promise<void>;
 }
 
-export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number };
+/**
+ * storage: the disk heartbeat could not be renewed; operator: `tandem cluster fence`; lock:
+ * another process took our spool lock while we delivered from it (never by the rules: a
+ * misconfigured peer, or a process started by hand) — we stop until the lock is free again.
+ */
+export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number } | { type: 'lock'; since: number; holder?: string };
+
+/**
+ * A configuration fault between nodes, shown in status, /health, metrics and the log: the
+ * cluster stays safe (nothing is taken over on such evidence), but the operator must act.
+ *   secret-mismatch  a peer is alive but what it signs does not open with our secret(s)
+ *   clock-skew       a peer's heartbeats are dropped as stale: the wall clocks differ
+ *   unknown-node     a node not in our cluster.nodes beats (network or shared disk)
+ *   contested-claim  a spool's claim folder holds a record above the one in force that we cannot verify
+ *   lock-taken       another process took our spool lock while we delivered from it
+ *   duplicate-id     (at start-up only: the node refuses to start) another live process uses our node id
+ */
+export type FaultKind = 'secret-mismatch' | 'clock-skew' | 'unknown-node' | 'contested-claim' | 'lock-taken';
+export interface ClusterFault {
+  kind: FaultKind;
+  /** The peer, node or spool the fault is about. */
+  subject: string;
+  message: string;
+  since: string;
+}
+
+/** A fault not seen again for this long is cleared (evidence that comes and goes is shown this long). */
+const FAULT_HOLD_MS = 10_000;
+
+/** Thrown by start() when our node id is in use by another live process. */
+export class DuplicateNodeIdError extends Error {
+  readonly code = 'TANDEM_DUPLICATE_NODE_ID';
+  constructor(node: string, slot: string) {
+    super(`node id "${node}" is in use: another process renews its disk heartbeat (${slot}) right now. Two nodes with one id would deliver one spool twice; give this node its own id (node.id / --node-id) or stop the other process first`);
+    this.name = 'DuplicateNodeIdError';
+  }
+}
 
 export interface ClusterStatus {
   node: string;
@@ -71,6 +115,10 @@ export interface ClusterStatus {
   secondaries: Array<{ spool: string; epoch: number; ready: boolean; pid?: number; since: string; queue: Record<string, number> }>;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
+  /** Configuration faults between the nodes, newest evidence within FAULT_HOLD_MS. */
+  faults: ClusterFault[];
+  /** Records opened with one of cluster.accept_secrets (a rotation under way). */
+  openedWithAcceptedSecret: number;
 }
 
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
@@ -111,6 +159,10 @@ export class ClusterManager {
   private readonly busy = new Set<string>();
   /** Spools whose secondary failed: not started again before this time (monotonic). */
   private readonly retryAt = new Map<string, number>();
+  /** Configuration faults by kind:subject, with when they were last seen (monotonic). */
+  private readonly faults = new Map<string, ClusterFault & { seenAt: number }>();
+  /** Disk slots of nodes not in cluster.nodes: their last text and when it last changed. */
+  private readonly strangers = new Map<string, { text: string; changedAt?: number }>();
   private beatTimer?: NodeJS.Timeout;
   private actTimer?: NodeJS.Timeout;
   private stopped = false;
@@ -124,7 +176,7 @@ export class ClusterManager {
   ) {
     this.c = config.cluster!;
     this.me = config.node.id;
-    this.sealer = new Sealer(this.c.secret!);
+    this.sealer = clusterSealer(this.c);
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono);
     const self = this.c.nodes.find((n) => n.id === this.me)!;
@@ -133,7 +185,7 @@ export class ClusterManager {
       peers.map((p) => ({ id: p.id, address: p.heartbeat })),
       this.sealer,
       (hb) => this.onHeartbeat(hb),
-      (reason, from) => this.noteRejected(reason, from),
+      (reason, from, info) => this.noteRejected(reason, from, info),
     );
     this.disk = new DiskHeartbeat(config.spool.root, this.me, this.boot, this.sealer);
     this.claims = new ClaimStore(config.spool.root, this.sealer, (msg, fields) => this.logger.warn(fields, msg));
@@ -146,6 +198,7 @@ export class ClusterManager {
    */
   async start(): Promise<{ ownSpoolClaimedBy?: string }> {
     await this.disk.prepare();
+    await this.checkIdUnused();
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
     await this.net.start();
@@ -167,14 +220,39 @@ export class ClusterManager {
     for (;;) {
       const own = await this.claims.current(this.me);
       if (effectiveOwner(own) !== this.me) return own;
-      const mine = await this.claims.release(this.me, this.me, own.epoch, 'node joined');
+      const mine = await this.claims.join(own, this.me);
       if (mine) return mine;
     }
   }
 
-  /** The delivery gate for our own spool: not fenced, disk heartbeat fresh, spool not claimed. */
+  /**
+   * Before our first beat: if our own slot changes while we watch it for three heartbeat
+   * intervals, another live process (a second node given our id, signed with any secret)
+   * renews it, and we must not start: one id, one spool, two deliverers.
+   */
+  private async checkIdUnused(): Promise<void> {
+    const first = await this.disk.read(this.me);
+    if (first.raw === undefined) return;
+    const until = this.mono() + 3 * this.c.heartbeat_interval;
+    while (this.mono() < until) {
+      await new Promise((resolve) => setTimeout(resolve, this.c.heartbeat_interval / 2));
+      const now = await this.disk.read(this.me);
+      if (now.raw !== undefined && now.raw !== first.raw) throw new DuplicateNodeIdError(this.me, this.disk.slotPath(this.me));
+    }
+  }
+
+  /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
     return !this.isFenced() && !this.ownSpoolTaken;
+  }
+
+  /**
+   * With cluster.auto_handback off, a node whose spool another node holds stays out of service
+   * (health "returning", mail refused with 4xx) until the operator hands the spool back: mail
+   * it took in would otherwise wait in a spool that nobody delivers.
+   */
+  holdsOutReturning(): boolean {
+    return this.ownSpoolTaken && !this.c.auto_handback;
   }
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
@@ -186,7 +264,8 @@ export class ClusterManager {
   announced(): AnnouncedState {
     if (this.fence) return 'fenced';
     const s = this.hooks.state();
-    if (s === 'ready' && this.ownSpoolTaken) return 'returning';
+    // a node whose spool is held elsewhere delivers nothing from it, draining or not
+    if ((s === 'ready' || s === 'draining') && this.ownSpoolTaken) return 'returning';
     return s;
   }
 
@@ -263,16 +342,49 @@ export class ClusterManager {
       secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
+      faults: this.currentFaults(),
+      openedWithAcceptedSecret: this.sealer.openedWithAccepted,
     };
   }
 
-  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s. */
-  private noteRejected(reason: HeartbeatRejectReason, from: string): void {
+  /** The configuration faults in force (each seen within FAULT_HOLD_MS); the others are cleared and logged so. */
+  currentFaults(): ClusterFault[] {
+    const now = this.mono();
+    for (const [key, f] of this.faults) {
+      if (now - f.seenAt <= FAULT_HOLD_MS) continue;
+      this.faults.delete(key);
+      this.logger.info({ event: 'cluster-fault-cleared', kind: f.kind, subject: f.subject }, `cluster fault cleared: ${f.kind} (${f.subject})`);
+    }
+    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
+  }
+
+  /** Note a configuration fault: logged (error) when it appears, shown until not seen for FAULT_HOLD_MS. */
+  private noteFault(kind: FaultKind, subject: string, message: string): void {
+    const key = `${kind}:${subject}`;
+    const known = this.faults.get(key);
+    if (known) {
+      known.seenAt = this.mono();
+      known.message = message;
+      return;
+    }
+    this.faults.set(key, { kind, subject, message, since: new Date().toISOString(), seenAt: this.mono() });
+    this.logger.error({ event: 'cluster-fault', kind, subject }, `CLUSTER CONFIGURATION FAULT (${kind}, ${subject}): ${message}`);
+  }
+
+  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s; note what it says about the configuration. */
+  private noteRejected(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void {
+    if (reason === 'bad-signature' && info.peer) {
+      this.noteFault('secret-mismatch', info.peer, `heartbeats from ${info.peer}'s address (${from}) do not open with our cluster secret: cluster.secret most likely differs between ${info.peer} and ${this.me} (or a rotation is half done: see cluster.accept_secrets)`);
+    } else if (reason === 'stale' && info.peer && info.skewMs !== undefined) {
+      this.noteFault('clock-skew', info.peer, `heartbeats from ${info.peer} are dropped as stale: its clock is ${(Math.abs(info.skewMs) / 1000).toFixed(1)} s ${info.skewMs > 0 ? 'behind' : 'ahead of'} ours; the nodes' clocks must agree within 10 s (NTP). Until then ${info.peer} is judged on its disk heartbeat alone`);
+    } else if (reason === 'unknown-node' && info.claimed) {
+      this.noteFault('unknown-node', info.claimed, `heartbeats come from node "${info.claimed}" (${from}), which is not in our cluster.nodes: the cluster.nodes lists differ between the nodes; nodes missing from a list neither take over nor are taken over by this node`);
+    }
     const now = this.mono();
     const last = this.rejectLogged.get(reason);
     if (last !== undefined && now - last < 10_000) return;
     this.rejectLogged.set(reason, now);
-    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason] }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
+    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason], ...info }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
   }
 
   private onHeartbeat(hb: Heartbeat): void {
@@ -332,8 +444,10 @@ export class ClusterManager {
   private async pass(): Promise<void> {
     await this.observeDisk();
     await this.guarded(this.me, async () => {
+      await this.watchOwnLock();
       const own = await this.claims.current(this.me);
       this.records.set(this.me, own);
+      if (own.unverifiedAbove !== undefined) this.noteContested(own);
       await this.maybeUnfence(own);
       await this.watchOwnSpool(this.records.get(this.me)!);
     });
@@ -356,8 +470,74 @@ export class ClusterManager {
       if (n.id === this.me) continue;
       const readAt = this.mono();
       const read = await this.disk.read(n.id).catch(() => undefined); // unreadable: no judgement
-      if (read) this.membership.noteDisk(n.id, read.beat, readAt);
+      if (!read) continue;
+      this.membership.noteDisk(n.id, read.beat, readAt, read.beat ? undefined : read.raw);
+      const status = this.membership.status(n.id);
+      if (status.type === 'unauthenticated') {
+        this.noteFault('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
+      }
     }
+    await this.observeStrangers();
+  }
+
+  /** Slots on the shared storage of nodes not in our cluster.nodes: a changing one is a fault. */
+  private async observeStrangers(): Promise<void> {
+    const known = new Set(this.c.nodes.map((n) => n.id));
+    const slots = await this.disk.slots().catch(() => [] as string[]);
+    for (const id of slots) {
+      if (known.has(id)) continue;
+      const read = await this.disk.read(id).catch(() => undefined);
+      if (read?.raw === undefined) continue;
+      const seen = this.strangers.get(id);
+      if (seen && seen.text !== read.raw) seen.changedAt = this.mono();
+      if (!seen) this.strangers.set(id, { text: read.raw });
+      else seen.text = read.raw;
+      const changedAt = this.strangers.get(id)!.changedAt;
+      if (changedAt !== undefined && this.mono() - changedAt < this.c.dead_after) {
+        this.noteFault('unknown-node', id, `node "${id}" renews a disk heartbeat on the shared storage but is not in our cluster.nodes: the cluster.nodes lists differ between the nodes (or a node was given a wrong id); it is neither taken over nor can it be chosen to take over by ${this.me}`);
+      }
+    }
+  }
+
+  private noteContested(record: ClaimRecord): void {
+    this.noteFault('contested-claim', record.spool, `the claim folder of spool ${record.spool} holds a record at epoch ${record.unverifiedAbove} that does not open with our cluster secret(s), above the record in force (epoch ${record.epoch}, ${record.kind} by ${record.by}): a node with another cluster.secret may hold the spool, so ${this.me} does not take it over`);
+  }
+
+  /**
+   * Our spool lock must still be ours while we deliver from it: another process that took it
+   * delivers the spool now (never by the rules — a takeover only forces the lock of a dead or
+   * fenced node), so we fence ourselves at once and wait until the lock is free again.
+   */
+  private async watchOwnLock(): Promise<void> {
+    if (this.fence?.type === 'lock') {
+      try {
+        await this.hooks.retakeOwnSpool();
+      } catch (err) {
+        if (err instanceof SpoolLockedError) return this.noteFault('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
+        throw err;
+      }
+      const since = this.fence.since;
+      this.fence = undefined;
+      this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since) }, 'unfenced: our spool lock is ours again; delivering');
+      this.tracking.record({ event: 'unfenced' });
+      this.hooks.deliveriesResumed();
+      return;
+    }
+    const lock = await this.hooks.ownLock();
+    if (!lock || lock.held) return;
+    const holder = lock.holder ? `pid ${lock.holder.pid} on ${lock.holder.hostname}` : 'nobody (the lock file was removed)';
+    this.noteFault('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
+    this.ownSpoolLostToLock(holder);
+  }
+
+  private ownSpoolLostToLock(holder: string): void {
+    if (this.fence && this.fence.type !== 'storage') return;
+    this.fence = { type: 'lock', since: Date.now(), holder };
+    this.goodRenewalsSinceFence = 0;
+    this.counters.fences++;
+    this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
+    this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date().toISOString() });
+    this.hooks.loseOwnSpool(`spool lock taken by ${holder}`);
   }
 
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
@@ -444,6 +624,7 @@ export class ClusterManager {
     }
     if (!this.isPeer(deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
     if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
+    if (record.unverifiedAbove !== undefined) return this.noteContested(record); // someone we cannot authenticate may hold it
     // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
     if (this.membership.isLive(spool)) return;
     const canTakeOver = (id: string) => (id === this.me ? true : this.membership.canTakeOver(id));
@@ -477,6 +658,7 @@ export class ClusterManager {
       this.membership.noteDisk(deadDeliverer, beat, readAt);
       return;
     }
+    if (this.membership.status(spool).type === 'unauthenticated') return;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
     if (!claimed) return; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
@@ -488,7 +670,10 @@ export class ClusterManager {
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
     if (this.stopped) return;
-    const secondary = new SecondaryProcess(spool, epoch, this.me, this.boot, this.config, (how) => {
+    // the spool's node's slot as we see it now: the secondary forces the spool lock only if
+    // that node has not beaten since (dead by the rules) or says it delivers nothing from it
+    const ownerSlot = (await this.disk.read(spool)).raw ?? null;
+    const secondary = new SecondaryProcess(spool, epoch, this.me, this.boot, ownerSlot, this.config, (how) => {
       if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
       if (this.stopped) return; // a group signal reached it first: the node is stopping too
       this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);
