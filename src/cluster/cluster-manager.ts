@@ -444,10 +444,12 @@ export class ClusterManager {
   private async pass(): Promise<void> {
     await this.observeDisk();
     await this.guarded(this.me, async () => {
-      await this.watchOwnLock();
       const own = await this.claims.current(this.me);
       this.records.set(this.me, own);
       if (own.unverifiedAbove !== undefined) this.noteContested(own);
+      // read after the claim: a takeover by the rules writes its claim before it forces the lock
+      if (effectiveOwner(own) === this.me) await this.watchOwnLock();
+      else if (this.fence?.type === 'lock') this.lockFenceSuperseded(own);
       await this.maybeUnfence(own);
       await this.watchOwnSpool(this.records.get(this.me)!);
     });
@@ -531,7 +533,7 @@ export class ClusterManager {
   }
 
   private ownSpoolLostToLock(holder: string): void {
-    if (this.fence && this.fence.type !== 'storage') return;
+    if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
     this.fence = { type: 'lock', since: Date.now(), holder };
     this.goodRenewalsSinceFence = 0;
     this.counters.fences++;
@@ -577,6 +579,13 @@ export class ClusterManager {
       this.hooks.deliveriesResumed();
       this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
     }
+  }
+
+  /** A lock fence ends when a claim we can verify gives our spool to another node: the handback path governs from here. */
+  private lockFenceSuperseded(own: ClaimRecord): void {
+    this.fence = undefined;
+    this.logger.warn({ event: 'unfenced', by: own.by, epoch: own.epoch }, `lock fence ended: our spool is claimed by ${own.by} (epoch ${own.epoch}); waiting for its handback`);
+    this.tracking.record({ event: 'unfenced' });
   }
 
   /** Another node holds our spool: shut the gate at once; the node stops its queue manager. */
