@@ -8,13 +8,15 @@
  *   - a node id missing from one node's cluster.nodes (three nodes);
  *   - two nodes started with the same node id;
  *   - a partner that names its own node;
- *   - clocks 30 s apart (libfaketime on one node).
+ *   - clocks 30 s apart (libfaketime on one node);
+ * and the test that a fenced node with mail due in its own spool (next hop up, spool readable)
+ * delivers none of it — only the survivor's secondary does.
  * Timings are the defaults (250 ms / 1.5 s / 2.5 s): a peer never seen beating would be taken
  * over after 4 x dead_after = 10 s, so the mistakes that look like silence run for longer.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
@@ -23,6 +25,7 @@ import { runLoad } from './harness/load.ts';
 import { createCluster, type TestCluster } from './harness/cluster.ts';
 import { runCli } from './harness/tandem.ts';
 import { startNode } from './harness/node.ts';
+import { freePort } from './harness/ports.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -50,7 +53,8 @@ async function assertExactlyOnce(sink: Sink, accepted: Set<string>): Promise<voi
   assert.equal(sink.count(), accepted.size, 'no delivery beyond the accepted messages');
 }
 
-const takeovers = (cluster: TestCluster) => cluster.trackingEvents().filter((e) => e.event === 'takeover');
+/** Takeovers since `since` (a node slow to start may have had its empty spool taken over and handed back before). */
+const takeovers = (cluster: TestCluster, since = 0) => cluster.trackingEvents().filter((e) => e.event === 'takeover' && Date.parse(e.t) >= since);
 const log = (cluster: TestCluster, id: string) => readFileSync(path.join(cluster.dir, `${id}.out`), 'utf8');
 
 test('different cluster secrets: no takeover either way, each node delivers its own spool once, the fault is reported everywhere', { timeout: 180_000 }, async () => {
@@ -100,9 +104,14 @@ test('a node id missing from one node\'s cluster.nodes: nothing taken over, noth
     await cluster.start('a');
     await cluster.start('b');
     await cluster.start('c', { config: { cluster: { nodes: [entry('a', 'c'), entry('c', 'a')] } } }); // c's list lacks b
+    await cluster.waitFor('every spool delivered by its own node', async () => {
+      for (const id of cluster.ids) if ((await cluster.status(id)).ownSpool !== 'delivering') return false;
+      return true;
+    });
+    const since = Date.now();
     const accepted = await flow(cluster, ['a', 'b', 'c'], 12_000, 'missing');
     await assertExactlyOnce(sink, accepted);
-    assert.deepEqual(takeovers(cluster), [], 'no spool taken over');
+    assert.deepEqual(takeovers(cluster, since), [], 'no spool taken over');
     const c = await cluster.status('c');
     const fault = c.faults.find((f: any) => f.kind === 'unknown-node' && f.subject === 'b');
     assert.ok(fault, 'c reports that b beats although it is not in its cluster.nodes');
@@ -125,7 +134,8 @@ test('two nodes with the same id: the second refuses to start, the first goes on
     // a third machine, set up by mistake with a's id (its own SMTP and admin addresses)
     const err: Error = await startNode({ config: cluster.config, nodeId: 'a', listen: '127.0.0.1:0', admin: '127.0.0.1:0', logFile: path.join(dir, 'second-a.out') })
       .then(() => assert.fail('a second node with id a started'), (e) => e);
-    assert.match(String(err.message), /node id "a" is in use: another process renews its disk heartbeat/);
+    assert.match(String(err.message), /node id \\?"a\\?" is in use: another process renews its disk heartbeat/);
+    assert.match(String(err.message), /exited \(code 78/, 'a configuration error (EX_CONFIG): systemd does not restart it in a loop');
     const accepted = await flowing;
     await assertExactlyOnce(sink, accepted);
     assert.deepEqual(takeovers(cluster), []);
@@ -185,5 +195,54 @@ test('clocks 30 s apart: heartbeats dropped as stale, but the moving disk heartb
   } finally {
     await cluster.stopAll();
     await sink.stop();
+  }
+});
+
+test('a fenced node whose own spool holds mail that is due, with the next hop up, delivers none of it: only the survivor\'s secondary does, once each', { timeout: 180_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-fenced-due-'));
+  const shared = path.join(dir, 'spool');
+  const sinkPort = await freePort();
+  const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${sinkPort}` });
+  // b's own view of the shared storage: the spools as they are, but its own path to .cluster/tmp,
+  // so that b alone can lose its disk heartbeat while its spool stays readable and writable
+  const view = path.join(dir, 'view-b');
+  for (const d of [shared, path.join(shared, '.cluster', 'heartbeat'), path.join(shared, '.cluster', 'claims'), path.join(shared, '.cluster', 'tmp'), path.join(shared, 'a'), path.join(shared, 'b')]) mkdirSync(d, { recursive: true });
+  mkdirSync(path.join(view, '.cluster'), { recursive: true });
+  for (const name of ['a', 'b']) symlinkSync(path.join(shared, name), path.join(view, name));
+  for (const name of ['heartbeat', 'claims', 'tmp']) symlinkSync(path.join(shared, '.cluster', name), path.join(view, '.cluster', name));
+  const tmpOfB = path.join(view, '.cluster', 'tmp');
+  try {
+    await cluster.start('a');
+    await cluster.start('b', { spool: view });
+    await cluster.waitFor('a and b see each other', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
+    const smtp = cluster.addresses.get('b')!.smtp;
+    const onB = await runLoad({ host: smtp.host, port: smtp.port, total: 30, concurrency: 4, sizeBytes: 800, from: 'load@client.test', to: (i) => `due-${i}@remote.test`, runId: 'due-' });
+    assert.equal(onB.accepted.size, 30);
+    await cluster.waitFor('b\'s queue deferred (next hop down)', async () => readdirSync(path.join(shared, 'b', 'deferred')).length === 30);
+
+    const cutAt = Date.now();
+    unlinkSync(tmpOfB); // b can no longer renew its disk heartbeat; its spool is untouched
+    await cluster.waitFor('b fenced', async () => {
+      const res = await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`);
+      return (await res.json()).status === 'fenced';
+    });
+    const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` }); // the next hop is up: b's mail is due within its backoff (1-5 s)
+    try {
+      await cluster.waitForTakeover('a', 'b', cutAt);
+      await sink.waitForCount(30, 60_000);
+      const delivered = cluster.trackingEvents().filter((e) => e.event === 'delivered' && Date.parse(e.t) >= cutAt);
+      assert.equal(delivered.filter((e) => e.node === 'b' && !e.secondary).length, 0, 'the fenced node delivered nothing from its own spool');
+      assert.equal(delivered.filter((e) => e.node === 'a' && e.secondary === 'b').length, 30, 'a\'s secondary delivered b\'s queue');
+      const got = sink.countsByTestId();
+      for (const id of onB.accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
+      assert.equal(sink.count(), 30);
+
+      symlinkSync(path.join(shared, '.cluster', 'tmp'), tmpOfB);
+      await cluster.waitFor('b back with its own spool (handback)', async () => (await cluster.status('b')).ownSpool === 'delivering', 60_000);
+    } finally {
+      await sink.stop();
+    }
+  } finally {
+    await cluster.stopAll();
   }
 });

@@ -19,6 +19,7 @@ import { Command, Option } from 'commander';
 import { pino } from 'pino';
 import { loadConfig, type ConfigOverrides } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
+import { DuplicateNodeIdError } from '../cluster/cluster-manager.ts';
 import { TandemNode } from '../node/node.ts';
 import { runQueueCommand } from './queue-command.ts';
 import { runNodeCommand } from './node-command.ts';
@@ -186,7 +187,7 @@ async function runNode(config: Awaited<ReturnType<typeof loadConfig>>): Promise<
     node = await TandemNode.start(config, logger);
   } catch (err) {
     logger.fatal({ event: 'start-failed', err: String((err as Error)?.message ?? err) }, `cannot start: ${(err as Error)?.message ?? err}`);
-    process.exitCode = (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
+    process.exitCode = err instanceof DuplicateNodeIdError ? EXIT.CONFIG : (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }
