@@ -264,3 +264,15 @@ test('directory: defaults in ms, password file relative to the config file; more
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "ldap://h" }]\n  bind_password: a\n  bind_password_file: b\n')), /directory\.bind_password_file: set bind_password or bind_password_file, not both/);
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "http://h" }]\n')), /directory\.servers\.0\.url: use ldap:\/\/host:port/);
 });
+
+test('cluster.accept_secret_files are read (relative to the config file) into accept_secrets; a short one is refused with the key', async () => {
+  await mkdir(join(dir, 'rot'), { recursive: true });
+  await writeFile(join(dir, 'rot', 'old.secret'), 'the-old-cluster-secret-0123456789\n');
+  await writeFile(join(dir, 'rot', 'short.secret'), 'short\n');
+  const cluster = (files: string) => `node: { id: a }\ncluster:\n  secret: the-new-cluster-secret-0123456789\n  accept_secrets: [an-inline-accepted-secret-0123]\n  accept_secret_files: [${files}]\n  nodes:\n    - { id: a, heartbeat: "127.0.0.1:7001" }\n    - { id: b, heartbeat: "127.0.0.1:7002" }\n`;
+  const file = await configFile(cluster('../old.secret'), 'rot/etc');
+  const cfg = await loadConfig(file);
+  assert.deepEqual(cfg.cluster!.accept_secrets, ['an-inline-accepted-secret-0123', 'the-old-cluster-secret-0123456789']);
+  const message = await errorFor(cluster(`${join(dir, 'rot', 'short.secret')}`));
+  assert.match(message, /cluster\.accept_secret_files: the secret in .*short\.secret is shorter than 16 characters/);
+});
