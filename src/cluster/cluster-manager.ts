@@ -28,19 +28,94 @@
  * What can go wrong: a shared-storage error on one spool is logged (once per outage) and retried
  * next tick, without holding up the other spools; a secondary that exits unexpectedly is started
  * again (after SECONDARY_RETRY_MS) while the claim is still ours.
+ * The decisions are pure functions in core.ts (decideSpool, decideOwnSpool, the delivery gate);
+ * this class is the I/O shell around them: everything it touches outside its own memory —
+ * disk heartbeats, network heartbeats, claims, secondary processes, the clock and timers —
+ * comes in one ClusterIo object (realClusterIo() in production; fakes in the unit tests).
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { clusterSealer, type Sealer } from './sealed.ts';
+import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
-import { DiskHeartbeat } from './disk-heartbeat.ts';
+import { DiskHeartbeat, type DiskBeat } from './disk-heartbeat.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess } from './secondary.ts';
+import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
+
+/** A secondary switch process over one spool, as the shell sees it (secondary.ts in production). */
+export interface SecondaryHandle {
+  readonly spool: string;
+  readonly epoch: number;
+  readonly ready: boolean;
+  readonly pid?: number;
+  readonly startedAt: number;
+  readonly counts: Record<string, number>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Everything the cluster manager does outside its own memory. */
+export interface ClusterIo {
+  disk: {
+    prepare(): Promise<void>;
+    renew(state: AnnouncedState): Promise<void>;
+    read(node: string): Promise<{ beat?: DiskBeat; raw?: string }>;
+    slots(): Promise<string[]>;
+    slotPath(node: string): string;
+    readonly rejected: number;
+  };
+  net: {
+    start(): Promise<unknown>;
+    send(info: Omit<Heartbeat, 'node' | 'seq' | 'sent'>): void;
+    close(): void;
+    readonly rejected: Record<HeartbeatRejectReason, number>;
+  };
+  claims: Pick<ClaimStore, 'current' | 'claim' | 'release' | 'join' | 'rejected'>;
+  /** Records opened with one of cluster.accept_secrets so far. */
+  openedWithAccepted(): number;
+  launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
+  /** Monotonic milliseconds (performance.now() in production). */
+  mono(): number;
+  /** Wall-clock milliseconds (Date.now()). */
+  wall(): number;
+  every(ms: number, fn: () => void): { cancel(): void };
+  sleep(ms: number): Promise<void>;
+}
+
+/** The handlers the network side of ClusterIo calls. */
+export interface ClusterIoHandlers {
+  onHeartbeat(hb: Heartbeat): void;
+  onReject(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void;
+  warn(msg: string, fields: object): void;
+}
+
+/** The production ClusterIo: the shared storage under spool.root, UDP heartbeats, forked secondaries. */
+export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHandlers): ClusterIo {
+  const c = config.cluster!;
+  const me = config.node.id;
+  const sealer = clusterSealer(c);
+  const self = c.nodes.find((n) => n.id === me)!;
+  const net = new NetHeartbeat({ id: me, address: self.heartbeat }, c.nodes.filter((n) => n.id !== me).map((p) => ({ id: p.id, address: p.heartbeat })), sealer, h.onHeartbeat, h.onReject);
+  return {
+    disk: new DiskHeartbeat(config.spool.root, me, boot, sealer),
+    net,
+    claims: new ClaimStore(config.spool.root, sealer, h.warn),
+    openedWithAccepted: () => sealer.openedWithAccepted,
+    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit),
+    mono: () => performance.now(),
+    wall: () => Date.now(),
+    every(ms, fn) {
+      const t = setInterval(fn, ms);
+      return { cancel: () => clearInterval(t) };
+    },
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  };
+}
 
 /** What the node gives the cluster manager. */
 export interface ClusterNodeHooks {
@@ -130,13 +205,13 @@ const UNFENCE_AFTER_RENEWALS = 3;
 export class ClusterManager {
   private readonly c: ClusterConfig;
   private readonly me: string;
-  private readonly sealer: Sealer;
+  private readonly io: ClusterIo;
   private readonly membership: Membership;
-  private readonly net: NetHeartbeat;
-  private readonly disk: DiskHeartbeat;
-  readonly claims: ClaimStore;
-  private readonly boot = Date.now();
-  private readonly mono = () => performance.now();
+  private readonly net: ClusterIo['net'];
+  private readonly disk: ClusterIo['disk'];
+  private readonly claims: ClusterIo['claims'];
+  private readonly boot: number;
+  private readonly mono: () => number;
   private lastRenewOk: number;
   /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
   private renewingSince?: number;
@@ -147,7 +222,7 @@ export class ClusterManager {
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
   private readonly records = new Map<string, ClaimRecord>();
-  private readonly secondaries = new Map<string, SecondaryProcess>();
+  private readonly secondaries = new Map<string, SecondaryHandle>();
   /** Background actions under way (a stop waits for them). */
   private readonly actions = new Set<Promise<void>>();
   private currentPass?: Promise<void>;
@@ -163,8 +238,8 @@ export class ClusterManager {
   private readonly faults = new Map<string, ClusterFault & { seenAt: number }>();
   /** Disk slots of nodes not in cluster.nodes: their last text and when it last changed. */
   private readonly strangers = new Map<string, { text: string; changedAt?: number }>();
-  private beatTimer?: NodeJS.Timeout;
-  private actTimer?: NodeJS.Timeout;
+  private beatTimer?: { cancel(): void };
+  private actTimer?: { cancel(): void };
   private stopped = false;
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
 
@@ -173,22 +248,22 @@ export class ClusterManager {
     private readonly hooks: ClusterNodeHooks,
     private readonly logger: Logger,
     private readonly tracking: TrackingLog,
+    makeIo: (boot: number, handlers: ClusterIoHandlers) => ClusterIo = (boot, handlers) => realClusterIo(config, boot, handlers),
   ) {
     this.c = config.cluster!;
     this.me = config.node.id;
-    this.sealer = clusterSealer(this.c);
+    this.boot = Date.now(); // before the io: it is the io's boot too
+    this.io = makeIo(this.boot, {
+      onHeartbeat: (hb) => this.onHeartbeat(hb),
+      onReject: (reason, from, info) => this.noteRejected(reason, from, info),
+      warn: (msg, fields) => this.logger.warn(fields, msg),
+    });
+    this.mono = () => this.io.mono();
+    this.net = this.io.net;
+    this.disk = this.io.disk;
+    this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono);
-    const self = this.c.nodes.find((n) => n.id === this.me)!;
-    this.net = new NetHeartbeat(
-      { id: this.me, address: self.heartbeat },
-      peers.map((p) => ({ id: p.id, address: p.heartbeat })),
-      this.sealer,
-      (hb) => this.onHeartbeat(hb),
-      (reason, from, info) => this.noteRejected(reason, from, info),
-    );
-    this.disk = new DiskHeartbeat(config.spool.root, this.me, this.boot, this.sealer);
-    this.claims = new ClaimStore(config.spool.root, this.sealer, (msg, fields) => this.logger.warn(fields, msg));
     this.lastRenewOk = this.mono();
   }
 
@@ -205,8 +280,8 @@ export class ClusterManager {
     const own = await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
-    this.beatTimer = setInterval(() => this.beat(), this.c.heartbeat_interval);
-    this.actTimer = setInterval(() => void this.act(), this.c.heartbeat_interval);
+    this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
+    this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
     return this.ownSpoolTaken ? { ownSpoolClaimedBy: own.by } : {};
   }
@@ -235,7 +310,7 @@ export class ClusterManager {
     if (first.raw === undefined) return;
     const until = this.mono() + 3 * this.c.heartbeat_interval;
     while (this.mono() < until) {
-      await new Promise((resolve) => setTimeout(resolve, this.c.heartbeat_interval / 2));
+      await this.io.sleep(this.c.heartbeat_interval / 2);
       const now = await this.disk.read(this.me);
       if (now.raw !== undefined && now.raw !== first.raw) throw new DuplicateNodeIdError(this.me, this.disk.slotPath(this.me));
     }
@@ -243,7 +318,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return !this.isFenced() && !this.ownSpoolTaken;
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.lastRenewOk, fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
   }
 
   /**
@@ -262,11 +337,7 @@ export class ClusterManager {
 
   /** Our announced state, as the peers see it. */
   announced(): AnnouncedState {
-    if (this.fence) return 'fenced';
-    const s = this.hooks.state();
-    // a node whose spool is held elsewhere delivers nothing from it, draining or not
-    if ((s === 'ready' || s === 'draining') && this.ownSpoolTaken) return 'returning';
-    return s;
+    return announcedState({ fenced: this.fence !== undefined, nodeState: this.hooks.state(), taken: this.ownSpoolTaken });
   }
 
   /** Operator: take this node out (no mail in, no delivery, peers take the spool over). */
@@ -276,13 +347,13 @@ export class ClusterManager {
       this.logger.warn({ event: 'fenced', reason: 'operator' }, 'fenced by the operator (already fenced: the storage was unreachable)');
       return;
     }
-    this.enterFence({ type: 'operator', since: Date.now() }, 'fenced by the operator');
+    this.enterFence({ type: 'operator', since: this.io.wall() }, 'fenced by the operator');
   }
 
   /** Operator: undo fenceByOperator (or a storage fence once the storage is back). */
   unfenceByOperator(): void {
     if (this.fence?.type !== 'operator') return;
-    this.fence = { type: 'storage', since: Date.now() }; // leave through the storage path: fresh renewals first
+    this.fence = { type: 'storage', since: this.io.wall() }; // leave through the storage path: fresh renewals first
     this.goodRenewalsSinceFence = 0;
     this.logger.info({ event: 'unfence-requested' }, 'unfence requested: resuming once the disk heartbeat has been renewed');
   }
@@ -314,16 +385,22 @@ export class ClusterManager {
     this.secondaries.clear();
   }
 
+  /** Wait for the pass under way and the background actions it started (tests; a stop does the same). */
+  async settle(): Promise<void> {
+    await this.currentPass;
+    while (this.actions.size) await Promise.allSettled([...this.actions]);
+  }
+
   /** Node stopping, at once: no new pass, takeover or secondary from here on. */
   beginStop(): void {
     this.stopped = true;
-    clearInterval(this.actTimer);
+    this.actTimer?.cancel();
   }
 
   /** Node stopping, last step: no more heartbeats. Peers take our spool after dead_after. */
   async stop(): Promise<void> {
     await this.stopSecondaries();
-    clearInterval(this.beatTimer);
+    this.beatTimer?.cancel();
     this.net.close();
   }
 
@@ -339,11 +416,11 @@ export class ClusterManager {
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
-      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
+      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, ...(s.pid !== undefined ? { pid: s.pid } : {}), since: new Date(s.startedAt).toISOString(), queue: s.counts })),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
       faults: this.currentFaults(),
-      openedWithAcceptedSecret: this.sealer.openedWithAccepted,
+      openedWithAcceptedSecret: this.io.openedWithAccepted(),
     };
   }
 
@@ -415,7 +492,7 @@ export class ClusterManager {
     const overdue = this.mono() - this.lastRenewOk;
     if (!this.fence && overdue >= this.c.fence_after) {
       // in force since the renewal became overdue (the gates check the age themselves)
-      const since = Date.now() - (overdue - this.c.fence_after);
+      const since = this.io.wall() - (overdue - this.c.fence_after);
       this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
     }
     this.net.send({
@@ -520,7 +597,7 @@ export class ClusterManager {
       }
       const since = this.fence.since;
       this.fence = undefined;
-      this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since) }, 'unfenced: our spool lock is ours again; delivering');
+      this.logger.warn({ event: 'unfenced', fencedMs: Math.round(this.io.wall() - since) }, 'unfenced: our spool lock is ours again; delivering');
       this.tracking.record({ event: 'unfenced' });
       this.hooks.deliveriesResumed();
       return;
@@ -534,7 +611,7 @@ export class ClusterManager {
 
   private ownSpoolLostToLock(holder: string): void {
     if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
-    this.fence = { type: 'lock', since: Date.now(), holder };
+    this.fence = { type: 'lock', since: this.io.wall(), holder };
     this.goodRenewalsSinceFence = 0;
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
@@ -549,22 +626,21 @@ export class ClusterManager {
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
-    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
+    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(this.io.wall() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
       `unfenced: disk heartbeat renewed again${this.ownSpoolTaken ? `; our spool is held by ${own.by}, waiting for its handback` : ''}`);
     this.tracking.record({ event: 'unfenced' });
     if (!this.ownSpoolTaken) this.hooks.deliveriesResumed();
   }
 
   private async watchOwnSpool(own: ClaimRecord): Promise<void> {
-    const holder = effectiveOwner(own);
-    if (holder !== this.me) {
+    const action = decideOwnSpool({ me: this.me, record: own, taken: this.ownSpoolTaken, fenced: this.fence !== undefined, status: (id) => this.peerState(id) });
+    if (action.type === 'held') {
       this.ownSpoolLost(own);
-      if (!this.isPeer(holder)) {
+      const holder = action.holder;
+      if (action.then === 'holder-unknown') {
         if (!this.failing.has(`holder:${holder}`)) this.logger.error({ event: 'own-spool-held-by-unknown', holder }, `our spool is claimed by ${holder}, which is not in cluster.nodes: have it handed back (tandem cluster handback ${this.me} on ${holder}), or put ${holder} back in cluster.nodes`);
         this.failing.add(`holder:${holder}`);
-        return;
-      }
-      if (this.membership.status(holder).type === 'dead' && !this.fence) {
+      } else if (action.then === 'break-claim') {
         const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
         if (released) {
           this.records.set(this.me, released);
@@ -573,12 +649,17 @@ export class ClusterManager {
           this.tracking.record({ event: 'claim-broken', spool: this.me, epoch: released.epoch, reason: `holder ${holder} is dead` });
         }
       }
-    } else if (this.ownSpoolTaken && !this.fence) {
+    } else if (action.type === 'regain') {
       await this.hooks.regainOwnSpool();
       this.ownSpoolTaken = false;
       this.hooks.deliveriesResumed();
       this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
     }
+  }
+
+  /** A node's status for the decisions: `unknown` when it is not a peer in cluster.nodes. */
+  private peerState(id: string): PeerState {
+    return this.isPeer(id) ? this.membership.status(id).type : 'unknown';
   }
 
   /** A lock fence ends when a claim we can verify gives our spool to another node: the handback path governs from here. */
@@ -605,40 +686,47 @@ export class ClusterManager {
     const record = await this.claims.current(spool);
     if (this.busy.has(spool) || this.stopped) return; // an operator action began meanwhile
     this.records.set(spool, record);
-    const deliverer = effectiveOwner(record);
     const running = this.secondaries.get(spool);
-    if (running && (record.kind !== 'claim' || record.by !== this.me || record.epoch !== running.epoch)) {
-      // the claim is gone (an operator, or a node that thought us dead): the secondary stops itself
-      this.secondaries.delete(spool);
-      void running.stop();
-      return;
-    }
-    if (deliverer === this.me) {
-      if (this.membership.isBack(spool)) {
-        this.seenBack.add(spool);
-        if (this.c.auto_handback) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
-      } else if (running && this.seenBack.has(spool) && this.membership.status(spool).type === 'dead') {
+    const ours = record.kind === 'claim' && record.by === this.me;
+    if (ours && this.membership.isBack(spool)) this.seenBack.add(spool);
+    const action = decideSpool({
+      me: this.me,
+      record,
+      ...(running ? { secondaryEpoch: running.epoch } : {}),
+      status: (id) => this.peerState(id),
+      isBack: (id) => this.membership.isBack(id),
+      survivor: () => chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id))),
+      seenBack: this.seenBack.has(spool),
+      fenced: this.fence !== undefined,
+      autoHandback: this.c.auto_handback,
+      retryDue: (this.retryAt.get(spool) ?? 0) <= this.mono(),
+    });
+    switch (action.type) {
+      case 'stop-secondary':
+        // the claim is gone (an operator, or a node that thought us dead): the secondary stops itself
+        this.secondaries.delete(spool);
+        void running!.stop();
+        return;
+      case 'handback':
+        return this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
+      case 'restart-secondary':
         // its node came back (and took mail in) without a handback, then died again: the
         // secondary scanned the spool before that mail came; start it again to pick it up
         this.seenBack.delete(spool);
-        this.inBackground(spool, 'secondary restart', async () => {
+        return this.inBackground(spool, 'secondary restart', async () => {
           this.secondaries.delete(spool);
-          await running.stop();
+          await running!.stop();
           await this.startSecondary(spool, record.epoch);
         });
-      } else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) {
-        this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
-      }
-      return;
+      case 'start-secondary':
+        return this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
+      case 'contested':
+        return this.noteContested(record);
+      case 'takeover':
+        return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
+      case 'none':
+        return;
     }
-    if (!this.isPeer(deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
-    if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
-    if (record.unverifiedAbove !== undefined) return this.noteContested(record); // someone we cannot authenticate may hold it
-    // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
-    if (this.membership.isLive(spool)) return;
-    const canTakeOver = (id: string) => (id === this.me ? true : this.membership.canTakeOver(id));
-    if (chooseSurvivor(this.c.nodes, spool, canTakeOver) !== this.me) return;
-    this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, deliverer));
   }
 
   /**
@@ -682,7 +770,7 @@ export class ClusterManager {
     // the spool's node's slot as we see it now: the secondary forces the spool lock only if
     // that node has not beaten since (dead by the rules) or says it delivers nothing from it
     const ownerSlot = (await this.disk.read(spool)).raw ?? null;
-    const secondary = new SecondaryProcess(spool, epoch, this.me, this.boot, ownerSlot, this.config, (how) => {
+    const secondary = this.io.launchSecondary(spool, epoch, ownerSlot, (how) => {
       if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
       if (this.stopped) return; // a group signal reached it first: the node is stopping too
       this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);
