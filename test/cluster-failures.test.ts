@@ -39,13 +39,16 @@ function assertExactlyOnce(sink: Sink, ...loads: LoadResult[]): void {
   for (const l of loads) for (const id of l.accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
 }
 
-const allSeeEachOther = (cluster: TestCluster, ids: string[]) => cluster.waitFor(`${ids.join(', ')} to see each other alive`, async () => {
+// alive, and each delivering its own spool: a node slow to start (a loaded machine) may have had
+// its empty spool taken over before it came up; the test begins once that is handed back
+const allSeeEachOther = (cluster: TestCluster, ids: string[]) => cluster.waitFor(`${ids.join(', ')} to see each other alive, each with its own spool`, async () => {
   for (const id of ids) {
     const s = await cluster.status(id);
     if (!s.peers.filter((p: any) => ids.includes(p.id)).every((p: any) => p.status.type === 'alive')) return false;
+    if (s.ownSpool !== 'delivering' || s.secondaries.length > 0) return false;
   }
   return true;
-});
+}, 60_000);
 
 test('three nodes, two killed one after the other: the last survivor runs two secondaries and delivers both queues', { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-three-'));
