@@ -45,6 +45,15 @@ async function flow(cluster: TestCluster, ids: string[], ms: number, tag: string
   return accepted;
 }
 
+/** Each of `ids` delivers its own spool (a node slow to start on a loaded machine may have had its empty spool taken over and handed back). */
+const ownSpools = (cluster: TestCluster, ids: string[]) => cluster.waitFor('every spool delivered by its own node', async () => {
+  for (const id of ids) {
+    const s = await cluster.status(id);
+    if (s.ownSpool !== 'delivering' || s.secondaries.length > 0) return false;
+  }
+  return true;
+}, 60_000);
+
 /** Every accepted message arrived exactly once, and nothing else arrived. */
 async function assertExactlyOnce(sink: Sink, accepted: Set<string>): Promise<void> {
   await sink.waitForCount(accepted.size, 60_000);
@@ -104,10 +113,7 @@ test('a node id missing from one node\'s cluster.nodes: nothing taken over, noth
     await cluster.start('a');
     await cluster.start('b');
     await cluster.start('c', { config: { cluster: { nodes: [entry('a', 'c'), entry('c', 'a')] } } }); // c's list lacks b
-    await cluster.waitFor('every spool delivered by its own node', async () => {
-      for (const id of cluster.ids) if ((await cluster.status(id)).ownSpool !== 'delivering') return false;
-      return true;
-    });
+    await ownSpools(cluster, cluster.ids);
     const since = Date.now();
     const accepted = await flow(cluster, ['a', 'b', 'c'], 12_000, 'missing');
     await assertExactlyOnce(sink, accepted);
@@ -130,6 +136,8 @@ test('two nodes with the same id: the second refuses to start, the first goes on
   try {
     await cluster.start('a');
     await cluster.start('b');
+    await ownSpools(cluster, ['a', 'b']);
+    const since = Date.now();
     const flowing = flow(cluster, ['a'], 4_000, 'dupid');
     // a third machine, set up by mistake with a's id (its own SMTP and admin addresses)
     const err: Error = await startNode({ config: cluster.config, nodeId: 'a', listen: '127.0.0.1:0', admin: '127.0.0.1:0', logFile: path.join(dir, 'second-a.out') })
@@ -138,7 +146,7 @@ test('two nodes with the same id: the second refuses to start, the first goes on
     assert.match(String(err.message), /exited \(code 78/, 'a configuration error (EX_CONFIG): systemd does not restart it in a loop');
     const accepted = await flowing;
     await assertExactlyOnce(sink, accepted);
-    assert.deepEqual(takeovers(cluster), []);
+    assert.deepEqual(takeovers(cluster, since), []);
     assert.equal((await cluster.status('a')).ownSpool, 'delivering');
   } finally {
     await cluster.stopAll();
@@ -182,9 +190,12 @@ test('clocks 30 s apart: heartbeats dropped as stale, but the moving disk heartb
   try {
     await cluster.start('a');
     await cluster.start('b', { env: { LD_PRELOAD: lib, FAKETIME: '+30s', FAKETIME_DONT_FAKE_MONOTONIC: '1' } });
+    await ownSpools(cluster, ['a', 'b']);
+    const since = Date.now() + 30_000; // b's tracking lines are dated by its clock, 30 s ahead; a's never take over here
     const accepted = await flow(cluster, ['a', 'b'], 8_000, 'skew');
     await assertExactlyOnce(sink, accepted);
-    assert.deepEqual(takeovers(cluster), [], 'no spool taken over');
+    assert.deepEqual(takeovers(cluster, since - 30_000).filter((e) => e.node === 'a'), [], 'a takes nothing over');
+    assert.deepEqual(takeovers(cluster, since).filter((e) => e.node === 'b'), [], 'b takes nothing over');
     const a = await cluster.status('a');
     assert.notEqual(a.peers[0].status.type, 'dead');
     assert.ok(a.rejected.heartbeats.stale > 0, 'b\'s heartbeats are dropped as stale');
@@ -230,7 +241,10 @@ test('a fenced node whose own spool holds mail that is due, with the next hop up
     try {
       await cluster.waitForTakeover('a', 'b', cutAt);
       await sink.waitForCount(30, 60_000);
-      const delivered = cluster.trackingEvents().filter((e) => e.event === 'delivered' && Date.parse(e.t) >= cutAt);
+      const deliveredSinceCut = () => cluster.trackingEvents().filter((e) => e.event === 'delivered' && Date.parse(e.t) >= cutAt);
+      // the tracking line is written after the sink's 250: wait for all 30
+      await cluster.waitFor('30 deliveries in the tracking log', async () => deliveredSinceCut().length >= 30);
+      const delivered = deliveredSinceCut();
       assert.equal(delivered.filter((e) => e.node === 'b' && !e.secondary).length, 0, 'the fenced node delivered nothing from its own spool');
       assert.equal(delivered.filter((e) => e.node === 'a' && e.secondary === 'b').length, 30, 'a\'s secondary delivered b\'s queue');
       const got = sink.countsByTestId();
