@@ -23,7 +23,7 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
-import { listQueue, showQueued } from './queue-listing.ts';
+import { listQueue, showQueued } from '../qmgr/queue-listing.ts';
 import { isSafeQueueId } from '../spool/index.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {

@@ -10,7 +10,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Spool, acquireSpoolLock, SpoolLockedError } from '../spool/index.ts';
-import { listQueue, showQueued, type QueueListingRow } from '../admin/queue-listing.ts';
+import { listQueue, showQueued, type QueueListingRow } from '../qmgr/queue-listing.ts';
 import { loadConfig } from '../config/load.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
