@@ -10,25 +10,26 @@
  * Exit codes: 0; 1 the node refused (e.g. it does not hold that spool); 2 usage; 69 no node (or
  * not the one needed) reachable; 78 configuration error.
  */
-import { loadConfig } from '../config/load.ts';
+import { configPath, loadCliConfig, type CliConfigOptions } from './cli-config.ts';
 import type { ClusterStatus } from '../cluster/cluster-manager.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
 import { adminBase, adminCall } from './admin-client.ts';
 
-interface ClusterOpts { config?: string; token?: string; json?: boolean }
+interface ClusterOpts extends CliConfigOptions { token?: string; json?: boolean }
 
 interface Target { id: string; site: string; base?: string }
 
 async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: string } | number> {
-  if (!opts.config) {
-    console.error('tandem cluster: give the cluster config with --config FILE (its cluster.nodes list the admin addresses)');
+  const file = configPath(opts);
+  if (!file) {
+    console.error('tandem cluster: give the cluster config with --config FILE or TANDEM_CONFIG (its cluster.nodes list the admin addresses)');
     return EXIT.USAGE;
   }
   try {
-    const c = await loadConfig(opts.config);
+    const c = await loadCliConfig(opts);
     if (!c.cluster) {
-      console.error(`tandem cluster: ${opts.config} has no cluster: section`);
+      console.error(`tandem cluster: ${file} has no cluster: section`);
       return EXIT.CONFIG;
     }
     const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;

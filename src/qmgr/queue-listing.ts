@@ -4,13 +4,18 @@
  * the same thing.
  *
  * Exports: listQueue, showQueued, QueueListingRow; selectQueued, QueueSelection, hasFilter,
- * isEmptySelection (which messages an operator action names); queueShape (the qshape view).
+ * isEmptySelection, selectionFromJson, selectionToJson, deleteNeedsConfirmation (which messages
+ * an operator action names); queueShape (the qshape view).
  * list reads every queue file's envelope and status records, not its message (bounded by
  * `limit`); fine for operator use, not for scraping a queue of millions.
  */
 import type { Spool } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
+import { z } from 'zod';
 import { headerBlock } from '../util/message-headers.ts';
+import { parseDuration } from '../util/units.ts';
+import { isSafeQueueId } from '../spool/index.ts';
+import { QUEUE_STATES } from '../spool/types.ts';
 
 export interface QueueListingRow {
   queueId: string;
@@ -76,6 +81,39 @@ export interface QueueSelection {
   state?: QueueState;
   /** Arrived at least this many ms ago. */
   olderThanMs?: number;
+}
+
+/** A selection as JSON (admin API body, CLI): olderThan is a duration ("2h", or seconds). */
+const selectionJson = z.object({
+  ids: z.array(z.string().refine(isSafeQueueId, (v) => ({ message: `${JSON.stringify(v)} is not a queue id` }))).optional(),
+  all: z.boolean().optional(),
+  sender: z.string().optional(),
+  recipient: z.string().optional(),
+  domain: z.string().min(1).optional(),
+  state: z.enum(QUEUE_STATES).optional(),
+  olderThan: z.union([z.string(), z.number()]).optional(),
+});
+
+/** Parse a selection given as JSON; throws an Error saying what is wrong. */
+export function selectionFromJson(body: unknown): QueueSelection {
+  const r = selectionJson.safeParse(body ?? {});
+  if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || 'selection'}: ${i.message}`).join('; '));
+  const { olderThan, ...rest } = r.data;
+  return { ...rest, ...(olderThan !== undefined ? { olderThanMs: parseDuration(olderThan) } : {}) };
+}
+
+/** The JSON form of a selection (what selectionFromJson reads). */
+export function selectionToJson(sel: QueueSelection): Record<string, unknown> {
+  const { olderThanMs, ...rest } = sel;
+  return { ...rest, ...(olderThanMs !== undefined ? { olderThan: `${olderThanMs}ms` } : {}) };
+}
+
+/**
+ * A bulk delete must be confirmed with the number of messages it removes: any selection by
+ * ALL or a filter, or of more than one message.
+ */
+export function deleteNeedsConfirmation(sel: QueueSelection, matched: number): boolean {
+  return !!sel.all || hasFilter(sel) || matched > 1;
 }
 
 export function hasFilter(sel: QueueSelection): boolean {
