@@ -9,7 +9,8 @@
  * A cluster file shared by every node has no node.id (each node is started with --node-id):
  * `start` needs the id, while the tools (config check, cluster status, queue …) may load such a
  * file without one (options.anyNode): node.id is then the first of cluster.nodes and
- * `nodeIdGiven` false.
+ * `nodeIdGiven` false. In a cluster file, a node without smtp.listen (admin.listen) listens on
+ * its own `smtp` (`admin`) address of cluster.nodes.
  * Relative paths in the file are taken relative to the file's folder.
  */
 import { readFile } from 'node:fs/promises';
@@ -79,6 +80,13 @@ export async function loadConfig(file?: string, overrides: ConfigOverrides = {},
     throw e;
   }
   if (implied) impliedNodeIds.add(cfg);
+  // a cluster file shared by every node: each listens on its own addresses of cluster.nodes
+  // unless the file (or the command line) sets one listen address for all
+  const member = cfg.cluster?.nodes.find((n) => n.id === cfg.node.id);
+  if (member && !implied) {
+    if (member.smtp && raw.smtp?.listen === undefined) cfg.smtp.listen = member.smtp;
+    if (member.admin && raw.admin?.listen === undefined) cfg.admin.listen = member.admin;
+  }
   cfg = resolvePaths(cfg, baseDir);
   if (cfg.cluster?.secret_file) cfg.cluster.secret = await readSecretFile(file ?? '(defaults)', cfg.cluster.secret_file);
   return cfg;
