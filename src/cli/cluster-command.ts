@@ -60,8 +60,18 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     console.error(`tandem cluster status: no node answered: ${[...errors].map(([id, e]) => `${id} ${e}`).join('; ')}`);
     return EXIT.UNAVAILABLE;
   }
+  // a node that does not answer: its queue as the secondary delivering its spool reports it now;
+  // else the depth it last announced, with how old that is (never shown as if current)
+  const secondaryOf = (id: string) => {
+    for (const v of views.values()) {
+      const s = v.secondaries.find((x) => x.spool === id);
+      if (s) return { by: v.node, queue: Object.values(s.queue).reduce((a, b) => a + b, 0) };
+    }
+    return undefined;
+  };
   const nodes = t.nodes.map((n) => {
     const own = views.get(n.id);
+    const secondary = own ? undefined : secondaryOf(n.id);
     const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
     const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
     const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
@@ -69,7 +79,9 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
       id: n.id, site: n.site, status, reachable: !!own,
       ...(own ? {} : { error: errors.get(n.id) }),
       netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
-      queue: own ? own.queue : freshest?.announced?.queue,
+      queue: own ? own.queue : secondary ? secondary.queue : freshest?.announced?.queue,
+      queueFrom: own ? 'node' : secondary ? `secondary on ${secondary.by}` : freshest?.announced ? 'last heartbeat' : undefined,
+      ...(own || secondary || !freshest?.announced ? {} : { queueAgeMs: freshest.netAgeMs }),
       ownSpool: own?.ownSpool,
       secondaries: own?.secondaries ?? [],
     };
@@ -84,7 +96,7 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   const rows = [['NODE', 'SITE', 'STATUS', 'NET-AGE', 'DISK-AGE', 'QUEUE', 'SECONDARIES']];
   for (const n of nodes) {
     rows.push([n.id, n.site, n.status, n.netAgeMs === undefined ? '-' : age(n.netAgeMs), n.diskAgeMs === undefined ? '-' : age(n.diskAgeMs),
-      n.queue === undefined ? '-' : String(n.queue), n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
+      n.queue === undefined ? '-' : n.queueFrom === 'node' ? String(n.queue) : n.queueFrom === 'last heartbeat' ? `${n.queue} (as of ${age(n.queueAgeMs ?? 0)} ago)` : `${n.queue} (${n.queueFrom})`, n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
   }
   printTable(rows);
   const spoolRows = [['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']];
