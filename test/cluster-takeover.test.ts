@@ -105,15 +105,28 @@ test('operator actions: fence a node by hand, unfence it, hand its spool back by
     });
     assert.equal(returning.ownSpool, 'claimed-by-other');
     assert.equal(returning.state, 'returning');
-    const viaB = await sendMail(cluster.addresses.get('b')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\nX-Test-Id: returning-1\r\n\r\nx\r\n');
-    assert.ok(viaB.ok, `a returning node accepts mail: ${viaB.response}`);
+    // auto_handback off: b stays out of service until the operator hands its spool back, so
+    // nothing it took in could wait undelivered in a spool nobody delivers (issue 8)
+    const returningHealth = await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`);
+    assert.equal(returningHealth.status, 503, 'the balancer takes a returning node out');
+    assert.equal((await returningHealth.json()).status, 'returning');
+    const refused = await sendMail(cluster.addresses.get('b')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\n\r\nx\r\n').catch((err) => ({ ok: false, response: String(err.response ?? err.message) }));
+    assert.equal(refused.ok, false);
+    assert.match(refused.response, /^421 4\.3\.2 .*returning/, 'a returning node refuses mail with a 4xx while it waits for the handback');
+    const viaA = await sendMail(cluster.addresses.get('a')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\nX-Test-Id: meanwhile-1\r\n\r\nx\r\n');
+    assert.ok(viaA.ok, viaA.response);
+    await sink.waitForCount(1, 15_000);
 
     const handback = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
     assert.equal(handback.code, 0, handback.stderr);
     assert.match(handback.stdout, /spool b handed back by a/);
     await cluster.waitFor('b delivering from its own spool again', async () => (await cluster.status('b')).ownSpool === 'delivering');
-    await sink.waitForCount(1, 15_000);
-    assert.equal(sink.countsByTestId().get('returning-1'), 1, 'the message accepted while returning is delivered once, after the handback');
+    assert.equal((await fetch(`http://127.0.0.1:${cluster.addresses.get('b')!.admin.port}/health`)).status, 200, 'back in the balancer after the handback');
+    const viaB = await sendMail(cluster.addresses.get('b')!.smtp.port, 'x@client.test', ['y@remote.test'], 'Subject: t\r\nX-Test-Id: after-1\r\n\r\nx\r\n');
+    assert.ok(viaB.ok, viaB.response);
+    await sink.waitForCount(2, 15_000);
+    assert.equal(sink.countsByTestId().get('meanwhile-1'), 1);
+    assert.equal(sink.countsByTestId().get('after-1'), 1);
     const again = await runCli(['cluster', 'handback', 'b', '--config', cluster.config]);
     assert.equal(again.code, 1, 'a spool nobody holds cannot be handed back');
   } finally {

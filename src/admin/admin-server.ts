@@ -4,7 +4,9 @@
  *
  * Exports: startAdminServer.
  * Routes:
- *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"fenced"|"stopping"}
+ *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"fenced"|"returning"|"stopping"};
+ *                           with `faults` (cluster configuration faults) when there are any — they
+ *                           do not take the node out of the balancer: it still works, safely
  *                           (the same value also as `state`)
  *   POST /drain | /resume   take the node out of / back into service (see TandemNode.drain);
  *                           200 {state}, 409 when the node is starting or stopping
@@ -51,7 +53,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   app.get('/health', async (_req, reply) => {
     const status = node.health();
     const directory = node.directoryHealth();
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}) });
+    const faults = node.cluster?.currentFaults() ?? [];
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}), ...(faults.length ? { faults } : {}) });
   });
   const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
     const state = change === 'drain' ? node.drain() : node.resume();

@@ -89,9 +89,11 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   const claims = new Map<string, ClusterStatus['claims'][number]>();
   for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
   const spools = t.nodes.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  // every node's configuration faults, once per (seen-by, kind, subject)
+  const faults = [...views].flatMap(([id, v]) => (v.faults ?? []).map((f) => ({ seenBy: id, ...f })));
   if (opts.json) {
-    console.log(JSON.stringify({ nodes, spools, views: Object.fromEntries(views) }, null, 2));
-    return EXIT.OK;
+    console.log(JSON.stringify({ nodes, spools, faults, views: Object.fromEntries(views) }, null, 2));
+    return faults.length ? EXIT.FAILED : EXIT.OK;
   }
   const rows = [['NODE', 'SITE', 'STATUS', 'NET-AGE', 'DISK-AGE', 'QUEUE', 'SECONDARIES']];
   for (const n of nodes) {
@@ -103,7 +105,12 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   for (const s of spools) spoolRows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
   console.log('');
   printTable(spoolRows);
-  return EXIT.OK;
+  if (faults.length) {
+    console.log('');
+    console.log('CONFIGURATION FAULTS (the cluster stays safe: nothing is taken over on this evidence; fix the configuration)');
+    for (const f of faults) console.log(`  ${f.seenBy}: ${f.kind} (${f.subject}): ${f.message}`);
+  }
+  return faults.length ? EXIT.FAILED : EXIT.OK;
 }
 
 function printTable(rows: string[][]): void {

@@ -13,7 +13,7 @@ import { EXIT } from './exit-codes.ts';
 import { configPath, loadCliConfig, type CliConfigOptions } from './cli-config.ts';
 
 /** Keys whose values are never printed. */
-const SECRET_KEYS = new Set(['token', 'secret', 'bind_password']);
+const SECRET_KEYS = new Set(['token', 'secret', 'accept_secrets', 'bind_password']);
 
 /** A copy with secrets replaced by "********" and {host, port} as "host:port". */
 export function maskSecrets(value: unknown, key = ''): unknown {

@@ -240,14 +240,14 @@ async function loadOrExit(file: string | undefined, overrides: ConfigOverrides):
  * re-reads the config file (`load`) and applies what can change live (TandemNode.reload).
  */
 async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, pidFile?: string): Promise<TandemNode> {
-  const [{ pino }, { TandemNode }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('node:fs/promises')]);
+  const [{ pino }, { TandemNode }, { DuplicateNodeIdError }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('../cluster/cluster-manager.ts'), import('node:fs/promises')]);
   const logger = pino({ level: config.log.level, base: { node: config.node.id }, timestamp: pino.stdTimeFunctions.isoTime });
   let node: TandemNode;
   try {
     node = await TandemNode.start(config, logger, load);
   } catch (err) {
     logger.fatal({ event: 'start-failed', err: String((err as Error)?.message ?? err) }, `cannot start: ${(err as Error)?.message ?? err}`);
-    process.exitCode = (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
+    process.exitCode = err instanceof DuplicateNodeIdError ? EXIT.CONFIG : (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }

@@ -10,9 +10,14 @@
  * created exclusively (written to a temp file, fsynced, hard-linked to its name: link fails with
  * EEXIST when another node got that epoch first — the NFS-safe O_EXCL), so of two nodes racing
  * for a spool exactly one wins. Records are sealed with the cluster secret: a file that does not
- * open (forged, or torn) is ignored, counted, and moved aside when it blocks an epoch.
+ * open is never in force, and is counted. One signed with another secret, above the record in
+ * force, is reported with that record (`unverifiedAbove`): a node we cannot authenticate (most
+ * likely one with another cluster.secret) may hold the spool, so nobody takes it over, and a
+ * write that would take that epoch fails with ClaimContestedError instead of moving it aside.
+ * Only a file that is not a sealed record at all (torn, garbage) is moved aside when it blocks
+ * an epoch.
  * What can go wrong: I/O errors on the shared storage propagate (the caller retries next tick);
- * a lost race returns undefined.
+ * a lost race returns undefined; ClaimContestedError as above.
  * Reads config keys: spool.root, cluster.secret (through the Sealer).
  */
 import { link, mkdir, readdir, readFile, rename, unlink, writeFile, open } from 'node:fs/promises';
@@ -31,6 +36,20 @@ export interface ClaimRecord {
   by: string;
   at: string;
   reason?: string;
+  /**
+   * Not stored: set by current() when a higher epoch holds a record that does not open with
+   * our secret(s) — someone we cannot authenticate may be delivering the spool.
+   */
+  unverifiedAbove?: number;
+}
+
+/** A claim or release could not be written: the epoch is taken by a record we cannot verify. */
+export class ClaimContestedError extends Error {
+  readonly code = 'TANDEM_CLAIM_CONTESTED';
+  constructor(readonly spool: string, readonly epoch: number) {
+    super(`spool ${spool}: epoch ${epoch} holds a claim record that does not open with our cluster secret(s) — a node with another cluster.secret claimed it, or the file was forged; make the secrets agree (docs/ha.md "Configuration faults"); the record is left in place`);
+    this.name = 'ClaimContestedError';
+  }
 }
 
 /** Records kept per spool (older ones are removed). */
@@ -63,11 +82,14 @@ export class ClaimStore {
       if (isErrno(err, 'ENOENT')) return { spool, epoch: 0, kind: 'release', by: spool, at: new Date(0).toISOString() };
       throw err;
     }
+    let unverifiedAbove: number | undefined;
     for (const name of names) {
-      const record = await this.readRecord(spool, path.join(dir, name));
-      if (record) return record;
+      const read = await this.readRecord(spool, path.join(dir, name));
+      if (read?.record) return unverifiedAbove === undefined ? read.record : { ...read.record, unverifiedAbove };
+      if (read?.unverified === 'bad-signature') unverifiedAbove ??= Number(name);
     }
-    return { spool, epoch: 0, kind: 'release', by: spool, at: new Date(0).toISOString() };
+    const none: ClaimRecord = { spool, epoch: 0, kind: 'release', by: spool, at: new Date(0).toISOString() };
+    return unverifiedAbove === undefined ? none : { ...none, unverifiedAbove };
   }
 
   /** Claim `spool` for node `by`, if the record in force is still epoch `after`. */
@@ -80,7 +102,19 @@ export class ClaimStore {
     return this.write({ spool, epoch: after + 1, kind: 'release', by, at: new Date().toISOString(), reason });
   }
 
-  private async readRecord(spool: string, file: string): Promise<ClaimRecord | undefined> {
+  /**
+   * The spool's own node, joining, moves the epoch on past the record in force `current` —
+   * and past any record above it that we cannot verify: a node whose secret was wrong and has
+   * been fixed must not be locked out by its own old records. Safe because the joining node
+   * takes its spool lock without force: a live process delivering the spool keeps it out.
+   */
+  join(current: ClaimRecord, by: string): Promise<ClaimRecord | undefined> {
+    const top = Math.max(current.epoch, current.unverifiedAbove ?? 0);
+    return this.write({ spool: current.spool, epoch: top + 1, kind: 'release', by, at: new Date().toISOString(), reason: 'node joined' }, true);
+  }
+
+  /** undefined: the file is gone (pruned meanwhile). */
+  private async readRecord(spool: string, file: string): Promise<{ record: ClaimRecord; unverified?: undefined } | { record?: undefined; unverified: UnsealError['reason'] } | undefined> {
     let text: string;
     try {
       text = await readFile(file, 'utf8');
@@ -91,7 +125,7 @@ export class ClaimStore {
     try {
       const r = this.sealer.open<ClaimRecord>(text);
       if (r.spool !== spool || String(r.epoch).padStart(EPOCH_DIGITS, '0') !== path.basename(file)) throw new UnsealError('malformed', 'record does not match its file name');
-      return r;
+      return { record: { spool: r.spool, epoch: r.epoch, kind: r.kind, by: r.by, at: r.at, ...(r.reason !== undefined ? { reason: r.reason } : {}) } };
     } catch (err) {
       if (!(err instanceof UnsealError)) throw err;
       if (!this.warned.has(file)) {
@@ -99,16 +133,17 @@ export class ClaimStore {
         this.rejected++;
         this.warn(`claim file ${file} ignored: ${err.message}`, { event: 'claim-rejected', file, reason: err.reason });
       }
-      return undefined;
+      return { unverified: err.reason };
     }
   }
 
-  private async write(record: ClaimRecord): Promise<ClaimRecord | undefined> {
+  private async write(record: ClaimRecord, overUnverified = false): Promise<ClaimRecord | undefined> {
     const dir = this.paths.claims(record.spool);
     await mkdir(dir, { recursive: true });
     await mkdir(this.paths.tmp, { recursive: true });
     const current = await this.current(record.spool);
-    if (current.epoch !== record.epoch - 1) return undefined;
+    const top = overUnverified ? Math.max(current.epoch, current.unverifiedAbove ?? 0) : current.epoch;
+    if (top !== record.epoch - 1) return undefined;
     const target = path.join(dir, String(record.epoch).padStart(EPOCH_DIGITS, '0'));
     const tmp = path.join(this.paths.tmp, `claim.${randomBytes(8).toString('hex')}`);
     await writeFile(tmp, this.sealer.seal(record) + '\n', { flag: 'wx' });
@@ -119,10 +154,12 @@ export class ClaimStore {
     } catch (err) {
       if (!isErrno(err, 'EEXIST')) throw err;
       // another node took this epoch first — unless the file there is not a valid record
-      if (!(await this.readRecord(record.spool, target))) {
+      const there = await this.readRecord(record.spool, target);
+      if (there?.unverified === 'bad-signature') throw new ClaimContestedError(record.spool, record.epoch);
+      if (there?.unverified) {
         await rename(target, `${target}.rejected.${Date.now()}`);
         await unlink(tmp);
-        return this.write(record);
+        return this.write(record, overUnverified);
       }
       return undefined;
     } finally {

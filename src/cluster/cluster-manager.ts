@@ -28,18 +28,94 @@
  * What can go wrong: a shared-storage error on one spool is logged (once per outage) and retried
  * next tick, without holding up the other spools; a secondary that exits unexpectedly is started
  * again (after SECONDARY_RETRY_MS) while the claim is still ours.
+ * The decisions are pure functions in core.ts (decideSpool, decideOwnSpool, the delivery gate);
+ * this class is the I/O shell around them: everything it touches outside its own memory —
+ * disk heartbeats, network heartbeats, claims, secondary processes, the clock and timers —
+ * comes in one ClusterIo object (realClusterIo() in production; fakes in the unit tests).
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { Sealer } from './sealed.ts';
+import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
-import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason } from './net-heartbeat.ts';
-import { DiskHeartbeat } from './disk-heartbeat.ts';
+import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
+import { DiskHeartbeat, type DiskBeat } from './disk-heartbeat.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
+import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess } from './secondary.ts';
+import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
+
+/** A secondary switch process over one spool, as the shell sees it (secondary.ts in production). */
+export interface SecondaryHandle {
+  readonly spool: string;
+  readonly epoch: number;
+  readonly ready: boolean;
+  readonly pid?: number;
+  readonly startedAt: number;
+  readonly counts: Record<string, number>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Everything the cluster manager does outside its own memory. */
+export interface ClusterIo {
+  disk: {
+    prepare(): Promise<void>;
+    renew(state: AnnouncedState): Promise<void>;
+    read(node: string): Promise<{ beat?: DiskBeat; raw?: string }>;
+    slots(): Promise<string[]>;
+    slotPath(node: string): string;
+    readonly rejected: number;
+  };
+  net: {
+    start(): Promise<unknown>;
+    send(info: Omit<Heartbeat, 'node' | 'seq' | 'sent'>): void;
+    close(): void;
+    readonly rejected: Record<HeartbeatRejectReason, number>;
+  };
+  claims: Pick<ClaimStore, 'current' | 'claim' | 'release' | 'join' | 'rejected'>;
+  /** Records opened with one of cluster.accept_secrets so far. */
+  openedWithAccepted(): number;
+  launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
+  /** Monotonic milliseconds (performance.now() in production). */
+  mono(): number;
+  /** Wall-clock milliseconds (Date.now()). */
+  wall(): number;
+  every(ms: number, fn: () => void): { cancel(): void };
+  sleep(ms: number): Promise<void>;
+}
+
+/** The handlers the network side of ClusterIo calls. */
+export interface ClusterIoHandlers {
+  onHeartbeat(hb: Heartbeat): void;
+  onReject(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void;
+  warn(msg: string, fields: object): void;
+}
+
+/** The production ClusterIo: the shared storage under spool.root, UDP heartbeats, forked secondaries. */
+export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHandlers): ClusterIo {
+  const c = config.cluster!;
+  const me = config.node.id;
+  const sealer = clusterSealer(c);
+  const self = c.nodes.find((n) => n.id === me)!;
+  const net = new NetHeartbeat({ id: me, address: self.heartbeat }, c.nodes.filter((n) => n.id !== me).map((p) => ({ id: p.id, address: p.heartbeat })), sealer, h.onHeartbeat, h.onReject);
+  return {
+    disk: new DiskHeartbeat(config.spool.root, me, boot, sealer),
+    net,
+    claims: new ClaimStore(config.spool.root, sealer, h.warn),
+    openedWithAccepted: () => sealer.openedWithAccepted,
+    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit),
+    mono: () => performance.now(),
+    wall: () => Date.now(),
+    every(ms, fn) {
+      const t = setInterval(fn, ms);
+      return { cancel: () => clearInterval(t) };
+    },
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  };
+}
 
 /** What the node gives the cluster manager. */
 export interface ClusterNodeHooks {
@@ -52,9 +128,52 @@ export interface ClusterNodeHooks {
   regainOwnSpool(): Promise<void>;
   /** The delivery gate opened again after a fence (the queue manager may resume). */
   deliveriesResumed(): void;
+  /**
+   * Whether the node's own spool lock is still its own (undefined: the node holds none now,
+   * e.g. while another node holds its spool). Asked every heartbeat interval.
+   */
+  ownLock(): Promise<{ held: boolean; holder?: SpoolLockInfo } | undefined>;
+  /** After a lock fence: take the spool lock again without force and deliver (rejects with SpoolLockedError while another process holds it). */
+  retakeOwnSpool(): Promise<void>;
 }
 
-export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number };
+/**
+ * storage: the disk heartbeat could not be renewed; operator: `tandem cluster fence`; lock:
+ * another process took our spool lock while we delivered from it (never by the rules: a
+ * misconfigured peer, or a process started by hand) — we stop until the lock is free again.
+ */
+export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number } | { type: 'lock'; since: number; holder?: string };
+
+/**
+ * A configuration fault between nodes, shown in status, /health, metrics and the log: the
+ * cluster stays safe (nothing is taken over on such evidence), but the operator must act.
+ *   secret-mismatch  a peer is alive but what it signs does not open with our secret(s)
+ *   clock-skew       a peer's heartbeats are dropped as stale: the wall clocks differ
+ *   unknown-node     a node not in our cluster.nodes beats (network or shared disk)
+ *   contested-claim  a spool's claim folder holds a record above the one in force that we cannot verify
+ *   lock-taken       another process took our spool lock while we delivered from it
+ *   duplicate-id     (at start-up only: the node refuses to start) another live process uses our node id
+ */
+export type FaultKind = 'secret-mismatch' | 'clock-skew' | 'unknown-node' | 'contested-claim' | 'lock-taken';
+export interface ClusterFault {
+  kind: FaultKind;
+  /** The peer, node or spool the fault is about. */
+  subject: string;
+  message: string;
+  since: string;
+}
+
+/** A fault not seen again for this long is cleared (evidence that comes and goes is shown this long). */
+const FAULT_HOLD_MS = 10_000;
+
+/** Thrown by start() when our node id is in use by another live process. */
+export class DuplicateNodeIdError extends Error {
+  readonly code = 'TANDEM_DUPLICATE_NODE_ID';
+  constructor(node: string, slot: string) {
+    super(`node id "${node}" is in use: another process renews its disk heartbeat (${slot}) right now. Two nodes with one id would deliver one spool twice; give this node its own id (node.id / --node-id) or stop the other process first`);
+    this.name = 'DuplicateNodeIdError';
+  }
+}
 
 export interface ClusterStatus {
   node: string;
@@ -71,6 +190,10 @@ export interface ClusterStatus {
   secondaries: Array<{ spool: string; epoch: number; ready: boolean; pid?: number; since: string; queue: Record<string, number> }>;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
+  /** Configuration faults between the nodes, newest evidence within FAULT_HOLD_MS. */
+  faults: ClusterFault[];
+  /** Records opened with one of cluster.accept_secrets (a rotation under way). */
+  openedWithAcceptedSecret: number;
 }
 
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
@@ -82,13 +205,13 @@ const UNFENCE_AFTER_RENEWALS = 3;
 export class ClusterManager {
   private readonly c: ClusterConfig;
   private readonly me: string;
-  private readonly sealer: Sealer;
+  private readonly io: ClusterIo;
   private readonly membership: Membership;
-  private readonly net: NetHeartbeat;
-  private readonly disk: DiskHeartbeat;
-  readonly claims: ClaimStore;
-  private readonly boot = Date.now();
-  private readonly mono = () => performance.now();
+  private readonly net: ClusterIo['net'];
+  private readonly disk: ClusterIo['disk'];
+  private readonly claims: ClusterIo['claims'];
+  private readonly boot: number;
+  private readonly mono: () => number;
   private lastRenewOk: number;
   /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
   private renewingSince?: number;
@@ -99,7 +222,7 @@ export class ClusterManager {
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
   private readonly records = new Map<string, ClaimRecord>();
-  private readonly secondaries = new Map<string, SecondaryProcess>();
+  private readonly secondaries = new Map<string, SecondaryHandle>();
   /** Background actions under way (a stop waits for them). */
   private readonly actions = new Set<Promise<void>>();
   private currentPass?: Promise<void>;
@@ -111,8 +234,12 @@ export class ClusterManager {
   private readonly busy = new Set<string>();
   /** Spools whose secondary failed: not started again before this time (monotonic). */
   private readonly retryAt = new Map<string, number>();
-  private beatTimer?: NodeJS.Timeout;
-  private actTimer?: NodeJS.Timeout;
+  /** Configuration faults by kind:subject, with when they were last seen (monotonic). */
+  private readonly faults = new Map<string, ClusterFault & { seenAt: number }>();
+  /** Disk slots of nodes not in cluster.nodes: their last text and when it last changed. */
+  private readonly strangers = new Map<string, { text: string; changedAt?: number }>();
+  private beatTimer?: { cancel(): void };
+  private actTimer?: { cancel(): void };
   private stopped = false;
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
 
@@ -121,22 +248,22 @@ export class ClusterManager {
     private readonly hooks: ClusterNodeHooks,
     private readonly logger: Logger,
     private readonly tracking: TrackingLog,
+    makeIo: (boot: number, handlers: ClusterIoHandlers) => ClusterIo = (boot, handlers) => realClusterIo(config, boot, handlers),
   ) {
     this.c = config.cluster!;
     this.me = config.node.id;
-    this.sealer = new Sealer(this.c.secret!);
+    this.boot = Date.now(); // before the io: it is the io's boot too
+    this.io = makeIo(this.boot, {
+      onHeartbeat: (hb) => this.onHeartbeat(hb),
+      onReject: (reason, from, info) => this.noteRejected(reason, from, info),
+      warn: (msg, fields) => this.logger.warn(fields, msg),
+    });
+    this.mono = () => this.io.mono();
+    this.net = this.io.net;
+    this.disk = this.io.disk;
+    this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono);
-    const self = this.c.nodes.find((n) => n.id === this.me)!;
-    this.net = new NetHeartbeat(
-      { id: this.me, address: self.heartbeat },
-      peers.map((p) => ({ id: p.id, address: p.heartbeat })),
-      this.sealer,
-      (hb) => this.onHeartbeat(hb),
-      (reason, from) => this.noteRejected(reason, from),
-    );
-    this.disk = new DiskHeartbeat(config.spool.root, this.me, this.boot, this.sealer);
-    this.claims = new ClaimStore(config.spool.root, this.sealer, (msg, fields) => this.logger.warn(fields, msg));
     this.lastRenewOk = this.mono();
   }
 
@@ -146,14 +273,15 @@ export class ClusterManager {
    */
   async start(): Promise<{ ownSpoolClaimedBy?: string }> {
     await this.disk.prepare();
+    await this.checkIdUnused();
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
     await this.net.start();
     const own = await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
-    this.beatTimer = setInterval(() => this.beat(), this.c.heartbeat_interval);
-    this.actTimer = setInterval(() => void this.act(), this.c.heartbeat_interval);
+    this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
+    this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
     return this.ownSpoolTaken ? { ownSpoolClaimedBy: own.by } : {};
   }
@@ -167,14 +295,39 @@ export class ClusterManager {
     for (;;) {
       const own = await this.claims.current(this.me);
       if (effectiveOwner(own) !== this.me) return own;
-      const mine = await this.claims.release(this.me, this.me, own.epoch, 'node joined');
+      const mine = await this.claims.join(own, this.me);
       if (mine) return mine;
     }
   }
 
-  /** The delivery gate for our own spool: not fenced, disk heartbeat fresh, spool not claimed. */
+  /**
+   * Before our first beat: if our own slot changes while we watch it for three heartbeat
+   * intervals, another live process (a second node given our id, signed with any secret)
+   * renews it, and we must not start: one id, one spool, two deliverers.
+   */
+  private async checkIdUnused(): Promise<void> {
+    const first = await this.disk.read(this.me);
+    if (first.raw === undefined) return;
+    const until = this.mono() + 3 * this.c.heartbeat_interval;
+    while (this.mono() < until) {
+      await this.io.sleep(this.c.heartbeat_interval / 2);
+      const now = await this.disk.read(this.me);
+      if (now.raw !== undefined && now.raw !== first.raw) throw new DuplicateNodeIdError(this.me, this.disk.slotPath(this.me));
+    }
+  }
+
+  /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return !this.isFenced() && !this.ownSpoolTaken;
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.lastRenewOk, fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
+  }
+
+  /**
+   * With cluster.auto_handback off, a node whose spool another node holds stays out of service
+   * (health "returning", mail refused with 4xx) until the operator hands the spool back: mail
+   * it took in would otherwise wait in a spool that nobody delivers.
+   */
+  holdsOutReturning(): boolean {
+    return this.ownSpoolTaken && !this.c.auto_handback;
   }
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
@@ -184,10 +337,7 @@ export class ClusterManager {
 
   /** Our announced state, as the peers see it. */
   announced(): AnnouncedState {
-    if (this.fence) return 'fenced';
-    const s = this.hooks.state();
-    if (s === 'ready' && this.ownSpoolTaken) return 'returning';
-    return s;
+    return announcedState({ fenced: this.fence !== undefined, nodeState: this.hooks.state(), taken: this.ownSpoolTaken });
   }
 
   /** Operator: take this node out (no mail in, no delivery, peers take the spool over). */
@@ -197,13 +347,13 @@ export class ClusterManager {
       this.logger.warn({ event: 'fenced', reason: 'operator' }, 'fenced by the operator (already fenced: the storage was unreachable)');
       return;
     }
-    this.enterFence({ type: 'operator', since: Date.now() }, 'fenced by the operator');
+    this.enterFence({ type: 'operator', since: this.io.wall() }, 'fenced by the operator');
   }
 
   /** Operator: undo fenceByOperator (or a storage fence once the storage is back). */
   unfenceByOperator(): void {
     if (this.fence?.type !== 'operator') return;
-    this.fence = { type: 'storage', since: Date.now() }; // leave through the storage path: fresh renewals first
+    this.fence = { type: 'storage', since: this.io.wall() }; // leave through the storage path: fresh renewals first
     this.goodRenewalsSinceFence = 0;
     this.logger.info({ event: 'unfence-requested' }, 'unfence requested: resuming once the disk heartbeat has been renewed');
   }
@@ -235,16 +385,22 @@ export class ClusterManager {
     this.secondaries.clear();
   }
 
+  /** Wait for the pass under way and the background actions it started (tests; a stop does the same). */
+  async settle(): Promise<void> {
+    await this.currentPass;
+    while (this.actions.size) await Promise.allSettled([...this.actions]);
+  }
+
   /** Node stopping, at once: no new pass, takeover or secondary from here on. */
   beginStop(): void {
     this.stopped = true;
-    clearInterval(this.actTimer);
+    this.actTimer?.cancel();
   }
 
   /** Node stopping, last step: no more heartbeats. Peers take our spool after dead_after. */
   async stop(): Promise<void> {
     await this.stopSecondaries();
-    clearInterval(this.beatTimer);
+    this.beatTimer?.cancel();
     this.net.close();
   }
 
@@ -260,19 +416,52 @@ export class ClusterManager {
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
-      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, pid: s.pid, since: new Date(s.startedAt).toISOString(), queue: s.counts })),
+      secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, ...(s.pid !== undefined ? { pid: s.pid } : {}), since: new Date(s.startedAt).toISOString(), queue: s.counts })),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
+      faults: this.currentFaults(),
+      openedWithAcceptedSecret: this.io.openedWithAccepted(),
     };
   }
 
-  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s. */
-  private noteRejected(reason: HeartbeatRejectReason, from: string): void {
+  /** The configuration faults in force (each seen within FAULT_HOLD_MS); the others are cleared and logged so. */
+  currentFaults(): ClusterFault[] {
+    const now = this.mono();
+    for (const [key, f] of this.faults) {
+      if (now - f.seenAt <= FAULT_HOLD_MS) continue;
+      this.faults.delete(key);
+      this.logger.info({ event: 'cluster-fault-cleared', kind: f.kind, subject: f.subject }, `cluster fault cleared: ${f.kind} (${f.subject})`);
+    }
+    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
+  }
+
+  /** Note a configuration fault: logged (error) when it appears, shown until not seen for FAULT_HOLD_MS. */
+  private noteFault(kind: FaultKind, subject: string, message: string): void {
+    const key = `${kind}:${subject}`;
+    const known = this.faults.get(key);
+    if (known) {
+      known.seenAt = this.mono();
+      known.message = message;
+      return;
+    }
+    this.faults.set(key, { kind, subject, message, since: new Date().toISOString(), seenAt: this.mono() });
+    this.logger.error({ event: 'cluster-fault', kind, subject }, `CLUSTER CONFIGURATION FAULT (${kind}, ${subject}): ${message}`);
+  }
+
+  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s; note what it says about the configuration. */
+  private noteRejected(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void {
+    if (reason === 'bad-signature' && info.peer) {
+      this.noteFault('secret-mismatch', info.peer, `heartbeats from ${info.peer}'s address (${from}) do not open with our cluster secret: cluster.secret most likely differs between ${info.peer} and ${this.me} (or a rotation is half done: see cluster.accept_secrets)`);
+    } else if (reason === 'stale' && info.peer && info.skewMs !== undefined) {
+      this.noteFault('clock-skew', info.peer, `heartbeats from ${info.peer} are dropped as stale: its clock is ${(Math.abs(info.skewMs) / 1000).toFixed(1)} s ${info.skewMs > 0 ? 'behind' : 'ahead of'} ours; the nodes' clocks must agree within 10 s (NTP). Until then ${info.peer} is judged on its disk heartbeat alone`);
+    } else if (reason === 'unknown-node' && info.claimed) {
+      this.noteFault('unknown-node', info.claimed, `heartbeats come from node "${info.claimed}" (${from}), which is not in our cluster.nodes: the cluster.nodes lists differ between the nodes; nodes missing from a list neither take over nor are taken over by this node`);
+    }
     const now = this.mono();
     const last = this.rejectLogged.get(reason);
     if (last !== undefined && now - last < 10_000) return;
     this.rejectLogged.set(reason, now);
-    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason] }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
+    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason], ...info }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
   }
 
   private onHeartbeat(hb: Heartbeat): void {
@@ -303,7 +492,7 @@ export class ClusterManager {
     const overdue = this.mono() - this.lastRenewOk;
     if (!this.fence && overdue >= this.c.fence_after) {
       // in force since the renewal became overdue (the gates check the age themselves)
-      const since = Date.now() - (overdue - this.c.fence_after);
+      const since = this.io.wall() - (overdue - this.c.fence_after);
       this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
     }
     this.net.send({
@@ -334,6 +523,10 @@ export class ClusterManager {
     await this.guarded(this.me, async () => {
       const own = await this.claims.current(this.me);
       this.records.set(this.me, own);
+      if (own.unverifiedAbove !== undefined) this.noteContested(own);
+      // read after the claim: a takeover by the rules writes its claim before it forces the lock
+      if (effectiveOwner(own) === this.me) await this.watchOwnLock();
+      else if (this.fence?.type === 'lock') this.lockFenceSuperseded(own);
       await this.maybeUnfence(own);
       await this.watchOwnSpool(this.records.get(this.me)!);
     });
@@ -356,8 +549,74 @@ export class ClusterManager {
       if (n.id === this.me) continue;
       const readAt = this.mono();
       const read = await this.disk.read(n.id).catch(() => undefined); // unreadable: no judgement
-      if (read) this.membership.noteDisk(n.id, read.beat, readAt);
+      if (!read) continue;
+      this.membership.noteDisk(n.id, read.beat, readAt, read.beat ? undefined : read.raw);
+      const status = this.membership.status(n.id);
+      if (status.type === 'unauthenticated') {
+        this.noteFault('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
+      }
     }
+    await this.observeStrangers();
+  }
+
+  /** Slots on the shared storage of nodes not in our cluster.nodes: a changing one is a fault. */
+  private async observeStrangers(): Promise<void> {
+    const known = new Set(this.c.nodes.map((n) => n.id));
+    const slots = await this.disk.slots().catch(() => [] as string[]);
+    for (const id of slots) {
+      if (known.has(id)) continue;
+      const read = await this.disk.read(id).catch(() => undefined);
+      if (read?.raw === undefined) continue;
+      const seen = this.strangers.get(id);
+      if (seen && seen.text !== read.raw) seen.changedAt = this.mono();
+      if (!seen) this.strangers.set(id, { text: read.raw });
+      else seen.text = read.raw;
+      const changedAt = this.strangers.get(id)!.changedAt;
+      if (changedAt !== undefined && this.mono() - changedAt < this.c.dead_after) {
+        this.noteFault('unknown-node', id, `node "${id}" renews a disk heartbeat on the shared storage but is not in our cluster.nodes: the cluster.nodes lists differ between the nodes (or a node was given a wrong id); it is neither taken over nor can it be chosen to take over by ${this.me}`);
+      }
+    }
+  }
+
+  private noteContested(record: ClaimRecord): void {
+    this.noteFault('contested-claim', record.spool, `the claim folder of spool ${record.spool} holds a record at epoch ${record.unverifiedAbove} that does not open with our cluster secret(s), above the record in force (epoch ${record.epoch}, ${record.kind} by ${record.by}): a node with another cluster.secret may hold the spool, so ${this.me} does not take it over`);
+  }
+
+  /**
+   * Our spool lock must still be ours while we deliver from it: another process that took it
+   * delivers the spool now (never by the rules — a takeover only forces the lock of a dead or
+   * fenced node), so we fence ourselves at once and wait until the lock is free again.
+   */
+  private async watchOwnLock(): Promise<void> {
+    if (this.fence?.type === 'lock') {
+      try {
+        await this.hooks.retakeOwnSpool();
+      } catch (err) {
+        if (err instanceof SpoolLockedError) return this.noteFault('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
+        throw err;
+      }
+      const since = this.fence.since;
+      this.fence = undefined;
+      this.logger.warn({ event: 'unfenced', fencedMs: Math.round(this.io.wall() - since) }, 'unfenced: our spool lock is ours again; delivering');
+      this.tracking.record({ event: 'unfenced' });
+      this.hooks.deliveriesResumed();
+      return;
+    }
+    const lock = await this.hooks.ownLock();
+    if (!lock || lock.held) return;
+    const holder = lock.holder ? `pid ${lock.holder.pid} on ${lock.holder.hostname}` : 'nobody (the lock file was removed)';
+    this.noteFault('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
+    this.ownSpoolLostToLock(holder);
+  }
+
+  private ownSpoolLostToLock(holder: string): void {
+    if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
+    this.fence = { type: 'lock', since: this.io.wall(), holder };
+    this.goodRenewalsSinceFence = 0;
+    this.counters.fences++;
+    this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
+    this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date().toISOString() });
+    this.hooks.loseOwnSpool(`spool lock taken by ${holder}`);
   }
 
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
@@ -367,22 +626,21 @@ export class ClusterManager {
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
-    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(Date.now() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
+    this.logger.warn({ event: 'unfenced', fencedMs: Math.round(this.io.wall() - since), ownSpoolClaimedBy: this.ownSpoolTaken ? own.by : undefined },
       `unfenced: disk heartbeat renewed again${this.ownSpoolTaken ? `; our spool is held by ${own.by}, waiting for its handback` : ''}`);
     this.tracking.record({ event: 'unfenced' });
     if (!this.ownSpoolTaken) this.hooks.deliveriesResumed();
   }
 
   private async watchOwnSpool(own: ClaimRecord): Promise<void> {
-    const holder = effectiveOwner(own);
-    if (holder !== this.me) {
+    const action = decideOwnSpool({ me: this.me, record: own, taken: this.ownSpoolTaken, fenced: this.fence !== undefined, status: (id) => this.peerState(id) });
+    if (action.type === 'held') {
       this.ownSpoolLost(own);
-      if (!this.isPeer(holder)) {
+      const holder = action.holder;
+      if (action.then === 'holder-unknown') {
         if (!this.failing.has(`holder:${holder}`)) this.logger.error({ event: 'own-spool-held-by-unknown', holder }, `our spool is claimed by ${holder}, which is not in cluster.nodes: have it handed back (tandem cluster handback ${this.me} on ${holder}), or put ${holder} back in cluster.nodes`);
         this.failing.add(`holder:${holder}`);
-        return;
-      }
-      if (this.membership.status(holder).type === 'dead' && !this.fence) {
+      } else if (action.then === 'break-claim') {
         const released = await this.claims.release(this.me, this.me, own.epoch, `claim holder ${holder} is dead`);
         if (released) {
           this.records.set(this.me, released);
@@ -391,12 +649,24 @@ export class ClusterManager {
           this.tracking.record({ event: 'claim-broken', spool: this.me, epoch: released.epoch, reason: `holder ${holder} is dead` });
         }
       }
-    } else if (this.ownSpoolTaken && !this.fence) {
+    } else if (action.type === 'regain') {
       await this.hooks.regainOwnSpool();
       this.ownSpoolTaken = false;
       this.hooks.deliveriesResumed();
       this.logger.info({ event: 'own-spool-regained', epoch: own.epoch }, `our spool is ours again (epoch ${own.epoch}): delivering from it`);
     }
+  }
+
+  /** A node's status for the decisions: `unknown` when it is not a peer in cluster.nodes. */
+  private peerState(id: string): PeerState {
+    return this.isPeer(id) ? this.membership.status(id).type : 'unknown';
+  }
+
+  /** A lock fence ends when a claim we can verify gives our spool to another node: the handback path governs from here. */
+  private lockFenceSuperseded(own: ClaimRecord): void {
+    this.fence = undefined;
+    this.logger.warn({ event: 'unfenced', by: own.by, epoch: own.epoch }, `lock fence ended: our spool is claimed by ${own.by} (epoch ${own.epoch}); waiting for its handback`);
+    this.tracking.record({ event: 'unfenced' });
   }
 
   /** Another node holds our spool: shut the gate at once; the node stops its queue manager. */
@@ -416,39 +686,47 @@ export class ClusterManager {
     const record = await this.claims.current(spool);
     if (this.busy.has(spool) || this.stopped) return; // an operator action began meanwhile
     this.records.set(spool, record);
-    const deliverer = effectiveOwner(record);
     const running = this.secondaries.get(spool);
-    if (running && (record.kind !== 'claim' || record.by !== this.me || record.epoch !== running.epoch)) {
-      // the claim is gone (an operator, or a node that thought us dead): the secondary stops itself
-      this.secondaries.delete(spool);
-      void running.stop();
-      return;
-    }
-    if (deliverer === this.me) {
-      if (this.membership.isBack(spool)) {
-        this.seenBack.add(spool);
-        if (this.c.auto_handback) this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
-      } else if (running && this.seenBack.has(spool) && this.membership.status(spool).type === 'dead') {
+    const ours = record.kind === 'claim' && record.by === this.me;
+    if (ours && this.membership.isBack(spool)) this.seenBack.add(spool);
+    const action = decideSpool({
+      me: this.me,
+      record,
+      ...(running ? { secondaryEpoch: running.epoch } : {}),
+      status: (id) => this.peerState(id),
+      isBack: (id) => this.membership.isBack(id),
+      survivor: () => chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id))),
+      seenBack: this.seenBack.has(spool),
+      fenced: this.fence !== undefined,
+      autoHandback: this.c.auto_handback,
+      retryDue: (this.retryAt.get(spool) ?? 0) <= this.mono(),
+    });
+    switch (action.type) {
+      case 'stop-secondary':
+        // the claim is gone (an operator, or a node that thought us dead): the secondary stops itself
+        this.secondaries.delete(spool);
+        void running!.stop();
+        return;
+      case 'handback':
+        return this.inBackground(spool, 'handback', () => this.release(spool, record, `${spool} is back`));
+      case 'restart-secondary':
         // its node came back (and took mail in) without a handback, then died again: the
         // secondary scanned the spool before that mail came; start it again to pick it up
         this.seenBack.delete(spool);
-        this.inBackground(spool, 'secondary restart', async () => {
+        return this.inBackground(spool, 'secondary restart', async () => {
           this.secondaries.delete(spool);
-          await running.stop();
+          await running!.stop();
           await this.startSecondary(spool, record.epoch);
         });
-      } else if (!running && !this.fence && (this.retryAt.get(spool) ?? 0) <= this.mono()) {
-        this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
-      }
-      return;
+      case 'start-secondary':
+        return this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
+      case 'contested':
+        return this.noteContested(record);
+      case 'takeover':
+        return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
+      case 'none':
+        return;
     }
-    if (!this.isPeer(deliverer)) return; // a node removed from cluster.nodes: the operator hands its spools over
-    if (this.fence || this.membership.status(deliverer).type !== 'dead') return;
-    // a claim whose holder died, on the spool of a node that is alive: that node breaks it itself
-    if (this.membership.isLive(spool)) return;
-    const canTakeOver = (id: string) => (id === this.me ? true : this.membership.canTakeOver(id));
-    if (chooseSurvivor(this.c.nodes, spool, canTakeOver) !== this.me) return;
-    this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, deliverer));
   }
 
   /**
@@ -477,6 +755,7 @@ export class ClusterManager {
       this.membership.noteDisk(deadDeliverer, beat, readAt);
       return;
     }
+    if (this.membership.status(spool).type === 'unauthenticated') return;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
     if (!claimed) return; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
@@ -488,7 +767,10 @@ export class ClusterManager {
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
     if (this.stopped) return;
-    const secondary = new SecondaryProcess(spool, epoch, this.me, this.boot, this.config, (how) => {
+    // the spool's node's slot as we see it now: the secondary forces the spool lock only if
+    // that node has not beaten since (dead by the rules) or says it delivers nothing from it
+    const ownerSlot = (await this.disk.read(spool)).raw ?? null;
+    const secondary = this.io.launchSecondary(spool, epoch, ownerSlot, (how) => {
       if (this.secondaries.get(spool) === secondary) this.secondaries.delete(spool);
       if (this.stopped) return; // a group signal reached it first: the node is stopping too
       this.logger.error({ event: 'secondary-exited', spool, how }, `secondary for ${spool} exited unexpectedly (${how}); starting it again in ${SECONDARY_RETRY_MS / 1000} s`);

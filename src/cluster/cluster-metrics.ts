@@ -11,11 +11,13 @@
  *   tandem_cluster_takeovers_total, tandem_cluster_handbacks_total,
  *   tandem_cluster_claims_broken_total, tandem_cluster_fences_total
  *   tandem_cluster_rejected_total{kind,reason}        forged, replayed or stale heartbeats/claims
+ *   tandem_cluster_config_faults{kind}                configuration faults in force (secret-mismatch, …)
  */
 import client from 'prom-client';
-import type { ClusterStatus } from './cluster-manager.ts';
+import type { ClusterStatus, FaultKind } from './cluster-manager.ts';
 
-const STATUSES = ['alive', 'suspect', 'draining', 'fenced', 'dead'];
+const STATUSES = ['alive', 'suspect', 'draining', 'fenced', 'unauthenticated', 'dead'];
+const FAULT_KINDS: FaultKind[] = ['secret-mismatch', 'clock-skew', 'unknown-node', 'contested-claim', 'lock-taken'];
 
 export function registerClusterMetrics(registry: client.Registry, status: () => ClusterStatus): void {
   const gauge = (name: string, help: string, labelNames: string[], fill: (g: client.Gauge, s: ClusterStatus) => void) =>
@@ -28,6 +30,9 @@ export function registerClusterMetrics(registry: client.Registry, status: () => 
       g.set({ peer: p.id, kind: 'network' }, p.netAgeMs / 1000);
       g.set({ peer: p.id, kind: 'disk' }, p.diskAgeMs / 1000);
     }
+  });
+  gauge('tandem_cluster_config_faults', 'Configuration faults between the nodes in force, by kind (docs/ha.md "Configuration faults")', ['kind'], (g, s) => {
+    for (const kind of FAULT_KINDS) g.set({ kind }, s.faults.filter((f) => f.kind === kind).length);
   });
   gauge('tandem_cluster_fenced', '1 while this node is fenced', [], (g, s) => g.set(s.fenced ? 1 : 0));
   gauge('tandem_cluster_claims_held', 'Spools of other nodes this node delivers', [], (g, s) => g.set(s.secondaries.length));

@@ -8,7 +8,9 @@
  * by name each time: a storage that has gone away (unmounted, a stale NFS handle, a cut SAN
  * path) fails the renewal or hangs it, and either way the node notices that its last good
  * renewal is getting old (the cluster manager fences it after cluster.fence_after). A peer's
- * slot that cannot be read, or does not open with the secret, is simply no beat.
+ * slot that cannot be read is no beat; one that does not open with the secret is no beat
+ * either, but its raw text is returned: if it keeps changing, a live node we cannot
+ * authenticate writes it (membership.ts never calls such a node dead).
  * Reads config keys: spool.root, cluster.secret (through the Sealer).
  */
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
@@ -69,11 +71,14 @@ export class DiskHeartbeat {
   }
 
   /**
-   * A peer's current beat: `beat` undefined when its slot does not exist (the node never
-   * started) or does not open with the secret. Rejects when the slot cannot be read (I/O error):
-   * then nothing is known about the peer, which is not the same as silence.
+   * A slot's current beat: `beat` undefined when the slot does not exist (the node never
+   * started) or does not open with our secret(s); `raw` is the slot's text whenever it exists,
+   * so that a slot that keeps changing without opening — a live node we cannot authenticate,
+   * e.g. one with another cluster.secret — can be told from a silent one. Rejects when the
+   * slot cannot be read (I/O error): then nothing is known about the node, which is not the
+   * same as silence.
    */
-  async read(node: string): Promise<{ beat?: DiskBeat }> {
+  async read(node: string): Promise<{ beat?: DiskBeat; raw?: string; unverified?: UnsealError['reason'] }> {
     let text: string;
     try {
       text = await readFile(this.paths.heartbeat(node), 'utf8');
@@ -83,11 +88,20 @@ export class DiskHeartbeat {
     }
     try {
       const beat = this.sealer.open<DiskBeat>(text);
-      return beat.node === node && typeof beat.counter === 'number' && typeof beat.boot === 'number' ? { beat } : {};
+      return beat.node === node && typeof beat.counter === 'number' && typeof beat.boot === 'number' ? { beat, raw: text } : { raw: text, unverified: 'malformed' };
     } catch (err) {
       if (!(err instanceof UnsealError)) throw err;
       this.rejected++;
-      return {};
+      return { raw: text, unverified: err.reason };
     }
+  }
+
+  slotPath(node: string): string {
+    return this.paths.heartbeat(node);
+  }
+
+  /** Node ids with a slot on the shared storage (cluster.nodes of every node should list them all). */
+  async slots(): Promise<string[]> {
+    return (await readdir(this.paths.heartbeats)).filter((n) => !n.startsWith('.') && !n.includes('.'));
   }
 }

@@ -110,3 +110,37 @@ test('draining and returning peers: draining is live; a starting peer is not bac
   beat(true, true, 'returning');
   assert.ok(m.isBack('b'));
 });
+
+test('a peer whose disk slot keeps changing without opening (another secret) is unauthenticated, never dead, and cannot take over', () => {
+  let t = 1000;
+  const m = new Membership(['b'], timing, () => t);
+  const other = (n: number) => `deadbeef… {"node":"b","counter":${n}} signed with another secret`;
+  m.noteDisk('b', undefined, t, other(1));
+  assert.notEqual(m.status('b').type, 'unauthenticated', 'one read proves nothing: the slot may be a stale leftover');
+  t += 250;
+  m.noteDisk('b', undefined, t, other(2));
+  assert.equal(m.status('b').type, 'unauthenticated');
+  // the slot stops changing and no network heartbeat ever opens: still never dead
+  for (let i = 0; i < 200; i++) {
+    t += 250;
+    m.noteDisk('b', undefined, t, other(2));
+  }
+  assert.equal(m.status('b').type, 'unauthenticated', 'never dead: we never could tell whose writes they were');
+  assert.ok(m.isLive('b'), 'its spool is not taken over');
+  assert.equal(m.canTakeOver('b'), false, 'it is not chosen to take a spool over');
+  assert.equal(m.isBack('b'), false);
+  // the operator fixes the secret: a beat that opens clears it
+  m.noteNetwork('b', info());
+  m.noteDisk('b', { boot: 2, counter: 1 }, t);
+  assert.equal(m.status('b').type, 'alive');
+});
+
+test('an unchanging slot that does not open (a leftover from before a secret change) is silence, as before', () => {
+  let t = 1000;
+  const m = new Membership(['b'], timing, () => t);
+  for (let i = 0; i < 60; i++) {
+    t += 250;
+    m.noteDisk('b', undefined, t, 'leftover signed with an old secret');
+  }
+  assert.equal(m.status('b').type, 'dead', 'a node that never beat is dead after 4 x dead_after');
+});

@@ -8,6 +8,12 @@
  *              ago: a slot this node cannot read proves nothing), and the network heartbeat has
  *              been silent as long too, or says the peer fenced itself. A network partition
  *              alone (disk heartbeat still moving) never makes a peer dead.
+ *   unauthenticated — its disk slot keeps changing but does not open with our secret(s): a live
+ *              node we cannot authenticate (most likely its cluster.secret differs from ours).
+ *              Never dead while so — its spool is not taken over, and it cannot be chosen to
+ *              take ours — until a beat that opens with our secret comes (the operator fixed the
+ *              secrets). It ranks above dead: a slot that stops changing later proves nothing,
+ *              since we never could tell whose writes they were.
  *   fenced   — the peer says so over the network (its disk heartbeat may still be moving briefly).
  *   suspect  — one of the two has been silent for more than three heartbeat intervals.
  *   draining — the peer says so (it accepts no new mail, still delivers).
@@ -27,6 +33,7 @@ export type PeerStatus =
   | { type: 'draining' }
   | { type: 'suspect'; since: number }
   | { type: 'fenced' }
+  | { type: 'unauthenticated'; since: number }
   | { type: 'dead'; since: number };
 
 export interface NetworkInfo {
@@ -59,6 +66,9 @@ interface Observation {
   diskReadAt: number;
   net?: NetworkInfo;
   diskMark?: string;
+  /** The slot's last text that did not open, and since when its changes are seen (sticky). */
+  unverifiedText?: string;
+  unauthenticatedSince?: number;
   deadSince?: number;
   suspectSince?: number;
 }
@@ -89,11 +99,20 @@ export class Membership {
    * (undefined: no valid beat in it). Only a change counts as a beat, dated from when the read
    * began: a read that completes after a stall must not make an old beat look fresh.
    */
-  noteDisk(id: string, mark: { boot: number; counter: number } | undefined, readAt = this.now()): void {
+  noteDisk(id: string, mark: { boot: number; counter: number } | undefined, readAt = this.now(), unverifiedText?: string): void {
     const o = this.peers.get(id);
     if (!o) return;
     o.diskReadAt = Math.max(o.diskReadAt, readAt);
-    if (!mark) return;
+    if (!mark) {
+      // a slot that does not open: evidence of life only when it changes between two reads
+      if (unverifiedText !== undefined) {
+        if (o.unverifiedText !== undefined && unverifiedText !== o.unverifiedText) o.unauthenticatedSince ??= readAt;
+        o.unverifiedText = unverifiedText;
+      }
+      return;
+    }
+    o.unverifiedText = undefined;
+    o.unauthenticatedSince = undefined; // it opens with our secret now
     const key = diskMarkKey(mark);
     if (key !== o.diskMark) {
       if (o.diskMark !== undefined) o.seen = true;
@@ -117,6 +136,10 @@ export class Membership {
     const diskAge = now - o.diskLast;
     const saysFenced = netAge < deadAfter && o.net?.state === 'fenced';
     const diskKnown = now - o.diskReadAt <= 4 * heartbeatInterval;
+    if (o.unauthenticatedSince !== undefined) {
+      o.deadSince = undefined;
+      return { type: 'unauthenticated', since: o.unauthenticatedSince };
+    }
     if (diskAge >= deadAfter && diskKnown && (netAge >= deadAfter || saysFenced)) {
       o.deadSince ??= now;
       return { type: 'dead', since: o.deadSince };
@@ -132,15 +155,15 @@ export class Membership {
     return { type: 'alive' };
   }
 
-  /** Alive enough to take work: not dead, not fenced. */
+  /** Alive enough to take work: not dead, not fenced (an unauthenticated peer counts as live: it may be delivering). */
   isLive(id: string): boolean {
     const s = this.status(id).type;
     return s !== 'dead' && s !== 'fenced';
   }
 
-  /** Live and not on its way out: may be chosen to take a spool over. */
+  /** Live, authenticated and not on its way out: may be chosen to take a spool over. */
   canTakeOver(id: string): boolean {
-    return this.isLive(id) && this.peers.get(id)?.net?.state !== 'stopping';
+    return this.isLive(id) && this.status(id).type !== 'unauthenticated' && this.peers.get(id)?.net?.state !== 'stopping';
   }
 
   /** Both heartbeats fresh and the peer not fenced: it may have its spool back. */

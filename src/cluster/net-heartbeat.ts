@@ -31,6 +31,16 @@ export interface Heartbeat extends NetworkInfo {
 
 export type HeartbeatRejectReason = 'malformed' | 'bad-signature' | 'unknown-node' | 'replay' | 'stale';
 
+/** What a dropped datagram tells about its sender, for the operator (never for a decision). */
+export interface RejectInfo {
+  /** The configured peer whose heartbeat address sent it, or that it names (stale, replay). */
+  peer?: string;
+  /** The node it names when that is not a peer (unknown-node). */
+  claimed?: string;
+  /** Our wall clock minus the sender's (stale): how far the clocks are apart. */
+  skewMs?: number;
+}
+
 const MAX_SKEW_MS = 10_000;
 
 export class NetHeartbeat {
@@ -44,7 +54,7 @@ export class NetHeartbeat {
     private readonly peers: Array<{ id: string; address: { host: string; port: number } }>,
     private readonly sealer: Sealer,
     private readonly onHeartbeat: (hb: Heartbeat) => void,
-    private readonly onReject: (reason: HeartbeatRejectReason, from: string) => void = () => {},
+    private readonly onReject: (reason: HeartbeatRejectReason, from: string, info: RejectInfo) => void = () => {},
     private readonly wallClock: () => number = Date.now,
   ) {}
 
@@ -83,19 +93,25 @@ export class NetHeartbeat {
     try {
       hb = this.sealer.open<Heartbeat>(msg.toString('utf8'));
     } catch (err) {
-      return this.reject(err instanceof UnsealError ? err.reason : 'malformed', from);
+      return this.reject(err instanceof UnsealError ? err.reason : 'malformed', from, { peer: this.peerAt(from) });
     }
-    if (typeof hb.node !== 'string' || typeof hb.boot !== 'number' || typeof hb.seq !== 'number' || typeof hb.sent !== 'number') return this.reject('malformed', from);
-    if (!this.peers.some((p) => p.id === hb.node)) return this.reject('unknown-node', from);
+    if (typeof hb.node !== 'string' || typeof hb.boot !== 'number' || typeof hb.seq !== 'number' || typeof hb.sent !== 'number') return this.reject('malformed', from, { peer: this.peerAt(from) });
+    if (!this.peers.some((p) => p.id === hb.node)) return this.reject('unknown-node', from, { claimed: hb.node });
     const last = this.lastSeen.get(hb.node);
-    if (last && (hb.boot < last.boot || (hb.boot === last.boot && hb.seq <= last.seq))) return this.reject('replay', from);
-    if (Math.abs(this.wallClock() - hb.sent) > MAX_SKEW_MS) return this.reject('stale', from);
+    if (last && (hb.boot < last.boot || (hb.boot === last.boot && hb.seq <= last.seq))) return this.reject('replay', from, { peer: hb.node });
+    const skewMs = this.wallClock() - hb.sent;
+    if (Math.abs(skewMs) > MAX_SKEW_MS) return this.reject('stale', from, { peer: hb.node, skewMs });
     this.lastSeen.set(hb.node, { boot: hb.boot, seq: hb.seq });
     this.onHeartbeat(hb);
   }
 
-  private reject(reason: HeartbeatRejectReason, from: string): void {
+  private reject(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void {
     this.rejected[reason]++;
-    this.onReject(reason, from);
+    this.onReject(reason, from, info);
+  }
+
+  /** The peer whose heartbeat address is `from` ("host:port"), if any. */
+  private peerAt(from: string): string | undefined {
+    return this.peers.find((p) => `${p.address.host}:${p.address.port}` === from)?.id;
   }
 }

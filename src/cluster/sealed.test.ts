@@ -17,3 +17,14 @@ test('another secret, an altered record or garbage is refused with a reason', ()
   assert.equal(reason(() => sealer.open('{"node":"a"}')), 'malformed');
   assert.equal(reason(() => sealer.open('')), 'malformed');
 });
+
+test('rotation: records are sealed with the signing secret only and opened with it or an accepted one', () => {
+  const oldOnly = new Sealer('the-old-cluster-secret-0123456789');
+  const rotating = new Sealer('the-new-cluster-secret-0123456789', ['the-old-cluster-secret-0123456789']);
+  const newOnly = new Sealer('the-new-cluster-secret-0123456789');
+  assert.deepEqual(rotating.open(oldOnly.seal({ n: 1 })), { n: 1 }, 'what an old node signs opens during the window');
+  assert.equal(rotating.openedWithAccepted, 1, 'and is counted, so the operator sees when nobody signs with the old one any more');
+  assert.deepEqual(newOnly.open(rotating.seal({ n: 2 })), { n: 2 }, 'a rotating node signs with the new secret');
+  assert.equal(rotating.openedWithAccepted, 1);
+  assert.throws(() => oldOnly.open(rotating.seal({ n: 3 })), (e) => e instanceof UnsealError && e.reason === 'bad-signature');
+});

@@ -8,7 +8,10 @@
  * What can go wrong: open() throws UnsealError with a stable `reason` ("malformed",
  * "bad-signature") that callers count in metrics; nothing else is trusted from such input.
  * Replay protection is the callers' business (sequence numbers, epochs).
- * Reads config key: cluster.secret.
+ * Rotation: records are sealed with `cluster.secret` only, and opened with it or any of
+ * `cluster.accept_secrets` (docs/ha.md "Rotating the cluster secret"); `openedWithAccepted`
+ * counts the records that needed an accepted one (0 for a while: every peer has the new secret).
+ * Reads config keys: cluster.secret, cluster.accept_secrets.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -25,14 +28,18 @@ const MAC_HEX = 64;
 
 export class Sealer {
   private readonly key: Buffer;
+  private readonly accepted: Buffer[];
+  /** Records that opened only with one of the accepted (not the signing) secrets. */
+  openedWithAccepted = 0;
 
-  constructor(secret: string) {
+  constructor(secret: string, accepted: readonly string[] = []) {
     this.key = Buffer.from(secret, 'utf8');
+    this.accepted = accepted.map((s) => Buffer.from(s, 'utf8'));
   }
 
   seal(record: object): string {
     const json = JSON.stringify(record);
-    return `${this.mac(json)} ${json}`;
+    return `${mac(this.key, json)} ${json}`;
   }
 
   /** The record inside `text`, if its MAC is right; throws UnsealError otherwise. */
@@ -41,7 +48,11 @@ export class Sealer {
     if (cut !== MAC_HEX || !/^[0-9a-f]+$/.test(text.slice(0, cut))) throw new UnsealError('malformed', 'not a sealed record');
     const json = text.slice(cut + 1).replace(/\n$/, '');
     const given = Buffer.from(text.slice(0, cut), 'hex');
-    if (!timingSafeEqual(given, Buffer.from(this.mac(json), 'hex'))) throw new UnsealError('bad-signature', 'signature does not match the cluster secret');
+    const matches = (key: Buffer) => timingSafeEqual(given, Buffer.from(mac(key, json), 'hex'));
+    if (!matches(this.key)) {
+      if (!this.accepted.some(matches)) throw new UnsealError('bad-signature', 'signature does not match the cluster secret');
+      this.openedWithAccepted++;
+    }
     let value: unknown;
     try {
       value = JSON.parse(json);
@@ -51,8 +62,13 @@ export class Sealer {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UnsealError('malformed', 'signed but not a JSON object');
     return value as T;
   }
+}
 
-  private mac(json: string): string {
-    return createHmac('sha256', this.key).update(json, 'utf8').digest('hex');
-  }
+function mac(key: Buffer, json: string): string {
+  return createHmac('sha256', key).update(json, 'utf8').digest('hex');
+}
+
+/** The sealer of a cluster config: signs with `secret`, opens with it or an accepted one. */
+export function clusterSealer(c: { secret?: string; accept_secrets?: readonly string[] }): Sealer {
+  return new Sealer(c.secret!, c.accept_secrets ?? []);
 }

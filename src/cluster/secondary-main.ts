@@ -4,15 +4,20 @@
  *
  * Started by SecondaryProcess (secondary.ts) with an IPC channel; the first message is
  * {type:"start", config, spool, epoch, owner, ownerBoot}. It then:
- *   1. takes the spool's lock (forced: the claim with its epoch is what entitles it), and checks
- *      that the claim in force is still that epoch (else exits 3 without delivering),
+ *   1. checks that the spool's node delivers nothing from it: its disk heartbeat slot is as the
+ *      parent read it before the start (the node has not beaten since: dead by the rules), or
+ *      holds a beat that opens with our secret and says "fenced" or "returning" (else exits 3:
+ *      a live node we cannot show to be idle keeps its lock); then takes the spool's lock
+ *      (forced: the claim with its epoch is what entitles it), and checks that the claim in
+ *      force is still that epoch (else exits 3 without delivering),
  *   2. runs a QueueManager over the spool (tmp/ left alone: the spool's node may be writing
  *      there) with a delivery gate that is open only while
  *      - the claim record in force is still ours (same epoch, kind claim, by the owner),
  *      - the owner's disk heartbeat has moved within cluster.fence_after, counted from when the
  *        read that saw the move began (so a hung parent also stops its secondaries before the
  *        peers' dead_after runs out), and
- *      - the owner does not say it is fenced, and it is the same boot of the owner;
+ *      - the owner does not say it is fenced, and it is the same boot of the owner,
+ *      and stops at once when the spool lock is no longer its own (another process took it);
  *   3. reports {type:"ready"} and then queue counts every second,
  *   4. on {type:"stop"}, SIGTERM, or when the parent goes away (IPC disconnect, or another boot
  *      of the owner in its heartbeat slot): stops starting deliveries, waits for those in
@@ -33,7 +38,7 @@ import { createRouter, channelOptions } from '../node/wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
-import { Sealer } from './sealed.ts';
+import { clusterSealer } from './sealed.ts';
 import { ClaimStore, type ClaimRecord } from './claims.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 
@@ -45,7 +50,12 @@ export interface SecondaryStart {
   owner: string;
   /** The owner's boot (its heartbeat's boot): another boot in its slot means the parent is gone. */
   ownerBoot: number;
+  /** The spool's node's heartbeat slot text as the parent read it before the start (null: none). */
+  spoolNodeSlot: string | null;
 }
+
+/** States in which a node delivers nothing from its own spool (announced in its heartbeat). */
+const IDLE_STATES = new Set(['fenced', 'returning']);
 
 export type SecondaryReport =
   | { type: 'ready' }
@@ -68,11 +78,11 @@ process.on('disconnect', () => requestStop('the parent node went away'));
 process.on('SIGTERM', () => requestStop('SIGTERM'));
 
 async function run(start: SecondaryStart): Promise<void> {
-  const { config, spool: spoolId, epoch, owner, ownerBoot } = start;
+  const { config, spool: spoolId, epoch, owner, ownerBoot, spoolNodeSlot } = start;
   const cluster = config.cluster!;
   const log = pino({ level: config.log.level, base: { node: owner, secondary: spoolId }, timestamp: pino.stdTimeFunctions.isoTime });
   const dir = path.join(config.spool.root, spoolId);
-  const sealer = new Sealer(cluster.secret!);
+  const sealer = clusterSealer(cluster);
   const claims = new ClaimStore(config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
   const disk = new DiskHeartbeat(config.spool.root, owner, 0, sealer);
   const mono = () => performance.now();
@@ -84,6 +94,14 @@ async function run(start: SecondaryStart): Promise<void> {
   let parentChangedAt = mono(); // the parent forked us just now: alive then
   const mayDeliver = () => claimOurs && !ownerFenced && mono() - parentChangedAt < cluster.fence_after;
 
+  // the spool's node must be idle before its lock is forced: never two deliverers of one spool
+  const spoolNode = await disk.read(spoolId);
+  const idle = (spoolNode.raw ?? null) === spoolNodeSlot || (spoolNode.beat !== undefined && IDLE_STATES.has(spoolNode.beat.state));
+  if (!idle) {
+    const why = spoolNode.beat ? `it says "${spoolNode.beat.state}"` : 'its slot does not open with our cluster secret';
+    log.error({ event: 'secondary-stopped', reason: 'spool node alive' }, `secondary for ${spoolId} not started: node ${spoolId} has beaten since the claim (${why}), so it may be delivering; its spool lock is left alone`);
+    process.exit(3);
+  }
   const spool = await Spool.open(dir, { nodeId: spoolId, warn: (msg, fields) => log.warn(fields, msg) });
   const lock = await acquireSpoolLock(dir, { force: true });
   const first = await claims.current(spoolId);
@@ -117,6 +135,13 @@ async function run(start: SecondaryStart): Promise<void> {
     if (watching) return; // a slow storage: one look at a time
     watching = true;
     void (async () => {
+      const lockNow = await lock.held().catch(() => undefined);
+      if (lockNow && !lockNow.held) {
+        claimOurs = false;
+        const by = lockNow.holder ? `pid ${lockNow.holder.pid} on ${lockNow.holder.hostname}` : 'nobody (the lock file was removed)';
+        void stop(`the spool lock was taken by ${by}`);
+        return;
+      }
       const readAt = mono();
       const { beat } = await disk.read(owner).catch(() => ({ beat: undefined }));
       const record = await claims.current(spoolId).catch(() => undefined);

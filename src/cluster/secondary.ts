@@ -39,6 +39,8 @@ export class SecondaryProcess {
     readonly epoch: number,
     private readonly owner: string,
     private readonly ownerBoot: number,
+    /** The spool's node's disk heartbeat slot as the parent read it before the start (null: none). */
+    private readonly spoolNodeSlot: string | null,
     private readonly config: TandemConfig,
     private readonly onUnexpectedExit: (how: string) => void,
   ) {}
@@ -56,7 +58,7 @@ export class SecondaryProcess {
       child.once('error', (err) => { if (child.pid === undefined) resolve(`could not be started: ${err.message}`); });
     });
     child.on('error', () => undefined); // IPC errors: the exit (or the start timeout) tells the rest
-    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner, ownerBoot: this.ownerBoot };
+    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner, ownerBoot: this.ownerBoot, spoolNodeSlot: this.spoolNodeSlot };
     this.send(start);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -287,3 +287,15 @@ test('a cluster file shared by every node (no node.id): the tools may load it, a
   assert.equal(nodeIdGiven(b), true);
   await assert.rejects(loadConfig(shared, { nodeId: 'c' }, { anyNode: true }), /node\.id "c"\) is not in cluster\.nodes/, 'a wrong id given is still an error');
 });
+
+test('cluster.accept_secret_files are read (relative to the config file) into accept_secrets; a short one is refused with the key', async () => {
+  await mkdir(join(dir, 'rot'), { recursive: true });
+  await writeFile(join(dir, 'rot', 'old.secret'), 'the-old-cluster-secret-0123456789\n');
+  await writeFile(join(dir, 'rot', 'short.secret'), 'short\n');
+  const cluster = (files: string) => `node: { id: a }\ncluster:\n  secret: the-new-cluster-secret-0123456789\n  accept_secrets: [an-inline-accepted-secret-0123]\n  accept_secret_files: [${files}]\n  nodes:\n    - { id: a, heartbeat: "127.0.0.1:7001" }\n    - { id: b, heartbeat: "127.0.0.1:7002" }\n`;
+  const file = await configFile(cluster('../old.secret'), 'rot/etc');
+  const cfg = await loadConfig(file);
+  assert.deepEqual(cfg.cluster!.accept_secrets, ['an-inline-accepted-secret-0123', 'the-old-cluster-secret-0123456789']);
+  const message = await errorFor(cluster(`${join(dir, 'rot', 'short.secret')}`));
+  assert.match(message, /cluster\.accept_secret_files: the secret in .*short\.secret is shorter than 16 characters/);
+});

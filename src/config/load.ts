@@ -88,20 +88,21 @@ export async function loadConfig(file?: string, overrides: ConfigOverrides = {},
     if (member.admin && raw.admin?.listen === undefined) cfg.admin.listen = member.admin;
   }
   cfg = resolvePaths(cfg, baseDir);
-  if (cfg.cluster?.secret_file) cfg.cluster.secret = await readSecretFile(file ?? '(defaults)', cfg.cluster.secret_file);
+  if (cfg.cluster?.secret_file) cfg.cluster.secret = await readSecretFile(file ?? '(defaults)', 'cluster.secret_file', cfg.cluster.secret_file);
+  for (const f of cfg.cluster?.accept_secret_files ?? []) cfg.cluster!.accept_secrets.push(await readSecretFile(file ?? '(defaults)', 'cluster.accept_secret_files', f));
   return cfg;
 }
 
-/** cluster.secret_file: the secret is the file's first line; at least 16 characters. */
-async function readSecretFile(configFile: string, secretFile: string): Promise<string> {
+/** cluster.secret_file (or one of cluster.accept_secret_files): the secret is the file's first line; at least 16 characters. */
+async function readSecretFile(configFile: string, key: string, secretFile: string): Promise<string> {
   let text: string;
   try {
     text = await readFile(secretFile, 'utf8');
   } catch (e) {
-    throw new ConfigError(configFile, `cluster.secret_file: cannot read ${secretFile}: ${(e as Error).message}`);
+    throw new ConfigError(configFile, `${key}: cannot read ${secretFile}: ${(e as Error).message}`);
   }
   const secret = text.split(/\r?\n/)[0].trim();
-  if (secret.length < 16) throw new ConfigError(configFile, `cluster.secret_file: the secret in ${secretFile} is shorter than 16 characters`);
+  if (secret.length < 16) throw new ConfigError(configFile, `${key}: the secret in ${secretFile} is shorter than 16 characters`);
   return secret;
 }
 
@@ -157,6 +158,7 @@ function resolvePaths(cfg: TandemConfig, baseDir: string): TandemConfig {
   if (cfg.smtp.tls) cfg.smtp.tls = { cert: r(cfg.smtp.tls.cert)!, key: r(cfg.smtp.tls.key)! };
   cfg.smtp.auth_passwords = r(cfg.smtp.auth_passwords);
   if (cfg.cluster?.secret_file) cfg.cluster.secret_file = r(cfg.cluster.secret_file);
+  if (cfg.cluster) cfg.cluster.accept_secret_files = cfg.cluster.accept_secret_files.map((f) => r(f)!);
   if (cfg.directory) cfg.directory.bind_password_file = r(cfg.directory.bind_password_file);
   return cfg;
 }

@@ -146,6 +146,12 @@ export const configSchema = z.object({
     /** Shared secret for heartbeat and claim signatures (HMAC-SHA256); at least 16 characters. */
     secret: z.string().min(16, 'use at least 16 characters (e.g. `openssl rand -hex 32`)').optional(),
     secret_file: z.string().optional(),
+    /**
+     * Secrets accepted on what peers sign, besides `secret` (which alone signs): a rotation
+     * window (docs/ha.md "Rotating the cluster secret"). Read from the files at load.
+     */
+    accept_secrets: z.array(z.string().min(16, 'use at least 16 characters')).max(4).default([]),
+    accept_secret_files: z.array(z.string()).max(4).default([]),
     heartbeat_interval: duration('250ms'),
     /** A node that could not renew its disk heartbeat for this long stops accepting and delivering. */
     fence_after: duration('1500ms'),

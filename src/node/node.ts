@@ -25,7 +25,7 @@ import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
-import { Spool, acquireSpoolLock } from '../spool/index.ts';
+import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
 import type { TableRouter, NetworkList, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter } from '../router/directory/index.ts';
 import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
@@ -38,14 +38,20 @@ import { startAdminServer } from '../admin/admin-server.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
 import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
 
-/** fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP sessions or transactions (421, /health 503) while deliveries go on. */
-export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'stopping';
+/**
+ * fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP
+ * sessions or transactions (421, /health 503) while deliveries go on. returning: with
+ * cluster.auto_handback off, another node holds our spool until the operator hands it back
+ * (421, /health 503).
+ */
+export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'returning' | 'stopping';
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
   private receiver!: SmtpReceiver;
   private admin?: FastifyInstance;
-  private releaseLock?: () => Promise<void>;
+  /** Our spool's lock while we deliver from it. */
+  private lock?: SpoolLock;
   private relayNetworks!: NetworkList;
   private passwords?: PasswordTable;
   private channels!: ChannelSet;
@@ -82,6 +88,7 @@ export class TandemNode {
 
   health(): NodeHealth {
     if ((this.state === 'ready' || this.state === 'draining') && this.cluster?.isFenced()) return 'fenced';
+    if (this.state === 'ready' && this.cluster?.holdsOutReturning()) return 'returning';
     return this.state;
   }
 
@@ -122,6 +129,8 @@ export class TandemNode {
         loseOwnSpool: () => this.loseOwnSpool(),
         regainOwnSpool: () => this.startDelivering(false),
         deliveriesResumed: () => this.qmgr.resume(),
+        ownLock: async () => (this.lock ? this.lock.held() : undefined),
+        retakeOwnSpool: () => this.startDelivering(false, { force: false }),
       }, log, this.tracking);
       registerClusterMetrics(this.metrics.registry, () => this.cluster!.status());
       claimedBy = (await this.cluster.start()).ownSpoolClaimedBy;
@@ -178,11 +187,10 @@ export class TandemNode {
    * while the receiver is already writing into it (tmp/ left alone; the lock is forced, since
    * the claim protocol has just given the spool back to us).
    */
-  private async startDelivering(atStartup: boolean): Promise<void> {
+  private async startDelivering(atStartup: boolean, opts: { force?: boolean } = {}): Promise<void> {
     await this.losing;
     const dir = this.spoolDir;
-    const lock = await acquireSpoolLock(dir, { force: !atStartup });
-    this.releaseLock = () => lock.release();
+    this.lock = await acquireSpoolLock(dir, { force: opts.force ?? !atStartup });
     const { removedTmp, scanned } = await this.qmgr.start({ cleanTmp: atStartup });
     scanned.then(
       (r) => this.logger.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
@@ -198,9 +206,9 @@ export class TandemNode {
   private loseOwnSpool(): void {
     const old = this.qmgr;
     this.qmgr = this.newQueueManager();
-    const release = this.releaseLock;
-    this.releaseLock = undefined;
-    this.losing = old.stop().then(() => release?.()).catch((err) => {
+    const lock = this.lock;
+    this.lock = undefined;
+    this.losing = old.stop().then(() => lock?.release()).catch((err) => {
       this.logger.error({ event: 'own-spool-release-failed', err: String(err) }, `stopping delivery from our claimed spool failed: ${err}`);
     });
   }
@@ -284,7 +292,7 @@ export class TandemNode {
     await this.admin?.close();
     this.tracking?.close();
     if (this.router instanceof DirectoryRouter) await this.router.close();
-    await this.releaseLock?.();
+    await this.lock?.release();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }
 }

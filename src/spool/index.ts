@@ -6,7 +6,7 @@ export { Spool, CorruptQueueFileError } from './spool.ts';
 export { IncomingMessage } from './incoming.ts';
 export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions, SpoolIo } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
-export type { SpoolLockInfo } from './lock.ts';
+export type { SpoolLock, SpoolLockInfo } from './lock.ts';
 export { DirSyncer, fsyncDirectory } from './dirsync.ts';
 export type { FsyncDir } from './dirsync.ts';
 export { parseQueueId, isSafeQueueId, NODE_ID_PATTERN } from './queueid.ts';

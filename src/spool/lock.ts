@@ -106,7 +106,17 @@ async function tryCreateLock(dir: string, info: SpoolLockInfo): Promise<boolean>
  * cluster uses it, holding the spool's claim (whose epoch is what fences the old holder out).
  * Throws SpoolLockedError if a live process holds it.
  */
-export async function acquireSpoolLock(dir: string, opts: { force?: boolean } = {}): Promise<{ release(): Promise<void> }> {
+export interface SpoolLock {
+  release(): Promise<void>;
+  /**
+   * Whether the lock file still names this holder. A delivering process asks this every
+   * cluster.heartbeat_interval: a lock taken from it (forced by another process) means another
+   * process delivers the spool now, and it must stop at once. A read error rejects.
+   */
+  held(): Promise<{ held: true } | { held: false; holder?: SpoolLockInfo }>;
+}
+
+export async function acquireSpoolLock(dir: string, opts: { force?: boolean } = {}): Promise<SpoolLock> {
   const me: SpoolLockInfo = { pid: process.pid, hostname: osHostname(), startedAt: Date.now() };
   const path = lockPath(dir);
   for (let attempt = 0; ; attempt++) {
@@ -126,6 +136,10 @@ export async function acquireSpoolLock(dir: string, opts: { force?: boolean } = 
   }
   let released = false;
   return {
+    async held() {
+      const holder = await readSpoolLock(dir);
+      return sameHolder(holder, me) ? { held: true } : { held: false, ...(holder ? { holder } : {}) };
+    },
     async release(): Promise<void> {
       if (released) return;
       released = true;

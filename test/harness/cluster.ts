@@ -43,8 +43,13 @@ export interface TestCluster {
   ids: string[];
   addresses: Map<string, NodeAddresses>;
   secret: string;
-  /** `spool`: this node's view of the spool root (default the shared one in the config). */
-  start(id: string, opts?: { spool?: string }): Promise<RunningNode>;
+  /**
+   * `spool`: this node's view of the spool root (default the shared one in the config).
+   * `config`: keys merged over the shared config for this node only (a misconfigured node:
+   * another secret, another node list…), written to <dir>/<id>-own/tandem.yaml.
+   * `env`: extra environment (e.g. libfaketime's, for a node whose clock is off).
+   */
+  start(id: string, opts?: { spool?: string; config?: ConfigTree; env?: NodeJS.ProcessEnv; nodeId?: string }): Promise<RunningNode>;
   kill(id: string): Promise<void>;
   node(id: string): RunningNode | undefined;
   status(id: string): Promise<any>;
@@ -103,7 +108,12 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
     secret,
     async start(id, startOpts = {}) {
       const a = addresses.get(id)!;
-      const node = await startNode({ config, nodeId: id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`), ...(startOpts.spool ? { spool: startOpts.spool } : {}) });
+      const own = startOpts.config ? writeNodeConfig(join(opts.dir, `${id}-own`), startOpts.config, readFileSync(config, "utf8")) : config;
+      const node = await startNode({
+        config: own, nodeId: startOpts.nodeId ?? id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`),
+        ...(startOpts.spool ? { spool: startOpts.spool } : {}),
+        ...(startOpts.env ? { env: { ...process.env, ...startOpts.env } } : {}),
+      });
       running.set(id, node);
       return node;
     },
