@@ -227,7 +227,8 @@ export class TandemNode {
       (k === 'smtp.auth_passwords' && !!this.config.smtp.auth_passwords && !!next.smtp.auth_passwords);
     const restartNeeded = changed.filter((k) => !live(k));
     const networks = await loadRelayNetworks(next);
-    const passwords = await loadPasswords(next);
+    // the password table is re-read where AUTH is on and stays on (turning it on or off needs a restart)
+    const passwords = this.config.smtp.auth_passwords && next.smtp.auth_passwords ? await loadPasswords(next) : this.passwords;
     const tls = this.config.smtp.tls && next.smtp.tls ? { key: await readFile(next.smtp.tls.key), cert: await readFile(next.smtp.tls.cert) } : undefined;
     if (tls) createSecureContext(tls); // throws here, before anything is changed, if they do not go together
     await this.router.reload();
