@@ -117,7 +117,7 @@ test('a permanent failure sends one DSN to the sender; never to the null sender'
 });
 
 test('deferred mail is retried with backoff and expires after max_lifetime with a DSN', async () => {
-  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'deferred'), { max_lifetime: '400ms' });
+  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'deferred'), { max_lifetime: '2s' });
   const { spool, qmgr } = await t.make();
   await qmgr.start();
   const env = envelope(spool, 'sender@x.test', ['slow@r.test']);
