@@ -15,6 +15,7 @@ import { CLI_MAIN, REPO_ROOT } from './harness/node.ts';
 import { runCli } from './harness/tandem.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { eventually } from './harness/wait.ts';
+import { RawSmtpClient } from './harness/raw-smtp.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -49,8 +50,23 @@ test('tandem up: two nodes behind HAProxy deliver to the demo mailboxes; Ctrl-C 
   assert.equal(status.code, 0, status.stderr);
   assert.deepEqual(JSON.parse(status.stdout).nodes.map((n: any) => `${n.id} ${n.status}`), ['a alive', 'b alive']);
 
+  // a client connecting straight to a node (not through the balancer) is greeted at once:
+  // only the balancer's address must send a PROXY header
+  const direct = parseHostPort(info.nodes[0].smtp);
+  const raw = await RawSmtpClient.connect(direct.port, direct.host);
+  const greeting = await raw.readReply(5_000);
+  assert.equal((greeting as any).code, 220, JSON.stringify(greeting));
+  raw.close();
+
+  // crash node b and start it again with the printed command: Ctrl-C must stop it too
+  process.kill(-info.nodes[1].pid, 'SIGKILL');
+  const line = await up.waitForLine((l) => l.text.includes(' start --config ') && l.text.includes('--node-id b'), 30_000);
+  const restarted = await spawnProcess('bash', ['-c', `exec ${line.text.trim()}`], {
+    cwd: REPO_ROOT, name: 'node-b-restarted', readyMatch: (j) => j.event === 'ready', readyTimeoutMs: 60_000,
+  });
   up.kill('SIGINT');
   const exit = await up.exited;
   assert.equal(exit.code, 0);
   for (const n of info.nodes) assert.equal(alive(n.pid), false, `node ${n.id} (pid ${n.pid}) stopped`);
+  assert.equal((await restarted.exited).code, 0, 'the node restarted by hand was stopped by Ctrl-C (gracefully)');
 });

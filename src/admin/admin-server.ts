@@ -14,9 +14,16 @@
  *                           (the status code does not depend on it: mail flows on cached answers)
  *   GET  /metrics           Prometheus text format
  *   GET  /queue             every queued message (id, state, busy, next attempt)
- *   GET  /queue/:id         envelope, per-recipient status, deferral, state
- *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id    POST /queue/flush
- *   POST /reload            reload tables (as SIGHUP)
+ *   GET  /queue/shape       pending recipients by destination domain × age (as qshape); ?state=
+ *   GET  /queue/:id         envelope, per-recipient status, deferral, state; ?body=1 the message too
+ *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id      one message
+ *   POST /queue/hold | release | delete | flush | requeue   with a JSON selection
+ *                           {ids?, all?, sender?, recipient?, domain?, state?, olderThan?}
+ *                           → {matched, results: [{queueId, result}], missing} (flush, requeue:
+ *                           {matched, flushed}); flush without a body flushes everything. A bulk
+ *                           delete (all, a filter, several ids) answers 409 {matched} unless the
+ *                           body carries "confirm": <that number>.
+ *   POST /reload            re-read the config file (as SIGHUP): {applied, restartNeeded}
  *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
  *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
  *   POST /cluster/handback/:spool              hand a spool this node holds back to its node
@@ -25,7 +32,8 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
-import { listQueue, showQueued } from './queue-listing.ts';
+import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
+import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
 import { isSafeQueueId } from '../spool/index.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
@@ -61,13 +69,47 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     return node.metrics.registry.metrics();
   });
   app.get('/queue', async () => ({ node: node.config.node.id, counts: node.qmgr.counts(), ...(await listQueue(node.spool)) }));
-  app.get<{ Params: { id: string } }>('/queue/:id', async (req, reply) => {
+  app.get<{ Querystring: { state?: string } }>('/queue/shape', async (req, reply) => {
+    const state = req.query.state;
+    if (state !== undefined && !(QUEUE_STATES as readonly string[]).includes(state)) return reply.code(400).send({ error: `state ${JSON.stringify(state)}: use incoming, active, deferred or hold` });
+    return { node: node.config.node.id, ...(await queueShape(node.spool, state ? { state: state as QueueState } : {})) };
+  });
+  app.get<{ Params: { id: string }; Querystring: { body?: string } }>('/queue/:id', async (req, reply) => {
     if (!isSafeQueueId(req.params.id)) return reply.code(400).send({ error: `${JSON.stringify(req.params.id)} is not a queue id` });
-    const details = await showQueued(node.spool, req.params.id);
+    const details = await showQueued(node.spool, req.params.id, { body: req.query.body === '1' || req.query.body === 'true' });
     if (!details) return reply.code(404).send({ error: `no message ${req.params.id} in the queue` });
     return details;
   });
-  app.post('/queue/flush', async () => ({ flushed: node.qmgr.flush() }));
+  const bulk = (op: 'hold' | 'release' | 'delete' | 'flush' | 'requeue') => async (req: { body?: unknown }, reply: any) => {
+    let sel: QueueSelection;
+    try {
+      sel = selectionFromJson(req.body);
+    } catch (err) {
+      return reply.code(400).send({ error: (err as Error).message });
+    }
+    if ((op === 'flush' || op === 'requeue') && isEmptySelection(sel)) {
+      const flushed = node.qmgr.flush();
+      return { matched: flushed, flushed };
+    }
+    if (isEmptySelection(sel)) return reply.code(400).send({ error: 'say which messages: ids, all, or a filter (sender, recipient, domain, state, olderThan)' });
+    const { selected, missing } = await selectQueued(node.spool, sel);
+    if (op === 'flush' || op === 'requeue') return { matched: selected.length, flushed: node.qmgr.flush(selected.map((m) => m.queueId)), missing };
+    const confirm = (req.body as { confirm?: unknown } | undefined)?.confirm;
+    if (op === 'delete' && deleteNeedsConfirmation(sel, selected.length) && confirm !== selected.length) {
+      return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match; send "confirm": ${selected.length} to delete them` });
+    }
+    const results: Array<{ queueId: string; result: string }> = [];
+    for (const { queueId } of selected) {
+      try {
+        results.push({ queueId, result: op === 'hold' ? await node.qmgr.hold(queueId) : op === 'release' ? await node.qmgr.release(queueId) : await node.qmgr.remove(queueId) });
+      } catch (err) {
+        if ((err as any).code !== 'ENOMSG') throw err;
+        results.push({ queueId, result: 'gone' }); // delivered while we looked
+      }
+    }
+    return { matched: selected.length, results, missing };
+  };
+  for (const op of ['hold', 'release', 'delete', 'flush', 'requeue'] as const) app.post(`/queue/${op}`, bulk(op));
   const action = (name: 'hold' | 'release' | 'delete') => async (req: { params: { id: string } }, reply: any) => {
     if (!isSafeQueueId(req.params.id)) return reply.code(400).send({ error: `${JSON.stringify(req.params.id)} is not a queue id` });
     try {
@@ -84,10 +126,9 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   app.delete<{ Params: { id: string } }>('/queue/:id', action('delete'));
   app.post('/reload', async (_req, reply) => {
     try {
-      await node.reload();
-      return { reloaded: true };
+      return { reloaded: true, ...(await node.reload()) };
     } catch (err) {
-      return reply.code(500).send({ error: `reload failed, old tables kept: ${(err as Error).message}` });
+      return reply.code(500).send({ error: `reload failed, old configuration kept: ${(err as Error).message}` });
     }
   });
 

@@ -15,9 +15,10 @@ export function adminBase(addr: string | { host: string; port: number }): string
   return `http://${h.includes(':') ? `[${h}]` : h}:${addr.port}`;
 }
 
-export async function adminCall(base: string, method: string, path: string, token?: string, timeoutMs = 5000): Promise<AdminReply> {
+export async function adminCall(base: string, method: string, path: string, token?: string, timeoutMs = 5000, body?: unknown): Promise<AdminReply> {
   try {
-    const res = await fetch(base + path, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(timeoutMs) });
+    const headers: Record<string, string> = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) };
+    const res = await fetch(base + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(timeoutMs) });
     return { reachable: true, status: res.status, body: await res.json().catch(() => ({})) };
   } catch (err) {
     return { reachable: false, error: String((err as any)?.cause?.code ?? (err as Error).message) };

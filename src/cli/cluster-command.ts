@@ -10,25 +10,26 @@
  * Exit codes: 0; 1 the node refused (e.g. it does not hold that spool); 2 usage; 69 no node (or
  * not the one needed) reachable; 78 configuration error.
  */
-import { loadConfig } from '../config/load.ts';
+import { configPath, loadCliConfig, type CliConfigOptions } from './cli-config.ts';
 import type { ClusterStatus } from '../cluster/cluster-manager.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
 import { adminBase, adminCall } from './admin-client.ts';
 
-interface ClusterOpts { config?: string; token?: string; json?: boolean }
+interface ClusterOpts extends CliConfigOptions { token?: string; json?: boolean }
 
 interface Target { id: string; site: string; base?: string }
 
 async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: string } | number> {
-  if (!opts.config) {
-    console.error('tandem cluster: give the cluster config with --config FILE (its cluster.nodes list the admin addresses)');
+  const file = configPath(opts);
+  if (!file) {
+    console.error('tandem cluster: give the cluster config with --config FILE or TANDEM_CONFIG (its cluster.nodes list the admin addresses)');
     return EXIT.USAGE;
   }
   try {
-    const c = await loadConfig(opts.config);
+    const c = await loadCliConfig(opts);
     if (!c.cluster) {
-      console.error(`tandem cluster: ${opts.config} has no cluster: section`);
+      console.error(`tandem cluster: ${file} has no cluster: section`);
       return EXIT.CONFIG;
     }
     const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;
@@ -59,8 +60,18 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     console.error(`tandem cluster status: no node answered: ${[...errors].map(([id, e]) => `${id} ${e}`).join('; ')}`);
     return EXIT.UNAVAILABLE;
   }
+  // a node that does not answer: its queue as the secondary delivering its spool reports it now;
+  // else the depth it last announced, with how old that is (never shown as if current)
+  const secondaryOf = (id: string) => {
+    for (const v of views.values()) {
+      const s = v.secondaries.find((x) => x.spool === id);
+      if (s) return { by: v.node, queue: Object.values(s.queue).reduce((a, b) => a + b, 0) };
+    }
+    return undefined;
+  };
   const nodes = t.nodes.map((n) => {
     const own = views.get(n.id);
+    const secondary = own ? undefined : secondaryOf(n.id);
     const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
     const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
     const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
@@ -68,7 +79,9 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
       id: n.id, site: n.site, status, reachable: !!own,
       ...(own ? {} : { error: errors.get(n.id) }),
       netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
-      queue: own ? own.queue : freshest?.announced?.queue,
+      queue: own ? own.queue : secondary ? secondary.queue : freshest?.announced?.queue,
+      queueFrom: own ? 'node' : secondary ? `secondary on ${secondary.by}` : freshest?.announced ? 'last heartbeat' : undefined,
+      ...(own || secondary || !freshest?.announced ? {} : { queueAgeMs: freshest.netAgeMs }),
       ownSpool: own?.ownSpool,
       secondaries: own?.secondaries ?? [],
     };
@@ -85,7 +98,7 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   const rows = [['NODE', 'SITE', 'STATUS', 'NET-AGE', 'DISK-AGE', 'QUEUE', 'SECONDARIES']];
   for (const n of nodes) {
     rows.push([n.id, n.site, n.status, n.netAgeMs === undefined ? '-' : age(n.netAgeMs), n.diskAgeMs === undefined ? '-' : age(n.diskAgeMs),
-      n.queue === undefined ? '-' : String(n.queue), n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
+      n.queue === undefined ? '-' : n.queueFrom === 'node' ? String(n.queue) : n.queueFrom === 'last heartbeat' ? `${n.queue} (as of ${age(n.queueAgeMs ?? 0)} ago)` : `${n.queue} (${n.queueFrom})`, n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
   }
   printTable(rows);
   const spoolRows = [['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']];

@@ -2,29 +2,33 @@
  * cli/config-check.ts — `tandem config check FILE`: parse and validate the file, then load
  * every table it names, the relay networks, the password table and the TLS files, as a start
  * would — without listening or touching the spool. With a directory: section, it binds to
- * every directory server and reads directory.base_dn there (one line per server).
+ * every directory server and reads directory.base_dn there (one line per server) unless
+ * `connect: false` (`--no-connect`: what a unit's ExecStartPre runs, since a node starts, and
+ * answers 451, while its directory is down).
+ * A cluster file shared by every node (no node.id) is checked as such when no node id is given
+ * (every node of cluster.nodes), or as the node given (--node-id, TANDEM_NODE_ID).
  *
  * Exports: checkConfig → { ok, lines } (lines are what to print).
  */
 import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
-import { loadConfig } from '../config/load.ts';
+import { loadConfig, nodeIdGiven } from '../config/load.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 
-export async function checkConfig(file: string): Promise<{ ok: boolean; lines: string[] }> {
+export async function checkConfig(file: string, opts: { nodeId?: string; connect?: boolean } = {}): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];
   const problems: string[] = [];
   let c;
   try {
-    c = await loadConfig(file);
+    c = await loadConfig(file, opts.nodeId ? { nodeId: opts.nodeId } : {}, { anyNode: true });
   } catch (err) {
     return { ok: false, lines: [`${file}: invalid`, ...String((err as Error).message).split('\n').map((l) => `  ${l}`)] };
   }
   const step = async (what: string, fn: () => Promise<unknown>) => {
     try {
-      await fn();
-      lines.push(`  ok   ${what}`);
+      const detail = await fn();
+      lines.push(`  ok   ${what}${typeof detail === 'string' ? `: ${detail}` : ''}`);
     } catch (err) {
       problems.push(what);
       lines.push(`  FAIL ${what}: ${(err as Error).message}`);
@@ -34,12 +38,16 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
     const router = await createRouter(c);
     if ('close' in router) await router.close();
   });
-  if (c.directory) {
+  if (c.directory && opts.connect === false) lines.push('  --   directory servers not contacted (--no-connect)');
+  else if (c.directory) {
     const pool = await createDirectoryPool(c).catch((err: Error) => err);
     if (pool instanceof Error) await step('directory', () => Promise.reject(pool));
     else {
       for (const r of await pool.check(c.directory.base_dn)) {
-        await step(`directory server ${r.url}: ${r.detail}`, async () => { if (!r.ok) throw new Error('cannot bind and read; check the URL, bind_dn, the password and base_dn'); });
+        await step(`directory server ${r.url}`, async () => {
+          if (!r.ok) throw new Error(/tandem dir init/.test(r.detail) ? r.detail : `${r.detail}; cannot bind and read: check the URL, bind_dn, the password and base_dn`);
+          return r.detail;
+        });
       }
       await pool.close();
     }
@@ -62,5 +70,6 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
       + (noAdmin.length ? `; no admin address for ${noAdmin.join(', ')} (tandem cluster status cannot ask it)` : ''), async () => undefined);
   }
   const ok = problems.length === 0;
-  return { ok, lines: [`${file}: ${ok ? 'configuration OK' : `${problems.length} problem(s)`} (node ${c.node.id}, SMTP ${c.smtp.listen.host}:${c.smtp.listen.port})`, ...lines] };
+  const who = nodeIdGiven(c) ? `node ${c.node.id}` : `shared cluster file: every node of cluster.nodes, each started with --node-id ID`;
+  return { ok, lines: [`${file}: ${ok ? 'configuration OK' : `${problems.length} problem(s)`} (${who}, SMTP ${c.smtp.listen.host}:${c.smtp.listen.port})`, ...lines] };
 }

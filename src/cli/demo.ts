@@ -60,7 +60,7 @@ export async function prepareDemo(dirArg: string) {
         `  local domain example.test: alice, bob; postmaster → alice; team → alice + bob`,
         `  send one:   swaks --server ${smtp.host}:${smtp.port} --from you@example.org --to team@example.test`,
         `  look here:  ls ${mail}/alice/new ${mail}/bob/new`,
-        `  queue:      ${TANDEM_BIN} queue list --config ${path.join(dir, 'tandem.yaml')}`,
+        admin ? `  queue:      ${TANDEM_BIN} queue list --admin ${admin.host}:${admin.port}` : `  queue:      ${TANDEM_BIN} queue list --config ${path.join(dir, 'tandem.yaml')}`,
         `  tracking:   tail -f ${path.join(dir, 'log', 'tracking.log')}`,
         '  stop:       Ctrl-C',
         '',

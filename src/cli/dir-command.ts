@@ -27,6 +27,7 @@ import { EXIT } from './exit-codes.ts';
 
 export interface DirCommandOptions {
   config?: string;
+  nodeId?: string;
   json?: boolean;
   ldif?: boolean;
   relay?: boolean;
@@ -45,10 +46,10 @@ export async function runDirCommand(action: string, args: string[], opts: DirCom
     process.stdout.write(await readFile(opts.ldif ? SCHEMA_FILES.ldif : SCHEMA_FILES.schema, 'utf8'));
     return EXIT.OK;
   }
-  if (!opts.config) return fail(EXIT.USAGE, 'give the node configuration with --config FILE (its directory: section says where the directory is)');
+  if (!opts.config) return fail(EXIT.USAGE, 'give the node configuration with --config FILE or TANDEM_CONFIG (its directory: section says where the directory is)');
   let c;
   try {
-    c = await loadConfig(opts.config);
+    c = await loadConfig(opts.config, opts.nodeId ? { nodeId: opts.nodeId } : {}, { anyNode: true });
   } catch (err) {
     return fail(EXIT.CONFIG, `configuration error in ${(err as Error).message}`);
   }

@@ -27,6 +27,11 @@ export interface HaproxyConfigOptions {
   checkInterMs?: number;
   /** PROXY protocol v2 to the nodes (default true). */
   proxyV2?: boolean;
+  /**
+   * Connect to the nodes from this address (HAProxy `source`), so that the nodes can tell the
+   * balancer (which sends a PROXY header) from a client connecting straight to them.
+   */
+  source?: string;
 }
 
 export function haproxyConfig(opts: HaproxyConfigOptions): string {
@@ -57,6 +62,7 @@ export function haproxyConfig(opts: HaproxyConfigOptions): string {
     '    balance roundrobin',
     '    option httpchk GET /health',
     '    http-check expect status 200',
+    ...(opts.source ? [`    source ${opts.source}`] : []),
     ...opts.backends.map((b) => `    server ${b.name} ${hp(b.smtp)}${proxy} check port ${b.admin.port} addr ${b.admin.host} inter ${inter}ms fall 2 rise 2`),
     '',
   ].join('\n');

@@ -8,7 +8,11 @@
  * installed (PROXY protocol v2, HTTP health checks of each node's /health). The front door is
  * --listen (HAProxy, or node a when there is no HAProxy; the others take the next ports).
  * Prints the addresses (and one JSON line {"event":"up", …} on stdout for scripts); Ctrl-C
- * (SIGINT) or SIGTERM stops everything: the nodes finish their deliveries in flight.
+ * (SIGINT) or SIGTERM stops everything: the nodes finish their deliveries in flight. Every node
+ * writes <dir>/run/<id>.pid (--pid-file, also in the printed restart command), so that a node
+ * restarted by hand is stopped by Ctrl-C too.
+ * On a loopback front door HAProxy connects to the nodes from 127.0.0.2 and only that address
+ * must send a PROXY header: a client may still connect straight to a node.
  * Kill a node's process group (`kill -9 -PGID`, printed) to watch its spool being taken over.
  * What can go wrong: a port in use (the node's error is printed, everything started is stopped;
  * pick another --listen); HAProxy failing to start (its output is printed).
@@ -120,6 +124,25 @@ function stopGroup(child: ChildProcess, ms = 30_000): Promise<void> {
   });
 }
 
+/**
+ * Stop a node started by hand from the restart command (its pid file names it): SIGTERM, then
+ * wait until it has exited (SIGKILL after 30 s). A pid file of a process that is gone, or that
+ * is no Tandem node of this cluster (the pid was reused), is left alone.
+ */
+async function stopRestarted(file: string, configFile: string, childPid: number | undefined): Promise<void> {
+  const pid = Number((await readFile(file, 'utf8').catch(() => '')).trim());
+  if (!Number.isInteger(pid) || pid <= 0 || pid === childPid) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmdline.includes(configFile)) return;
+  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+  try { process.kill(pid, 'SIGTERM'); } catch { return; }
+  const end = Date.now() + 30_000;
+  while (alive()) {
+    if (Date.now() > end) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } return; }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function runUp(opts: UpOptions): Promise<void> {
   const n = Number(opts.nodes);
   if (!Number.isInteger(n) || n < 2 || n > 26) {
@@ -139,10 +162,13 @@ export async function runUp(opts: UpOptions): Promise<void> {
     members.push({ id, smtp: fmt(host, smtpPort), admin: fmt(host, await freePort(host)), heartbeat: fmt(host, await freeUdpPort(host)) });
   }
   const base = YAML.parse(await readFile(demo.configFile, 'utf8'));
+  // the balancer's own source address, so that only it must send PROXY (a loopback front door:
+  // every 127/8 address is local; otherwise the nodes' host is the balancer's too)
+  const balancer = /^127\./.test(host) ? (host === '127.0.0.2' ? '127.0.0.3' : '127.0.0.2') : host;
   const config = {
     ...base,
     node: { ...base.node, id: 'a' },
-    smtp: { ...base.smtp, ...(useHaproxy ? { proxy_protocol: [host] } : {}) },
+    smtp: { ...base.smtp, ...(useHaproxy ? { proxy_protocol: [balancer] } : {}) },
     admin: { listen: members[0].admin },
     cluster: {
       secret: await clusterSecret(dir),
@@ -152,13 +178,16 @@ export async function runUp(opts: UpOptions): Promise<void> {
   const configFile = path.join(dir, 'cluster.yaml');
   await writeFile(configFile, `# written by tandem up (ports change at every start)\n${YAML.stringify(config)}`);
 
+  const runDir = path.join(dir, 'run');
+  await mkdir(runDir, { recursive: true });
+  const pidFile = (id: string) => path.join(runDir, `${id}.pid`);
   const started: ChildProcess[] = [];
   let stopping = false;
   const stopAll = async (code: number) => {
     if (stopping) return;
     stopping = true;
     process.stderr.write('\nstopping the local cluster (deliveries in flight finish first)…\n');
-    await Promise.all(started.map((c) => stopGroup(c)));
+    await Promise.all([...started.map((c) => stopGroup(c)), ...members.map((m) => stopRestarted(pidFile(m.id), configFile, m.proc?.pid))]);
     process.exit(code);
   };
   process.on('SIGINT', () => void stopAll(EXIT.OK));
@@ -166,13 +195,14 @@ export async function runUp(opts: UpOptions): Promise<void> {
 
   try {
     await Promise.all(members.map(async (m) => {
-      m.proc = await startProcess(process.execPath, [...process.execArgv, CLI_MAIN, 'start', '--config', configFile, '--node-id', m.id, '--listen', m.smtp, '--admin', m.admin],
+      m.proc = await startProcess(process.execPath, [...process.execArgv, CLI_MAIN, 'start', '--config', configFile, '--node-id', m.id, '--listen', m.smtp, '--admin', m.admin, '--pid-file', pidFile(m.id)],
         path.join(dir, 'log', `${m.id}.log`), (line) => line.includes('"event":"ready"'), `node ${m.id}`, (c) => started.push(c));
     }));
     if (useHaproxy) {
       const cfg = path.join(dir, 'haproxy.cfg');
       await writeFile(cfg, haproxyConfig({
         listen: opts.listen,
+        ...(balancer !== host ? { source: balancer } : {}),
         backends: members.map((m) => ({ name: m.id, smtp: parseHostPort(m.smtp), admin: parseHostPort(m.admin) })),
       }));
       const log = openSync(path.join(dir, 'log', 'haproxy.log'), 'a');
@@ -205,7 +235,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
   ].join('\n'));
   for (const m of members) {
     m.proc!.once('exit', (code, signal) => {
-      if (!stopping) process.stderr.write(`node ${m.id} exited (${signal ?? `code ${code}`}); its spool is taken over by a peer after cluster.dead_after. Start it again with:\n  ${tandem} start --config ${configFile} --node-id ${m.id} --listen ${m.smtp} --admin ${m.admin}\n`);
+      if (!stopping) process.stderr.write(`node ${m.id} exited (${signal ?? `code ${code}`}); its spool is taken over by a peer after cluster.dead_after. Start it again with:\n  ${tandem} start --config ${configFile} --node-id ${m.id} --listen ${m.smtp} --admin ${m.admin} --pid-file ${pidFile(m.id)}\n`);
     });
   }
 }

@@ -69,9 +69,12 @@ test('without a file every key has its documented default, paths relative to the
   assert.equal(cfg.log.level, 'info');
 });
 
-test('an empty file gives the defaults; values in the file are converted to ms, bytes and host/port', async () => {
-  const empty = await loadConfig(await configFile(''));
-  assert.equal(empty.node.id, 'node1');
+test('an empty file (or one of comments only) is refused: it is almost always the wrong file', async () => {
+  assert.match(await errorFor(''), /the file is empty/);
+  assert.match(await errorFor('# tandem.yaml\n\n# nothing yet\n'), /the file is empty/);
+});
+
+test('values in the file are converted to ms, bytes and host/port', async () => {
   const cfg = await loadConfig(await configFile([
     'node: { id: mx-2, hostname: mx2.example.net }',
     'smtp: { listen: "[::1]:25", max_message_size: 25MiB, socket_timeout: 1.5m }',
@@ -263,6 +266,26 @@ test('directory: defaults in ms, password file relative to the config file; more
   await assert.rejects(loadConfig(await configFile(three)), /directory\.servers: at most two servers can be masters/);
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "ldap://h" }]\n  bind_password: a\n  bind_password_file: b\n')), /directory\.bind_password_file: set bind_password or bind_password_file, not both/);
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "http://h" }]\n')), /directory\.servers\.0\.url: use ldap:\/\/host:port/);
+});
+
+test('a wrong type names the line in the file and says what is wanted in plain words', async () => {
+  const msg = await errorFor('# mx\nnode: { id: a }\nsmtp:\n  listen: 127.0.0.1:25\n  max_recipients: ten\n');
+  assert.equal(msg.split(': ').slice(1).join(': '), 'line 5: smtp.max_recipients: must be a number, not text (got "ten")');
+  assert.match(await errorFor('node:\n  id: a\nsmtp:\n  lissen: 0.0.0.0:25\n'), /line 4: smtp: unknown key\(s\) "lissen"/);
+  assert.match(await errorFor('relay:\n  networks: 127.0.0.0/8\n'), /line 2: relay\.networks: must be a list, not text/);
+});
+
+test('a cluster file shared by every node (no node.id): the tools may load it, a node must be given its id', async () => {
+  const secret = 's'.repeat(32);
+  const shared = await configFile(`cluster:\n  secret: ${secret}\n  nodes:\n    - { id: a, heartbeat: "127.0.0.1:7001" }\n    - { id: b, heartbeat: "127.0.0.1:7002" }\n`);
+  await assert.rejects(loadConfig(shared), /this node \(node\.id "node1"\) is not in cluster\.nodes; start it with --node-id/);
+  const { nodeIdGiven } = await import('./load.ts');
+  const tool = await loadConfig(shared, {}, { anyNode: true });
+  assert.equal(nodeIdGiven(tool), false);
+  const b = await loadConfig(shared, { nodeId: 'b' }, { anyNode: true });
+  assert.equal(b.node.id, 'b');
+  assert.equal(nodeIdGiven(b), true);
+  await assert.rejects(loadConfig(shared, { nodeId: 'c' }, { anyNode: true }), /node\.id "c"\) is not in cluster\.nodes/, 'a wrong id given is still an error');
 });
 
 test('cluster.accept_secret_files are read (relative to the config file) into accept_secrets; a short one is refused with the key', async () => {

@@ -20,6 +20,8 @@
  */
 import path from 'node:path';
 import os from 'node:os';
+import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
@@ -64,12 +66,13 @@ export class TandemNode {
   smtpAddress?: { host: string; port: number };
   adminAddress?: { host: string; port: number };
 
-  private constructor(readonly config: TandemConfig, private readonly logger: Logger) {
+  private constructor(readonly config: TandemConfig, private readonly logger: Logger, private readonly rereadConfig?: () => Promise<TandemConfig>) {
     this.metrics = new Metrics(() => this.qmgr?.counts() ?? {});
   }
 
-  static async start(config: TandemConfig, logger: Logger): Promise<TandemNode> {
-    const node = new TandemNode(config, logger);
+  /** `rereadConfig` loads the config file again (SIGHUP, POST /reload); without it a reload re-reads the tables only. */
+  static async start(config: TandemConfig, logger: Logger, rereadConfig?: () => Promise<TandemConfig>): Promise<TandemNode> {
+    const node = new TandemNode(config, logger, rereadConfig);
     try {
       await node.init();
     } catch (err) {
@@ -211,22 +214,46 @@ export class TandemNode {
   }
 
   /**
-   * SIGHUP: reload tables, relay networks and passwords (keeping the old ones if any new one
-   * fails), and reopen the tracking log (log rotation).
+   * SIGHUP, POST /reload: re-read the config file, and apply what can change live — the
+   * tables' contents (and the directory's), relay networks, the password table, the TLS
+   * certificate and key (renewals need no restart), log.level — keeping everything old if any
+   * new part fails to load (then it throws). Reopens the tracking log (log rotation). Other
+   * changed keys are reported (`restartNeeded`, logged as a warning), not applied.
    */
-  async reload(): Promise<void> {
-    const networks = await loadRelayNetworks(this.config);
-    const passwords = await loadPasswords(this.config);
+  async reload(): Promise<{ applied: string[]; restartNeeded: string[] }> {
+    const next = this.rereadConfig ? await this.rereadConfig() : this.config;
+    const changed = changedKeys(this.config, next);
+    const live = (k: string) => k === 'relay.networks' || k === 'log.level' || k.startsWith('smtp.tls.') ||
+      (k === 'smtp.auth_passwords' && !!this.config.smtp.auth_passwords && !!next.smtp.auth_passwords);
+    const restartNeeded = changed.filter((k) => !live(k));
+    const networks = await loadRelayNetworks(next);
+    // the password table is re-read where AUTH is on and stays on (turning it on or off needs a restart)
+    const passwords = this.config.smtp.auth_passwords && next.smtp.auth_passwords ? await loadPasswords(next) : this.passwords;
+    const tls = this.config.smtp.tls && next.smtp.tls ? { key: await readFile(next.smtp.tls.key), cert: await readFile(next.smtp.tls.cert) } : undefined;
+    if (tls) createSecureContext(tls); // throws here, before anything is changed, if they do not go together
     await this.router.reload();
     this.relayNetworks = networks;
     this.passwords = passwords;
+    if (tls) {
+      this.receiver.updateTls(tls);
+      this.config.smtp.tls = next.smtp.tls;
+    }
+    this.config.relay.networks = next.relay.networks;
+    this.config.smtp.auth_passwords = live('smtp.auth_passwords') ? next.smtp.auth_passwords : this.config.smtp.auth_passwords;
+    this.config.log.level = next.log.level;
+    this.logger.level = next.log.level;
     try {
       this.tracking.reopen();
     } catch (err) {
       // the tables are in; the tracking log goes on in the file it had open
       this.logger.error({ event: 'tracking-reopen-failed', err: String(err) }, `cannot reopen the tracking log ${this.config.tracking.path}: ${err}`);
     }
-    this.logger.info({ event: 'reloaded' }, 'tables reloaded');
+    const applied = ['tables', 'relay networks', ...(this.passwords ? ['passwords'] : []), ...(tls ? ['TLS certificate and key'] : []), ...changed.filter(live)];
+    this.logger.info({ event: 'reloaded', applied }, `reloaded: ${applied.join(', ')}`);
+    if (restartNeeded.length) {
+      this.logger.warn({ event: 'reload-restart-needed', keys: restartNeeded }, `changed in the config file but applied only at a restart: ${restartNeeded.join(', ')}`);
+    }
+    return { applied, restartNeeded };
   }
 
   /**
@@ -269,6 +296,14 @@ export class TandemNode {
     await this.lock?.release();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }
+}
+
+/** The dotted keys whose values differ between two configs (lists compared whole). */
+function changedKeys(a: unknown, b: unknown, prefix = ''): string[] {
+  const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+  if (!isObj(a) || !isObj(b)) return JSON.stringify(a) === JSON.stringify(b) ? [] : [prefix];
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  return [...keys].flatMap((k) => changedKeys(a[k], b[k], prefix ? `${prefix}.${k}` : k));
 }
 
 function fmt(a: { host: string; port: number }): string {

@@ -117,7 +117,7 @@ test('a permanent failure sends one DSN to the sender; never to the null sender'
 });
 
 test('deferred mail is retried with backoff and expires after max_lifetime with a DSN', async () => {
-  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'deferred'), { max_lifetime: '400ms' });
+  const t = setup((a) => (a === 'sender@x.test' ? 'delivered' : 'deferred'), { max_lifetime: '2s' });
   const { spool, qmgr } = await t.make();
   await qmgr.start();
   const env = envelope(spool, 'sender@x.test', ['slow@r.test']);
@@ -355,4 +355,43 @@ test('a delivery gate that shuts during an attempt and opens again by itself: th
   await until('the message to leave the queue', async () => (await spool.find(env.queueId)) === undefined);
   assert.equal(gate.length, 0, 'the gate was shut once in between');
   await qmgr.stop();
+});
+
+test('flush forgets the dead-destination memory (as postqueue -f): the flushed mail is really tried', async () => {
+  const t = setup((a) => (a.endsWith('@down.test') ? 'unreachable' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const ids: string[] = [];
+  for (const rcpt of ['a@down.test', 'b@down.test']) {
+    const env = envelope(spool, 'sender@x.test', [rcpt]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length);
+    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred');
+    ids.push(env.queueId);
+  }
+  assert.equal(t.jobs.length, 1, 'the second message was skipped by the dead-destination memory');
+  assert.equal(qmgr.flush(), 2);
+  await until('both tried after the flush', () => t.jobs.length === 3);
+  await qmgr.stop();
+});
+
+test('flush of one message (postqueue -i) tries only that one, past the dead-destination memory', async () => {
+  const t = setup((a) => (a.endsWith('@down.test') ? 'unreachable' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const ids: string[] = [];
+  for (const rcpt of ['a@down.test', 'b@down.test', 'c@down.test']) {
+    const env = envelope(spool, 'sender@x.test', [rcpt]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length);
+    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred');
+    ids.push(env.queueId);
+  }
+  assert.equal(t.jobs.length, 1);
+  assert.equal(qmgr.flush([ids[1]]), 1);
+  await until('the flushed message tried', () => t.jobs.length === 2);
+  assert.deepEqual(t.jobs[1].recipients.map((r) => r.address), ['b@down.test']);
+  assert.equal(qmgr.list().find((m) => m.queueId === ids[2])?.state, 'deferred', 'the others wait for their retry time');
+  await qmgr.stop();
+  assert.equal(t.jobs.length, 2);
 });

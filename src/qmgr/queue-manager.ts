@@ -33,6 +33,7 @@ import { Fifo } from '../util/fifo.ts';
 import { nextBackoff } from './backoff.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
+import { applyQueueAction } from './queue-actions.ts';
 
 export interface QueueManagerDeps {
   config: TandemConfig;
@@ -77,6 +78,8 @@ interface Entry {
   after?: 'hold' | 'delete' | 'flush';
   /** In the ready queue (so that it is not put there twice). */
   queued?: boolean;
+  /** Flushed by the operator: the next attempt tries destinations that were unreachable a moment ago. */
+  flushed?: boolean;
 }
 
 export interface MessageSummary {
@@ -224,14 +227,23 @@ export class QueueManager {
     return c;
   }
 
-  /** Try every deferred message now (`tandem queue flush`). Returns how many. */
-  flush(): number {
+  /**
+   * Try deferred messages now (`tandem queue flush`, Postfix's `postqueue -f` / `-i ID`): every
+   * one, or those of `ids`. What is flushed also forgets the dead-destination memory (a
+   * destination unreachable a moment ago is tried again): all of it for a flush of everything,
+   * for the flushed messages' next attempt otherwise. Held messages stay held. Returns how many.
+   */
+  flush(ids?: string[]): number {
     let n = 0;
-    for (const [id, e] of this.entries) {
-      if (e.busy && e.state !== 'hold') {
+    if (!ids) this.dead.clear();
+    const which = ids ? ids.map((id) => [id, this.entries.get(id)] as const) : [...this.entries];
+    for (const [id, e] of which) {
+      if (!e || e.state === 'hold') continue;
+      e.flushed = true;
+      if (e.busy) {
         e.after ??= 'flush'; // try again as soon as the attempt under way ends
         n++;
-      } else if (e.state === 'deferred') {
+      } else if (e.state === 'deferred' || ids) {
         this.makeReady(id, e);
         n++;
       }
@@ -263,10 +275,9 @@ export class QueueManager {
     const e = this.requireEntry(queueId);
     if (e.state !== 'hold' || e.busy) return 'not-held';
     await this.operate(queueId, e, async () => {
-      await this.deps.spool.move(queueId, 'hold', 'deferred');
+      await applyQueueAction(this.deps.spool, this.deps.tracking, 'release', queueId, 'hold', 'admin-api');
       e.state = 'deferred';
     });
-    this.deps.tracking.record({ event: 'released', queueId });
     this.makeReady(queueId, e);
     this.pump();
     return 'released';
@@ -309,18 +320,16 @@ export class QueueManager {
     e.timer = undefined;
     if (e.queued) this.ready.remove((id) => id === queueId);
     e.queued = false;
-    await this.deps.spool.move(queueId, e.state, 'hold');
+    await applyQueueAction(this.deps.spool, this.deps.tracking, 'hold', queueId, e.state, 'admin-api');
     e.state = 'hold';
-    this.deps.tracking.record({ event: 'held', queueId });
   }
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
     if (e.timer) clearTimeout(e.timer);
     if (e.queued) this.ready.remove((id) => id === queueId);
     e.queued = false;
-    await this.deps.spool.remove(queueId, e.state);
+    await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
     this.entries.delete(queueId);
-    this.deps.tracking.record({ event: 'deleted', queueId });
   }
 
   /**
@@ -439,7 +448,9 @@ export class QueueManager {
       return this.finish(id, e);
     }
 
-    const outcomes = await this.deliverPending(qf, pending);
+    const flushed = e.flushed ?? false;
+    e.flushed = undefined;
+    const outcomes = await this.deliverPending(qf, pending, flushed);
 
     // a stop (or a shut delivery gate) before any delivery started is no attempt: the file is
     // left as it is (the next start, or the gate opening, picks it up)
@@ -456,7 +467,7 @@ export class QueueManager {
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
-  private async deliverPending(qf: QueueFile, pending: number[]): Promise<Outcome[]> {
+  private async deliverPending(qf: QueueFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const groups = new Map<string, { key: string; route: Route; rcpts: DeliveryRecipient[] }>();
     const outcomes: Outcome[] = [];
@@ -485,7 +496,7 @@ export class QueueManager {
       this.deps.tracking.record({ event: 'routed', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipients: g.rcpts.map((r) => r.address), nexthop: key });
       for (let i = 0; i < g.rcpts.length; i += limit) {
         const rcpts = g.rcpts.slice(i, i + limit);
-        jobs.push({ rcpts, promise: this.deliverGroup(qf, key, g.route, rcpts, parking) });
+        jobs.push({ rcpts, promise: this.deliverGroup(qf, key, g.route, rcpts, parking, flushed) });
       }
     }
     // one failing group (a bug in a channel) must not abandon the others while they deliver
@@ -505,11 +516,13 @@ export class QueueManager {
    * for a slot the attempt is "parked": it does not count against the active limit, so mail for
    * other destinations keeps moving past a slow one. A destination whose last transaction could
    * not even reach a server is dead for a while (as in Postfix): its mail is deferred without a
-   * try until then, instead of each message waiting out the connect timeouts again.
+   * try until then, instead of each message waiting out the connect timeouts again (unless the
+   * operator flushed the message: `flushed`).
    */
-  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking): Promise<Outcome[]> {
+  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
+      if (flushed) return undefined;
       const dead = this.dead.get(key);
       if (!dead || dead.until <= this.now()) return undefined;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));

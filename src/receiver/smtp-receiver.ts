@@ -176,6 +176,11 @@ export class SmtpReceiver {
   }
 
   /** Stop accepting connections; wait for commits already under way; close idle sessions. */
+  /** Use a renewed certificate and key for new TLS sessions (SIGHUP, POST /reload); throws if they do not load. */
+  updateTls(tls: { key: Buffer; cert: Buffer }): void {
+    this.server.updateSecureContext(tls);
+  }
+
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.inFlight]);

@@ -103,6 +103,15 @@ export class TrackingLog {
     });
   }
 
+  /** Wait until every line written so far is fsynced (before close() in a short-lived process). */
+  sync(): Promise<void> {
+    if (this.fd === undefined || (!this.dirty && !this.syncing)) return Promise.resolve();
+    return new Promise((resolve) => {
+      (this.syncing ? this.nextWaiters : this.waiters).push(resolve);
+      this.scheduleSync();
+    });
+  }
+
   private write(ev: TrackingEvent | ClusterTrackingEvent): boolean {
     if (this.fd === undefined) return false;
     try {

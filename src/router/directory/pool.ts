@@ -27,7 +27,7 @@
  * Config keys (passed in): directory.servers, directory.bind_dn, directory.bind_password(_file),
  * directory.connect_timeout, directory.operation_timeout, directory.server_backoff.
  */
-import { Client, ResultCodeError, UnavailableError, BusyError } from 'ldapts';
+import { Client, ResultCodeError, UnavailableError, BusyError, NoSuchObjectError } from 'ldapts';
 import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
 
 export type DirectoryRole = 'master' | 'shadow';
@@ -202,6 +202,7 @@ export class DirectoryPool {
         await this.run(server, 'read', (c) => c.search(baseDn, { scope: 'base', attributes: ['1.1'] }));
         return { url: server.config.url, ok: true, detail: `bound and read ${baseDn} in ${this.now() - t0} ms` };
       } catch (err) {
+        if (err instanceof NoSuchObjectError) return { url: server.config.url, ok: false, detail: `the base entry ${baseDn} (directory.base_dn) does not exist there yet: run tandem dir init` };
         return { url: server.config.url, ok: false, detail: (err as Error).message };
       }
     }));

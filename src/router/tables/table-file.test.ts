@@ -97,4 +97,10 @@ test('a continuation supplies the value of a key on its own line', async () => {
 test('missing file gives a clear error with the table name, path and code', async () => {
   await assert.rejects(loadTable('/nonexistent/tandem/x', { name: 'local_domains' }),
     /^Error: cannot read table local_domains \(\/nonexistent\/tandem\/x\): ENOENT/);
+  // the code once, then what it means in words (not the system's "ENOENT: no such file …" after it)
+  await assert.rejects(loadTable('/nonexistent/tandem/x', { name: 'local_domains' }), (err: Error) => {
+    assert.equal(err.message.match(/ENOENT/g)?.length, 1, err.message);
+    assert.match(err.message, /ENOENT \(no such file\); check the path/);
+    return true;
+  });
 });

@@ -12,7 +12,7 @@
  *  - value = the rest of the logical line, trimmed;
  *  - a duplicate key: the later entry wins and `warn` is called with both line numbers.
  *
- * What can go wrong: the file cannot be read → Error "cannot read table NAME (PATH): CODE ...";
+ * What can go wrong: the file cannot be read → Error "cannot read table NAME (PATH): ENOENT (no such file); ...";
  * a bad line → TableFormatError "PATH:LINE: what is wrong" (continuation line with nothing to
  * continue, missing value when one is required).
  * Config keys: none (callers pass the paths from tables.*).
@@ -57,7 +57,8 @@ export async function loadTableEntries(file: string, opts: TableLoadOptions = {}
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const name = opts.name ?? path.basename(file);
-    throw new Error(`cannot read table ${name} (${file}): ${e.code ?? ''} ${e.message}; check the path given for it in the config file and the file permissions`, { cause: err });
+    const why = e.code === 'ENOENT' ? 'ENOENT (no such file)' : e.code === 'EACCES' ? 'EACCES (permission denied)' : e.code === 'EISDIR' ? 'EISDIR (a folder, not a file)' : e.message;
+    throw new Error(`cannot read table ${name} (${file}): ${why}; check the path given for it in the config file and the file permissions`, { cause: err });
   }
   return parseTableText(text, file, opts);
 }
