@@ -691,6 +691,7 @@ export class QueueManager {
       messageId: `<${queueId}@${this.deps.config.node.hostname}>`,
       client: { address: '127.0.0.1', helo: 'localhost' },
       ...(dsn.body8bit ? { body8bit: true } : {}),
+      ...(dsn.smtputf8 ? { smtputf8: true } : {}),
     };
     await this.deps.spool.commit(dsnEnvelope, dsn.message);
     this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
