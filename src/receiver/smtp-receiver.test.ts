@@ -246,6 +246,21 @@ test('ORCPT of both types is kept as given: rfc822 xtext-decoded, utf-8 with \\x
   assert.equal(rcpts[2].original, 'plain@local.test');
 });
 
+test('an xtext ORCPT holding UTF-8 octets, as Postfix 3.7 sends it, is accepted and kept as the utf-8 type', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  const replies = await rawTransaction(port, [
+    'EHLO client.test', 'MAIL FROM:<s@remote.test> SMTPUTF8',
+    'RCPT TO:<日本@local.test> ORCPT=rfc822;+E6+97+A5+E6+9C+AC@pf.test NOTIFY=SUCCESS',
+    'DATA', RAW_BODY, 'QUIT',
+  ]);
+  assert.match(replies[3], /^250 /, `smtp-server alone answers 501 5.1.3 here: ${replies[3]}`);
+  assert.match(replies[5], /^250 /, replies.join(' | '));
+  const [rcpt] = committed.at(-1)!.env.recipients;
+  assert.deepEqual(rcpt.orcpt, { type: 'utf-8', address: '日本@pf.test' });
+  assert.deepEqual(rcpt.notify, ['SUCCESS']);
+});
+
 test('a malformed utf-8 ORCPT gets 501 at RCPT', async () => {
   const r = startReceiver(true);
   const { port } = await r.listen();

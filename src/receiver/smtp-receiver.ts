@@ -33,7 +33,7 @@ import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader, receivedProtocol } from './received-header.ts';
-import { parseOrcpt } from '../util/dsn-address.ts';
+import { normaliseOrcptInCommand, parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
 import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
@@ -97,6 +97,18 @@ if (!(originalSend as any).tandemPatched) {
   };
   (patched as any).tandemPatched = true;
   ServerConnection.prototype.send = patched;
+}
+
+// XXX: smtp-server refuses a RCPT whose xtext ORCPT holds UTF-8 octets (Postfix sends those):
+// the parameter is rewritten into its RFC 6533 utf-8 form first (util/dsn-address.ts).
+const originalRcpt = ServerConnection.prototype.handler_RCPT;
+if (!(originalRcpt as any).tandemPatched) {
+  const patched = function (this: any, command: Buffer, callback: () => void) {
+    const line = this._server?.options?.tandem ? normaliseOrcptInCommand(command) : command;
+    return originalRcpt.call(this, line, callback);
+  };
+  (patched as any).tandemPatched = true;
+  ServerConnection.prototype.handler_RCPT = patched;
 }
 
 export class SmtpReceiver {

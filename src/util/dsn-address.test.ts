@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  decodeUtf8Addr, decodeXtext, dsnAddressField, encodeUtf8AddrXtext, encodeXtext, orcptParam, parseOrcpt,
+  normaliseOrcptInCommand, decodeUtf8Addr, decodeXtext, dsnAddressField, encodeUtf8AddrXtext, encodeXtext, orcptParam, parseOrcpt,
 } from './dsn-address.ts';
 
 test('xtext round-trips "+", "=", spaces and UTF-8 octets', () => {
@@ -44,4 +44,14 @@ test('orcptParam passes each type on as given; dsnAddressField writes raw UTF-8 
   assert.equal(dsnAddressField({ type: 'rfc822', address: 'a@x' }, true), 'rfc822; a@x');
   assert.equal(dsnAddressField({ type: 'rfc822', address: '日本@x' }, true), 'utf-8; 日本@x');
   assert.equal(dsnAddressField({ type: 'utf-8', address: '日本@x' }, false), 'utf-8; \\x{65E5}\\x{672C}@x');
+});
+
+test('normaliseOrcptInCommand: a UTF-8 xtext ORCPT becomes utf-8-addr-xtext; other lines are left alone', () => {
+  const line = (s: string) => Buffer.from(s, 'utf8');
+  assert.equal(normaliseOrcptInCommand(line('RCPT TO:<日本@x.test> ORCPT=rfc822;+E6+97+A5+E6+9C+AC@x.test NOTIFY=SUCCESS')).toString('utf8'),
+    'RCPT TO:<日本@x.test> ORCPT=utf-8;\\x{65E5}\\x{672C}@x.test NOTIFY=SUCCESS');
+  for (const same of ['RCPT TO:<a@x> ORCPT=rfc822;a+2Bb@x', 'RCPT TO:<a@x>', 'RCPT TO:<a@x> ORCPT=rfc822;a+0D+0Ab@x']) {
+    const b = line(same);
+    assert.equal(normaliseOrcptInCommand(b), b, same);
+  }
 });

@@ -3,7 +3,7 @@
  * Original-Recipient/Final-Recipient fields, for the `rfc822` type and RFC 6533's `utf-8` type.
  *
  * Exports: OriginalRecipient, parseOrcpt, orcptParam, dsnAddressField, needsUtf8Type,
- * encodeXtext, decodeXtext, encodeUtf8AddrXtext, decodeUtf8Addr.
+ * normaliseOrcptInCommand, encodeXtext, decodeXtext, encodeUtf8AddrXtext, decodeUtf8Addr.
  *
  * Encodings:
  *  - xtext (RFC 3461 §4): "+" and "=" and octets outside 0x21–0x7E as "+HH" (UTF-8 octets).
@@ -16,6 +16,12 @@
  * `rfc822` one with xtext, a `utf-8` one as utf-8-addr-xtext; other types (x400, …) unchanged.
  * An `rfc822` ORCPT that turns out to hold non-ASCII (a client bug) becomes `utf-8`: rfc822
  * cannot carry it.
+ *
+ * Postfix 3.7 sends a UTF-8 original recipient as `ORCPT=rfc822;+E6+97+A5…` (xtext of the
+ * UTF-8 octets). smtp-server decodes xtext one octet per character and refuses the whole RCPT
+ * (501 5.1.3) when an octet falls in 0x80–0x9F, which it takes for a C1 control:
+ * normaliseOrcptInCommand rewrites such a parameter, before smtp-server reads the command, into
+ * the equivalent RFC 6533 form `ORCPT=utf-8;\x{65E5}\x{672C}@…` (decoded back to the same address).
  *
  * What can go wrong: a malformed value (no ";", an empty address, a bad "\x{…}") → parseOrcpt
  * returns undefined and the caller answers 501; nothing here throws.
@@ -142,4 +148,17 @@ function latin1OrUtf8FromString(s: string): string {
   const bytes = Buffer.from(s, 'latin1');
   const utf8 = bytes.toString('utf8');
   return utf8.includes('\ufffd') ? s : utf8;
+}
+
+/**
+ * A RCPT command line with an xtext ORCPT whose octets are UTF-8 → the same line with that ORCPT
+ * as utf-8-addr-xtext (see header); any other line is returned unchanged (the same Buffer).
+ */
+export function normaliseOrcptInCommand(line: Buffer): Buffer {
+  const text = line.toString('utf8');
+  const m = /(\sORCPT=)([^;\s]+);(\S*\+[0-9A-Fa-f]{2}\S*)/i.exec(text);
+  if (!m) return line;
+  const decoded = decodeXtext(m[3]);
+  if (!needsUtf8Type(decoded) || /[\x00-\x1f\x7f-\x9f]/.test(decoded)) return line; // ASCII, or really a control: left to smtp-server
+  return Buffer.from(text.slice(0, m.index) + m[1] + `utf-8;${encodeUtf8AddrXtext(decoded)}` + text.slice(m.index + m[0].length), 'utf8');
 }
