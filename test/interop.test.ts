@@ -29,8 +29,16 @@ import { DOVECOT_AVAILABLE, MAIL_UID, startDovecot, type DovecotInstance } from 
 
 const skip = POSTFIX_AVAILABLE ?? DOVECOT_AVAILABLE ?? false;
 const procs = trackProcesses();
-const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-interop-'));
+const dir = mkdtempSync(path.join(searchableTmp(), 'tandem-interop-'));
 chmodSync(dir, 0o755); // the postfix user and the mail user must reach their folders below
+
+/** os.tmpdir() if every folder up to it lets others through (test/run.sh's is 0700), else /tmp. */
+function searchableTmp(): string {
+  for (let d = os.tmpdir(); ; d = path.dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) return '/tmp';
+    if (path.dirname(d) === d) return os.tmpdir();
+  }
+}
 let postfix: PostfixInstance;
 let dovecot: DovecotInstance;
 let node: RunningNode;
