@@ -20,8 +20,9 @@
  *  - openSession throws for anything before MAIL FROM (refused, timeout, 4xx/5xx greeting, 421 to
  *    EHLO, TLS failure): the caller tries the next address.
  *  - the connection drops or times out mid-transaction → `broken`: recipients without a final
- *    reply are deferred; when the server said 421 (closing) to a RCPT, with that reply. If the server had accepted DATA but the reply was lost, the message is
- *    delivered again later: at worst a message may be delivered twice, never lost.
+ *    reply are deferred; when the server said 421 (closing) to a RCPT, with that reply. If the
+ *    server had accepted DATA but the reply was lost, the message is delivered again later: at
+ *    worst a message may be delivered twice, never lost.
  *  - a message needing SMTPUTF8 (an address, or headers when the client sent SMTPUTF8) to a peer
  *    without it → failed 5.6.7; over the peer's SIZE limit → failed 5.3.4.
  *  - an address with CR, LF, < or > → failed 5.1.3 (the receiver should not have let it in).
@@ -320,7 +321,7 @@ function dsnOptions(job: DeliveryJob): { dsn?: SMTPConnection.DSNOptions } {
  * One recipient's RCPT TO parameters (sent when the peer offers DSN): NOTIFY as given; ORCPT as
  * given, else the address the client gave where expansion changed it (see the header).
  */
-export function rcptParameters(r: DeliveryJob['recipients'][number]): string {
+function rcptParameters(r: DeliveryJob['recipients'][number]): string {
   const args: string[] = [];
   if (r.notify?.length) args.push(`NOTIFY=${r.notify.join(',')}`);
   const expanded = r.original && r.original.toLowerCase() !== r.address.toLowerCase();
