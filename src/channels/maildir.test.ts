@@ -78,3 +78,48 @@ test('file names are unique and escape / and :', () => {
   assert.notEqual(a, b);
   assert.ok(a.endsWith('.host\\057x\\072y'));
 });
+
+const asRoot = process.getuid?.() === 0;
+
+test('local.maildir_owners: folders created and files get the owner, group and mode, whatever the umask', { skip: !asRoot && 'chown needs root' }, async () => {
+  const { ownerLookup } = await import('./maildir_owner.ts');
+  await withTempDir(async (dir) => {
+    const owners = ownerLookup({ '*': { mode: '0600' }, 'example.com': { owner: 'nobody', group: 'nogroup', mode: '0660' }, 'root@example.com': { owner: 0 } });
+    const box = path.join(dir, 'example.com', 'user');
+    const channel = new MaildirChannel({ owners });
+    const saved = process.umask(0o077);
+    let r;
+    try {
+      [r] = await channel.deliver(makeJob({ type: 'maildir', path: box }, ['user@example.com']));
+    } finally {
+      process.umask(saved);
+    }
+    assert.equal(r.outcome, 'delivered', r.reply);
+    for (const d of [path.join(dir, 'example.com'), box, ...['tmp', 'new', 'cur'].map((s) => path.join(box, s))]) {
+      const st = await stat(d);
+      assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o770], d);
+    }
+    const [file] = await readdir(path.join(box, 'new'));
+    const st = await stat(path.join(box, 'new', file));
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [65534, 65534, 0o660]);
+    assert.deepEqual(owners('ROOT@example.com'), { uid: 0 }, 'an address key wins over its domain, as a whole');
+    assert.deepEqual(owners('x@other.test'), { mode: 0o600 });
+  });
+});
+
+test('a directory mailbox owner (uidNumber/gidNumber on the route) is applied, and wins over the config', { skip: !asRoot && 'chown needs root' }, async () => {
+  const { ownerLookup } = await import('./maildir_owner.ts');
+  await withTempDir(async (dir) => {
+    const channel = new MaildirChannel({ owners: ownerLookup({ '*': { owner: 0, group: 0, mode: '0640' } }) });
+    const [r] = await channel.deliver(makeJob({ type: 'maildir', path: dir + '/box', owner: { uid: 4242, gid: 4343 } }, ['u@example.com']));
+    assert.equal(r.outcome, 'delivered', r.reply);
+    const [file] = await readdir(path.join(dir, 'box', 'new'));
+    const st = await stat(path.join(dir, 'box', 'new', file));
+    assert.deepEqual([st.uid, st.gid, st.mode & 0o777], [4242, 4343, 0o640]);
+  });
+});
+
+test('an unknown user name in local.maildir_owners is an error at start-up', async () => {
+  const { ownerLookup } = await import('./maildir_owner.ts');
+  assert.throws(() => ownerLookup({ 'example.com': { owner: 'no-such-user-tandem' } }), /local\.maildir_owners\."example\.com"\.owner: no user named "no-such-user-tandem"/);
+});

@@ -4,13 +4,19 @@
  * Exports: MaildirChannel, type MaildirChannelOptions, maildirFileName.
  *
  * Delivery protocol (per recipient, one copy each), as the Maildir spec and qmail do it:
- *   1. create path/{tmp,new,cur} if missing (mode 0700);
+ *   1. create path/{tmp,new,cur} if missing (mode 0700), and any missing folder above it;
  *   2. write tmp/<time>.M<micro>P<pid>Q<counter>.<host> (O_EXCL, mode 0600): a
  *      `Return-Path: <sender>` and a `Delivered-To: <address>` header, then the message;
  *   3. fsync the file, close it, rename it into new/, fsync new/;
  *   4. only then is the recipient delivered. At worst a message may be delivered twice (a crash
  *      between 3 and the queue's record of it), never lost.
  * Lines are written with LF endings, as Postfix and Dovecot store maildir files.
+ * Ownership (maildir_owner.ts, as Postfix virtual(8)'s uid/gid maps): where the config or the
+ * directory names an owner, group or mode for the mailbox, the folders this delivery creates
+ * and every file get them (chown/chmod, whatever the umask); folders that exist are left as
+ * they are. Giving files away needs the right to: run the node with CAP_CHOWN, or as the mail
+ * user itself (then owner = that user needs no privilege). Without it the delivery is
+ * deferred with a reply that says so.
  *
  * What can go wrong: every file system error defers (a full disk or a quota must never bounce):
  * ENOSPC/EDQUOT/EIO/EACCES/EPERM/EROFS, and a path that is not a directory (ENOTDIR/EEXIST) —
@@ -19,16 +25,19 @@
  * Errors without an errno code are bugs and are thrown.
  * Config read: none (the hostname for file names is an option, default os.hostname()).
  */
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
 import { fsyncDirectory } from '../spool/dirsync.ts';
 import { headerBlock } from '../util/message-headers.ts';
+import { folderMode, type MaildirOwnership, type OwnerLookup } from './maildir_owner.ts';
 
 export interface MaildirChannelOptions {
   /** Host name in file names (default os.hostname()); '/' and ':' are escaped per the spec. */
   hostname?: string;
+  /** Owner, group and mode per mailbox (config local.maildir_owners; see maildir_owner.ts). */
+  owners?: OwnerLookup;
 }
 
 const DIR_MODE = 0o700;
@@ -48,17 +57,22 @@ export function maildirFileName(hostname: string): string {
 
 export class MaildirChannel implements Channel {
   private readonly hostname: string;
+  private readonly owners?: OwnerLookup;
 
   constructor(opts: MaildirChannelOptions = {}) {
     this.hostname = opts.hostname ?? os.hostname();
+    this.owners = opts.owners;
   }
 
   async deliver(job: DeliveryJob): Promise<RecipientResult[]> {
     if (job.route.type !== 'maildir') throw new Error(`bug: maildir channel given a ${job.route.type} route for ${job.queueId}`);
     const dir = job.route.path;
     const via = `maildir:${dir}`;
+    // one mailbox per route: the first recipient's address names it
+    const owner = this.owners?.(job.recipients[0]?.address ?? '', job.route.owner)
+      ?? (job.route.owner ? { ...job.route.owner } : undefined);
     try {
-      await ensureMaildir(dir);
+      await ensureMaildir(dir, owner);
     } catch (err) {
       const reply = describeFsError(err, dir, PREPARING);
       return job.recipients.map((r) => ({ index: r.index, outcome: 'deferred', reply, via }));
@@ -73,7 +87,7 @@ export class MaildirChannel implements Channel {
       }
       const header = Buffer.from(`Return-Path: <${job.sender}>\nDelivered-To: ${r.address}\n`, 'utf8');
       try {
-        const name = await writeMaildirFile(dir, this.hostname, [header, body]);
+        const name = await writeMaildirFile(dir, this.hostname, [header, body], owner);
         results.push({ index: r.index, outcome: 'delivered', reply: `2.0.0 Delivered to maildir as new/${name}`, via });
       } catch (err) {
         results.push({ index: r.index, outcome: 'deferred', reply: describeFsError(err, dir, 'writing the message'), via });
@@ -83,25 +97,49 @@ export class MaildirChannel implements Channel {
   }
 }
 
-/** mkdir -p path/{tmp,new,cur}; fsync the maildir and its parent when something was created. */
-async function ensureMaildir(dir: string): Promise<void> {
-  let created = false;
+/**
+ * mkdir -p path/{tmp,new,cur}; the folders created get the owner and mode; fsync the maildir and
+ * its parent when something was created.
+ */
+async function ensureMaildir(dir: string, owner: MaildirOwnership | undefined): Promise<void> {
+  const mode = owner?.mode !== undefined ? folderMode(owner.mode) : DIR_MODE;
+  const created: string[] = [];
+  const top = await mkdir(dir, { recursive: true, mode });
+  if (top !== undefined) {
+    // every folder from the first one created down to the maildir is new
+    for (let d = dir; ; d = path.dirname(d)) {
+      created.unshift(d);
+      if (d === top || path.dirname(d) === d) break;
+    }
+  }
   for (const sub of ['tmp', 'new', 'cur']) {
-    if ((await mkdir(path.join(dir, sub), { recursive: true, mode: DIR_MODE })) !== undefined) created = true;
+    if ((await mkdir(path.join(dir, sub), { recursive: true, mode })) !== undefined) created.push(path.join(dir, sub));
   }
-  if (created) {
-    await fsyncDirectory(dir);
-    await fsyncDirectory(path.dirname(dir));
+  if (created.length === 0) return;
+  if (owner) {
+    for (const d of created) await applyOwner(d, owner, mode);
   }
+  await fsyncDirectory(dir);
+  await fsyncDirectory(path.dirname(dir));
+}
+
+/** chown (where an owner or group is set) and chmod (the umask narrowed the mode at creation). */
+async function applyOwner(file: string, owner: MaildirOwnership, mode: number): Promise<void> {
+  if (owner.uid !== undefined || owner.gid !== undefined) await chown(file, owner.uid ?? -1, owner.gid ?? -1);
+  await chmod(file, mode);
 }
 
 /** tmp/ → fsync → new/ → fsync new/. Returns the file name; removes the tmp file on failure. */
-async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[]): Promise<string> {
+async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[], owner: MaildirOwnership | undefined): Promise<string> {
   const name = maildirFileName(hostname);
   const tmpPath = path.join(dir, 'tmp', name);
-  const file = await open(tmpPath, 'wx', FILE_MODE);
+  const file = await open(tmpPath, 'wx', owner?.mode ?? FILE_MODE);
   try {
     try {
+      if (owner) {
+        if (owner.uid !== undefined || owner.gid !== undefined) await file.chown(owner.uid ?? -1, owner.gid ?? -1);
+        if (owner.mode !== undefined) await file.chmod(owner.mode);
+      }
       await file.writeFile(Buffer.concat(parts));
       await file.sync();
     } finally {
@@ -155,8 +193,9 @@ function describeFsError(err: unknown, dir: string, doing: string): string {
     case 'ENOTDIR':
       return `4.3.5 Maildir ${dir} is not a directory (a file is in the way) while ${doing}; fix the path or the route (${detail})`;
     case 'EACCES':
-    case 'EPERM':
       return `4.3.0 Permission denied on ${dir} while ${doing}; fix ownership or modes (${detail})`;
+    case 'EPERM':
+      return `4.3.0 Operation not permitted on ${dir} while ${doing}: giving files to the mailbox owner needs CAP_CHOWN, or run Tandem as the mail user (${detail})`;
     case 'EROFS':
       return `4.3.0 File system of ${dir} is read-only while ${doing} (${detail})`;
     default:

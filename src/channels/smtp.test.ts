@@ -277,3 +277,35 @@ test('DSN parameters are passed on: NOTIFY and ORCPT on RCPT, RET and ENVID on M
     }
   });
 });
+
+test('NOTIFY and ORCPT per recipient in one transaction: ORCPT as given (rfc822 xtext, utf-8 utf-8-addr), added only for an expanded address', async () => {
+  const server = await startSmtpServer({ server: { hideSMTPUTF8: false } });
+  await withChannel({}, [server], async (ch) => {
+    const job = makeJob(fixed(server.port), ['alice@example.com', 'bob@example.com', 'carol@example.com', 'dave@example.com'], { dsn: { ret: 'FULL' } });
+    job.recipients[0] = { ...job.recipients[0], notify: ['SUCCESS'], orcpt: { type: 'rfc822', address: 'first+second@example.org' } };
+    job.recipients[1] = { ...job.recipients[1], orcpt: { type: 'utf-8', address: 'jöran@example.org' } };
+    job.recipients[2] = { ...job.recipients[2], original: 'team@example.org' }; // expanded, no ORCPT given
+    const results = await ch.deliver(job);
+    assert.ok(results.every((r) => r.outcome === 'delivered'), JSON.stringify(results));
+    assert.equal(server.messages.length, 1, 'one transaction');
+    const [a, b, c, d] = server.messages[0].rcptDsn;
+    assert.deepEqual(a.notify, ['SUCCESS']);
+    assert.equal(a.orcpt, 'rfc822;first+second@example.org', 'xtext "+2B" decoded by the server');
+    assert.equal(b.notify, undefined);
+    assert.equal(b.orcpt, 'utf-8;j\\x{F6}ran@example.org', 'utf-8-addr-xtext (RFC 6533)');
+    assert.equal(c.orcpt, 'rfc822;team@example.org');
+    assert.equal(d.orcpt, undefined, 'no ORCPT given and the address unchanged: none added');
+  });
+});
+
+test('a 421 to one RCPT defers every recipient without a final reply with that 421, not as a lost connection', async () => {
+  const server = await startSmtpServer({ rcpt: (a) => (a.startsWith('b') ? { code: 421, message: 'Too busy, closing' } : undefined) });
+  await withChannel({}, [server], async (ch) => {
+    const results = await ch.deliver(makeJob(fixed(server.port), ['a@example.com', 'b@example.com', 'c@example.com']));
+    assert.equal(results.length, 3);
+    for (const r of results) {
+      assert.equal(r.outcome, 'deferred');
+      assert.match(r.reply, /^421 .*Too busy, closing/, r.reply);
+    }
+  });
+});

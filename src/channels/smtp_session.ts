@@ -8,28 +8,33 @@
  *
  * Mapping: 2xx delivered, 4xx deferred, 5xx failed (per RCPT reply, then the DATA reply — one per
  * recipient with LMTP). MAIL FROM parameters: SIZE (when offered), BODY=8BITMIME (when the job is
- * 8-bit and the peer offers it), SMTPUTF8 (when an address needs it), RET/ENVID, and ORCPT for
- * single-recipient jobs.
+ * 8-bit and the peer offers it), SMTPUTF8 (when an address needs it), RET/ENVID. RCPT TO
+ * parameters per recipient when the peer offers DSN: NOTIFY as given, and ORCPT as given
+ * (`rfc822` xtext or `utf-8` utf-8-addr-xtext, RFC 6533) or, when the client gave none and alias
+ * or list expansion changed the address, ORCPT with the address the client gave (RFC 3461
+ * §5.2.1 (c)); none otherwise.
+ * Pipelining: nodemailer sends all RCPT commands in one write once MAIL is answered when the
+ * peer offers PIPELINING (RFC 2920); MAIL and DATA each wait for their reply.
  *
  * What can go wrong:
  *  - openSession throws for anything before MAIL FROM (refused, timeout, 4xx/5xx greeting, 421 to
  *    EHLO, TLS failure): the caller tries the next address.
  *  - the connection drops or times out mid-transaction → `broken`: recipients without a final
- *    reply are deferred. If the server had accepted DATA but the reply was lost, the message is
- *    delivered again later: at worst a message may be delivered twice, never lost.
+ *    reply are deferred; when the server said 421 (closing) to a RCPT, with that reply. If the
+ *    server had accepted DATA but the reply was lost, the message is delivered again later: at
+ *    worst a message may be delivered twice, never lost.
  *  - a message needing SMTPUTF8 (an address, or headers when the client sent SMTPUTF8) to a peer
  *    without it → failed 5.6.7; over the peer's SIZE limit → failed 5.3.4.
  *  - an address with CR, LF, < or > → failed 5.1.3 (the receiver should not have let it in).
  *
- * XXX: nodemailer keeps two things we need in private fields, reached in `internals` only:
- *  the RCPT replies of rejected recipients when DATA then fails (`_envelope.rejectedErrors`), and
+ * XXX: nodemailer keeps three things we need in private fields, reached in `internals` only:
+ *  the RCPT replies of rejected recipients when DATA then fails (`_envelope.rejectedErrors`),
  *  the per-recipient LMTP replies after DATA (`_actionLMTPStream`, wrapped per connection; the
- *  public callback only gives the last one). Tests cover both, so a library change shows there.
+ *  public callback only gives the last one), and the RCPT TO parameters (`_getDsnRcptToArgs`,
+ *  replaced per connection: nodemailer takes one NOTIFY/ORCPT for the whole envelope, we send
+ *  each recipient's own). Tests cover all three, so a library change shows there.
  * XXX: nodemailer adds SMTPUTF8 to MAIL FROM only for non-ASCII addresses, so a message with
  *  ASCII addresses but UTF-8 headers goes without it to a peer that offers it.
- * DSN parameters are passed on (RFC 3461 §5.2): nodemailer takes one NOTIFY/ORCPT set per
- *  envelope, so the queue manager groups recipients whose NOTIFY and ORCPT differ into separate
- *  jobs; here they are sent when every recipient of the job shares them.
  * Config read: none (SessionOptions come from the channel).
  */
 import net from 'node:net';
@@ -37,6 +42,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DeliveryJob, RecipientOutcome, RecipientResult } from './types.ts';
 import type { HopTarget } from './smtp_nexthop.ts';
 import { headerEnd } from '../util/message-headers.ts';
+import { encodeXtext, needsUtf8Type, orcptParam, type OriginalRecipient } from '../util/dsn-address.ts';
 
 export interface SessionOptions {
   heloName: string;
@@ -64,6 +70,8 @@ export interface SmtpSession {
   transactions: number;
   /** LMTP replies after DATA in this transaction, in order. */
   lmtpReplies: Array<{ recipient: string; reply: string }>;
+  /** RCPT TO parameters of this transaction's recipients, in RCPT order (consumed as sent). */
+  rcptArgs: string[];
 }
 
 export type TransactionResult =
@@ -78,6 +86,7 @@ type SmtpError = SMTPConnection.SMTPError & { recipient?: string; rejectedErrors
 interface Internals {
   _envelope?: { rejectedErrors?: SmtpError[] };
   _actionLMTPStream: (recipient: string, final: boolean, str: string, callback: unknown) => unknown;
+  _getDsnRcptToArgs: () => string;
 }
 
 /** "mx.example[192.0.2.1]:25", "mx.example[2001:db8::1]:25" */
@@ -119,11 +128,13 @@ export async function openSession(target: HopTarget, opts: SessionOptions): Prom
     alive: true,
     transactions: 0,
     lmtpReplies: [],
+    rcptArgs: [],
   };
   // Listeners for the whole life of the connection: an 'error' without a listener would crash.
   conn.on('error', (err) => { session.alive = false; session.lastError = err; });
   conn.on('end', () => { session.alive = false; });
   if (opts.lmtp) hookLmtpReplies(session);
+  hookRcptArgs(session);
 
   await new Promise<void>((resolve, reject) => {
     const onConnect = () => { cleanup(); resolve(); };
@@ -156,6 +167,18 @@ function hookLmtpReplies(session: SmtpSession): void {
   internals._actionLMTPStream = function (this: unknown, recipient, final, str, callback) {
     session.lmtpReplies.push({ recipient, reply: str });
     return original.call(this, recipient, final, str, callback);
+  };
+}
+
+/** Per-recipient RCPT TO parameters: nodemailer asks once per RCPT, in order. */
+function hookRcptArgs(session: SmtpSession): void {
+  const internals = session.conn as unknown as Internals;
+  if (typeof internals._getDsnRcptToArgs !== 'function') {
+    throw new Error('bug: nodemailer SMTPConnection has no _getDsnRcptToArgs; the RCPT parameter hook in smtp_session.ts must be updated');
+  }
+  internals._getDsnRcptToArgs = () => {
+    const args = session.rcptArgs.shift();
+    return args && session.extensions.has('DSN') ? ` ${args}` : '';
   };
 }
 
@@ -201,6 +224,7 @@ function needsSmtpUtf8(job: DeliveryJob, addresses: string[]): boolean {
 export async function runTransaction(session: SmtpSession, job: DeliveryJob): Promise<TransactionResult> {
   session.transactions += 1;
   session.lmtpReplies = [];
+  session.rcptArgs = [];
   const via = session.via;
   const result = (index: number, outcome: RecipientOutcome, reply: string): RecipientResult => ({ index, outcome, reply, via });
   const all = (outcome: RecipientOutcome, reply: string): TransactionResult =>
@@ -218,12 +242,13 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
     return all('failed', `5.6.7 SMTPUTF8 is required, but was not offered by host ${via}`);
   }
 
+  session.rcptArgs = valid.map(rcptParameters);
   const outcome = await sendOnce(session, {
     from: job.sender,
     to: addresses,
     size: job.message.length,
     use8BitMime: job.body8bit === true,
-    ...dsnOptions(job, valid),
+    ...dsnOptions(job),
   }, job.message);
 
   // Final replies per address, consumed in order (an address may appear twice in a job).
@@ -236,6 +261,8 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
   const rejectedErrors = outcome.type === 'sent' ? outcome.info.rejectedErrors ?? []
     : outcome.err.rejectedErrors ?? (session.conn as unknown as Internals)._envelope?.rejectedErrors ?? [];
   for (const e of rejectedErrors) if (e.recipient && e.response && e.command === 'RCPT TO') addReply(e.recipient, e.response);
+  // a 421 to a RCPT: the server closes the connection; the others are deferred with its reply
+  const closing = rejectedErrors.find((e) => e.command === 'RCPT TO' && /^421[ -]/.test(e.response ?? ''));
 
   let fallback: { reply: string; clean: boolean } | { broken: string };
   if (outcome.type === 'sent') {
@@ -259,7 +286,7 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
     }
   } else {
     if (session.conn.options.lmtp) for (const r of session.lmtpReplies) addReply(r.recipient, r.reply);
-    fallback = { broken: describeError(outcome.err, 'during the transaction') };
+    fallback = { broken: closing ? formatReply(closing.response!) : describeError(outcome.err, 'during the transaction') };
   }
 
   const answered: RecipientResult[] = [...invalidResults];
@@ -282,17 +309,26 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
   return { type: 'completed', clean, results: [...answered, ...unanswered.map((i) => result(i, outcomeOfReply(reply), reply))] };
 }
 
-/** RET/ENVID from the job, ORCPT for a single recipient (see XXX in the header). */
-function dsnOptions(job: DeliveryJob, rcpts: DeliveryJob['recipients']): { dsn?: SMTPConnection.DSNOptions } {
+/** RET/ENVID from the job, for MAIL FROM (the RCPT parameters: rcptParameters). */
+function dsnOptions(job: DeliveryJob): { dsn?: SMTPConnection.DSNOptions } {
   const dsn: SMTPConnection.DSNOptions = {};
   if (job.dsn?.ret) dsn.ret = job.dsn.ret as SMTPConnection.DSNOptions['ret'];
   if (job.dsn?.envid) dsn.envid = job.dsn.envid;
-  const first = rcpts[0];
-  const notify = first?.notify?.join(',');
-  if (notify && rcpts.every((r) => r.notify?.join(',') === notify)) dsn.notify = first.notify as SMTPConnection.DSNOptions['notify'];
-  const original = first?.original;
-  if (original && rcpts.every((r) => r.original === original) && /^[\x21-\x7e]+$/.test(original)) dsn.orcpt = `rfc822;${original}`;
   return Object.keys(dsn).length > 0 ? { dsn } : {};
+}
+
+/**
+ * One recipient's RCPT TO parameters (sent when the peer offers DSN): NOTIFY as given; ORCPT as
+ * given, else the address the client gave where expansion changed it (see the header).
+ */
+function rcptParameters(r: DeliveryJob['recipients'][number]): string {
+  const args: string[] = [];
+  if (r.notify?.length) args.push(`NOTIFY=${r.notify.join(',')}`);
+  const expanded = r.original && r.original.toLowerCase() !== r.address.toLowerCase();
+  const orcpt: OriginalRecipient | undefined = r.orcpt
+    ?? (expanded ? { type: needsUtf8Type(r.original) ? 'utf-8' : 'rfc822', address: r.original } : undefined);
+  if (orcpt) args.push(`ORCPT=${encodeXtext(orcptParam(orcpt))}`);
+  return args.join(' ');
 }
 
 type SendOutcome =

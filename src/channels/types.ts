@@ -7,13 +7,16 @@
  */
 import type { Route } from '../router/types.ts';
 import type { DsnNotify } from '../spool/types.ts';
+import type { OriginalRecipient } from '../util/dsn-address.ts';
 
 export interface DeliveryRecipient {
   /** Index of the recipient in the envelope (stable key for durable status). */
   index: number;
   address: string;
-  /** Original recipient (for DSN ORCPT and Delivered-To). */
+  /** The address the client gave at RCPT TO (before alias or list expansion). */
   original: string;
+  /** ORCPT as the client gave it, passed on as given (RFC 3461 §5.2.1). */
+  orcpt?: OriginalRecipient;
   /** DSN NOTIFY from the client, passed on to the next hop (RFC 3461 §5.2). */
   notify?: DsnNotify[];
 }

@@ -45,6 +45,16 @@ const hostPort = (defaultPort?: number) =>
     }
   });
 
+/** Owner, group and file mode of delivered Maildir files (local.maildir_owners). */
+const maildirOwner = z.object({
+  /** User name or numeric uid. */
+  owner: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+  /** Group name or numeric gid. */
+  group: z.union([z.string().min(1), z.number().int().min(0)]).optional(),
+  /** File mode in octal ("0660"); folders get it with x added where r is set ("0770"). */
+  mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as "0600" or "0660"').optional(),
+}).strict();
+
 const nodeId = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'node ids are 1-32 characters: a-z, 0-9, "_" and "-", starting with a letter or digit');
 
 export const configSchema = z.object({
@@ -94,6 +104,11 @@ export const configSchema = z.object({
     domains: z.array(z.string()).default([]),
     /** Relative mailbox paths in virtual_mailboxes are under this folder. */
     maildir_root: z.string().default('./var/mail'),
+    /**
+     * Owner, group and mode of Maildir folders and files, by mailbox address, domain or "*"
+     * (the most specific key wins; the directory's uidNumber/gidNumber override owner/group).
+     */
+    maildir_owners: z.record(z.string().min(1), maildirOwner).default({}),
     /** Alias/list expansion limits per RCPT: final addresses, and nesting depth. */
     max_alias_expansion: z.number().int().min(1).max(1_000_000).default(1000),
     max_alias_depth: z.number().int().min(1).max(100).default(20),

@@ -16,6 +16,7 @@ import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
+import { ownerLookup } from '../channels/maildir_owner.ts';
 
 type Warn = (msg: string, fields?: object) => void;
 
@@ -92,5 +93,6 @@ export function channelOptions(c: TandemConfig): ChannelSetOptions {
     commandTimeout: c.delivery.command_timeout,
     requireTls: c.delivery.tls_security_level !== 'may',
     tlsRejectUnauthorized: c.delivery.tls_security_level === 'verify',
+    ...(Object.keys(c.local.maildir_owners).length > 0 ? { maildir: { owners: ownerLookup(c.local.maildir_owners) } } : {}),
   };
 }

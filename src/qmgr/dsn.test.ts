@@ -14,7 +14,7 @@ const envelope: Envelope = {
   nodeId: 'n1',
   sender: 'alice@example.org',
   recipients: [
-    { address: 'bob@example.com', original: 'bob@example.com' },
+    { address: 'bob@example.com', original: 'bob@example.com', orcpt: { type: 'rfc822', address: 'bob@example.com' } },
     { address: 'carol@example.net', original: 'team@example.org' },
   ],
   arrivedAt: Date.UTC(2024, 0, 2, 3, 4, 5),
@@ -99,7 +99,7 @@ test('failure DSN: headers, three parts, per-recipient status fields, full origi
   assert.match(blocks[1], /Remote-MTA: dns; mx\.example\.com\r\n/);
   assert.match(blocks[1], /Diagnostic-Code: smtp; 550 5\.1\.1 <bob@example\.com>:/);
   assert.match(blocks[1], /Last-Attempt-Date: Tue, 02 Jan 2024 03:05:00 \+0000/);
-  assert.match(blocks[2], /Original-Recipient: rfc822; team@example\.org/);
+  assert.doesNotMatch(blocks[2], /Original-Recipient/, 'no ORCPT was given for carol (RFC 3464 §2.3.1)');
   assert.match(blocks[2], /Final-Recipient: rfc822; carol@example\.net/);
   assert.match(blocks[2], /Status: 5\.1\.10/);
   assert.doesNotMatch(blocks[2], /Remote-MTA/);
@@ -172,4 +172,45 @@ test('a fixed boundary is used as given', () => {
 
 test('never a DSN to the null sender', () => {
   assert.equal(buildDsn(options({ envelope: { ...envelope, sender: '' } })), null);
+});
+
+test('a UTF-8 address makes a global DSN (RFC 6533): message/global-delivery-status, utf-8 address types in UTF-8, sent with SMTPUTF8', async () => {
+  const env: Envelope = {
+    ...envelope,
+    sender: 'jöran@example.org',
+    recipients: [
+      { address: '日本@example.com', original: '日本@example.com', orcpt: { type: 'utf-8', address: '日本@example.com' } },
+      { address: 'carol@example.net', original: 'carol@example.net', orcpt: { type: 'rfc822', address: 'carol@example.net' } },
+    ],
+  };
+  const utf8Original = Buffer.from('From: jöran@example.org\r\nTo: 日本@example.com\r\nSubject: x\r\n\r\nhej\r\n');
+  const dsn = buildDsn(options({
+    envelope: env,
+    original: utf8Original,
+    recipients: [
+      { recipient: env.recipients[0], status: '5.1.1', diagnostic: '550 5.1.1 <日本@example.com>: unknown', remoteMta: 'mx.example.com[192.0.2.1]:25' },
+      { recipient: env.recipients[1], status: '5.1.1', diagnostic: '550 5.1.1 unknown', remoteMta: 'mx.example.com[192.0.2.1]:25' },
+    ],
+  }))!;
+  assert.equal(dsn.smtputf8, true);
+  assert.equal(dsn.body8bit, true);
+  assert.equal(dsn.recipient, 'jöran@example.org');
+  const raw = dsn.message.toString('utf8');
+  assert.ok(Buffer.from(raw, 'utf8').equals(dsn.message), 'valid UTF-8');
+  const parts = rawParts(dsn.message);
+  assert.deepEqual(parts.map((p) => p.type), ['text/plain', 'message/global-delivery-status', 'message/global']);
+  const blocks = parts[1].body.split('\r\n\r\n').filter((b) => b.trim());
+  assert.match(blocks[1], /Original-Recipient: utf-8; 日本@example\.com\r\n/);
+  assert.match(blocks[1], /Final-Recipient: utf-8; 日本@example\.com\r\n/);
+  assert.match(blocks[2], /Original-Recipient: rfc822; carol@example\.net\r\n/, 'ASCII addresses keep the rfc822 type');
+  assert.match(blocks[2], /Final-Recipient: rfc822; carol@example\.net\r\n/);
+  assert.match(parts[2].body, /To: 日本@example\.com/);
+  const headersOnly = buildDsn(options({ envelope: { ...env, dsn: { ret: 'HDRS' } }, original: utf8Original, recipients: [{ recipient: env.recipients[0], status: '5.1.1', diagnostic: 'x' }] }))!;
+  assert.deepEqual(rawParts(headersOnly.message).map((p) => p.type), ['text/plain', 'message/global-delivery-status', 'message/global-headers']);
+});
+
+test('ASCII addresses only: the plain form, not sent with SMTPUTF8', () => {
+  const dsn = buildDsn(options())!;
+  assert.equal(dsn.smtputf8, false);
+  assert.deepEqual(rawParts(dsn.message).map((p) => p.type), ['text/plain', 'message/delivery-status', 'message/rfc822']);
 });

@@ -8,11 +8,17 @@
  *   1. text/plain for people: what happened, to whom, why, the queue id; a delay warning says
  *      until when we keep trying and that nothing needs to be done;
  *   2. message/delivery-status: Reporting-MTA, Arrival-Date, Original-Envelope-Id, then one block
- *      per recipient (Original-Recipient, Final-Recipient, Action, Status, Remote-MTA,
- *      Diagnostic-Code, Last-Attempt-Date, Will-Retry-Until);
+ *      per recipient (Original-Recipient — only when the client gave ORCPT, RFC 3464 §2.3.1 —,
+ *      Final-Recipient, Action, Status, Remote-MTA, Diagnostic-Code, Last-Attempt-Date,
+ *      Will-Retry-Until);
  *   3. the original: message/rfc822 for a failure DSN with RET=FULL (the default), otherwise
  *      text/rfc822-headers (RET=HDRS, delay and success reports — RFC 3461 §4.3 — and a message
  *      over returnSizeLimit, as Postfix' bounce_size_limit).
+ * Where a UTF-8 address is involved (the sender, a reported recipient or its ORCPT) the report is
+ * an RFC 6533 global one, as Postfix writes it: message/global-delivery-status with `utf-8`
+ * address types in raw UTF-8, message/global or message/global-headers for the original, and
+ * `smtputf8` set so that it is sent with SMTPUTF8. Otherwise the plain RFC 3464 form, with
+ * `rfc822` addresses.
  * The multipart structure is written by hand: it is fixed, three parts and a random boundary, and
  * nodemailer's composer cannot produce message/delivery-status parts. The text part is
  * quoted-printable (nodemailer's qp) when it is not ASCII. All lines end in CRLF and are at most
@@ -21,8 +27,6 @@
  *
  * What can go wrong: a DSN must never go to the null sender (it could loop between two MTAs):
  * the caller checks, and buildDsn returns null as a second guard.
- * XXX: a UTF-8 envelope sender or recipient is written as is (rfc822 address type); RFC 6533's
- *  message/global-delivery-status is not produced.
  * XXX: the returned message is 8-bit when the original is: `body8bit` says so, and the DSN must
  *  then be sent with BODY=8BITMIME.
  * Config read: none (reportingMta and limits come from the caller).
@@ -31,6 +35,7 @@ import { randomBytes } from 'node:crypto';
 import * as qp from 'nodemailer/lib/qp/index.js';
 import type { Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { bodyStart } from '../util/message-headers.ts';
+import { dsnAddressField, needsUtf8Type } from '../util/dsn-address.ts';
 
 export type DsnKind = 'failure' | 'delay' | 'success';
 
@@ -65,6 +70,8 @@ export interface BuiltDsn {
   message: Buffer;
   /** True when the returned original has 8-bit content: send with BODY=8BITMIME. */
   body8bit: boolean;
+  /** True for a global (RFC 6533) report: UTF-8 addresses, to be sent with SMTPUTF8. */
+  smtputf8: boolean;
 }
 
 /** Postfix' bounce_size_limit default. */
@@ -87,11 +94,12 @@ export function buildDsn(opts: DsnOptions): BuiltDsn | null {
   const now = opts.now ?? new Date();
   const boundary = opts.boundary ?? `${envelope.queueId}.${randomBytes(8).toString('hex')}/${reportingMta}`;
 
+  const global = isGlobal(opts);
   const limit = opts.returnSizeLimit ?? DEFAULT_RETURN_SIZE_LIMIT;
   const tooLarge = opts.original.length > limit;
   const full = kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && !tooLarge;
   const returned = full ? opts.original : opts.original.subarray(0, bodyStart(opts.original));
-  const body8bit = returned.some((b) => b > 0x7f);
+  const body8bit = global || returned.some((b) => b > 0x7f);
 
   const text = humanText(opts, now, kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && tooLarge);
   const textAscii = !/[^\x00-\x7f]/.test(text);
@@ -118,12 +126,13 @@ export function buildDsn(opts: DsnOptions): BuiltDsn | null {
     '',
     `--${boundary}`,
     'Content-Description: Delivery report',
-    'Content-Type: message/delivery-status',
+    `Content-Type: message/${global ? 'global-delivery-status' : 'delivery-status'}`,
+    ...(global ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
-    deliveryStatus(opts, now),
+    deliveryStatus(opts, now, global),
     `--${boundary}`,
     `Content-Description: ${full ? 'Undelivered Message' : 'Message Headers'}`,
-    `Content-Type: ${full ? 'message/rfc822' : 'text/rfc822-headers'}`,
+    `Content-Type: ${full ? (global ? 'message/global' : 'message/rfc822') : (global ? 'message/global-headers' : 'text/rfc822-headers')}`,
     ...(body8bit ? ['Content-Transfer-Encoding: 8bit'] : []),
     '',
     '',
@@ -134,7 +143,13 @@ export function buildDsn(opts: DsnOptions): BuiltDsn | null {
     limitLineBuffer(withoutFinalNewline(returned)),
     Buffer.from(tail, 'utf8'),
   ]);
-  return { sender: '', recipient: envelope.sender, message, body8bit };
+  return { sender: '', recipient: envelope.sender, message, body8bit, smtputf8: global };
+}
+
+/** A global report (RFC 6533) when a UTF-8 address is involved: sender, recipient or ORCPT. */
+function isGlobal(opts: DsnOptions): boolean {
+  return needsUtf8Type(opts.envelope.sender) || opts.recipients.some(({ recipient: r }) =>
+    needsUtf8Type(r.address) || (r.orcpt !== undefined && (r.orcpt.type === 'utf-8' || needsUtf8Type(r.orcpt.address))));
 }
 
 /** The human-readable part (LF line ends; converted when joined). */
@@ -175,7 +190,7 @@ function humanText(opts: DsnOptions, now: Date, truncatedReturn: boolean): strin
 }
 
 /** The message/delivery-status body (RFC 3464 §2.2, §2.3), ending with an empty line. */
-function deliveryStatus(opts: DsnOptions, now: Date): string {
+function deliveryStatus(opts: DsnOptions, now: Date, global: boolean): string {
   const { envelope, kind, reportingMta } = opts;
   const fields: string[] = [
     `Reporting-MTA: dns; ${reportingMta}`,
@@ -188,8 +203,8 @@ function deliveryStatus(opts: DsnOptions, now: Date): string {
     const host = remoteHost(r.remoteMta);
     const diagnosticType = /^\d{3}[ -]/.test(r.diagnostic) ? 'smtp' : 'X-Tandem';
     fields.push(
-      ...(r.recipient.original ? [`Original-Recipient: rfc822; ${r.recipient.original}`] : []),
-      `Final-Recipient: rfc822; ${r.recipient.address}`,
+      ...(r.recipient.orcpt ? [`Original-Recipient: ${dsnAddressField(r.recipient.orcpt, global)}`] : []),
+      `Final-Recipient: ${dsnAddressField({ type: 'rfc822', address: r.recipient.address }, global)}`,
       `Action: ${ACTIONS[kind]}`,
       `Status: ${r.status}`,
       ...(host ? [`Remote-MTA: dns; ${host}`] : []),

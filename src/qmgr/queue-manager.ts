@@ -481,13 +481,11 @@ export class QueueManager {
         outcomes.push({ index, outcome: 'deferred', reply: `4.3.0 routing lookup failed: ${err.message}`, via: 'router' });
         continue;
       }
-      // one transaction per next hop, split where the DSN parameters to pass on differ (one
-      // NOTIFY/ORCPT set per transaction); ORCPT matters only where it differs from the address
+      // one transaction per next hop (each recipient's NOTIFY/ORCPT go on its own RCPT)
       const key = routeKey(route);
-      const dsnKey = `${r.notify?.join(',') ?? ''}|${r.original !== r.address ? r.original : ''}`;
-      let g = groups.get(`${key}|${dsnKey}`);
-      if (!g) groups.set(`${key}|${dsnKey}`, (g = { key, route, rcpts: [] }));
-      g.rcpts.push({ index, address: r.address, original: r.original, ...(r.notify ? { notify: r.notify } : {}) });
+      let g = groups.get(key);
+      if (!g) groups.set(key, (g = { key, route, rcpts: [] }));
+      g.rcpts.push({ index, address: r.address, original: r.original, ...(r.orcpt ? { orcpt: r.orcpt } : {}), ...(r.notify ? { notify: r.notify } : {}) });
     }
     const limit = this.deps.config.queue.destination_recipient_limit;
     const jobs: Array<{ rcpts: DeliveryRecipient[]; promise: Promise<Outcome[]> }> = [];
@@ -706,6 +704,7 @@ export class QueueManager {
       messageId: `<${queueId}@${this.deps.config.node.hostname}>`,
       client: { address: '127.0.0.1', helo: 'localhost' },
       ...(dsn.body8bit ? { body8bit: true } : {}),
+      ...(dsn.smtputf8 ? { smtputf8: true } : {}),
     };
     await this.deps.spool.commit(dsnEnvelope, dsn.message);
     this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });

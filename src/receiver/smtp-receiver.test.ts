@@ -183,3 +183,87 @@ test('a relay refusal that rests on an unconfirmed directory answer is a 451, no
   assert.equal(res.ok, false);
   assert.match(res.response, /^451 4\.3\.0 .*directory unreachable/);
 });
+
+/** One transaction written line by line (as a client without a library would), replies read back. */
+async function rawTransaction(port: number, lines: string[]): Promise<string[]> {
+  const { RawSmtpClient } = await import('../../test/harness/raw-smtp.ts');
+  const c = await RawSmtpClient.connect(port);
+  try {
+    const replies: string[] = [];
+    const first = await c.readReply(5000);
+    replies.push(first.type === 'reply' ? first.text : first.type);
+    for (const line of lines) {
+      const r = await c.command(Buffer.from(line, 'utf8').toString('latin1'), 5000); // the client writes latin1
+      replies.push(r.type === 'reply' ? r.text : r.type);
+    }
+    return replies;
+  } finally {
+    c.close();
+  }
+}
+
+const RAW_BODY = 'Subject: x\r\n\r\nx\r\n.';
+
+test('SMTPUTF8: the Received: header is valid UTF-8, labelled UTF8SMTP, and names the UTF-8 recipient', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  const replies = await rawTransaction(port, ['EHLO client.test', 'MAIL FROM:<jöran@remote.test> SMTPUTF8', 'RCPT TO:<日本@local.test>', 'DATA', RAW_BODY, 'QUIT']);
+  assert.match(replies[5], /^250 /, replies.join(' | '));
+  const c = committed.at(-1)!;
+  const text = c.msg.toString('utf8');
+  assert.equal(Buffer.from(text, 'utf8').equals(c.msg), true, 'the stored message is valid UTF-8');
+  assert.match(text, /^Received: from client\.test .*\r\n\tby mx\.test \(Tandem\) with UTF8SMTP id Q\d+\.a\r\n\tfor <日本@local\.test>;/);
+  assert.equal(c.env.sender, 'jöran@remote.test');
+  assert.equal(c.env.recipients[0].address, '日本@local.test');
+  assert.equal(c.env.smtputf8, true);
+});
+
+test('without SMTPUTF8 the protocol stays ESMTP; UTF8SMTP labels follow TLS and AUTH (RFC 6531 §3.7.3)', async () => {
+  const { receivedProtocol } = await import('./received-header.ts');
+  assert.equal(receivedProtocol('ESMTP', false), 'ESMTP');
+  assert.equal(receivedProtocol('ESMTP', true), 'UTF8SMTP');
+  assert.equal(receivedProtocol('ESMTPS', true), 'UTF8SMTPS');
+  assert.equal(receivedProtocol('ESMTPA', true), 'UTF8SMTPA');
+  assert.equal(receivedProtocol('ESMTPSA', true), 'UTF8SMTPSA');
+});
+
+test('ORCPT of both types is kept as given: rfc822 xtext-decoded, utf-8 with \\x{} escapes decoded; none given → none kept', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  const replies = await rawTransaction(port, [
+    'EHLO client.test', 'MAIL FROM:<s@remote.test> SMTPUTF8',
+    'RCPT TO:<a+b@local.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;first+2Bsecond@remote.test',
+    'RCPT TO:<jöran@local.test> ORCPT=utf-8;j\\x{F6}ran@pf.test',
+    'RCPT TO:<plain@local.test>',
+    'DATA', RAW_BODY, 'QUIT',
+  ]);
+  assert.match(replies[7], /^250 /, replies.join(' | '));
+  const rcpts = committed.at(-1)!.env.recipients;
+  assert.deepEqual(rcpts[0].orcpt, { type: 'rfc822', address: 'first+second@remote.test' });
+  assert.equal(rcpts[0].original, 'a+b@local.test');
+  assert.deepEqual(rcpts[1].orcpt, { type: 'utf-8', address: 'jöran@pf.test' });
+  assert.equal(rcpts[2].orcpt, undefined);
+  assert.equal(rcpts[2].original, 'plain@local.test');
+});
+
+test('an xtext ORCPT holding UTF-8 octets, as Postfix 3.7 sends it, is accepted and kept as the utf-8 type', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  const replies = await rawTransaction(port, [
+    'EHLO client.test', 'MAIL FROM:<s@remote.test> SMTPUTF8',
+    'RCPT TO:<日本@local.test> ORCPT=rfc822;+E6+97+A5+E6+9C+AC@pf.test NOTIFY=SUCCESS',
+    'DATA', RAW_BODY, 'QUIT',
+  ]);
+  assert.match(replies[3], /^250 /, `smtp-server alone answers 501 5.1.3 here: ${replies[3]}`);
+  assert.match(replies[5], /^250 /, replies.join(' | '));
+  const [rcpt] = committed.at(-1)!.env.recipients;
+  assert.deepEqual(rcpt.orcpt, { type: 'utf-8', address: '日本@pf.test' });
+  assert.deepEqual(rcpt.notify, ['SUCCESS']);
+});
+
+test('a malformed utf-8 ORCPT gets 501 at RCPT', async () => {
+  const r = startReceiver(true);
+  const { port } = await r.listen();
+  const replies = await rawTransaction(port, ['EHLO client.test', 'MAIL FROM:<s@remote.test>', 'RCPT TO:<u@local.test> ORCPT=utf-8;j\\x{ZZ}ran@pf.test', 'QUIT']);
+  assert.match(replies[3], /^501 5\.5\.4 Bad ORCPT/);
+});

@@ -32,7 +32,8 @@ import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
 import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
-import { receivedHeader } from './received-header.ts';
+import { receivedHeader, receivedProtocol } from './received-header.ts';
+import { normaliseOrcptInCommand, parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
 import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
@@ -96,6 +97,18 @@ if (!(originalSend as any).tandemPatched) {
   };
   (patched as any).tandemPatched = true;
   ServerConnection.prototype.send = patched;
+}
+
+// XXX: smtp-server refuses a RCPT whose xtext ORCPT holds UTF-8 octets (Postfix sends those):
+// the parameter is rewritten into its RFC 6533 utf-8 form first (util/dsn-address.ts).
+const originalRcpt = ServerConnection.prototype.handler_RCPT;
+if (!(originalRcpt as any).tandemPatched) {
+  const patched = function (this: any, command: Buffer, callback: () => void) {
+    const line = this._server?.options?.tandem ? normaliseOrcptInCommand(command) : command;
+    return originalRcpt.call(this, line, callback);
+  };
+  (patched as any).tandemPatched = true;
+  ServerConnection.prototype.handler_RCPT = patched;
 }
 
 export class SmtpReceiver {
@@ -257,12 +270,14 @@ export class SmtpReceiver {
         break;
     }
     const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
-    const original = address.dsn?.orcpt ? address.dsn.orcpt.replace(/^rfc822;/i, '') : rcpt;
+    // ORCPT is kept as given (type and address) and passed on as such (RFC 3461 §5.2.1)
+    const orcpt = address.dsn?.orcpt ? parseOrcpt(address.dsn.orcpt) : undefined;
+    if (address.dsn?.orcpt && !orcpt) throw new SmtpReplyError(501, '5.5.4', `Bad ORCPT parameter: ${JSON.stringify(address.dsn.orcpt)}`);
     for (const a of res.addresses) {
       const key = a.toLowerCase();
       if (tx.seen.has(key)) continue;
       tx.seen.add(key);
-      tx.recipients.push({ address: a, original, ...(notify ? { notify } : {}) });
+      tx.recipients.push({ address: a, original: rcpt, ...(orcpt ? { orcpt } : {}), ...(notify ? { notify } : {}) });
     }
   }
 
@@ -355,7 +370,7 @@ export class SmtpReceiver {
       clientHostname: session.clientHostname && session.clientHostname !== `[${session.remoteAddress}]` ? session.clientHostname : undefined,
       byHostname: hostname,
       queueId,
-      protocol: `${session.transmissionType ?? 'ESMTP'}`,
+      protocol: receivedProtocol(session.transmissionType ?? 'ESMTP', session.envelope.smtpUtf8 === true),
       // the address the client gave, not an alias's targets (Postfix does the same)
       forRecipient: session.envelope.rcptTo.length === 1 ? session.envelope.rcptTo[0].address : undefined,
       date: new Date(),
@@ -364,7 +379,8 @@ export class SmtpReceiver {
       messageId = `<${queueId}@${hostname}>`;
       added += `Message-ID: ${messageId}\r\n`;
     }
-    await out.write(Buffer.from(added, 'latin1'));
+    // UTF-8: addresses and names come from a command line read as UTF-8 (SMTPUTF8, RFC 6531)
+    await out.write(Buffer.from(added, 'utf8'));
     await out.write(head);
     return messageId;
   }

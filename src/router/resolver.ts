@@ -24,7 +24,7 @@
  * the error passes through unchanged, so the receiver answers 451 and the queue defers.
  * Config keys: none (the caller passes the options).
  */
-import type { RecipientResolution, Route } from './types.ts';
+import type { MailboxOwner, RecipientResolution, Route } from './types.ts';
 import { parseAddress, type ParsedAddress } from './tables/address.ts';
 import { transportLookupKeys, type TransportSpec } from './tables/transport.ts';
 
@@ -34,6 +34,8 @@ export type DomainKind = 'local' | 'relay';
 export interface AddressInfo {
   /** Absolute maildir path when the key is a mailbox. */
   mailbox?: string;
+  /** Owner of the mailbox's files (the directory's uidNumber/gidNumber), when known. */
+  mailboxOwner?: MailboxOwner;
   /**
    * Alias/list targets (raw: "user@d", bare "user" or "@other"), when the key is an alias. Empty
    * only when declaredTargets is over the limit (the source did not read them); otherwise an
@@ -97,8 +99,8 @@ export async function routeAddressWith(source: RoutingSource, opts: ResolverOpti
   const spec = chosen(await source.transports(transportLookupKeys(parsed.address, parsed.base, parsed.domain)));
   if (spec) return transportRoute(source, parsed, spec);
   if ((await source.domainKind(parsed.domain)) === 'local') {
-    const mailbox = await mailboxPath(source, parsed);
-    return mailbox ? { type: 'maildir', path: mailbox } : { type: 'error', message: `5.1.1 <${parsed.address}>: unknown user` };
+    const mailbox = await mailboxOf(source, parsed);
+    return mailbox ? maildirRoute(mailbox) : { type: 'error', message: `5.1.1 <${parsed.address}>: unknown user` };
   }
   if (parsed.domain.startsWith('[')) {
     return { type: 'smtp', host: addressLiteralHost(parsed.domain), port: 25, mx: false };
@@ -167,12 +169,29 @@ function qualify(target: string, a: ParsedAddress): string {
   return target;
 }
 
-async function explicitMailbox(source: RoutingSource, a: ParsedAddress): Promise<string | undefined> {
-  return (await source.address(a.address))?.mailbox ?? (a.base !== undefined ? (await source.address(a.base))?.mailbox : undefined);
+type Mailbox = AddressInfo & { mailbox: string };
+const isMailbox = (info: AddressInfo | undefined): info is Mailbox => info?.mailbox !== undefined;
+
+async function explicitMailbox(source: RoutingSource, a: ParsedAddress): Promise<Mailbox | undefined> {
+  const exact = await source.address(a.address);
+  if (isMailbox(exact)) return exact;
+  const base = a.base !== undefined ? await source.address(a.base) : undefined;
+  return isMailbox(base) ? base : undefined;
+}
+
+async function mailboxOf(source: RoutingSource, a: ParsedAddress): Promise<Mailbox | undefined> {
+  const explicit = await explicitMailbox(source, a);
+  if (explicit) return explicit;
+  const catchAll = await source.address('@' + a.domain);
+  return isMailbox(catchAll) ? catchAll : undefined;
 }
 
 async function mailboxPath(source: RoutingSource, a: ParsedAddress): Promise<string | undefined> {
-  return (await explicitMailbox(source, a)) ?? (await source.address('@' + a.domain))?.mailbox;
+  return (await mailboxOf(source, a))?.mailbox;
+}
+
+function maildirRoute(m: Mailbox): Route {
+  return { type: 'maildir', path: m.mailbox, ...(m.mailboxOwner ? { owner: m.mailboxOwner } : {}) };
 }
 
 /** A relay domain (exact or ".parent" key) or an address/domain transport entry other than "*". */
@@ -195,9 +214,9 @@ async function transportRoute(source: RoutingSource, a: ParsedAddress, spec: Tra
     case 'lmtp': return { type: 'lmtp', host: spec.host, port: spec.port };
     case 'error': return { type: 'error', message: spec.message };
     case 'maildir': {
-      const mailbox = await mailboxPath(source, a);
+      const mailbox = await mailboxOf(source, a);
       return mailbox
-        ? { type: 'maildir', path: mailbox }
+        ? maildirRoute(mailbox)
         : { type: 'error', message: `5.1.1 <${a.address}>: unknown user (the transport map says maildir, but there is no mailbox for it)` };
     }
   }

@@ -11,7 +11,8 @@
 
 /** Where one final address goes. */
 export type Route =
-  | { type: 'maildir'; path: string }
+  /** `owner`: uid/gid of the mailbox from the directory (posixAccount uidNumber/gidNumber). */
+  | { type: 'maildir'; path: string; owner?: MailboxOwner }
   /** SMTP to a fixed host (transport map `smtp:[host]:port`, or the relay host): no MX lookup. */
   | { type: 'smtp'; host: string; port: number; mx: false }
   /** SMTP by MX lookup of `domain` (transport map `smtp:domain` without brackets, or default). */
@@ -19,6 +20,12 @@ export type Route =
   | { type: 'lmtp'; host: string; port: number }
   /** The transport map says this domain's mail is refused (`error:text`). */
   | { type: 'error'; message: string };
+
+/** Numeric owner of a mailbox's files, where the routing data names one. */
+export interface MailboxOwner {
+  uid?: number;
+  gid?: number;
+}
 
 /** Result of checking a recipient at RCPT time. */
 export type RecipientResolution =

@@ -2,6 +2,8 @@
  * spool/types.ts — what a queue file holds, shared by receiver, spool, qmgr and channels.
  */
 
+import type { OriginalRecipient } from '../util/dsn-address.ts';
+
 /** The queue's state folders (Postfix-style); names are used as folder names. */
 export const QUEUE_STATES = ['incoming', 'active', 'deferred', 'hold', 'corrupt'] as const;
 export type QueueState = (typeof QUEUE_STATES)[number];
@@ -12,8 +14,13 @@ export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
 export interface EnvelopeRecipient {
   /** Final address after alias/list expansion (what is delivered to). */
   address: string;
-  /** The address the client gave at RCPT TO (RFC 3461 ORCPT, or the RCPT address). */
+  /**
+   * The address the client gave at RCPT TO. (Queue files written before `orcpt` existed may
+   * hold the ORCPT address here.)
+   */
   original: string;
+  /** RFC 3461 ORCPT as the client gave it (type and decoded address); absent when none was given. */
+  orcpt?: OriginalRecipient;
   /** DSN NOTIFY; absent means the default (FAILURE, and DELAY if warnings are on). */
   notify?: DsnNotify[];
 }

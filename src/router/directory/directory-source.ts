@@ -15,7 +15,8 @@
  *      the key is an alias or list;
  *      no targets: the key is a mailbox, maildir = tandemMaildir (relative to
  *      local.maildir_root; ".." refused), else "<domain>/<local>/" of the entry's `mail` or of
- *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25).
+ *      the key itself; with mailHost, mail for the key goes by SMTP to that host (port 25);
+ *      an entry with uidNumber/gidNumber (posixAccount) has its maildir files owned by them.
  *  - tandemRoute: tandemRouteKey (a transport(5) key: address, domain, ".parent", "*") with
  *    tandemTransport (a transport(5) value: smtp:[host]:port, lmtp:..., maildir, error:...).
  * Several entries for one address are combined as the tables combine virtual_mailboxes and
@@ -58,7 +59,7 @@ interface DirectoryAddress extends AddressInfo {
   mailHost?: string;
 }
 
-const ADDRESS_ATTRIBUTES = ['objectClass', 'mail', 'mailLocalAddress', 'mailRoutingAddress', 'mailHost', 'rfc822MailMember', 'member', 'tandemMaildir'];
+const ADDRESS_ATTRIBUTES = ['objectClass', 'mail', 'mailLocalAddress', 'mailRoutingAddress', 'mailHost', 'rfc822MailMember', 'member', 'tandemMaildir', 'uidNumber', 'gidNumber'];
 
 export class DirectorySource implements RoutingSource {
   private readonly domains: LookupCache<DomainKind>;
@@ -164,11 +165,18 @@ export class DirectorySource implements RoutingSource {
     return { targets };
   }
 
-  /** A mailbox entry: its maildir and mailHost. */
+  /** A mailbox entry: its maildir, the owner of its files (posixAccount) and mailHost. */
   private readMailbox(e: Entry, key: string): DirectoryAddress {
     const mailHost = first(e, 'mailHost');
     const mailbox = this.maildirOf(e, key);
-    return { ...(mailbox !== undefined ? { mailbox } : {}), ...(mailHost ? { mailHost: mailHost.toLowerCase() } : {}) };
+    const id = (attr: string): number | undefined => {
+      const v = first(e, attr);
+      return v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+    };
+    const uid = id('uidNumber');
+    const gid = id('gidNumber');
+    const owner = uid !== undefined || gid !== undefined ? { mailboxOwner: { ...(uid !== undefined ? { uid } : {}), ...(gid !== undefined ? { gid } : {}) } } : {};
+    return { ...(mailbox !== undefined ? { mailbox, ...owner } : {}), ...(mailHost ? { mailHost: mailHost.toLowerCase() } : {}) };
   }
 
   /** The maildir of a mailbox entry (see header); undefined, with a warning, if there is none. */
