@@ -34,7 +34,12 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader } from './received-header.ts';
 import { installProxyFront } from './proxy-front.ts';
-import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
+import { headerEnd, findHeader, HeaderCollector } from '../util/message-headers.ts';
+import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
+import type { ClientLimits, LimitRefusal } from './client-limits.ts';
+import type { AuthThrottle } from './auth-throttle.ts';
+import { checkMailParams, checkRcptParams, checkHeaderSection, isUntrustedRouting, type SpoolSpace } from './protocol-checks.ts';
+import { resolveListeners, createClientLimits, createAuthThrottle, type ListenerSpec } from './listeners.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
@@ -61,7 +66,15 @@ export interface ReceiverDeps {
    * spool still had it in memory (small messages), so it need not be read back.
    */
   onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer): void;
-  metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void };
+  metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void; limitRefused?(limit: string): void };
+  /** This listener's address and policy; default: the one listener of smtp.* (listeners.ts). */
+  listener?: ListenerSpec;
+  /** Per-client limits shared by the node's listeners; default: one of this receiver's own. */
+  limits?: ClientLimits;
+  /** AUTH with throttling, shared by the node's listeners; default: built on verifyPassword. */
+  auth?: AuthThrottle;
+  /** Free space floor of the spool (452 4.3.1 at MAIL below it). */
+  spoolSpace?: SpoolSpace;
 }
 
 /** A message on its way into the spool (spool/incoming.ts IncomingMessage). */
@@ -79,7 +92,7 @@ interface Transaction {
   seen: Set<string>;
 }
 
-const MAX_HOPS = 100;
+installSessionGuardHooks();
 
 // XXX: smtp-server picks the enhanced status code from the reply code alone, so a 554 for a
 // relay refusal would say 5.6.0. An error message starting with "X.Y.Z " carries our own code:
@@ -104,23 +117,45 @@ export class SmtpReceiver {
   private inFlight = new Set<Promise<unknown>>();
   /** Commands refused before STARTTLS (AUTH among them). */
   private readonly plaintextDisabled: string[];
+  readonly listener: ListenerSpec;
+  private readonly limits: ClientLimits;
+  private readonly ownLimits: boolean;
+  private readonly auth?: AuthThrottle;
+  private readonly guard: SessionGuard;
+  /** Sessions counted in the per-client limits (released at close). */
+  private readonly counted = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly deps: ReceiverDeps) {
     const c = deps.config.smtp;
-    const tls = c.tls ? { key: readFileSync(c.tls.key), cert: readFileSync(c.tls.cert) } : {};
+    const listener = this.listener = deps.listener ?? resolveListeners(deps.config)[0];
+    const useTls = listener.tls !== 'none' && c.tls;
+    const tls = useTls ? { key: readFileSync(c.tls!.key), cert: readFileSync(c.tls!.cert), secure: listener.tls === 'implicit' } : {};
+    this.ownLimits = !deps.limits;
+    this.limits = deps.limits ?? createClientLimits(deps.config, deps.isRelayClient);
+    this.auth = deps.auth ?? (deps.verifyPassword ? createAuthThrottle(deps.config, this.limits, deps.verifyPassword, (r) => this.limitRefused(r)) : undefined);
     const disabled: string[] = [];
-    if (!c.tls) disabled.push('STARTTLS');
-    if (!c.tls || !deps.verifyPassword) disabled.push('AUTH');
+    if (listener.tls !== 'starttls' || !useTls) disabled.push('STARTTLS');
+    if (!useTls || !this.auth || listener.auth === 'none') disabled.push('AUTH');
     this.plaintextDisabled = disabled.includes('AUTH') ? disabled : [...disabled, 'AUTH'];
+    const l = c.limits;
+    this.guard = new SessionGuard({
+      commandTimeout: c.socket_timeout,
+      stressTimeout: l.stress_timeout,
+      stressConnections: Math.ceil((listener.maxConnections * l.stress_percent) / 100),
+      minDataRate: l.min_data_rate,
+      hardErrorLimit: l.hard_error_limit,
+      junkCommandLimit: l.junk_command_limit,
+      onRefusal: (reason) => this.limitRefused(reason),
+    });
     this.server = new SMTPServer({
       name: deps.config.node.hostname,
       banner: c.banner,
       size: c.max_message_size,
-      maxClients: c.max_connections,
+      maxClients: listener.maxConnections,
       maxCommandLength: c.max_line_length,
       socketTimeout: c.socket_timeout,
       closeTimeout: 5000,
-      useProxy: c.proxy_protocol,
+      useProxy: listener.proxyProtocol,
       authOptional: true,
       allowInsecureAuth: false,
       authMethods: ['PLAIN', 'LOGIN'],
@@ -139,6 +174,9 @@ export class SmtpReceiver {
         session.disabledCommands = disabled;
         cb();
       },
+      onClose: (session) => {
+        if (this.counted.delete(session)) this.limits.release(session.remoteAddress);
+      },
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
           (user) => cb(null, { user }),
@@ -156,16 +194,16 @@ export class SmtpReceiver {
         p.finally(() => this.inFlight.delete(p));
       },
     });
-    (this.server.options as { tandem?: boolean }).tandem = true;
-    installProxyFront(this.server.server, c.proxy_protocol, c.socket_timeout, deps.logger);
+    Object.assign(this.server.options, { tandem: true, tandemGuard: this.guard });
+    installProxyFront(this.server.server, listener.proxyProtocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }
 
   /** Listen on the configured address; resolves with the bound address (port 0 → real port). */
   listen(): Promise<{ host: string; port: number }> {
-    const { host, port } = this.deps.config.smtp.listen;
+    const { host, port } = this.listener.listen;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new Error(`cannot listen for SMTP on ${host}:${port}: ${err.message}`));
+      const onError = (err: Error) => reject(new Error(`cannot listen for SMTP (listener ${this.listener.name}) on ${host}:${port}: ${err.message}`));
       this.server.server.once('error', onError);
       this.server.listen(port, host, () => {
         this.server.server.off('error', onError);
@@ -179,6 +217,18 @@ export class SmtpReceiver {
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.inFlight]);
+    if (this.ownLimits) this.limits.close();
+  }
+
+  private limitRefused(limit: string): void {
+    this.deps.metrics?.limitRefused?.(limit);
+  }
+
+  /** A per-client limit refused: count it, log it, and answer 421 (connect) or 450 (MAIL, RCPT). */
+  private overLimit(refusal: LimitRefusal, session: SMTPServerSession, code: 421 | 450): SmtpReplyError {
+    this.limitRefused(refusal.limit);
+    this.deps.logger.info({ event: 'client-limit', limit: refusal.limit, client: session.remoteAddress, listener: this.listener.name }, refusal.message);
+    return new SmtpReplyError(code, code === 421 ? '4.7.0' : '4.7.1', refusal.message);
   }
 
   private handle(stage: string, cb: (err?: Error | null) => void, fn: () => Promise<void> | void): void {
@@ -199,17 +249,27 @@ export class SmtpReceiver {
       const reason = state.type === 'draining' ? 'node is draining' : state.reason;
       throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
+    const refusal = this.limits.connect(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 421);
+    this.counted.add(session);
   }
 
-  private async onAuth(user: string, password: string, _session: SMTPServerSession): Promise<string> {
-    const verify = this.deps.verifyPassword;
-    if (verify && user && (await verify(user, password))) return user;
-    this.deps.logger.warn({ user }, 'authentication failed');
-    throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+  private async onAuth(user: string, password: string, session: SMTPServerSession): Promise<string> {
+    if (!this.auth) throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+    try {
+      return await this.auth.authenticate(session, user, password);
+    } catch (err) {
+      this.deps.logger.warn({ user, client: session.remoteAddress, listener: this.listener.name }, 'authentication failed');
+      throw err;
+    }
   }
 
-  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): void {
+  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     this.transactions.set(session, { recipients: [], seen: new Set() });
+    if (this.listener.auth === 'required' && !session.user) {
+      throw new SmtpReplyError(530, '5.7.0', `Error: authentication required on this port (listener ${this.listener.name})`);
+    }
+    checkMailParams(address.args);
     const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
     if (declared > this.deps.config.smtp.max_message_size) {
       throw new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.max_message_size} bytes`);
@@ -217,12 +277,16 @@ export class SmtpReceiver {
     const state = this.deps.acceptState().type;
     if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
     if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
+    await this.deps.spoolSpace?.check(declared);
+    const refusal = this.limits.message(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 450);
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const tx = this.transactions.get(session) ?? { recipients: [], seen: new Set<string>() };
     this.transactions.set(session, tx);
     const rcpt = address.address;
+    checkRcptParams(address.args);
     if (session.envelope.rcptTo.length >= this.deps.config.smtp.max_recipients) {
       throw new SmtpReplyError(452, '4.5.3', `Error: too many recipients (limit ${this.deps.config.smtp.max_recipients} per message)`);
     }
@@ -241,16 +305,24 @@ export class SmtpReceiver {
         throw new SmtpReplyError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown`);
       case 'invalid':
         throw new SmtpReplyError(550, '5.4.6', `<${rcpt}>: Recipient address rejected: ${res.reason}`);
-      case 'relay':
-        if (res.authorizedOnly && !session.user && !this.deps.isRelayClient(session.remoteAddress)) {
+      case 'relay': {
+        const trusted = Boolean(session.user) || this.deps.isRelayClient(session.remoteAddress);
+        if (res.authorizedOnly && !trusted) {
           // a refusal is permanent: never on an answer the directory could not confirm
           if (res.uncertain) throw new SmtpReplyError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure (directory unreachable); try again later`);
           throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied`);
         }
+        // user%elsewhere@relay-domain: the next hop could route it anywhere (Postfix allow_untrusted_routing)
+        if (!trusted && !this.deps.config.smtp.allow_untrusted_routing && isUntrustedRouting(rcpt)) {
+          throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied (sender-specified routing)`);
+        }
         break;
+      }
       case 'local':
         break;
     }
+    const refusal = this.limits.recipient(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 450);
     const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
     const original = address.dsn?.orcpt ? address.dsn.orcpt.replace(/^rfc822;/i, '') : rcpt;
     for (const a of res.addresses) {
@@ -275,6 +347,7 @@ export class SmtpReceiver {
       // read to the end whatever happens, so that the reply follows the client's final "."
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
+        this.guard.dataProgress(session, size);
         if (failure || size > limit || !tx?.recipients.length) continue;
         try {
           if (head) {
@@ -288,6 +361,7 @@ export class SmtpReceiver {
           failure = err;
         }
       }
+      this.guard.dataProgress(session, size, true);
       if (stream.sizeExceeded || size > limit) {
         throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
       }
@@ -339,9 +413,8 @@ export class SmtpReceiver {
   private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction): Promise<string> {
     const end = headerEnd(head);
     const headers = head.subarray(0, end < 0 ? head.length : end).toString('latin1');
-    if (countHeader(headers, 'Received') > MAX_HOPS) {
-      throw new SmtpReplyError(554, '5.4.6', `Error: too many hops (more than ${MAX_HOPS} Received: headers); mail loop?`);
-    }
+    const c = this.deps.config.smtp;
+    checkHeaderSection(headers, end >= 0, { maxHeaderSize: c.max_header_size, maxHeaders: c.max_headers, maxHops: c.max_hops });
     const hostname = this.deps.config.node.hostname;
     let messageId = findHeader(headers, 'Message-ID');
     let added = receivedHeader({

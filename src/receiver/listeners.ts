@@ -1,0 +1,69 @@
+/**
+ * receiver/listeners.ts — the node's SMTP listeners and the defenses they share.
+ *
+ * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle.
+ *
+ * Without smtp.listeners there is one listener, "smtp", on smtp.listen: STARTTLS when smtp.tls
+ * is set, AUTH offered after it when smtp.auth_passwords is set, as before listeners existed.
+ * With smtp.listeners each entry is a listener with its own address and policy:
+ *   tls: none | starttls (offered when smtp.tls is set) | implicit (TLS from the first byte, 465)
+ *   auth: none | offered (after TLS, when smtp.auth_passwords is set) | required (MAIL only
+ *         after AUTH: a submission port, 587/465)
+ *   proxy_protocol, max_connections: default to smtp.proxy_protocol, smtp.max_connections.
+ * Every other smtp.* key applies to all listeners. The per-client limits (ClientLimits) and
+ * the AUTH throttle (its hashing slots and failure rates) are one per node, shared by all
+ * listeners, so another port is no way around them.
+ * Config keys read: smtp.*, relay.networks (via isRelayClient).
+ */
+import type { TandemConfig } from '../config/schema.ts';
+import { ClientLimits } from './client-limits.ts';
+import { AuthThrottle } from './auth-throttle.ts';
+
+export interface ListenerSpec {
+  name: string;
+  listen: { host: string; port: number };
+  tls: 'none' | 'starttls' | 'implicit';
+  auth: 'none' | 'offered' | 'required';
+  proxyProtocol: boolean | string[];
+  maxConnections: number;
+}
+
+export function resolveListeners(c: TandemConfig): ListenerSpec[] {
+  const s = c.smtp;
+  if (!s.listeners) {
+    return [{ name: 'smtp', listen: s.listen, tls: s.tls ? 'starttls' : 'none', auth: 'offered', proxyProtocol: s.proxy_protocol, maxConnections: s.max_connections }];
+  }
+  return s.listeners.map((l) => ({
+    name: l.name,
+    listen: l.listen,
+    tls: l.tls === 'starttls' && !s.tls ? 'none' : l.tls,
+    auth: l.auth,
+    proxyProtocol: l.proxy_protocol ?? s.proxy_protocol,
+    maxConnections: l.max_connections ?? s.max_connections,
+  }));
+}
+
+export function createClientLimits(c: TandemConfig, isRelayClient: (address: string) => boolean): ClientLimits {
+  const l = c.smtp.limits;
+  return new ClientLimits({
+    clientConnections: l.client_connections,
+    networkConnections: l.network_connections,
+    connectionRate: l.connection_rate,
+    messageRate: l.message_rate,
+    recipientRate: l.recipient_rate,
+    authFailureRate: c.smtp.auth_limits.failure_rate,
+    windowMs: l.rate_window,
+    isExempt: l.exempt_relay_networks ? isRelayClient : () => false,
+  });
+}
+
+export function createAuthThrottle(
+  c: TandemConfig, limits: ClientLimits,
+  verify: (user: string, password: string) => Promise<boolean>, onRefusal: (reason: string) => void,
+): AuthThrottle {
+  const a = c.smtp.auth_limits;
+  return new AuthThrottle({
+    maxFailures: a.max_failures, failureDelay: a.failure_delay, hashConcurrency: a.hash_concurrency, hashQueue: a.hash_queue,
+    limits, verify, onRefusal,
+  });
+}
