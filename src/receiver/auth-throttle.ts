@@ -10,6 +10,8 @@
  *  - after `maxFailures` failures on one connection, 421 4.7.0 and the connection is closed;
  *  - a client address over its failure rate (ClientLimits.authBlocked) gets 454 4.7.0
  *    without its password being checked at all, so a flood costs no hashing;
+ *  - every refusal (535, and the 454s below) gets the delay and counts toward maxFailures:
+ *    an answer given at once would only let the client spin faster;
  *  - password hashing (scrypt, ~50 ms of a libuv pool thread each) runs at most
  *    `hashConcurrency` at a time: libuv's pool (4 threads by default) also does the spool's
  *    file writes and fsyncs, so unbounded hashing delays everyone's 250. At most `hashQueue`
@@ -50,24 +52,29 @@ export class AuthThrottle {
   async authenticate(session: SMTPServerSession, user: string, password: string): Promise<string> {
     const address = session.remoteAddress;
     const blocked = this.o.limits.authBlocked(address);
-    if (blocked) {
-      this.o.onRefusal('auth_rate');
-      throw new SmtpReplyError(454, '4.7.0', blocked.message);
-    }
+    if (blocked) return this.fail(session, 'auth_rate', new SmtpReplyError(454, '4.7.0', blocked.message));
     if (this.hashing.waiting >= this.o.hashQueue) {
-      this.o.onRefusal('auth_busy');
-      throw new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure (server busy); try again later');
+      return this.fail(session, 'auth_busy', new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure (server busy); try again later'));
     }
     const ok = user !== '' && (await this.hashing.run(() => this.o.verify(user, password)));
     if (ok) return user;
     this.o.limits.authFailed(address);
+    return this.fail(session, undefined, new SmtpReplyError(535, '5.7.8', 'Error: authentication failed'));
+  }
+
+  /**
+   * Every refusal, checked or not, costs the connection a delay and counts toward its limit:
+   * a refusal answered at once would only let a client spin faster.
+   */
+  private async fail(session: SMTPServerSession, reason: string | undefined, reply: SmtpReplyError): Promise<never> {
     const n = (this.failures.get(session) ?? 0) + 1;
     this.failures.set(session, n);
+    if (reason) this.o.onRefusal(reason);
     await this.sleep(Math.min(MAX_DELAY, this.o.failureDelay * n));
     if (n >= this.o.maxFailures) {
       this.o.onRefusal('auth_failures_closed');
       throw new SmtpReplyError(421, '4.7.0', `Error: too many failed authentications (${n}); closing connection`);
     }
-    throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+    throw reply;
   }
 }
