@@ -2,15 +2,16 @@
  * auth-flood.ts — a legitimate message's time to 250 while N connections brute-force SMTP AUTH.
  *
  *   node --import tsx bench/auth-flood.ts [--connections 48] [--addresses 48] [--messages 30]
- *        [--hash-concurrency 1] [--failure-delay 1s] [--failure-rate 30]
+ *        [--hash-concurrency 1] [--failure-delay 1s] [--failure-rate 30] [--max-failures 3]
  *
  * Starts one node process (STARTTLS with a throw-away certificate from openssl, a password
  * table, a local Maildir), times `messages` messages sent one after another from 127.0.0.1
  * (connect → 250 after DATA, fsync included) without load, then again while `connections`
  * sessions from `addresses` loopback addresses send wrong passwords as fast as the replies
  * come (test/harness/auth-flood.ts). Prints median and p90 for both, the ratio, the AUTH
- * replies by code, then one JSON line {"bench":"auth-flood",...}. `--hash-concurrency 16` is
- * in effect the unbounded hashing of before (libuv's pool has 4 threads).
+ * replies by code, then one JSON line {"bench":"auth-flood",...}. `--hash-concurrency 16
+ * --failure-delay 0s --failure-rate 0 --max-failures 1000` is in effect the node before AUTH
+ * throttling (unbounded hashing: libuv's pool has 4 threads).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +28,7 @@ const { values } = parseArgs({
   options: {
     connections: { type: 'string', default: '48' }, addresses: { type: 'string', default: '48' }, messages: { type: 'string', default: '30' },
     'hash-concurrency': { type: 'string', default: '1' }, 'failure-delay': { type: 'string', default: '1s' }, 'failure-rate': { type: 'string', default: '30' },
+    'max-failures': { type: 'string', default: '3' },
   },
 });
 const procs = trackProcesses();
@@ -48,7 +50,7 @@ try {
       node: { id: 'bench', hostname: 'tandem.test' },
       smtp: {
         tls: { cert, key }, auth_passwords: passwords, max_connections: 500,
-        auth_limits: { hash_concurrency: Number(values['hash-concurrency']), failure_delay: values['failure-delay'], failure_rate: Number(values['failure-rate']) },
+        auth_limits: { hash_concurrency: Number(values['hash-concurrency']), failure_delay: values['failure-delay'], failure_rate: Number(values['failure-rate']), max_failures: Number(values['max-failures']) },
       },
       relay: { networks: ['127.0.0.1/32'] },
       local: { domains: ['example.test'], maildir_root: path.join(dir, 'mail') },
