@@ -123,6 +123,8 @@ export const configSchema = z.object({
       auth: z.enum(['none', 'offered', 'required']).default('offered'),
       proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)]).optional(),
       max_connections: z.number().int().min(1).max(100000).optional(),
+      /** Sender authentication on this listener; default sender_auth.policy. */
+      sender_auth: z.enum(['off', 'record', 'enforce']).optional(),
     }).strict()).min(1).optional(),
   }).strict().default({}),
   spool: z.object({
@@ -231,6 +233,25 @@ export const configSchema = z.object({
     max_stale: boundedDuration('24h', '0s', '7d'),
     cache_max_entries: z.number().int().min(100).max(10_000_000).default(100_000),
   }).strict().optional(),
+  /** SPF, DKIM, DMARC and ARC verification of inbound mail (receiver/sender-auth.ts). */
+  sender_auth: z.object({
+    /** off; record (Authentication-Results only); enforce (also DMARC p=reject → 550, p=quarantine → hold). */
+    policy: z.enum(['off', 'record', 'enforce']).default('off'),
+    /** DNS servers as host or host:port; empty = the system's (/etc/resolv.conf). */
+    dns_servers: z.array(z.string().min(1)).default([]),
+    dns_timeout: boundedDuration('5s', '100ms', '60s'),
+    dns_cache_ttl: boundedDuration('5m', '0s', '1d'),
+    dns_cache_entries: z.number().int().min(1).max(10_000_000).default(10_000),
+  }).strict().default({}),
+  /** DKIM signing of mail from trusted clients, by From: domain. */
+  dkim: z.object({
+    keys: z.array(z.object({
+      domain: z.string().min(1),
+      selector: z.string().regex(/^[A-Za-z0-9._-]+$/, 'a DNS label (or dotted labels)'),
+      /** PEM private key (RSA or Ed25519); the public key goes in DNS at <selector>._domainkey.<domain>. */
+      key_file: z.string().min(1),
+    }).strict()).default([]),
+  }).strict().default({}),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).strict().default({}),

@@ -30,7 +30,7 @@ import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from '
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
-import { resolveListeners, createClientLimits, createAuthThrottle } from '../receiver/listeners.ts';
+import { resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth } from '../receiver/listeners.ts';
 import type { ClientLimits } from '../receiver/client-limits.ts';
 import { SpoolSpace } from '../receiver/protocol-checks.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
@@ -140,10 +140,11 @@ export class TandemNode {
     const limits = this.clientLimits = createClientLimits(c, isRelayClient);
     const limitRefused = (limit: string) => this.metrics.limitRefused(limit);
     const auth = this.passwords ? createAuthThrottle(c, limits, (u, p) => this.passwords!.verify(u, p), limitRefused) : undefined;
+    const senderAuth = createSenderAuth(c);
     const spoolSpace = new SpoolSpace(dir, c.spool.min_free ?? Math.floor(1.5 * c.smtp.max_message_size));
     for (const listener of resolveListeners(c)) {
       this.receivers.push(new SmtpReceiver({
-      listener, limits, spoolSpace, ...(auth ? { auth } : {}),
+      listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}),
       config: c,
       router: this.router,
       beginMessage: (queueId) => this.spool.beginMessage(queueId),
@@ -155,7 +156,10 @@ export class TandemNode {
         const health = this.health();
         return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
       },
-      onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
+      onQueued: (id, envelope, size, message, opts) => {
+        if (!opts?.hold) return this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined);
+        this.qmgr.enqueueHeld(id, size).catch((err) => log.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
+      },
       metrics: this.metrics,
       }));
     }

@@ -1,7 +1,7 @@
 /**
  * receiver/listeners.ts — the node's SMTP listeners and the defenses they share.
  *
- * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle.
+ * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth.
  *
  * Without smtp.listeners there is one listener, "smtp", on smtp.listen: STARTTLS when smtp.tls
  * is set, AUTH offered after it when smtp.auth_passwords is set, as before listeners existed.
@@ -9,7 +9,8 @@
  *   tls: none | starttls (offered when smtp.tls is set) | implicit (TLS from the first byte, 465)
  *   auth: none | offered (after TLS, when smtp.auth_passwords is set) | required (MAIL only
  *         after AUTH: a submission port, 587/465)
- *   proxy_protocol, max_connections: default to smtp.proxy_protocol, smtp.max_connections.
+ *   proxy_protocol, max_connections, sender_auth: default to smtp.proxy_protocol,
+ *         smtp.max_connections, sender_auth.policy.
  * Every other smtp.* key applies to all listeners. The per-client limits (ClientLimits) and
  * the AUTH throttle (its hashing slots and failure rates) are one per node, shared by all
  * listeners, so another port is no way around them.
@@ -18,6 +19,7 @@
 import type { TandemConfig } from '../config/schema.ts';
 import { ClientLimits } from './client-limits.ts';
 import { AuthThrottle } from './auth-throttle.ts';
+import { SenderAuth, CachingResolver } from './sender-auth.ts';
 
 export interface ListenerSpec {
   name: string;
@@ -26,12 +28,13 @@ export interface ListenerSpec {
   auth: 'none' | 'offered' | 'required';
   proxyProtocol: boolean | string[];
   maxConnections: number;
+  senderAuth: 'off' | 'record' | 'enforce';
 }
 
 export function resolveListeners(c: TandemConfig): ListenerSpec[] {
   const s = c.smtp;
   if (!s.listeners) {
-    return [{ name: 'smtp', listen: s.listen, tls: s.tls ? 'starttls' : 'none', auth: 'offered', proxyProtocol: s.proxy_protocol, maxConnections: s.max_connections }];
+    return [{ name: 'smtp', listen: s.listen, tls: s.tls ? 'starttls' : 'none', auth: 'offered', proxyProtocol: s.proxy_protocol, maxConnections: s.max_connections, senderAuth: c.sender_auth.policy }];
   }
   return s.listeners.map((l) => ({
     name: l.name,
@@ -40,6 +43,7 @@ export function resolveListeners(c: TandemConfig): ListenerSpec[] {
     auth: l.auth,
     proxyProtocol: l.proxy_protocol ?? s.proxy_protocol,
     maxConnections: l.max_connections ?? s.max_connections,
+    senderAuth: l.sender_auth ?? c.sender_auth.policy,
   }));
 }
 
@@ -55,6 +59,15 @@ export function createClientLimits(c: TandemConfig, isRelayClient: (address: str
     windowMs: l.rate_window,
     isExempt: l.exempt_relay_networks ? isRelayClient : () => false,
   });
+}
+
+/** The sender authentication and DKIM signing of the node, when either is configured. */
+export function createSenderAuth(c: TandemConfig): SenderAuth | undefined {
+  const verifying = resolveListeners(c).some((l) => l.senderAuth !== 'off');
+  if (!verifying && c.dkim.keys.length === 0) return undefined;
+  const sa = c.sender_auth;
+  const resolver = new CachingResolver({ servers: sa.dns_servers, timeoutMs: sa.dns_timeout, ttlMs: sa.dns_cache_ttl, maxEntries: sa.dns_cache_entries });
+  return new SenderAuth({ hostname: c.node.hostname, resolver, keys: c.dkim.keys });
 }
 
 export function createAuthThrottle(

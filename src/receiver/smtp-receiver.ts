@@ -34,7 +34,8 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader } from './received-header.ts';
 import { installProxyFront } from './proxy-front.ts';
-import { headerEnd, findHeader, HeaderCollector } from '../util/message-headers.ts';
+import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
+import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
 import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
 import type { ClientLimits, LimitRefusal } from './client-limits.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
@@ -65,7 +66,7 @@ export interface ReceiverDeps {
    * Called after the 250: the queue manager picks the message up. `message` is there when the
    * spool still had it in memory (small messages), so it need not be read back.
    */
-  onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer): void;
+  onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer, opts?: { hold?: boolean }): void;
   metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void; limitRefused?(limit: string): void };
   /** This listener's address and policy; default: the one listener of smtp.* (listeners.ts). */
   listener?: ListenerSpec;
@@ -75,6 +76,8 @@ export interface ReceiverDeps {
   auth?: AuthThrottle;
   /** Free space floor of the spool (452 4.3.1 at MAIL below it). */
   spoolSpace?: SpoolSpace;
+  /** SPF/DKIM/DMARC/ARC verification and DKIM signing (sender-auth.ts). */
+  senderAuth?: SenderAuth;
 }
 
 /** A message on its way into the spool (spool/incoming.ts IncomingMessage). */
@@ -343,16 +346,26 @@ export class SmtpReceiver {
     let messageId = '';
     let size = 0;
     let failure: unknown;
+    let hold = false;
+    const trusted = Boolean(session.user) || this.deps.isRelayClient(session.remoteAddress);
+    const sa = this.deps.senderAuth;
+    const verify = sa && this.listener.senderAuth !== 'off' && !session.user ? this.listener.senderAuth : undefined;
+    // sender authentication and signing need the whole message before its first byte is written
+    const whole: Buffer[] | undefined = verify || (sa && trusted) ? [] : undefined;
     try {
       // read to the end whatever happens, so that the reply follows the client's final "."
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
         this.guard.dataProgress(session, size);
         if (failure || size > limit || !tx?.recipients.length) continue;
+        if (whole) {
+          whole.push(chunk);
+          continue;
+        }
         try {
           if (head) {
             if (!head.push(chunk)) continue;
-            messageId = await this.writeHead(out, head.bytes(), queueId, session, tx);
+            messageId = await this.writeHead(out, head.bytes(), queueId, session);
             head = undefined;
           } else {
             await out.write(chunk);
@@ -366,7 +379,11 @@ export class SmtpReceiver {
         throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
       }
       if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
-      if (!failure && head) messageId = await this.writeHead(out, head.bytes(), queueId, session, tx).catch((err) => { failure = err; return ''; });
+      if (whole) {
+        ({ messageId, hold } = await this.writeAuthenticated(out, Buffer.concat(whole), queueId, session, verify, trusted));
+      } else if (!failure && head) {
+        messageId = await this.writeHead(out, head.bytes(), queueId, session).catch((err) => { failure = err; return ''; });
+      }
       if (failure instanceof SmtpReplyError) throw failure;
       const state = this.deps.acceptState();
       if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
@@ -399,7 +416,7 @@ export class SmtpReceiver {
         client: session.remoteAddress, recipients: tx.recipients.length,
       });
       this.deps.metrics?.received(stored);
-      this.deps.onQueued(queueId, envelope, stored, held);
+      this.deps.onQueued(queueId, envelope, stored, held, hold ? { hold } : undefined);
       return queueId;
     } finally {
       await out.abort(); // nothing left behind unless committed (a no-op after commit)
@@ -407,10 +424,49 @@ export class SmtpReceiver {
   }
 
   /**
-   * Write our trace header, a Message-ID if the message has none, and the collected header
-   * section; check the hop count. Returns the Message-ID.
+   * The whole message is in: verify the sender (listener policy `verify`), sign it (trusted
+   * client, From: domain with a key), then write it with the results on top. Throws the reply
+   * when the policy refuses it.
    */
-  private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction): Promise<string> {
+  private async writeAuthenticated(out: MessageWriter, message: Buffer, queueId: string, session: SMTPServerSession, verify: 'record' | 'enforce' | undefined, trusted: boolean): Promise<{ messageId: string; hold: boolean }> {
+    const sa = this.deps.senderAuth!;
+    const split = headerEnd(message) < 0 ? message.length : bodyStart(message);
+    const head = withoutOurAuthResults(message.subarray(0, split), this.deps.config.node.hostname);
+    const body = message.subarray(split);
+    const { added, messageId } = this.composeHead(head, queueId, session);
+    let top = '';
+    let hold = false;
+    if (verify) {
+      const mailFrom = session.envelope.mailFrom;
+      const verdict = await sa.verify(Buffer.concat([head, body]), { ip: session.remoteAddress, helo: session.hostNameAppearsAs || '', sender: mailFrom ? mailFrom.address : '' }, verify);
+      this.deps.logger.info({ event: 'sender-auth', queueId, client: session.remoteAddress, result: verdict.summary, hold: verdict.hold }, `sender authentication: ${verdict.summary}`);
+      top = verdict.headers;
+      hold = verdict.hold;
+    }
+    let final = Buffer.concat([Buffer.from(top + added, 'latin1'), head, body]);
+    const domain = trusted ? fromDomain(head.toString('latin1')) : undefined;
+    if (domain && sa.signs(domain)) final = Buffer.concat([Buffer.from(await sa.sign(final, domain), 'latin1'), final]);
+    try {
+      await out.write(final);
+    } catch (err) {
+      throw this.commitFailed(queueId, err);
+    }
+    return { messageId, hold };
+  }
+
+  /**
+   * Write our trace header, a Message-ID if the message has none, and the collected header
+   * section; check the header limits and the hop count. Returns the Message-ID.
+   */
+  private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession): Promise<string> {
+    const { added, messageId } = this.composeHead(head, queueId, session);
+    await out.write(Buffer.from(added, 'latin1'));
+    await out.write(head);
+    return messageId;
+  }
+
+  /** Check the header section; our Received: header (and Message-ID: when missing) to put on top. */
+  private composeHead(head: Buffer, queueId: string, session: SMTPServerSession): { added: string; messageId: string } {
     const end = headerEnd(head);
     const headers = head.subarray(0, end < 0 ? head.length : end).toString('latin1');
     const c = this.deps.config.smtp;
@@ -432,9 +488,7 @@ export class SmtpReceiver {
       messageId = `<${queueId}@${hostname}>`;
       added += `Message-ID: ${messageId}\r\n`;
     }
-    await out.write(Buffer.from(added, 'latin1'));
-    await out.write(head);
-    return messageId;
+    return { added, messageId };
   }
 
   private commitFailed(queueId: string, err: unknown): SmtpReplyError {
