@@ -243,6 +243,18 @@ export const configSchema = z.object({
     dns_cache_ttl: boundedDuration('5m', '0s', '1d'),
     dns_cache_entries: z.number().int().min(1).max(10_000_000).default(10_000),
   }).strict().default({}),
+  /** Spam and virus scanning before the 250 with Rspamd (receiver/content-filter.ts). */
+  content_filter: z.object({
+    /** Rspamd's normal worker, e.g. http://127.0.0.1:11333. */
+    rspamd_url: z.string().regex(/^https?:\/\/[^\s/]+\/?$/, 'use http://host:port'),
+    timeout: boundedDuration('15s', '100ms', '5m'),
+    /** true: accept unscanned when Rspamd fails; false: answer 451 (the client retries). */
+    fail_open: z.boolean().default(true),
+    /** What "add header" / "rewrite subject" does: mark with X-Spam: Yes, or hold the message. */
+    on_spam: z.enum(['header', 'hold']).default('header'),
+    /** Scan mail from authenticated clients too. */
+    scan_authenticated: z.boolean().default(false),
+  }).strict().optional(),
   /** DKIM signing of mail from trusted clients, by From: domain. */
   dkim: z.object({
     keys: z.array(z.object({

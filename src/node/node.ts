@@ -30,7 +30,7 @@ import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from '
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
-import { resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth } from '../receiver/listeners.ts';
+import { resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth, createContentFilter } from '../receiver/listeners.ts';
 import type { ClientLimits } from '../receiver/client-limits.ts';
 import { SpoolSpace } from '../receiver/protocol-checks.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
@@ -141,10 +141,14 @@ export class TandemNode {
     const limitRefused = (limit: string) => this.metrics.limitRefused(limit);
     const auth = this.passwords ? createAuthThrottle(c, limits, (u, p) => this.passwords!.verify(u, p), limitRefused) : undefined;
     const senderAuth = createSenderAuth(c);
+    const contentFilter = createContentFilter(c, (why) => {
+      this.metrics.contentFilterFailed();
+      log.warn({ event: 'content-filter-failed', err: why }, `content filter failed: ${why}; ${c.content_filter?.fail_open ? 'accepting unscanned' : 'answering 451'}`);
+    });
     const spoolSpace = new SpoolSpace(dir, c.spool.min_free ?? Math.floor(1.5 * c.smtp.max_message_size));
     for (const listener of resolveListeners(c)) {
       this.receivers.push(new SmtpReceiver({
-      listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}),
+      listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}), ...(contentFilter ? { contentFilter } : {}),
       config: c,
       router: this.router,
       beginMessage: (queueId) => this.spool.beginMessage(queueId),

@@ -1,7 +1,8 @@
 /**
  * receiver/listeners.ts — the node's SMTP listeners and the defenses they share.
  *
- * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth.
+ * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth,
+ * createContentFilter.
  *
  * Without smtp.listeners there is one listener, "smtp", on smtp.listen: STARTTLS when smtp.tls
  * is set, AUTH offered after it when smtp.auth_passwords is set, as before listeners existed.
@@ -20,6 +21,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { ClientLimits } from './client-limits.ts';
 import { AuthThrottle } from './auth-throttle.ts';
 import { SenderAuth, CachingResolver } from './sender-auth.ts';
+import { RspamdFilter } from './content-filter.ts';
 
 export interface ListenerSpec {
   name: string;
@@ -68,6 +70,11 @@ export function createSenderAuth(c: TandemConfig): SenderAuth | undefined {
   const sa = c.sender_auth;
   const resolver = new CachingResolver({ servers: sa.dns_servers, timeoutMs: sa.dns_timeout, ttlMs: sa.dns_cache_ttl, maxEntries: sa.dns_cache_entries });
   return new SenderAuth({ hostname: c.node.hostname, resolver, keys: c.dkim.keys });
+}
+
+export function createContentFilter(c: TandemConfig, onFailure: (why: string) => void): RspamdFilter | undefined {
+  const f = c.content_filter;
+  return f ? new RspamdFilter({ url: f.rspamd_url, timeoutMs: f.timeout, failOpen: f.fail_open, onSpam: f.on_spam, onFailure }) : undefined;
 }
 
 export function createAuthThrottle(

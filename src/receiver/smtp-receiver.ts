@@ -36,6 +36,7 @@ import { receivedHeader } from './received-header.ts';
 import { installProxyFront } from './proxy-front.ts';
 import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
 import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
+import type { RspamdFilter } from './content-filter.ts';
 import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
 import type { ClientLimits, LimitRefusal } from './client-limits.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
@@ -78,6 +79,8 @@ export interface ReceiverDeps {
   spoolSpace?: SpoolSpace;
   /** SPF/DKIM/DMARC/ARC verification and DKIM signing (sender-auth.ts). */
   senderAuth?: SenderAuth;
+  /** Spam/virus scanning before the 250 (content-filter.ts). */
+  contentFilter?: RspamdFilter;
 }
 
 /** A message on its way into the spool (spool/incoming.ts IncomingMessage). */
@@ -350,8 +353,9 @@ export class SmtpReceiver {
     const trusted = Boolean(session.user) || this.deps.isRelayClient(session.remoteAddress);
     const sa = this.deps.senderAuth;
     const verify = sa && this.listener.senderAuth !== 'off' && !session.user ? this.listener.senderAuth : undefined;
-    // sender authentication and signing need the whole message before its first byte is written
-    const whole: Buffer[] | undefined = verify || (sa && trusted) ? [] : undefined;
+    const scan = this.deps.contentFilter && (!session.user || this.deps.config.content_filter?.scan_authenticated);
+    // sender authentication, scanning and signing need the whole message before its first byte is written
+    const whole: Buffer[] | undefined = verify || scan || (sa && trusted) ? [] : undefined;
     try {
       // read to the end whatever happens, so that the reply follows the client's final "."
       for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -380,7 +384,7 @@ export class SmtpReceiver {
       }
       if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
       if (whole) {
-        ({ messageId, hold } = await this.writeAuthenticated(out, Buffer.concat(whole), queueId, session, verify, trusted));
+        ({ messageId, hold } = await this.writeChecked(out, Buffer.concat(whole), queueId, session, tx, { verify, scan: Boolean(scan), trusted }));
       } else if (!failure && head) {
         messageId = await this.writeHead(out, head.bytes(), queueId, session).catch((err) => { failure = err; return ''; });
       }
@@ -424,28 +428,41 @@ export class SmtpReceiver {
   }
 
   /**
-   * The whole message is in: verify the sender (listener policy `verify`), sign it (trusted
-   * client, From: domain with a key), then write it with the results on top. Throws the reply
-   * when the policy refuses it.
+   * The whole message is in: verify the sender (listener policy `verify`), scan it (content
+   * filter), sign it (trusted client, From: domain with a key), then write it with the results
+   * on top. Throws the reply when a policy refuses it.
    */
-  private async writeAuthenticated(out: MessageWriter, message: Buffer, queueId: string, session: SMTPServerSession, verify: 'record' | 'enforce' | undefined, trusted: boolean): Promise<{ messageId: string; hold: boolean }> {
-    const sa = this.deps.senderAuth!;
+  private async writeChecked(
+    out: MessageWriter, message: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction,
+    o: { verify: 'record' | 'enforce' | undefined; scan: boolean; trusted: boolean },
+  ): Promise<{ messageId: string; hold: boolean }> {
+    const sa = this.deps.senderAuth;
+    const mailFrom = session.envelope.mailFrom;
+    const sender = mailFrom ? mailFrom.address : '';
     const split = headerEnd(message) < 0 ? message.length : bodyStart(message);
     const head = withoutOurAuthResults(message.subarray(0, split), this.deps.config.node.hostname);
     const body = message.subarray(split);
     const { added, messageId } = this.composeHead(head, queueId, session);
     let top = '';
     let hold = false;
-    if (verify) {
-      const mailFrom = session.envelope.mailFrom;
-      const verdict = await sa.verify(Buffer.concat([head, body]), { ip: session.remoteAddress, helo: session.hostNameAppearsAs || '', sender: mailFrom ? mailFrom.address : '' }, verify);
+    const ctx = { ip: session.remoteAddress, helo: session.hostNameAppearsAs || '', sender };
+    if (o.verify && sa) {
+      const verdict = await sa.verify(Buffer.concat([head, body]), ctx, o.verify);
       this.deps.logger.info({ event: 'sender-auth', queueId, client: session.remoteAddress, result: verdict.summary, hold: verdict.hold }, `sender authentication: ${verdict.summary}`);
-      top = verdict.headers;
-      hold = verdict.hold;
+      top += verdict.headers;
+      hold ||= verdict.hold;
+    }
+    if (o.scan) {
+      const verdict = await this.deps.contentFilter!.scan(Buffer.concat([Buffer.from(top, 'latin1'), head, body]), {
+        ...ctx, recipients: tx.recipients.map((r) => r.address), queueId, ...(session.user ? { user: String(session.user) } : {}),
+      });
+      this.deps.logger.info({ event: 'content-filter', queueId, client: session.remoteAddress, result: verdict.summary, hold: verdict.hold }, `content filter: ${verdict.summary}`);
+      top += verdict.headers;
+      hold ||= verdict.hold;
     }
     let final = Buffer.concat([Buffer.from(top + added, 'latin1'), head, body]);
-    const domain = trusted ? fromDomain(head.toString('latin1')) : undefined;
-    if (domain && sa.signs(domain)) final = Buffer.concat([Buffer.from(await sa.sign(final, domain), 'latin1'), final]);
+    const domain = o.trusted ? fromDomain(head.toString('latin1')) : undefined;
+    if (sa && domain && sa.signs(domain)) final = Buffer.concat([Buffer.from(await sa.sign(final, domain), 'latin1'), final]);
     try {
       await out.write(final);
     } catch (err) {
