@@ -3,10 +3,21 @@
  *
  * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
  *
+ * One SmtpReceiver per listener (listeners.ts: address, TLS mode, AUTH policy, sender
+ * authentication policy); the per-client limits and the AUTH throttle are shared by the node's
+ * listeners. Defenses live in their own modules: client-limits.ts (per-client counts and rates),
+ * session-guard.ts (command and DATA deadlines, error and junk command limits),
+ * auth-throttle.ts, protocol-checks.ts, sender-auth.ts (SPF/DKIM/DMARC/ARC, DKIM signing),
+ * content-filter.ts (Rspamd); docs/security.md describes them all.
+ *
  * Policy, in the order a client meets it:
  *  - PROXY header (v1 or v2) from the balancers in smtp.proxy_protocol: proxy-front.ts.
  *  - connect: refused with 421 while the node is not ready (starting, draining, stopping);
- *    connection limit.
+ *    connection limit; per-client limits (421 4.7.0).
+ *  - AUTH (inside TLS only): auth-throttle.ts. A listener with auth: required refuses MAIL
+ *    before AUTH (530 5.7.0).
+ *  - MAIL/RCPT: unknown parameters 555 5.5.4, ENVID/ORCPT length 501 5.5.4, spool free space
+ *    452 4.3.1, message and recipient rates 450 4.7.1, untrusted routing 554 5.7.1.
  *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
@@ -14,8 +25,10 @@
  *  - DATA: the header section is collected (up to 256 KiB), then a Received: header (and a
  *    Message-ID when missing) is put in front and the message streams into the spool's
  *    temporary file as it arrives (spool/incoming.ts): memory per connection stays small.
- *    Over smtp.max_message_size → 552 5.3.4 after the whole body; more than 100 Received:
- *    headers → 554 5.4.6 (mail loop). Then the spool commit — file and folder fsynced — and
+ *    Over smtp.max_message_size → 552 5.3.4 after the whole body; header limits 552 5.6.0;
+ *    more than smtp.max_hops Received: headers → 554 5.4.6 (mail loop). With sender
+ *    authentication, a content filter or DKIM signing in play, the whole message is collected
+ *    first, checked, and written with the results on top (writeChecked). Then the spool commit — file and folder fsynced — and
  *    the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
  *    A failing write or commit (disk full, I/O error) gives 451 4.3.0 and the client keeps
  *    the message. The input is always read to its end before the reply.
