@@ -21,10 +21,11 @@
  * Signing: a message from a trusted client (authenticated, or from relay.networks) whose From:
  * domain has a key in dkim.keys (PEM files read at start) gets a DKIM-Signature (rsa-sha256
  * or ed25519, relaxed/relaxed, mailauth's default header list) on top.
+ * mailauth is imported on first use: it is large (~0.7 s of CPU to load), and a node without
+ * sender authentication or signing never needs it.
  */
 import { readFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
-import { authenticate, dkimSign } from 'mailauth';
 import { SmtpReplyError } from '../util/errors.ts';
 import { findHeader } from '../util/message-headers.ts';
 
@@ -129,6 +130,7 @@ export class SenderAuth {
   /** DKIM-Signature header field(s) for `message` (whole, as it will be queued). */
   async sign(message: Buffer, domain: string): Promise<string> {
     const key = this.keys.get(domain)!;
+    const { dkimSign } = await import('mailauth');
     const res = await dkimSign(message, { canonicalization: 'relaxed/relaxed', signatureData: [{ signingDomain: domain, selector: key.selector, privateKey: key.privateKey }] } as any);
     if (res.errors.length) throw new Error(`DKIM signing for ${domain} failed: ${res.errors.map((e) => e.message).join('; ')}`);
     return res.signatures;
@@ -136,6 +138,7 @@ export class SenderAuth {
 
   /** Verify SPF, DKIM, DMARC and ARC; throws the SMTP reply under `enforce` when refused. */
   async verify(message: Buffer, ctx: { ip: string; helo: string; sender: string }, policy: 'record' | 'enforce'): Promise<SenderAuthVerdict> {
+    const { authenticate } = await import('mailauth');
     const r = await authenticate(message, {
       ip: ctx.ip, helo: ctx.helo, sender: ctx.sender, mta: this.o.hostname, resolver: this.o.resolver.resolve, disableBimi: true, trustReceived: false,
     } as any);
