@@ -4,6 +4,8 @@
  * Exports: Metrics. Names:
  *   tandem_messages_received_total, tandem_received_bytes_total,
  *   tandem_smtp_rejections_total{stage,code},
+ *   tandem_smtp_limit_refusals_total{limit} (per-client limits, timeouts, error limits, AUTH throttling),
+ *   tandem_content_filter_failures_total (Rspamd unreachable, timed out or answering nonsense),
  *   tandem_deliveries_total{outcome,channel}, tandem_delivery_duration_seconds{channel},
  *   tandem_dsn_total{kind}, tandem_tracking_write_errors_total,
  *   tandem_queue_messages{state} (read from the queue manager on scrape),
@@ -19,6 +21,8 @@ export class Metrics implements QueueMetrics {
   readonly registry = new client.Registry();
   private receivedTotal = new client.Counter({ name: 'tandem_messages_received_total', help: 'Messages accepted (250 after DATA)', registers: [this.registry] });
   private receivedBytes = new client.Counter({ name: 'tandem_received_bytes_total', help: 'Bytes of accepted messages', registers: [this.registry] });
+  private limitRefusals = new client.Counter({ name: 'tandem_smtp_limit_refusals_total', help: 'Clients refused or disconnected by a limit (receiver/client-limits.ts, session-guard.ts, auth-throttle.ts)', labelNames: ['limit'], registers: [this.registry] });
+  private filterFailures = new client.Counter({ name: 'tandem_content_filter_failures_total', help: 'Content filter (Rspamd) requests that failed', registers: [this.registry] });
   private rejections = new client.Counter({ name: 'tandem_smtp_rejections_total', help: 'SMTP commands refused', labelNames: ['stage', 'code'], registers: [this.registry] });
   private deliveries = new client.Counter({ name: 'tandem_deliveries_total', help: 'Per-recipient delivery outcomes', labelNames: ['outcome', 'channel'], registers: [this.registry] });
   private durations = new client.Histogram({ name: 'tandem_delivery_duration_seconds', help: 'Time of one delivery transaction', labelNames: ['channel'], buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [this.registry] });
@@ -48,6 +52,14 @@ export class Metrics implements QueueMetrics {
 
   rejected(stage: string, code: number): void {
     this.rejections.inc({ stage, code: String(code) });
+  }
+
+  limitRefused(limit: string): void {
+    this.limitRefusals.inc({ limit });
+  }
+
+  contentFilterFailed(): void {
+    this.filterFailures.inc();
   }
 
   delivery(outcome: string, channel: string): void {

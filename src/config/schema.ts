@@ -38,6 +38,13 @@ const size = (def: string) =>
       ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
     }
   });
+const optionalSize = () =>
+  z.union([z.string(), z.number()]).optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    try { return parseSize(v); } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message }); return z.NEVER;
+    }
+  });
 const hostPort = (defaultPort?: number) =>
   z.string().transform((v, ctx) => {
     try { return parseHostPort(v, defaultPort); } catch (e) {
@@ -80,10 +87,61 @@ export const configSchema = z.object({
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
     /** Table of user → scrypt hash; AUTH is offered only after STARTTLS. */
     auth_passwords: z.string().optional(),
+    /** Per-client limits and session timeouts (receiver/client-limits.ts, session-guard.ts); 0 = no limit. */
+    limits: z.object({
+      client_connections: z.number().int().min(0).max(100000).default(50),
+      network_connections: z.number().int().min(0).max(100000).default(0),
+      connection_rate: z.number().int().min(0).max(1_000_000).default(0),
+      message_rate: z.number().int().min(0).max(1_000_000).default(0),
+      recipient_rate: z.number().int().min(0).max(10_000_000).default(0),
+      rate_window: boundedDuration('60s', '1s', '1h'),
+      /** Relay networks are not held to the connection and rate limits (Postfix smtpd_client_event_limit_exceptions). */
+      exempt_relay_networks: z.boolean().default(true),
+      /** Stress mode from this share of max_connections on a listener (percent); 0 = never. */
+      stress_percent: z.number().int().min(0).max(100).default(80),
+      stress_timeout: boundedDuration('10s', '1s', '1h'),
+      min_data_rate: z.number().int().min(0).max(1_000_000_000).default(500),
+      hard_error_limit: z.number().int().min(1).max(10000).default(20),
+      junk_command_limit: z.number().int().min(1).max(100000).default(100),
+    }).strict().default({}),
+    /** AUTH throttling (receiver/auth-throttle.ts). */
+    auth_limits: z.object({
+      max_failures: z.number().int().min(1).max(1000).default(3),
+      failure_delay: boundedDuration('1s', '0s', '60s'),
+      /** Failed AUTHs per client address per limits.rate_window; 0 = no limit. */
+      failure_rate: z.number().int().min(0).max(1_000_000).default(30),
+      hash_concurrency: z.number().int().min(1).max(64).default(1),
+      hash_queue: z.number().int().min(1).max(100000).default(32),
+    }).strict().default({}),
+    /** One header field with its continuation lines (Postfix header_size_limit). */
+    max_header_size: size('102400'),
+    max_headers: z.number().int().min(10).max(1_000_000).default(1000),
+    /** Received: headers before a message is refused as a loop (Postfix hopcount_limit). */
+    max_hops: z.number().int().min(1).max(1000).default(50),
+    /** Accept user%host@relay-domain and bang paths from clients that may not relay. */
+    allow_untrusted_routing: z.boolean().default(false),
+    /**
+     * Several listeners (e.g. 25 relay with STARTTLS, 587 submission with AUTH, 465 implicit
+     * TLS), each with its own policy; unset = one listener on smtp.listen (receiver/listeners.ts).
+     */
+    listeners: z.array(z.object({
+      name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'listener names are 1-32 characters: a-z, 0-9, "_" and "-"'),
+      listen: hostPort(25),
+      /** starttls: offered when smtp.tls is set; implicit: TLS from the first byte (465); none. */
+      tls: z.enum(['none', 'starttls', 'implicit']).default('starttls'),
+      /** offered: AUTH after TLS when smtp.auth_passwords is set; required: MAIL only after AUTH (submission). */
+      auth: z.enum(['none', 'offered', 'required']).default('offered'),
+      proxy_protocol: z.union([z.boolean(), z.array(z.string().min(1)).min(1)]).optional(),
+      max_connections: z.number().int().min(1).max(100000).optional(),
+      /** Sender authentication on this listener; default sender_auth.policy. */
+      sender_auth: z.enum(['off', 'record', 'enforce']).optional(),
+    }).strict()).min(1).optional(),
   }).strict().default({}),
   spool: z.object({
     /** The node's spool is <root>/<node id>. */
     root: z.string().default('./var/spool'),
+    /** New mail is refused (452 4.3.1 at MAIL) below this much free space; default 1.5 × smtp.max_message_size. */
+    min_free: optionalSize(),
   }).strict().default({}),
   relay: z.object({
     /** Smarthost for all non-local mail, like Postfix relayhost. */
@@ -196,6 +254,37 @@ export const configSchema = z.object({
     max_stale: boundedDuration('24h', '0s', '7d'),
     cache_max_entries: z.number().int().min(100).max(10_000_000).default(100_000),
   }).strict().optional(),
+  /** SPF, DKIM, DMARC and ARC verification of inbound mail (receiver/sender-auth.ts). */
+  sender_auth: z.object({
+    /** off; record (Authentication-Results only); enforce (also DMARC p=reject → 550, p=quarantine → hold). */
+    policy: z.enum(['off', 'record', 'enforce']).default('off'),
+    /** DNS servers as host or host:port; empty = the system's (/etc/resolv.conf). */
+    dns_servers: z.array(z.string().min(1)).default([]),
+    dns_timeout: boundedDuration('5s', '100ms', '60s'),
+    dns_cache_ttl: boundedDuration('5m', '0s', '1d'),
+    dns_cache_entries: z.number().int().min(1).max(10_000_000).default(10_000),
+  }).strict().default({}),
+  /** Spam and virus scanning before the 250 with Rspamd (receiver/content-filter.ts). */
+  content_filter: z.object({
+    /** Rspamd's normal worker, e.g. http://127.0.0.1:11333. */
+    rspamd_url: z.string().regex(/^https?:\/\/[^\s/]+\/?$/, 'use http://host:port'),
+    timeout: boundedDuration('15s', '100ms', '5m'),
+    /** true: accept unscanned when Rspamd fails; false: answer 451 (the client retries). */
+    fail_open: z.boolean().default(true),
+    /** What "add header" / "rewrite subject" does: mark with X-Spam: Yes, or hold the message. */
+    on_spam: z.enum(['header', 'hold']).default('header'),
+    /** Scan mail from authenticated clients too. */
+    scan_authenticated: z.boolean().default(false),
+  }).strict().optional(),
+  /** DKIM signing of mail from trusted clients, by From: domain. */
+  dkim: z.object({
+    keys: z.array(z.object({
+      domain: z.string().min(1),
+      selector: z.string().regex(/^[A-Za-z0-9._-]+$/, 'a DNS label (or dotted labels)'),
+      /** PEM private key (RSA or Ed25519); the public key goes in DNS at <selector>._domainkey.<domain>. */
+      key_file: z.string().min(1),
+    }).strict()).default([]),
+  }).strict().default({}),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
   }).strict().default({}),
@@ -210,6 +299,12 @@ export const configSchema = z.object({
   if (c.directory?.bind_password !== undefined && c.directory.bind_password_file !== undefined) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'bind_password_file'], message: 'set bind_password or bind_password_file, not both' });
   }
+  c.smtp.listeners?.forEach((l, i) => {
+    const issue = (message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'listeners', i], message });
+    if (l.tls === 'implicit' && !c.smtp.tls) issue(`listener "${l.name}": tls: implicit needs smtp.tls (cert and key)`);
+    if (l.auth === 'required' && !c.smtp.auth_passwords) issue(`listener "${l.name}": auth: required needs smtp.auth_passwords`);
+    if (c.smtp.listeners!.findIndex((o) => o.name === l.name) !== i) issue(`listener name "${l.name}" appears twice`);
+  });
   if (c.smtp.auth_passwords && !c.smtp.tls) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'auth_passwords'], message: 'AUTH is offered only after STARTTLS: set smtp.tls (cert and key) too' });
   }

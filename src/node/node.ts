@@ -32,6 +32,9 @@ import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from '
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
+import { resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth, createContentFilter } from '../receiver/listeners.ts';
+import type { ClientLimits } from '../receiver/client-limits.ts';
+import { SpoolSpace } from '../receiver/protocol-checks.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
@@ -48,7 +51,8 @@ export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'returni
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
-  private receiver!: SmtpReceiver;
+  private receivers: SmtpReceiver[] = [];
+  private clientLimits?: ClientLimits;
   private admin?: FastifyInstance;
   /** Our spool's lock while we deliver from it. */
   private lock?: SpoolLock;
@@ -63,7 +67,10 @@ export class TandemNode {
   spool!: Spool;
   router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
+  /** The first listener's address. */
   smtpAddress?: { host: string; port: number };
+  /** Every listener's address by name. */
+  listenerAddresses: Record<string, { host: string; port: number }> = {};
   adminAddress?: { host: string; port: number };
 
   private constructor(readonly config: TandemConfig, private readonly logger: Logger, private readonly rereadConfig?: () => Promise<TandemConfig>) {
@@ -141,23 +148,39 @@ export class TandemNode {
       await this.startDelivering(true);
     }
 
-    this.receiver = new SmtpReceiver({
+    const isRelayClient = (ip: string) => this.relayNetworks.contains(ip);
+    const limits = this.clientLimits = createClientLimits(c, isRelayClient);
+    const limitRefused = (limit: string) => this.metrics.limitRefused(limit);
+    const auth = this.passwords ? createAuthThrottle(c, limits, (u, p) => this.passwords!.verify(u, p), limitRefused) : undefined;
+    const senderAuth = createSenderAuth(c);
+    const contentFilter = createContentFilter(c, (why) => {
+      this.metrics.contentFilterFailed();
+      log.warn({ event: 'content-filter-failed', err: why }, `content filter failed: ${why}; ${c.content_filter?.fail_open ? 'accepting unscanned' : 'answering 451'}`);
+    });
+    const spoolSpace = new SpoolSpace(dir, c.spool.min_free ?? Math.floor(1.5 * c.smtp.max_message_size));
+    for (const listener of resolveListeners(c)) {
+      this.receivers.push(new SmtpReceiver({
+      listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}), ...(contentFilter ? { contentFilter } : {}),
       config: c,
       router: this.router,
       beginMessage: (queueId) => this.spool.beginMessage(queueId),
       newQueueId: () => this.spool.newQueueId(),
       tracking: this.tracking,
       logger: log,
-      isRelayClient: (ip) => this.relayNetworks.contains(ip),
-      ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
+      isRelayClient,
       acceptState: () => {
         const health = this.health();
         return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
       },
-      onQueued: (id, envelope, size, message) => this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined),
+      onQueued: (id, envelope, size, message, opts) => {
+        if (!opts?.hold) return this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined);
+        this.qmgr.enqueueHeld(id, size).catch((err) => log.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
+      },
       metrics: this.metrics,
-    });
-    this.smtpAddress = await this.receiver.listen();
+      }));
+    }
+    for (const r of this.receivers) this.listenerAddresses[r.listener.name] = await r.listen();
+    this.smtpAddress = Object.values(this.listenerAddresses)[0];
     if (c.smtp.proxy_protocol === true && !/^(127\.|::1$|localhost$)/.test(c.smtp.listen.host)) {
       log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
     }
@@ -169,9 +192,10 @@ export class TandemNode {
     this.state = 'ready';
     log.info({
       event: 'ready', pid: process.pid, host: os.hostname(),
-      smtp: fmt(this.smtpAddress), ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
+      smtp: fmt(this.smtpAddress!), listeners: Object.fromEntries(Object.entries(this.listenerAddresses).map(([k, v]) => [k, fmt(v)])),
+      ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
       spool: dir, tracking: c.tracking.path || undefined,
-    }, `Tandem node ${c.node.id} ready: SMTP on ${fmt(this.smtpAddress)}`);
+    }, `Tandem node ${c.node.id} ready: SMTP on ${Object.entries(this.listenerAddresses).map(([k, v]) => `${fmt(v)} (${k})`).join(', ')}`);
   }
 
   private newQueueManager(): QueueManager {
@@ -235,7 +259,7 @@ export class TandemNode {
     this.relayNetworks = networks;
     this.passwords = passwords;
     if (tls) {
-      this.receiver.updateTls(tls);
+      for (const r of this.receivers) r.updateTls(tls); // every listener uses smtp.tls
       this.config.smtp.tls = next.smtp.tls;
     }
     this.config.relay.networks = next.relay.networks;
@@ -284,7 +308,8 @@ export class TandemNode {
     this.state = 'stopping';
     this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
     this.cluster?.beginStop();
-    await this.receiver?.close();
+    await Promise.all(this.receivers.map((r) => r.close()));
+    this.clientLimits?.close();
     // our own deliveries and our secondaries' finish together; heartbeats ("stopping") go on
     // meanwhile, so that no peer takes our spool while we still deliver from it
     await Promise.all([this.qmgr?.stop(), this.losing, this.cluster?.stopSecondaries()]);

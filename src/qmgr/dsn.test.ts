@@ -214,3 +214,24 @@ test('ASCII addresses only: the plain form, not sent with SMTPUTF8', () => {
   assert.equal(dsn.smtputf8, false);
   assert.deepEqual(rawParts(dsn.message).map((p) => p.type), ['text/plain', 'message/delivery-status', 'message/rfc822']);
 });
+
+test('DSN fields from the longest allowed ENVID (100) and ORCPT (500), and a 3000-character diagnostic word, stay intact: folded, never cut into a new field', async () => {
+  const envid = 'E'.repeat(100);
+  const orcpt = `${'o'.repeat(490)}@x.test`; // "rfc822;" + this = 500 characters, the RFC 3461 cap
+  const attack = `550 ${'A'.repeat(2000)}\r\nAction: delivered${'B'.repeat(1000)}`;
+  const rcpt = { address: 'dave@example.net', original: 'dave@example.net', orcpt: { type: 'rfc822' as const, address: orcpt } };
+  const built = buildDsn(options({
+    envelope: { ...envelope, recipients: [rcpt], dsn: { envid } },
+    recipients: [{ recipient: rcpt, status: '5.0.0', diagnostic: attack, remoteMta: 'mx.example.net[192.0.2.7]:25' }],
+  }))!;
+  const status = rawParts(built.message).find((p) => p.type === 'message/delivery-status')!.body;
+  for (const line of status.split('\r\n')) assert.ok(Buffer.byteLength(line) <= 998, `a line of ${Buffer.byteLength(line)} octets`);
+  // unfold (RFC 5322: CRLF before whitespace) and read the fields back
+  const fields = status.replace(/\r\n(?=[ \t])/g, '').split('\r\n').filter((l) => l !== '');
+  assert.deepEqual(fields.filter((l) => /^Action:/i.test(l)), ['Action: failed'], 'exactly one Action field, the real one');
+  assert.ok(fields.includes(`Original-Envelope-Id: ${envid}`), 'ENVID whole on one logical line');
+  assert.ok(fields.includes(`Original-Recipient: rfc822; ${orcpt}`), 'ORCPT whole on one logical line');
+  const diag = fields.find((l) => l.startsWith('Diagnostic-Code:'))!;
+  assert.equal(diag.replace(/\s/g, '').length, `Diagnostic-Code:smtp;${attack}`.replace(/\s/g, '').length, 'no part of the diagnostic lost');
+  for (const l of fields) assert.match(l, /^[A-Za-z-]+: /, `every logical line is a field: ${l.slice(0, 60)}`);
+});

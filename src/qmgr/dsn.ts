@@ -78,6 +78,8 @@ export interface BuiltDsn {
 export const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
 
 const MAX_LINE = 998;
+/** Longest unbroken run in a folded field line (well under MAX_LINE, in characters). */
+const MAX_WORD = 900;
 const CRLF = '\r\n';
 
 const SUBJECTS: Record<DsnKind, string> = {
@@ -195,7 +197,7 @@ function deliveryStatus(opts: DsnOptions, now: Date, global: boolean): string {
   const fields: string[] = [
     `Reporting-MTA: dns; ${reportingMta}`,
     `X-Tandem-Queue-ID: ${envelope.queueId}`,
-    ...(envelope.dsn?.envid ? [`Original-Envelope-Id: ${envelope.dsn.envid}`] : []),
+    ...(envelope.dsn?.envid ? [fold(`Original-Envelope-Id: ${envelope.dsn.envid}`)] : []),
     `Arrival-Date: ${rfc5322Date(new Date(envelope.arrivedAt))}`,
     '',
   ];
@@ -203,8 +205,8 @@ function deliveryStatus(opts: DsnOptions, now: Date, global: boolean): string {
     const host = remoteHost(r.remoteMta);
     const diagnosticType = /^\d{3}[ -]/.test(r.diagnostic) ? 'smtp' : 'X-Tandem';
     fields.push(
-      ...(r.recipient.orcpt ? [`Original-Recipient: ${dsnAddressField(r.recipient.orcpt, global)}`] : []),
-      `Final-Recipient: ${dsnAddressField({ type: 'rfc822', address: r.recipient.address }, global)}`,
+      ...(r.recipient.orcpt ? [fold(`Original-Recipient: ${dsnAddressField(r.recipient.orcpt, global)}`)] : []),
+      fold(`Final-Recipient: ${dsnAddressField({ type: 'rfc822', address: r.recipient.address }, global)}`),
       `Action: ${ACTIONS[kind]}`,
       `Status: ${r.status}`,
       ...(host ? [`Remote-MTA: dns; ${host}`] : []),
@@ -224,10 +226,15 @@ function remoteHost(remoteMta: string | undefined): string | undefined {
   return m ? m[1] : undefined;
 }
 
-/** Fold a header-style field at spaces so lines stay short (RFC 5322 §2.2.3). */
+/**
+ * Fold a header-style field at spaces so lines stay short (RFC 5322 §2.2.3). A word too long
+ * for a line (only a remote server's diagnostic can have one: ENVID and ORCPT are capped at
+ * receipt) is broken with a continuation line too: every line after the first starts with a
+ * space, so no part of a value can ever start a field of its own.
+ */
 function fold(field: string): string {
   if (field.length <= 78) return field;
-  const words = field.split(' ');
+  const words = field.split(' ').flatMap((w) => (w.length <= MAX_WORD ? [w] : w.match(new RegExp(`.{1,${MAX_WORD}}`, 'gs'))!));
   const lines: string[] = [];
   let line = '';
   for (const word of words) {

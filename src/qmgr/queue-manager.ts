@@ -184,6 +184,18 @@ export class QueueManager {
   }
 
   /**
+   * A new message to be held from the start (quarantined by the receiver's sender
+   * authentication): moved to hold/ before any delivery can pick it up. If the move fails it is
+   * retried as any failed operation is, after queue.min_backoff.
+   */
+  async enqueueHeld(queueId: string, size: number): Promise<void> {
+    if (this.stopping || this.entries.has(queueId)) return;
+    const entry: Entry = { state: 'incoming', size, busy: false };
+    this.entries.set(queueId, entry);
+    await this.operate(queueId, entry, () => this.moveToHold(queueId, entry));
+  }
+
+  /**
    * Deliveries may start again (mayDeliver() is true again): start what is ready now rather than
    * at the next look at the gate. (Work held back by the gate is kept ready, see attempt().)
    */

@@ -3,10 +3,21 @@
  *
  * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
  *
+ * One SmtpReceiver per listener (listeners.ts: address, TLS mode, AUTH policy, sender
+ * authentication policy); the per-client limits and the AUTH throttle are shared by the node's
+ * listeners. Defenses live in their own modules: client-limits.ts (per-client counts and rates),
+ * session-guard.ts (command and DATA deadlines, error and junk command limits),
+ * auth-throttle.ts, protocol-checks.ts, sender-auth.ts (SPF/DKIM/DMARC/ARC, DKIM signing),
+ * content-filter.ts (Rspamd); docs/security.md describes them all.
+ *
  * Policy, in the order a client meets it:
  *  - PROXY header (v1 or v2) from the balancers in smtp.proxy_protocol: proxy-front.ts.
  *  - connect: refused with 421 while the node is not ready (starting, draining, stopping);
- *    connection limit.
+ *    connection limit; per-client limits (421 4.7.0).
+ *  - AUTH (inside TLS only): auth-throttle.ts. A listener with auth: required refuses MAIL
+ *    before AUTH (530 5.7.0).
+ *  - MAIL/RCPT: unknown parameters 555 5.5.4, ENVID/ORCPT length 501 5.5.4, spool free space
+ *    452 4.3.1, message and recipient rates 450 4.7.1, untrusted routing 554 5.7.1.
  *  - MAIL: sender syntax is checked by smtp-server; SIZE= above the limit → 552 5.3.4.
  *  - RCPT: at most smtp.max_recipients (then 452 4.5.3); the router resolves the address:
  *    unknown local user → 550 5.1.1; relaying to a domain not ours only from relay networks or
@@ -14,8 +25,10 @@
  *  - DATA: the header section is collected (up to 256 KiB), then a Received: header (and a
  *    Message-ID when missing) is put in front and the message streams into the spool's
  *    temporary file as it arrives (spool/incoming.ts): memory per connection stays small.
- *    Over smtp.max_message_size → 552 5.3.4 after the whole body; more than 100 Received:
- *    headers → 554 5.4.6 (mail loop). Then the spool commit — file and folder fsynced — and
+ *    Over smtp.max_message_size → 552 5.3.4 after the whole body; header limits 552 5.6.0;
+ *    more than smtp.max_hops Received: headers → 554 5.4.6 (mail loop). With sender
+ *    authentication, a content filter or DKIM signing in play, the whole message is collected
+ *    first, checked, and written with the results on top (writeChecked). Then the spool commit — file and folder fsynced — and
  *    the tracking log's `received` line fsynced; only then `250 2.0.0 Ok: queued as ID`.
  *    A failing write or commit (disk full, I/O error) gives 451 4.3.0 and the client keeps
  *    the message. The input is always read to its end before the reply.
@@ -35,7 +48,14 @@ import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader, receivedProtocol } from './received-header.ts';
 import { normaliseOrcptInCommand, parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
-import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
+import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
+import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
+import type { RspamdFilter } from './content-filter.ts';
+import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
+import type { ClientLimits, LimitRefusal } from './client-limits.ts';
+import type { AuthThrottle } from './auth-throttle.ts';
+import { checkMailParams, checkRcptParams, checkHeaderSection, isUntrustedRouting, type SpoolSpace } from './protocol-checks.ts';
+import { resolveListeners, createClientLimits, createAuthThrottle, type ListenerSpec } from './listeners.ts';
 
 /** What the node's state allows the listener to do. */
 export type AcceptState =
@@ -61,8 +81,20 @@ export interface ReceiverDeps {
    * Called after the 250: the queue manager picks the message up. `message` is there when the
    * spool still had it in memory (small messages), so it need not be read back.
    */
-  onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer): void;
-  metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void };
+  onQueued(queueId: string, envelope: Envelope, size: number, message?: Buffer, opts?: { hold?: boolean }): void;
+  metrics?: { received(bytes: number): void; rejected(stage: string, code: number): void; limitRefused?(limit: string): void };
+  /** This listener's address and policy; default: the one listener of smtp.* (listeners.ts). */
+  listener?: ListenerSpec;
+  /** Per-client limits shared by the node's listeners; default: one of this receiver's own. */
+  limits?: ClientLimits;
+  /** AUTH with throttling, shared by the node's listeners; default: built on verifyPassword. */
+  auth?: AuthThrottle;
+  /** Free space floor of the spool (452 4.3.1 at MAIL below it). */
+  spoolSpace?: SpoolSpace;
+  /** SPF/DKIM/DMARC/ARC verification and DKIM signing (sender-auth.ts). */
+  senderAuth?: SenderAuth;
+  /** Spam/virus scanning before the 250 (content-filter.ts). */
+  contentFilter?: RspamdFilter;
 }
 
 /** A message on its way into the spool (spool/incoming.ts IncomingMessage). */
@@ -80,7 +112,7 @@ interface Transaction {
   seen: Set<string>;
 }
 
-const MAX_HOPS = 100;
+installSessionGuardHooks();
 
 // XXX: smtp-server picks the enhanced status code from the reply code alone, so a 554 for a
 // relay refusal would say 5.6.0. An error message starting with "X.Y.Z " carries our own code:
@@ -117,23 +149,45 @@ export class SmtpReceiver {
   private inFlight = new Set<Promise<unknown>>();
   /** Commands refused before STARTTLS (AUTH among them). */
   private readonly plaintextDisabled: string[];
+  readonly listener: ListenerSpec;
+  private readonly limits: ClientLimits;
+  private readonly ownLimits: boolean;
+  private readonly auth?: AuthThrottle;
+  private readonly guard: SessionGuard;
+  /** Sessions counted in the per-client limits (released at close). */
+  private readonly counted = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly deps: ReceiverDeps) {
     const c = deps.config.smtp;
-    const tls = c.tls ? { key: readFileSync(c.tls.key), cert: readFileSync(c.tls.cert) } : {};
+    const listener = this.listener = deps.listener ?? resolveListeners(deps.config)[0];
+    const useTls = listener.tls !== 'none' && c.tls;
+    const tls = useTls ? { key: readFileSync(c.tls!.key), cert: readFileSync(c.tls!.cert), secure: listener.tls === 'implicit' } : {};
+    this.ownLimits = !deps.limits;
+    this.limits = deps.limits ?? createClientLimits(deps.config, deps.isRelayClient);
+    this.auth = deps.auth ?? (deps.verifyPassword ? createAuthThrottle(deps.config, this.limits, deps.verifyPassword, (r) => this.limitRefused(r)) : undefined);
     const disabled: string[] = [];
-    if (!c.tls) disabled.push('STARTTLS');
-    if (!c.tls || !deps.verifyPassword) disabled.push('AUTH');
+    if (listener.tls !== 'starttls' || !useTls) disabled.push('STARTTLS');
+    if (!useTls || !this.auth || listener.auth === 'none') disabled.push('AUTH');
     this.plaintextDisabled = disabled.includes('AUTH') ? disabled : [...disabled, 'AUTH'];
+    const l = c.limits;
+    this.guard = new SessionGuard({
+      commandTimeout: c.socket_timeout,
+      stressTimeout: l.stress_timeout,
+      stressConnections: Math.ceil((listener.maxConnections * l.stress_percent) / 100),
+      minDataRate: l.min_data_rate,
+      hardErrorLimit: l.hard_error_limit,
+      junkCommandLimit: l.junk_command_limit,
+      onRefusal: (reason) => this.limitRefused(reason),
+    });
     this.server = new SMTPServer({
       name: deps.config.node.hostname,
       banner: c.banner,
       size: c.max_message_size,
-      maxClients: c.max_connections,
+      maxClients: listener.maxConnections,
       maxCommandLength: c.max_line_length,
       socketTimeout: c.socket_timeout,
       closeTimeout: 5000,
-      useProxy: c.proxy_protocol,
+      useProxy: listener.proxyProtocol,
       authOptional: true,
       allowInsecureAuth: false,
       authMethods: ['PLAIN', 'LOGIN'],
@@ -152,6 +206,9 @@ export class SmtpReceiver {
         session.disabledCommands = disabled;
         cb();
       },
+      onClose: (session) => {
+        if (this.counted.delete(session)) this.limits.release(session.remoteAddress);
+      },
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
           (user) => cb(null, { user }),
@@ -169,16 +226,16 @@ export class SmtpReceiver {
         p.finally(() => this.inFlight.delete(p));
       },
     });
-    (this.server.options as { tandem?: boolean }).tandem = true;
-    installProxyFront(this.server.server, c.proxy_protocol, c.socket_timeout, deps.logger);
+    Object.assign(this.server.options, { tandem: true, tandemGuard: this.guard });
+    installProxyFront(this.server.server, listener.proxyProtocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }
 
   /** Listen on the configured address; resolves with the bound address (port 0 → real port). */
   listen(): Promise<{ host: string; port: number }> {
-    const { host, port } = this.deps.config.smtp.listen;
+    const { host, port } = this.listener.listen;
     return new Promise((resolve, reject) => {
-      const onError = (err: Error) => reject(new Error(`cannot listen for SMTP on ${host}:${port}: ${err.message}`));
+      const onError = (err: Error) => reject(new Error(`cannot listen for SMTP (listener ${this.listener.name}) on ${host}:${port}: ${err.message}`));
       this.server.server.once('error', onError);
       this.server.listen(port, host, () => {
         this.server.server.off('error', onError);
@@ -197,6 +254,18 @@ export class SmtpReceiver {
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await Promise.allSettled([...this.inFlight]);
+    if (this.ownLimits) this.limits.close();
+  }
+
+  private limitRefused(limit: string): void {
+    this.deps.metrics?.limitRefused?.(limit);
+  }
+
+  /** A per-client limit refused: count it, log it, and answer 421 (connect) or 450 (MAIL, RCPT). */
+  private overLimit(refusal: LimitRefusal, session: SMTPServerSession, code: 421 | 450): SmtpReplyError {
+    this.limitRefused(refusal.limit);
+    this.deps.logger.info({ event: 'client-limit', limit: refusal.limit, client: session.remoteAddress, listener: this.listener.name }, refusal.message);
+    return new SmtpReplyError(code, code === 421 ? '4.7.0' : '4.7.1', refusal.message);
   }
 
   private handle(stage: string, cb: (err?: Error | null) => void, fn: () => Promise<void> | void): void {
@@ -217,17 +286,27 @@ export class SmtpReceiver {
       const reason = state.type === 'draining' ? 'node is draining' : state.reason;
       throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
+    const refusal = this.limits.connect(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 421);
+    this.counted.add(session);
   }
 
-  private async onAuth(user: string, password: string, _session: SMTPServerSession): Promise<string> {
-    const verify = this.deps.verifyPassword;
-    if (verify && user && (await verify(user, password))) return user;
-    this.deps.logger.warn({ user }, 'authentication failed');
-    throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+  private async onAuth(user: string, password: string, session: SMTPServerSession): Promise<string> {
+    if (!this.auth) throw new SmtpReplyError(535, '5.7.8', 'Error: authentication failed');
+    try {
+      return await this.auth.authenticate(session, user, password);
+    } catch (err) {
+      this.deps.logger.warn({ user, client: session.remoteAddress, listener: this.listener.name }, 'authentication failed');
+      throw err;
+    }
   }
 
-  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): void {
+  private async onMailFrom(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     this.transactions.set(session, { recipients: [], seen: new Set() });
+    if (this.listener.auth === 'required' && !session.user) {
+      throw new SmtpReplyError(530, '5.7.0', `Error: authentication required on this port (listener ${this.listener.name})`);
+    }
+    checkMailParams(address.args);
     const declared = address.args && typeof address.args.SIZE === 'string' ? Number(address.args.SIZE) : 0;
     if (declared > this.deps.config.smtp.max_message_size) {
       throw new SmtpReplyError(552, '5.3.4', `Message size exceeds fixed limit of ${this.deps.config.smtp.max_message_size} bytes`);
@@ -235,12 +314,16 @@ export class SmtpReceiver {
     const state = this.deps.acceptState().type;
     if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
     if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
+    await this.deps.spoolSpace?.check(declared);
+    const refusal = this.limits.message(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 450);
   }
 
   private async onRcptTo(address: SMTPServerAddress, session: SMTPServerSession): Promise<void> {
     const tx = this.transactions.get(session) ?? { recipients: [], seen: new Set<string>() };
     this.transactions.set(session, tx);
     const rcpt = address.address;
+    checkRcptParams(address.args);
     if (session.envelope.rcptTo.length >= this.deps.config.smtp.max_recipients) {
       throw new SmtpReplyError(452, '4.5.3', `Error: too many recipients (limit ${this.deps.config.smtp.max_recipients} per message)`);
     }
@@ -259,16 +342,24 @@ export class SmtpReceiver {
         throw new SmtpReplyError(550, '5.1.1', `<${rcpt}>: Recipient address rejected: User unknown`);
       case 'invalid':
         throw new SmtpReplyError(550, '5.4.6', `<${rcpt}>: Recipient address rejected: ${res.reason}`);
-      case 'relay':
-        if (res.authorizedOnly && !session.user && !this.deps.isRelayClient(session.remoteAddress)) {
+      case 'relay': {
+        const trusted = Boolean(session.user) || this.deps.isRelayClient(session.remoteAddress);
+        if (res.authorizedOnly && !trusted) {
           // a refusal is permanent: never on an answer the directory could not confirm
           if (res.uncertain) throw new SmtpReplyError(451, '4.3.0', `<${rcpt}>: Temporary lookup failure (directory unreachable); try again later`);
           throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied`);
         }
+        // user%elsewhere@relay-domain: the next hop could route it anywhere (Postfix allow_untrusted_routing)
+        if (!trusted && !this.deps.config.smtp.allow_untrusted_routing && isUntrustedRouting(rcpt)) {
+          throw new SmtpReplyError(554, '5.7.1', `<${rcpt}>: Relay access denied (sender-specified routing)`);
+        }
         break;
+      }
       case 'local':
         break;
     }
+    const refusal = this.limits.recipient(session.remoteAddress);
+    if (refusal) throw this.overLimit(refusal, session, 450);
     const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
     // ORCPT is kept as given (type and address) and passed on as such (RFC 3461 §5.2.1)
     const orcpt = address.dsn?.orcpt ? parseOrcpt(address.dsn.orcpt) : undefined;
@@ -291,15 +382,27 @@ export class SmtpReceiver {
     let messageId = '';
     let size = 0;
     let failure: unknown;
+    let hold = false;
+    const trusted = Boolean(session.user) || this.deps.isRelayClient(session.remoteAddress);
+    const sa = this.deps.senderAuth;
+    const verify = sa && this.listener.senderAuth !== 'off' && !session.user ? this.listener.senderAuth : undefined;
+    const scan = this.deps.contentFilter && (!session.user || this.deps.config.content_filter?.scan_authenticated);
+    // sender authentication, scanning and signing need the whole message before its first byte is written
+    const whole: Buffer[] | undefined = verify || scan || (sa && trusted) ? [] : undefined;
     try {
       // read to the end whatever happens, so that the reply follows the client's final "."
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         size += chunk.length;
+        this.guard.dataProgress(session, size);
         if (failure || size > limit || !tx?.recipients.length) continue;
+        if (whole) {
+          whole.push(chunk);
+          continue;
+        }
         try {
           if (head) {
             if (!head.push(chunk)) continue;
-            messageId = await this.writeHead(out, head.bytes(), queueId, session, tx);
+            messageId = await this.writeHead(out, head.bytes(), queueId, session);
             head = undefined;
           } else {
             await out.write(chunk);
@@ -308,11 +411,16 @@ export class SmtpReceiver {
           failure = err;
         }
       }
+      this.guard.dataProgress(session, size, true);
       if (stream.sizeExceeded || size > limit) {
         throw new SmtpReplyError(552, '5.3.4', `Error: message exceeds fixed maximum message size of ${limit} bytes`);
       }
       if (!tx || tx.recipients.length === 0) throw new SmtpReplyError(554, '5.5.1', 'Error: no valid recipients');
-      if (!failure && head) messageId = await this.writeHead(out, head.bytes(), queueId, session, tx).catch((err) => { failure = err; return ''; });
+      if (whole) {
+        ({ messageId, hold } = await this.writeChecked(out, Buffer.concat(whole), queueId, session, tx, { verify, scan: Boolean(scan), trusted }));
+      } else if (!failure && head) {
+        messageId = await this.writeHead(out, head.bytes(), queueId, session).catch((err) => { failure = err; return ''; });
+      }
       if (failure instanceof SmtpReplyError) throw failure;
       const state = this.deps.acceptState();
       if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
@@ -345,7 +453,7 @@ export class SmtpReceiver {
         client: session.remoteAddress, recipients: tx.recipients.length,
       });
       this.deps.metrics?.received(stored);
-      this.deps.onQueued(queueId, envelope, stored, held);
+      this.deps.onQueued(queueId, envelope, stored, held, hold ? { hold } : undefined);
       return queueId;
     } finally {
       await out.abort(); // nothing left behind unless committed (a no-op after commit)
@@ -353,15 +461,67 @@ export class SmtpReceiver {
   }
 
   /**
-   * Write our trace header, a Message-ID if the message has none, and the collected header
-   * section; check the hop count. Returns the Message-ID.
+   * The whole message is in: verify the sender (listener policy `verify`), scan it (content
+   * filter), sign it (trusted client, From: domain with a key), then write it with the results
+   * on top. Throws the reply when a policy refuses it.
    */
-  private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction): Promise<string> {
+  private async writeChecked(
+    out: MessageWriter, message: Buffer, queueId: string, session: SMTPServerSession, tx: Transaction,
+    o: { verify: 'record' | 'enforce' | undefined; scan: boolean; trusted: boolean },
+  ): Promise<{ messageId: string; hold: boolean }> {
+    const sa = this.deps.senderAuth;
+    const mailFrom = session.envelope.mailFrom;
+    const sender = mailFrom ? mailFrom.address : '';
+    const split = headerEnd(message) < 0 ? message.length : bodyStart(message);
+    const head = withoutOurAuthResults(message.subarray(0, split), this.deps.config.node.hostname);
+    const body = message.subarray(split);
+    const { added, messageId } = this.composeHead(head, queueId, session);
+    let top = '';
+    let hold = false;
+    const ctx = { ip: session.remoteAddress, helo: session.hostNameAppearsAs || '', sender };
+    if (o.verify && sa) {
+      const verdict = await sa.verify(Buffer.concat([head, body]), ctx, o.verify);
+      this.deps.logger.info({ event: 'sender-auth', queueId, client: session.remoteAddress, result: verdict.summary, hold: verdict.hold }, `sender authentication: ${verdict.summary}`);
+      top += verdict.headers;
+      hold ||= verdict.hold;
+    }
+    if (o.scan) {
+      const verdict = await this.deps.contentFilter!.scan(Buffer.concat([Buffer.from(top, 'latin1'), head, body]), {
+        ...ctx, recipients: tx.recipients.map((r) => r.address), queueId, ...(session.user ? { user: String(session.user) } : {}),
+      });
+      this.deps.logger.info({ event: 'content-filter', queueId, client: session.remoteAddress, result: verdict.summary, hold: verdict.hold }, `content filter: ${verdict.summary}`);
+      top += verdict.headers;
+      hold ||= verdict.hold;
+    }
+    // our headers: the verdicts are ASCII; the Received: line may carry UTF-8 addresses (SMTPUTF8, RFC 6531)
+    let final = Buffer.concat([Buffer.from(top, 'latin1'), Buffer.from(added, 'utf8'), head, body]);
+    const domain = o.trusted ? fromDomain(head.toString('latin1')) : undefined;
+    if (sa && domain && sa.signs(domain)) final = Buffer.concat([Buffer.from(await sa.sign(final, domain), 'latin1'), final]);
+    try {
+      await out.write(final);
+    } catch (err) {
+      throw this.commitFailed(queueId, err);
+    }
+    return { messageId, hold };
+  }
+
+  /**
+   * Write our trace header, a Message-ID if the message has none, and the collected header
+   * section; check the header limits and the hop count. Returns the Message-ID.
+   */
+  private async writeHead(out: MessageWriter, head: Buffer, queueId: string, session: SMTPServerSession): Promise<string> {
+    const { added, messageId } = this.composeHead(head, queueId, session);
+    await out.write(Buffer.from(added, 'utf8')); // UTF-8 addresses in Received: (SMTPUTF8)
+    await out.write(head);
+    return messageId;
+  }
+
+  /** Check the header section; our Received: header (and Message-ID: when missing) to put on top. */
+  private composeHead(head: Buffer, queueId: string, session: SMTPServerSession): { added: string; messageId: string } {
     const end = headerEnd(head);
     const headers = head.subarray(0, end < 0 ? head.length : end).toString('latin1');
-    if (countHeader(headers, 'Received') > MAX_HOPS) {
-      throw new SmtpReplyError(554, '5.4.6', `Error: too many hops (more than ${MAX_HOPS} Received: headers); mail loop?`);
-    }
+    const c = this.deps.config.smtp;
+    checkHeaderSection(headers, end >= 0, { maxHeaderSize: c.max_header_size, maxHeaders: c.max_headers, maxHops: c.max_hops });
     const hostname = this.deps.config.node.hostname;
     let messageId = findHeader(headers, 'Message-ID');
     let added = receivedHeader({
@@ -379,10 +539,7 @@ export class SmtpReceiver {
       messageId = `<${queueId}@${hostname}>`;
       added += `Message-ID: ${messageId}\r\n`;
     }
-    // UTF-8: addresses and names come from a command line read as UTF-8 (SMTPUTF8, RFC 6531)
-    await out.write(Buffer.from(added, 'utf8'));
-    await out.write(head);
-    return messageId;
+    return { added, messageId };
   }
 
   private commitFailed(queueId: string, err: unknown): SmtpReplyError {
