@@ -1,7 +1,7 @@
 /**
  * cli/cluster-command.ts — `tandem cluster status|fence|unfence|handback`.
  *
- * Exports: runClusterStatus, runClusterAction.
+ * Exports: runClusterStatus, runClusterAction, mergeClusterViews.
  * The nodes are found in the cluster: section of --config (their admin addresses); status asks
  * every node for its view (GET /cluster) and merges them: a node that answers speaks for
  * itself, one that does not is shown as its peers see it (dead, suspect, ...). --json prints the
@@ -59,23 +59,7 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     console.error(`tandem cluster status: no node answered: ${[...errors].map(([id, e]) => `${id} ${e}`).join('; ')}`);
     return EXIT.UNAVAILABLE;
   }
-  const nodes = t.nodes.map((n) => {
-    const own = views.get(n.id);
-    const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
-    const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
-    const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
-    return {
-      id: n.id, site: n.site, status, reachable: !!own,
-      ...(own ? {} : { error: errors.get(n.id) }),
-      netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
-      queue: own ? own.queue : freshest?.announced?.queue,
-      ownSpool: own?.ownSpool,
-      secondaries: own?.secondaries ?? [],
-    };
-  });
-  const claims = new Map<string, ClusterStatus['claims'][number]>();
-  for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
-  const spools = t.nodes.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  const { nodes, spools } = mergeClusterViews(t.nodes, views, errors);
   if (opts.json) {
     console.log(JSON.stringify({ nodes, spools, views: Object.fromEntries(views) }, null, 2));
     return EXIT.OK;
@@ -91,6 +75,32 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   console.log('');
   printTable(spoolRows);
   return EXIT.OK;
+}
+
+/**
+ * One cluster view from every node's own (GET /cluster): a node that answered speaks for itself,
+ * one that did not is shown as its freshest peer sees it; each spool's latest claim record says
+ * who delivers it. (Also the console's cluster page.)
+ */
+export function mergeClusterViews(targets: Array<{ id: string; site: string }>, views: Map<string, ClusterStatus>, errors: Map<string, string>) {
+  const nodes = targets.map((n) => {
+    const own = views.get(n.id);
+    const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
+    const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
+    const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
+    return {
+      id: n.id, site: n.site, status, reachable: !!own,
+      ...(own ? {} : { error: errors.get(n.id) }),
+      netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
+      queue: own ? own.queue : freshest?.announced?.queue,
+      ownSpool: own?.ownSpool,
+      secondaries: own?.secondaries ?? [],
+    };
+  });
+  const claims = new Map<string, ClusterStatus['claims'][number]>();
+  for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
+  const spools = targets.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  return { nodes, spools };
 }
 
 function printTable(rows: string[][]): void {

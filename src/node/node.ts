@@ -31,6 +31,7 @@ import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
+import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
@@ -55,6 +56,8 @@ export class TandemNode {
   spool!: Spool;
   router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
+  /** Search over the tracking log (undefined when tracking.path is ""). */
+  tracker?: Tracker;
   smtpAddress?: { host: string; port: number };
   adminAddress?: { host: string; port: number };
 
@@ -97,6 +100,9 @@ export class TandemNode {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
     });
+    if (c.tracking.path) {
+      this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
+    }
     this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg), {
       onRequest: (server, op, seconds, ok) => this.metrics.directoryRequest(server, op, seconds, ok),
       onStateChange: (server, up, error) => (up
@@ -150,7 +156,7 @@ export class TandemNode {
       log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
     }
     if (c.admin.listen) {
-      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token);
+      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token, c.admin.tls);
       this.admin = server;
       this.adminAddress = address;
     }
@@ -257,6 +263,7 @@ export class TandemNode {
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();
+    await this.tracker?.close();
     if (this.router instanceof DirectoryRouter) await this.router.close();
     await this.releaseLock?.();
     this.logger.info({ event: 'stopped' }, 'stopped');

@@ -1,0 +1,288 @@
+/**
+ * track/index-db.ts — a node's searchable index of its tracking log, in SQLite (better-sqlite3).
+ *
+ * Exports: TrackingIndex, TrackQuery, TrackedMessage, IndexedEvent.
+ * The log stays the source of truth: the index holds each line (as written) with the columns
+ * searched on, and where it stopped reading (file identity and byte offset). sync() reads what
+ * was appended since, in chunks (one transaction each, the event loop is given back between
+ * them so heartbeats go on); a log replaced by rotation is finished from its rotated name
+ * (`<log>.1`) when that is the same file, then read from the start. A missing index is rebuilt
+ * from the log; an unreadable one is moved aside (`.corrupt-<time>`) and rebuilt.
+ * Only lines of this node (`node` = our id) are indexed: several nodes may write one log file
+ * (a shared folder), each answers for its own lines and the cluster search merges them.
+ * Search: by queue id, Message-ID, sender and recipient (exact address, or a domain given as
+ * "@domain" or "domain"), outcome (an event type the message had) and time range; the answer
+ * is every indexed event of each message found (newest messages first), plus the cluster
+ * events (takeover, handback, ...) of the period, so a timeline can show a takeover.
+ * Retention: prune(maxAgeMs) deletes events older than that (whole messages whose last event
+ * is older, and old cluster events).
+ * What can go wrong: a torn last line (skipped until its newline arrives); a line that is not
+ * JSON (counted in `skipped`, not indexed); a full disk (the SQLite error propagates to sync()'s
+ * caller, which logs it and tries again later).
+ */
+import Database from 'better-sqlite3';
+import { existsSync, renameSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+
+export interface TrackQuery {
+  queueId?: string;
+  messageId?: string;
+  /** Sender: an address, or "@domain" / "domain" for every sender of that domain. */
+  from?: string;
+  /** Recipient (original or final): an address, or a domain. */
+  to?: string;
+  /** An event the message had: delivered, deferred, bounced, held, ... */
+  outcome?: string;
+  /** Epoch ms: messages with an event in [since, until]. */
+  since?: number;
+  until?: number;
+  /** At most this many messages (default 100, at most 1000). */
+  limit?: number;
+}
+
+export type IndexedEvent = Record<string, unknown> & { t: string; node: string; event: string; queueId?: string };
+
+export interface TrackedMessage {
+  queueId: string;
+  events: IndexedEvent[];
+}
+
+const CHUNK_BYTES = 1 << 20;
+const MAX_LIMIT = 1000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,
+  t INTEGER NOT NULL,
+  event TEXT NOT NULL,
+  queue_id TEXT,
+  message_id TEXT,
+  sender TEXT,
+  sender_domain TEXT,
+  spool TEXT,
+  line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_queue ON events (queue_id, t);
+CREATE INDEX IF NOT EXISTS events_t ON events (t);
+CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_sender ON events (sender) WHERE sender IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_sender_domain ON events (sender_domain) WHERE sender_domain IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_cluster ON events (t) WHERE queue_id IS NULL;
+CREATE TABLE IF NOT EXISTS rcpts (
+  event_id INTEGER NOT NULL,
+  queue_id TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  domain TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rcpts_recipient ON rcpts (recipient);
+CREATE INDEX IF NOT EXISTS rcpts_domain ON rcpts (domain);
+CREATE INDEX IF NOT EXISTS rcpts_event ON rcpts (event_id);
+`;
+
+const lower = (s: unknown) => (typeof s === 'string' && s ? s.toLowerCase() : undefined);
+const domainOf = (addr: string) => addr.slice(addr.lastIndexOf('@') + 1);
+
+export class TrackingIndex {
+  private db: Database.Database;
+  private syncing?: Promise<void>;
+  /** Lines read that were not JSON (not indexed). */
+  skipped = 0;
+
+  /** Open (or create, or rebuild) the index of `logFile` at `dbFile`, for lines of `nodeId`. */
+  constructor(readonly dbFile: string, readonly logFile: string, readonly nodeId: string) {
+    this.db = openDb(dbFile);
+  }
+
+  private meta(key: string): string | undefined {
+    return (this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as { value: string } | undefined)?.value;
+  }
+
+  private setMeta(key: string, value: string | number): void {
+    this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, String(value));
+  }
+
+  /** Index what was appended to the log since the last call (concurrent calls share one run). */
+  sync(): Promise<void> {
+    this.syncing ??= this.readNew().finally(() => { this.syncing = undefined; });
+    return this.syncing;
+  }
+
+  private async readNew(): Promise<void> {
+    let st;
+    try { st = statSync(this.logFile); } catch { return; }
+    const ino = `${st.dev}:${st.ino}`;
+    let offset = Number(this.meta('offset') ?? 0);
+    const known = this.meta('inode');
+    if (known !== undefined && known !== ino) {
+      // rotated: finish the old file if it is still at <log>.1, then start the new one
+      const rotated = `${this.logFile}.1`;
+      try {
+        const r = statSync(rotated);
+        if (`${r.dev}:${r.ino}` === known) await this.readFrom(rotated, offset);
+      } catch { /* gone: what was not indexed of it is lost to the index, not to the log files */ }
+      offset = 0;
+    } else if (st.size < offset) {
+      offset = 0; // truncated in place
+    }
+    this.setMeta('inode', ino);
+    this.setMeta('offset', offset);
+    await this.readFrom(this.logFile, offset);
+  }
+
+  /** Index complete lines of `file` from `offset`, saving the offset after each chunk. */
+  private async readFrom(file: string, offset: number): Promise<void> {
+    const fh = await open(file, 'r');
+    try {
+      const buf = Buffer.alloc(CHUNK_BYTES);
+      let carry = Buffer.alloc(0);
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, CHUNK_BYTES, offset + carry.length);
+        if (bytesRead === 0) break;
+        const data = carry.length ? Buffer.concat([carry, buf.subarray(0, bytesRead)]) : buf.subarray(0, bytesRead);
+        const end = data.lastIndexOf(0x0a);
+        if (end < 0) {
+          carry = Buffer.from(data);
+          continue;
+        }
+        const text = data.subarray(0, end).toString('utf8');
+        offset += end + 1;
+        carry = Buffer.from(data.subarray(end + 1));
+        this.insertLines(text.split('\n'), offset);
+        // give the event loop back between chunks (a rebuild of a large log must not stall heartbeats)
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private insertLines(lines: string[], newOffset: number): void {
+    const insEvent = this.db.prepare('INSERT INTO events (t, event, queue_id, message_id, sender, sender_domain, spool, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    const insRcpt = this.db.prepare('INSERT INTO rcpts (event_id, queue_id, recipient, domain) VALUES (?, ?, ?, ?)');
+    const tx = this.db.transaction(() => {
+      for (const line of lines) {
+        if (!line.startsWith('{')) { if (line.trim()) this.skipped++; continue; }
+        let ev: Record<string, unknown>;
+        try { ev = JSON.parse(line); } catch { this.skipped++; continue; }
+        if (ev.node !== this.nodeId || typeof ev.event !== 'string') continue;
+        const t = Date.parse(String(ev.t));
+        if (Number.isNaN(t)) { this.skipped++; continue; }
+        const queueId = typeof ev.queueId === 'string' ? ev.queueId : null;
+        const sender = lower(ev.sender) ?? null;
+        const { lastInsertRowid } = insEvent.run(t, ev.event, queueId, typeof ev.messageId === 'string' ? ev.messageId : null,
+          sender, sender ? domainOf(sender) : null, typeof ev.spool === 'string' ? ev.spool : null, line);
+        if (!queueId) continue;
+        const addrs = new Set<string>();
+        for (const a of [ev.recipient, ev.original, ...(Array.isArray(ev.recipients) ? ev.recipients : [])]) {
+          const l = lower(a);
+          if (l && ev.event !== 'dsn') addrs.add(l);
+        }
+        for (const a of addrs) insRcpt.run(lastInsertRowid, queueId, a, domainOf(a));
+      }
+      this.setMeta('offset', newOffset);
+    });
+    tx();
+  }
+
+  /** Messages matching the query, newest first, each with all its events; and the cluster events of their period. */
+  search(q: TrackQuery): { messages: TrackedMessage[]; clusterEvents: IndexedEvent[] } {
+    const where: string[] = ['queue_id IS NOT NULL'];
+    const args: unknown[] = [];
+    if (q.queueId) { where.push('queue_id = ?'); args.push(q.queueId); }
+    if (q.since !== undefined) { where.push('t >= ?'); args.push(q.since); }
+    if (q.until !== undefined) { where.push('t <= ?'); args.push(q.until); }
+    if (q.outcome) { where.push('event = ?'); args.push(q.outcome); }
+    if (q.messageId) {
+      const id = q.messageId.trim();
+      where.push('queue_id IN (SELECT queue_id FROM events WHERE message_id IN (?, ?))');
+      args.push(id, id.startsWith('<') ? id : `<${id}>`);
+    }
+    const addr = (text: string) => {
+      const s = text.trim().toLowerCase();
+      return s.includes('@') && !s.startsWith('@') ? { exact: s } : { domain: s.replace(/^@/, '') };
+    };
+    if (q.from) {
+      const a = addr(q.from);
+      if (a.exact) { where.push('queue_id IN (SELECT queue_id FROM events WHERE sender = ?)'); args.push(a.exact); }
+      else { where.push('queue_id IN (SELECT queue_id FROM events WHERE sender_domain = ?)'); args.push(a.domain); }
+    }
+    if (q.to) {
+      const a = addr(q.to);
+      if (a.exact) { where.push('queue_id IN (SELECT queue_id FROM rcpts WHERE recipient = ?)'); args.push(a.exact); }
+      else { where.push('queue_id IN (SELECT queue_id FROM rcpts WHERE domain = ?)'); args.push(a.domain); }
+    }
+    const limit = Math.min(Math.max(1, q.limit ?? 100), MAX_LIMIT);
+    const found = this.db.prepare(`SELECT queue_id AS id, MAX(t) AS last FROM events WHERE ${where.join(' AND ')} GROUP BY queue_id ORDER BY last DESC LIMIT ?`)
+      .all(...args, limit) as Array<{ id: string; last: number }>;
+    const messages = new Map<string, TrackedMessage>(found.map((f) => [f.id, { queueId: f.id, events: [] }]));
+    if (found.length === 0) return { messages: [], clusterEvents: [] };
+    const rows = this.db.prepare(`SELECT queue_id AS id, line FROM events WHERE queue_id IN (SELECT value FROM json_each(?)) ORDER BY t, id`)
+      .all(JSON.stringify(found.map((f) => f.id))) as Array<{ id: string; line: string }>;
+    let first = Infinity;
+    let last = -Infinity;
+    for (const r of rows) {
+      const ev = JSON.parse(r.line) as IndexedEvent;
+      messages.get(r.id)!.events.push(ev);
+      const t = Date.parse(ev.t);
+      first = Math.min(first, t);
+      last = Math.max(last, t);
+    }
+    const clusterEvents = (this.db.prepare('SELECT line FROM events WHERE queue_id IS NULL AND t BETWEEN ? AND ? ORDER BY t, id LIMIT 1000').all(first, last) as Array<{ line: string }>)
+      .map((r) => JSON.parse(r.line) as IndexedEvent);
+    return { messages: [...messages.values()], clusterEvents };
+  }
+
+  /** Delete events older than maxAgeMs (whole messages whose last event is older). Returns how many rows went. */
+  prune(maxAgeMs: number, now = Date.now()): number {
+    const cut = now - maxAgeMs;
+    const tx = this.db.transaction(() => {
+      this.db.prepare('CREATE TEMP TABLE IF NOT EXISTS old_q (id TEXT PRIMARY KEY)').run();
+      this.db.prepare('DELETE FROM old_q').run();
+      this.db.prepare('INSERT INTO old_q SELECT queue_id FROM events WHERE queue_id IS NOT NULL GROUP BY queue_id HAVING MAX(t) < ?').run(cut);
+      this.db.prepare('DELETE FROM rcpts WHERE queue_id IN (SELECT id FROM old_q)').run();
+      const a = this.db.prepare('DELETE FROM events WHERE queue_id IN (SELECT id FROM old_q)').run().changes;
+      const b = this.db.prepare('DELETE FROM events WHERE queue_id IS NULL AND t < ?').run(cut).changes;
+      return a + b;
+    });
+    return tx();
+  }
+
+  /** Rows and bytes on disk, for the console and the benchmark. */
+  stats(): { events: number; bytes: number; offset: number } {
+    const events = (this.db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
+    let bytes = 0;
+    for (const f of [this.dbFile, `${this.dbFile}-wal`]) { try { bytes += statSync(f).size; } catch { /* none */ } }
+    return { events, bytes, offset: Number(this.meta('offset') ?? 0) };
+  }
+
+  async close(): Promise<void> {
+    await this.syncing?.catch(() => undefined);
+    this.db.close();
+  }
+}
+
+/** Open the database; a file SQLite cannot read is moved aside and a new one built. */
+function openDb(file: string): Database.Database {
+  const tryOpen = () => {
+    const db = new Database(file);
+    try {
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.exec(SCHEMA);
+      return db;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  };
+  try {
+    return tryOpen();
+  } catch (err) {
+    if (!existsSync(file) || !/SQLITE_(NOTADB|CORRUPT)/.test(String((err as { code?: string }).code))) throw err;
+    const aside = `${file}.corrupt-${Date.now()}`;
+    renameSync(file, aside);
+    for (const ext of ['-wal', '-shm']) { try { renameSync(file + ext, aside + ext); } catch { /* none */ } }
+    return tryOpen();
+  }
+}
