@@ -65,7 +65,7 @@ interface ActionSpec {
 
 const ACTIONS: Record<string, ActionSpec> = {
   hold: { method: 'POST', path: (id) => `/queue/${encodeURIComponent(id)}/hold`, needsId: true, label: 'Hold', back: (id) => `/console/queues/${encodeURIComponent(id)}`,
-    explain: (n, id) => `Message ${id} on node ${n} stops being delivered and moves to hold/ until it is released. Nothing is sent meanwhile (an attempt under way finishes first); it still expires after queue.max_lifetime.` },
+    explain: (n, id) => `Message ${id} on node ${n} stops being delivered and moves to hold/ until it is released. Nothing is sent meanwhile (an attempt under way finishes first, then the message is held).` },
   release: { method: 'POST', path: (id) => `/queue/${encodeURIComponent(id)}/release`, needsId: true, label: 'Release', back: (id) => `/console/queues/${encodeURIComponent(id)}`,
     explain: (n, id) => `Message ${id} on node ${n} leaves hold/ and is delivered now (its recipients not yet done).` },
   delete: { method: 'DELETE', path: (id) => `/queue/${encodeURIComponent(id)}`, needsId: true, label: 'Delete', back: () => '/console/queues', danger: true,

@@ -13,7 +13,8 @@
  * Search: by queue id, Message-ID, sender and recipient (exact address, or a domain given as
  * "@domain" or "domain"), outcome (an event type the message had) and time range; the answer
  * is every indexed event of each message found (newest messages first), plus the cluster
- * events (takeover, handback, ...) of the period, so a timeline can show a takeover.
+ * events (takeover, handback, ...) about their spools up to their last event, so the merged
+ * timeline can show a takeover (search.ts keeps those within each message's life).
  * Retention: prune(maxAgeMs) deletes events older than that (whole messages whose last event
  * is older, and old cluster events).
  * What can go wrong: a torn last line (skipped until its newline arrives); a line that is not
@@ -219,17 +220,17 @@ export class TrackingIndex {
     if (found.length === 0) return { messages: [], clusterEvents: [] };
     const rows = this.db.prepare(`SELECT queue_id AS id, line FROM events WHERE queue_id IN (SELECT value FROM json_each(?)) ORDER BY t, id`)
       .all(JSON.stringify(found.map((f) => f.id))) as Array<{ id: string; line: string }>;
-    let first = Infinity;
     let last = -Infinity;
     for (const r of rows) {
       const ev = JSON.parse(r.line) as IndexedEvent;
       messages.get(r.id)!.events.push(ev);
-      const t = Date.parse(ev.t);
-      first = Math.min(first, t);
-      last = Math.max(last, t);
+      last = Math.max(last, Date.parse(ev.t));
     }
-    const clusterEvents = (this.db.prepare('SELECT line FROM events WHERE queue_id IS NULL AND t BETWEEN ? AND ? ORDER BY t, id LIMIT 1000').all(first, last) as Array<{ line: string }>)
-      .map((r) => JSON.parse(r.line) as IndexedEvent);
+    // the cluster events about these messages' spools up to their last event (a takeover by
+    // this node comes before its first event of a message it took over)
+    const spools = [...new Set(found.map((f) => f.id.slice(f.id.lastIndexOf('.') + 1)))];
+    const clusterEvents = (this.db.prepare('SELECT line FROM events WHERE queue_id IS NULL AND spool IN (SELECT value FROM json_each(?)) AND t <= ? ORDER BY t DESC, id DESC LIMIT 200')
+      .all(JSON.stringify(spools), last) as Array<{ line: string }>).reverse().map((r) => JSON.parse(r.line) as IndexedEvent);
     return { messages: [...messages.values()], clusterEvents };
   }
 
