@@ -5,7 +5,7 @@
  * Pages (server-rendered HTML, one small script for the live cluster view and the charts):
  *   /console/login                      admin token or a console user (auth.ts)
  *   /console/cluster                    nodes, states, heartbeat ages, queues, who delivers each
- *                                       spool at which epoch; live: /console/cluster/stream (SSE, 1 s)
+ *                                       spool at which epoch; live: /console/cluster/stream (SSE, 0.5 s)
  *   /console/queues[?state&from&to&page] counts, qshape, the message list; /console/queues/:id a message
  *   /console/operations                 drain/resume, fence/unfence, handback
  *   /console/charts                     traffic per minute and queue depth (uPlot); data: /console/charts/data
@@ -50,6 +50,9 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   'uPlot.min.css': { file: path.join(UPLOT_DIR, 'uPlot.min.css'), type: 'text/css; charset=utf-8' },
 };
 
+/** How often the live cluster view is sent (a takeover shows within this of the nodes knowing it). */
+const STREAM_MS = 500;
+
 type Call = { status: number; body: any } | { status: 0; body: { error: string } };
 
 interface ActionSpec {
@@ -83,6 +86,26 @@ const ACTIONS: Record<string, ActionSpec> = {
   handback: { method: 'POST', path: (id) => `/cluster/handback/${encodeURIComponent(id)}`, needsId: true, label: 'Hand back', back: () => '/console/operations',
     explain: (n, id) => `Node ${n} stops its secondary process for spool ${id} once the deliveries in flight are recorded, and releases its claim: node ${id} delivers its own spool again.` },
 };
+
+/**
+ * A timeline as people read it: the `routed` line before each attempt's outcome is left out
+ * (the outcome names the next hop), and repeated identical deferrals become one line "×N".
+ */
+function collapse(events: MessageTimeline['events']): Array<{ e: MessageTimeline['events'][number]; times: number; until: string }> {
+  const out: Array<{ e: MessageTimeline['events'][number]; times: number; until: string }> = [];
+  events.forEach((e, i) => {
+    const next = events[i + 1];
+    if (e.event === 'routed' && next && next.node === e.node && ['delivered', 'deferred', 'bounced'].includes(next.event)) return;
+    const prev = out[out.length - 1];
+    if (prev && e.event === 'deferred' && prev.e.event === 'deferred' && prev.e.node === e.node && prev.e.recipient === e.recipient && prev.e.reply === e.reply) {
+      prev.times++;
+      prev.until = e.t;
+      return;
+    }
+    out.push({ e, times: 1, until: e.t });
+  });
+  return out;
+}
 
 export async function registerConsole(app: FastifyInstance, node: TandemNode): Promise<void> {
   const c = node.config;
@@ -209,7 +232,7 @@ ${v.spools.map((s) => html`<tr data-spool="${s.spool}" data-deliverer="${s.deliv
           const text = (await clusterFragment()).text;
           if (open) res.write(`data: ${text.split('\n').join('\ndata: ')}\n\n`);
         } catch { /* next tick */ }
-        if (open) timer = setTimeout(() => void tick(), 1000);
+        if (open) timer = setTimeout(() => void tick(), STREAM_MS);
       };
       let timer = setTimeout(() => void tick(), 0);
       req.raw.on('close', () => { open = false; clearTimeout(timer); });
@@ -354,7 +377,7 @@ ${missing.length ? html`<p class="error">Not answered: ${missing.map(([n, st]) =
 ${(r.body.messages as MessageTimeline[]).map((m) => html`<section class="timeline" data-queue-id="${m.queueId}">
 <h2><a href="/console/queues/${encodeURIComponent(m.queueId)}">${m.queueId}</a> <span class="st st-${m.status}">${m.status}</span></h2>
 <p class="muted">${m.sender === '' ? '<>' : m.sender} → ${m.recipients.join(', ')} · ${m.messageId ?? ''} · nodes ${m.nodes.join(', ')}</p>
-<ol>${m.events.map((e) => html`<li data-event="${e.event}" data-node="${e.node}"><time>${when(e.t)}</time> <b>${e.event}</b> on ${e.node}${e.secondary ? ` (secondary for ${e.secondary})` : ''}
+<ol>${collapse(m.events).map(({ e, times, until }) => html`<li data-event="${e.event}" data-node="${e.node}"><time>${when(e.t)}</time> <b>${e.event}</b>${times > 1 ? html` <span class="times">×${times}, until ${when(until)}</span>` : ''} on ${e.node}${e.secondary ? ` (secondary for ${e.secondary})` : ''}
 ${e.recipient ? html` · ${e.recipient}` : ''}${Array.isArray(e.recipients) ? html` · ${(e.recipients as string[]).join(', ')}` : ''}${e.nexthop ? html` via ${e.nexthop}` : ''}${e.spool && !e.queueId ? html` · spool ${e.spool}, epoch ${e.epoch}${e.reason ? `: ${e.reason}` : ''}` : ''}
 ${e.reply ? html`<div class="reply">${e.reply}</div>` : ''}</li>`)}</ol></section>`)}`;
         }
