@@ -32,7 +32,9 @@ async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: st
       return EXIT.CONFIG;
     }
     const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;
-    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin) } : {}) })), ...(token ? { token } : {}) };
+    // under admin.tls the nodes speak HTTPS (a private CA: NODE_EXTRA_CA_CERTS)
+    const scheme = c.admin.tls ? 'https' : 'http';
+    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) })), ...(token ? { token } : {}) };
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`tandem cluster: configuration error in ${err.message}`);
