@@ -115,6 +115,9 @@ export async function registerConsole(app: FastifyInstance, node: TandemNode): P
   const { peers, auth: peerAuth } = clusterPeers(c);
   const queues = new QueueView(() => node.spool, () => node.qmgr);
   const history = new TrafficHistory(node.metrics.registry, () => Object.values(node.qmgr?.counts() ?? {}).reduce((a, b) => a + b, 0));
+  /** Live streams open: ended before the server closes (else close() would wait for the browsers). */
+  const streams = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => { for (const res of streams) res.end(); });
   app.addHook('onClose', async () => { queues.close(); history.close(); });
   const bearer = c.admin.token ? { authorization: `Bearer ${c.admin.token}` } : {};
 
@@ -226,16 +229,17 @@ ${v.spools.map((s) => html`<tr data-spool="${s.spool}" data-deliverer="${s.deliv
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'content-security-policy': CSP });
       let open = true;
       const tick = async () => {
-        if (!open) return;
+        if (!open || res.writableEnded) return;
         if (!sessionOf(req)) { res.write('event: expired\ndata: login\n\n'); res.end(); open = false; return; }
         try {
           const text = (await clusterFragment()).text;
-          if (open) res.write(`data: ${text.split('\n').join('\ndata: ')}\n\n`);
+          if (open && !res.writableEnded) res.write(`data: ${text.split('\n').join('\ndata: ')}\n\n`);
         } catch { /* next tick */ }
         if (open) timer = setTimeout(() => void tick(), STREAM_MS);
       };
       let timer = setTimeout(() => void tick(), 0);
-      req.raw.on('close', () => { open = false; clearTimeout(timer); });
+      streams.add(res);
+      req.raw.on('close', () => { open = false; clearTimeout(timer); streams.delete(res); });
     });
 
     // ---- Queues ----

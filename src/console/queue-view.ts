@@ -7,8 +7,8 @@
  * fast with 100,000 queued messages: only the page's files are read (envelope and status,
  * not the message). Filters on sender or recipient domain and the qshape table need every
  * message's envelope: those come from a cache of envelopes (an envelope never changes) filled
- * in the background, at most READ_BUDGET files per refresh; until it has read everything the
- * page says how much it has read.
+ * in the background (every 5 s, at most READ_BUDGET files, while the page was used in the last
+ * 10 minutes); until it has read everything the page says how much it has read.
  */
 import type { Spool } from '../spool/index.ts';
 import type { QueueManager } from '../qmgr/queue-manager.ts';
@@ -26,6 +26,7 @@ export interface QueueRow {
 export interface QShape { buckets: string[]; rows: Array<{ domain: string; total: number; counts: number[] }>; read: number; total: number }
 
 const READ_BUDGET = 5000;
+const IN_USE_MS = 10 * 60_000;
 const READ_CONCURRENCY = 16;
 const AGE_BUCKETS: Array<[string, number]> = [['0-5m', 5], ['5-10m', 10], ['10-20m', 20], ['20-40m', 40], ['40-80m', 80], ['80-160m', 160], ['160-320m', 320], ['320m+', Infinity]];
 
@@ -33,9 +34,11 @@ export class QueueView {
   private envelopes = new Map<string, Envelope>();
   private refreshing?: Promise<void>;
   private timer: NodeJS.Timeout;
+  /** When a page last used the view: the background reading runs only while someone looks. */
+  private usedAt = 0;
 
   constructor(private readonly spool: () => Spool, private readonly qmgr: () => QueueManager) {
-    this.timer = setInterval(() => void this.refresh(), 5000);
+    this.timer = setInterval(() => { if (Date.now() - this.usedAt < IN_USE_MS) void this.refresh(); }, 5000);
     this.timer.unref();
   }
 
@@ -76,6 +79,8 @@ export class QueueView {
 
   /** One page of the list; `unknown`: messages whose envelope is not read yet (not filtered). */
   async list(f: QueueFilter): Promise<{ rows: QueueRow[]; total: number; unknown: number; page: number; pages: number }> {
+    if (this.usedAt === 0) void this.refresh();
+    this.usedAt = Date.now();
     const pageSize = Math.min(Math.max(f.pageSize ?? 50, 1), 500);
     let all = this.qmgr().list();
     if (f.state) all = all.filter((m) => m.state === f.state);

@@ -101,7 +101,12 @@ export class TandemNode {
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
     });
     if (c.tracking.path) {
-      this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
+      // the search index is a convenience: a node whose index cannot be opened runs without it
+      try {
+        this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
+      } catch (err) {
+        log.error({ event: 'tracking-index-failed', err: String(err) }, `cannot open the tracking index (tracking search is off on this node): ${err}`);
+      }
     }
     this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg), {
       onRequest: (server, op, seconds, ok) => this.metrics.directoryRequest(server, op, seconds, ok),

@@ -22,7 +22,8 @@
  * caller, which logs it and tries again later).
  */
 import Database from 'better-sqlite3';
-import { existsSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { open } from 'node:fs/promises';
 
 export interface TrackQuery {
@@ -265,6 +266,7 @@ export class TrackingIndex {
 
 /** Open the database; a file SQLite cannot read is moved aside and a new one built. */
 function openDb(file: string): Database.Database {
+  mkdirSync(path.dirname(file), { recursive: true });
   const tryOpen = () => {
     const db = new Database(file);
     try {
