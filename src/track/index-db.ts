@@ -2,8 +2,8 @@
  * track/index-db.ts — a node's searchable index of its tracking log, in SQLite (better-sqlite3).
  *
  * Exports: TrackingIndex, TrackQuery, TrackedMessage, IndexedEvent.
- * The log stays the source of truth: the index holds each line (as written) with the columns
- * searched on, and where it stopped reading (file identity and byte offset). sync() reads what
+ * The log stays the source of truth: the index holds every field of each line (the searched
+ * ones in indexed columns, see SCHEMA) and where it stopped reading (file identity and offset). sync() reads what
  * was appended since, in chunks (one transaction each, the event loop is given back between
  * them so heartbeats go on); a log replaced by rotation is finished from its rotated name
  * (`<log>.1`) when that is the same file, then read from the start. A missing index is rebuilt
@@ -52,35 +52,46 @@ export interface TrackedMessage {
 const CHUNK_BYTES = 1 << 20;
 const MAX_LIMIT = 1000;
 
+/**
+ * Compact on purpose (a busy node logs millions of lines): per message one `messages` row
+ * (Message-ID and sender, indexed), per event one `events` row with the fields not already in
+ * `messages` (`rest`, JSON), and each recipient of a message once in `rcpts`.
+ */
 const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+  queue_id TEXT PRIMARY KEY,
+  message_id TEXT,
+  sender TEXT COLLATE NOCASE,
+  sender_domain TEXT COLLATE NOCASE,
+  last INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_message_id ON messages (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender) WHERE sender IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_sender_domain ON messages (sender_domain) WHERE sender_domain IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_last ON messages (last);
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY,
   t INTEGER NOT NULL,
   event TEXT NOT NULL,
   queue_id TEXT,
-  message_id TEXT,
-  sender TEXT,
-  sender_domain TEXT,
   spool TEXT,
-  line TEXT NOT NULL
+  rest TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_queue ON events (queue_id, t);
+CREATE INDEX IF NOT EXISTS events_queue ON events (queue_id, t) WHERE queue_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
-CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id) WHERE message_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_sender ON events (sender) WHERE sender IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_sender_domain ON events (sender_domain) WHERE sender_domain IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_cluster ON events (t) WHERE queue_id IS NULL;
 CREATE TABLE IF NOT EXISTS rcpts (
-  event_id INTEGER NOT NULL,
-  queue_id TEXT NOT NULL,
   recipient TEXT NOT NULL,
-  domain TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rcpts_recipient ON rcpts (recipient);
+  queue_id TEXT NOT NULL,
+  domain TEXT NOT NULL,
+  PRIMARY KEY (recipient, queue_id)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rcpts_domain ON rcpts (domain);
-CREATE INDEX IF NOT EXISTS rcpts_event ON rcpts (event_id);
+CREATE INDEX IF NOT EXISTS rcpts_queue ON rcpts (queue_id);
 `;
+
+/** Fields kept in columns (not repeated in `rest`). */
+const COLUMNS = new Set(['t', 'node', 'event', 'queueId', 'messageId', 'sender']);
 
 const lower = (s: unknown) => (typeof s === 'string' && s ? s.toLowerCase() : undefined);
 const domainOf = (addr: string) => addr.slice(addr.lastIndexOf('@') + 1);
@@ -160,8 +171,11 @@ export class TrackingIndex {
   }
 
   private insertLines(lines: string[], newOffset: number): void {
-    const insEvent = this.db.prepare('INSERT INTO events (t, event, queue_id, message_id, sender, sender_domain, spool, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
-    const insRcpt = this.db.prepare('INSERT INTO rcpts (event_id, queue_id, recipient, domain) VALUES (?, ?, ?, ?)');
+    const insEvent = this.db.prepare('INSERT INTO events (t, event, queue_id, spool, rest) VALUES (?, ?, ?, ?, ?)');
+    const upMessage = this.db.prepare(`INSERT INTO messages (queue_id, message_id, sender, sender_domain, last) VALUES (?, ?, ?, ?, ?)
+      ON CONFLICT (queue_id) DO UPDATE SET message_id = coalesce(message_id, excluded.message_id), sender = coalesce(sender, excluded.sender),
+        sender_domain = coalesce(sender_domain, excluded.sender_domain), last = max(last, excluded.last)`);
+    const insRcpt = this.db.prepare('INSERT OR IGNORE INTO rcpts (recipient, queue_id, domain) VALUES (?, ?, ?)');
     const tx = this.db.transaction(() => {
       for (const line of lines) {
         if (!line.startsWith('{')) { if (line.trim()) this.skipped++; continue; }
@@ -171,33 +185,31 @@ export class TrackingIndex {
         const t = Date.parse(String(ev.t));
         if (Number.isNaN(t)) { this.skipped++; continue; }
         const queueId = typeof ev.queueId === 'string' ? ev.queueId : null;
-        const sender = lower(ev.sender) ?? null;
-        const { lastInsertRowid } = insEvent.run(t, ev.event, queueId, typeof ev.messageId === 'string' ? ev.messageId : null,
-          sender, sender ? domainOf(sender) : null, typeof ev.spool === 'string' ? ev.spool : null, line);
+        const rest: Record<string, unknown> = {};
+        for (const [k, v] of Object.entries(ev)) if (!COLUMNS.has(k)) rest[k] = v;
+        insEvent.run(t, ev.event, queueId, typeof ev.spool === 'string' && !queueId ? ev.spool : null, JSON.stringify(rest));
         if (!queueId) continue;
-        const addrs = new Set<string>();
+        const sender = typeof ev.sender === 'string' ? ev.sender : null;
+        upMessage.run(queueId, typeof ev.messageId === 'string' && ev.messageId ? ev.messageId : null, sender, sender === null ? null : domainOf(sender.toLowerCase()), t);
+        if (ev.event === 'dsn') continue; // its recipient is the DSN's (the original sender)
         for (const a of [ev.recipient, ev.original, ...(Array.isArray(ev.recipients) ? ev.recipients : [])]) {
           const l = lower(a);
-          if (l && ev.event !== 'dsn') addrs.add(l);
+          if (l) insRcpt.run(l, queueId, domainOf(l));
         }
-        for (const a of addrs) insRcpt.run(lastInsertRowid, queueId, a, domainOf(a));
       }
       this.setMeta('offset', newOffset);
     });
     tx();
   }
 
-  /** Messages matching the query, newest first, each with all its events; and the cluster events of their period. */
+  /** Messages matching the query, newest first, each with all its events; and the cluster events about their spools. */
   search(q: TrackQuery): { messages: TrackedMessage[]; clusterEvents: IndexedEvent[] } {
-    const where: string[] = ['queue_id IS NOT NULL'];
+    const where: string[] = [];
     const args: unknown[] = [];
-    if (q.queueId) { where.push('queue_id = ?'); args.push(q.queueId); }
-    if (q.since !== undefined) { where.push('t >= ?'); args.push(q.since); }
-    if (q.until !== undefined) { where.push('t <= ?'); args.push(q.until); }
-    if (q.outcome) { where.push('event = ?'); args.push(q.outcome); }
+    if (q.queueId) { where.push('m.queue_id = ?'); args.push(q.queueId); }
     if (q.messageId) {
       const id = q.messageId.trim();
-      where.push('queue_id IN (SELECT queue_id FROM events WHERE message_id IN (?, ?))');
+      where.push('m.message_id IN (?, ?)');
       args.push(id, id.startsWith('<') ? id : `<${id}>`);
     }
     const addr = (text: string) => {
@@ -206,44 +218,53 @@ export class TrackingIndex {
     };
     if (q.from) {
       const a = addr(q.from);
-      if (a.exact) { where.push('queue_id IN (SELECT queue_id FROM events WHERE sender = ?)'); args.push(a.exact); }
-      else { where.push('queue_id IN (SELECT queue_id FROM events WHERE sender_domain = ?)'); args.push(a.domain); }
+      if (a.exact) { where.push('m.sender = ?'); args.push(a.exact); } else { where.push('m.sender_domain = ?'); args.push(a.domain); }
     }
     if (q.to) {
       const a = addr(q.to);
-      if (a.exact) { where.push('queue_id IN (SELECT queue_id FROM rcpts WHERE recipient = ?)'); args.push(a.exact); }
-      else { where.push('queue_id IN (SELECT queue_id FROM rcpts WHERE domain = ?)'); args.push(a.domain); }
+      if (a.exact) { where.push('m.queue_id IN (SELECT queue_id FROM rcpts WHERE recipient = ?)'); args.push(a.exact); }
+      else { where.push('m.queue_id IN (SELECT queue_id FROM rcpts WHERE domain = ?)'); args.push(a.domain); }
     }
+    // time and outcome: the message had such an event (in that time)
+    const ev: string[] = [];
+    if (q.since !== undefined) { ev.push('e.t >= ?'); args.push(q.since); }
+    if (q.until !== undefined) { ev.push('e.t <= ?'); args.push(q.until); }
+    if (q.outcome) { ev.push('e.event = ?'); args.push(q.outcome); }
+    if (ev.length) where.push(`EXISTS (SELECT 1 FROM events e WHERE e.queue_id = m.queue_id AND ${ev.join(' AND ')})`);
     const limit = Math.min(Math.max(1, q.limit ?? 100), MAX_LIMIT);
-    const found = this.db.prepare(`SELECT queue_id AS id, MAX(t) AS last FROM events WHERE ${where.join(' AND ')} GROUP BY queue_id ORDER BY last DESC LIMIT ?`)
-      .all(...args, limit) as Array<{ id: string; last: number }>;
-    const messages = new Map<string, TrackedMessage>(found.map((f) => [f.id, { queueId: f.id, events: [] }]));
+    // with a key to look up, start from its index and sort the few found ("+" keeps SQLite from
+    // walking every message newest-first instead); with only a time range, walk newest-first
+    const selective = !!(q.queueId || q.messageId || q.from || q.to);
+    const found = this.db.prepare(`SELECT m.queue_id AS id, m.message_id AS messageId, m.sender AS sender FROM messages m
+      ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${selective ? '+m.last' : 'm.last'} DESC LIMIT ?`).all(...args, limit) as Array<{ id: string; messageId: string | null; sender: string | null }>;
     if (found.length === 0) return { messages: [], clusterEvents: [] };
-    const rows = this.db.prepare(`SELECT queue_id AS id, line FROM events WHERE queue_id IN (SELECT value FROM json_each(?)) ORDER BY t, id`)
-      .all(JSON.stringify(found.map((f) => f.id))) as Array<{ id: string; line: string }>;
+    const messages = new Map<string, TrackedMessage & { messageId: string | null; sender: string | null }>(found.map((f) => [f.id, { queueId: f.id, messageId: f.messageId, sender: f.sender, events: [] }]));
+    const rows = this.db.prepare('SELECT queue_id AS id, t, event, rest FROM events WHERE queue_id IN (SELECT value FROM json_each(?)) ORDER BY t, id')
+      .all(JSON.stringify(found.map((f) => f.id))) as Array<{ id: string; t: number; event: string; rest: string }>;
     let last = -Infinity;
     for (const r of rows) {
-      const ev = JSON.parse(r.line) as IndexedEvent;
-      messages.get(r.id)!.events.push(ev);
-      last = Math.max(last, Date.parse(ev.t));
+      const m = messages.get(r.id)!;
+      m.events.push({ t: new Date(r.t).toISOString(), node: this.nodeId, event: r.event, queueId: r.id,
+        ...(m.messageId && r.event !== 'dsn' ? { messageId: m.messageId } : {}), ...(m.sender !== null ? { sender: m.sender } : {}), ...JSON.parse(r.rest) });
+      last = Math.max(last, r.t);
     }
     // the cluster events about these messages' spools up to their last event (a takeover by
     // this node comes before its first event of a message it took over)
     const spools = [...new Set(found.map((f) => f.id.slice(f.id.lastIndexOf('.') + 1)))];
-    const clusterEvents = (this.db.prepare('SELECT line FROM events WHERE queue_id IS NULL AND spool IN (SELECT value FROM json_each(?)) AND t <= ? ORDER BY t DESC, id DESC LIMIT 200')
-      .all(JSON.stringify(spools), last) as Array<{ line: string }>).reverse().map((r) => JSON.parse(r.line) as IndexedEvent);
-    return { messages: [...messages.values()], clusterEvents };
+    const clusterEvents = (this.db.prepare('SELECT t, event, rest FROM events WHERE queue_id IS NULL AND spool IN (SELECT value FROM json_each(?)) AND t <= ? ORDER BY t DESC, id DESC LIMIT 200')
+      .all(JSON.stringify(spools), last) as Array<{ t: number; event: string; rest: string }>).reverse()
+      .map((r) => ({ t: new Date(r.t).toISOString(), node: this.nodeId, event: r.event, ...JSON.parse(r.rest) }) as IndexedEvent);
+    return { messages: [...messages.values()].map(({ queueId, events }) => ({ queueId, events })), clusterEvents };
   }
 
-  /** Delete events older than maxAgeMs (whole messages whose last event is older). Returns how many rows went. */
+  /** Delete messages whose last event is older than maxAgeMs, and older cluster events. Returns how many events went. */
   prune(maxAgeMs: number, now = Date.now()): number {
     const cut = now - maxAgeMs;
     const tx = this.db.transaction(() => {
-      this.db.prepare('CREATE TEMP TABLE IF NOT EXISTS old_q (id TEXT PRIMARY KEY)').run();
-      this.db.prepare('DELETE FROM old_q').run();
-      this.db.prepare('INSERT INTO old_q SELECT queue_id FROM events WHERE queue_id IS NOT NULL GROUP BY queue_id HAVING MAX(t) < ?').run(cut);
-      this.db.prepare('DELETE FROM rcpts WHERE queue_id IN (SELECT id FROM old_q)').run();
-      const a = this.db.prepare('DELETE FROM events WHERE queue_id IN (SELECT id FROM old_q)').run().changes;
+      const old = 'SELECT queue_id FROM messages WHERE last < ?';
+      this.db.prepare(`DELETE FROM rcpts WHERE queue_id IN (${old})`).run(cut);
+      const a = this.db.prepare(`DELETE FROM events WHERE queue_id IN (${old})`).run(cut).changes;
+      this.db.prepare('DELETE FROM messages WHERE last < ?').run(cut);
       const b = this.db.prepare('DELETE FROM events WHERE queue_id IS NULL AND t < ?').run(cut).changes;
       return a + b;
     });
