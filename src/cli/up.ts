@@ -19,7 +19,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -139,13 +139,16 @@ export async function runUp(opts: UpOptions): Promise<void> {
     members.push({ id, smtp: fmt(host, smtpPort), admin: fmt(host, await freePort(host)), heartbeat: fmt(host, await freeUdpPort(host)) });
   }
   const base = YAML.parse(await readFile(demo.configFile, 'utf8'));
+  const secret = await clusterSecret(dir);
+  const consoleToken = createHash('sha256').update(`console:${secret}`).digest('hex').slice(0, 24);
   const config = {
     ...base,
     node: { ...base.node, id: 'a' },
     smtp: { ...base.smtp, ...(useHaproxy ? { proxy_protocol: [host] } : {}) },
-    admin: { listen: members[0].admin },
+    // the console needs a login: a token derived from the cluster secret (the same on every run)
+    admin: { listen: members[0].admin, token: consoleToken },
     cluster: {
-      secret: await clusterSecret(dir),
+      secret,
       nodes: members.map((m, i) => ({ id: m.id, heartbeat: m.heartbeat, smtp: m.smtp, admin: m.admin, site: 'local', partner: members[(i + 1) % n].id })),
     },
   };
@@ -199,6 +202,8 @@ export async function runUp(opts: UpOptions): Promise<void> {
     `  send:     swaks --server ${frontDoor} --from you@example.org --to team@example.test`,
     `  mail:     ls ${path.join(dir, 'mail')}/alice/new`,
     `  status:   ${tandem} cluster status --config ${configFile}`,
+    `  console:  http://${members[0].admin}/console  (user admin, password ${consoleToken}; every node's admin address serves it)`,
+    `  track:    ${tandem} track --to alice@example.test --since 1h --config ${configFile}`,
     `  logs:     ${path.join(dir, 'log')}/`,
     '  stop:     Ctrl-C',
     '',
