@@ -124,6 +124,8 @@ export const configSchema = z.object({
   tracking: z.object({
     /** Message tracking log (JSON lines); "" disables it. */
     path: z.string().default('./var/log/tracking.log'),
+    /** Keep a search index of the log (GET /track, `tandem track`, the console's Tracking page). */
+    search: z.boolean().default(true),
     /** The node's search index of its log (SQLite); default `<path>.<node id>.index.db`. Rebuilt from the log if lost. */
     index: z.string().optional(),
     /** Index rows and rotated log files older than this are deleted; 0 = kept forever. */

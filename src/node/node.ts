@@ -100,7 +100,7 @@ export class TandemNode {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
     });
-    if (c.tracking.path) {
+    if (c.tracking.path && c.tracking.search) {
       // the search index is a convenience: a node whose index cannot be opened runs without it
       try {
         this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));

@@ -25,6 +25,8 @@ function sample(): string {
     line({ t: at(11), event: 'bounced', queueId: 'Q2.a', sender: 'dave@example.net', recipient: 'eve@remote.test', reply: '5.1.1 unknown' }),
     line({ t: at(12), node: 'b', event: 'received', queueId: 'Q9.b', sender: 'x@y.test', recipients: 1 }),
     line({ t: at(13), event: 'takeover', spool: 'b', epoch: 2, reason: 'b is dead' }),
+    `${JSON.stringify({ t: at(12), node: 'b', event: 'received', queueId: 'Q8.b', sender: 'x2@y.test' })}\n`, // as TrackingLog writes it: t, then node
+    `${JSON.stringify({ t: at(14), node: 'a', event: 'held', queueId: 'Q2.a' })}\n`,
   ].join('');
 }
 
@@ -47,6 +49,8 @@ test('search by queue id, Message-ID, sender, recipient (exact and domain), outc
   assert.deepEqual(ids({ since: T0 + 5000 }), ['Q2.a']);
   assert.deepEqual(ids({ until: T0 + 5000 }), ['Q1.a']);
   assert.deepEqual(ids({ from: 'x@y.test' }), [], 'lines of another node are not ours to answer');
+  assert.deepEqual(ids({ from: 'x2@y.test' }), []);
+  assert.deepEqual(ids({ outcome: 'held' }), ['Q2.a'], 'a line in TrackingLog\'s own key order is indexed');
   assert.deepEqual(ids({ to: 'nobody@nowhere.test' }), []);
   assert.equal(idx.search({ queueId: 'Q1.a' }).clusterEvents.length, 0, 'the takeover came after Q1');
   await idx.close();
@@ -60,7 +64,7 @@ test('incremental sync, a torn last line, rebuild from the log when the index is
   appendFileSync(log, '{"t":"2026-12-01T10:01:00Z","node":"a","event":"recei'); // torn by a crash
   let idx = new TrackingIndex(db, log, 'a');
   await idx.sync();
-  assert.equal(idx.stats().events, 7);
+  assert.equal(idx.stats().events, 8);
   appendFileSync(log, 'ved","queueId":"Q3.a","sender":"z@z.test"}\n');
   appendFileSync(log, line({ t: at(70), event: 'held', queueId: 'Q3.a' }));
   await idx.sync();
@@ -71,14 +75,14 @@ test('incremental sync, a torn last line, rebuild from the log when the index is
   for (const f of readdirSync(dir)) if (f.startsWith('idx.db-')) rmSync(path.join(dir, f));
   idx = new TrackingIndex(db, log, 'a');
   await idx.sync();
-  assert.equal(idx.stats().events, 9, 'rebuilt from the log');
+  assert.equal(idx.stats().events, 10, 'rebuilt from the log');
   await idx.close();
 
   writeFileSync(db, 'this is not a database at all, just bytes that are not SQLite');
   for (const f of readdirSync(dir)) if (f.startsWith('idx.db-')) rmSync(path.join(dir, f));
   idx = new TrackingIndex(db, log, 'a');
   await idx.sync();
-  assert.equal(idx.stats().events, 9, 'a damaged index is moved aside and rebuilt');
+  assert.equal(idx.stats().events, 10, 'a damaged index is moved aside and rebuilt');
   assert.ok(readdirSync(dir).some((f) => f.startsWith('idx.db.corrupt-')));
   await idx.close();
 });
@@ -96,7 +100,7 @@ test('rotation: the rest of the old file is indexed from <log>.1, then the new f
   assert.equal(idx.search({ from: 'late@old.test' }).messages.length, 1, 'the line written just before the rotation');
   assert.equal(idx.search({ from: 'new@new.test' }).messages.length, 1);
   const removed = idx.prune(150_000, T0 + 260_000);
-  assert.equal(removed, 8, `old messages and cluster events pruned (${removed})`);
+  assert.equal(removed, 9, `old messages and cluster events pruned (${removed})`);
   assert.deepEqual(idx.search({}).messages.map((m) => m.queueId), ['Q5.a']);
   assert.ok(existsSync(`${log}.1`), 'the index never deletes the log itself');
   await idx.close();

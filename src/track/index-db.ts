@@ -101,10 +101,12 @@ export class TrackingIndex {
   private syncing?: Promise<void>;
   /** Lines read that were not JSON (not indexed). */
   skipped = 0;
+  private readonly nodeTag: string;
 
   /** Open (or create, or rebuild) the index of `logFile` at `dbFile`, for lines of `nodeId`. */
   constructor(readonly dbFile: string, readonly logFile: string, readonly nodeId: string) {
     this.db = openDb(dbFile);
+    this.nodeTag = `"node":${JSON.stringify(nodeId)},`;
   }
 
   private meta(key: string): string | undefined {
@@ -179,6 +181,9 @@ export class TrackingIndex {
     const tx = this.db.transaction(() => {
       for (const line of lines) {
         if (!line.startsWith('{')) { if (line.trim()) this.skipped++; continue; }
+        // another node's line (a shared log file) is skipped without parsing it: TrackingLog writes
+        // {"t":"<24-character ISO time>","node":…, so the node is at a fixed place
+        if (line.startsWith('"node":', 32) && !line.startsWith(this.nodeTag, 32)) continue;
         let ev: Record<string, unknown>;
         try { ev = JSON.parse(line); } catch { this.skipped++; continue; }
         if (ev.node !== this.nodeId || typeof ev.event !== 'string') continue;

@@ -8,7 +8,8 @@
  *   every node of cluster.nodes asked (the others through their own GET /track, with our admin
  *   token and, under admin.tls, our CA file), merged into one timeline per message:
  *   {messages: [{queueId, messageId, sender, recipients, status, first, last, nodes, events}], nodes: {id: "ok" | why not}}
- * 400 for a bad query (the message says what), 404 when tracking.path is "" (no log, no search).
+ * 400 for a bad query (the message says what), 404 when the node keeps no index (tracking.path "",
+ * tracking.search false, or an index that could not be opened).
  */
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
@@ -29,7 +30,7 @@ export function clusterPeers(c: TandemConfig): { peers: Array<{ id: string; base
 export function registerTrackRoutes(app: FastifyInstance, node: TandemNode): void {
   app.get<{ Querystring: Record<string, string> }>('/track', async (req, reply) => {
     const tracker = node.tracker;
-    if (!tracker) return reply.code(404).send({ error: 'tracking is off on this node (tracking.path is "")' });
+    if (!tracker) return reply.code(404).send({ error: 'tracking search is off on this node (tracking.path "" or tracking.search false, or its index could not be opened: see the log)' });
     let q;
     try { q = parseTrackQuery(req.query); } catch (err) { return reply.code(400).send({ error: (err as Error).message }); }
     if (req.query.scope !== 'cluster') return tracker.search(q);
