@@ -100,14 +100,6 @@ export class TandemNode {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
     });
-    if (c.tracking.path && c.tracking.search) {
-      // the search index is a convenience: a node whose index cannot be opened runs without it
-      try {
-        this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
-      } catch (err) {
-        log.error({ event: 'tracking-index-failed', err: String(err) }, `cannot open the tracking index (tracking search is off on this node): ${err}`);
-      }
-    }
     this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg), {
       onRequest: (server, op, seconds, ok) => this.metrics.directoryRequest(server, op, seconds, ok),
       onStateChange: (server, up, error) => (up
@@ -166,6 +158,15 @@ export class TandemNode {
       this.adminAddress = address;
     }
     this.state = 'ready';
+    if (c.tracking.path && c.tracking.search) {
+      // the search index is a convenience, opened once the node serves (it is no part of start-up
+      // timing); a node whose index cannot be opened runs without it. /track answers 404 meanwhile.
+      try {
+        this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
+      } catch (err) {
+        log.error({ event: 'tracking-index-failed', err: String(err) }, `cannot open the tracking index (tracking search is off on this node): ${err}`);
+      }
+    }
     log.info({
       event: 'ready', pid: process.pid, host: os.hostname(),
       smtp: fmt(this.smtpAddress), ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
