@@ -27,22 +27,28 @@
  *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
  *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
  *   POST /cluster/handback/:spool              hand a spool this node holds back to its node
+ *   GET  /track?…           tracking search (track/track-routes.ts); scope=cluster: every node, merged
+ *   /console/…              the web console (console/console.ts: its own login, sessions and CSRF)
  * Access: with admin.token set, every route but /health and /metrics needs
  * "Authorization: Bearer <token>"; without it, only loopback clients are served.
+ * With admin.tls the server speaks HTTPS only.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
 import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
 import { isSafeQueueId } from '../spool/index.ts';
+import { readFileSync } from 'node:fs';
+import { registerTrackRoutes } from '../track/track-routes.ts';
+import { registerConsole } from '../console/console.ts';
 
-export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
-  const app = Fastify({ logger: false });
+export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
+  const app = (tls ? Fastify({ logger: false, https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } }) : Fastify({ logger: false })) as unknown as FastifyInstance;
   const loopback = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
   app.addHook('onRequest', async (req, reply) => {
     const route = req.url.split('?')[0];
-    if (route === '/health' || route === '/metrics') return;
+    if (route === '/health' || route === '/metrics' || route === '/console' || route.startsWith('/console/')) return;
     if (token) {
       if (req.headers.authorization !== `Bearer ${token}`) return reply.code(401).send({ error: 'missing or wrong bearer token (admin.token)' });
     } else if (!loopback(req.ip)) {
@@ -158,6 +164,9 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       return reply.code(409).send({ error: (err as Error).message });
     }
   });
+
+  registerTrackRoutes(app, node);
+  await registerConsole(app, node);
 
   await app.listen({ host, port });
   const a = app.server.address() as { address: string; port: number };

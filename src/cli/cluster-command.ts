@@ -1,7 +1,7 @@
 /**
  * cli/cluster-command.ts — `tandem cluster status|fence|unfence|handback`.
  *
- * Exports: runClusterStatus, runClusterAction.
+ * Exports: runClusterStatus, runClusterAction, mergeClusterViews.
  * The nodes are found in the cluster: section of --config (their admin addresses); status asks
  * every node for its view (GET /cluster) and merges them: a node that answers speaks for
  * itself, one that does not is shown as its peers see it (dead, suspect, ...). --json prints the
@@ -33,7 +33,9 @@ async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: st
       return EXIT.CONFIG;
     }
     const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;
-    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin) } : {}) })), ...(token ? { token } : {}) };
+    // under admin.tls the nodes speak HTTPS (a private CA: NODE_EXTRA_CA_CERTS)
+    const scheme = c.admin.tls ? 'https' : 'http';
+    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) })), ...(token ? { token } : {}) };
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`tandem cluster: configuration error in ${err.message}`);
@@ -60,35 +62,7 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     console.error(`tandem cluster status: no node answered: ${[...errors].map(([id, e]) => `${id} ${e}`).join('; ')}`);
     return EXIT.UNAVAILABLE;
   }
-  // a node that does not answer: its queue as the secondary delivering its spool reports it now;
-  // else the depth it last announced, with how old that is (never shown as if current)
-  const secondaryOf = (id: string) => {
-    for (const v of views.values()) {
-      const s = v.secondaries.find((x) => x.spool === id);
-      if (s) return { by: v.node, queue: Object.values(s.queue).reduce((a, b) => a + b, 0) };
-    }
-    return undefined;
-  };
-  const nodes = t.nodes.map((n) => {
-    const own = views.get(n.id);
-    const secondary = own ? undefined : secondaryOf(n.id);
-    const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
-    const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
-    const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
-    return {
-      id: n.id, site: n.site, status, reachable: !!own,
-      ...(own ? {} : { error: errors.get(n.id) }),
-      netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
-      queue: own ? own.queue : secondary ? secondary.queue : freshest?.announced?.queue,
-      queueFrom: own ? 'node' : secondary ? `secondary on ${secondary.by}` : freshest?.announced ? 'last heartbeat' : undefined,
-      ...(own || secondary || !freshest?.announced ? {} : { queueAgeMs: freshest.netAgeMs }),
-      ownSpool: own?.ownSpool,
-      secondaries: own?.secondaries ?? [],
-    };
-  });
-  const claims = new Map<string, ClusterStatus['claims'][number]>();
-  for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
-  const spools = t.nodes.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  const { nodes, spools } = mergeClusterViews(t.nodes, views, errors);
   // every node's configuration faults, once per (seen-by, kind, subject)
   const faults = [...views].flatMap(([id, v]) => (v.faults ?? []).map((f) => ({ seenBy: id, ...f })));
   if (opts.json) {
@@ -111,6 +85,44 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     for (const f of faults) console.log(`  ${f.seenBy}: ${f.kind} (${f.subject}): ${f.message}`);
   }
   return faults.length ? EXIT.FAILED : EXIT.OK;
+}
+
+/**
+ * One cluster view from every node's own (GET /cluster): a node that answered speaks for itself,
+ * one that did not is shown as its freshest peer sees it; each spool's latest claim record says
+ * who delivers it. (Also the console's cluster page.)
+ */
+export function mergeClusterViews(targets: Array<{ id: string; site: string }>, views: Map<string, ClusterStatus>, errors: Map<string, string>) {
+  // a node that does not answer: its queue as the secondary delivering its spool reports it now;
+  // else the depth it last announced, with how old that is (never shown as if current)
+  const secondaryOf = (id: string) => {
+    for (const v of views.values()) {
+      const s = v.secondaries.find((x) => x.spool === id);
+      if (s) return { by: v.node, queue: Object.values(s.queue).reduce((a, b) => a + b, 0) };
+    }
+    return undefined;
+  };
+  const nodes = targets.map((n) => {
+    const own = views.get(n.id);
+    const secondary = own ? undefined : secondaryOf(n.id);
+    const seen = [...views.values()].map((v) => v.peers.find((p) => p.id === n.id)).filter((p) => p !== undefined);
+    const freshest = seen.sort((x, y) => x.netAgeMs - y.netAgeMs)[0];
+    const status = own ? (own.fenced ? 'fenced' : own.state === 'ready' ? 'alive' : own.state) : (freshest?.status.type ?? 'unknown');
+    return {
+      id: n.id, site: n.site, status, reachable: !!own,
+      ...(own ? {} : { error: errors.get(n.id) }),
+      netAgeMs: own ? 0 : freshest?.netAgeMs, diskAgeMs: own ? own.diskHeartbeatAgeMs : freshest?.diskAgeMs,
+      queue: own ? own.queue : secondary ? secondary.queue : freshest?.announced?.queue,
+      queueFrom: own ? 'node' : secondary ? `secondary on ${secondary.by}` : freshest?.announced ? 'last heartbeat' : undefined,
+      ...(own || secondary || !freshest?.announced ? {} : { queueAgeMs: freshest.netAgeMs }),
+      ownSpool: own?.ownSpool,
+      secondaries: own?.secondaries ?? [],
+    };
+  });
+  const claims = new Map<string, ClusterStatus['claims'][number]>();
+  for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
+  const spools = targets.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  return { nodes, spools };
 }
 
 function printTable(rows: string[][]): void {

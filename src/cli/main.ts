@@ -14,6 +14,7 @@
  *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL [--config FILE] [--json]
  *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
  *   tandem dir schema|init|import|add|modify|remove|list   directory changes (dir-command.ts)
+ *   tandem track [--from A] [--to A] [--since 1h] … (--config FILE | --admin URL) [--json]   message tracking
  *   tandem help [COMMAND…]   tandem --version
  *
  * The config file: --config, else $TANDEM_CONFIG, else /etc/tandem/tandem.yaml; the node id:
@@ -158,6 +159,22 @@ clusterOpts(cluster.command('unfence <node>').description('let a fenced node bac
   .action(async (node, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction('unfence', node, opts)));
 clusterOpts(cluster.command('handback <spool>').description('make the node holding SPOOL stop its secondary and release the claim now'))
   .action(async (spool, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction('handback', spool, opts)));
+
+program.command('track')
+  .description('where is a message? search the tracking logs of every node of the cluster; one timeline per message')
+  .option('--from <addr>', 'sender: an address, or a domain (example.org or @example.org)')
+  .option('--to <addr>', 'recipient (final or original): an address, or a domain')
+  .option('--queue-id <id>', 'queue id')
+  .option('--message-id <id>', 'Message-ID header (with or without <>)')
+  .option('--outcome <event>', 'messages that had this event: delivered, deferred, bounced, expired, held, released, deleted, ...')
+  .option('--since <time>', 'events since: a duration back from now (1h, 2d) or an ISO time')
+  .option('--until <time>', 'events until: a duration back from now or an ISO time')
+  .option('--limit <n>', 'at most this many messages (default 100)')
+  .option('-c, --config <file>', 'the cluster config (asks the first node of cluster.nodes that answers)')
+  .option('--admin <url>', 'ask this node (http(s)://host:port or host:port)')
+  .option('--token <token>', 'admin API bearer token (or TANDEM_ADMIN_TOKEN; default admin.token of the config)')
+  .addOption(new Option('--json', 'machine-readable output'))
+  .action(async (opts) => exitWith((await import('./track-command.ts')).runTrackCommand(opts)));
 
 const nodeCmd = program.command('node').description('a running node and its load balancer: drain, resume, health');
 for (const [name, desc] of [

@@ -23,7 +23,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -165,13 +165,16 @@ export async function runUp(opts: UpOptions): Promise<void> {
   // the balancer's own source address, so that only it must send PROXY (a loopback front door:
   // every 127/8 address is local; otherwise the nodes' host is the balancer's too)
   const balancer = /^127\./.test(host) ? (host === '127.0.0.2' ? '127.0.0.3' : '127.0.0.2') : host;
+  const secret = await clusterSecret(dir);
+  const consoleToken = createHash('sha256').update(`console:${secret}`).digest('hex').slice(0, 24);
   const config = {
     ...base,
     node: { ...base.node, id: 'a' },
     smtp: { ...base.smtp, ...(useHaproxy ? { proxy_protocol: [balancer] } : {}) },
-    admin: { listen: members[0].admin },
+    // the console needs a login: a token derived from the cluster secret (the same on every run)
+    admin: { listen: members[0].admin, token: consoleToken },
     cluster: {
-      secret: await clusterSecret(dir),
+      secret,
       nodes: members.map((m, i) => ({ id: m.id, heartbeat: m.heartbeat, smtp: m.smtp, admin: m.admin, site: 'local', partner: members[(i + 1) % n].id })),
     },
   };
@@ -229,6 +232,8 @@ export async function runUp(opts: UpOptions): Promise<void> {
     `  send:     swaks --server ${frontDoor} --from you@example.org --to team@example.test`,
     `  mail:     ls ${path.join(dir, 'mail')}/alice/new`,
     `  status:   ${tandem} cluster status --config ${configFile}`,
+    `  console:  http://${members[0].admin}/console  (user admin, password ${consoleToken}; every node's admin address serves it)`,
+    `  track:    ${tandem} track --to alice@example.test --since 1h --config ${configFile}`,
     `  logs:     ${path.join(dir, 'log')}/`,
     '  stop:     Ctrl-C',
     '',

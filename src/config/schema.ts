@@ -197,11 +197,37 @@ export const configSchema = z.object({
   tracking: z.object({
     /** Message tracking log (JSON lines); "" disables it. */
     path: z.string().default('./var/log/tracking.log'),
+    /** Keep a search index of the log (GET /track, `tandem track`, the console's Tracking page). */
+    search: z.boolean().default(true),
+    /** The node's search index of its log (SQLite); default `<path>.<node id>.index.db`. Rebuilt from the log if lost. */
+    index: z.string().optional(),
+    /** Index rows and rotated log files older than this are deleted; 0 = kept forever. */
+    max_age: duration('30d'),
+    /** Rotate the log when it reaches this size (<path>.1, .2, …); 0 = never (logrotate's job). */
+    rotate_size: size('0'),
+    /** Rotated log files kept. */
+    rotate_keep: z.number().int().min(1).max(1000).default(10),
   }).strict().default({}),
   admin: z.object({
     listen: hostPort().optional(),
     /** Bearer token for the admin API; without it only loopback clients may use it. */
     token: z.string().optional(),
+    /** HTTPS for the admin API and the console (PEM files); ca: the CA that signed the peers' certificates. */
+    tls: z.object({ cert: z.string(), key: z.string(), ca: z.string().optional() }).strict().optional(),
+    /** The web console (docs/console.md): its users besides the admin token, and session lifetime. */
+    console: z.object({
+      enabled: z.boolean().default(true),
+      users: z.array(z.object({
+        name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'user names are 1-64 characters: letters, digits, ".", "_", "@", "-"'),
+        /** scrypt hash from `tandem passwd hash`. */
+        password: z.string().startsWith('scrypt$', 'use a hash from `tandem passwd hash` (scrypt$...)'),
+        role: z.enum(['operator', 'read-only']).default('read-only'),
+      }).strict()).default([]),
+      /** A session ends this long after its last request. */
+      session_idle: duration('30m'),
+      /** … and at most this long after login. */
+      session_max: duration('12h'),
+    }).strict().default({}),
   }).strict().default({}),
   cluster: z.object({
     /** Every node of the cluster, in order (the takeover order after the partner). */

@@ -36,6 +36,7 @@ import { resolveListeners, createClientLimits, createAuthThrottle, createSenderA
 import type { ClientLimits } from '../receiver/client-limits.ts';
 import { SpoolSpace } from '../receiver/protocol-checks.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
+import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
@@ -67,6 +68,8 @@ export class TandemNode {
   spool!: Spool;
   router!: TableRouter | DirectoryRouter;
   tracking!: TrackingLog;
+  /** Search over the tracking log (undefined when tracking.path is ""). */
+  tracker?: Tracker;
   /** The first listener's address. */
   smtpAddress?: { host: string; port: number };
   /** Every listener's address by name. */
@@ -185,11 +188,20 @@ export class TandemNode {
       log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
     }
     if (c.admin.listen) {
-      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token);
+      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token, c.admin.tls);
       this.admin = server;
       this.adminAddress = address;
     }
     this.state = 'ready';
+    if (c.tracking.path && c.tracking.search) {
+      // the search index is a convenience, opened once the node serves (it is no part of start-up
+      // timing); a node whose index cannot be opened runs without it. /track answers 404 meanwhile.
+      try {
+        this.tracker = new Tracker(c, () => this.tracking.reopen(), (msg) => log.warn({ event: 'tracking-index-failed', err: msg }, `tracking index: ${msg}`));
+      } catch (err) {
+        log.error({ event: 'tracking-index-failed', err: String(err) }, `cannot open the tracking index (tracking search is off on this node): ${err}`);
+      }
+    }
     log.info({
       event: 'ready', pid: process.pid, host: os.hostname(),
       smtp: fmt(this.smtpAddress!), listeners: Object.fromEntries(Object.entries(this.listenerAddresses).map(([k, v]) => [k, fmt(v)])),
@@ -317,6 +329,7 @@ export class TandemNode {
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();
+    await this.tracker?.close();
     if (this.router instanceof DirectoryRouter) await this.router.close();
     await this.lock?.release();
     this.logger.info({ event: 'stopped' }, 'stopped');

@@ -10,6 +10,7 @@
  *                whole process group: its secondaries die with it, as in a machine crash),
  *                node(id), status(id) (GET /cluster), waitFor(id, what, pred), trackingEvents()
  *   clusterNodeIds(n)  ["a", "b", ...]
+ * status() sends the admin token when `extra.admin.token` sets one.
  * What can go wrong: a node that does not start (the error carries its output; each node's log
  * is also in <dir>/<id>.out); status() of a dead node rejects.
  */
@@ -125,7 +126,8 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
     node: (id) => running.get(id),
     async status(id) {
       const a = addresses.get(id)!;
-      const res = await fetch(`http://${fmt(a.admin)}/cluster`);
+      const token = (opts.extra?.admin as { token?: string } | undefined)?.token;
+      const res = await fetch(`http://${fmt(a.admin)}/cluster`, token ? { headers: { authorization: `Bearer ${token}` } } : {});
       if (!res.ok) throw new Error(`GET /cluster on ${id}: HTTP ${res.status}`);
       return res.json();
     },
