@@ -34,6 +34,7 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader } from './received-header.ts';
 import { installProxyFront } from './proxy-front.ts';
+import { installGreetingDelay, GREETING_DELAY_OPTION } from './greeting-delay.ts';
 import { headerEnd, findHeader, countHeader, HeaderCollector } from '../util/message-headers.ts';
 
 /** What the node's state allows the listener to do. */
@@ -157,6 +158,9 @@ export class SmtpReceiver {
       },
     });
     (this.server.options as { tandem?: boolean }).tandem = true;
+    // smtp.greeting_delay: smtp-server's fixed 100 ms early-talker pause, made a setting
+    if (installGreetingDelay()) (this.server.options as unknown as Record<string, unknown>)[GREETING_DELAY_OPTION] = c.greeting_delay;
+    else deps.logger.warn('smtp.greeting_delay has no effect with this smtp-server version (it keeps its own 100 ms pause)');
     installProxyFront(this.server.server, c.proxy_protocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }
