@@ -6,7 +6,10 @@
  *   REPO_ROOT                   the repository's root folder (with a trailing slash)
  *   DIST_CLI                    dist/cli/main.js
  *   cliArgs(): string[]         node's arguments to run the CLI: [DIST_CLI], after checking
- *                               that dist/ is not older than src/ (throws if it is)
+ *                               that dist/ is not older than src/ (throws if it is).
+ *                               TANDEM_RUN_SOURCES=1 in the environment: the TypeScript sources
+ *                               through tsx instead (as before the build existed), for a
+ *                               benchmark's before/after only (e.g. bench/failover.ts)
  *
  * `npm run build` (run by `prepare` at npm ci, and by test/run.sh before the tests) writes
  * dist/.built last. Stale means a source file (not a test), package.json or a tsconfig is newer
@@ -34,6 +37,7 @@ function newestSource(dir: string): { file: string; mtimeMs: number } {
 let checked = false;
 
 export function cliArgs(): string[] {
+  if (process.env.TANDEM_RUN_SOURCES === "1") return ["--import", "tsx", join(REPO_ROOT, "src/cli/main.ts")];
   if (!checked) {
     let built: number;
     try {
