@@ -11,14 +11,15 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { trackProcesses, spawnProcess } from './harness/procs.ts';
 import { freePort } from './harness/ports.ts';
-import { CLI_MAIN, REPO_ROOT } from './harness/node.ts';
+import { REPO_ROOT } from './harness/node.ts';
+import { cliArgs } from './harness/build.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
 
 test('the queue command the demo prints works against the running demo', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-demo-'));
-  const demo = await spawnProcess(process.execPath, ['--import', 'tsx', CLI_MAIN, 'demo', '--dir', dir, '--listen', `127.0.0.1:${await freePort()}`, '--admin', `127.0.0.1:${await freePort()}`], {
+  const demo = await spawnProcess(process.execPath, [...cliArgs(), 'demo', '--dir', dir, '--listen', `127.0.0.1:${await freePort()}`, '--admin', `127.0.0.1:${await freePort()}`], {
     cwd: REPO_ROOT, name: 'tandem-demo', readyMatch: (j) => j.event === 'ready', readyTimeoutMs: 60_000,
   });
   const line = await demo.waitForLine((l) => /^\s*queue:\s/.test(l.text), 30_000);

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses, spawnProcess } from './harness/procs.ts';
 import { freePort, parseHostPort } from './harness/ports.ts';
-import { CLI_MAIN, REPO_ROOT } from './harness/node.ts';
+import { cliArgs, REPO_ROOT } from './harness/build.ts';
 import { runCli } from './harness/tandem.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { eventually } from './harness/wait.ts';
@@ -32,7 +32,7 @@ const alive = (pid: number) => {
 test('tandem up: two nodes behind HAProxy deliver to the demo mailboxes; Ctrl-C stops everything', { timeout: 120_000, skip: !existsSync('/usr/sbin/haproxy') && 'HAProxy is not installed (.ci/run installs it)' }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-up-'));
   const listen = `127.0.0.1:${await freePort()}`;
-  const up = await spawnProcess(process.execPath, ['--import', 'tsx', CLI_MAIN, 'up', '--dir', dir, '--listen', listen], {
+  const up = await spawnProcess(process.execPath, [...cliArgs(), 'up', '--dir', dir, '--listen', listen], {
     cwd: REPO_ROOT, name: 'tandem-up', readyMatch: (j) => j.event === 'up', readyTimeoutMs: 60_000,
   });
   const info = up.readyLine!.json as any;

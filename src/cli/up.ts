@@ -34,7 +34,8 @@ import { haproxyConfig } from './haproxy-config.ts';
 import { EXIT } from './exit-codes.ts';
 import { freePort, freeUdpPort } from '../util/free-port.ts';
 
-const CLI_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url));
+// main.js beside the compiled up.js (dist/), main.ts under tsx
+const CLI_MAIN = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './main.ts' : './main.js', import.meta.url));
 
 interface UpOptions { nodes: string; dir: string; listen: string; haproxy: boolean }
 interface Member { id: string; smtp: string; admin: string; heartbeat: string; proc?: ChildProcess }

@@ -4,8 +4,9 @@
  *
  * Exports: SecondaryProcess.
  * The child is forked in this node's process group (a crash of the machine, or a kill of the
- * node's group, takes it down too — which is what the peers' dead_after assumes), with this
- * node's loader (tsx) and a shared stdout/stderr for its JSON log lines.
+ * node's group, takes it down too — which is what the peers' dead_after assumes), running the
+ * same code as the node (compiled dist/ in production, the .ts sources when the node itself runs
+ * under tsx), with a shared stdout/stderr for its JSON log lines.
  * start() resolves when the child reports ready; it rejects if the fork fails, if the child
  * exits first, or after START_TIMEOUT_MS (the child is then killed: a spool on a hanging
  * storage must not keep the takeover pending for ever). stop() asks it to finish the deliveries
@@ -21,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import type { TandemConfig } from '../config/schema.ts';
 import type { SecondaryReport, SecondaryStart } from './secondary-main.ts';
 
-const MAIN = fileURLToPath(new URL('./secondary-main.ts', import.meta.url));
+// secondary-main.js beside the compiled secondary.js (dist/), secondary-main.ts under tsx (tests)
+const MAIN = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './secondary-main.ts' : './secondary-main.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 45_000;
 

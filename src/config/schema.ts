@@ -84,6 +84,8 @@ export const configSchema = z.object({
     max_connections: z.number().int().min(1).max(100000).default(100),
     max_line_length: z.number().int().min(1000).max(1_000_000).default(4096),
     socket_timeout: duration('300s'),
+    /** Pause before the 220 greeting; a client that talks during it gets 421 (0 = greet at once). */
+    greeting_delay: boundedDuration('0s', '0s', '60s'),
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
     /** Table of user → scrypt hash; AUTH is offered only after STARTTLS. */
     auth_passwords: z.string().optional(),

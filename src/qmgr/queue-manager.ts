@@ -31,6 +31,7 @@ import { TempLookupError } from '../util/errors.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
 import { nextBackoff } from './backoff.ts';
+import { RetrySchedule } from './retry-schedule.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 import { applyQueueAction } from './queue-actions.ts';
@@ -72,7 +73,7 @@ interface Entry {
   /** Envelope and message as just committed by the receiver: the first attempt needs no read. */
   fresh?: { envelope: Envelope; message: Buffer };
   busy: boolean;
-  timer?: NodeJS.Timeout;
+  /** When it is due again (its time in the retry schedule, while it has one). */
   nextAttemptAt?: number;
   /** Operator action requested while an attempt was running. */
   after?: 'hold' | 'delete' | 'flush';
@@ -103,9 +104,6 @@ const GATE_POLL_MS = 250;
 /** A message whose file was not where expected is tried again this soon. */
 const RETRY_AFTER_ERROR_MS = 1000;
 
-/** The longest delay setTimeout takes. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /** Ready messages beyond this many are not kept in memory (bounds memory under a backlog). */
 const FRESH_BACKLOG_LIMIT = 1000;
 
@@ -130,10 +128,13 @@ export class QueueManager {
   private readonly now: () => number;
   /** How many messages may be read into memory and worked on at once. */
   private readonly activeLimit: number;
+  /** Retry times of deferred messages, on one timer (not one per message). */
+  private readonly retries: RetrySchedule<string>;
 
   constructor(private readonly deps: QueueManagerDeps) {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
     this.now = deps.now ?? Date.now;
+    this.retries = new RetrySchedule(this.now, (id) => this.retryDue(id));
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
   }
 
@@ -224,7 +225,7 @@ export class QueueManager {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.gatePoll);
-    for (const e of this.entries.values()) if (e.timer) clearTimeout(e.timer);
+    this.retries.clear();
     await this.scanning;
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
@@ -266,8 +267,7 @@ export class QueueManager {
 
   /** Put a message in the ready queue now (once), cancelling its retry timer. */
   private makeReady(id: string, e: Entry): void {
-    if (e.timer) clearTimeout(e.timer);
-    e.timer = undefined;
+    this.retries.delete(id);
     e.nextAttemptAt = undefined;
     if (e.queued) return;
     e.queued = true;
@@ -328,8 +328,7 @@ export class QueueManager {
   }
 
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
-    if (e.timer) clearTimeout(e.timer);
-    e.timer = undefined;
+    this.retries.delete(queueId);
     if (e.queued) this.ready.remove((id) => id === queueId);
     e.queued = false;
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'hold', queueId, e.state, 'admin-api');
@@ -337,7 +336,7 @@ export class QueueManager {
   }
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
-    if (e.timer) clearTimeout(e.timer);
+    this.retries.delete(queueId);
     if (e.queued) this.ready.remove((id) => id === queueId);
     e.queued = false;
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
@@ -406,16 +405,16 @@ export class QueueManager {
 
   private schedule(id: string, e: Entry, at: number): void {
     if (this.stopping) return;
-    if (e.timer) clearTimeout(e.timer);
     e.nextAttemptAt = at;
-    // setTimeout fires at once for delays past 2^31-1 ms (24.8 days): wake up early instead
-    e.timer = setTimeout(() => {
-      e.timer = undefined;
-      if (this.now() < at) return this.schedule(id, e, at);
-      this.makeReady(id, e);
-      this.pump();
-    }, Math.min(MAX_TIMER_MS, Math.max(0, at - this.now())));
-    e.timer.unref?.();
+    this.retries.set(id, at);
+  }
+
+  /** A retry time has come (retries: one timer for every deferred message). */
+  private retryDue(id: string): void {
+    const e = this.entries.get(id);
+    if (!e) return;
+    this.makeReady(id, e);
+    this.pump();
   }
 
   /** One delivery attempt of one message. */

@@ -48,6 +48,7 @@ import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader, receivedProtocol } from './received-header.ts';
 import { normaliseOrcptInCommand, parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
+import { installGreetingDelay, GREETING_DELAY_OPTION } from './greeting-delay.ts';
 import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
 import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
 import type { RspamdFilter } from './content-filter.ts';
@@ -227,6 +228,9 @@ export class SmtpReceiver {
       },
     });
     Object.assign(this.server.options, { tandem: true, tandemGuard: this.guard });
+    // smtp.greeting_delay: smtp-server's fixed 100 ms early-talker pause, made a setting
+    if (installGreetingDelay()) (this.server.options as unknown as Record<string, unknown>)[GREETING_DELAY_OPTION] = c.greeting_delay;
+    else deps.logger.warn('smtp.greeting_delay has no effect with this smtp-server version (it keeps its own 100 ms pause)');
     installProxyFront(this.server.server, listener.proxyProtocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }

@@ -1,5 +1,6 @@
 /*
- * node.ts - write a Tandem node config and start a node (`src/cli/main.ts start`) as a process.
+ * node.ts - write a Tandem node config and start a node (`tandem start`, the compiled dist/ as
+ * in production: build.ts) as a process.
  *
  * Exports:
  *   defaultNodeConfig(dir): ConfigTree        the minimal config for one node under dir
@@ -19,10 +20,10 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { parseHostPort, type HostPort } from "./ports.ts";
 import { spawnProcess, type Proc } from "./procs.ts";
+import { cliArgs, REPO_ROOT } from "./build.ts";
 
 export type ConfigTree = { [key: string]: unknown };
 
@@ -50,8 +51,7 @@ export interface RunningNode {
   stop(timeoutMs?: number): ReturnType<Proc["stop"]>;
 }
 
-export const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-export const CLI_MAIN = join(REPO_ROOT, "src/cli/main.ts");
+export { REPO_ROOT };
 
 /** The minimal one-node config; relay.host must come from the caller (a sink, another node). */
 export function defaultNodeConfig(dir: string): ConfigTree {
@@ -92,7 +92,7 @@ export function writeNodeConfig(dir: string, overrides: ConfigTree = {}, base: C
 
 /** Starts `tandem start` and waits for its ready line. */
 export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
-  const args = ["--import", "tsx", CLI_MAIN, "start", "--config", opts.config, "--listen", opts.listen ?? "127.0.0.1:0"];
+  const args = [...cliArgs(), "start", "--config", opts.config, "--listen", opts.listen ?? "127.0.0.1:0"];
   if (opts.nodeId) args.push("--node-id", opts.nodeId);
   if (opts.spool) args.push("--spool", opts.spool);
   if (opts.relayHost) args.push("--relay-host", opts.relayHost);

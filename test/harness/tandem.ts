@@ -2,20 +2,18 @@
  * test/harness/tandem.ts — run the `tandem` CLI to completion and write lookup tables, for
  * process-level tests (nodes themselves are started with node.ts).
  *
- * Exports: runCli, writeTables, CLI.
+ * Exports: runCli, writeTables. The CLI runs compiled (dist/, see build.ts), as bin/tandem does.
  */
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-export const CLI = path.join(REPO, 'src/cli/main.ts');
+import { cliArgs, REPO_ROOT as REPO } from './build.ts';
 
 /** Run a tandem CLI command to completion: exit code, stdout, stderr. */
 export function runCli(args: string[], opts: { stdin?: string; timeoutMs?: number; env?: Record<string, string> } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
+    const child = spawn(process.execPath, [...cliArgs(), ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));

@@ -1,0 +1,227 @@
+/*
+ * smtp-source.ts - Tandem against Postfix, driven by Postfix's own load tools, in one run:
+ *   smtp-source -> relay (Tandem | Postfix) -> smtp-sink
+ *
+ *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
+ *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--keep]
+ *
+ * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
+ * it every message has its own TCP connection, smtp-source's default and how most clients hand
+ * mail to a relay). Each relay has its own smtp-sink (-c counter) as the next hop, and all of
+ * them stay up for the whole run; the repeats are the outer loop and the relays alternate inside
+ * each case, so a drift of the machine's speed hits them alike. `--old-greeting` adds a second
+ * Tandem with smtp.greeting_delay 100ms: smtp-server's fixed pause before Tandem made it a
+ * setting (the before/after of the greeting change in the same run).
+ * Figures per run:
+ *   accepted/s   N / time until smtp-source exits (every message got its 250)
+ *   delivered/s  N / time until the relay's smtp-sink has counted all N (end to end)
+ *   CPU us/msg   utime+stime of the relay's process group during the run / N
+ * Printed: every run, then a table of medians per case with each Tandem/Postfix ratio beside,
+ * then one JSON line {"bench":"smtp-source",...}. Needs root, the Debian postfix package
+ * (smtp-source, smtp-sink, postfix). The machine's speed drifts on shared VMs: compare within
+ * one run only. Exits non-zero if a run did not complete.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { startNode, writeNodeConfig } from "../test/harness/node.ts";
+import { freePort, formatHostPort, type HostPort } from "../test/harness/ports.ts";
+import { trackProcesses, type Proc } from "../test/harness/procs.ts";
+import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
+import { groupCpuSeconds, machineInfo } from "./procstat.ts";
+
+interface Case { sessions: number; bytes: number; reuse: boolean }
+interface Run { relay: string; c: Case; rep: number; acceptPerSec: number; deliverPerSec: number; cpuUsPerMsg: number; ok: boolean }
+interface Relay { name: string; smtp: HostPort; proc: Proc; sink: SmtpSink; stop(): Promise<void> }
+
+function log(text: string): void {
+  process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
+}
+
+/** Postfix's smtp-sink with its -c counter ("...mesg=N\r" per event), in its own process group. */
+class SmtpSink {
+  count = 0;
+  private waiters: Array<() => void> = [];
+  private constructor(readonly child: ChildProcess, readonly address: HostPort) {
+    let part = "";
+    child.stdout!.setEncoding("latin1").on("data", (d: string) => {
+      const text = part + d;
+      const i = text.lastIndexOf("\r");
+      if (i < 0) { part = text; return; }
+      part = text.slice(i + 1);
+      const m = /mesg=(\d+)[^\r]*$/.exec(text.slice(0, i));
+      if (m) this.count = Number(m[1]);
+      for (const w of this.waiters.splice(0)) w();
+    });
+  }
+  static async start(): Promise<SmtpSink> {
+    const address = { host: "127.0.0.1", port: await freePort("127.0.0.1") };
+    const child = spawn("smtp-sink", ["-c", "-u", "nobody", formatHostPort(address), "1000"], { detached: true, stdio: ["ignore", "pipe", "inherit"] });
+    const sink = new SmtpSink(child, address);
+    await new Promise<void>((resolve, reject) => {
+      child.once("error", reject);
+      child.once("exit", (code) => reject(new Error(`smtp-sink exited (${code})`)));
+      child.once("spawn", resolve);
+    });
+    // the sink is ready once it accepts: wait until a connection succeeds
+    for (let i = 0; ; i++) {
+      const ok = await new Promise<boolean>((resolve) => {
+        import("node:net").then(({ connect }) => {
+          const s = connect(address.port, address.host, () => { s.destroy(); resolve(true); });
+          s.once("error", () => resolve(false));
+        });
+      });
+      if (ok) break;
+      if (i > 100) throw new Error("smtp-sink does not accept connections");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return sink;
+  }
+  /** Resolves when the counter reaches n; false after timeoutMs. */
+  waitFor(n: number, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (this.count >= n) return resolve(true);
+        if (Date.now() > deadline) return resolve(false);
+        this.waiters.push(check);
+        setTimeout(check, 200).unref();
+      };
+      check();
+    });
+  }
+  stop(): void {
+    try { process.kill(-this.child.pid!, "SIGTERM"); } catch { /* gone */ }
+  }
+}
+
+function smtpSource(target: HostPort, n: number, c: Case): Promise<number> {
+  const args = [...(c.reuse ? ["-d"] : []), "-s", String(c.sessions), "-m", String(n), "-l", String(c.bytes), "-f", "a@example.org", "-t", "b@example.net", formatHostPort(target)];
+  return new Promise((resolve, reject) => {
+    const child = spawn("smtp-source", args, { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    child.stderr!.on("data", (d) => { err += d; });
+    child.once("error", reject);
+    child.once("exit", (code) => {
+      if (err.trim()) log(`smtp-source: ${err.trim().split("\n").slice(-3).join(" | ")}`);
+      resolve(code ?? -1);
+    });
+  });
+}
+
+async function runOne(relay: Relay, c: Case, n: number, rep: number): Promise<Run> {
+  const base = relay.sink.count;
+  const cpu0 = groupCpuSeconds(relay.proc.pid);
+  const t0 = performance.now();
+  const code = await smtpSource(relay.smtp, n, c);
+  const acceptS = (performance.now() - t0) / 1000;
+  const delivered = await relay.sink.waitFor(base + n, 60_000 + n * 50);
+  const deliverS = (performance.now() - t0) / 1000;
+  const cpu = groupCpuSeconds(relay.proc.pid) - cpu0;
+  const run: Run = { relay: relay.name, c, rep, acceptPerSec: Math.round(n / acceptS), deliverPerSec: Math.round(n / deliverS), cpuUsPerMsg: Math.round((cpu * 1e6) / n), ok: code === 0 && delivered };
+  log(`${relay.name.padEnd(13)} ${caseName(c).padEnd(14)} rep ${rep}: accepted ${run.acceptPerSec}/s delivered ${run.deliverPerSec}/s CPU ${run.cpuUsPerMsg} us/msg${run.ok ? "" : ` NOT OK (smtp-source exit ${code}, sink ${relay.sink.count - base}/${n})`}`);
+  return run;
+}
+
+const caseName = (c: Case): string => `${c.sessions}x${c.bytes}${c.reuse ? " -d" : ""}`;
+
+function parseCases(text: string): Case[] {
+  return text.split(",").map((t) => {
+    const [s, b, d] = t.split(":");
+    const c = { sessions: Number(s), bytes: Number(b), reuse: d === "d" };
+    if (!Number.isInteger(c.sessions) || c.sessions < 1 || !Number.isInteger(c.bytes) || c.bytes < 1 || (d !== undefined && d !== "d")) throw new Error(`bad case "${t}": SESSIONS:BYTES[:d]`);
+    return c;
+  });
+}
+
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : Math.round((s[s.length / 2 - 1] + s[s.length / 2]) / 2);
+};
+
+function printTable(runs: Run[], cases: Case[], relays: string[]): Record<string, unknown>[] {
+  const rows: Record<string, unknown>[] = [];
+  const head = ["case", ...relays.flatMap((r) => [`${r} deliv/s`, `${r} CPU us`]), ...relays.filter((r) => r !== "postfix").map((r) => `${r}/postfix`)];
+  const cells: string[][] = [head];
+  for (const c of cases) {
+    const fig: Record<string, { deliver: number; accept: number; cpu: number }> = {};
+    for (const r of relays) {
+      const ok = runs.filter((x) => x.relay === r && caseName(x.c) === caseName(c) && x.ok);
+      fig[r] = ok.length ? { deliver: median(ok.map((x) => x.deliverPerSec)), accept: median(ok.map((x) => x.acceptPerSec)), cpu: median(ok.map((x) => x.cpuUsPerMsg)) } : { deliver: NaN, accept: NaN, cpu: NaN };
+    }
+    const ratios = relays.filter((r) => r !== "postfix").map((r) => Math.round((fig[r].deliver / fig.postfix.deliver) * 100) / 100);
+    cells.push([caseName(c), ...relays.flatMap((r) => [String(fig[r].deliver), String(fig[r].cpu)]), ...ratios.map((x) => `${x}x`)]);
+    rows.push({ case: caseName(c), ...fig });
+  }
+  const widths = head.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
+  for (const row of cells) console.log(row.map((x, i) => x.padEnd(widths[i])).join("  "));
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      messages: { type: "string", default: "3000" },
+      repeats: { type: "string", default: "2" },
+      cases: { type: "string", default: "20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096" },
+      "old-greeting": { type: "boolean", default: false },
+      keep: { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const n = Number(values.messages);
+  const repeats = Number(values.repeats);
+  const cases = parseCases(values.cases);
+  const avail = postfixAvailability();
+  if (!avail.ok) throw new Error(`Postfix cannot run here: ${avail.reason}`);
+  const machine = machineInfo();
+  log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}`);
+  const procs = trackProcesses();
+  const root = mkdtempSync(join(tmpdir(), "tandem-bench-"));
+  chmodSync(root, 0o755); // Postfix's daemons (user postfix) must reach their queue inside
+  const relays: Relay[] = [];
+  const sinks: SmtpSink[] = [];
+  const runs: Run[] = [];
+  try {
+    const tandem = async (name: string, smtp: Record<string, unknown>): Promise<Relay> => {
+      const sink = await SmtpSink.start();
+      sinks.push(sink);
+      const dir = join(root, name);
+      const config = writeNodeConfig(dir, { relay: { host: formatHostPort(sink.address) }, smtp });
+      const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log") });
+      log(`${name}: pid ${node.proc.pid}, SMTP on ${formatHostPort(node.smtp)}`);
+      return { name, smtp: node.smtp, proc: node.proc, sink, stop: async () => void (await node.stop()) };
+    };
+    relays.push(await tandem("tandem", {}));
+    if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
+    const pfSink = await SmtpSink.start();
+    sinks.push(pfSink);
+    const pf = await startPostfixRelay({ dir: join(root, "postfix"), relayHost: pfSink.address });
+    log(`postfix: master pid ${pf.proc.pid}, SMTP on ${formatHostPort(pf.smtp)}`);
+    relays.push({ name: "postfix", smtp: pf.smtp, proc: pf.proc, sink: pfSink, stop: () => pf.stop() });
+
+    log("warm-up (not recorded)");
+    for (const r of relays) await runOne(r, { sessions: 20, bytes: 4096, reuse: false }, Math.min(n, 1000), 0);
+    for (let rep = 1; rep <= repeats; rep++) {
+      for (const c of cases) for (const r of relays) runs.push(await runOne(r, c, n, rep));
+    }
+  } finally {
+    for (const r of relays) await r.stop().catch(() => undefined);
+    for (const s of sinks) s.stop();
+    await procs.stopAll();
+    if (values.keep) log(`kept ${root}`);
+    else rmSync(root, { recursive: true, force: true });
+  }
+  console.log(`\nsmtp-source -> relay -> smtp-sink: ${n} messages a run, ${repeats} repeats, medians of the runs that completed`);
+  console.log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}\n`);
+  const rows = printTable(runs, cases, relays.map((r) => r.name));
+  console.log(JSON.stringify({ bench: "smtp-source", messages: n, repeats, machine, rows, runs }));
+  if (runs.some((r) => !r.ok)) process.exitCode = 1;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench/smtp-source: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
