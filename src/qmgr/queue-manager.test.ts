@@ -3,7 +3,7 @@
  * per-recipient state survives a restart (or a takeover by another process), backoff, expiry,
  * DSNs (never to the null sender), hold/release/delete.
  */
-import { test } from 'node:test';
+import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -18,6 +18,13 @@ import type { Router } from '../router/types.ts';
 import type { Envelope } from '../spool/types.ts';
 
 type Verdict = 'delivered' | 'deferred' | 'failed' | 'unreachable';
+
+/** Managers made by setup(): stopped after each test even when it fails, so no timer keeps the file running. */
+const running = new Set<QueueManager>();
+afterEach(async () => {
+  await Promise.all([...running].map((q) => q.stop()));
+  running.clear();
+});
 
 function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s, mayDeliver?: () => boolean) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
@@ -46,6 +53,7 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
     const spool = wrapSpool(await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' }));
     const tracking = new TrackingLog(trackFile, 'q');
     const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }), ...(mayDeliver ? { mayDeliver } : {}) });
+    running.add(qmgr);
     return { spool, qmgr };
   };
   return { dir, jobs, attempts, make, track: () => readTrackingLog(trackFile) };
