@@ -25,6 +25,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
 import { listQueue, showQueued } from './queue-listing.ts';
 import { isSafeQueueId } from '../spool/index.ts';
+import { NoSuchMessageError } from '../util/errors.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = Fastify({ logger: false });
@@ -72,7 +73,7 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       const result = name === 'hold' ? await node.qmgr.hold(id) : name === 'release' ? await node.qmgr.release(id) : await node.qmgr.remove(id);
       return { queueId: id, result };
     } catch (err) {
-      if ((err as any).code === 'ENOMSG') return reply.code(404).send({ error: (err as Error).message });
+      if (err instanceof NoSuchMessageError) return reply.code(404).send({ error: err.message });
       throw err;
     }
   };

@@ -10,6 +10,7 @@ import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig } from '../config/load.ts';
+import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 
 export async function checkConfig(file: string): Promise<{ ok: boolean; lines: string[] }> {
@@ -52,7 +53,7 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
   }
   await step(`spool root ${c.spool.root} is writable (or can be created)`, async () => {
     try { await access(c.spool.root, constants.W_OK); } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!isErrno(e, 'ENOENT')) throw e;
     }
   });
   if (c.cluster) {

@@ -26,6 +26,7 @@ import { checkConfig } from './config-check.ts';
 import { prepareDemo } from './demo.ts';
 import { hashPassword } from '../router/index.ts';
 import { EXIT } from './exit-codes.ts';
+import { SpoolLockedError } from '../spool/index.ts';
 import { runClusterStatus, runClusterAction } from './cluster-command.ts';
 import { runUp } from './up.ts';
 import { runDirCommand } from './dir-command.ts';
@@ -186,7 +187,7 @@ async function runNode(config: Awaited<ReturnType<typeof loadConfig>>): Promise<
     node = await TandemNode.start(config, logger);
   } catch (err) {
     logger.fatal({ event: 'start-failed', err: String((err as Error)?.message ?? err) }, `cannot start: ${(err as Error)?.message ?? err}`);
-    process.exitCode = (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
+    process.exitCode = err instanceof SpoolLockedError ? EXIT.TEMPFAIL : EXIT.FAILED;
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }

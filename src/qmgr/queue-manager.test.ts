@@ -13,6 +13,7 @@ import { QueueManager } from './queue-manager.ts';
 import { Spool } from '../spool/index.ts';
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog, readTrackingLog } from '../track/tracking-log.ts';
+import { NoSuchMessageError } from '../util/errors.ts';
 import type { Channel, DeliveryJob, RecipientResult } from '../channels/types.ts';
 import type { Router } from '../router/types.ts';
 import type { Envelope } from '../spool/types.ts';
@@ -168,7 +169,7 @@ test('hold keeps a message from delivery until release; delete removes it withou
   assert.match(await qmgr.remove(env2.queueId), /^(deleted|pending)$/);
   await until('deleted', async () => (await spool.find(env2.queueId)) === undefined);
   assert.ok(!t.jobs.some((j) => j.sender === ''), 'no DSN for an operator delete');
-  await assert.rejects(qmgr.hold('NOPE.X.q'), /no message/);
+  await assert.rejects(qmgr.hold('NOPE.X.q'), (err: unknown) => err instanceof NoSuchMessageError && err.code === 'QUEUE_NO_SUCH_MESSAGE' && /no message/.test(err.message));
   await qmgr.stop();
 });
 

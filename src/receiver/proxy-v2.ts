@@ -19,6 +19,7 @@
  * Reads no config keys.
  */
 import ipaddr from 'ipaddr.js';
+import { TandemError } from '../util/errors.ts';
 
 /** The 12 bytes every v2 header starts with. */
 export const PROXY_V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -28,7 +29,7 @@ export type ProxyHeaderErrorCode =
   | 'PROXY_SIGNATURE' | 'PROXY_VERSION' | 'PROXY_COMMAND' | 'PROXY_FAMILY' | 'PROXY_LENGTH' | 'PROXY_V1_SYNTAX';
 
 /** A PROXY header that cannot be accepted; the connection must be closed. */
-export class ProxyHeaderError extends Error {
+export class ProxyHeaderError extends TandemError {
   constructor(readonly code: ProxyHeaderErrorCode, message: string) {
     super(message);
     this.name = 'ProxyHeaderError';

@@ -27,6 +27,7 @@
 import type { RecipientResolution, Route } from './types.ts';
 import { parseAddress, type ParsedAddress } from './tables/address.ts';
 import { transportLookupKeys, type TransportSpec } from './tables/transport.ts';
+import { TandemError } from '../util/errors.ts';
 
 export type DomainKind = 'local' | 'relay';
 
@@ -67,7 +68,9 @@ export interface ResolverOptions {
 }
 
 /** Thrown inside expansion to stop it; turned into {type:'invalid'}. */
-class ExpansionLimit extends Error {}
+class ExpansionLimit extends TandemError {
+  readonly code = 'ROUTE_EXPANSION_LIMIT';
+}
 
 /** Resolve a RCPT address over `source` (see header). */
 export async function resolveRecipientWith(source: RoutingSource, opts: ResolverOptions, address: string): Promise<RecipientResolution> {

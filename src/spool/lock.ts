@@ -22,6 +22,7 @@ import { join } from 'node:path';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { isErrno } from '../util/errno.ts';
+import { TandemError } from '../util/errors.ts';
 
 export interface SpoolLockInfo {
   pid: number;
@@ -29,7 +30,8 @@ export interface SpoolLockInfo {
   startedAt: number;
 }
 
-export class SpoolLockedError extends Error {
+export class SpoolLockedError extends TandemError {
+  readonly code = 'SPOOL_LOCKED';
   readonly pid: number;
   readonly hostname: string;
   readonly path: string;

@@ -38,9 +38,11 @@ import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
 import { isErrno } from '../util/errno.ts';
+import { TandemError } from '../util/errors.ts';
 
 /** A queue file that failed its self-check; it belongs in corrupt/. */
-export class CorruptQueueFileError extends Error {
+export class CorruptQueueFileError extends TandemError {
+  readonly code = 'SPOOL_CORRUPT_QUEUE_FILE';
   readonly queueId: string;
   readonly path: string;
   readonly reason: string;

@@ -22,7 +22,7 @@
  * the message says which), Error for a bad argument.
  * Config keys (passed in): directory.base_dn, local.maildir_root (import).
  */
-import { Attribute, Change, NoSuchObjectError, type Entry } from 'ldapts';
+import { AlreadyExistsError, Attribute, Change, NoSuchObjectError, type Entry } from 'ldapts';
 import { parseAddress, normalizeDomain } from '../tables/address.ts';
 import { parseTransportValue } from '../tables/transport.ts';
 import { loadTableEntries, type TableEntry } from '../tables/table-file.ts';
@@ -73,7 +73,7 @@ export class DirectoryAdmin {
           await c.add(dn, attrs);
           return true;
         } catch (err) {
-          if ((err as Error).name === 'AlreadyExistsError') return false;
+          if (err instanceof AlreadyExistsError) return false;
           throw err;
         }
       })) created.push(dn);
@@ -115,7 +115,7 @@ export class DirectoryAdmin {
         try {
           return (await c.search(`ou=${OU[k]},${this.baseDn}`, { scope: 'one', attributes: ['*'], paged: true })).searchEntries;
         } catch (err) {
-          if ((err as Error).name === 'NoSuchObjectError') return [];
+          if (err instanceof NoSuchObjectError) return [];
           throw err;
         }
       });

@@ -29,6 +29,7 @@
  */
 import { Client, ResultCodeError, UnavailableError, BusyError } from 'ldapts';
 import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
+import { TandemError } from '../../util/errors.ts';
 
 export type DirectoryRole = 'master' | 'shadow';
 
@@ -80,7 +81,7 @@ export interface DirectoryServerStatus {
 }
 
 /** No directory server answered a read. */
-export class DirectoryUnavailableError extends Error {
+export class DirectoryUnavailableError extends TandemError {
   readonly code = 'DIRECTORY_UNAVAILABLE';
   constructor(message: string) {
     super(message);
@@ -89,7 +90,7 @@ export class DirectoryUnavailableError extends Error {
 }
 
 /** No master is reachable for a write: retry later. */
-export class DirectoryMasterUnavailableError extends Error {
+export class DirectoryMasterUnavailableError extends TandemError {
   readonly code = 'DIRECTORY_MASTER_UNAVAILABLE';
   constructor(detail: string) {
     super(`directory master unavailable — retry later (${detail})`);
@@ -98,7 +99,7 @@ export class DirectoryMasterUnavailableError extends Error {
 }
 
 /** The master refused a write (entry exists, no such entry, schema violation, access). */
-export class DirectoryWriteError extends Error {
+export class DirectoryWriteError extends TandemError {
   readonly code = 'DIRECTORY_WRITE_REFUSED';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -107,7 +108,7 @@ export class DirectoryWriteError extends Error {
 }
 
 /** A write was sent to a master that then did not answer: it may or may not have been applied. */
-export class DirectoryWriteOutcomeUnknownError extends Error {
+export class DirectoryWriteOutcomeUnknownError extends TandemError {
   readonly code = 'DIRECTORY_WRITE_OUTCOME_UNKNOWN';
   constructor(readonly url: string, options?: { cause?: unknown }) {
     super(`outcome unknown on master ${url} — check and retry (the change was sent but no answer came: ${(options?.cause as Error | undefined)?.message ?? 'no answer'}; look with tandem dir list before repeating it)`, options);
@@ -116,7 +117,8 @@ export class DirectoryWriteOutcomeUnknownError extends Error {
 }
 
 /** The operation never reached the server: connect or bind failed, or the socket was already gone. */
-class NotSentError extends Error {
+class NotSentError extends TandemError {
+  readonly code = 'DIRECTORY_NOT_SENT';
   constructor(cause: Error) {
     super(cause.message || String(cause), { cause });
     this.name = 'NotSentError';

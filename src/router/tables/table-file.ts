@@ -19,9 +19,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { TandemError } from '../../util/errors.ts';
 
 /** A table line that cannot be used; names the file and the line. */
-export class TableFormatError extends Error {
+export class TableFormatError extends TandemError {
+  readonly code = 'TABLE_FORMAT';
   readonly file: string;
   readonly line: number;
   constructor(file: string, line: number, message: string) {
