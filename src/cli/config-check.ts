@@ -33,7 +33,7 @@ export async function checkConfig(file: string): Promise<{ ok: boolean; lines: s
   };
   await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', async () => {
     const router = await createRouter(c);
-    if ('close' in router) await router.close();
+    await router.close();
   });
   if (c.directory) {
     const pool = await createDirectoryPool(c).catch((err: Error) => err);

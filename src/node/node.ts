@@ -24,8 +24,8 @@ import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock } from '../spool/index.ts';
-import type { TableRouter, NetworkList, PasswordTable } from '../router/index.ts';
-import { DirectoryRouter } from '../router/directory/index.ts';
+import type { NetworkList, PasswordTable } from '../router/index.ts';
+import type { Router } from '../router/types.ts';
 import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
@@ -53,7 +53,7 @@ export class TandemNode {
   /** The old queue manager of a spool lost to a claim, finishing its deliveries in flight. */
   private losing?: Promise<void>;
   spool!: Spool;
-  router!: TableRouter | DirectoryRouter;
+  router!: Router;
   tracking!: TrackingLog;
   smtpAddress?: { host: string; port: number };
   adminAddress?: { host: string; port: number };
@@ -84,8 +84,7 @@ export class TandemNode {
 
   /** Directory servers' state, counters and latency, and the cache counters; undefined without a directory. */
   directoryHealth() {
-    if (!(this.router instanceof DirectoryRouter)) return undefined;
-    return { servers: this.router.pool.status(), cache: this.router.directory.cacheStats() };
+    return this.router.health();
   }
 
   private async init(): Promise<void> {
@@ -103,10 +102,8 @@ export class TandemNode {
         ? log.info({ event: 'directory-server-up', server }, `directory server ${server} is up`)
         : log.warn({ event: 'directory-server-down', server, err: error }, `directory server ${server} is down: ${error}; using the other servers`)),
     });
-    if (this.router instanceof DirectoryRouter) {
-      const router = this.router;
-      this.metrics.watchDirectory(() => router.pool.status(), () => router.directory.cacheStats());
-    }
+    const router = this.router;
+    if (router.health()) this.metrics.watchDirectory(() => router.health()!.servers, () => router.health()!.cache);
     this.relayNetworks = await loadRelayNetworks(c);
     this.passwords = await loadPasswords(c);
     this.channels = new ChannelSet(channelOptions(c));
@@ -257,7 +254,7 @@ export class TandemNode {
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();
-    if (this.router instanceof DirectoryRouter) await this.router.close();
+    await this.router?.close();
     await this.releaseLock?.();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }

@@ -15,6 +15,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
+import type { Router } from '../router/types.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
 
 type Warn = (msg: string, fields?: object) => void;
@@ -23,7 +24,7 @@ type Warn = (msg: string, fields?: object) => void;
 export type DirectoryHooks = Pick<DirectoryPoolOptions, 'onRequest' | 'onStateChange'>;
 
 /** The table router, or with directory: configured the directory router (tables first). */
-export async function createRouter(c: TandemConfig, warn?: Warn, hooks: DirectoryHooks = {}): Promise<TableRouter | DirectoryRouter> {
+export async function createRouter(c: TandemConfig, warn?: Warn, hooks: DirectoryHooks = {}): Promise<Router> {
   const tables = await createTableRouter(c, warn);
   if (!c.directory) return tables;
   const pool = await createDirectoryPool(c, hooks);

@@ -48,6 +48,8 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
     async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
     async routeAddress(a) { return { type: 'smtp', domain: a.split('@')[1], port: 25, mx: true }; },
     async reload() {},
+    health() { return undefined; },
+    async close() {},
   };
   const trackFile = path.join(dir, 'track.log');
   const make = async () => {

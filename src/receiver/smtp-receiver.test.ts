@@ -31,6 +31,8 @@ const router: Router = {
   },
   async routeAddress() { return { type: 'maildir', path: '/nowhere' }; },
   async reload() {},
+  health() { return undefined; },
+  async close() {},
 };
 
 function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}, acceptState: () => AcceptState = () => ({ type: 'accepting' })) {

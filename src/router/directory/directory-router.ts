@@ -17,7 +17,7 @@
  * ones on a bad table) and makes the directory cache stale.
  * Config keys: none directly (see wiring.ts).
  */
-import type { RecipientResolution, Route, Router } from '../types.ts';
+import type { RecipientResolution, Route, Router, RouterHealth } from '../types.ts';
 import { resolveRecipientWith, routeAddressWith, type ResolverOptions, type RoutingSource } from '../resolver.ts';
 import type { TableRouter } from '../tables/table-router.ts';
 import type { DirectorySource } from './directory-source.ts';
@@ -74,6 +74,10 @@ export class DirectoryRouter implements Router {
   async reload(): Promise<void> {
     this.directory.expireCache();
     await this.tables?.reload();
+  }
+
+  health(): RouterHealth {
+    return { servers: this.pool.status(), cache: this.directory.cacheStats() };
   }
 
   /** Close the directory connections. */

@@ -111,6 +111,14 @@ export class TableRouter implements Router {
   }
 
   /** The current snapshot as a RoutingSource (for a router that combines tables and directory). */
+  /** No directory here. */
+  health(): undefined {
+    return undefined;
+  }
+
+  /** Nothing held open: the tables are in memory. */
+  async close(): Promise<void> {}
+
   source(): RoutingSource {
     return tableSource(this.data);
   }
