@@ -23,7 +23,7 @@ import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
-import { fsyncDirectory } from '../spool/dirsync.ts';
+import { fsyncDirectory } from '../util/fsync-dir.ts';
 import { headerBlock } from '../util/message-headers.ts';
 
 export interface MaildirChannelOptions {

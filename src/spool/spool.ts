@@ -21,7 +21,6 @@
  * message may be delivered twice; it is never lost once commit() resolved. remove() resolves
  * only when the unlink is durable, so a finished message does not come back after a crash.
  *
- * Exports: Spool, CorruptQueueFileError, QueueFile, QueueEntry, SpoolOptions, SpoolIo.
  * What can go wrong: I/O errors (ENOSPC, EIO, EACCES) are thrown as they are — an environment
  * failure; read() throws CorruptQueueFileError for a damaged file and the ENOENT error for a
  * missing one; an unsafe queue id (path separators, leading dot) throws a plain Error (a bug).
@@ -32,11 +31,12 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirSyncer, fsyncDirectory, type FsyncDir } from './dirsync.ts';
+import { DirSyncer } from './dirsync.ts';
+import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
 import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
-import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
+import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus, type SpoolIo } from './types.ts';
 import { isErrno } from '../util/errno.ts';
 import { TandemError } from '../util/errors.ts';
 
@@ -82,16 +82,6 @@ export interface RecoveredEntry {
   /** Queue file size in bytes. */
   size: number;
   nextAttemptAt?: number;
-}
-
-/** The file operations the spool uses; tests replace some to inject failures. */
-export interface SpoolIo {
-  open(path: string, flags: number, mode?: number): Promise<FileHandle>;
-  rename(from: string, to: string): Promise<void>;
-  unlink(path: string): Promise<void>;
-  readFile(path: string): Promise<Buffer>;
-  readdir(path: string): Promise<string[]>;
-  stat(path: string): Promise<{ size: number; mtimeMs: number }>;
 }
 
 export interface SpoolOptions {
