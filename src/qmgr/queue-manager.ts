@@ -18,7 +18,7 @@
  *
  * The manager needs only a Spool: a secondary process over a dead node's spool runs the same
  * class with no receiver.
- * Reads config keys: queue.*, node.hostname.
+ * Reads config keys: queue.*, node.id, node.hostname (QueueManagerConfig).
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
@@ -35,8 +35,14 @@ import { nextBackoff } from './backoff.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 
+/** The part of the configuration the queue manager reads. */
+export interface QueueManagerConfig {
+  queue: TandemConfig['queue'];
+  node: Pick<TandemConfig['node'], 'id' | 'hostname'>;
+}
+
 export interface QueueManagerDeps {
-  config: TandemConfig;
+  config: QueueManagerConfig;
   spool: Spool;
   router: Router;
   channelFor(route: Route): Channel;
