@@ -1,8 +1,6 @@
 /**
  * maildir.ts — the local delivery channel for {type:'maildir', path} routes.
  *
- * Exports: MaildirChannel, type MaildirChannelOptions, maildirFileName.
- *
  * Delivery protocol (per recipient, one copy each), as the Maildir spec and qmail do it:
  *   1. create path/{tmp,new,cur} if missing (mode 0700);
  *   2. write tmp/<time>.M<micro>P<pid>Q<counter>.<host> (O_EXCL, mode 0600): a

@@ -3,8 +3,6 @@
  * every table it names, the relay networks, the password table and the TLS files, as a start
  * would — without listening or touching the spool. With a directory: section, it binds to
  * every directory server and reads directory.base_dn there (one line per server).
- *
- * Exports: checkConfig → { ok, lines } (lines are what to print).
  */
 import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';

@@ -1,7 +1,6 @@
 /**
  * config/load.ts — read the YAML config file, apply command-line overrides, validate.
  *
- * Exports: loadConfig(path?, overrides?) → TandemConfig, formatConfigError.
  * An error names the key, the value and what is allowed, e.g.
  *   queue.max_lifetime: "5 days" is not a duration; use a number with a unit ...
  * Relative paths in the file are taken relative to the file's folder.

@@ -1,8 +1,8 @@
 /**
  * config/schema.ts — the one documented configuration file, as a zod schema.
  *
- * Exports: configSchema, TandemConfig (the parsed, typed config with units converted:
- * durations in ms, sizes in bytes, addresses as {host, port}).
+ * TandemConfig is the parsed, typed config with units converted: durations in ms, sizes in
+ * bytes, addresses as {host, port}.
  * Every key has a default here and a line in docs/configuration.md; keep both in step.
  */
 import { z } from 'zod';

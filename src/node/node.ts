@@ -2,7 +2,6 @@
  * node/node.ts — one Tandem node: wires config, spool, router, receiver, queue manager,
  * channels, tracking log, metrics and admin API together, and owns their life cycle.
  *
- * Exports: TandemNode, NodeHealth.
  * Start order: spool folders → tracking log → router → relay networks, passwords → channels →
  * (cluster join) → spool lock and queue manager start (tmp/ cleaned; the queue is then scanned
  * in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): no new cluster

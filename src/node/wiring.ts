@@ -3,8 +3,6 @@
  * need from the config, in one place: the router (tables, or directory with tables), the relay
  * networks, the password table and the channel options.
  *
- * Exports: createRouter, createDirectoryPool, DirectoryHooks, loadRelayNetworks, loadPasswords,
- * channelOptions.
  * Reads config keys: tables.*, local.*, relay.*, directory.*, smtp.auth_passwords, node.hostname,
  * delivery.*.
  * With a directory: section createRouter returns a DirectoryRouter over the directory and the

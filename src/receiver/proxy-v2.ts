@@ -2,9 +2,6 @@
  * receiver/proxy-v2.ts — parser of the PROXY protocol version 2 header (HAProxy's
  * `send-proxy-v2`), and its translation into the equivalent version 1 text line.
  *
- * Exports: parseProxyV2, proxyV1Line, isProxyV1Line, PROXY_V2_SIGNATURE, ProxyV2Header,
- * ProxyV2Result, ProxyHeaderError.
- *
  * Hand-written on purpose (the protocol is a 16-byte binary preamble plus addresses; see
  * haproxy's doc/proxy-protocol.txt §2.2). The npm libraries looked at were not good enough:
  * proxy-protocol-js 4.0.6 does not frame the header by its length field (the bytes after the

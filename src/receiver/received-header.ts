@@ -1,7 +1,5 @@
 /**
  * receiver/received-header.ts — the Received: trace header (RFC 5321 §4.4).
- *
- * Exports: receivedHeader, ReceivedInfo.
  */
 import { rfc5322Date } from '../util/message-headers.ts';
 

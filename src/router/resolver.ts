@@ -2,9 +2,6 @@
  * router/resolver.ts — the routing semantics shared by every router: tables, directory, and
  * both together. A router is this algorithm over a RoutingSource (where the keys are looked up).
  *
- * Exports: RoutingSource, AddressInfo, DomainKind, ResolverOptions, resolveRecipientWith,
- * routeAddressWith.
- *
  * Semantics (documented in full in tables/table-router.ts, which these were taken from):
  *  - An address in a local domain is looked up in this order (first hit wins): aliases
  *    "user@d" (or "user" without +detail, then bare "user"), mailbox "user@d", alias "@d",

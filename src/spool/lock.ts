@@ -1,8 +1,6 @@
 /**
  * lock.ts — single-writer lock for a spool folder: the file `<dir>/lock`.
  *
- * Exports: acquireSpoolLock, readSpoolLock, SpoolLockedError, SpoolLockInfo.
- *
  * The lock file holds JSON {pid, hostname, startedAt}. It is created atomically with its
  * content: written to a private temp file, then hard-linked to `lock` (link fails with EEXIST
  * if the lock exists — the O_EXCL of the classic NFS-safe recipe), so nobody ever sees an

@@ -10,7 +10,6 @@
  * end makes ids from different nodes distinct. Only upper-case letters are used before the node id
  * and node ids are lower case, so ids stay distinct on case-insensitive file systems too.
  *
- * Exports: makeQueueIdGenerator, parseQueueId, isSafeQueueId, assertNodeId, NODE_ID_PATTERN.
  * What can go wrong: an invalid node id throws (a configuration bug, caught at Spool.open).
  */
 import { randomInt } from 'node:crypto';

@@ -2,8 +2,6 @@
  * router/directory/directory-admin.ts — the directory changes behind `tandem dir`: base entries,
  * domains, mailboxes, aliases, lists and routes, written to the master through the pool.
  *
- * Exports: DirectoryAdmin, DirKind, DIR_KINDS, DirEntry, ImportCounts.
- *
  * Layout written (the router itself finds entries anywhere under the base DN by attribute):
  *   ou=domains   associatedDomain=<domain>     tandemDomain (tandemDomainType local|relay)
  *   ou=people    uid=<address>                 inetOrgPerson + inetLocalMailRecipient

@@ -2,8 +2,6 @@
  * router/directory/directory-router.ts — the Router over the LDAP directory, alone or combined
  * with the table files.
  *
- * Exports: DirectoryRouter, combineSources.
- *
  * Semantics are router/resolver.ts's, the same as TableRouter's. With tables as well, every
  * lookup key (domain, address, transport key) is answered by the tables first and by the
  * directory only when the tables have no entry for that key — as Postfix does with two maps

@@ -2,8 +2,6 @@
  * router/directory/directory-source.ts — the directory as a RoutingSource: domains, addresses
  * and transport routes read from LDAP entries under the base DN, through the lookup cache.
  *
- * Exports: DirectorySource, DirectorySourceOptions.
- *
  * What an entry means (schema in docs/directory.md and deploy/ldap/tandem.schema):
  *  - tandemDomain: associatedDomain (a domain, or ".parent" for relay subdomains) with
  *    tandemDomainType local | relay. A domain with both kinds of entry is local.

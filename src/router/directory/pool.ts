@@ -2,10 +2,6 @@
  * router/directory/pool.ts — a pool of LDAP connections (ldapts) over the configured directory
  * servers: reads spread and failed over, writes to one master at a time.
  *
- * Exports: DirectoryPool, DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus,
- * LdapClient (the part of ldapts' Client we use; unit tests pass fakes), DirectoryUnavailableError,
- * DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError.
- *
  * Reads: round robin over the servers that are up (masters and shadows alike); a server that
  * fails (connection refused or lost, connect or operation timeout, any LDAP error) is marked down
  * for `backoffMs` and the read goes to the next one. A down server whose back-off has passed is

@@ -1,8 +1,6 @@
 /**
  * router/tables/table-data.ts — load all routing tables into one immutable snapshot.
  *
- * Exports: TableData, TableFiles, TableDataOptions, loadTableData.
- *
  * A snapshot is built completely before anyone sees it, so a reload either replaces all tables
  * or none. Per table (see table-router.ts for what the entries mean):
  *  - local_domains, relay_domains: keys are domains (values ignored, may be empty). In

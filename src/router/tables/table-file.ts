@@ -1,8 +1,7 @@
 /**
  * router/tables/table-file.ts — read Postfix-style lookup table text files (`key value`).
  *
- * Exports: loadTable (→ Map key → value), loadTableEntries (→ Map key → { value, line }, for
- * callers that check values and must name the line), TableFormatError, TableLoadOptions.
+ * loadTableEntries keeps each value's line, for callers that check values and must name it.
  *
  * Format (as Postfix postmap(1) source files, plus aliases(5) `key: value`):
  *  - blank lines, whitespace-only lines and lines whose first non-blank character is `#` are ignored;

@@ -1,8 +1,7 @@
 /**
  * router/tables/table-router.ts — the Router backed by Postfix-style table files.
  *
- * Exports: TableRouter (implements Router; source() and resolverOptions() for a combined
- * router), TableRouterOptions.
+ * Besides the Router port, source() and resolverOptions() serve a combined router (directory/).
  *
  * Semantics:
  *  - Addresses and domains are compared lower-cased (XXX: local parts too; see address.ts).

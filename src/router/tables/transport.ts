@@ -1,8 +1,6 @@
 /**
  * router/tables/transport.ts — parse transport(5) table values and look keys up in Postfix order.
  *
- * Exports: TransportSpec (a parsed value), parseTransportValue, transportLookupKeys.
- *
  * Values understood (transport names are case-insensitive):
  *   smtp:[host]:port, smtp:[host]   fixed host, no MX lookup, default port 25; IPv6 as [::1]:2525
  *                                   (also [ipv6:::1]); a bracketed name is looked up by A/AAAA only
