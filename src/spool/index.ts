@@ -11,7 +11,7 @@ export { DirSyncer } from './dirsync.ts';
 // XXX: cluster/claims.ts still takes fsyncDirectory from here; it belongs to util/fsync-dir.ts
 export { fsyncDirectory } from '../util/fsync-dir.ts';
 export type { FsyncDir } from '../util/fsync-dir.ts';
-export { parseQueueId, isSafeQueueId, NODE_ID_PATTERN } from './queueid.ts';
+export { parseQueueId, isSafeQueueId } from './queueid.ts';
 export { QUEUE_STATES } from './types.ts';
 export type {
   DeferralRecord, DsnNotify, Envelope, EnvelopeRecipient, QueueState, RecipientStatus, SpoolIo,

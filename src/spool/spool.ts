@@ -85,7 +85,7 @@ export interface RecoveredEntry {
 }
 
 export interface SpoolOptions {
-  /** This node's id, [a-z0-9_-]{1,32}; embedded in every new queue id. */
+  /** This node's id (util/names.ts NODE_ID); embedded in every new queue id. */
   nodeId: string;
   warn?: (msg: string, fields: object) => void;
   /** Folder fsync (tests count or fail it); default: the real one. */

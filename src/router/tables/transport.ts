@@ -16,6 +16,7 @@
  * Config keys: none.
  */
 import ipaddr from 'ipaddr.js';
+import { DOMAIN } from '../../util/names.ts';
 
 export type TransportSpec =
   | { kind: 'smtp-fixed'; host: string; port: number }
@@ -25,7 +26,7 @@ export type TransportSpec =
   | { kind: 'maildir' }
   | { kind: 'error'; message: string };
 
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${DOMAIN}\\.?$`, 'i');
 const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(\s|$)/;
 
 /** Parse one transport table value. Throws Error describing the accepted syntax. */
