@@ -74,7 +74,7 @@ async function readSecretFile(configFile: string, secretFile: string): Promise<s
 }
 
 /** One line per problem: key, given value, what is allowed. */
-export function formatConfigError(err: ZodError, raw: unknown): string {
+function formatConfigError(err: ZodError, raw: unknown): string {
   return err.issues.map((issue) => {
     const key = issue.path.join('.');
     let value: unknown = raw;

@@ -66,7 +66,7 @@ export interface BuiltDsn {
 }
 
 /** Postfix' bounce_size_limit default. */
-export const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
+const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
 
 const MAX_LINE = 998;
 const CRLF = '\r\n';

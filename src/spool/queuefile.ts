@@ -25,7 +25,7 @@ export const QUEUE_FILE_MAGIC = Buffer.from('TANDEMQ1\n', 'latin1');
 export const RECORD_HEADER_SIZE = 9;
 const MAX_RECORD_LENGTH = 0xffff_ffff;
 /** The records of a committed file, in order; S records follow. */
-export const BODY_RECORDS = ['M', 'E', 'Z'] as const;
+const BODY_RECORDS = ['M', 'E', 'Z'] as const;
 
 export type StatusRecord = RecipientStatus | DeferralRecord;
 

@@ -20,7 +20,7 @@ const QUEUE_ID_PATTERN = new RegExp(`^([0-9A-Z]{9})\\.([0-9A-Z]{8})\\.(${NODE_ID
 const SAFE_QUEUE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const COUNTER_RANGE = 36 ** 4;
 
-export function assertNodeId(nodeId: string): void {
+function assertNodeId(nodeId: string): void {
   if (!NODE_ID_PATTERN.test(nodeId)) {
     throw new Error(`node id ${JSON.stringify(nodeId)} is not valid: ${NODE_ID_RULE}`);
   }

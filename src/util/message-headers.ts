@@ -17,7 +17,7 @@ export function rfc5322Date(d: Date): string {
 }
 
 /** How much of a message is searched for its header section. */
-export const HEADER_SCAN_LIMIT = 256 * 1024;
+const HEADER_SCAN_LIMIT = 256 * 1024;
 
 /** Where the header section ends (at its empty line), or -1 if not within `buf`. */
 export function headerEnd(buf: Buffer): number {

@@ -10,7 +10,7 @@
  * Config keys: none.
  */
 
-export const RECIPIENT_DELIMITER = '+';
+const RECIPIENT_DELIMITER = '+';
 
 export interface ParsedAddress {
   /** The whole address, lower-cased, trailing dot of the domain removed. */

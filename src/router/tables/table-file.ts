@@ -70,7 +70,7 @@ export async function loadTable(file: string, opts: TableLoadOptions = {}): Prom
 }
 
 /** Parse table text; `file` is only used in messages. Exported for the tests of other table kinds. */
-export function parseTableText(text: string, file: string, opts: TableLoadOptions = {}): Map<string, TableEntry> {
+function parseTableText(text: string, file: string, opts: TableLoadOptions = {}): Map<string, TableEntry> {
   const valueRequired = opts.valueRequired ?? true;
   const colonKeys = opts.colonKeys ?? true;
   const entries = new Map<string, TableEntry>();
