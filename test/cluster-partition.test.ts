@@ -37,6 +37,10 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address });
   const rules: string[][] = [];
+  // stops the load when the test ends early (a failure): otherwise its retries against stopped
+  // nodes keep the file running long after the test failed
+  const stopLoad = new AbortController();
+  let loads: Promise<string[][]> | undefined;
   try {
     await cluster.start('a');
     await cluster.start('b');
@@ -47,14 +51,14 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
     const load = async (id: string) => {
       const smtp = cluster.addresses.get(id)!.smtp;
       const accepted: string[] = [];
-      for (let round = 0; !healed; round++) {
-        const r = await runLoad({ host: smtp.host, port: smtp.port, total: 50, concurrency: 2, sizeBytes: 1000, from: 'load@client.test', to: (i) => `${id}${i}@remote.test`, runId: `via-${id}-${round}-` });
+      for (let round = 0; !healed && !stopLoad.signal.aborted; round++) {
+        const r = await runLoad({ host: smtp.host, port: smtp.port, total: 50, concurrency: 2, sizeBytes: 1000, from: 'load@client.test', to: (i) => `${id}${i}@remote.test`, runId: `via-${id}-${round}-`, stopSignal: stopLoad.signal });
         assert.equal(r.accepted.size, 50);
         accepted.push(...r.accepted);
       }
       return accepted;
     };
-    const loads = Promise.all([load('a'), load('b')]);
+    loads = Promise.all([load('a'), load('b')]);
     for (const id of cluster.ids) {
       const rule = ['INPUT', '-p', 'udp', '-d', '127.0.0.1', '--dport', String(cluster.addresses.get(id)!.heartbeat.port), '-j', 'DROP', '-m', 'comment', '--comment', `tandem-test-${process.pid}`];
       iptables('-I', ...rule);
@@ -87,6 +91,8 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
     for (const id of accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
     assert.equal(cluster.trackingEvents().filter((e) => e.event === 'takeover').length, 0, 'no takeover');
   } finally {
+    stopLoad.abort();
+    await loads?.catch(() => undefined);
     for (const rule of rules) iptables('-D', ...rule);
     await cluster.stopAll();
     await sink.stop();

@@ -11,4 +11,9 @@ npm run --silent build || exit 1
 run_tmp=$(mktemp -d "${TMPDIR:-/tmp}/tandem-test.XXXXXX")
 trap 'rm -rf "$run_tmp" 2>/dev/null' EXIT
 mapfile -t files < <(find src test -name '*.test.ts' -not -path '*/node_modules/*' | sort)
-TMPDIR=$run_tmp node --import tsx --test --test-concurrency=2 "${files[@]}"
+# --test-timeout: on Node 20 it bounds each test file as a whole (and each test without a timeout
+# of its own), so a test that hangs — or a file kept alive by a timer after a failure — fails
+# the run after this long instead of stalling CI. The longest file must fit: node-e2e took
+# about 5.5 minutes on a 2-core machine shared with other test runs.
+file_timeout_ms=${TANDEM_TEST_FILE_TIMEOUT_MS:-900000}
+TMPDIR=$run_tmp node --import tsx --test --test-concurrency=2 --test-timeout="$file_timeout_ms" "${files[@]}"

@@ -41,6 +41,7 @@ import { isSafeQueueId } from '../spool/index.ts';
 import { readFileSync } from 'node:fs';
 import { registerTrackRoutes } from '../track/track-routes.ts';
 import { registerConsole } from '../console/console.ts';
+import { NoSuchMessageError } from '../util/errors.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = (tls ? Fastify({ logger: false, https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } }) : Fastify({ logger: false })) as unknown as FastifyInstance;
@@ -123,7 +124,7 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       const result = name === 'hold' ? await node.qmgr.hold(id) : name === 'release' ? await node.qmgr.release(id) : await node.qmgr.remove(id);
       return { queueId: id, result };
     } catch (err) {
-      if ((err as any).code === 'ENOMSG') return reply.code(404).send({ error: (err as Error).message });
+      if (err instanceof NoSuchMessageError) return reply.code(404).send({ error: err.message });
       throw err;
     }
   };

@@ -1,8 +1,6 @@
 /**
  * error.ts — the channel for {type:'error'} routes (a transport map entry `error:text`).
  *
- * Exports: ErrorChannel.
- *
  * Every recipient fails with the route's text, as Postfix' error(8) does. The text is kept as
  * written when it starts with a status ("550 5.7.1 …" or "5.7.1 …"); otherwise "5.0.0 " is put
  * in front so the DSN has a status to report.

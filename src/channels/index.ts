@@ -1,9 +1,6 @@
 /**
  * channels/index.ts — the delivery channels, and ChannelSet which picks one per route.
  *
- * Exports: ChannelSet, type ChannelSetOptions, SmtpChannel, LmtpChannel, MaildirChannel,
- * ErrorChannel, their option types, and the contract types from types.ts.
- *
  * Reply strings in RecipientResult are either a server's reply ("250 2.0.0 Ok: queued as X",
  * multi-line replies joined on one line), a locally made status and text ("5.1.10 Domain x
  * accepts no mail (null MX record, RFC 7505)", "2.0.0 Delivered to maildir as new/…"), or a

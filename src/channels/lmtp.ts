@@ -1,8 +1,6 @@
 /**
  * lmtp.ts — the LMTP delivery channel (RFC 2033) for {type:'lmtp'} routes, e.g. to Dovecot.
  *
- * Exports: LmtpChannel, type LmtpChannelOptions.
- *
  * It is SmtpChannel with the protocol switched: LHLO instead of EHLO, and after DATA one reply
  * per accepted recipient, so one recipient may be delivered while another is deferred or failed.
  * Connections are cached and reused exactly as for SMTP. The route's host is resolved like a

@@ -1,8 +1,6 @@
 /**
  * maildir.ts — the local delivery channel for {type:'maildir', path} routes.
  *
- * Exports: MaildirChannel, type MaildirChannelOptions, maildirFileName.
- *
  * Delivery protocol (per recipient, one copy each), as the Maildir spec and qmail do it:
  *   1. create path/{tmp,new,cur} if missing (mode 0700), and any missing folder above it;
  *   2. write tmp/<time>.M<micro>P<pid>Q<counter>.<host> (O_EXCL, mode 0600): a
@@ -29,7 +27,7 @@ import { chmod, chown, mkdir, open, rename, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
-import { fsyncDirectory } from '../spool/dirsync.ts';
+import { fsyncDirectory } from '../util/fsync-dir.ts';
 import { headerBlock } from '../util/message-headers.ts';
 import { folderMode, type MaildirOwnership, type OwnerLookup } from './maildir_owner.ts';
 

@@ -6,7 +6,7 @@
  * and 4xx replies become `deferred`, 5xx become `failed`. It throws only for bugs.
  */
 import type { Route } from '../router/types.ts';
-import type { DsnNotify } from '../spool/types.ts';
+import type { DsnNotify } from '../message/envelope.ts';
 import type { OriginalRecipient } from '../util/dsn-address.ts';
 
 export interface DeliveryRecipient {

@@ -1,7 +1,6 @@
 /**
  * cli/admin-client.ts — how the CLI talks to a running node's admin API.
  *
- * Exports: adminBase, adminCall, AdminReply.
  * adminCall never throws for a node that is down: it returns {reachable: false, error}, which the
  * commands turn into exit code 69 with a message naming the address.
  */

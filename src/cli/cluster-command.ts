@@ -1,7 +1,6 @@
 /**
  * cli/cluster-command.ts — `tandem cluster status|fence|unfence|handback`.
  *
- * Exports: runClusterStatus, runClusterAction, mergeClusterViews.
  * The nodes are found in the cluster: section of --config (their admin addresses); status asks
  * every node for its view (GET /cluster) and merges them: a node that answers speaks for
  * itself, one that does not is shown as its peers see it (dead, suspect, ...). --json prints the

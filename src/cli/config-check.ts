@@ -8,12 +8,12 @@
  * A cluster file shared by every node (no node.id) is checked as such when no node id is given
  * (every node of cluster.nodes), or as the node given (--node-id, TANDEM_NODE_ID).
  *
- * Exports: checkConfig → { ok, lines } (lines are what to print).
  */
 import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig, nodeIdGiven } from '../config/load.ts';
+import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 
 export async function checkConfig(file: string, opts: { nodeId?: string; connect?: boolean } = {}): Promise<{ ok: boolean; lines: string[] }> {
@@ -36,7 +36,7 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
   };
   await step('tables (local_domains, virtual_mailboxes, aliases, transport, relay_domains)', async () => {
     const router = await createRouter(c);
-    if ('close' in router) await router.close();
+    await router.close();
   });
   if (c.directory && opts.connect === false) lines.push('  --   directory servers not contacted (--no-connect)');
   else if (c.directory) {
@@ -60,7 +60,7 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
   }
   await step(`spool root ${c.spool.root} is writable (or can be created)`, async () => {
     try { await access(c.spool.root, constants.W_OK); } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      if (!isErrno(e, 'ENOENT')) throw e;
     }
   });
   if (c.cluster) {

@@ -4,7 +4,7 @@
  * mailboxes alice and bob, an alias (postmaster → alice) and a list (team → alice, bob),
  * all delivered into Maildirs under <dir>/mail. No external server is needed.
  *
- * Exports: prepareDemo, TANDEM_BIN (the command as the user can type it from here). Existing files in <dir> are kept (so a second run keeps its queue).
+ * Existing files in <dir> are kept (so a second run keeps its queue).
  */
 import { mkdir, writeFile, access } from 'node:fs/promises';
 import path from 'node:path';

@@ -10,7 +10,6 @@
  *   tandem dir list    [KIND] -c FILE [--json]
  * Options for add/modify: --relay (domain), --maildir PATH and --mail-host HOST (mailbox).
  *
- * Exports: runDirCommand, DirCommandOptions.
  * Writes go to the master (the second master while the first is down); reads (list) to any
  * server. Exit codes: 0 ok; 1 the master refused the change (message says why); 2 bad
  * argument; 75 "directory master unavailable — retry later" (EXIT.TEMPFAIL: no master reachable,

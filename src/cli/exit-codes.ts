@@ -1,7 +1,5 @@
 /**
  * cli/exit-codes.ts — the exit codes of the `tandem` command, for scripts (after sysexits.h).
- *
- * Exports: EXIT.
  */
 export const EXIT = {
   OK: 0,

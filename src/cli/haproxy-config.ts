@@ -2,7 +2,6 @@
  * cli/haproxy-config.ts — an HAProxy configuration for Tandem nodes (used by `tandem up`; the
  * test harness; the commented production example is deploy/haproxy.cfg).
  *
- * Exports: haproxyConfig.
  * TCP mode; round robin; HTTP health check of each node's admin /health (200 only when the node
  * accepts mail, so a draining, fenced or starting node is taken out at once); PROXY protocol v2
  * to the SMTP port (the nodes must list the balancer in smtp.proxy_protocol); `option

@@ -264,7 +264,7 @@ async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, 
     node = await TandemNode.start(config, logger, load);
   } catch (err) {
     logger.fatal({ event: 'start-failed', err: String((err as Error)?.message ?? err) }, `cannot start: ${(err as Error)?.message ?? err}`);
-    process.exitCode = err instanceof DuplicateNodeIdError ? EXIT.CONFIG : (err as any)?.name === 'SpoolLockedError' ? EXIT.TEMPFAIL : EXIT.FAILED;
+    process.exitCode = err instanceof DuplicateNodeIdError ? EXIT.CONFIG : (err as { code?: string })?.code === 'SPOOL_LOCKED' ? EXIT.TEMPFAIL : EXIT.FAILED;
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }

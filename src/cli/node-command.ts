@@ -3,7 +3,6 @@
  * take a running node out of the load balancer and back (admin API POST /drain, /resume), or
  * ask its health (GET /health, what the balancer checks).
  *
- * Exports: runNodeCommand (returns the exit code).
  * Exit codes (cli/exit-codes.ts): 0 done / health "ready"; 1 the node is reachable but not
  * ready (health) or cannot change now (starting, stopping: HTTP 409); 2 usage or a wrong token;
  * 69 the admin API is not reachable.

@@ -1,7 +1,6 @@
 /**
  * cli/up.ts — `tandem up`: a local cluster on one machine for trying Tandem out.
  *
- * Exports: runUp.
  * N nodes (default 2, ids a, b, …) as separate `tandem start` processes, each in its own process
  * group, over one spool root under --dir, with the demo's tables (example.test: alice, bob,
  * postmaster, team) delivered into Maildirs under <dir>/mail; and HAProxy in front when it is

@@ -61,6 +61,8 @@ async function setup() {
     async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
     async routeAddress(a) { return { type: 'smtp', domain: a.split('@')[1], port: 25, mx: true }; },
     async reload() {},
+    health: () => undefined,
+    async close() {},
   };
   const logger = pino({ level: 'silent' });
   const tracking = new TrackingLog(config.tracking.path, 'a');

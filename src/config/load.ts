@@ -1,7 +1,6 @@
 /**
  * config/load.ts — read the YAML config file, apply command-line overrides, validate.
  *
- * Exports: loadConfig(path?, overrides?, options?) → TandemConfig, formatConfigError,
  * ConfigOverrides, LoadOptions.
  * An error names the line, the key, the value and what is allowed, e.g.
  *   line 12: queue.max_lifetime: "5 days" is not a duration; use a number with a unit ...

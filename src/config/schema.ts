@@ -1,12 +1,13 @@
 /**
  * config/schema.ts — the one documented configuration file, as a zod schema.
  *
- * Exports: configSchema, TandemConfig (the parsed, typed config with units converted:
- * durations in ms, sizes in bytes, addresses as {host, port}).
+ * TandemConfig is the parsed, typed config with units converted: durations in ms, sizes in
+ * bytes, addresses as {host, port}.
  * Every key has a default here and a line in docs/configuration.md; keep both in step.
  */
 import { z } from 'zod';
 import { parseDuration, parseSize, formatDuration } from '../util/units.ts';
+import { NODE_ID_PATTERN, NODE_ID_RULE } from '../util/names.ts';
 
 /** "host:port", "[::1]:25" → {host, port}; port 0 = any free port. */
 export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } {
@@ -62,7 +63,7 @@ const maildirOwner = z.object({
   mode: z.string().regex(/^0?[0-7]{3}$/, 'an octal file mode such as "0600" or "0660"').optional(),
 }).strict();
 
-const nodeId = z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'node ids are 1-32 characters: a-z, 0-9, "_" and "-", starting with a letter or digit');
+const nodeId = z.string().regex(NODE_ID_PATTERN, NODE_ID_RULE);
 
 export const configSchema = z.object({
   node: z.object({
@@ -356,4 +357,3 @@ function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): voi
   else if (c.dead_after - c.fence_after < 2 * c.heartbeat_interval) issue(['dead_after'], `must exceed cluster.fence_after by at least two heartbeat intervals (${formatDuration(c.fence_after + 2 * c.heartbeat_interval)}): the margin covers the time the peers and the secondaries need to see a beat`);
   if (c.heartbeat_interval * 3 > c.fence_after) issue(['heartbeat_interval'], `must be at most a third of cluster.fence_after (${formatDuration(c.fence_after)})`);
 }
-export type TandemConfigInput = z.input<typeof configSchema>;

@@ -2,7 +2,6 @@
  * node/node.ts — one Tandem node: wires config, spool, router, receiver, queue manager,
  * channels, tracking log, metrics and admin API together, and owns their life cycle.
  *
- * Exports: TandemNode, NodeHealth.
  * Start order: spool folders → tracking log → router → relay networks, passwords → channels →
  * (cluster join) → spool lock and queue manager start (tmp/ cleaned; the queue is then scanned
  * in the background) → SMTP listener → admin API → "ready". Stop order (SIGTERM): no new cluster
@@ -26,8 +25,8 @@ import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
-import type { TableRouter, NetworkList, PasswordTable } from '../router/index.ts';
-import { DirectoryRouter } from '../router/directory/index.ts';
+import type { NetworkList, PasswordTable } from '../router/index.ts';
+import type { Router } from '../router/types.ts';
 import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
@@ -66,7 +65,7 @@ export class TandemNode {
   /** The old queue manager of a spool lost to a claim, finishing its deliveries in flight. */
   private losing?: Promise<void>;
   spool!: Spool;
-  router!: TableRouter | DirectoryRouter;
+  router!: Router;
   tracking!: TrackingLog;
   /** Search over the tracking log (undefined when tracking.path is ""). */
   tracker?: Tracker;
@@ -104,8 +103,7 @@ export class TandemNode {
 
   /** Directory servers' state, counters and latency, and the cache counters; undefined without a directory. */
   directoryHealth() {
-    if (!(this.router instanceof DirectoryRouter)) return undefined;
-    return { servers: this.router.pool.status(), cache: this.router.directory.cacheStats() };
+    return this.router.health();
   }
 
   private async init(): Promise<void> {
@@ -123,10 +121,8 @@ export class TandemNode {
         ? log.info({ event: 'directory-server-up', server }, `directory server ${server} is up`)
         : log.warn({ event: 'directory-server-down', server, err: error }, `directory server ${server} is down: ${error}; using the other servers`)),
     });
-    if (this.router instanceof DirectoryRouter) {
-      const router = this.router;
-      this.metrics.watchDirectory(() => router.pool.status(), () => router.directory.cacheStats());
-    }
+    const router = this.router;
+    if (router.health()) this.metrics.watchDirectory(() => router.health()!.servers, () => router.health()!.cache);
     this.relayNetworks = await loadRelayNetworks(c);
     this.passwords = await loadPasswords(c);
     this.channels = new ChannelSet(channelOptions(c));
@@ -330,7 +326,7 @@ export class TandemNode {
     await this.admin?.close();
     this.tracking?.close();
     await this.tracker?.close();
-    if (this.router instanceof DirectoryRouter) await this.router.close();
+    await this.router?.close();
     await this.lock?.release();
     this.logger.info({ event: 'stopped' }, 'stopped');
   }

@@ -3,8 +3,6 @@
  * need from the config, in one place: the router (tables, or directory with tables), the relay
  * networks, the password table and the channel options.
  *
- * Exports: createRouter, createDirectoryPool, DirectoryHooks, loadRelayNetworks, loadPasswords,
- * channelOptions.
  * Reads config keys: tables.*, local.*, relay.*, directory.*, smtp.auth_passwords, node.hostname,
  * delivery.*.
  * With a directory: section createRouter returns a DirectoryRouter over the directory and the
@@ -15,6 +13,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
+import type { Router } from '../router/types.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
 import { ownerLookup } from '../channels/maildir_owner.ts';
 
@@ -24,7 +23,7 @@ type Warn = (msg: string, fields?: object) => void;
 export type DirectoryHooks = Pick<DirectoryPoolOptions, 'onRequest' | 'onStateChange'>;
 
 /** The table router, or with directory: configured the directory router (tables first). */
-export async function createRouter(c: TandemConfig, warn?: Warn, hooks: DirectoryHooks = {}): Promise<TableRouter | DirectoryRouter> {
+export async function createRouter(c: TandemConfig, warn?: Warn, hooks: DirectoryHooks = {}): Promise<Router> {
   const tables = await createTableRouter(c, warn);
   if (!c.directory) return tables;
   const pool = await createDirectoryPool(c, hooks);

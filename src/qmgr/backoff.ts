@@ -1,7 +1,7 @@
 /**
  * qmgr/backoff.ts — when to try a deferred message again.
  *
- * Exports: nextBackoff. Exponential from queue.min_backoff, doubling per attempt, capped at
+ * Exponential from queue.min_backoff, doubling per attempt, capped at
  * queue.max_backoff, with ±25 % jitter so that messages deferred together do not all come
  * back together (a thundering herd against a next hop that just recovered).
  */

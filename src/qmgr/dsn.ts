@@ -2,8 +2,6 @@
  * qmgr/dsn.ts — builds delivery status notifications (RFC 3464): bounces, delay warnings and
  * success reports, ready to be committed to the spool from the null sender.
  *
- * Exports: buildDsn, types DsnKind, DsnRecipient, DsnOptions, BuiltDsn, DEFAULT_RETURN_SIZE_LIMIT.
- *
  * The message is multipart/report; report-type=delivery-status with three parts:
  *   1. text/plain for people: what happened, to whom, why, the queue id; a delay warning says
  *      until when we keep trying and that nothing needs to be done;
@@ -75,7 +73,7 @@ export interface BuiltDsn {
 }
 
 /** Postfix' bounce_size_limit default. */
-export const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
+const DEFAULT_RETURN_SIZE_LIMIT = 50_000;
 
 const MAX_LINE = 998;
 /** Longest unbroken run in a folded field line (well under MAX_LINE, in characters). */

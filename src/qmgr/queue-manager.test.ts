@@ -3,7 +3,7 @@
  * per-recipient state survives a restart (or a takeover by another process), backoff, expiry,
  * DSNs (never to the null sender), hold/release/delete.
  */
-import { test } from 'node:test';
+import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
@@ -13,11 +13,19 @@ import { QueueManager } from './queue-manager.ts';
 import { Spool } from '../spool/index.ts';
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog, readTrackingLog } from '../track/tracking-log.ts';
+import { NoSuchMessageError } from '../util/errors.ts';
 import type { Channel, DeliveryJob, RecipientResult } from '../channels/types.ts';
 import type { Router } from '../router/types.ts';
 import type { Envelope } from '../spool/types.ts';
 
 type Verdict = 'delivered' | 'deferred' | 'failed' | 'unreachable';
+
+/** Managers made by setup(): stopped after each test even when it fails, so no timer keeps the file running. */
+const running = new Set<QueueManager>();
+afterEach(async () => {
+  await Promise.all([...running].map((q) => q.stop()));
+  running.clear();
+});
 
 function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s, mayDeliver?: () => boolean) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
@@ -40,12 +48,15 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
     async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
     async routeAddress(a) { return { type: 'smtp', domain: a.split('@')[1], port: 25, mx: true }; },
     async reload() {},
+    health() { return undefined; },
+    async close() {},
   };
   const trackFile = path.join(dir, 'track.log');
   const make = async () => {
     const spool = wrapSpool(await Spool.open(path.join(dir, 'spool'), { nodeId: 'q' }));
     const tracking = new TrackingLog(trackFile, 'q');
     const qmgr = new QueueManager({ config, spool, router, channelFor: () => channel, tracking, logger: pino({ level: 'silent' }), ...(mayDeliver ? { mayDeliver } : {}) });
+    running.add(qmgr);
     return { spool, qmgr };
   };
   return { dir, jobs, attempts, make, track: () => readTrackingLog(trackFile) };
@@ -160,7 +171,7 @@ test('hold keeps a message from delivery until release; delete removes it withou
   assert.match(await qmgr.remove(env2.queueId), /^(deleted|pending)$/);
   await until('deleted', async () => (await spool.find(env2.queueId)) === undefined);
   assert.ok(!t.jobs.some((j) => j.sender === ''), 'no DSN for an operator delete');
-  await assert.rejects(qmgr.hold('NOPE.X.q'), /no message/);
+  await assert.rejects(qmgr.hold('NOPE.X.q'), (err: unknown) => err instanceof NoSuchMessageError && err.code === 'QUEUE_NO_SUCH_MESSAGE' && /no message/.test(err.message));
   await qmgr.stop();
 });
 

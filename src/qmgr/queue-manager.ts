@@ -18,16 +18,17 @@
  *
  * The manager needs only a Spool: a secondary process over a dead node's spool runs the same
  * class with no receiver.
- * Reads config keys: queue.*, node.hostname.
+ * Reads config keys: queue.*, node.id, node.hostname (QueueManagerConfig).
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import type { Spool, QueueFile, RecoveredEntry } from '../spool/index.ts';
+import { CorruptQueueFileError, type Spool, type QueueFile, type RecoveredEntry } from '../spool/index.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
 import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { TempLookupError } from '../util/errors.ts';
+import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
+import { isErrno } from '../util/errno.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
 import { nextBackoff } from './backoff.ts';
@@ -36,8 +37,14 @@ import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 import { applyQueueAction } from './queue-actions.ts';
 
+/** The part of the configuration the queue manager reads. */
+export interface QueueManagerConfig {
+  queue: TandemConfig['queue'];
+  node: Pick<TandemConfig['node'], 'id' | 'hostname'>;
+}
+
 export interface QueueManagerDeps {
-  config: TandemConfig;
+  config: QueueManagerConfig;
   spool: Spool;
   router: Router;
   channelFor(route: Route): Channel;
@@ -323,7 +330,7 @@ export class QueueManager {
 
   private requireEntry(queueId: string): Entry {
     const e = this.entries.get(queueId);
-    if (!e) throw Object.assign(new Error(`no message ${queueId} in the queue`), { code: 'ENOMSG' });
+    if (!e) throw new NoSuchMessageError(queueId);
     return e;
   }
 
@@ -429,7 +436,7 @@ export class QueueManager {
       qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
       e.fresh = undefined;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (isErrno(err, 'ENOENT')) {
         // not where we thought: finished and removed since the start-up scan saw it, or moved
         // by a rename whose folder fsync then failed — look for it before forgetting it
         const where = await spool.find(id);
@@ -441,9 +448,9 @@ export class QueueManager {
         if (where !== 'hold') this.schedule(id, e, this.now() + RETRY_AFTER_ERROR_MS);
         return;
       }
-      if ((err as Error).name === 'CorruptQueueFileError') {
-        await spool.quarantine(id, e.state, (err as Error).message);
-        this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: (err as Error).message });
+      if (err instanceof CorruptQueueFileError) {
+        await spool.quarantine(id, e.state, err.message);
+        this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: err.message });
         this.entries.delete(id);
         return;
       }

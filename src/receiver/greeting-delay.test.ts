@@ -17,6 +17,8 @@ const router: Router = {
   async resolveRecipient(a: string) { return { type: 'local', addresses: [a] }; },
   async routeAddress() { return { type: 'maildir', path: '/nowhere' }; },
   async reload() {},
+  health: () => undefined,
+  async close() {},
 };
 
 async function start(smtp: Record<string, unknown>): Promise<number> {

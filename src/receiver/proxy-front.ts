@@ -2,8 +2,6 @@
  * receiver/proxy-front.ts — reads the PROXY protocol header (v1 text or v2 binary) of a
  * connection from a trusted load balancer before smtp-server sees the connection.
  *
- * Exports: installProxyFront.
- *
  * How it sits in front of smtp-server: smtp-server (option useProxy) reads a v1 line itself and
  * takes the client address from it, but knows nothing of v2. installProxyFront replaces the
  * listening socket's 'connection' listener with one that, for a peer smtp-server would expect a

@@ -2,9 +2,6 @@
  * receiver/proxy-v2.ts — parser of the PROXY protocol version 2 header (HAProxy's
  * `send-proxy-v2`), and its translation into the equivalent version 1 text line.
  *
- * Exports: parseProxyV2, proxyV1Line, isProxyV1Line, PROXY_V2_SIGNATURE, ProxyV2Header,
- * ProxyV2Result, ProxyHeaderError.
- *
  * Hand-written on purpose (the protocol is a 16-byte binary preamble plus addresses; see
  * haproxy's doc/proxy-protocol.txt §2.2). The npm libraries looked at were not good enough:
  * proxy-protocol-js 4.0.6 does not frame the header by its length field (the bytes after the
@@ -19,6 +16,7 @@
  * Reads no config keys.
  */
 import ipaddr from 'ipaddr.js';
+import { TandemError } from '../util/errors.ts';
 
 /** The 12 bytes every v2 header starts with. */
 export const PROXY_V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
@@ -28,7 +26,7 @@ export type ProxyHeaderErrorCode =
   | 'PROXY_SIGNATURE' | 'PROXY_VERSION' | 'PROXY_COMMAND' | 'PROXY_FAMILY' | 'PROXY_LENGTH' | 'PROXY_V1_SYNTAX';
 
 /** A PROXY header that cannot be accepted; the connection must be closed. */
-export class ProxyHeaderError extends Error {
+export class ProxyHeaderError extends TandemError {
   constructor(readonly code: ProxyHeaderErrorCode, message: string) {
     super(message);
     this.name = 'ProxyHeaderError';

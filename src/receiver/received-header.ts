@@ -1,8 +1,6 @@
 /**
  * receiver/received-header.ts — the Received: trace header (RFC 5321 §4.4).
  *
- * Exports: receivedHeader, receivedProtocol, ReceivedInfo.
- *
  * The header is text to be written as UTF-8: with SMTPUTF8 the `for` address may be UTF-8
  * (RFC 6532), and the protocol is then labelled UTF8SMTP, UTF8SMTPS, UTF8SMTPA or UTF8SMTPSA
  * (RFC 6531 §3.7.3, the IANA "WITH protocol types" registry), as Postfix does.

@@ -13,6 +13,7 @@ import { SmtpReceiver, type ReceiverDeps, type AcceptState } from './smtp-receiv
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { TempLookupError } from '../util/errors.ts';
+import { RawSmtpClient } from '../../test/harness/raw-smtp.ts';
 import type { Envelope } from '../spool/types.ts';
 import type { RecipientResolution, Router } from '../router/types.ts';
 
@@ -30,6 +31,8 @@ const router: Router = {
   },
   async routeAddress() { return { type: 'maildir', path: '/nowhere' }; },
   async reload() {},
+  health() { return undefined; },
+  async close() {},
 };
 
 function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}, acceptState: () => AcceptState = () => ({ type: 'accepting' })) {
@@ -135,22 +138,39 @@ test('an oversized message gets 552 5.3.4 after the whole body and nothing is co
 test('250 comes only after the commit resolves; a failing commit gives 451 4.3.0', async () => {
   const r = startReceiver(false);
   const { port } = await r.listen();
-  let release!: () => void;
-  let replied = false;
-  const entered = new Promise<void>((inCommit) => {
-    commitHook = () => new Promise<void>((res) => { release = res; inCommit(); });
-  });
-  const pending = send(port, 's@x.test', ['u@local.test'], msg).then((r) => { replied = true; return r; });
-  await entered; // the commit is under way and held
-  await new Promise((res) => setImmediate(res));
-  assert.equal(replied, false, 'no reply may reach the client before the commit is durable');
-  release();
-  const res = await pending;
-  assert.equal(res.ok, true);
+  let commitDone = false;
+  // a slow disk: the commit is held across many turns of the timer queue, not one tick, so a
+  // reply sent a few ticks before the commit resolves reaches the client while it is held
+  commitHook = async () => {
+    for (let i = 0; i < 10; i++) await new Promise((res) => setTimeout(res, 10));
+    commitDone = true;
+  };
+  const res = await send(port, 's@x.test', ['u@local.test'], msg).then((r) => ({ ...r, afterCommit: commitDone }));
+  commitHook = undefined;
+  assert.equal(res.ok, true, res.response);
+  assert.equal(res.afterCommit, true, 'no reply may reach the client before the commit is durable');
   commitHook = async () => { throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }); };
   const full = await send(port, 's@x.test', ['u@local.test'], msg);
   commitHook = undefined;
   assert.match(full.response, /^451 4\.3\.0 /);
+});
+
+test('MAIL FROM with SIZE= above the limit is refused at MAIL with 552 5.3.4; the limit itself is accepted', async () => {
+  // a raw client: nodemailer would refuse to send the oversized SIZE= itself
+  const r = startReceiver(false);
+  const { port } = await r.listen();
+  const client = await RawSmtpClient.connect(port);
+  try {
+    assert.equal(((await client.readReply(5000)) as { code?: number }).code, 220);
+    assert.equal(((await client.command('EHLO c.test', 5000)) as { code?: number }).code, 250);
+    const big = await client.command('MAIL FROM:<s@x.test> SIZE=10241', 5000);
+    assert.equal(big.type, 'reply');
+    assert.match((big as { text: string }).text, /^552 5\.3\.4 /);
+    const fits = await client.command('MAIL FROM:<s@x.test> SIZE=10240', 5000);
+    assert.match((fits as { text: string }).text, /^250 /);
+  } finally {
+    client.close();
+  }
 });
 
 test('draining: a transaction under way finishes with 250; new sessions and new transactions get 421 4.3.2', async () => {

@@ -555,7 +555,7 @@ export class SmtpReceiver {
 /** The one place where an error becomes an SMTP reply. */
 function toReply(err: unknown): Error & { responseCode: number } {
   if (err instanceof SmtpReplyError) {
-    return Object.assign(new Error(`${err.enhanced} ${err.message}`), { responseCode: err.code });
+    return Object.assign(new Error(`${err.enhanced} ${err.message}`), { responseCode: err.replyCode });
   }
   // a bug: never 5xx for our own failure; the client will retry
   return Object.assign(new Error(`4.3.0 Error: internal error (${(err as Error)?.message ?? err}); try again later`), { responseCode: 451 });

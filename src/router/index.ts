@@ -1,9 +1,6 @@
 /**
  * router/index.ts — the public surface of the router package.
  *
- * Exports: the Router interface and its types (types.ts), TableRouter (Postfix-style table
- * files), loadTable / TableFormatError (table file reader, for other table users), NetworkList
- * and loadNetworkTable (relay networks), PasswordTable, hashPassword, verifyPassword (SMTP AUTH).
  * What can go wrong: see each module's header. Config keys: none here.
  */
 export { routeKey } from './types.ts';

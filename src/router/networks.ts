@@ -1,8 +1,6 @@
 /**
  * router/networks.ts — lists of client networks (relay networks, like Postfix mynetworks).
  *
- * Exports: NetworkList (parse, contains, size, iterable as "address/bits" strings), loadNetworkTable.
- *
  * Entries are CIDRs ("10.0.0.0/8", "2001:db8::/32") or single addresses ("192.0.2.1", "::1";
  * a Postfix-style "[::1]/128" is accepted too). IPv4 must be written as four decimal parts.
  * An IPv4-mapped IPv6 client ("::ffff:127.0.0.1") matches IPv4 entries, and an IPv4 client

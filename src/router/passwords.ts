@@ -1,8 +1,6 @@
 /**
  * router/passwords.ts — the SMTP AUTH password table and scrypt password hashes.
  *
- * Exports: hashPassword, verifyPassword, PasswordTable (load, verify, size).
- *
  * Table lines: `user  scrypt$<N>$<r>$<p>$<salt base64>$<hash base64>` (table-file.ts syntax).
  * hashPassword uses N=16384, r=8, p=1, a 16-byte random salt and a 32-byte key. Verification
  * uses the parameters stored in the hash and timingSafeEqual. An unknown user still costs one

@@ -2,9 +2,6 @@
  * router/resolver.ts — the routing semantics shared by every router: tables, directory, and
  * both together. A router is this algorithm over a RoutingSource (where the keys are looked up).
  *
- * Exports: RoutingSource, AddressInfo, DomainKind, ResolverOptions, resolveRecipientWith,
- * routeAddressWith.
- *
  * Semantics (documented in full in tables/table-router.ts, which these were taken from):
  *  - An address in a local domain is looked up in this order (first hit wins): aliases
  *    "user@d" (or "user" without +detail, then bare "user"), mailbox "user@d", alias "@d",
@@ -27,6 +24,7 @@
 import type { MailboxOwner, RecipientResolution, Route } from './types.ts';
 import { parseAddress, type ParsedAddress } from './tables/address.ts';
 import { transportLookupKeys, type TransportSpec } from './tables/transport.ts';
+import { TandemError } from '../util/errors.ts';
 
 export type DomainKind = 'local' | 'relay';
 
@@ -69,7 +67,9 @@ export interface ResolverOptions {
 }
 
 /** Thrown inside expansion to stop it; turned into {type:'invalid'}. */
-class ExpansionLimit extends Error {}
+class ExpansionLimit extends TandemError {
+  readonly code = 'ROUTE_EXPANSION_LIMIT';
+}
 
 /** Resolve a RCPT address over `source` (see header). */
 export async function resolveRecipientWith(source: RoutingSource, opts: ResolverOptions, address: string): Promise<RecipientResolution> {

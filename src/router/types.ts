@@ -1,13 +1,18 @@
 /**
- * router/types.ts — the router interface that tables (now) and the LDAP directory (later) fill.
+ * router/types.ts — the router port: what the receiver, the queue manager and the node need of a
+ * router, filled by the table router (tables/) and the directory router (directory/, LDAP with
+ * the tables first).
  *
  * Two questions are asked of a router:
  *  - at RCPT time, `resolveRecipient`: is this address ours, relayable, or unknown; and to which
  *    final addresses does it expand (aliases, lists — recursive, loop-safe)?
  *  - at delivery time, `routeAddress`: which channel and next hop carries a final address?
  * A lookup that cannot be answered (file unreadable, directory down) throws TempLookupError:
- * the caller answers 451 or defers; it never bounces.
+ * the caller answers 451 or defers; it never bounces. Besides: reload (SIGHUP), health (the
+ * directory's servers and cache, for the admin API and metrics) and close.
  */
+import type { DirectoryServerStatus } from './directory/pool.ts';
+import type { CacheStats } from './directory/cache.ts';
 
 /** Where one final address goes. */
 export type Route =
@@ -56,6 +61,16 @@ export interface Router {
   routeAddress(address: string): Promise<Route>;
   /** Reload tables (SIGHUP). Keeps the old data if the new data does not load, and throws. */
   reload(): Promise<void>;
+  /** The directory's servers and cache counters; undefined for a router without a directory. */
+  health(): RouterHealth | undefined;
+  /** Release what the router holds open (directory connections). */
+  close(): Promise<void>;
+}
+
+/** What a router with a directory reports about it. */
+export interface RouterHealth {
+  servers: DirectoryServerStatus[];
+  cache: CacheStats;
 }
 
 /** Key for per-destination concurrency and backoff: the next hop a Route goes to. */

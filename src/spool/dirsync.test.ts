@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DirSyncer, fsyncDirectory } from './dirsync.ts';
+import { DirSyncer } from './dirsync.ts';
+import { fsyncDirectory } from '../util/fsync-dir.ts';
 
 /** A fake fsync whose calls stay pending until the test finishes them. */
 function controllableFsync() {

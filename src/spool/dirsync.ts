@@ -1,8 +1,8 @@
 /**
  * dirsync.ts — grouped folder fsync: many concurrent requests share one fsync of a folder.
  *
- * Exports: DirSyncer (sync(dir) resolves once a fsync of `dir` that STARTED after the call has
- * completed), fsyncDirectory (the real one: open the folder read-only, fsync, close).
+ * DirSyncer.sync(dir) resolves once a fsync of `dir` that STARTED after the call has completed;
+ * the fsync itself is given (by default the real one, util/fsync-dir.ts).
  *
  * Batching: if no fsync of `dir` is running, one starts at once. If one is running, the request
  * joins the next batch, which starts when the running one finishes; every caller of a batch
@@ -12,19 +12,7 @@
  * What can go wrong: the fsync fails (EIO, ENOSPC on some file systems, the folder vanished):
  * every caller of that batch gets the error; the next batch tries again.
  */
-import { open } from 'node:fs/promises';
-
-export type FsyncDir = (dir: string) => Promise<void>;
-
-/** Make a folder's entries (creations, renames, unlinks) durable. */
-export async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
+import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
 
 interface NextBatch {
   promise: Promise<void>;

@@ -1,7 +1,6 @@
 /**
  * spool/incoming.ts — a message being received, written to tmp/<id> as it arrives.
  *
- * Exports: IncomingMessage.
  * The queue file starts with the M record (queuefile.ts), whose header — length and crc32 —
  * is known only at the end: bytes are buffered up to FLUSH_AT, then the file is opened
  * (O_CREAT|O_EXCL) with a placeholder header and each further FLUSH_AT bytes are written as
@@ -19,8 +18,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import type { DirSyncer } from './dirsync.ts';
 import { QUEUE_FILE_MAGIC, RECORD_HEADER_SIZE, encodeRecordHeader, encodeTrailer } from './queuefile.ts';
-import type { Envelope } from './types.ts';
-import type { SpoolIo } from './spool.ts';
+import type { Envelope, SpoolIo } from './types.ts';
 
 /** Bytes held in memory before they go to the file. */
 const FLUSH_AT = 256 * 1024;

@@ -4,13 +4,15 @@
  */
 export { Spool, CorruptQueueFileError } from './spool.ts';
 export { IncomingMessage } from './incoming.ts';
-export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions, SpoolIo } from './spool.ts';
+export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLock, SpoolLockInfo } from './lock.ts';
-export { DirSyncer, fsyncDirectory } from './dirsync.ts';
-export type { FsyncDir } from './dirsync.ts';
-export { parseQueueId, isSafeQueueId, NODE_ID_PATTERN } from './queueid.ts';
+export { DirSyncer } from './dirsync.ts';
+// XXX: cluster/claims.ts still takes fsyncDirectory from here; it belongs to util/fsync-dir.ts
+export { fsyncDirectory } from '../util/fsync-dir.ts';
+export type { FsyncDir } from '../util/fsync-dir.ts';
+export { parseQueueId, isSafeQueueId } from './queueid.ts';
 export { QUEUE_STATES } from './types.ts';
 export type {
-  DeferralRecord, DsnNotify, Envelope, EnvelopeRecipient, QueueState, RecipientStatus,
+  DeferralRecord, DsnNotify, Envelope, EnvelopeRecipient, QueueState, RecipientStatus, SpoolIo,
 } from './types.ts';

@@ -1,8 +1,6 @@
 /**
  * lock.ts — single-writer lock for a spool folder: the file `<dir>/lock`.
  *
- * Exports: acquireSpoolLock, readSpoolLock, SpoolLockedError, SpoolLockInfo.
- *
  * The lock file holds JSON {pid, hostname, startedAt}. It is created atomically with its
  * content: written to a private temp file, then hard-linked to `lock` (link fails with EEXIST
  * if the lock exists — the O_EXCL of the classic NFS-safe recipe), so nobody ever sees an
@@ -22,6 +20,7 @@ import { join } from 'node:path';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { isErrno } from '../util/errno.ts';
+import { TandemError } from '../util/errors.ts';
 
 export interface SpoolLockInfo {
   pid: number;
@@ -29,7 +28,8 @@ export interface SpoolLockInfo {
   startedAt: number;
 }
 
-export class SpoolLockedError extends Error {
+export class SpoolLockedError extends TandemError {
+  readonly code = 'SPOOL_LOCKED';
   readonly pid: number;
   readonly hostname: string;
   readonly path: string;

@@ -10,11 +10,6 @@
  * After `Z`, zero or more `S` status records (JSON RecipientStatus | DeferralRecord) are
  * appended as deliveries happen.
  *
- * Exports: QUEUE_FILE_MAGIC, RECORD_HEADER_SIZE, BODY_RECORDS, encodeQueueFile, encodeRecordHeader,
- * encodeTrailer, encodeStatusRecords, readMetadata (envelope and statuses, message not read),
- * decodeQueueFile (→ tagged result, never throws for bad input), findAppendOffset (where the
- * next S record goes, reading only headers and S records), pendingRecipients.
- *
  * What can go wrong: a file missing the magic, M, E or Z, or with a bad length or CRC before
  * or at Z, is damaged: decodeQueueFile returns `{ ok: false, reason }` and the caller moves
  * the file to corrupt/. A bad or incomplete record after Z is NOT damage: the process may have
@@ -30,7 +25,7 @@ export const QUEUE_FILE_MAGIC = Buffer.from('TANDEMQ1\n', 'latin1');
 export const RECORD_HEADER_SIZE = 9;
 const MAX_RECORD_LENGTH = 0xffff_ffff;
 /** The records of a committed file, in order; S records follow. */
-export const BODY_RECORDS = ['M', 'E', 'Z'] as const;
+const BODY_RECORDS = ['M', 'E', 'Z'] as const;
 
 export type StatusRecord = RecipientStatus | DeferralRecord;
 

@@ -5,25 +5,24 @@
  *   T  arrival time, ms since the epoch, base36 upper case, 9 digits (zero padded; lasts to year 5138)
  *   C  per-process counter, base36, 4 digits, starting at a random value and wrapping
  *   R  4 random base36 digits (covers a restart within the same millisecond, or a clock step back)
- *   nodeId  the receiving node, [a-z0-9_-]{1,32}
+ *   nodeId  the receiving node (util/names.ts: 1-32 of a-z, 0-9, "_", "-", starting with a letter or digit)
  * Fixed widths make the ids of one node sort by arrival time as plain strings; the node id at the
  * end makes ids from different nodes distinct. Only upper-case letters are used before the node id
  * and node ids are lower case, so ids stay distinct on case-insensitive file systems too.
  *
- * Exports: makeQueueIdGenerator, parseQueueId, isSafeQueueId, assertNodeId, NODE_ID_PATTERN.
  * What can go wrong: an invalid node id throws (a configuration bug, caught at Spool.open).
  */
 import { randomInt } from 'node:crypto';
+import { NODE_ID, NODE_ID_PATTERN, NODE_ID_RULE } from '../util/names.ts';
 
-export const NODE_ID_PATTERN = /^[a-z0-9_-]{1,32}$/;
-const QUEUE_ID_PATTERN = /^([0-9A-Z]{9})\.([0-9A-Z]{8})\.([a-z0-9_-]{1,32})$/;
+const QUEUE_ID_PATTERN = new RegExp(`^([0-9A-Z]{9})\\.([0-9A-Z]{8})\\.(${NODE_ID})$`);
 /** Any name we accept as a queue file name: no path separators, no leading dot. */
 const SAFE_QUEUE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const COUNTER_RANGE = 36 ** 4;
 
-export function assertNodeId(nodeId: string): void {
+function assertNodeId(nodeId: string): void {
   if (!NODE_ID_PATTERN.test(nodeId)) {
-    throw new Error(`node id ${JSON.stringify(nodeId)} is not valid; use 1 to 32 of a-z, 0-9, "_" and "-"`);
+    throw new Error(`node id ${JSON.stringify(nodeId)} is not valid: ${NODE_ID_RULE}`);
   }
 }
 

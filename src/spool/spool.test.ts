@@ -146,6 +146,35 @@ test('a torn status tail (crash mid-append) is ignored, then truncated by the ne
   assert.equal(bytes.indexOf(Buffer.from([1, 2, 3, 4, 0x7b, 0x22])), -1);
 });
 
+test('appendStatus resolves only after the appended record is fdatasynced', async () => {
+  // A delivered recipient whose S record is not on disk is delivered again after a crash.
+  const steps: string[] = [];
+  const spool = await openSpool({
+    io: {
+      open: async (path, flags, mode) => {
+        const handle = await fsOpen(path, flags, mode);
+        const { write, sync, datasync, close } = handle;
+        handle.write = (async (...args: unknown[]) => {
+          steps.push('write');
+          return (write as (...a: unknown[]) => unknown).apply(handle, args);
+        }) as typeof handle.write;
+        handle.sync = async () => { steps.push('sync'); return sync.call(handle); };
+        handle.datasync = async () => { steps.push('sync'); return datasync.call(handle); };
+        handle.close = async () => { steps.push('close'); return close.call(handle); };
+        return handle;
+      },
+    },
+  });
+  const id = await commitOne(spool, 2);
+  steps.length = 0;
+  await spool.appendStatus(id, 'incoming', [{ index: 0, type: 'delivered', at: 1, reply: '250 ok', via: 'mx.example.net' }]);
+  steps.push('resolved');
+  const lastWrite = steps.lastIndexOf('write');
+  assert.ok(lastWrite >= 0, 'the record was not written');
+  assert.deepEqual(steps.slice(lastWrite + 1), ['sync', 'close', 'resolved'], `steps: ${steps.join(', ')}`);
+  assert.deepEqual((await spool.read(id, 'incoming')).pending, [1]);
+});
+
 test('concurrent appends to one file all survive', async () => {
   const spool = await openSpool();
   const id = await commitOne(spool, 30);

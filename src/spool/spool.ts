@@ -21,7 +21,6 @@
  * message may be delivered twice; it is never lost once commit() resolved. remove() resolves
  * only when the unlink is durable, so a finished message does not come back after a crash.
  *
- * Exports: Spool, CorruptQueueFileError, QueueFile, QueueEntry, SpoolOptions, SpoolIo.
  * What can go wrong: I/O errors (ENOSPC, EIO, EACCES) are thrown as they are — an environment
  * failure; read() throws CorruptQueueFileError for a damaged file and the ENOENT error for a
  * missing one; an unsafe queue id (path separators, leading dot) throws a plain Error (a bug).
@@ -32,15 +31,18 @@ import { constants as fsConstants } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DirSyncer, fsyncDirectory, type FsyncDir } from './dirsync.ts';
+import { DirSyncer } from './dirsync.ts';
+import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
 import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
-import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus } from './types.ts';
+import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus, type SpoolIo } from './types.ts';
 import { isErrno } from '../util/errno.ts';
+import { TandemError } from '../util/errors.ts';
 
 /** A queue file that failed its self-check; it belongs in corrupt/. */
-export class CorruptQueueFileError extends Error {
+export class CorruptQueueFileError extends TandemError {
+  readonly code = 'SPOOL_CORRUPT_QUEUE_FILE';
   readonly queueId: string;
   readonly path: string;
   readonly reason: string;
@@ -82,18 +84,8 @@ export interface RecoveredEntry {
   nextAttemptAt?: number;
 }
 
-/** The file operations the spool uses; tests replace some to inject failures. */
-export interface SpoolIo {
-  open(path: string, flags: number, mode?: number): Promise<FileHandle>;
-  rename(from: string, to: string): Promise<void>;
-  unlink(path: string): Promise<void>;
-  readFile(path: string): Promise<Buffer>;
-  readdir(path: string): Promise<string[]>;
-  stat(path: string): Promise<{ size: number; mtimeMs: number }>;
-}
-
 export interface SpoolOptions {
-  /** This node's id, [a-z0-9_-]{1,32}; embedded in every new queue id. */
+  /** This node's id (util/names.ts NODE_ID); embedded in every new queue id. */
   nodeId: string;
   warn?: (msg: string, fields: object) => void;
   /** Folder fsync (tests count or fail it); default: the real one. */

@@ -1,6 +1,9 @@
 /**
- * spool/types.ts — what a queue file holds, shared by receiver, spool, qmgr and channels.
+ * spool/types.ts — what a queue file holds besides the envelope (message/envelope.ts, re-exported
+ * here): queue states, per-recipient status and deferral records; and SpoolIo, the file
+ * operations the spool uses (spool.ts, incoming.ts).
  */
+import type { FileHandle } from 'node:fs/promises';
 
 import type { OriginalRecipient } from '../util/dsn-address.ts';
 
@@ -8,44 +11,7 @@ import type { OriginalRecipient } from '../util/dsn-address.ts';
 export const QUEUE_STATES = ['incoming', 'active', 'deferred', 'hold', 'corrupt'] as const;
 export type QueueState = (typeof QUEUE_STATES)[number];
 
-/** RFC 3461 NOTIFY values for one recipient. */
-export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
-
-export interface EnvelopeRecipient {
-  /** Final address after alias/list expansion (what is delivered to). */
-  address: string;
-  /**
-   * The address the client gave at RCPT TO. (Queue files written before `orcpt` existed may
-   * hold the ORCPT address here.)
-   */
-  original: string;
-  /** RFC 3461 ORCPT as the client gave it (type and decoded address); absent when none was given. */
-  orcpt?: OriginalRecipient;
-  /** DSN NOTIFY; absent means the default (FAILURE, and DELAY if warnings are on). */
-  notify?: DsnNotify[];
-}
-
-/** Everything known about a message at the time it is committed to the spool. */
-export interface Envelope {
-  /** Queue id, unique across a cluster: it carries the node id. */
-  queueId: string;
-  /** Node whose spool received it. */
-  nodeId: string;
-  /** Envelope sender; "" is the null sender (bounces); DSNs are never sent to it. */
-  sender: string;
-  recipients: EnvelopeRecipient[];
-  /** Arrival time, ms since the epoch. */
-  arrivedAt: number;
-  /** Message-ID header value, for the tracking log ("" if none). */
-  messageId: string;
-  /** Client that sent it: address, HELO name, authenticated user. */
-  client: { address: string; helo: string; user?: string };
-  /** DSN: RET=FULL|HDRS and ENVID from MAIL FROM. */
-  dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };
-  /** BODY=8BITMIME / SMTPUTF8 flags from MAIL FROM, passed on to the next hop. */
-  body8bit?: boolean;
-  smtputf8?: boolean;
-}
+export type { DsnNotify, Envelope, EnvelopeRecipient } from '../message/envelope.ts';
 
 /** Durable per-recipient outcome, appended to the queue file as it happens. */
 export type RecipientStatus =
@@ -62,4 +28,14 @@ export interface DeferralRecord {
   lastReply: string;
   /** Delay warning already sent (once per message). */
   warned?: boolean;
+}
+
+/** The file operations the spool uses; tests replace some to inject failures. */
+export interface SpoolIo {
+  open(path: string, flags: number, mode?: number): Promise<FileHandle>;
+  rename(from: string, to: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  readFile(path: string): Promise<Buffer>;
+  readdir(path: string): Promise<string[]>;
+  stat(path: string): Promise<{ size: number; mtimeMs: number }>;
 }

@@ -1,7 +1,6 @@
 /**
  * track/tracking-log.ts — the message tracking log: one JSON line per event per message.
  *
- * Exports: TrackingLog, TrackingEvent, ClusterTrackingEvent, readTrackingLog.
  * Events: received, routed, delivered, deferred, bounced, expired, deleted, held, released,
  * dsn, corrupt — each with queue id, Message-ID, sender, recipient, next hop and reply where known;
  * and the cluster's takeover, handback, claim-broken, fenced, unfenced (with spool and epoch).

@@ -1,7 +1,5 @@
 /**
  * util/errno.ts — is this error a given errno code (ENOENT, EEXIST, ...)?
- *
- * Exports: isErrno.
  */
 export function isErrno(err: unknown, code: string): boolean {
   return (err as NodeJS.ErrnoException | null)?.code === code;

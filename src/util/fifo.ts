@@ -1,8 +1,6 @@
 /**
  * util/fifo.ts — a first-in first-out queue with O(1) push and shift (an array's shift() is
  * O(n), which matters for a queue manager starting on a spool of 100,000 messages).
- *
- * Exports: Fifo.
  */
 export class Fifo<T> {
   private items: (T | undefined)[] = [];

@@ -3,7 +3,6 @@
  * close), for a configuration that must name its ports before the processes start (`tandem up`,
  * and the test harness).
  *
- * Exports: freePort (TCP), freeUdpPort.
  * What can go wrong: between the call and the real bind another process may take the port;
  * that bind then fails loudly (a race the callers accept).
  */

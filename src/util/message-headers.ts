@@ -4,9 +4,6 @@
  * how often a field occurs, an RFC 5322 date; and HeaderCollector, which gathers the header
  * section of a message arriving in chunks. Shared by the receiver, the channels and the DSN
  * builder, so that all of them agree on CRLF and bare-LF messages alike.
- *
- * Exports: rfc5322Date, HEADER_SCAN_LIMIT, headerEnd, bodyStart, headerBlock, findHeader,
- * countHeader, HeaderCollector.
  */
 
 /** RFC 5322 date with numeric zone, e.g. "Thu, 26 Nov 2026 04:14:35 +0000". */

@@ -1,7 +1,7 @@
 /**
  * util/semaphore.ts — a counting semaphore with FIFO waiters.
  *
- * Exports: Semaphore. Used by the queue manager for per-destination and total delivery
+ * Used by the queue manager for per-destination and total delivery
  * concurrency.
  */
 export class Semaphore {

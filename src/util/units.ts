@@ -1,7 +1,6 @@
 /**
  * units.ts — parse durations ("300s", "5d", "250ms") and sizes ("10MiB", "4096", "10MB").
  *
- * Exports: parseDuration (→ milliseconds), parseSize (→ bytes), formatDuration.
  * Throws a plain Error naming what is allowed; the config loader wraps it with the key.
  */
 

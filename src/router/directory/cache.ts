@@ -2,8 +2,6 @@
  * router/directory/cache.ts — the lookup cache in front of the directory: bounded TTL,
  * negative caching, stale answers while every server is down.
  *
- * Exports: LookupCache, LookupCacheOptions, CacheStats, LookupContext.
- *
  * get(key, load):
  *  - a fresh entry (younger than ttlMs, or negativeTtlMs for "not found") is returned as is;
  *  - otherwise `load` runs (concurrent gets of one key share one load) and its answer is stored;

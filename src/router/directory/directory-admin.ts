@@ -2,8 +2,6 @@
  * router/directory/directory-admin.ts — the directory changes behind `tandem dir`: base entries,
  * domains, mailboxes, aliases, lists and routes, written to the master through the pool.
  *
- * Exports: DirectoryAdmin, DirKind, DIR_KINDS, DirEntry, ImportCounts.
- *
  * Layout written (the router itself finds entries anywhere under the base DN by attribute):
  *   ou=domains   associatedDomain=<domain>     tandemDomain (tandemDomainType local|relay)
  *   ou=people    uid=<address>                 inetOrgPerson + inetLocalMailRecipient
@@ -22,10 +20,11 @@
  * the message says which), Error for a bad argument.
  * Config keys (passed in): directory.base_dn, local.maildir_root (import).
  */
-import { Attribute, Change, NoSuchObjectError, type Entry } from 'ldapts';
+import { AlreadyExistsError, Attribute, Change, NoSuchObjectError, type Entry } from 'ldapts';
 import { parseAddress, normalizeDomain } from '../tables/address.ts';
 import { parseTransportValue } from '../tables/transport.ts';
 import { loadTableEntries, type TableEntry } from '../tables/table-file.ts';
+import { DOMAIN_OR_SUBDOMAINS_PATTERN } from '../../util/names.ts';
 import type { TableFiles } from '../tables/table-data.ts';
 import type { DirectoryPool } from './pool.ts';
 
@@ -48,7 +47,6 @@ export interface ImportCounts {
 
 const OU: Record<DirKind, string> = { domain: 'domains', mailbox: 'people', alias: 'aliases', list: 'lists', route: 'routes' };
 const RDN: Record<DirKind, string> = { domain: 'associatedDomain', mailbox: 'uid', alias: 'cn', list: 'cn', route: 'tandemRouteKey' };
-const DOMAIN = /^\.?[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
 
 type Attrs = Record<string, string[]>;
 
@@ -73,7 +71,7 @@ export class DirectoryAdmin {
           await c.add(dn, attrs);
           return true;
         } catch (err) {
-          if ((err as Error).name === 'AlreadyExistsError') return false;
+          if (err instanceof AlreadyExistsError) return false;
           throw err;
         }
       })) created.push(dn);
@@ -115,7 +113,7 @@ export class DirectoryAdmin {
         try {
           return (await c.search(`ou=${OU[k]},${this.baseDn}`, { scope: 'one', attributes: ['*'], paged: true })).searchEntries;
         } catch (err) {
-          if ((err as Error).name === 'NoSuchObjectError') return [];
+          if (err instanceof NoSuchObjectError) return [];
           throw err;
         }
       });
@@ -213,18 +211,18 @@ function normalizeKey(kind: DirKind, key: string): string {
   switch (kind) {
     case 'domain': {
       const d = normalizeDomain(k);
-      if (!DOMAIN.test(d)) throw bad('a domain name (or .domain for its subdomains)');
+      if (!DOMAIN_OR_SUBDOMAINS_PATTERN.test(d)) throw bad('a domain name (or .domain for its subdomains)');
       return d;
     }
     case 'mailbox':
     case 'alias':
     case 'list':
-      if (k.startsWith('@') && DOMAIN.test(k.slice(1)) && kind !== 'list') return k;
+      if (k.startsWith('@') && DOMAIN_OR_SUBDOMAINS_PATTERN.test(k.slice(1)) && kind !== 'list') return k;
       if (kind === 'alias' && /^[a-z0-9._-]+$/.test(k)) return k;
       if (parseAddress(k)?.address === k) return k;
       throw bad(kind === 'alias' ? 'an address (user@domain, @domain or a bare user)' : kind === 'mailbox' ? 'an address (user@domain or @domain)' : 'an address (user@domain)');
     case 'route':
-      if (k === '*' || DOMAIN.test(k) || parseAddress(k)?.address === k) return k;
+      if (k === '*' || DOMAIN_OR_SUBDOMAINS_PATTERN.test(k) || parseAddress(k)?.address === k) return k;
       throw bad('a transport key (user@domain, domain, .domain or *)');
   }
 }
@@ -234,7 +232,7 @@ function checkTargets(values: string[], aliasForms: boolean): string[] {
   const targets = values.flatMap((v) => v.split(/[\s,]+/)).filter((t) => t !== '').map((t) => t.toLowerCase());
   if (targets.length === 0) throw new Error('give at least one target address');
   for (const t of targets) {
-    const ok = parseAddress(t)?.address === t || (aliasForms && ((t.startsWith('@') && DOMAIN.test(t.slice(1))) || /^[a-z0-9._-]+$/.test(t)));
+    const ok = parseAddress(t)?.address === t || (aliasForms && ((t.startsWith('@') && DOMAIN_OR_SUBDOMAINS_PATTERN.test(t.slice(1))) || /^[a-z0-9._-]+$/.test(t)));
     if (!ok) throw new Error(`"${t}" is not an address${aliasForms ? ' (user@domain, @domain or a bare user)' : ' (user@domain)'}; pipes and files are not delivered to`);
   }
   return targets;

@@ -2,8 +2,6 @@
  * router/directory/directory-router.ts — the Router over the LDAP directory, alone or combined
  * with the table files.
  *
- * Exports: DirectoryRouter, combineSources.
- *
  * Semantics are router/resolver.ts's, the same as TableRouter's. With tables as well, every
  * lookup key (domain, address, transport key) is answered by the tables first and by the
  * directory only when the tables have no entry for that key — as Postfix does with two maps
@@ -17,7 +15,7 @@
  * ones on a bad table) and makes the directory cache stale.
  * Config keys: none directly (see wiring.ts).
  */
-import type { RecipientResolution, Route, Router } from '../types.ts';
+import type { RecipientResolution, Route, Router, RouterHealth } from '../types.ts';
 import { resolveRecipientWith, routeAddressWith, type ResolverOptions, type RoutingSource } from '../resolver.ts';
 import type { TableRouter } from '../tables/table-router.ts';
 import type { DirectorySource } from './directory-source.ts';
@@ -74,6 +72,10 @@ export class DirectoryRouter implements Router {
   async reload(): Promise<void> {
     this.directory.expireCache();
     await this.tables?.reload();
+  }
+
+  health(): RouterHealth {
+    return { servers: this.pool.status(), cache: this.directory.cacheStats() };
   }
 
   /** Close the directory connections. */

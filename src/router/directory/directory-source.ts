@@ -2,8 +2,6 @@
  * router/directory/directory-source.ts — the directory as a RoutingSource: domains, addresses
  * and transport routes read from LDAP entries under the base DN, through the lookup cache.
  *
- * Exports: DirectorySource, DirectorySourceOptions.
- *
  * What an entry means (schema in docs/directory.md and deploy/ldap/tandem.schema):
  *  - tandemDomain: associatedDomain (a domain, or ".parent" for relay subdomains) with
  *    tandemDomainType local | relay. A domain with both kinds of entry is local.
@@ -38,6 +36,7 @@
 import path from 'node:path';
 import { AndFilter, OrFilter, EqualityFilter, NoSuchObjectError, InvalidDNSyntaxError, type Entry } from 'ldapts';
 import { TempLookupError } from '../../util/errors.ts';
+import { DOMAIN_PATTERN } from '../../util/names.ts';
 import type { AddressInfo, DomainKind, RoutingSource } from '../resolver.ts';
 import { parseAddress } from '../tables/address.ts';
 import { parseTransportValue, type TransportSpec } from '../tables/transport.ts';
@@ -249,12 +248,11 @@ export class DirectorySource implements RoutingSource {
   }
 }
 
-const DOMAIN = /^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
 
 /** An alias target as the tables accept it — "user@domain", "@domain" or a bare "user" — lower-cased; undefined if none. */
 function aliasTarget(value: string): string | undefined {
   const t = value.trim().toLowerCase();
-  if (t.startsWith('@')) return DOMAIN.test(t.slice(1)) ? t : undefined;
+  if (t.startsWith('@')) return DOMAIN_PATTERN.test(t.slice(1)) ? t : undefined;
   if (t.includes('@')) return parseAddress(t)?.address;
   return /^[^@<>()[\]\\;:\s",|/]+$/.test(t) ? t : undefined;
 }

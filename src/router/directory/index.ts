@@ -1,9 +1,6 @@
 /**
  * router/directory/index.ts — the public surface of the directory router package.
  *
- * Exports: DirectoryRouter, combineSources (directory-router.ts), DirectorySource
- * (directory-source.ts), DirectoryPool and its errors and types (pool.ts), LookupCache
- * (cache.ts), DirectoryAdmin (the changes behind `tandem dir`, directory-admin.ts).
  * What can go wrong: see each module's header. Config keys: directory.* (read in node/wiring.ts).
  */
 export { DirectoryRouter, combineSources } from './directory-router.ts';

@@ -2,10 +2,6 @@
  * router/directory/pool.ts — a pool of LDAP connections (ldapts) over the configured directory
  * servers: reads spread and failed over, writes to one master at a time.
  *
- * Exports: DirectoryPool, DirectoryPoolOptions, DirectoryServerConfig, DirectoryServerStatus,
- * LdapClient (the part of ldapts' Client we use; unit tests pass fakes), DirectoryUnavailableError,
- * DirectoryMasterUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError.
- *
  * Reads: round robin over the servers that are up (masters and shadows alike); a server that
  * fails (connection refused or lost, connect or operation timeout, any LDAP error) is marked down
  * for `backoffMs` and the read goes to the next one. A down server whose back-off has passed is
@@ -29,6 +25,7 @@
  */
 import { Client, ResultCodeError, UnavailableError, BusyError, NoSuchObjectError } from 'ldapts';
 import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
+import { TandemError } from '../../util/errors.ts';
 
 export type DirectoryRole = 'master' | 'shadow';
 
@@ -80,7 +77,7 @@ export interface DirectoryServerStatus {
 }
 
 /** No directory server answered a read. */
-export class DirectoryUnavailableError extends Error {
+export class DirectoryUnavailableError extends TandemError {
   readonly code = 'DIRECTORY_UNAVAILABLE';
   constructor(message: string) {
     super(message);
@@ -89,7 +86,7 @@ export class DirectoryUnavailableError extends Error {
 }
 
 /** No master is reachable for a write: retry later. */
-export class DirectoryMasterUnavailableError extends Error {
+export class DirectoryMasterUnavailableError extends TandemError {
   readonly code = 'DIRECTORY_MASTER_UNAVAILABLE';
   constructor(detail: string) {
     super(`directory master unavailable — retry later (${detail})`);
@@ -98,7 +95,7 @@ export class DirectoryMasterUnavailableError extends Error {
 }
 
 /** The master refused a write (entry exists, no such entry, schema violation, access). */
-export class DirectoryWriteError extends Error {
+export class DirectoryWriteError extends TandemError {
   readonly code = 'DIRECTORY_WRITE_REFUSED';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -107,7 +104,7 @@ export class DirectoryWriteError extends Error {
 }
 
 /** A write was sent to a master that then did not answer: it may or may not have been applied. */
-export class DirectoryWriteOutcomeUnknownError extends Error {
+export class DirectoryWriteOutcomeUnknownError extends TandemError {
   readonly code = 'DIRECTORY_WRITE_OUTCOME_UNKNOWN';
   constructor(readonly url: string, options?: { cause?: unknown }) {
     super(`outcome unknown on master ${url} — check and retry (the change was sent but no answer came: ${(options?.cause as Error | undefined)?.message ?? 'no answer'}; look with tandem dir list before repeating it)`, options);
@@ -116,7 +113,8 @@ export class DirectoryWriteOutcomeUnknownError extends Error {
 }
 
 /** The operation never reached the server: connect or bind failed, or the socket was already gone. */
-class NotSentError extends Error {
+class NotSentError extends TandemError {
+  readonly code = 'DIRECTORY_NOT_SENT';
   constructor(cause: Error) {
     super(cause.message || String(cause), { cause });
     this.name = 'NotSentError';

@@ -1,8 +1,6 @@
 /**
  * router/tables/address.ts — split and normalise mail addresses for table lookups.
  *
- * Exports: RECIPIENT_DELIMITER, ParsedAddress, parseAddress, normalizeDomain.
- *
  * Addresses are lower-cased as a whole. XXX: RFC 5321 says local parts may be case-sensitive;
  * like most sites (and Postfix lookups) we treat them case-insensitively, so "Bob@x" and "bob@x"
  * are the same mailbox. The split is at the last '@' so quoted local parts with '@' survive.
@@ -12,7 +10,7 @@
  * Config keys: none.
  */
 
-export const RECIPIENT_DELIMITER = '+';
+const RECIPIENT_DELIMITER = '+';
 
 export interface ParsedAddress {
   /** The whole address, lower-cased, trailing dot of the domain removed. */

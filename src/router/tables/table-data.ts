@@ -1,8 +1,6 @@
 /**
  * router/tables/table-data.ts — load all routing tables into one immutable snapshot.
  *
- * Exports: TableData, TableFiles, TableDataOptions, loadTableData.
- *
  * A snapshot is built completely before anyone sees it, so a reload either replaces all tables
  * or none. Per table (see table-router.ts for what the entries mean):
  *  - local_domains, relay_domains: keys are domains (values ignored, may be empty). In
@@ -24,6 +22,7 @@ import path from 'node:path';
 import { loadTableEntries, TableFormatError, type TableEntry } from './table-file.ts';
 import { parseTransportValue, type TransportSpec } from './transport.ts';
 import { normalizeDomain, parseAddress } from './address.ts';
+import { DOMAIN_OR_SUBDOMAINS_PATTERN } from '../../util/names.ts';
 
 export interface TableFiles {
   local_domains?: string;
@@ -53,7 +52,6 @@ export interface TableData {
   transport: ReadonlyMap<string, TransportSpec>;
 }
 
-const DOMAIN = /^\.?[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*$/;
 
 /** Load every configured table; throws on the first one that does not load. */
 export async function loadTableData(opts: TableDataOptions): Promise<TableData> {
@@ -110,14 +108,14 @@ function domainSet(table: Map<string, TableEntry>, file: string | undefined, ext
   const set = new Set<string>();
   for (const [key, { line }] of table) {
     const domain = normalizeDomain(key);
-    if (!DOMAIN.test(domain) || (!dotted && domain.startsWith('.'))) {
+    if (!DOMAIN_OR_SUBDOMAINS_PATTERN.test(domain) || (!dotted && domain.startsWith('.'))) {
       throw new TableFormatError(file!, line, `"${key}" is not a domain name${dotted ? ' (or .domain for its subdomains)' : ''}`);
     }
     set.add(domain);
   }
   for (const entry of extra) {
     const domain = normalizeDomain(entry);
-    if (!DOMAIN.test(domain) || (!dotted && domain.startsWith('.'))) {
+    if (!DOMAIN_OR_SUBDOMAINS_PATTERN.test(domain) || (!dotted && domain.startsWith('.'))) {
       throw new Error(`${configKey}: "${entry}" is not a domain name${dotted ? ' (or .domain for its subdomains)' : ''}`);
     }
     set.add(domain);
@@ -129,7 +127,7 @@ function domainSet(table: Map<string, TableEntry>, file: string | undefined, ext
 function checkAddressKey(key: string, file: string, line: number, bareAllowed: boolean): string {
   if (key.startsWith('@')) {
     const domain = key.slice(1);
-    if (!DOMAIN.test(domain) || domain.startsWith('.')) throw new TableFormatError(file, line, `"${key}": expected @domain`);
+    if (!DOMAIN_OR_SUBDOMAINS_PATTERN.test(domain) || domain.startsWith('.')) throw new TableFormatError(file, line, `"${key}": expected @domain`);
     return domain;
   }
   if (!key.includes('@')) {
@@ -149,7 +147,7 @@ function parseAliasTargets(value: string, file: string, line: number): string[] 
     if (target.startsWith('|') || target.startsWith('/') || target.startsWith(':include:') || target.startsWith('"')) {
       throw new TableFormatError(file, line, `alias target "${target}" is a pipe, file or :include:, which Tandem does not deliver to; use addresses only`);
     }
-    const ok = target.startsWith('@') ? DOMAIN.test(target.slice(1)) && !target.startsWith('@.') : target.includes('@') ? parseAddress(target) !== undefined : /^[^@<>()\[\]\\;:]+$/.test(target);
+    const ok = target.startsWith('@') ? DOMAIN_OR_SUBDOMAINS_PATTERN.test(target.slice(1)) && !target.startsWith('@.') : target.includes('@') ? parseAddress(target) !== undefined : /^[^@<>()\[\]\\;:]+$/.test(target);
     if (!ok) throw new TableFormatError(file, line, `alias target "${target}" is not an address (user@domain, user, or @domain)`);
   }
   return targets;

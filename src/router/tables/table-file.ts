@@ -1,8 +1,7 @@
 /**
  * router/tables/table-file.ts — read Postfix-style lookup table text files (`key value`).
  *
- * Exports: loadTable (→ Map key → value), loadTableEntries (→ Map key → { value, line }, for
- * callers that check values and must name the line), TableFormatError, TableLoadOptions.
+ * loadTableEntries keeps each value's line, for callers that check values and must name it.
  *
  * Format (as Postfix postmap(1) source files, plus aliases(5) `key: value`):
  *  - blank lines, whitespace-only lines and lines whose first non-blank character is `#` are ignored;
@@ -19,9 +18,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { TandemError } from '../../util/errors.ts';
 
 /** A table line that cannot be used; names the file and the line. */
-export class TableFormatError extends Error {
+export class TableFormatError extends TandemError {
+  readonly code = 'TABLE_FORMAT';
   readonly file: string;
   readonly line: number;
   constructor(file: string, line: number, message: string) {
@@ -70,7 +71,7 @@ export async function loadTable(file: string, opts: TableLoadOptions = {}): Prom
 }
 
 /** Parse table text; `file` is only used in messages. Exported for the tests of other table kinds. */
-export function parseTableText(text: string, file: string, opts: TableLoadOptions = {}): Map<string, TableEntry> {
+function parseTableText(text: string, file: string, opts: TableLoadOptions = {}): Map<string, TableEntry> {
   const valueRequired = opts.valueRequired ?? true;
   const colonKeys = opts.colonKeys ?? true;
   const entries = new Map<string, TableEntry>();

@@ -1,8 +1,7 @@
 /**
  * router/tables/table-router.ts — the Router backed by Postfix-style table files.
  *
- * Exports: TableRouter (implements Router; source() and resolverOptions() for a combined
- * router), TableRouterOptions.
+ * Besides the Router port, source() and resolverOptions() serve a combined router (directory/).
  *
  * Semantics:
  *  - Addresses and domains are compared lower-cased (XXX: local parts too; see address.ts).
@@ -111,6 +110,14 @@ export class TableRouter implements Router {
   }
 
   /** The current snapshot as a RoutingSource (for a router that combines tables and directory). */
+  /** No directory here. */
+  health(): undefined {
+    return undefined;
+  }
+
+  /** Nothing held open: the tables are in memory. */
+  async close(): Promise<void> {}
+
   source(): RoutingSource {
     return tableSource(this.data);
   }

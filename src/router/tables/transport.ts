@@ -1,8 +1,6 @@
 /**
  * router/tables/transport.ts — parse transport(5) table values and look keys up in Postfix order.
  *
- * Exports: TransportSpec (a parsed value), parseTransportValue, transportLookupKeys.
- *
  * Values understood (transport names are case-insensitive):
  *   smtp:[host]:port, smtp:[host]   fixed host, no MX lookup, default port 25; IPv6 as [::1]:2525
  *                                   (also [ipv6:::1]); a bracketed name is looked up by A/AAAA only
@@ -18,6 +16,7 @@
  * Config keys: none.
  */
 import ipaddr from 'ipaddr.js';
+import { DOMAIN } from '../../util/names.ts';
 
 export type TransportSpec =
   | { kind: 'smtp-fixed'; host: string; port: number }
@@ -27,7 +26,7 @@ export type TransportSpec =
   | { kind: 'maildir' }
   | { kind: 'error'; message: string };
 
-const HOSTNAME = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)*\.?$/i;
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${DOMAIN}\\.?$`, 'i');
 const ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(\s|$)/;
 
 /** Parse one transport table value. Throws Error describing the accepted syntax. */

@@ -1,0 +1,42 @@
+/**
+ * claims-prune.test.ts — the fencing epoch still holds after old claim records are pruned: a
+ * claim or release written against an epoch that is no longer current is refused, even when
+ * the record that superseded it has been removed from the folder (more than KEEP_RECORDS).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import os from 'node:os';
+import { ClaimStore, effectiveOwner } from './claims.ts';
+import { Sealer } from './sealed.ts';
+import { clusterPaths } from './paths.ts';
+
+const sealer = new Sealer('the-cluster-secret-for-tests');
+
+test('a claim or release against an old epoch is refused after the records above it were pruned', async (t) => {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'claims-prune-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const store = new ClaimStore(root, sealer);
+  // a takeover and a handback, over and over: epochs 1..50
+  let epoch = 0;
+  for (let round = 0; round < 25; round++) {
+    const claimed = await store.claim('a', 'b', epoch);
+    assert.equal(claimed?.epoch, epoch + 1);
+    const released = await store.release('a', 'b', epoch + 1, 'handback');
+    assert.equal(released?.epoch, epoch + 2);
+    epoch += 2;
+  }
+  const kept = (await readdir(clusterPaths(root).claims('a'))).filter((n) => /^\d+$/.test(n)).sort();
+  assert.ok(!kept.includes('0000000002'), `epoch 2 should have been pruned; kept ${kept.join(' ')}`);
+  assert.ok(kept.length < epoch, 'old records are pruned');
+
+  // a survivor that last looked at epoch 1 (its claim's epoch) wakes up late
+  const other = new ClaimStore(root, sealer);
+  assert.equal(await other.claim('a', 'c', 1), undefined, 'a stale claim must be refused');
+  assert.equal(await other.release('a', 'c', 1, 'stale'), undefined, 'a stale release must be refused');
+  const current = await store.current('a');
+  assert.equal(current.epoch, epoch);
+  assert.equal(effectiveOwner(current), 'a', 'the spool still belongs to its own node');
+  assert.ok(!(await readdir(clusterPaths(root).claims('a'))).includes('0000000002'), 'no record was written at the stale epoch');
+});
