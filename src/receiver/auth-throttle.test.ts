@@ -36,7 +36,7 @@ function setup(o: { hashConcurrency?: number; hashQueue?: number; failureRate?: 
   return { throttle, limits, gates, sleeps, refusals, stats: () => ({ peak, checks }) };
 }
 
-const code = (p: Promise<unknown>) => p.then(() => 0, (e) => (e instanceof SmtpReplyError ? e.code : -1));
+const code = (p: Promise<unknown>) => p.then(() => 0, (e) => (e instanceof SmtpReplyError ? e.replyCode : -1));
 
 test('at most hashConcurrency checks run at once; beyond hashQueue waiting, AUTH gets 454 without a check', async () => {
   const { throttle, gates, stats, refusals, limits } = setup({ hashConcurrency: 2, hashQueue: 3 });

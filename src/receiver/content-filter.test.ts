@@ -23,7 +23,7 @@ const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 const json = (o: object) => (_b: string, _h: http.IncomingHttpHeaders, res: http.ServerResponse) => { res.setHeader('content-type', 'application/json'); res.end(JSON.stringify(o)); };
 const ctx = { ip: '192.0.2.1', helo: 'client.test', sender: 'a@client.test', recipients: ['b@x.test', 'c@x.test'], queueId: 'Q1' };
 const msg = Buffer.from('Subject: hi\r\n\r\nbody\r\n');
-const code = (p: Promise<unknown>) => p.then(() => 0, (e) => (e instanceof SmtpReplyError ? `${e.code} ${e.enhanced}` : String(e)));
+const code = (p: Promise<unknown>) => p.then(() => 0, (e) => (e instanceof SmtpReplyError ? `${e.replyCode} ${e.enhanced}` : String(e)));
 
 test('the message and envelope go to /checkv2; "no action" is accepted with the score on top', async () => {
   let seen: { body: string; headers: http.IncomingHttpHeaders } | undefined;
