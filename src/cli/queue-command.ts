@@ -178,13 +178,10 @@ async function viaSpool(op: QueueOp, sel: QueueSelection, t: { dir: string; trac
       console.log(`the node of ${dir} is not running: its queued mail is tried, and routed with the tables of the day, as soon as it starts (nothing to do now)`);
       return EXIT.OK;
     }
-    if (!t.tracking) {
-      console.error(`tandem queue ${op}: no tracking log to record the change in: give the node's config with --config FILE (or TANDEM_CONFIG) too`);
-      return EXIT.USAGE;
-    }
+    if (!t.tracking) console.error(`tandem queue ${op}: warning: no config names the tracking log, so this change is not recorded there; give the node's config with --config FILE (or TANDEM_CONFIG)`);
     const { selected, missing } = await selectQueued(spool, sel);
     if (op === 'delete' && deleteNeedsConfirmation(sel, selected.length) && selected.length > 0 && !(await confirmDelete(selected.length, opts))) return EXIT.USAGE;
-    const tracking = new TrackingLog(t.tracking, path.basename(dir), (err) => console.error(`tandem queue: cannot write the tracking log ${t.tracking}: ${err.message}`));
+    const tracking = new TrackingLog(t.tracking ?? '', path.basename(dir), (err) => console.error(`tandem queue: cannot write the tracking log ${t.tracking}: ${err.message}`));
     const results: Array<{ queueId: string; result: string }> = [];
     try {
       for (const m of selected) results.push({ queueId: m.queueId, result: (await applyQueueAction(spool, tracking, op as 'hold' | 'release' | 'delete', m.queueId, m.state, 'cli')).result });
