@@ -53,15 +53,15 @@ async function failure(fn: () => Promise<unknown>): Promise<{ err: WitnessError;
   assert.fail('the call succeeded');
 }
 
-/** The member that is the raft leader now (asked of every running member). */
+/** The index of the member that is the raft leader now (asked of every running member). */
 async function leaderIndex(cluster: EtcdCluster): Promise<number> {
-  return eventually('a leader', async () => {
-    for (const [i, m] of cluster.members.entries()) {
+  const found = await eventually('a leader', async () => {
+    for (const [index, m] of cluster.members.entries()) {
       if (!m.running) continue;
       const c = new Etcd3({ hosts: m.clientUrl });
       try {
         const s = await c.maintenance.status();
-        if (s.leader !== '0' && s.leader === s.header.member_id) return i + 1;
+        if (s.leader !== '0' && s.leader === s.header.member_id) return { index };
       } catch {
         // not answering: ask the next
       } finally {
@@ -69,7 +69,8 @@ async function leaderIndex(cluster: EtcdCluster): Promise<number> {
       }
     }
     return undefined;
-  }, 10_000).then((n) => n - 1);
+  }, 10_000);
+  return found.index;
 }
 
 test('two witnesses race for one dead node\'s spool: exactly one wins, the epoch is the etcd revision and grows', { skip, timeout: 120_000 }, async (t) => {
@@ -193,12 +194,15 @@ test('quorum lost: calls fail fast with WITNESS_NO_QUORUM, no lock is taken, no 
     assert.ok(ms < bound, `acquire failed in ${ms} ms (bound ${bound})`);
     return err.code === 'WITNESS_NO_QUORUM';
   }, 10_000);
+  const took: number[] = [];
   for (const call of [() => b.witness.acquire('gone'), () => b.witness.isAlive('a'), () => b.witness.holder('gone'), () => b.witness.release('gone', 1)]) {
     const { err, ms } = await failure(call);
     assert.equal(err.code, 'WITNESS_NO_QUORUM', err.message);
     assert.ok(ms < bound, `failed in ${ms} ms`);
+    took.push(ms);
     assert.match(err.message, /no quorum/);
   }
+  t.diagnostic(`without quorum, calls failed in ${took.join(', ')} ms`);
   assert.equal(b.witness.state().type, 'no-quorum');
   await eventually('a\'s renewals to see no quorum', () => a.witness.state().type === 'no-quorum', 5_000);
   assert.ok(b.events.some((e) => e.type === 'state' && e.state.type === 'no-quorum'), 'the quorum loss was an event');
@@ -220,6 +224,7 @@ test('quorum lost: calls fail fast with WITNESS_NO_QUORUM, no lock is taken, no 
 
   await cluster.stopAll();
   const { err, ms } = await failure(() => b.witness.holder('gone'));
+  t.diagnostic(`every member gone: the call failed in ${ms} ms`);
   assert.equal(err.code, 'WITNESS_UNREACHABLE', err.message);
   assert.ok(ms < bound, `failed in ${ms} ms`);
   assert.equal(b.witness.state().type, 'unreachable');

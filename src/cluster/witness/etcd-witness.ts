@@ -204,7 +204,7 @@ export class EtcdWitness {
     return res.kvs.map((kv) => kv.key.subarray(start.length).toString()).sort();
   }
 
-  /** Takes the takeover lock on `spool` (the id of a dead node); see the header. */
+  /** Takes the takeover lock on `spool` (the id of a dead node; our own id is always owner-alive); see the header. */
   async acquire(spool: string): Promise<AcquireResult> {
     const leaseId = this.heldLeaseId('acquire');
     const lockKey = this.spoolKey(spool);
