@@ -40,7 +40,11 @@ export interface ShadowHolderOptions {
 interface SessionState { origin: string | undefined; lastSeq: number }
 
 /** Map a TLS handshake error to a refusal reason. */
-function tlsReason(err: Error & { code?: string }): RefusalReason {
+function tlsReason(err: Error & { code?: string }, socket: TLSSocket): RefusalReason {
+  // A certificate that does not verify: node ends the handshake itself (no TLS error of its
+  // own, only a hang-up), leaving the verification error on the socket.
+  if (socket.authorizationError) return 'tls-untrusted-certificate';
+  if (/no application protocol/i.test(err.message)) return 'not-http2';
   const text = `${err.code ?? ''} ${err.message}`;
   if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|did not return a certificate/i.test(text)) return 'tls-no-client-certificate';
   if (/CERTIFICATE|UNKNOWN_CA|unable to get|self.signed|verify/i.test(text)) return 'tls-untrusted-certificate';
@@ -64,7 +68,10 @@ export class ShadowHolder {
       allowHTTP1: false,
       settings: { maxConcurrentStreams: opts.maxConcurrentStreams ?? 256 },
     });
-    this.#server.on('tlsClientError', (err, socket) => this.#refuse(tlsReason(err), err.message, socket.remoteAddress));
+    this.#server.on('tlsClientError', (err, socket) => {
+      const detail = socket.authorizationError ? `${socket.authorizationError}` : err.message;
+      this.#refuse(tlsReason(err, socket), detail, socket.remoteAddress);
+    });
     this.#server.on('unknownProtocol', (socket: TLSSocket) => {
       this.#refuse('not-http2', `ALPN ${JSON.stringify(socket.alpnProtocol)}`, socket.remoteAddress);
       socket.destroy();
