@@ -73,6 +73,7 @@ export class ShadowClient extends EventEmitter {
 
   constructor(opts: ShadowClientOptions) {
     super();
+    this.setMaxListeners(0); // every copy waiting for the connection listens for 'state'
     this.#opts = {
       maxInFlight: 64, ackTimeoutMs: 5000, discardIntervalMs: 100, ...opts,
       backoff: { minMs: opts.backoff?.minMs ?? 100, maxMs: opts.backoff?.maxMs ?? 5000 },
