@@ -68,7 +68,8 @@ export class ShadowClient extends EventEmitter {
   readonly #unprotected = new Set<string>();
   /** Pending discard notices by queue id, with when the first of them was queued. */
   readonly #discards = new Map<string, DiscardNotice & { since: number }>();
-  #discardSending = false;
+  /** The batch being sent, if any. */
+  #discardSending: Promise<void> | undefined;
   readonly stats = { copied: 0, failed: 0, maxInFlight: 0, discardsSent: 0, discardLagMs: [] as number[], connects: 0 };
 
   constructor(opts: ShadowClientOptions) {
@@ -293,9 +294,15 @@ export class ShadowClient extends EventEmitter {
     }
   }
 
-  async #flushDiscards(): Promise<void> {
-    if (this.#discardSending || this.#discards.size === 0 || this.#state !== 'up') return;
-    this.#discardSending = true;
+  #flushDiscards(): Promise<void> {
+    if (this.#discardSending || this.#discards.size === 0 || this.#state !== 'up') return this.#discardSending ?? Promise.resolve();
+    this.#discardSending = this.#sendDiscards().finally(() => {
+      this.#discardSending = undefined;
+    });
+    return this.#discardSending;
+  }
+
+  async #sendDiscards(): Promise<void> {
     const batch = [...this.#discards.values()].slice(0, 10_000);
     for (const n of batch) this.#discards.delete(n.queueId);
     try {
@@ -320,14 +327,12 @@ export class ShadowClient extends EventEmitter {
           this.#discards.set(n.queueId, n);
         }
       }
-    } finally {
-      this.#discardSending = false;
     }
   }
 
   /** Send what is queued now (for a clean shutdown, and tests); resolves when answered. */
   async flush(): Promise<void> {
-    while (this.#discardSending) await new Promise((r) => setTimeout(r, 5));
+    await this.#discardSending;
     await this.#flushDiscards();
   }
 

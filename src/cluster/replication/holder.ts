@@ -112,7 +112,11 @@ export class ShadowHolder {
     const socket = session.socket as TLSSocket;
     const cn = socket.getPeerCertificate?.()?.subject?.CN;
     this.#sessions.set(session, { origin: typeof cn === 'string' ? cn : undefined, lastSeq: 0 });
-    session.on('error', (err: Error & { code?: string }) => this.#refuse('bad-frame', err.message, socket.remoteAddress));
+    session.on('error', (err: Error & { code?: string }) => {
+      // A peer that vanished (killed, network cut) is not bad input; a protocol error is.
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.code === 'ETIMEDOUT') return;
+      this.#refuse('bad-frame', err.message, socket.remoteAddress);
+    });
     session.on('frameError', () => undefined);
     session.on('close', () => this.#sessions.delete(session));
   }

@@ -75,13 +75,18 @@ describe('shadow replication over HTTP/2 with mutual TLS', { skip: opensslMissin
     return c;
   };
   const refusalsSeen: Array<{ reason: RefusalReason; detail: string }> = [];
+  /** Called on each refusal; a waiter returning true is done and removed. */
+  let refusalWaiters: Array<(reason: RefusalReason) => boolean> = [];
 
   before(async () => {
     certs = makeClusterCerts(dir, ['a', 'b', 'c']);
     store = await ShadowStore.open(path.join(dir, 'shadow'));
     holder = await ShadowHolder.start({
       store, origins: ['a'], tls: { ca: certs.ca, ...certs.nodes.b }, maxCopyBytes: 1024 * 1024,
-      onRefusal: (reason, detail) => refusalsSeen.push({ reason, detail }),
+      onRefusal: (reason, detail) => {
+        refusalsSeen.push({ reason, detail });
+        refusalWaiters = refusalWaiters.filter((w) => !w(reason));
+      },
     });
   });
   after(async () => {
@@ -171,11 +176,19 @@ describe('shadow replication over HTTP/2 with mutual TLS', { skip: opensslMissin
     /** After each bad input: counted under `reason`, nothing stored, a good client still served. */
     async function expectRefused(reason: RefusalReason, attempt: () => Promise<unknown>): Promise<void> {
       const before = { count: holder.refusals[reason], total: refused(holder), stored: await storedCount() };
+      // TLS refusals are counted by the server when it sees the handshake fail, which may be a
+      // moment after the client gave up: wait for the refusal event (bounded).
+      const counted = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no refusal counted as ${reason}; seen: ${JSON.stringify(refusalsSeen.slice(-3))}`)), 10_000);
+        refusalWaiters.push((r) => {
+          if (r !== reason) return false;
+          clearTimeout(timer);
+          resolve();
+          return true;
+        });
+      });
       await attempt();
-      // TLS refusals are counted by the server when it sees the handshake fail, which may be
-      // a moment after the client gave up: wait for the counter (an event, via onRefusal).
-      for (let i = 0; holder.refusals[reason] === before.count && i < 200; i++) await new Promise((r) => setImmediate(r));
-      if (holder.refusals[reason] === before.count) await new Promise((r) => setTimeout(r, 200));
+      await counted;
       assert.equal(holder.refusals[reason], before.count + 1, `refused as ${reason}; seen: ${JSON.stringify(refusalsSeen.slice(-3))}`);
       assert.equal(refused(holder), before.total + 1, 'counted once, under one reason');
       assert.equal(await storedCount(), before.stored, 'nothing stored');
