@@ -12,7 +12,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDirectory } from '../../spool/dirsync.ts';
+import { fsyncDirectory } from '../../util/fsync-dir.ts';
 import { isErrno } from '../../util/errno.ts';
 import { isSpoolId } from './protocol.ts';
 
