@@ -16,7 +16,7 @@ import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { runCli, writeTables } from './harness/tandem.ts';
 import { writeNodeConfig } from './harness/node.ts';
-import { SLAPD_AVAILABLE, startMasterShadow, directorySection, waitForEntry, type LdapSetup } from './harness/slapd.ts';
+import { SLAPD_AVAILABLE, startMasterShadow, directorySection, waitForEntry, waitForReplicas, type LdapSetup } from './harness/slapd.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { createRouter, createDirectoryPool } from '../src/node/wiring.ts';
 import { DirectoryRouter, DirectoryAdmin } from '../src/router/directory/index.ts';
@@ -61,6 +61,8 @@ before(async () => {
     const r = await runCli(['dir', ...args, '--config', importConfig]);
     assert.equal(r.code, 0, r.stderr);
   }
+  // reads go to the master and the shadow: compare once the shadow has every imported entry
+  await waitForReplicas(ldap);
 });
 
 test('the directory router answers like the table router for the same data', { skip }, async () => {

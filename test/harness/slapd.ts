@@ -217,6 +217,29 @@ export async function waitForEntry(url: string, dn: string, present: boolean, ti
   }
 }
 
+/** Poll until every server holds the same entries (DNs and their modifyTimestamp/entryCSN) as the first: replication caught up. */
+export async function waitForReplicas(setup: LdapSetup, timeoutMs = 15_000): Promise<number> {
+  const t0 = Date.now();
+  const snapshot = async (url: string): Promise<string | undefined> => {
+    const c = new Client({ url, connectTimeout: 500, timeout: 2000 });
+    try {
+      await c.bind(setup.rootDn, setup.rootPw);
+      const { searchEntries } = await c.search(setup.suffix, { scope: 'sub', attributes: ['entryCSN'] });
+      return searchEntries.map((e) => `${e.dn.toLowerCase()} ${String(e.entryCSN ?? '')}`).sort().join('\n');
+    } catch {
+      return undefined;
+    } finally {
+      await c.unbind().catch(() => undefined);
+    }
+  };
+  for (;;) {
+    const [first, ...rest] = await Promise.all(setup.servers.map((s) => snapshot(s.url)));
+    if (first !== undefined && rest.every((r) => r === first)) return Date.now() - t0;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`the directory servers still differ after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** The directory: section of a node config for `setup`, servers in the given order and roles. */
 export function directorySection(setup: LdapSetup, roles: Array<'master' | 'shadow'>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
