@@ -34,13 +34,32 @@ function refusals(text: string, limit: string): number {
   return m ? Number(m[1]) : 0;
 }
 
-/** Connect from `from`, read the greeting, EHLO. */
-async function session(port: number, from: string): Promise<RawSmtpClient> {
+/** Connect from `from` and read the greeting. */
+async function greeted(port: number, from: string): Promise<RawSmtpClient> {
   const c = await RawSmtpClient.connect(port, '127.0.0.1', 5000, from);
   const greeting = await c.readReply(10_000);
   assert.ok(greeting.type === 'reply' && greeting.code === 220, `greeting: ${show(greeting)}`);
+  return c;
+}
+
+/** Connect from `from`, read the greeting, EHLO. */
+async function session(port: number, from: string): Promise<RawSmtpClient> {
+  const c = await greeted(port, from);
   assert.match(show(await c.command('EHLO attacker.test')), /^250/);
   return c;
+}
+
+/** As session(), once the node has counted the address's earlier connections as closed (their closes reach it a moment after ours). */
+async function sessionOnceFree(port: number, from: string): Promise<RawSmtpClient> {
+  const end = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await session(port, from);
+    } catch (err) {
+      if (Date.now() > end || !/too many connections/.test(String((err as Error).message))) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 function mailCount(dir: string): number {
@@ -95,7 +114,7 @@ describe('a hostile client against one node', () => {
   });
 
   test('an idle client is cut at the command deadline (421 4.4.2), a trickle of bytes does not extend it', async () => {
-    const c = await session(node.smtp.port, ATTACKER);
+    const c = await sessionOnceFree(node.smtp.port, ATTACKER);
     const start = Date.now();
     c.write('NO'); // half a command, then more bytes now and then: not a command
     const trickle = setInterval(() => c.write('O'), 500);
@@ -187,7 +206,9 @@ describe('stress: near the connection limit idle clients get the short timeout',
   });
 
   test('with 6 of 10 slots taken, an idle session is closed after about 1 s, not 300 s', async () => {
-    const held = await Promise.all(Array.from({ length: 6 }, () => session(node.smtp.port, ATTACKER)));
+    // all six connected and greeted first, then EHLO: each command deadline is set while the node is near its limit
+    const held = await Promise.all(Array.from({ length: 6 }, () => greeted(node.smtp.port, ATTACKER)));
+    for (const c of held) assert.match(show(await c.command('EHLO attacker.test')), /^250/);
     try {
       const start = Date.now();
       const replies = await Promise.all(held.map((c) => c.readReply(15_000)));
