@@ -166,6 +166,15 @@ export class ClaimStore {
       await unlink(tmp).catch(() => undefined);
     }
     await fsyncDirectory(dir);
+    // our epoch's file was free — but was it because the record we raced has been pruned? (more
+    // than KEEP_RECORDS newer records written between our read and our link) Then ours is stale
+    // and never in force: take it away and report the race as lost.
+    const now = await this.current(record.spool);
+    if (now.epoch !== record.epoch || now.kind !== record.kind || now.by !== record.by) {
+      await unlink(target).catch(() => undefined);
+      await fsyncDirectory(dir);
+      return undefined;
+    }
     await this.prune(dir);
     return record;
   }
