@@ -29,7 +29,9 @@ const alive = (pid: number) => {
   }
 };
 
-test('tandem up: two nodes behind HAProxy deliver to the demo mailboxes; Ctrl-C stops everything', { timeout: 120_000, skip: !existsSync('/usr/sbin/haproxy') && 'HAProxy is not installed (.ci/run installs it)' }, async () => {
+// the bound covers the worst graceful stop after the crash and restart of b: a may be handing b's
+// spool back (its secondary finishes its deliveries, up to 45 s) while both nodes stop (up to 60 s)
+test('tandem up: two nodes behind HAProxy deliver to the demo mailboxes; Ctrl-C stops everything', { timeout: 240_000, skip: !existsSync('/usr/sbin/haproxy') && 'HAProxy is not installed (.ci/run installs it)' }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-up-'));
   const listen = `127.0.0.1:${await freePort()}`;
   const up = await spawnProcess(process.execPath, [...cliArgs(), 'up', '--dir', dir, '--listen', listen], {
