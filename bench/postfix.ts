@@ -21,11 +21,11 @@
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, type HostPort } from "../test/harness/ports.ts";
 import { spawnProcess, type Proc } from "../test/harness/procs.ts";
+import { greets } from "../test/harness/wait.ts";
 
 export interface PostfixRelay {
   proc: Proc;
@@ -58,16 +58,7 @@ export function postfixAvailability(): { ok: true } | { ok: false; reason: strin
 async function waitForGreeting(hp: HostPort, proc: Proc, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const greeted = await new Promise<boolean>((resolve) => {
-      const sock = connect(hp.port, hp.host);
-      sock.setTimeout(2000, () => sock.destroy());
-      sock.once("data", (d) => {
-        resolve(d.toString().startsWith("220"));
-        sock.end("QUIT\r\n");
-      });
-      sock.once("error", () => resolve(false));
-      sock.once("close", () => resolve(false));
-    });
+    const greeted = await greets(hp.port, hp.host);
     if (greeted) return;
     if (proc.exitStatus) throw new Error(`postfix master exited (${JSON.stringify(proc.exitStatus)}); output:\n${proc.output()}`);
     if (Date.now() > deadline) throw new Error(`postfix did not greet on ${hp.host}:${hp.port} within ${timeoutMs} ms`);

@@ -19,12 +19,12 @@
  */
 import { execFile } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { freePort } from "./ports.ts";
 import { spawnProcess, type Proc } from "./procs.ts";
+import { greets } from "./wait.ts";
 
 const run = promisify(execFile);
 export const MAIL_UID = 65534;
@@ -50,16 +50,7 @@ export interface DovecotInstance {
 async function waitForLmtp(port: number, proc: Proc, log: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const greeted = await new Promise<boolean>((resolve) => {
-      const sock = connect(port, "127.0.0.1");
-      sock.setTimeout(2000, () => sock.destroy());
-      sock.once("data", (d) => {
-        resolve(d.toString().startsWith("220"));
-        sock.end("QUIT\r\n");
-      });
-      sock.once("error", () => resolve(false));
-      sock.once("close", () => resolve(false));
-    });
+    const greeted = await greets(port, "127.0.0.1");
     if (greeted) return;
     const output = () => `${proc.output()}\n${existsSync(log) ? readFileSync(log, "utf8") : ""}`;
     if (proc.exitStatus) throw new Error(`dovecot exited (${JSON.stringify(proc.exitStatus)}):\n${output()}`);

@@ -20,11 +20,11 @@
  */
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { freePort, type HostPort } from "./ports.ts";
 import { spawnProcess, type Proc } from "./procs.ts";
+import { greets } from "./wait.ts";
 
 const MASTER_CF_DIST = "/usr/share/postfix/master.cf.dist";
 /** nobody:nogroup on Debian: the owner of the virtual Maildir. */
@@ -60,16 +60,7 @@ export interface PostfixInstance {
 async function waitForGreeting(port: number, proc: Proc, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const greeted = await new Promise<boolean>((resolve) => {
-      const sock = connect(port, "127.0.0.1");
-      sock.setTimeout(2000, () => sock.destroy());
-      sock.once("data", (d) => {
-        resolve(d.toString().startsWith("220"));
-        sock.end("QUIT\r\n");
-      });
-      sock.once("error", () => resolve(false));
-      sock.once("close", () => resolve(false));
-    });
+    const greeted = await greets(port, "127.0.0.1");
     if (greeted) return;
     if (proc.exitStatus) throw new Error(`postfix master exited (${JSON.stringify(proc.exitStatus)}); output:\n${proc.output()}`);
     if (Date.now() > deadline) throw new Error(`postfix did not greet on 127.0.0.1:${port} within ${timeoutMs} ms`);
