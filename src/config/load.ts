@@ -158,6 +158,11 @@ function resolvePaths(cfg: TandemConfig, baseDir: string): TandemConfig {
   cfg.smtp.auth_passwords = r(cfg.smtp.auth_passwords);
   if (cfg.cluster?.secret_file) cfg.cluster.secret_file = r(cfg.cluster.secret_file);
   if (cfg.cluster) cfg.cluster.accept_secret_files = cfg.cluster.accept_secret_files.map((f) => r(f)!);
+  const rep = cfg.cluster?.replication;
+  if (rep) {
+    rep.tls = { ca: r(rep.tls.ca)!, cert: r(rep.tls.cert)!, key: r(rep.tls.key)! };
+    rep.shadow_dir = r(rep.shadow_dir);
+  }
   if (cfg.directory) cfg.directory.bind_password_file = r(cfg.directory.bind_password_file);
   return cfg;
 }

@@ -244,7 +244,33 @@ export const configSchema = z.object({
       site: z.string().min(1).default('default'),
       /** Takes this node's spool over first when the node dies. */
       partner: nodeId.optional(),
+      /** storage: replicated — the address this node's shadow holder listens on (TLS, HTTP/2). */
+      replication: hostPort().optional(),
     }).strict()).min(2, 'a cluster has at least two nodes'),
+    /**
+     * shared: every spool on one shared storage (NFS, SAN) under spool.root, with disk
+     * heartbeats and claims there. replicated: each node's spool on its own disk, every message
+     * copied to a second node (its shadow holder) before the 250 (docs/ha.md "Storage modes").
+     */
+    storage: z.enum(['shared', 'replicated']).default('shared'),
+    /** storage: replicated only. */
+    replication: z.object({
+      /** PEM files: the cluster CA, and this node's certificate (CN = node id) and key. */
+      tls: z.object({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).strict(),
+      /**
+       * No copy could be made (holder down): refuse answers 451 4.4.0 (the client retries);
+       * accept answers 250 with one copy, shown as unprotected until the holder is back.
+       */
+      on_holder_unreachable: z.enum(['refuse', 'accept']).default('accept'),
+      /** Where this node keeps the copies it holds for others (default <spool.root>/.shadow). */
+      shadow_dir: z.string().min(1).optional(),
+      /** Copies in flight at once on the connection to the holder. */
+      max_in_flight: z.number().int().min(1).max(1024).default(64),
+      /** A copy not acknowledged within this long counts as not made. */
+      ack_timeout: boundedDuration('5s', '100ms', '60s'),
+      /** Discard notices are sent in batches this often. */
+      discard_interval: boundedDuration('100ms', '10ms', '10s'),
+    }).strict().optional(),
     /** Shared secret for heartbeat and claim signatures (HMAC-SHA256); at least 16 characters. */
     secret: z.string().min(16, 'use at least 16 characters (e.g. `openssl rand -hex 32`)').optional(),
     secret_file: z.string().optional(),
@@ -352,6 +378,10 @@ function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): voi
     if (n.partner !== undefined && (!ids.includes(n.partner) || n.partner === n.id)) issue(['nodes', i, 'partner'], `"${n.partner}" is not another node of cluster.nodes`);
   });
   if (!ids.includes(self)) issue(['nodes'], `this node (node.id "${self}") is not in cluster.nodes; start it with --node-id ID`);
+  if (c.storage === 'replicated') {
+    if (!c.replication) issue(['replication'], 'storage: replicated needs a replication: section (tls: ca, cert, key)');
+    c.nodes.forEach((n, i) => { if (!n.replication) issue(['nodes', i, 'replication'], `storage: replicated needs each node's replication address (host:port of its shadow holder)`); });
+  }
   if (!c.secret === !c.secret_file) issue(['secret'], 'set exactly one of cluster.secret and cluster.secret_file');
   if (c.fence_after >= c.dead_after) issue(['fence_after'], `must be shorter than cluster.dead_after (${formatDuration(c.dead_after)}): a node fences itself before its peers take its spool`);
   else if (c.dead_after - c.fence_after < 2 * c.heartbeat_interval) issue(['dead_after'], `must exceed cluster.fence_after by at least two heartbeat intervals (${formatDuration(c.fence_after + 2 * c.heartbeat_interval)}): the margin covers the time the peers and the secondaries need to see a beat`);

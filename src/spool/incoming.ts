@@ -39,6 +39,12 @@ export class IncomingMessage {
     private readonly io: SpoolIo,
     private readonly dirSyncer: DirSyncer,
     private readonly incomingDir: string,
+    /**
+     * Called once the commit is durable, before commit() resolves (replicated storage copies the
+     * queue file to its shadow holder here). `bytes`: the whole queue file when it was written
+     * in one piece. If it throws, the commit is taken back (the file removed) and commit() rejects.
+     */
+    private readonly afterCommit?: (path: string, bytes: Buffer | undefined) => Promise<void>,
   ) {}
 
   /** Message bytes so far. */
@@ -86,6 +92,7 @@ export class IncomingMessage {
     if (this.#done) throw new Error('IncomingMessage: commit after commit or abort');
     this.#done = true;
     let held: Buffer | undefined;
+    let whole: Buffer | undefined;
     let renamed = false;
     try {
       const header = encodeRecordHeader('M', this.#size, this.#crc);
@@ -95,7 +102,8 @@ export class IncomingMessage {
         this.#chunks = [];
         this.#handle = await this.io.open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
         this.#created = true;
-        await this.#writeAll(Buffer.concat([QUEUE_FILE_MAGIC, header, held, trailer]), 0);
+        whole = Buffer.concat([QUEUE_FILE_MAGIC, header, held, trailer]);
+        await this.#writeAll(whole, 0);
       } else {
         this.#chunks.push(trailer);
         await this.#flush();
@@ -106,6 +114,7 @@ export class IncomingMessage {
       await this.io.rename(this.tmpPath, this.finalPath);
       renamed = true;
       await this.dirSyncer.sync(this.incomingDir);
+      await this.afterCommit?.(this.finalPath, whole);
       return held;
     } catch (err) {
       // Not acknowledged: take it back so a retry by the client is not delivered twice.

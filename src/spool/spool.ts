@@ -92,6 +92,20 @@ export interface SpoolOptions {
   fsyncDir?: FsyncDir;
   /** File operations (tests inject failures); default: node:fs/promises. */
   io?: Partial<SpoolIo>;
+  /** Told of every commit, status record and removal (replicated storage: the shadow copy). */
+  replica?: SpoolReplica;
+}
+
+/**
+ * A second copy of the spool kept elsewhere (cluster/replication/replica.ts). `committed` runs
+ * after the commit is durable and before it resolves; it throws to refuse the message (only when
+ * `refusable`: a message received over SMTP, whose client can try again), which takes the commit
+ * back. `statuses` and `removed` are told after the change is durable; they must not throw.
+ */
+export interface SpoolReplica {
+  committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void>;
+  statuses(queueId: string, records: RecipientStatus[]): void;
+  removed(queueId: string): void;
 }
 
 const REAL_IO: SpoolIo = {
@@ -141,6 +155,7 @@ export class Spool {
   readonly #dirSyncer: DirSyncer;
   readonly #warn: (msg: string, fields: object) => void;
   readonly #nextId: () => string;
+  readonly #replica: SpoolReplica | undefined;
   /** Tail of the chain of mutating operations per queue id. */
   readonly #busy = new Map<string, Promise<unknown>>();
 
@@ -151,6 +166,7 @@ export class Spool {
     this.#dirSyncer = new DirSyncer(opts.fsyncDir ?? fsyncDirectory);
     this.#warn = opts.warn ?? (() => undefined);
     this.#nextId = makeQueueIdGenerator(opts.nodeId);
+    this.#replica = opts.replica;
   }
 
   /** Open (creating if needed) the spool in `dir`. Throws for an invalid node id. */
@@ -174,9 +190,14 @@ export class Spool {
     return join(this.dir, state, queueId);
   }
 
-  /** Start receiving a message: its bytes go to tmp/<id> as they come (incoming.ts). */
-  beginMessage(queueId: string): IncomingMessage {
-    return new IncomingMessage(this.#path(queueId, 'tmp'), this.#path(queueId, 'incoming'), this.#io, this.#dirSyncer, this.#folder('incoming'));
+  /**
+   * Start receiving a message: its bytes go to tmp/<id> as they come (incoming.ts). `refusable`:
+   * the replica may refuse it at commit (a message an SMTP client can send again).
+   */
+  beginMessage(queueId: string, opts: { refusable?: boolean } = {}): IncomingMessage {
+    const replica = this.#replica;
+    const after = replica ? (path: string, bytes: Buffer | undefined) => replica.committed(queueId, path, bytes, opts.refusable ?? false) : undefined;
+    return new IncomingMessage(this.#path(queueId, 'tmp'), this.#path(queueId, 'incoming'), this.#io, this.#dirSyncer, this.#folder('incoming'), after);
   }
 
   /** Store a whole message durably in incoming/ (protocol in the header). */
@@ -266,6 +287,8 @@ export class Spool {
       } finally {
         await handle.close();
       }
+      const outcomes = records.filter((r): r is RecipientStatus => r.type !== 'deferral');
+      if (outcomes.length) this.#replica?.statuses(queueId, outcomes);
     });
   }
 
@@ -289,6 +312,7 @@ export class Spool {
     return this.#exclusive(queueId, async () => {
       await this.#io.unlink(this.#path(queueId, state));
       await this.#dirSyncer.sync(this.#folder(state));
+      this.#replica?.removed(queueId);
     });
   }
 

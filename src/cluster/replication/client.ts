@@ -25,7 +25,7 @@
  */
 import { EventEmitter } from 'node:events';
 import http2, { type ClientHttp2Session } from 'node:http2';
-import { HEADERS, PATHS, SHADOW_REFUSE_REPLY, type DiscardNotice } from './protocol.ts';
+import { HEADERS, PATHS, SHADOW_REFUSE_REPLY, type DiscardNotice, type ReconcileAnswer } from './protocol.ts';
 
 export type ShadowPolicy = 'refuse' | 'accept-unprotected';
 export type ClientState = 'connecting' | 'up' | 'down' | 'closed';
@@ -328,6 +328,17 @@ export class ShadowClient extends EventEmitter {
         }
       }
     }
+  }
+
+  /**
+   * Ask the holder what it knows of these queued messages (protocol.ts ReconcileAnswer), after
+   * sending the discard notices still queued. Rejects when the holder cannot be reached.
+   */
+  async reconcile(queueIds: readonly string[]): Promise<ReconcileAnswer> {
+    await this.flush();
+    const answer = await this.#request(PATHS.reconcile, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ queueIds })));
+    if (answer.status !== 200) throw new Error(`holder answered ${answer.status} ${String(answer.body.error ?? '')} ${String(answer.body.detail ?? '')}`.trim());
+    return answer.body as unknown as ReconcileAnswer;
   }
 
   /** Send what is queued now (for a clean shutdown, and tests); resolves when answered. */

@@ -18,7 +18,7 @@ import type { TLSSocket } from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { ShadowRefusal, type ShadowStore } from './shadow-store.ts';
 import {
-  DEFAULT_MAX_COPY_BYTES, HEADERS, MAX_DISCARD_BYTES, PATHS, REFUSAL_REASONS, parseDiscardBody, type RefusalReason,
+  DEFAULT_MAX_COPY_BYTES, HEADERS, MAX_DISCARD_BYTES, PATHS, REFUSAL_REASONS, parseDiscardBody, parseReconcileBody, type RefusalReason,
 } from './protocol.ts';
 
 export interface ShadowHolderOptions {
@@ -54,7 +54,7 @@ function tlsReason(err: Error & { code?: string }, socket: TLSSocket): RefusalRe
 
 export class ShadowHolder {
   readonly refusals = Object.fromEntries(REFUSAL_REASONS.map((r) => [r, 0])) as Record<RefusalReason, number>;
-  readonly counts = { stored: 0, duplicates: 0, discardBatches: 0, removed: 0, storeErrors: 0 };
+  readonly counts = { stored: 0, duplicates: 0, discardBatches: 0, removed: 0, storeErrors: 0, reconciles: 0 };
   readonly #server: Http2SecureServer;
   readonly #opts: ShadowHolderOptions;
   readonly #sessions = new Map<Http2Session, SessionState>();
@@ -170,7 +170,7 @@ export class ShadowHolder {
       return typeof v === 'string' ? v : undefined;
     };
     const path = one(':path');
-    if (one(':method') !== 'POST' || (path !== PATHS.copy && path !== PATHS.discard)) {
+    if (one(':method') !== 'POST' || (path !== PATHS.copy && path !== PATHS.discard && path !== PATHS.reconcile)) {
       return this.#refuseStream(stream, 'bad-request', `${one(':method')} ${path}`, peer);
     }
     if (!this.#opts.origins.includes(origin)) return this.#refuseStream(stream, 'unknown-origin', `node ${origin} is not an origin of this holder`, peer);
@@ -192,6 +192,11 @@ export class ShadowHolder {
         if (result === 'stored') this.counts.stored++;
         else this.counts.duplicates++;
         this.#answer(stream, 200, { result });
+      } else if (path === PATHS.reconcile) {
+        const parsed = parseReconcileBody(body);
+        if ('error' in parsed) return this.#refuseStream(stream, 'bad-request', parsed.error, peer);
+        this.counts.reconciles++;
+        this.#answer(stream, 200, await this.#opts.store.reconcile(origin, spoolId, parsed.queueIds));
       } else {
         const parsed = parseDiscardBody(body);
         if ('error' in parsed) return this.#refuseStream(stream, 'bad-request', parsed.error, peer);

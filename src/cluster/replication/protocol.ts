@@ -16,7 +16,7 @@
 import { z } from 'zod';
 import type { RecipientStatus } from '../../spool/types.ts';
 
-export const PATHS = { copy: '/v1/copy', discard: '/v1/discard' } as const;
+export const PATHS = { copy: '/v1/copy', discard: '/v1/discard', reconcile: '/v1/reconcile' } as const;
 
 export const HEADERS = {
   origin: 'tandem-origin',
@@ -95,4 +95,32 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** A spool identity is a lower-case UUID (crypto.randomUUID()). */
 export function isSpoolId(value: unknown): value is string {
   return typeof value === 'string' && UUID.test(value);
+}
+
+/**
+ * A returning origin's question before it delivers (POST /v1/reconcile, body {queueIds}): for
+ * each of its queued messages, what the holder knows. `held`: the copy is still here, with the
+ * per-recipient outcomes recorded on it (the origin's own, and those of a secondary that
+ * delivered it meanwhile); `finished`: the copy was delivered to the end by the holder's
+ * secondary during a takeover. Ids in neither were never copied, or the holder has nothing to
+ * say: the origin delivers them. `identity`: "new" when this spool identity replaced another
+ * (the origin came back with a new disk): the holder then delivers the old identity's copies.
+ */
+export interface ReconcileAnswer {
+  identity: 'current' | 'new';
+  held: Record<string, RecipientStatus[]>;
+  finished: string[];
+}
+
+const reconcileBodySchema = z.object({ queueIds: z.array(z.string().min(1).max(200)).max(10_000_000) }).strict();
+
+export function parseReconcileBody(bytes: Buffer): { queueIds: string[] } | { error: string } {
+  let value: unknown;
+  try {
+    value = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return { error: 'reconcile body is not JSON' };
+  }
+  const parsed = reconcileBodySchema.safeParse(value);
+  return parsed.success ? parsed.data : { error: `reconcile body: ${parsed.error.issues[0]?.message ?? 'invalid'}` };
 }

@@ -38,7 +38,7 @@ import { NODE_ID_PATTERN } from '../../util/names.ts';
 import type { QueueState } from '../../spool/types.ts';
 import { isErrno } from '../../util/errno.ts';
 import { writeFileDurably } from './identity.ts';
-import { isSpoolId, type DiscardNotice, type RefusalReason } from './protocol.ts';
+import { isSpoolId, type DiscardNotice, type ReconcileAnswer, type RefusalReason } from './protocol.ts';
 
 /** Input the store will not keep, with the reason counted by the holder. */
 export class ShadowRefusal extends Error {
@@ -73,6 +73,9 @@ export class ShadowStore {
   private constructor(root: string) {
     this.root = root;
   }
+
+  /** Told when an origin's spool identity is replaced (the old copies are now the holder's to deliver). */
+  onRetired?: (origin: string, spoolId: string) => void;
 
   static async open(root: string): Promise<ShadowStore> {
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
@@ -141,6 +144,7 @@ export class ShadowStore {
       await fsp.mkdir(join(this.root, origin), { recursive: true, mode: 0o700 });
       await writeFileDurably(join(this.root, origin, 'identity.json'), `${JSON.stringify(next)}\n`);
       this.#identities.set(origin, next);
+      if (known) this.onRetired?.(origin, known.current);
       return 'current';
     });
   }
@@ -240,4 +244,65 @@ export class ShadowStore {
     }
     return entries;
   }
+
+  /**
+   * Before a secondary delivers an origin's copies (takeover): note which queue ids it may
+   * finish, so that the origin, when it returns, can tell "delivered by the secondary" (in a
+   * manifest, gone from the folder) from "never copied" (in no manifest). Returns the folder.
+   */
+  async markTakeover(origin: string, spoolId: string): Promise<string> {
+    const spool = await this.#spool(origin, spoolId);
+    const file = join(spool.dir, TAKEN_OVER_FILE);
+    const ids = new Set(await this.#takenOver(file));
+    for (const e of await spool.list()) ids.add(e.queueId);
+    await writeFileDurably(file, `${JSON.stringify([...ids])}\n`);
+    return spool.dir;
+  }
+
+  async #takenOver(file: string): Promise<string[]> {
+    try {
+      return JSON.parse(await fsp.readFile(file, 'utf8')) as string[];
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw err;
+    }
+  }
+
+  /** A returning origin's reconcile (protocol.ts ReconcileAnswer). */
+  async reconcile(origin: string, spoolId: string, queueIds: readonly string[]): Promise<ReconcileAnswer> {
+    this.#checkOrigin(origin);
+    if (!isSpoolId(spoolId)) throw new ShadowRefusal('bad-request', 'the spool id is not a UUID');
+    const before = (await this.identity(origin))?.current;
+    await this.#admit(origin, spoolId, true);
+    const answer: ReconcileAnswer = { identity: before !== undefined && before !== spoolId ? 'new' : 'current', held: {}, finished: [] };
+    if (answer.identity === 'new') return answer;
+    const spool = await this.#spool(origin, spoolId);
+    const takenOver = new Set(await this.#takenOver(join(spool.dir, TAKEN_OVER_FILE)));
+    for (const queueId of queueIds) {
+      const state = isSafeQueueId(queueId) ? await spool.find(queueId) : undefined;
+      if (state && state !== 'corrupt') answer.held[queueId] = (await spool.readInfo(queueId, state)).statuses;
+      else if (!state && takenOver.has(queueId)) answer.finished.push(queueId);
+    }
+    return answer;
+  }
+
+  /** Retired spool identities of an origin whose folders still hold copies. */
+  async retiredWithCopies(origin: string): Promise<string[]> {
+    const known = await this.identity(origin);
+    const out: string[] = [];
+    for (const r of known?.retired ?? []) {
+      const spool = await this.#spool(origin, r.spoolId);
+      if ((await spool.list()).some((e) => e.state !== 'corrupt')) out.push(r.spoolId);
+    }
+    return out;
+  }
+
+  /** Origins with a folder here. */
+  async origins(): Promise<string[]> {
+    const names = await fsp.readdir(this.root).catch(() => [] as string[]);
+    return names.filter((n) => NODE_ID_PATTERN.test(n));
+  }
 }
+
+/** In an origin's copy folder: the queue ids a takeover's secondary was given. */
+const TAKEN_OVER_FILE = 'taken-over.json';

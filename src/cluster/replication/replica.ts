@@ -1,0 +1,252 @@
+/**
+ * replication/replica.ts — one node's part in replicated storage (cluster.storage: replicated),
+ * built from the replication modules: the copy of its own spool at its shadow holder (a
+ * ShadowClient, as the spool's SpoolReplica) and the copies it holds for other nodes (a
+ * ShadowStore served by a ShadowHolder on its cluster.nodes[].replication address).
+ *
+ * Who holds whose copies (holderOf): a node's partner, else the next node in cluster.nodes
+ * (wrapping round). One holder per node: the copies of one origin are all in one place, so
+ * only that node can take its queue over, and no two survivors ever deliver one copy.
+ *
+ * As the spool's replica: every committed message is copied before the commit resolves (so
+ * before the 250); without a copy, cluster.replication.on_holder_unreachable decides: `refuse`
+ * throws 451 4.4.0 for a message received over SMTP (the spool takes the commit back), `accept`
+ * keeps it as unprotected (counted; copied when the holder is back). Status records and
+ * removals go to the holder as discard notices (batched).
+ *
+ * reconcile(spool): before this node delivers from its own spool (at start, and when a peer
+ * hands it back after a takeover), ask the holder what it knows: recipients a secondary
+ * delivered meanwhile are recorded in the local queue files, messages it finished are removed,
+ * and messages the holder does not have are copied to it (re-protection after a restart, or a
+ * new holder disk). A new spool identity (this node's disk was replaced) leaves the old copies
+ * to the holder, which delivers them itself (`onRetired`).
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { TandemConfig } from '../../config/schema.ts';
+import { SmtpReplyError } from '../../util/errors.ts';
+import { isErrno } from '../../util/errno.ts';
+import type { Spool, SpoolReplica } from '../../spool/spool.ts';
+import { QUEUE_STATES, type RecipientStatus } from '../../spool/types.ts';
+import { ShadowClient, type ClientState } from './client.ts';
+import { ShadowHolder } from './holder.ts';
+import { ShadowStore } from './shadow-store.ts';
+import { spoolIdentity } from './identity.ts';
+
+type ClusterNodes = NonNullable<TandemConfig['cluster']>['nodes'];
+
+/** The node that keeps `node`'s copies: its partner, else the next node in cluster.nodes. */
+export function holderOf(nodes: ClusterNodes, node: string): string {
+  const self = nodes.find((n) => n.id === node);
+  if (self?.partner) return self.partner;
+  const i = nodes.findIndex((n) => n.id === node);
+  return nodes[(i + 1) % nodes.length].id;
+}
+
+/** The nodes whose copies `node` keeps. */
+export function originsOf(nodes: ClusterNodes, node: string): string[] {
+  return nodes.filter((n) => n.id !== node && holderOf(nodes, n.id) === node).map((n) => n.id);
+}
+
+/** Where an origin's copies are kept on this node by default. */
+export function shadowRoot(config: TandemConfig): string {
+  return config.cluster?.replication?.shadow_dir ?? join(config.spool.root, '.shadow');
+}
+
+function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(text)!;
+  return { host: m[1], port: Number(m[2]) };
+}
+
+function percentile(sorted: number[], p: number): number | undefined {
+  if (!sorted.length) return undefined;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+export interface ReplicaStatus {
+  holder: string;
+  connection: ClientState;
+  /** Messages accepted with one copy only (policy accept), not yet copied. */
+  unprotected: number;
+  pendingDiscards: number;
+  discardLagMs: { p50?: number; p99?: number };
+  copied: number;
+  copyFailures: number;
+  /** Origins whose copies this node keeps, with the number of copies held (current identity). */
+  holding: Record<string, number>;
+  refusals: number;
+}
+
+export class Replica implements SpoolReplica {
+  #spool?: Spool;
+  #reprotecting?: Promise<unknown>;
+  readonly refusePolicy: boolean;
+
+  private constructor(
+    readonly me: string,
+    readonly spoolId: string,
+    readonly holderId: string,
+    readonly client: ShadowClient,
+    readonly store: ShadowStore,
+    readonly holder: ShadowHolder,
+    private readonly logger: Logger,
+    policy: 'refuse' | 'accept',
+  ) {
+    this.refusePolicy = policy === 'refuse';
+    client.on('state', (s: ClientState) => {
+      if (s === 'up') {
+        logger.info({ event: 'shadow-holder-up', holder: holderId }, `shadow holder ${holderId} reachable: copies protected`);
+        this.#reprotect();
+      } else if (s === 'down') {
+        logger.warn({ event: 'shadow-holder-down', holder: holderId }, `shadow holder ${holderId} unreachable: ${this.refusePolicy ? 'refusing mail (451 4.4.0)' : 'accepting mail with one copy (unprotected)'} until it is back`);
+      }
+    });
+  }
+
+  /** Start the holder's server and the connection to our own holder. */
+  static async start(config: TandemConfig, spoolDir: string, logger: Logger): Promise<Replica> {
+    const c = config.cluster!;
+    const r = c.replication!;
+    const me = config.node.id;
+    const tls = { ca: await readFile(r.tls.ca), cert: await readFile(r.tls.cert), key: await readFile(r.tls.key) };
+    const spoolId = await spoolIdentity(spoolDir);
+    const store = await ShadowStore.open(shadowRoot(config));
+    const self = c.nodes.find((n) => n.id === me)!;
+    const listen = parseHostPort(self.replication!);
+    const holder = await ShadowHolder.start({
+      store, tls, origins: originsOf(c.nodes, me), host: listen.host, port: listen.port,
+      maxCopyBytes: config.smtp.max_message_size + 16 * 1024 * 1024,
+      onRefusal: (reason, detail, peer) => logger.warn({ event: 'replication-refused', reason, peer, detail }, `replication port: refused ${reason} from ${peer ?? '?'}: ${detail}`),
+    });
+    const holderId = holderOf(c.nodes, me);
+    const target = parseHostPort(c.nodes.find((n) => n.id === holderId)!.replication!);
+    let lastErrorLog = 0;
+    const client = new ShadowClient({
+      origin: me, spoolId, holder: { nodeId: holderId, ...target }, tls,
+      policy: 'accept-unprotected', // the refuse policy is carried out here, where we know the message's source
+      maxInFlight: r.max_in_flight, ackTimeoutMs: r.ack_timeout, discardIntervalMs: r.discard_interval,
+      onError: (err) => {
+        if (Date.now() - lastErrorLog < 10_000) return;
+        lastErrorLog = Date.now();
+        logger.warn({ event: 'shadow-connection-error', holder: holderId, err: err.message }, `connection to shadow holder ${holderId}: ${err.message}`);
+      },
+    });
+    return new Replica(me, spoolId, holderId, client, store, holder, logger, r.on_holder_unreachable);
+  }
+
+  /** The spool this replica copies (set once it is open: the spool takes the replica as an option). */
+  attach(spool: Spool): void {
+    this.#spool = spool;
+  }
+
+  async committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void> {
+    const outcome = await this.client.copy(queueId, bytes ?? await readFile(path));
+    if (outcome.protected) return;
+    if (this.refusePolicy && refusable) {
+      this.client.discard([{ queueId, finished: true }]); // in case only the ack was lost; also takes it off the unprotected list
+      throw new SmtpReplyError(451, '4.4.0', `Message could not be made redundant (shadow holder ${this.holderId} unreachable); try again later`);
+    }
+  }
+
+  statuses(queueId: string, records: RecipientStatus[]): void {
+    this.client.discard([{ queueId, statuses: records }]);
+  }
+
+  removed(queueId: string): void {
+    this.client.discard([{ queueId, finished: true }]);
+  }
+
+  /** The queue file's current bytes, or undefined when it is gone. */
+  async #read(queueId: string): Promise<Buffer | undefined> {
+    const spool = this.#spool;
+    if (!spool) return undefined;
+    for (const state of QUEUE_STATES) {
+      if (state === 'corrupt') continue;
+      try {
+        return await readFile(join(spool.dir, state, queueId));
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+    }
+    return undefined;
+  }
+
+  #reprotect(): void {
+    if (this.#reprotecting || this.client.unprotectedCount === 0) return;
+    this.#reprotecting = this.client.reprotect((id) => this.#read(id)).then((counts) => {
+      if (counts.protected || counts.failed) this.logger.info({ event: 'reprotected', ...counts }, `re-protection: ${counts.protected} message(s) copied to ${this.holderId}, ${counts.failed} still unprotected`);
+    }).finally(() => {
+      this.#reprotecting = undefined;
+    });
+  }
+
+  /**
+   * Before delivering from our own spool: apply what the holder knows (see the header). Throws
+   * when the holder cannot be reached (the caller decides whether to deliver anyway).
+   */
+  async reconcile(): Promise<{ updated: number; removed: number; copied: number; identity: 'current' | 'new' }> {
+    const spool = this.#spool!;
+    const entries = (await spool.list()).filter((e) => e.state !== 'corrupt');
+    const answer = await this.client.reconcile(entries.map((e) => e.queueId));
+    const finished = new Set(answer.finished);
+    const result = { updated: 0, removed: 0, copied: 0, identity: answer.identity };
+    for (const e of entries) {
+      const state = await spool.find(e.queueId);
+      if (!state || state === 'corrupt') continue;
+      if (finished.has(e.queueId)) {
+        await spool.remove(e.queueId, state);
+        result.removed++;
+        continue;
+      }
+      const held = answer.held[e.queueId];
+      if (!held) {
+        // never copied (accepted unprotected before a restart), or a new holder disk: copy it now
+        const bytes = await this.#read(e.queueId);
+        if (bytes && (await this.client.copy(e.queueId, bytes)).protected) result.copied++;
+        continue;
+      }
+      const info = await spool.readInfo(e.queueId, state);
+      const done = new Set(info.statuses.map((s) => s.index));
+      const missing = held.filter((s) => !done.has(s.index));
+      if (!missing.length) continue;
+      if (info.envelope.recipients.every((_, i) => done.has(i) || missing.some((s) => s.index === i))) {
+        await spool.remove(e.queueId, state);
+        result.removed++;
+      } else {
+        await spool.appendStatus(e.queueId, state, missing);
+        result.updated++;
+      }
+    }
+    return result;
+  }
+
+  status(holding: Record<string, number> = {}): ReplicaStatus {
+    const lags = [...this.client.stats.discardLagMs].sort((a, b) => a - b);
+    return {
+      holder: this.holderId,
+      connection: this.client.state,
+      unprotected: this.client.unprotectedCount,
+      pendingDiscards: this.client.pendingDiscards,
+      discardLagMs: { p50: percentile(lags, 0.5), p99: percentile(lags, 0.99) },
+      copied: this.client.stats.copied,
+      copyFailures: this.client.stats.failed,
+      holding,
+      refusals: Object.values(this.holder.refusals).reduce((a, b) => a + b, 0),
+    };
+  }
+
+  /** Copies held per origin (current identities). */
+  async holding(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const origin of await this.store.origins()) out[origin] = (await this.store.list(origin)).length;
+    return out;
+  }
+
+  /** Send the discard notices still queued, then close both sides. */
+  async close(): Promise<void> {
+    await Promise.race([this.client.flush(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    await this.client.close();
+    await this.holder.close();
+  }
+}
