@@ -61,7 +61,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     const status = node.health();
     const directory = node.directoryHealth();
     const faults = node.cluster?.currentFaults() ?? [];
-    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}), ...(faults.length ? { faults } : {}) });
+    const replication = node.replicationHealth();
+    return reply.code(status === 'ready' ? 200 : 503).send({ status, state: status, node: node.config.node.id, ...(directory ? { directory } : {}), ...(faults.length ? { faults } : {}), ...(replication ? { replication } : {}) });
   });
   const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
     const state = change === 'drain' ? node.drain() : node.resume();

@@ -46,6 +46,9 @@ import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
+import { originsOf, shadowRoot } from './replication/placement.ts';
+import type { ShadowStore } from './replication/shadow-store.ts';
+import type { ReplicaStatus } from './replication/replica.ts';
 
 /** A secondary switch process over one spool, as the shell sees it (secondary.ts in production). */
 export interface SecondaryHandle {
@@ -94,19 +97,28 @@ export interface ClusterIoHandlers {
   warn(msg: string, fields: object): void;
 }
 
-/** The production ClusterIo: the shared storage under spool.root, UDP heartbeats, forked secondaries. */
-export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHandlers): ClusterIo {
+/**
+ * The production ClusterIo. Shared storage: disk heartbeats and claims under spool.root, UDP
+ * heartbeats, secondaries over the dead node's spool. Replicated storage (`store`: the copies
+ * this node keeps): no disk heartbeat, claims on the copies kept beside them on this node's own
+ * disk, secondaries over the dead node's copy folder (its queue ids noted first: store.markTakeover).
+ */
+export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHandlers, store?: ShadowStore): ClusterIo {
   const c = config.cluster!;
   const me = config.node.id;
   const sealer = clusterSealer(c);
   const self = c.nodes.find((n) => n.id === me)!;
   const net = new NetHeartbeat({ id: me, address: self.heartbeat }, c.nodes.filter((n) => n.id !== me).map((p) => ({ id: p.id, address: p.heartbeat })), sealer, h.onHeartbeat, h.onReject);
+  const copyFolder = (spool: string) => async () => {
+    const spoolId = (await store!.identity(spool))?.current ?? 'none'; // 'none': it never sent a copy; an empty folder
+    return { dir: spoolId === 'none' ? store!.folder(spool, 'none') : await store!.markTakeover(spool, spoolId), claimed: true };
+  };
   return {
-    disk: new DiskHeartbeat(config.spool.root, me, boot, sealer),
+    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer),
     net,
-    claims: new ClaimStore(config.spool.root, sealer, h.warn),
+    claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
-    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit),
+    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined),
     mono: () => performance.now(),
     wall: () => Date.now(),
     every(ms, fn) {
@@ -115,6 +127,23 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     },
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   };
+}
+
+/** Replicated storage has no disk heartbeat: renewals always succeed (no storage fence), reads find nothing. */
+const NO_DISK: ClusterIo['disk'] = {
+  prepare: async () => undefined,
+  renew: async () => undefined,
+  read: async () => ({}),
+  slots: async () => [],
+  slotPath: () => '(none: cluster.storage is replicated)',
+  rejected: 0,
+};
+
+/** What the cluster manager uses of the node's Replica (replication/replica.ts). */
+export interface ClusterReplica {
+  store: ShadowStore;
+  status(holding: Record<string, number>): ReplicaStatus;
+  holding(): Promise<Record<string, number>>;
 }
 
 /** What the node gives the cluster manager. */
@@ -194,6 +223,9 @@ export interface ClusterStatus {
   faults: ClusterFault[];
   /** Records opened with one of cluster.accept_secrets (a rotation under way). */
   openedWithAcceptedSecret: number;
+  storage: 'shared' | 'replicated';
+  /** Replicated storage: this node's copy at its holder, and the copies it holds. */
+  replication?: ReplicaStatus;
 }
 
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
@@ -242,16 +274,28 @@ export class ClusterManager {
   private actTimer?: { cancel(): void };
   private stopped = false;
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
+  /** cluster.storage: replicated — no shared disk; we take over only the nodes whose copies we keep. */
+  private readonly replicated: boolean;
+  /** Replicated: the nodes whose copies we keep (the only spools we may take over). */
+  private readonly origins: Set<string>;
+  /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
+  private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
+  private holding: Record<string, number> = {};
 
   constructor(
     private readonly config: TandemConfig,
     private readonly hooks: ClusterNodeHooks,
     private readonly logger: Logger,
     private readonly tracking: TrackingLog,
-    makeIo: (boot: number, handlers: ClusterIoHandlers) => ClusterIo = (boot, handlers) => realClusterIo(config, boot, handlers),
+    makeIo?: (boot: number, handlers: ClusterIoHandlers) => ClusterIo,
+    /** Replicated storage: this node's replica (replication/replica.ts). */
+    private readonly replica?: ClusterReplica,
   ) {
     this.c = config.cluster!;
     this.me = config.node.id;
+    this.replicated = this.c.storage === 'replicated';
+    this.origins = new Set(this.replicated ? originsOf(this.c.nodes, this.me) : []);
+    makeIo ??= (boot, handlers) => realClusterIo(config, boot, handlers, replica?.store);
     this.boot = Date.now(); // before the io: it is the io's boot too
     this.io = makeIo(this.boot, {
       onHeartbeat: (hb) => this.onHeartbeat(hb),
@@ -263,7 +307,7 @@ export class ClusterManager {
     this.disk = this.io.disk;
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
-    this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono);
+    this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
     this.lastRenewOk = this.mono();
   }
 
@@ -277,7 +321,8 @@ export class ClusterManager {
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
     await this.net.start();
-    const own = await this.claimOwnSpoolAtJoin();
+    if (this.replicated) await this.awaitPeers();
+    const own = this.replicated ? this.ownRecordFromPeers() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
@@ -298,6 +343,31 @@ export class ClusterManager {
       const mine = await this.claims.join(own, this.me);
       if (mine) return mine;
     }
+  }
+
+  /**
+   * Replicated storage, at join: whether a peer delivers our copies now is known only from its
+   * heartbeats (its claims). Wait for a heartbeat from every peer, at most dead_after: a peer
+   * silent that long is dead, and a dead peer delivers nothing.
+   */
+  private async awaitPeers(): Promise<void> {
+    const until = this.mono() + this.c.dead_after;
+    const heard = () => this.membership.view().every((p) => p.announced !== undefined);
+    while (!heard() && this.mono() < until) await this.io.sleep(this.c.heartbeat_interval / 5);
+  }
+
+  /**
+   * Replicated storage: our spool's record as our peers announce it. A live peer whose
+   * secondary delivers our copies holds it (a claim); otherwise it is ours. A dead peer's
+   * claim counts for nothing: its secondary died with it.
+   */
+  private ownRecordFromPeers(): ClaimRecord {
+    for (const p of this.membership.view()) {
+      if (p.status.type === 'dead') continue;
+      const claim = p.announced?.claims.find((c) => c.spool === this.me);
+      if (claim) return { spool: this.me, epoch: claim.epoch, kind: 'claim', by: p.id, at: new Date().toISOString(), reason: 'announced in its heartbeats' };
+    }
+    return { spool: this.me, epoch: 0, kind: 'release', by: this.me, at: new Date().toISOString(), reason: 'no peer delivers our copies' };
   }
 
   /**
@@ -381,8 +451,9 @@ export class ClusterManager {
     this.beginStop();
     await this.currentPass;
     while (this.actions.size) await Promise.allSettled([...this.actions]);
-    await Promise.all([...this.secondaries.values()].map((s) => s.stop()));
+    await Promise.all([...this.secondaries.values(), ...this.retiredSecondaries.values()].map((s) => s.stop()));
     this.secondaries.clear();
+    this.retiredSecondaries.clear();
   }
 
   /** Wait for the pass under way and the background actions it started (tests; a stop does the same). */
@@ -421,6 +492,8 @@ export class ClusterManager {
       counters: { ...this.counters },
       faults: this.currentFaults(),
       openedWithAcceptedSecret: this.io.openedWithAccepted(),
+      storage: this.c.storage,
+      ...(this.replica ? { replication: this.replica.status(this.holding) } : {}),
     };
   }
 
@@ -521,7 +594,7 @@ export class ClusterManager {
   private async pass(): Promise<void> {
     await this.observeDisk();
     await this.guarded(this.me, async () => {
-      const own = await this.claims.current(this.me);
+      const own = this.replicated ? this.ownRecordFromPeers() : await this.claims.current(this.me);
       this.records.set(this.me, own);
       if (own.unverifiedAbove !== undefined) this.noteContested(own);
       // read after the claim: a takeover by the rules writes its claim before it forces the lock
@@ -530,7 +603,50 @@ export class ClusterManager {
       await this.maybeUnfence(own);
       await this.watchOwnSpool(this.records.get(this.me)!);
     });
-    for (const n of this.c.nodes) if (n.id !== this.me && !this.stopped) await this.guarded(n.id, () => this.watchSpool(n.id));
+    for (const n of this.c.nodes) {
+      if (n.id === this.me || this.stopped) continue;
+      if (this.replicated && !this.origins.has(n.id)) continue; // we keep no copies of its spool
+      await this.guarded(n.id, () => this.watchSpool(n.id));
+    }
+    if (this.replicated && this.replica && !this.stopped) await this.guarded('retired copies', () => this.watchRetired());
+  }
+
+  /**
+   * Replicated storage: copies of an origin's retired spool identity (it came back with a new
+   * disk) are ours alone to deliver: a secondary runs over each such folder until it is empty.
+   */
+  private async watchRetired(): Promise<void> {
+    const store = this.replica!.store;
+    const wanted = new Map<string, { origin: string; spoolId: string }>();
+    for (const origin of this.origins) {
+      for (const spoolId of await store.retiredWithCopies(origin)) wanted.set(store.folder(origin, spoolId), { origin, spoolId });
+    }
+    for (const [dir, running] of this.retiredSecondaries) {
+      if (wanted.has(dir)) continue;
+      this.retiredSecondaries.delete(dir);
+      void running.stop();
+    }
+    for (const [dir, { origin, spoolId }] of wanted) {
+      if (this.retiredSecondaries.has(dir) || this.busy.has(dir) || (this.retryAt.get(dir) ?? 0) > this.mono()) continue;
+      this.inBackground(dir, 'delivery of retired copies', async () => {
+        const secondary = new SecondaryProcess(origin, 0, this.me, this.boot, null, this.config, (how) => {
+          if (this.retiredSecondaries.get(dir) === secondary) this.retiredSecondaries.delete(dir);
+          if (!this.stopped) this.retryAt.set(dir, this.mono() + SECONDARY_RETRY_MS);
+          this.logger.error({ event: 'secondary-exited', spool: origin, dir, how }, `secondary for ${origin}'s retired copies exited unexpectedly (${how})`);
+        }, async () => ({ dir, claimed: false }));
+        this.retiredSecondaries.set(dir, secondary);
+        try {
+          await secondary.start();
+        } catch (err) {
+          this.retiredSecondaries.delete(dir);
+          this.retryAt.set(dir, this.mono() + SECONDARY_RETRY_MS);
+          throw err;
+        }
+        this.logger.warn({ event: 'retired-copies', origin, spoolId, dir }, `${origin} came back with a new spool (disk replaced): delivering the copies of its old spool ${spoolId} here`);
+        this.tracking.record({ event: 'takeover', spool: origin, epoch: 0, reason: `copies of ${origin}'s retired spool ${spoolId}` });
+      });
+    }
+    this.holding = await this.replica!.holding();
   }
 
   /** One spool's part of the pass: an error is logged once per outage and does not stop the others. */
@@ -695,7 +811,8 @@ export class ClusterManager {
       ...(running ? { secondaryEpoch: running.epoch } : {}),
       status: (id) => this.peerState(id),
       isBack: (id) => this.membership.isBack(id),
-      survivor: () => chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id))),
+      // replicated: only we keep its copies (watchSpool runs for our origins alone)
+      survivor: () => (this.replicated ? this.me : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
       seenBack: this.seenBack.has(spool),
       fenced: this.fence !== undefined,
       autoHandback: this.c.auto_handback,

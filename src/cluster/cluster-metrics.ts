@@ -12,6 +12,12 @@
  *   tandem_cluster_claims_broken_total, tandem_cluster_fences_total
  *   tandem_cluster_rejected_total{kind,reason}        forged, replayed or stale heartbeats/claims
  *   tandem_cluster_config_faults{kind}                configuration faults in force (secret-mismatch, …)
+ * Replicated storage only:
+ *   tandem_replication_unprotected_messages           accepted with one copy (holder unreachable, policy accept)
+ *   tandem_replication_holder_up                      1 while the connection to our shadow holder is up
+ *   tandem_replication_copies_held{origin}            copies this node keeps for each origin
+ *   tandem_replication_discard_lag_seconds{quantile}  discard notice lag (0.5, 0.99 of recent batches)
+ *   tandem_replication_copies_total{result}           copies made (ok) and not made (failed)
  */
 import client from 'prom-client';
 import type { ClusterStatus, FaultKind } from './cluster-manager.ts';
@@ -38,6 +44,21 @@ export function registerClusterMetrics(registry: client.Registry, status: () => 
   gauge('tandem_cluster_claims_held', 'Spools of other nodes this node delivers', [], (g, s) => g.set(s.secondaries.length));
   gauge('tandem_cluster_secondary_queue_messages', 'Messages in the queues of this node\'s secondary processes', ['spool', 'state'], (g, s) => {
     for (const sec of s.secondaries) for (const [state, n] of Object.entries(sec.queue)) g.set({ spool: sec.spool, state }, n);
+  });
+  gauge('tandem_replication_unprotected_messages', 'Messages accepted with one copy only (shadow holder unreachable)', [], (g, s) => { if (s.replication) g.set(s.replication.unprotected); });
+  gauge('tandem_replication_holder_up', '1 while the connection to this node\'s shadow holder is up', [], (g, s) => { if (s.replication) g.set(s.replication.connection === 'up' ? 1 : 0); });
+  gauge('tandem_replication_copies_held', 'Copies this node keeps for other nodes', ['origin'], (g, s) => {
+    for (const [origin, n] of Object.entries(s.replication?.holding ?? {})) g.set({ origin }, n);
+  });
+  gauge('tandem_replication_discard_lag_seconds', 'Time from a delivery to the holder applying its discard notice (recent batches)', ['quantile'], (g, s) => {
+    const lag = s.replication?.discardLagMs;
+    if (lag?.p50 !== undefined) g.set({ quantile: '0.5' }, lag.p50 / 1000);
+    if (lag?.p99 !== undefined) g.set({ quantile: '0.99' }, lag.p99 / 1000);
+  });
+  gauge('tandem_replication_copies_total', 'Shadow copies made (ok) and not made (failed) since start', ['result'], (g, s) => {
+    if (!s.replication) return;
+    g.set({ result: 'ok' }, s.replication.copied);
+    g.set({ result: 'failed' }, s.replication.copyFailures);
   });
   const counter = (name: string, help: string, key: keyof ClusterStatus['counters']) =>
     new client.Counter({ name, help, registers: [registry], collect() { this.reset(); this.inc(status().counters[key]); } });

@@ -22,6 +22,9 @@
  * this view began) is dead only after NEVER_SEEN_FACTOR × dead_after: a node that starts next to
  * a dead peer takes its spool over after that, while peers that are merely slower to start are
  * not taken over (and handed back) for nothing.
+ * Network only (cluster.storage: replicated, no shared disk): a peer is dead when its network
+ * heartbeat has been silent for dead_after (or it says it fenced itself); nothing else can
+ * tell a dead peer from a cut network, so a cut looks like a death to both sides (docs/ha.md).
  * Pure logic with an injected clock: no timers, no I/O.
  */
 
@@ -80,6 +83,7 @@ export class Membership {
     peerIds: string[],
     private readonly timing: { heartbeatInterval: number; deadAfter: number },
     private readonly now: () => number,
+    private readonly networkOnly = false,
   ) {
     const t = now();
     for (const id of peerIds) this.peers.set(id, { netLast: t, diskLast: t, diskReadAt: t });
@@ -92,6 +96,7 @@ export class Membership {
     o.netLast = this.now();
     o.net = info;
     o.seen = true;
+    if (this.networkOnly) o.diskLast = o.diskReadAt = o.netLast; // no disk: the network beat is all there is
   }
 
   /**
@@ -135,7 +140,7 @@ export class Membership {
     const netAge = now - o.netLast;
     const diskAge = now - o.diskLast;
     const saysFenced = netAge < deadAfter && o.net?.state === 'fenced';
-    const diskKnown = now - o.diskReadAt <= 4 * heartbeatInterval;
+    const diskKnown = this.networkOnly || now - o.diskReadAt <= 4 * heartbeatInterval;
     if (o.unauthenticatedSince !== undefined) {
       o.deadSince = undefined;
       return { type: 'unauthenticated', since: o.unauthenticatedSince };

@@ -41,6 +41,7 @@ import { TrackingLog } from '../track/tracking-log.ts';
 import { clusterSealer } from './sealed.ts';
 import { ClaimStore, type ClaimRecord } from './claims.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
+import { shadowRoot } from './replication/placement.ts';
 
 export interface SecondaryStart {
   type: 'start';
@@ -52,6 +53,13 @@ export interface SecondaryStart {
   ownerBoot: number;
   /** The spool's node's heartbeat slot text as the parent read it before the start (null: none). */
   spoolNodeSlot: string | null;
+  /**
+   * Replicated storage: the folder of the copies to deliver (the parent's shadow folder for
+   * that node); there is no disk heartbeat, the claim is the parent's own record, and the
+   * parent's liveness is the IPC channel. `claimed: false`: copies of a retired spool identity,
+   * the parent's alone to deliver (no claim).
+   */
+  replicated?: { dir: string; claimed: boolean };
 }
 
 /** States in which a node delivers nothing from its own spool (announced in its heartbeat). */
@@ -78,26 +86,28 @@ process.on('disconnect', () => requestStop('the parent node went away'));
 process.on('SIGTERM', () => requestStop('SIGTERM'));
 
 async function run(start: SecondaryStart): Promise<void> {
-  const { config, spool: spoolId, epoch, owner, ownerBoot, spoolNodeSlot } = start;
+  const { config, spool: spoolId, epoch, owner, ownerBoot, spoolNodeSlot, replicated } = start;
   const cluster = config.cluster!;
   const log = pino({ level: config.log.level, base: { node: owner, secondary: spoolId }, timestamp: pino.stdTimeFunctions.isoTime });
-  const dir = path.join(config.spool.root, spoolId);
+  const dir = replicated?.dir ?? path.join(config.spool.root, spoolId);
   const sealer = clusterSealer(cluster);
-  const claims = new ClaimStore(config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
+  const claims = new ClaimStore(replicated ? shadowRoot(config) : config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
   const disk = new DiskHeartbeat(config.spool.root, owner, 0, sealer);
   const mono = () => performance.now();
-  const isOurs = (r: ClaimRecord) => r.epoch === epoch && r.kind === 'claim' && r.by === owner;
+  const isOurs = (r: ClaimRecord) => (replicated && !replicated.claimed) || (r.epoch === epoch && r.kind === 'claim' && r.by === owner);
 
   let claimOurs = false;
   let ownerFenced = false;
   let parentMark = '';
   let parentChangedAt = mono(); // the parent forked us just now: alive then
-  const mayDeliver = () => claimOurs && !ownerFenced && mono() - parentChangedAt < cluster.fence_after;
+  // replicated: no disk heartbeat to watch; a parent that dies takes the IPC channel with it
+  const mayDeliver = () => claimOurs && (replicated !== undefined || (!ownerFenced && mono() - parentChangedAt < cluster.fence_after));
 
   // the spool's node must be idle before its lock is forced: never two deliverers of one spool
-  const spoolNode = await disk.read(spoolId);
-  const idle = (spoolNode.raw ?? null) === spoolNodeSlot || (spoolNode.beat !== undefined && IDLE_STATES.has(spoolNode.beat.state));
-  if (!idle) {
+  // (replicated: the copies are ours alone; the origin's own spool is on its own disk)
+  const spoolNode = replicated ? undefined : await disk.read(spoolId);
+  const idle = !spoolNode || (spoolNode.raw ?? null) === spoolNodeSlot || (spoolNode.beat !== undefined && IDLE_STATES.has(spoolNode.beat.state));
+  if (!idle && spoolNode) {
     const why = spoolNode.beat ? `it says "${spoolNode.beat.state}"` : 'its slot does not open with our cluster secret';
     log.error({ event: 'secondary-stopped', reason: 'spool node alive' }, `secondary for ${spoolId} not started: node ${spoolId} has beaten since the claim (${why}), so it may be delivering; its spool lock is left alone`);
     process.exit(3);
@@ -143,7 +153,7 @@ async function run(start: SecondaryStart): Promise<void> {
         return;
       }
       const readAt = mono();
-      const { beat } = await disk.read(owner).catch(() => ({ beat: undefined }));
+      const { beat } = replicated ? { beat: undefined } : await disk.read(owner).catch(() => ({ beat: undefined }));
       const record = await claims.current(spoolId).catch(() => undefined);
       if (record && !isOurs(record)) {
         claimOurs = false;

@@ -45,13 +45,16 @@ export class SecondaryProcess {
     private readonly spoolNodeSlot: string | null,
     private readonly config: TandemConfig,
     private readonly onUnexpectedExit: (how: string) => void,
+    /** Replicated storage: the copy folder to deliver (resolved right before the fork). */
+    private readonly replicated?: () => Promise<NonNullable<SecondaryStart['replicated']>>,
   ) {}
 
   get pid(): number | undefined {
     return this.child?.pid;
   }
 
-  start(): Promise<void> {
+  async start(): Promise<void> {
+    const replicated = await this.replicated?.();
     const child = fork(MAIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     this.child = child;
     // settles on exit, or on a fork that failed (then no exit comes)
@@ -60,7 +63,7 @@ export class SecondaryProcess {
       child.once('error', (err) => { if (child.pid === undefined) resolve(`could not be started: ${err.message}`); });
     });
     child.on('error', () => undefined); // IPC errors: the exit (or the start timeout) tells the rest
-    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner, ownerBoot: this.ownerBoot, spoolNodeSlot: this.spoolNodeSlot };
+    const start: SecondaryStart = { type: 'start', config: this.config, spool: this.spool, epoch: this.epoch, owner: this.owner, ownerBoot: this.ownerBoot, spoolNodeSlot: this.spoolNodeSlot, ...(replicated ? { replicated } : {}) };
     this.send(start);
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -40,6 +40,7 @@ import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
 import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
+import { Replica } from '../cluster/replication/replica.ts';
 
 /**
  * fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP
@@ -62,6 +63,8 @@ export class TandemNode {
   readonly metrics: Metrics;
   qmgr!: QueueManager;
   cluster?: ClusterManager;
+  /** cluster.storage: replicated — the copy of our spool at its holder, and the copies we keep. */
+  private replica?: Replica;
   /** The old queue manager of a spool lost to a claim, finishing its deliveries in flight. */
   private losing?: Promise<void>;
   spool!: Spool;
@@ -101,6 +104,13 @@ export class TandemNode {
     return this.state;
   }
 
+  /** Replicated storage: our shadow holder's connection and the messages with one copy only. */
+  replicationHealth(): { holder: string; connection: string; unprotected: number } | undefined {
+    if (!this.replica) return undefined;
+    const s = this.replica.status();
+    return { holder: s.holder, connection: s.connection, unprotected: s.unprotected };
+  }
+
   /** Directory servers' state, counters and latency, and the cache counters; undefined without a directory. */
   directoryHealth() {
     return this.router.health();
@@ -110,7 +120,9 @@ export class TandemNode {
     const c = this.config;
     const dir = this.spoolDir;
     const log = this.logger;
-    this.spool = await Spool.open(dir, { nodeId: c.node.id, warn: (msg, fields) => log.warn(fields, msg) });
+    if (c.cluster?.storage === 'replicated') this.replica = await Replica.start(c, dir, log);
+    this.spool = await Spool.open(dir, { nodeId: c.node.id, warn: (msg, fields) => log.warn(fields, msg), ...(this.replica ? { replica: this.replica } : {}) });
+    this.replica?.attach(this.spool);
     this.tracking = new TrackingLog(c.tracking.path, c.node.id, (err) => {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
@@ -137,7 +149,7 @@ export class TandemNode {
         deliveriesResumed: () => this.qmgr.resume(),
         ownLock: async () => (this.lock ? this.lock.held() : undefined),
         retakeOwnSpool: () => this.startDelivering(false, { force: false }),
-      }, log, this.tracking);
+      }, log, this.tracking, undefined, this.replica);
       registerClusterMetrics(this.metrics.registry, () => this.cluster!.status());
       claimedBy = (await this.cluster.start()).ownSpoolClaimedBy;
     }
@@ -162,7 +174,7 @@ export class TandemNode {
       listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}), ...(contentFilter ? { contentFilter } : {}),
       config: c,
       router: this.router,
-      beginMessage: (queueId) => this.spool.beginMessage(queueId),
+      beginMessage: (queueId) => this.spool.beginMessage(queueId, { refusable: true }),
       newQueueId: () => this.spool.newQueueId(),
       tracking: this.tracking,
       logger: log,
@@ -223,11 +235,27 @@ export class TandemNode {
     await this.losing;
     const dir = this.spoolDir;
     this.lock = await acquireSpoolLock(dir, { force: opts.force ?? !atStartup });
+    if (this.replica) await this.reconcile();
     const { removedTmp, scanned } = await this.qmgr.start({ cleanTmp: atStartup });
     scanned.then(
       (r) => this.logger.info({ event: 'spool-recovered', spool: dir, ...r, removedTmp }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
       (err) => this.logger.error({ event: 'spool-scan-failed', spool: dir, err: String(err) }, `scan of the spool ${dir} failed: ${err}; restart the node to pick up what it missed`),
     );
+  }
+
+  /**
+   * Replicated storage, before we deliver from our spool: take in what our holder knows
+   * (recipients its secondary delivered while we were away; messages it never got are copied).
+   * A holder we cannot reach cannot tell us: we deliver anyway (a secondary of a holder cut
+   * off from us may then deliver some messages twice — duplicates, never a loss; docs/ha.md).
+   */
+  private async reconcile(): Promise<void> {
+    try {
+      const r = await this.replica!.reconcile();
+      this.logger.info({ event: 'reconciled', holder: this.replica!.holderId, ...r }, `reconciled with shadow holder ${this.replica!.holderId}: ${r.removed} message(s) delivered meanwhile removed, ${r.updated} updated, ${r.copied} copied${r.identity === 'new' ? ' (new spool: the holder delivers the old copies)' : ''}`);
+    } catch (err) {
+      this.logger.warn({ event: 'reconcile-failed', holder: this.replica!.holderId, err: String((err as Error)?.message ?? err) }, `cannot reconcile with shadow holder ${this.replica!.holderId} (${(err as Error)?.message ?? err}): delivering our spool as it is`);
+    }
   }
 
   /**
@@ -322,6 +350,7 @@ export class TandemNode {
     // meanwhile, so that no peer takes our spool while we still deliver from it
     await Promise.all([this.qmgr?.stop(), this.losing, this.cluster?.stopSecondaries()]);
     await this.cluster?.stop();
+    await this.replica?.close();
     await this.channels?.close();
     await this.admin?.close();
     this.tracking?.close();

@@ -547,6 +547,11 @@ export class SmtpReceiver {
   }
 
   private commitFailed(queueId: string, err: unknown): SmtpReplyError {
+    if (err instanceof SmtpReplyError) {
+      // refused at commit (replicated storage, no shadow copy under the refuse policy): taken back
+      this.deps.logger.warn({ queueId, reply: `${err.replyCode} ${err.enhanced} ${err.message}` }, 'message refused at commit');
+      return err;
+    }
     this.deps.logger.error({ queueId, err: String(err) }, 'spool commit failed; answering 451');
     return new SmtpReplyError(451, '4.3.0', 'Error: queue file write error; try again later');
   }

@@ -14,7 +14,8 @@
  * What can go wrong: a node that does not start (the error carries its output; each node's log
  * is also in <dir>/<id>.out); status() of a dead node rejects.
  */
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, mkdirSync } from "node:fs";
+import { makeClusterCerts } from "./cluster-certs.ts";
 import { join } from "node:path";
 import { freePort, freeUdpPort, type HostPort } from "./ports.ts";
 import { startNode, writeNodeConfig, defaultNodeConfig, type RunningNode, type ConfigTree } from "./node.ts";
@@ -30,12 +31,20 @@ export interface ClusterOptions {
   cluster?: ConfigTree;
   /** Other config sections merged over the defaults. */
   extra?: ConfigTree;
+  /**
+   * cluster.storage: replicated — certificates made with openssl (cluster-certs.ts), a free
+   * replication port per node, and each node's spool on its own "disk" (<dir>/disk-<id>),
+   * with no folder shared. `replication`: keys merged over cluster.replication.
+   */
+  replicated?: { replication?: ConfigTree };
 }
 
 export interface NodeAddresses {
   smtp: HostPort;
   admin: HostPort;
   heartbeat: HostPort;
+  /** Replicated clusters: the node's shadow-holder (replication) port. */
+  replication?: HostPort;
 }
 
 export interface TestCluster {
@@ -56,6 +65,8 @@ export interface TestCluster {
   status(id: string): Promise<any>;
   waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs?: number): Promise<T>;
   trackingEvents(): Array<Record<string, any>>;
+  /** Replicated clusters: node `id`'s own spool folder (on its own disk). */
+  spoolOf(id: string): string;
   /**
    * Wait until node `by` took `spool` over at or after `since` (Date.now() of the failure):
    * its takeover event is in the tracking log and its secondary shows in its status, which is
@@ -75,8 +86,16 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
       smtp: { host: "127.0.0.1", port: await freePort() },
       admin: { host: "127.0.0.1", port: await freePort() },
       heartbeat: { host: "127.0.0.1", port: await freeUdpPort() },
+      ...(opts.replicated ? { replication: { host: "127.0.0.1", port: await freePort() } } : {}),
     });
   }
+  const certDir = join(opts.dir, "certs");
+  if (opts.replicated) {
+    mkdirSync(certDir, { recursive: true });
+    makeClusterCerts(certDir, ids);
+  }
+  /** Replicated: each node's own disk (its spool root, and the copies it keeps for others). */
+  const diskOf = (id: string) => join(opts.dir, `disk-${id}`);
   const fmt = (a: HostPort) => `${a.host}:${a.port}`;
   const secret = "test-cluster-secret-0123456789abcdef";
   const tracking = join(opts.dir, "tracking.log");
@@ -94,7 +113,15 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
         admin: fmt(addresses.get(id)!.admin),
         site: "test",
         partner: ids[(i + 1) % ids.length],
+        ...(opts.replicated ? { replication: fmt(addresses.get(id)!.replication!) } : {}),
       })),
+      ...(opts.replicated ? {
+        storage: "replicated",
+        replication: {
+          tls: { ca: join(certDir, "cluster-ca.pem"), cert: join(certDir, "node-{node}.pem"), key: join(certDir, "node-{node}.key") },
+          ...(opts.replicated.replication ?? {}),
+        },
+      } : {}),
       ...(opts.cluster ?? {}),
     },
     ...(opts.extra ?? {}),
@@ -112,7 +139,7 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
       const own = startOpts.config ? writeNodeConfig(join(opts.dir, `${id}-own`), startOpts.config, readFileSync(config, "utf8")) : config;
       const node = await startNode({
         config: own, nodeId: startOpts.nodeId ?? id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`),
-        ...(startOpts.spool ? { spool: startOpts.spool } : {}),
+        ...(startOpts.spool ? { spool: startOpts.spool } : opts.replicated ? { spool: join(diskOf(id), "spool") } : {}),
         ...(startOpts.env ? { env: { ...process.env, ...startOpts.env } } : {}),
       });
       running.set(id, node);
@@ -124,6 +151,7 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
       await node?.proc.killHard();
     },
     node: (id) => running.get(id),
+    spoolOf: (id) => (opts.replicated ? join(diskOf(id), "spool", id) : join(opts.dir, "spool", id)),
     async status(id) {
       const a = addresses.get(id)!;
       const token = (opts.extra?.admin as { token?: string } | undefined)?.token;

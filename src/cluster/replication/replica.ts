@@ -4,9 +4,7 @@
  * ShadowClient, as the spool's SpoolReplica) and the copies it holds for other nodes (a
  * ShadowStore served by a ShadowHolder on its cluster.nodes[].replication address).
  *
- * Who holds whose copies (holderOf): a node's partner, else the next node in cluster.nodes
- * (wrapping round). One holder per node: the copies of one origin are all in one place, so
- * only that node can take its queue over, and no two survivors ever deliver one copy.
+ * Who holds whose copies: placement.ts.
  *
  * As the spool's replica: every committed message is copied before the commit resolves (so
  * before the 250); without a copy, cluster.replication.on_holder_unreachable decides: `refuse`
@@ -33,31 +31,7 @@ import { ShadowClient, type ClientState } from './client.ts';
 import { ShadowHolder } from './holder.ts';
 import { ShadowStore } from './shadow-store.ts';
 import { spoolIdentity } from './identity.ts';
-
-type ClusterNodes = NonNullable<TandemConfig['cluster']>['nodes'];
-
-/** The node that keeps `node`'s copies: its partner, else the next node in cluster.nodes. */
-export function holderOf(nodes: ClusterNodes, node: string): string {
-  const self = nodes.find((n) => n.id === node);
-  if (self?.partner) return self.partner;
-  const i = nodes.findIndex((n) => n.id === node);
-  return nodes[(i + 1) % nodes.length].id;
-}
-
-/** The nodes whose copies `node` keeps. */
-export function originsOf(nodes: ClusterNodes, node: string): string[] {
-  return nodes.filter((n) => n.id !== node && holderOf(nodes, n.id) === node).map((n) => n.id);
-}
-
-/** Where an origin's copies are kept on this node by default. */
-export function shadowRoot(config: TandemConfig): string {
-  return config.cluster?.replication?.shadow_dir ?? join(config.spool.root, '.shadow');
-}
-
-function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(text)!;
-  return { host: m[1], port: Number(m[2]) };
-}
+import { holderOf, originsOf, shadowRoot } from './placement.ts';
 
 function percentile(sorted: number[], p: number): number | undefined {
   if (!sorted.length) return undefined;
@@ -109,18 +83,20 @@ export class Replica implements SpoolReplica {
     const c = config.cluster!;
     const r = c.replication!;
     const me = config.node.id;
-    const tls = { ca: await readFile(r.tls.ca), cert: await readFile(r.tls.cert), key: await readFile(r.tls.key) };
+    // one shared config for every node: "{node}" in a file name stands for this node's id
+    const own = (file: string) => file.replaceAll('{node}', me);
+    const tls = { ca: await readFile(r.tls.ca), cert: await readFile(own(r.tls.cert)), key: await readFile(own(r.tls.key)) };
     const spoolId = await spoolIdentity(spoolDir);
     const store = await ShadowStore.open(shadowRoot(config));
     const self = c.nodes.find((n) => n.id === me)!;
-    const listen = parseHostPort(self.replication!);
+    const listen = self.replication!;
     const holder = await ShadowHolder.start({
       store, tls, origins: originsOf(c.nodes, me), host: listen.host, port: listen.port,
       maxCopyBytes: config.smtp.max_message_size + 16 * 1024 * 1024,
       onRefusal: (reason, detail, peer) => logger.warn({ event: 'replication-refused', reason, peer, detail }, `replication port: refused ${reason} from ${peer ?? '?'}: ${detail}`),
     });
     const holderId = holderOf(c.nodes, me);
-    const target = parseHostPort(c.nodes.find((n) => n.id === holderId)!.replication!);
+    const target = c.nodes.find((n) => n.id === holderId)!.replication!;
     let lastErrorLog = 0;
     const client = new ShadowClient({
       origin: me, spoolId, holder: { nodeId: holderId, ...target }, tls,
