@@ -9,10 +9,13 @@
  *   - the killed node's queued messages are delivered by b's secondary process;
  *   - a restarted a gets its spool back (handback), and no message is delivered both by b's
  *     secondary and by a.
+ * Run twice: on shared storage (one spool root), and on replicated storage (each node's spool
+ * on its own "disk", copies over the replication port; after the kill a's disk is deleted, so
+ * b's secondary delivers from its copies alone, and a comes back with an empty spool).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
@@ -20,6 +23,7 @@ import { startSink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
 import { createCluster } from './harness/cluster.ts';
 import { startHaproxy } from './harness/haproxy.ts';
+import { opensslMissing } from './harness/cluster-certs.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -27,11 +31,16 @@ after(() => procs.stopAll());
 const TOTAL = 5000;
 const TOTAL_CONCURRENCY = 10;
 
-test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a random moment, then restarted', { timeout: 600_000 }, async () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-chaos-'));
+test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a random moment, then restarted', { timeout: 600_000 }, () => chaos('shared'));
+
+test('chaos, replicated storage (no shared folder): 5,000 messages, kill -9 at a random moment, the killed node\'s disk deleted', { timeout: 600_000, skip: opensslMissing }, () => chaos('replicated'));
+
+async function chaos(storage: 'shared' | 'replicated'): Promise<void> {
+  const replicated = storage === 'replicated';
+  const dir = mkdtempSync(path.join(os.tmpdir(), `tandem-chaos-${storage}-`));
   const sink = await startSink();
   const cluster = await createCluster({
-    dir, relayHost: sink.address,
+    dir, relayHost: sink.address, ...(replicated ? { replicated: {} } : {}),
     extra: { smtp: { proxy_protocol: ['127.0.0.1'] }, queue: { total_concurrency: TOTAL_CONCURRENCY, min_backoff: '1s', max_backoff: '2s' } },
   });
   await cluster.start('a');
@@ -44,7 +53,7 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
     const killAfter = Math.floor(TOTAL * (0.15 + Math.random() * 0.45));
     await cluster.waitFor(`${killAfter} deliveries before the kill`, async () => sink.count() >= killAfter, 120_000);
     // the next hop stalls for a moment (its process stopped), so that a has a backlog when it dies
-    const spoolA = path.join(dir, 'spool', 'a');
+    const spoolA = cluster.spoolOf('a');
     const queuedOnA = () => ['incoming', 'active', 'deferred'].reduce((n, s) => n + readdirSync(path.join(spoolA, s)).length, 0);
     process.kill(-sink.proc.pid, 'SIGSTOP');
     let queuedAtKill: number;
@@ -55,6 +64,7 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
       process.kill(-sink.proc.pid, 'SIGCONT');
     }
     const killedAt = Date.now();
+    if (replicated) rmSync(path.join(dir, 'disk-a'), { recursive: true, force: true }); // a's disk is gone with it
     await lb.waitServerState('a', 'DOWN', 10_000);
     const downMs = Date.now() - killedAt;
 
@@ -67,7 +77,9 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
       for (const id of result.accepted) if (!got.has(id)) return false;
       return true;
     }, 180_000);
-    await cluster.waitFor('a\'s spool drained by b\'s secondary', async () => ['incoming', 'active', 'deferred'].every((s) => readdirSync(path.join(spoolA, s)).length === 0), 60_000);
+    await cluster.waitFor('a\'s spool drained by b\'s secondary', async () => (replicated
+      ? (await cluster.status('b')).replication.holding.a === 0
+      : ['incoming', 'active', 'deferred'].every((s) => readdirSync(path.join(spoolA, s)).length === 0)), 60_000);
     const events = cluster.trackingEvents();
     const bySecondary = events.filter((e) => e.event === 'delivered' && e.secondary === 'a');
     assert.ok(bySecondary.length >= queuedAtKill - TOTAL_CONCURRENCY * 2, `a had ${queuedAtKill} messages queued at the kill: b's secondary delivered ${bySecondary.length}`);
@@ -77,8 +89,11 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
     let fromClient = 0;
     let inFlight = 0;
     for (const [id, n] of got) if (n > 1) (result.uncertain.has(id) ? (fromClient += n - 1) : (inFlight += n - 1));
-    const bound = TOTAL_CONCURRENCY; // transactions a can have in flight (queue.total_concurrency)
-    console.log(`# chaos: kill after ${killAfter} deliveries, ${queuedAtKill} queued on a; HAProxy marked a DOWN ${downMs} ms after the kill; ${bySecondary.length} recipient(s) delivered by b's secondary; duplicates: ${inFlight} in flight (bound ${bound}), ${fromClient} resent by the client (${result.uncertain.size} uncertain)`);
+    // transactions a can have in flight (queue.total_concurrency); replicated: plus the deliveries
+    // whose discard notice had not reached b (the next hop was stalled for a while before the
+    // kill, so those are the in-flight ones again)
+    const bound = replicated ? 2 * TOTAL_CONCURRENCY : TOTAL_CONCURRENCY;
+    console.log(`# chaos (${storage}): kill after ${killAfter} deliveries, ${queuedAtKill} queued on a; HAProxy marked a DOWN ${downMs} ms after the kill; ${bySecondary.length} recipient(s) delivered by b's secondary; duplicates: ${inFlight} in flight (bound ${bound}), ${fromClient} resent by the client (${result.uncertain.size} uncertain)`);
     assert.ok(inFlight <= bound, `${inFlight} duplicates exceed the deliveries in flight (${bound})`);
     assert.ok(fromClient <= result.uncertain.size);
 
@@ -100,4 +115,4 @@ test('chaos: 5,000 messages through HAProxy, one node killed with kill -9 at a r
     await cluster.stopAll();
     await sink.stop();
   }
-});
+}

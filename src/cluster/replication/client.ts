@@ -62,6 +62,8 @@ export class ShadowClient extends EventEmitter {
   #lastError = 'not connected yet';
   #backoffMs: number;
   #reconnectTimer: NodeJS.Timeout | undefined;
+  /** The connection was lost and is being made again: copies fail at once meanwhile (only the first connection is waited for). */
+  #reconnecting = false;
   #discardTimer: NodeJS.Timeout;
   #inFlight = 0;
   readonly #waiting: Array<() => void> = [];
@@ -122,8 +124,18 @@ export class ShadowClient extends EventEmitter {
     });
     this.#session = session;
     this.#seq = 0;
+    // a holder cut off by a firewall never answers the SYN: give up after the ack timeout, so
+    // that copies fail at once (and the policy applies) instead of waiting on each attempt
+    const connectTimer = setTimeout(() => {
+      this.#lastError = `no connection within ${this.#opts.ackTimeoutMs} ms`;
+      session.destroy();
+    }, this.#opts.ackTimeoutMs);
+    connectTimer.unref();
+    session.on('close', () => clearTimeout(connectTimer));
     session.on('connect', () => {
+      clearTimeout(connectTimer);
       if (this.#session !== session) return;
+      this.#reconnecting = false;
       this.#backoffMs = this.#opts.backoff.minMs;
       this.stats.connects++;
       this.#setState('up');
@@ -137,6 +149,7 @@ export class ShadowClient extends EventEmitter {
       if (this.#session !== session) return;
       this.#session = undefined;
       if (this.#state === 'closed') return;
+      this.#reconnecting = true;
       this.#setState('down');
       const delay = this.#backoffMs * (0.5 + Math.random() / 2);
       this.#backoffMs = Math.min(this.#backoffMs * 2, this.#opts.backoff.maxMs);
@@ -147,7 +160,7 @@ export class ShadowClient extends EventEmitter {
 
   /** Wait while the connection is being set up; true when up. */
   async #whenUsable(): Promise<boolean> {
-    if (this.#state === 'connecting') {
+    if (this.#state === 'connecting' && !this.#reconnecting) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           clearTimeout(timer);
@@ -220,7 +233,7 @@ export class ShadowClient extends EventEmitter {
 
   /** Send one copy; `protected: true` only when the holder acknowledged it durable. */
   async #send(queueId: string, bytes: Buffer): Promise<{ ok: true; result: 'stored' | 'duplicate' } | { ok: false; reason: string }> {
-    if (this.#state === 'down' || this.#state === 'closed') return { ok: false, reason: `holder unreachable: ${this.#lastError}` };
+    if (this.#state === 'down' || this.#state === 'closed' || (this.#state === 'connecting' && this.#reconnecting)) return { ok: false, reason: `holder unreachable: ${this.#lastError}` };
     await this.#slot();
     try {
       const answer = await this.#request(PATHS.copy, { [HEADERS.queueId]: queueId }, bytes);
