@@ -4,6 +4,9 @@
  *
  *   node --import tsx bench/failover.ts [--runs N=3] [--queued K=2000] [--messages M=10000]
  *        [--connections C=20] [--size S=4096] [--warmup W=1000] [--rounds R=2] [--keep]
+ *        [--storage shared|replicated]
+ * --storage replicated: each node's spool in its own folder, copies over the replication port
+ * (b's secondary then delivers a's queue from its copies).
  *
  * Failover, N runs, each on a fresh cluster (test/harness/cluster.ts, default cluster timings):
  *   K messages are sent to node a while its next hop is down (a free port where nothing listens),
@@ -52,9 +55,13 @@ const { values } = parseArgs({
     warmup: { type: "string", default: "1000" },
     rounds: { type: "string", default: "2" },
     keep: { type: "boolean", default: false },
+    storage: { type: "string", default: "shared" },
   },
   strict: true,
 });
+if (values.storage !== "shared" && values.storage !== "replicated") throw new Error(`--storage wants shared or replicated, got ${values.storage}`);
+/** Replicated: each node's spool on its own disk, a's messages copied to b before their 250; b's secondary delivers the copies. */
+const STORAGE = values.storage === "replicated" ? { replicated: {} } : {};
 const P = { runs: Number(values.runs), queued: Number(values.queued), messages: Number(values.messages), connections: Number(values.connections), size: Number(values.size), warmup: Number(values.warmup), rounds: Number(values.rounds) };
 for (const [k, v] of Object.entries(P)) {
   if (!Number.isInteger(v) || v < (k === "warmup" ? 0 : 1)) throw new Error(`--${k} wants a positive integer, got ${v}`);
@@ -109,7 +116,7 @@ interface FailoverRun {
 async function failoverRun(root: string, n: number): Promise<FailoverRun> {
   const dir = join(root, `failover-${n}`);
   const hopPort = await freePort();
-  const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${hopPort}`, extra: { queue: { min_backoff: "1s", max_backoff: "1s" } } });
+  const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${hopPort}`, ...STORAGE, extra: { queue: { min_backoff: "1s", max_backoff: "1s" } } });
   let sink: Sink | undefined;
   try {
     await cluster.start("a");
@@ -239,7 +246,7 @@ async function throughputRun(cluster: TestCluster, sink: Sink, mode: Throughput[
 async function throughput(root: string): Promise<Throughput[]> {
   const dir = join(root, "throughput");
   const sink = await startSink({ out: join(root, "throughput-sink.jsonl") });
-  const cluster = await createCluster({ dir, relayHost: sink.address });
+  const cluster = await createCluster({ dir, relayHost: sink.address, ...STORAGE });
   try {
     await cluster.start("a");
     await cluster.start("b");
@@ -282,7 +289,7 @@ async function main(): Promise<void> {
     else rmSync(root, { recursive: true, force: true });
   }
 
-  console.log(`\nfailover benchmark: default cluster timings (heartbeat 250 ms, fence_after 1.5 s, dead_after 2.5 s); machine: ${describe}`);
+  console.log(`\nfailover benchmark (${values.storage} storage): default cluster timings (heartbeat 250 ms, fence_after 1.5 s, dead_after 2.5 s); machine: ${describe}`);
   console.log(`\nkill -9 of a with ${P.queued} messages of ${P.size} bytes queued in its spool; times from the kill:`);
   const cols: Array<[string, (r: FailoverRun) => string]> = [
     ["detected dead", (r) => secs(r.detectionMs)],
@@ -318,7 +325,7 @@ async function main(): Promise<void> {
   };
   console.log(`pair / one node (medians): accepted ${ratio.accepted}x, delivered ${ratio.delivered}x; delivered per round ${ratio.perRound.map((x) => `${x}x`).join(", ")}`);
   console.log(`(target 1.6x when each node has its own cores; here ${machine.nproc} cores and one disk are shared by both nodes, the sink and the load generator)`);
-  console.log(JSON.stringify({ bench: "failover", params: P, machine, timings: { heartbeat_interval: 250, fence_after: 1500, dead_after: 2500 }, runs, median: med, throughput: rows, ratio }));
+  console.log(JSON.stringify({ bench: "failover", storage: values.storage, params: P, machine, timings: { heartbeat_interval: 250, fence_after: 1500, dead_after: 2500 }, runs, median: med, throughput: rows, ratio }));
   if (runs.some((r) => r.lost > 0) || rows.some((r) => r.delivered < r.accepted)) process.exitCode = 1;
 }
 
