@@ -78,6 +78,18 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
   for (const s of spools) spoolRows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
   console.log('');
   printTable(spoolRows);
+  const replicated = [...views.values()].filter((v) => v.replication);
+  if (replicated.length) {
+    // storage: replicated — where each node's copies are, and how many messages have one copy only
+    const repRows = [['NODE', 'COPIES AT', 'CONNECTION', 'UNPROTECTED', 'DISCARD LAG p50/p99', 'HOLDS COPIES OF']];
+    for (const v of replicated) {
+      const r = v.replication!;
+      const lag = r.discardLagMs.p50 === undefined ? '-' : `${r.discardLagMs.p50}/${r.discardLagMs.p99} ms`;
+      repRows.push([v.node, r.holder, r.connection, String(r.unprotected), lag, Object.entries(r.holding).map(([o, n]) => `${o}: ${n}`).join(', ') || '-']);
+    }
+    console.log('');
+    printTable(repRows);
+  }
   if (faults.length) {
     console.log('');
     console.log('CONFIGURATION FAULTS (the cluster stays safe: nothing is taken over on this evidence; fix the configuration)');
