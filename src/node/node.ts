@@ -252,7 +252,7 @@ export class TandemNode {
   private async reconcile(): Promise<void> {
     try {
       const r = await this.replica!.reconcile();
-      this.logger.info({ event: 'reconciled', holder: this.replica!.holderId, ...r }, `reconciled with shadow holder ${this.replica!.holderId}: ${r.removed} message(s) delivered meanwhile removed, ${r.updated} updated, ${r.copied} copied${r.identity === 'new' ? ' (new spool: the holder delivers the old copies)' : ''}`);
+      this.logger.info({ event: 'reconciled', holder: this.replica!.holderId, ...r }, `reconciled with shadow holder ${this.replica!.holderId}: ${r.removed} message(s) delivered meanwhile removed, ${r.updated} updated, ${r.copied} copied, ${r.pruned} stale copies dropped at the holder${r.identity === 'new' ? ' (new spool: the holder delivers the old copies)' : ''}`);
     } catch (err) {
       this.logger.warn({ event: 'reconcile-failed', holder: this.replica!.holderId, err: String((err as Error)?.message ?? err) }, `cannot reconcile with shadow holder ${this.replica!.holderId} (${(err as Error)?.message ?? err}): delivering our spool as it is`);
     }

@@ -40,11 +40,14 @@ export class IncomingMessage {
     private readonly dirSyncer: DirSyncer,
     private readonly incomingDir: string,
     /**
-     * Called once the commit is durable, before commit() resolves (replicated storage copies the
-     * queue file to its shadow holder here). `bytes`: the whole queue file when it was written
-     * in one piece. If it throws, the commit is taken back (the file removed) and commit() rejects.
+     * A second copy made elsewhere (replicated storage: the shadow holder). commit() resolves
+     * only when both the local commit and `copy` have: `copy` starts as soon as the whole queue
+     * file is known — at once, beside the local fsyncs, for a message held in memory (`bytes`);
+     * after the local commit, from the file at `path`, for a large one. If `copy` throws, the
+     * commit is taken back (the file removed) and commit() rejects; if the local commit fails,
+     * `abandon` tells the copy's holder that the message is gone.
      */
-    private readonly afterCommit?: (path: string, bytes: Buffer | undefined) => Promise<void>,
+    private readonly replica?: { copy(path: string, bytes: Buffer | undefined): Promise<void>; abandon(): void },
   ) {}
 
   /** Message bytes so far. */
@@ -92,7 +95,7 @@ export class IncomingMessage {
     if (this.#done) throw new Error('IncomingMessage: commit after commit or abort');
     this.#done = true;
     let held: Buffer | undefined;
-    let whole: Buffer | undefined;
+    let copying: Promise<void> | undefined;
     let renamed = false;
     try {
       const header = encodeRecordHeader('M', this.#size, this.#crc);
@@ -102,7 +105,9 @@ export class IncomingMessage {
         this.#chunks = [];
         this.#handle = await this.io.open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
         this.#created = true;
-        whole = Buffer.concat([QUEUE_FILE_MAGIC, header, held, trailer]);
+        const whole = Buffer.concat([QUEUE_FILE_MAGIC, header, held, trailer]);
+        copying = this.replica?.copy(this.finalPath, whole);
+        copying?.catch(() => undefined); // awaited below; a local failure first must not leave it unhandled
         await this.#writeAll(whole, 0);
       } else {
         this.#chunks.push(trailer);
@@ -114,13 +119,17 @@ export class IncomingMessage {
       await this.io.rename(this.tmpPath, this.finalPath);
       renamed = true;
       await this.dirSyncer.sync(this.incomingDir);
-      await this.afterCommit?.(this.finalPath, whole);
+      await (copying ?? this.replica?.copy(this.finalPath, undefined));
       return held;
     } catch (err) {
       // Not acknowledged: take it back so a retry by the client is not delivered twice.
       await this.#close().catch(() => undefined);
       if (renamed) await this.io.unlink(this.finalPath).catch(() => undefined);
       else if (this.#created) await this.io.unlink(this.tmpPath).catch(() => undefined);
+      if (this.replica) {
+        await copying?.catch(() => undefined);
+        this.replica.abandon();
+      }
       throw err;
     }
   }

@@ -97,10 +97,12 @@ export interface SpoolOptions {
 }
 
 /**
- * A second copy of the spool kept elsewhere (cluster/replication/replica.ts). `committed` runs
- * after the commit is durable and before it resolves; it throws to refuse the message (only when
- * `refusable`: a message received over SMTP, whose client can try again), which takes the commit
- * back. `statuses` and `removed` are told after the change is durable; they must not throw.
+ * A second copy of the spool kept elsewhere (cluster/replication/replica.ts). `committed` makes
+ * the copy of a message being committed (beside the local fsyncs when its bytes are in memory,
+ * else after them: incoming.ts); the commit resolves only when both are done. It throws to
+ * refuse the message (only when `refusable`: a message received over SMTP, whose client can try
+ * again), which takes the commit back. `statuses` and `removed` are told after the change is
+ * durable (`removed` also when a commit failed after its copy began); they must not throw.
  */
 export interface SpoolReplica {
   committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void>;
@@ -196,8 +198,11 @@ export class Spool {
    */
   beginMessage(queueId: string, opts: { refusable?: boolean } = {}): IncomingMessage {
     const replica = this.#replica;
-    const after = replica ? (path: string, bytes: Buffer | undefined) => replica.committed(queueId, path, bytes, opts.refusable ?? false) : undefined;
-    return new IncomingMessage(this.#path(queueId, 'tmp'), this.#path(queueId, 'incoming'), this.#io, this.#dirSyncer, this.#folder('incoming'), after);
+    const copy = replica && {
+      copy: (path: string, bytes: Buffer | undefined) => replica.committed(queueId, path, bytes, opts.refusable ?? false),
+      abandon: () => replica.removed(queueId),
+    };
+    return new IncomingMessage(this.#path(queueId, 'tmp'), this.#path(queueId, 'incoming'), this.#io, this.#dirSyncer, this.#folder('incoming'), copy);
   }
 
   /** Store a whole message durably in incoming/ (protocol in the header). */

@@ -105,11 +105,15 @@ export function isSpoolId(value: unknown): value is string {
  * secondary during a takeover. Ids in neither were never copied, or the holder has nothing to
  * say: the origin delivers them. `identity`: "new" when this spool identity replaced another
  * (the origin came back with a new disk): the holder then delivers the old identity's copies.
+ * The list is every message in the origin's spool (corrupt ones too): copies of messages not on
+ * it, stored over a minute before, are stale (their discard notices were lost) and dropped.
  */
 export interface ReconcileAnswer {
   identity: 'current' | 'new';
   held: Record<string, RecipientStatus[]>;
   finished: string[];
+  /** Copies of messages the origin did not list (stored over a minute before): dropped as stale. */
+  pruned?: number;
 }
 
 const reconcileBodySchema = z.object({ queueIds: z.array(z.string().min(1).max(200)).max(10_000_000) }).strict();

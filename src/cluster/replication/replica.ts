@@ -161,13 +161,13 @@ export class Replica implements SpoolReplica {
    * Before delivering from our own spool: apply what the holder knows (see the header). Throws
    * when the holder cannot be reached (the caller decides whether to deliver anyway).
    */
-  async reconcile(): Promise<{ updated: number; removed: number; copied: number; identity: 'current' | 'new' }> {
+  async reconcile(): Promise<{ updated: number; removed: number; copied: number; pruned: number; identity: 'current' | 'new' }> {
     const spool = this.#spool!;
-    const entries = (await spool.list()).filter((e) => e.state !== 'corrupt');
-    const answer = await this.client.reconcile(entries.map((e) => e.queueId));
+    const all = await spool.list();
+    const answer = await this.client.reconcile(all.map((e) => e.queueId)); // corrupt ones too: their copies are kept
     const finished = new Set(answer.finished);
-    const result = { updated: 0, removed: 0, copied: 0, identity: answer.identity };
-    for (const e of entries) {
+    const result = { updated: 0, removed: 0, copied: 0, pruned: answer.pruned ?? 0, identity: answer.identity };
+    for (const e of all.filter((x) => x.state !== 'corrupt')) {
       const state = await spool.find(e.queueId);
       if (!state || state === 'corrupt') continue;
       if (finished.has(e.queueId)) {

@@ -283,6 +283,20 @@ export class ShadowStore {
       if (state && state !== 'corrupt') answer.held[queueId] = (await spool.readInfo(queueId, state)).statuses;
       else if (!state && takenOver.has(queueId)) answer.finished.push(queueId);
     }
+    // Copies of messages the origin no longer has: their discard notices were lost (the origin
+    // restarted with notices queued, or crashed between the copy and its own commit, before any
+    // 250). A takeover would deliver them again; drop them. Only copies stored well before this
+    // request: a message being committed now may be copied before the origin's list shows it.
+    const listed = new Set(queueIds);
+    const storedBefore = Date.now() - PRUNE_AFTER_MS;
+    answer.pruned = 0;
+    for (const e of await spool.list()) {
+      if (listed.has(e.queueId) || e.state === 'corrupt') continue;
+      const stat = await fsp.stat(join(spool.dir, e.state, e.queueId)).catch(() => undefined);
+      if (!stat || stat.mtimeMs >= storedBefore) continue;
+      await this.#exclusive(`copy:${spool.dir}/${e.queueId}`, () => spool.remove(e.queueId, e.state)).catch(() => undefined);
+      answer.pruned++;
+    }
     return answer;
   }
 
@@ -303,6 +317,9 @@ export class ShadowStore {
     return names.filter((n) => NODE_ID_PATTERN.test(n));
   }
 }
+
+/** A copy the origin does not list at its reconcile is dropped only if stored this long before. */
+const PRUNE_AFTER_MS = 60_000;
 
 /** In an origin's copy folder: the queue ids a takeover's secondary was given. */
 const TAKEN_OVER_FILE = 'taken-over.json';
