@@ -49,6 +49,7 @@ import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type P
 import { originsOf, shadowRoot } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
+import type { AcquireResult, SpoolHolder, WitnessEvent } from './witness/etcd-witness.ts';
 
 /** A secondary switch process over one spool, as the shell sees it (secondary.ts in production). */
 export interface SecondaryHandle {
@@ -82,6 +83,8 @@ export interface ClusterIo {
   /** Records opened with one of cluster.accept_secrets so far. */
   openedWithAccepted(): number;
   launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
+  /** cluster.witness: the witness (etcd-witness.ts in production), made at start. */
+  witness?: (onEvent: (event: WitnessEvent) => void) => Promise<ClusterWitness>;
   /** Monotonic milliseconds (performance.now() in production). */
   mono(): number;
   /** Wall-clock milliseconds (Date.now()). */
@@ -119,6 +122,14 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
     launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined),
+    ...(c.witness ? {
+      witness: async (onEvent) => {
+        // loaded only where a witness is configured (gRPC and the etcd client cost start-up time)
+        const { EtcdWitness } = await import('./witness/etcd-witness.ts');
+        const w = c.witness!.etcd;
+        return new EtcdWitness({ endpoints: w.endpoints, nodeId: me, leaseTtlMs: c.dead_after, operationTimeoutMs: w.operation_timeout, prefix: w.prefix, onEvent });
+      },
+    } : {}),
     mono: () => performance.now(),
     wall: () => Date.now(),
     every(ms, fn) {
@@ -128,6 +139,19 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   };
 }
+
+/** What the cluster manager uses of the witness (witness/etcd-witness.ts). */
+export interface ClusterWitness {
+  start(): Promise<unknown>;
+  stop(): Promise<void>;
+  acquire(spool: string): Promise<AcquireResult>;
+  release(spool: string, epoch: number): Promise<boolean>;
+  holder(spool: string): Promise<SpoolHolder | undefined>;
+  leaseHeld(): boolean;
+  heldSpools(): ReadonlyMap<string, number>;
+  view(): WitnessView;
+}
+export interface WitnessView { state: string; detail?: string; lease: string; held: Record<string, number> }
 
 /** Replicated storage has no disk heartbeat: renewals always succeed (no storage fence), reads find nothing. */
 const NO_DISK: ClusterIo['disk'] = {
@@ -224,6 +248,8 @@ export interface ClusterStatus {
   /** Records opened with one of cluster.accept_secrets (a rotation under way). */
   openedWithAcceptedSecret: number;
   storage: 'shared' | 'replicated';
+  /** cluster.witness: the etcd connection, our lease and the takeover locks we hold. */
+  witness?: WitnessView;
   /** Replicated storage: this node's copy at its holder, and the copies it holds. */
   replication?: ReplicaStatus;
 }
@@ -281,6 +307,11 @@ export class ClusterManager {
   /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
   private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
   private holding: Record<string, number> = {};
+  private witness?: ClusterWitness;
+  /** Witness locks we took (spool → epoch), released at the handback or when we stop delivering the spool. */
+  private readonly witnessLocks = new Map<string, number>();
+  /** Witness refusals logged (spool → reason), once per change. */
+  private readonly witnessSaidNo = new Map<string, string>();
 
   constructor(
     private readonly config: TandemConfig,
@@ -316,13 +347,17 @@ export class ClusterManager {
    * address bindable. Returns whether our own spool is claimed by another node right now.
    */
   async start(): Promise<{ ownSpoolClaimedBy?: string }> {
+    if (this.io.witness) {
+      this.witness = await this.io.witness((e) => this.onWitnessEvent(e));
+      await this.witness.start();
+    }
     await this.disk.prepare();
     await this.checkIdUnused();
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
     await this.net.start();
     if (this.replicated) await this.awaitPeers();
-    const own = this.replicated ? this.ownRecordFromPeers() : await this.claimOwnSpoolAtJoin();
+    const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
@@ -354,6 +389,19 @@ export class ClusterManager {
     const until = this.mono() + this.c.dead_after;
     const heard = () => this.membership.view().every((p) => p.announced !== undefined);
     while (!heard() && this.mono() < until) await this.io.sleep(this.c.heartbeat_interval / 5);
+  }
+
+  /**
+   * Replicated storage: our spool's record from our peers' heartbeats, and with a witness from
+   * its lock on our spool too (a peer that holds it delivers our copies, or did: we wait for its
+   * release). A witness we cannot ask says nothing: the heartbeats decide.
+   */
+  private async ownRecordReplicated(): Promise<ClaimRecord> {
+    const announced = this.ownRecordFromPeers();
+    if (announced.kind === 'claim' || !this.witness) return announced;
+    const lock = await this.witness.holder(this.me).catch(() => undefined);
+    if (!lock || lock.holder === this.me) return announced;
+    return { spool: this.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date().toISOString(), reason: 'holds the witness lock on our spool' };
   }
 
   /**
@@ -473,6 +521,8 @@ export class ClusterManager {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
     this.net.close();
+    // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
+    await this.witness?.stop();
   }
 
   status(): ClusterStatus {
@@ -494,6 +544,7 @@ export class ClusterManager {
       openedWithAcceptedSecret: this.io.openedWithAccepted(),
       storage: this.c.storage,
       ...(this.replica ? { replication: this.replica.status(this.holding) } : {}),
+      ...(this.witness ? { witness: this.witness.view() } : {}),
     };
   }
 
@@ -593,8 +644,9 @@ export class ClusterManager {
 
   private async pass(): Promise<void> {
     await this.observeDisk();
+    if (this.witness) await this.watchWitness();
     await this.guarded(this.me, async () => {
-      const own = this.replicated ? this.ownRecordFromPeers() : await this.claims.current(this.me);
+      const own = this.replicated ? await this.ownRecordReplicated() : await this.claims.current(this.me);
       this.records.set(this.me, own);
       if (own.unverifiedAbove !== undefined) this.noteContested(own);
       // read after the claim: a takeover by the rules writes its claim before it forces the lock
@@ -609,6 +661,37 @@ export class ClusterManager {
       await this.guarded(n.id, () => this.watchSpool(n.id));
     }
     if (this.replicated && this.replica && !this.stopped) await this.guarded('retired copies', () => this.watchRetired());
+  }
+
+  /**
+   * With a witness: release the witness locks we no longer need (a secondary stopped because our
+   * lease was in doubt, or a release that failed). A node whose lease is in doubt keeps
+   * delivering its own spool: it cannot tell an etcd outage (nobody may take anything over, and
+   * stopping would stop all mail) from being cut off from the etcd majority and its peers (whose
+   * side may take its queue over: duplicates, never a loss — docs/witness.md).
+   */
+  private async watchWitness(): Promise<void> {
+    const w = this.witness!;
+    for (const [spool, epoch] of this.witnessLocks) {
+      if (this.secondaries.has(spool) || this.busy.has(spool)) continue;
+      const record = this.records.get(spool);
+      if (record?.kind === 'claim' && record.by === this.me) continue;
+      const done = await w.release(spool, epoch).catch(() => false);
+      if (done || !w.heldSpools().has(spool)) this.witnessLocks.delete(spool);
+    }
+  }
+
+  private onWitnessEvent(e: WitnessEvent): void {
+    if (e.type === 'state') {
+      const detail = 'detail' in e.state ? `: ${e.state.detail}` : '';
+      const level = e.state.type === 'ok' || e.state.type === 'starting' || e.state.type === 'stopped' ? 'info' : 'warn';
+      this.logger[level]({ event: 'witness-state', state: e.state.type, previous: e.previous }, `witness (etcd) ${e.previous} → ${e.state.type}${detail}${e.state.type === 'no-quorum' || e.state.type === 'unreachable' ? '; nothing is taken over until it is back' : ''}`);
+    } else if (e.type === 'lease-uncertain' || e.type === 'lease-lost') {
+      this.logger.warn({ event: `witness-${e.type}`, spools: e.spools }, `witness lease ${e.type === 'lease-lost' ? 'lost' : 'not renewed in time'}${e.spools.length ? `: stopping the secondaries over ${e.spools.join(', ')}` : ''}`);
+      if (this.actTimer) this.act(); // at once, not at the next interval (not before start() is done)
+    } else if (e.type === 'lease-confirmed') {
+      this.logger.info({ event: 'witness-lease-confirmed' }, 'witness lease renewed again');
+    }
   }
 
   /**
@@ -804,6 +887,10 @@ export class ClusterManager {
     this.records.set(spool, record);
     const running = this.secondaries.get(spool);
     const ours = record.kind === 'claim' && record.by === this.me;
+    if (ours && this.witness && (!this.witness.leaseHeld() || !this.witness.heldSpools().has(spool))) {
+      // our right to deliver it is the witness lock, which lives as long as our lease: in doubt, stop
+      return this.inBackground(spool, 'stop (witness)', () => this.release(spool, record, 'the witness lease is in doubt or the lock is gone'));
+    }
     if (ours && this.membership.isBack(spool)) this.seenBack.add(spool);
     const action = decideSpool({
       me: this.me,
@@ -873,6 +960,7 @@ export class ClusterManager {
       return;
     }
     if (this.membership.status(spool).type === 'unauthenticated') return;
+    if (this.witness && !(await this.witnessSaysYes(spool))) return;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
     if (!claimed) return; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
@@ -880,6 +968,25 @@ export class ClusterManager {
     this.logger.warn({ event: 'takeover', spool, epoch: claimed.epoch, dead: deadDeliverer }, `TAKEOVER: ${deadDeliverer} is dead; claimed spool ${spool} (epoch ${claimed.epoch}), starting a secondary process over it`);
     this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason: `${deadDeliverer} is dead` });
     await this.startSecondary(spool, claimed.epoch);
+  }
+
+  /** The witness's lock on a dead node's spool: only on `acquired` do we take it over (docs/witness.md). */
+  private async witnessSaysYes(spool: string): Promise<boolean> {
+    let no: string;
+    try {
+      const r = await this.witness!.acquire(spool);
+      if (r.type === 'acquired') {
+        this.witnessLocks.set(spool, r.epoch);
+        this.witnessSaidNo.delete(spool);
+        return true;
+      }
+      no = r.type === 'held' ? `${r.holder} holds its lock (epoch ${r.epoch})` : `${spool}'s lease is still alive at the witness: it is not dead (a network cut?)`;
+    } catch (err) {
+      no = `${(err as Error).message}`;
+    }
+    if (this.witnessSaidNo.get(spool) !== no) this.logger.warn({ event: 'takeover-refused-by-witness', spool, reason: no }, `not taking ${spool}'s queue over: ${no}`);
+    this.witnessSaidNo.set(spool, no);
+    return false;
   }
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
@@ -913,6 +1020,8 @@ export class ClusterManager {
     const released = await this.claims.release(spool, this.me, record.epoch, reason);
     if (!released) throw new Error(`spool ${spool}: the claim changed while handing it back`);
     this.records.set(spool, released);
+    const lock = this.witnessLocks.get(spool);
+    if (lock !== undefined && (await this.witness!.release(spool, lock).catch(() => false))) this.witnessLocks.delete(spool); // else: watchWitness tries again
     this.counters.handbacks++;
     this.logger.info({ event: 'handback', spool, epoch: released.epoch, reason }, `HANDBACK: spool ${spool} released (epoch ${released.epoch}): ${reason}`);
     this.tracking.record({ event: 'handback', spool, epoch: released.epoch, reason });

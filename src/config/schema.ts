@@ -253,6 +253,20 @@ export const configSchema = z.object({
      * copied to a second node (its shadow holder) before the 250 (docs/ha.md "Storage modes").
      */
     storage: z.enum(['shared', 'replicated']).default('shared'),
+    /**
+     * A witness that decides takeovers by quorum (docs/witness.md): a takeover needs the
+     * heartbeats to say dead AND the witness's lock; with no quorum nothing is taken over.
+     */
+    witness: z.object({
+      etcd: z.object({
+        /** Client URLs of every etcd member, e.g. http://10.0.0.9:2379. */
+        endpoints: z.array(z.string().regex(/^https?:\/\/[^\s/]+\/?$/, 'use http://host:port')).min(1),
+        /** Key prefix: one cluster per prefix. */
+        prefix: z.string().regex(/^\/[^\s]*$/, 'a key prefix starting with /').default('/tandem'),
+        /** Bound on one attempt of an etcd call on one member. */
+        operation_timeout: boundedDuration('1s', '100ms', '30s'),
+      }).strict(),
+    }).strict().optional(),
     /** storage: replicated only. */
     replication: z.object({
       /** PEM files: the cluster CA, and this node's certificate (CN = node id) and key. */

@@ -68,6 +68,9 @@ export class ShadowClient extends EventEmitter {
   #inFlight = 0;
   readonly #waiting: Array<() => void> = [];
   readonly #unprotected = new Set<string>();
+  /** Queue ids with a copy on the wire, and those of them finished meanwhile. */
+  readonly #copying = new Set<string>();
+  readonly #finishedWhileCopying = new Set<string>();
   /** Pending discard notices by queue id, with when the first of them was queued. */
   readonly #discards = new Map<string, DiscardNotice & { since: number }>();
   /** The batch being sent, if any. */
@@ -235,15 +238,21 @@ export class ShadowClient extends EventEmitter {
   async #send(queueId: string, bytes: Buffer): Promise<{ ok: true; result: 'stored' | 'duplicate' } | { ok: false; reason: string }> {
     if (this.#state === 'down' || this.#state === 'closed' || (this.#state === 'connecting' && this.#reconnecting)) return { ok: false, reason: `holder unreachable: ${this.#lastError}` };
     await this.#slot();
+    this.#copying.add(queueId);
     try {
       const answer = await this.#request(PATHS.copy, { [HEADERS.queueId]: queueId }, bytes);
       if (answer.status === 200 && (answer.body.result === 'stored' || answer.body.result === 'duplicate')) {
+        // finished while its copy was on the way (a re-protection racing a delivery): the notice
+        // may have reached the holder before the copy did; say it again, after the copy
+        if (this.#finishedWhileCopying.delete(queueId)) this.discard([{ queueId, finished: true }]);
         return { ok: true, result: answer.body.result };
       }
       return { ok: false, reason: `holder answered ${answer.status} ${String(answer.body.error ?? '')} ${String(answer.body.detail ?? '')}`.trim() };
     } catch (err) {
       return { ok: false, reason: (err as Error).message };
     } finally {
+      this.#copying.delete(queueId);
+      this.#finishedWhileCopying.delete(queueId);
       this.#release();
     }
   }
@@ -297,6 +306,7 @@ export class ShadowClient extends EventEmitter {
     const now = Date.now();
     for (const n of notices) {
       if (n.finished) this.#unprotected.delete(n.queueId);
+      if (n.finished && this.#copying.has(n.queueId)) this.#finishedWhileCopying.add(n.queueId);
       const queued = this.#discards.get(n.queueId);
       if (!queued) {
         this.#discards.set(n.queueId, { ...n, statuses: n.statuses ? [...n.statuses] : undefined, since: now });

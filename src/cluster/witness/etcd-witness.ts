@@ -1,7 +1,7 @@
 /**
  * cluster/witness/etcd-witness.ts — the etcd witness: a third party that says yes or no to a
- * takeover when there is no shared disk to prove a node dead (docs/witness.md). Module ready,
- * not yet wired into the cluster manager.
+ * takeover when there is no shared disk to prove a node dead (docs/witness.md). The cluster
+ * manager uses it when cluster.witness is set.
  *
  * Exports: EtcdWitness, WitnessError, WitnessErrorCode, WitnessState, LeaseStatus, AcquireResult,
  * SpoolHolder, WitnessEvent, EtcdWitnessOptions.
@@ -40,8 +40,8 @@
  * What can go wrong: a wrong endpoint list (state unreachable, and every call says which
  * endpoints); clocks do not matter (leases are timed by etcd, validity by our monotonic clock,
  * measured from when the renewal was sent).
- * Config keys: none yet (wiring comes later; the options below will come from cluster.witness
- * and cluster.dead_after).
+ * Config keys: cluster.witness.etcd.* and cluster.dead_after (the lease TTL), through the
+ * cluster manager.
  */
 import { performance } from 'node:perf_hooks';
 import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
@@ -189,6 +189,17 @@ export class EtcdWitness {
   /** Takeover locks this node holds, spool → epoch. */
   heldSpools(): ReadonlyMap<string, number> {
     return this.held;
+  }
+
+  /** Our lease is held (renewed in time): we may deliver the spools whose locks we hold. */
+  leaseHeld(): boolean {
+    return this.lease.type === 'held';
+  }
+
+  /** For status pages: the connection's state, our lease, the locks we hold. */
+  view(): { state: WitnessState['type']; detail?: string; lease: LeaseStatus['type']; held: Record<string, number> } {
+    const s = this.current;
+    return { state: s.type, ...('detail' in s ? { detail: s.detail } : {}), lease: this.lease.type, held: Object.fromEntries(this.held) };
   }
 
   /** Whether node `id` holds a lease (its key exists). Throws WitnessError without an answer. */
