@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { decideOwnSpool, decideSpool, mayDeliverOwnSpool, announcedState, type PeerSpoolView, type PeerState } from './core.ts';
-import { ClusterManager, type ClusterIo, type ClusterIoHandlers, type SecondaryHandle } from './cluster-manager.ts';
+import { ClusterManager, type ClusterIo, type ClusterIoHandlers, type ClusterWitness, type SecondaryHandle } from './cluster-manager.ts';
+import type { AcquireResult } from './witness/etcd-witness.ts';
 import type { ClaimRecord } from './claims.ts';
 import type { DiskBeat } from './disk-heartbeat.ts';
 import type { AnnouncedState } from './membership.ts';
@@ -138,6 +139,22 @@ function fakeWorld() {
     cluster: { secret: 'fake-world-cluster-secret-0123', nodes: [{ id: 'a', heartbeat: '127.0.0.1:1', partner: 'b' }, { id: 'b', heartbeat: '127.0.0.1:2', partner: 'a' }] },
   });
   const make = (me: string) => new ClusterManager(config(me), hooks(), pino({ level: 'silent' }), tracking, io(me));
+  /** Replicated storage (network heartbeats only), optionally with a witness; `events` records the node hooks called. */
+  const makeReplicated = (me: string, opts: { witness?: ClusterWitness; events?: string[] } = {}) => {
+    const cfg = configSchema.parse({
+      node: { id: me },
+      cluster: {
+        secret: 'fake-world-cluster-secret-0123', storage: 'replicated',
+        replication: { tls: { ca: '/fake/ca.pem', cert: '/fake/{node}.pem', key: '/fake/{node}.key' } },
+        nodes: [{ id: 'a', heartbeat: '127.0.0.1:1', replication: '127.0.0.1:3', partner: 'b' }, { id: 'b', heartbeat: '127.0.0.1:2', replication: '127.0.0.1:4', partner: 'a' }],
+      },
+    });
+    const events = opts.events ?? [];
+    const h = { ...hooks(), loseOwnSpool: () => void events.push('lose'), regainOwnSpool: async () => void events.push('regain') };
+    const base = io(me);
+    const withWitness = (boot: number, handlers: ClusterIoHandlers): ClusterIo => ({ ...base(boot, handlers), ...(opts.witness ? { witness: async () => opts.witness! } : {}) });
+    return new ClusterManager(cfg, h, pino({ level: 'silent' }), tracking, withWitness);
+  };
   /** Advance the fake clock by `ms` in heartbeat-sized steps, running the timers and letting each pass finish. */
   async function advance(ms: number, managers: ClusterManager[]) {
     const end = now + ms;
@@ -147,7 +164,7 @@ function fakeWorld() {
       for (const m of managers) await m.settle();
     }
   }
-  return { make, advance, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
+  return { make, makeReplicated, advance, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
 }
 
 test('shell with fake I/O: a dead peer\'s spool is claimed and a secondary started after dead_after; handed back when it returns', async () => {
@@ -197,5 +214,83 @@ test('shell with fake I/O: a claim record we cannot verify above the one in forc
   assert.equal(a.status().peers[0].status.type, 'dead');
   assert.deepEqual(w.started, [], 'no takeover over a contested claim');
   assert.ok(a.status().faults.some((f) => f.kind === 'contested-claim' && f.subject === 'b'));
+  await a.stop();
+});
+
+/** A witness whose answers the test sets. */
+function fakeWitness() {
+  const held = new Map<string, number>();
+  const w = {
+    answer: { type: 'owner-alive' } as AcquireResult,
+    lease: true,
+    lockOnUs: undefined as { holder: string; epoch: number } | undefined,
+    released: [] as string[],
+    async start() {},
+    async stop() {},
+    async acquire(spool: string) {
+      if (w.answer.type === 'acquired') held.set(spool, w.answer.epoch);
+      return w.answer;
+    },
+    async release(spool: string, epoch: number) { w.released.push(`${spool}@${epoch}`); held.delete(spool); return true; },
+    async holder() { return w.lockOnUs; },
+    leaseHeld: () => w.lease,
+    heldSpools: () => held,
+    view: () => ({ state: 'ok', lease: w.lease ? 'held' : 'uncertain', held: Object.fromEntries(held) }),
+  };
+  return w satisfies ClusterWitness;
+}
+
+const netBeat = (w: ReturnType<typeof fakeWorld>, to: string, from: string, seq: number, claims: Array<{ spool: string; epoch: number }> = [], state: AnnouncedState = 'ready') =>
+  w.handlers.get(to)!.onHeartbeat({ node: from, boot: 9, seq, sent: 0, state, queue: 0, claims });
+
+test('replicated storage with fake I/O: network silence alone makes the partner dead and its copies taken over; its return hands them back', async () => {
+  const w = fakeWorld();
+  const a = w.makeReplicated('a');
+  const starting = a.start();
+  for (let i = 1; i <= 4; i++) { netBeat(w, 'a', 'b', i); await w.advance(250, [a]); }
+  await starting;
+  await w.advance(2000, [a]);
+  assert.deepEqual(w.started, [], 'no disk heartbeat to wait for, but not dead before dead_after of network silence');
+  await w.advance(1000, [a]);
+  assert.deepEqual(w.started, ['a:b@1'], 'b\'s copies claimed (on a\'s own disk) and a secondary started');
+  for (let i = 10; i <= 14; i++) { netBeat(w, 'a', 'b', i, [], 'returning'); await w.advance(250, [a]); }
+  assert.deepEqual(w.stopped, ['a:b@1'], 'handed back when b is back');
+  await a.stop();
+});
+
+test('replicated storage with fake I/O: our own queue is held while a live peer announces it delivers our copies, and taken back (regain) when it stops', async () => {
+  const w = fakeWorld();
+  const events: string[] = [];
+  const a = w.makeReplicated('a', { events });
+  const starting = a.start();
+  netBeat(w, 'a', 'b', 1, [{ spool: 'a', epoch: 3 }]);
+  assert.deepEqual(await starting, { ownSpoolClaimedBy: 'b' }, 'at start, b\'s heartbeat says its secondary delivers our copies');
+  assert.equal(a.mayDeliverOwnSpool(), false);
+  for (let i = 2; i <= 5; i++) { netBeat(w, 'a', 'b', i, [{ spool: 'a', epoch: 3 }]); await w.advance(250, [a]); }
+  assert.equal(a.announced(), 'returning');
+  for (let i = 6; i <= 9; i++) { netBeat(w, 'a', 'b', i, []); await w.advance(250, [a]); }
+  assert.deepEqual(events, ['regain'], 'b handed back: we reconcile and deliver (regainOwnSpool)');
+  assert.equal(a.mayDeliverOwnSpool(), true);
+  await a.stop();
+});
+
+test('replicated storage with a fake witness: no takeover while the witness says the peer is alive; on its yes, takeover; a lease in doubt stops the secondary', async () => {
+  const w = fakeWorld();
+  const witness = fakeWitness();
+  const a = w.makeReplicated('a', { witness });
+  const starting = a.start();
+  for (let i = 1; i <= 4; i++) { netBeat(w, 'a', 'b', i); await w.advance(250, [a]); }
+  await starting;
+  await w.advance(5000, [a]);
+  assert.equal(a.status().peers[0].status.type, 'dead', 'the heartbeats say dead (a network cut looks the same)');
+  assert.deepEqual(w.started, [], 'no takeover: b\'s lease is alive at the witness');
+  witness.answer = { type: 'acquired', epoch: 4711 };
+  await w.advance(500, [a]);
+  assert.deepEqual(w.started, ['a:b@1'], 'the witness said yes');
+  assert.deepEqual(a.status().witness?.held, { b: 4711 });
+  witness.lease = false;
+  await w.advance(500, [a]);
+  assert.deepEqual(w.stopped, ['a:b@1'], 'our lease in doubt: the secondary stops at once');
+  assert.deepEqual(witness.released, ['b@4711'], 'and the witness lock is given up');
   await a.stop();
 });
