@@ -257,6 +257,9 @@ export interface ClusterStatus {
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
 const SECONDARY_RETRY_MS = 5000;
 
+/** How often the copies kept for others are counted and their retired folders looked for. */
+const HOLDING_REFRESH_MS = 1000;
+
 /** Good renewals needed, after a storage fence, before the node delivers again. */
 const UNFENCE_AFTER_RENEWALS = 3;
 
@@ -306,7 +309,10 @@ export class ClusterManager {
   private readonly origins: Set<string>;
   /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
   private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
+  /** Copies we keep per origin, refreshed every HOLDING_REFRESH_MS (status and metrics). */
   private holding: Record<string, number> = {};
+  /** When the retired copies and the counts were last looked at (monotonic). */
+  private retiredAt = -Infinity;
   private witness?: ClusterWitness;
   /** Witness locks we took (spool → epoch), released at the handback or when we stop delivering the spool. */
   private readonly witnessLocks = new Map<string, number>();
@@ -660,7 +666,10 @@ export class ClusterManager {
       if (this.replicated && !this.origins.has(n.id)) continue; // we keep no copies of its spool
       await this.guarded(n.id, () => this.watchSpool(n.id));
     }
-    if (this.replicated && this.replica && !this.stopped) await this.guarded('retired copies', () => this.watchRetired());
+    if (this.replicated && this.replica && !this.stopped && this.mono() - this.retiredAt >= HOLDING_REFRESH_MS) {
+      this.retiredAt = this.mono();
+      await this.guarded('retired copies', () => this.watchRetired());
+    }
   }
 
   /**

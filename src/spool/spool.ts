@@ -108,6 +108,8 @@ export interface SpoolReplica {
   committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void>;
   statuses(queueId: string, records: RecipientStatus[]): void;
   removed(queueId: string): void;
+  /** Put on hold (true) or released (false) by an operator or a policy. */
+  held(queueId: string, held: boolean): void;
 }
 
 const REAL_IO: SpoolIo = {
@@ -303,7 +305,11 @@ export class Spool {
    * (incoming → active: recovery picks the file up from either folder).
    */
   move(queueId: string, from: QueueState, to: QueueState, opts: { durable?: boolean } = {}): Promise<void> {
-    return this.#exclusive(queueId, () => this.#move(queueId, from, to, opts.durable ?? true));
+    return this.#exclusive(queueId, async () => {
+      await this.#move(queueId, from, to, opts.durable ?? true);
+      // on hold or released: the copy follows, so that a takeover does not deliver a held message
+      if ((to === 'hold') !== (from === 'hold')) this.#replica?.held(queueId, to === 'hold');
+    });
   }
 
   async #move(queueId: string, from: QueueState, to: QueueState, durable = true): Promise<void> {

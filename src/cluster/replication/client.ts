@@ -313,6 +313,7 @@ export class ShadowClient extends EventEmitter {
       } else {
         if (n.statuses?.length) queued.statuses = [...(queued.statuses ?? []), ...n.statuses];
         if (n.finished) queued.finished = true;
+        if (n.hold !== undefined) queued.hold = n.hold; // the last word counts
       }
     }
   }
@@ -329,7 +330,12 @@ export class ShadowClient extends EventEmitter {
     const batch = [...this.#discards.values()].slice(0, 10_000);
     for (const n of batch) this.#discards.delete(n.queueId);
     try {
-      const notices: DiscardNotice[] = batch.map(({ since: _since, ...n }) => (n.statuses === undefined ? { queueId: n.queueId, finished: n.finished } : n));
+      const notices: DiscardNotice[] = batch.map(({ since: _since, ...n }) => ({
+        queueId: n.queueId,
+        ...(n.statuses !== undefined ? { statuses: n.statuses } : {}),
+        ...(n.finished !== undefined ? { finished: n.finished } : {}),
+        ...(n.hold !== undefined ? { hold: n.hold } : {}),
+      }));
       const answer = await this.#request(PATHS.discard, { 'content-type': 'application/json' }, Buffer.from(JSON.stringify({ notices })));
       if (answer.status !== 200) throw new Error(`holder answered ${answer.status} ${String(answer.body.error ?? '')}`);
       this.stats.discardsSent += batch.length;
@@ -345,6 +351,7 @@ export class ShadowClient extends EventEmitter {
         if (newer) {
           newer.statuses = [...(n.statuses ?? []), ...(newer.statuses ?? [])];
           newer.finished = newer.finished || n.finished;
+          newer.hold ??= n.hold;
           newer.since = n.since;
         } else {
           this.#discards.set(n.queueId, n);

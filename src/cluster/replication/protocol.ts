@@ -62,6 +62,8 @@ export interface DiscardNotice {
   queueId: string;
   statuses?: RecipientStatus[];
   finished?: boolean;
+  /** Put on hold (true) or released (false) on the origin: the copy follows. */
+  hold?: boolean;
 }
 
 const statusSchema = z.discriminatedUnion('type', [
@@ -75,6 +77,7 @@ const discardBodySchema = z.object({
     queueId: z.string().min(1).max(200),
     statuses: z.array(statusSchema).max(10_000).optional(),
     finished: z.boolean().optional(),
+    hold: z.boolean().optional(),
   }).strict()).max(100_000),
 }).strict();
 

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, utimesSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { encodeQueueFile } from '../../spool/queuefile.ts';
+import { decodeQueueFile, encodeQueueFile } from '../../spool/queuefile.ts';
 import { makeQueueIdGenerator } from '../../spool/queueid.ts';
 import { Spool } from '../../spool/spool.ts';
 import type { Envelope, RecipientStatus } from '../../spool/types.ts';
@@ -27,6 +27,11 @@ function queueFile(n: number): { queueId: string; bytes: Buffer } {
     client: { address: '127.0.0.1', helo: 'client.test' },
   };
   return { queueId: id, bytes: encodeQueueFile(env, Buffer.from(`Subject: ${id}\r\n\r\nhello\r\n`)) };
+}
+function decodeEnvelope(bytes: Buffer): Envelope {
+  const d = decodeQueueFile(bytes);
+  if (!d.ok) throw new Error(d.reason);
+  return { ...d.envelope, queueId: nextId() };
 }
 const delivered = (index: number): RecipientStatus => ({ index, type: 'delivered', at: Date.now(), reply: '250 ok', via: 'sink' });
 
@@ -62,4 +67,33 @@ test('reconcile: finished by the secondary, partly delivered, never copied, stal
   assert.equal(fresh.identity, 'new');
   assert.deepEqual(retired, [`a/${spoolId}`]);
   assert.deepEqual(await store.retiredWithCopies('a'), [spoolId]);
+});
+
+test('a message put on hold at the origin is on hold in its copy (a takeover does not deliver it), and released with it', async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'tandem-hold-'));
+  const store = await ShadowStore.open(path.join(root, 'shadow'));
+  const spoolId = randomUUID();
+  // the origin's spool tells its replica of the move; the replica sends it as a notice
+  const notices: Array<{ queueId: string; hold?: boolean }> = [];
+  const origin = await Spool.open(path.join(root, 'a'), {
+    nodeId: 'a',
+    replica: { committed: async () => undefined, statuses() {}, removed() {}, held: (queueId, hold) => void notices.push({ queueId, hold }) },
+  });
+  const m = queueFile(1);
+  await store.store('a', spoolId, m.queueId, m.bytes);
+  await origin.commit(decodeEnvelope(m.bytes), Buffer.from('Subject: x\r\n\r\nx\r\n'));
+  const id = (await origin.list())[0].queueId;
+  await origin.move(id, 'incoming', 'hold');
+  assert.deepEqual(notices, [{ queueId: id, hold: true }], 'the spool tells its replica of the hold');
+  await origin.move(id, 'hold', 'deferred');
+  assert.deepEqual(notices.at(-1), { queueId: id, hold: false }, 'and of the release');
+  await origin.move(id, 'deferred', 'active');
+  assert.equal(notices.length, 2, 'other moves are none of the copy\'s business');
+
+  const folder = store.folder('a', spoolId);
+  assert.deepEqual(await store.applyDiscards('a', spoolId, [{ queueId: m.queueId, hold: true }]), { updated: 1, removed: 0, unknown: 0 });
+  assert.deepEqual(readdirSync(path.join(folder, 'hold')), [m.queueId], 'the copy is on hold: a secondary over this folder leaves it alone');
+  await store.applyDiscards('a', spoolId, [{ queueId: m.queueId, hold: false }]);
+  assert.deepEqual(readdirSync(path.join(folder, 'hold')), []);
+  assert.deepEqual(readdirSync(path.join(folder, 'incoming')), [m.queueId], 'released: deliverable again');
 });

@@ -133,6 +133,10 @@ export class Replica implements SpoolReplica {
     this.client.discard([{ queueId, finished: true }]);
   }
 
+  held(queueId: string, held: boolean): void {
+    this.client.discard([{ queueId, hold: held }]);
+  }
+
   /** The queue file's current bytes, or undefined when it is gone. */
   async #read(queueId: string): Promise<Buffer | undefined> {
     const spool = this.#spool;
@@ -215,7 +219,7 @@ export class Replica implements SpoolReplica {
   /** Copies held per origin (current identities). */
   async holding(): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const origin of await this.store.origins()) out[origin] = (await this.store.list(origin)).length;
+    for (const origin of await this.store.origins()) out[origin] = await this.store.count(origin);
     return out;
   }
 

@@ -202,12 +202,18 @@ export class ShadowStore {
     }
     const spool = await this.#spool(origin, spoolId);
     const apply = (notice: DiscardNotice): Promise<void> => this.#exclusive(`copy:${spool.dir}/${notice.queueId}`, async () => {
-      const state = isSafeQueueId(notice.queueId) ? await spool.find(notice.queueId) : undefined;
-      if (!state) {
+      const found = isSafeQueueId(notice.queueId) ? await spool.find(notice.queueId) : undefined;
+      if (!found) {
         result.unknown++;
         return;
       }
       let finished = notice.finished === true;
+      let state = found;
+      if (!finished && notice.hold !== undefined && (state === 'hold') !== notice.hold) {
+        const to = notice.hold ? 'hold' : 'incoming';
+        await spool.move(notice.queueId, state, to);
+        state = to;
+      }
       if (!finished && notice.statuses?.length) {
         // A copy these statuses finish is removed without appending them first (one fsync less).
         const info = await spool.readInfo(notice.queueId, state);
@@ -304,11 +310,23 @@ export class ShadowStore {
   async retiredWithCopies(origin: string): Promise<string[]> {
     const known = await this.identity(origin);
     const out: string[] = [];
-    for (const r of known?.retired ?? []) {
-      const spool = await this.#spool(origin, r.spoolId);
-      if ((await spool.list()).some((e) => e.state !== 'corrupt')) out.push(r.spoolId);
-    }
+    for (const r of known?.retired ?? []) if ((await this.#files(origin, r.spoolId)) > 0) out.push(r.spoolId);
     return out;
+  }
+
+  /** Queue files in a copy folder's live states (names only). */
+  async #files(origin: string, spoolId: string): Promise<number> {
+    let n = 0;
+    for (const state of ['incoming', 'active', 'deferred', 'hold'] as const) {
+      n += (await fsp.readdir(join(this.folder(origin, spoolId), state)).catch(() => [] as string[])).length;
+    }
+    return n;
+  }
+
+  /** Copies held for an origin's current spool identity (file names only: cheap enough for status pages). */
+  async count(origin: string): Promise<number> {
+    const id = (await this.identity(origin))?.current;
+    return id ? this.#files(origin, id) : 0;
   }
 
   /** Origins with a folder here. */
