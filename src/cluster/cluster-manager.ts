@@ -32,6 +32,13 @@
  * this class is the I/O shell around them: everything it touches outside its own memory —
  * disk heartbeats, network heartbeats, claims, secondary processes, the clock and timers —
  * comes in one ClusterIo object (realClusterIo() in production; fakes in the unit tests).
+ * Replicated storage (cluster.storage: replicated; docs/ha.md "Storage modes"): no disk
+ * heartbeat (the network heartbeat alone says dead), claims kept on this node's own disk beside
+ * the copies it holds, a peer's queue taken over only by its holder (placement.ts) with a
+ * secondary over the copy folder; our own queue is held while a live peer announces (or, with a
+ * witness, locks) it; copies of a retired spool identity are delivered by their holder.
+ * With cluster.witness: a takeover also needs the witness's lock (docs/witness.md), released at
+ * the handback; a lease in doubt stops the secondaries at once.
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
