@@ -63,6 +63,11 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
       if (!isErrno(e, 'ENOENT')) throw e;
     }
   });
+  if (c.cluster?.storage === 'replicated') {
+    const ids = nodeIdGiven(c) ? [c.node.id] : c.cluster.nodes.map((n) => n.id);
+    const { replicationTls } = await import('../cluster/replication/replica.ts');
+    for (const id of ids) await step(`replication TLS for node ${id} (CA ${c.cluster.replication!.tls.ca})`, async () => void (await replicationTls(c, id)));
+  }
   if (c.cluster) {
     const cl = c.cluster;
     const noAdmin = cl.nodes.filter((n) => !n.admin).map((n) => n.id);

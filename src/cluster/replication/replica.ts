@@ -20,6 +20,8 @@
  * to the holder, which delivers them itself (`onRetired`).
  */
 import { readFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../../config/schema.ts';
@@ -36,6 +38,36 @@ import { holderOf, originsOf, shadowRoot } from './placement.ts';
 function percentile(sorted: number[], p: number): number | undefined {
   if (!sorted.length) return undefined;
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+/**
+ * cluster.replication.tls for node `me`, read and checked: the files exist, key and certificate
+ * go together, the certificate names the node (CN) and was issued by the cluster CA. Throws a
+ * message that says which file and what is wrong (start-up and `tandem config check`).
+ */
+export async function replicationTls(config: TandemConfig, me: string): Promise<{ ca: Buffer; cert: Buffer; key: Buffer }> {
+  const t = config.cluster!.replication!.tls;
+  // one shared config for every node: "{node}" in a file name stands for this node's id
+  const own = (file: string) => file.replaceAll('{node}', me);
+  const read = async (what: string, file: string) => {
+    try {
+      return await readFile(file);
+    } catch (err) {
+      throw new Error(`cluster.replication.tls.${what}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  const tls = { ca: await read('ca', t.ca), cert: await read('cert', own(t.cert)), key: await read('key', own(t.key)) };
+  try {
+    createSecureContext(tls);
+  } catch (err) {
+    throw new Error(`cluster.replication.tls: ${own(t.cert)} and ${own(t.key)} do not go together (or are not PEM): ${(err as Error).message}`);
+  }
+  const cert = new X509Certificate(tls.cert);
+  if (!/(^|\n)CN=([^\n]*)/.test(cert.subject) || /(^|\n)CN=([^\n]*)/.exec(cert.subject)![2] !== me) {
+    throw new Error(`cluster.replication.tls.cert: ${own(t.cert)} is for "${cert.subject.replace(/\n/g, ', ')}", not node ${me}: its CN must be the node id (peers check it)`);
+  }
+  if (!cert.checkIssued(new X509Certificate(tls.ca))) throw new Error(`cluster.replication.tls.cert: ${own(t.cert)} was not issued by the cluster CA ${t.ca}`);
+  return tls;
 }
 
 export interface ReplicaStatus {
@@ -83,9 +115,7 @@ export class Replica implements SpoolReplica {
     const c = config.cluster!;
     const r = c.replication!;
     const me = config.node.id;
-    // one shared config for every node: "{node}" in a file name stands for this node's id
-    const own = (file: string) => file.replaceAll('{node}', me);
-    const tls = { ca: await readFile(r.tls.ca), cert: await readFile(own(r.tls.cert)), key: await readFile(own(r.tls.key)) };
+    const tls = await replicationTls(config, me);
     const spoolId = await spoolIdentity(spoolDir);
     const store = await ShadowStore.open(shadowRoot(config));
     const self = c.nodes.find((n) => n.id === me)!;
