@@ -51,7 +51,7 @@ async function chaos(storage: 'shared' | 'replicated'): Promise<void> {
     const load = runLoad({ host: lb.smtp.host, port: lb.smtp.port, total: TOTAL, concurrency: 8, sizeBytes: 2048, from: 'load@client.test', to: (i) => `r${i}@remote.test`, runId: 'chaos-', maxAttempts: 100 });
 
     const killAfter = Math.floor(TOTAL * (0.15 + Math.random() * 0.45));
-    await cluster.waitFor(`${killAfter} deliveries before the kill`, async () => sink.count() >= killAfter, 120_000);
+    await cluster.waitFor(`${killAfter} deliveries before the kill`, async () => sink.count() >= killAfter, 300_000);
     // the next hop stalls for a moment (its process stopped), so that a has a backlog when it dies
     const spoolA = cluster.spoolOf('a');
     const queuedOnA = () => ['incoming', 'active', 'deferred'].reduce((n, s) => n + readdirSync(path.join(spoolA, s)).length, 0);

@@ -268,8 +268,11 @@ export class Spool {
     }
   }
 
-  /** Append status records durably (fdatasync), after truncating a torn tail left by a crash. */
-  async appendStatus(queueId: string, state: QueueState, records: Array<RecipientStatus | DeferralRecord>): Promise<void> {
+  /**
+   * Append status records durably (fdatasync), after truncating a torn tail left by a crash
+   * (`durable: false`: no fdatasync — for records whose loss in a crash only repeats a delivery).
+   */
+  async appendStatus(queueId: string, state: QueueState, records: Array<RecipientStatus | DeferralRecord>, opts: { durable?: boolean } = {}): Promise<void> {
     const path = this.#path(queueId, state);
     for (const r of records) assertStatusRecord(r);
     const bytes = encodeStatusRecords(records);
@@ -290,7 +293,7 @@ export class Spool {
           const { bytesWritten } = await handle.write(bytes, written, bytes.length - written);
           written += bytesWritten;
         }
-        await handle.datasync();
+        if (opts.durable ?? true) await handle.datasync();
       } finally {
         await handle.close();
       }
@@ -318,11 +321,14 @@ export class Spool {
     if (durable) await Promise.all([this.#dirSyncer.sync(this.#folder(to)), this.#dirSyncer.sync(this.#folder(from))]);
   }
 
-  /** Delete a finished message; resolves when the unlink is durable. */
-  remove(queueId: string, state: QueueState): Promise<void> {
+  /**
+   * Delete a finished message; resolves when the unlink is durable (`durable: false`: not
+   * waited for — for a removal whose loss in a crash only brings the message back).
+   */
+  remove(queueId: string, state: QueueState, opts: { durable?: boolean } = {}): Promise<void> {
     return this.#exclusive(queueId, async () => {
       await this.#io.unlink(this.#path(queueId, state));
-      await this.#dirSyncer.sync(this.#folder(state));
+      if (opts.durable ?? true) await this.#dirSyncer.sync(this.#folder(state));
       this.#replica?.removed(queueId);
     });
   }

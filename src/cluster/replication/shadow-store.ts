@@ -219,10 +219,11 @@ export class ShadowStore {
         const info = await spool.readInfo(notice.queueId, state);
         const done = new Set([...info.statuses, ...notice.statuses].map((st) => st.index));
         finished = info.envelope.recipients.every((_, i) => done.has(i));
-        if (!finished) await spool.appendStatus(notice.queueId, state, notice.statuses);
+        // not fsynced: a notice lost in a crash of the holder only repeats a delivery at a takeover
+        if (!finished) await spool.appendStatus(notice.queueId, state, notice.statuses, { durable: false });
       }
       if (finished) {
-        await spool.remove(notice.queueId, state);
+        await spool.remove(notice.queueId, state, { durable: false });
         result.removed++;
       } else {
         result.updated++;
