@@ -104,6 +104,9 @@ export const configSchema = z.object({
       stress_percent: z.number().int().min(0).max(100).default(80),
       stress_timeout: boundedDuration('10s', '1s', '1h'),
       min_data_rate: z.number().int().min(0).max(1_000_000_000).default(500),
+      /** Errors after which every reply is delayed by error_sleep_time (Postfix smtpd_soft_error_limit); 0 = never. */
+      soft_error_limit: z.number().int().min(0).max(10000).default(10),
+      error_sleep_time: boundedDuration('1s', '0s', '60s'),
       hard_error_limit: z.number().int().min(1).max(10000).default(20),
       junk_command_limit: z.number().int().min(1).max(100000).default(100),
     }).strict().default({}),

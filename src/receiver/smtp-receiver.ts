@@ -176,6 +176,8 @@ export class SmtpReceiver {
       stressTimeout: l.stress_timeout,
       stressConnections: Math.ceil((listener.maxConnections * l.stress_percent) / 100),
       minDataRate: l.min_data_rate,
+      softErrorLimit: l.soft_error_limit,
+      errorSleep: l.error_sleep_time,
       hardErrorLimit: l.hard_error_limit,
       junkCommandLimit: l.junk_command_limit,
       onRefusal: (reason) => this.limitRefused(reason),
