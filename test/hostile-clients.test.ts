@@ -88,7 +88,8 @@ describe('a hostile client against one node', () => {
   let node: RunningNode;
 
   before(async () => {
-    node = await startTestNode(dir, { max_connections: 100, socket_timeout: '3s' });
+    // a shorter error sleep than Postfix's 1 s keeps the junk-command test short
+    node = await startTestNode(dir, { max_connections: 100, socket_timeout: '3s', limits: { error_sleep_time: '500ms' } });
   });
 
   test('one client with 500 connections holds at most 50 of them; another client is still served', async () => {
@@ -162,6 +163,34 @@ describe('a hostile client against one node', () => {
     assert.equal(await c.waitClosed(5000), true);
   });
 
+  test('after 10 errors every reply comes 0.5 s late (smtpd_soft_error_limit, smtpd_error_sleep_time); the 20th ends the session', async () => {
+    const c = await session(node.smtp.port, ATTACKER);
+    const timed = async (line: string) => {
+      const start = Date.now();
+      const reply = await c.command(line);
+      return { reply, ms: Date.now() - start };
+    };
+    let fast = 0;
+    for (let i = 1; i <= 10; i++) {
+      const { reply, ms } = await timed('RCPT TO:<bob@example.test>'); // no MAIL yet: 503
+      assert.match(show(reply), /^503 /);
+      fast += ms;
+    }
+    assert.ok(fast < 10 * 500, `the first 10 errors were not delayed (${fast} ms for all 10)`);
+    for (let i = 11; i <= 15; i++) {
+      const { reply, ms } = await timed('RCPT TO:<bob@example.test>');
+      assert.match(show(reply), /^503 /);
+      assert.ok(ms >= 490, `error ${i} answered after ${ms} ms, not after the 500 ms error sleep`);
+    }
+    const ok = await timed('RSET');
+    assert.match(show(ok.reply), /^250 /);
+    assert.ok(ok.ms >= 490, `every reply is delayed after the soft limit, a 250 too (${ok.ms} ms)`);
+    for (let i = 16; i <= 19; i++) assert.match(show(await c.command('RCPT TO:<bob@example.test>')), /^503 /);
+    assert.match(show(await c.command('RCPT TO:<bob@example.test>')), /^503 /, 'the 20th error is answered');
+    assert.match(show(await c.readReply()), /^421 4\.7\.0 .*too many errors/, 'then the session ends (hard limit 20)');
+    assert.equal(await c.waitClosed(5000), true);
+  });
+
   test('unknown MAIL/RCPT parameters get 555 5.5.4; ENVID over 100 and ORCPT over 500 characters get 501 5.5.4', async () => {
     const c = await session(node.smtp.port, ATTACKER);
     assert.match(show(await c.command('MAIL FROM:<a@client.test> FOO=bar')), /^555 5\.5\.4 /);
@@ -203,6 +232,24 @@ describe('stress: near the connection limit idle clients get the short timeout',
   let node: RunningNode;
   before(async () => {
     node = await startTestNode(dir, { max_connections: 10, socket_timeout: '300s', limits: { stress_percent: 50, stress_timeout: '1s' } });
+  });
+
+  test('a session already idle when stress begins gets the short deadline too (not the 300 s it started with)', async () => {
+    const early = await session(node.smtp.port, ATTACKER); // 1 of 10 slots: its deadline is 300 s
+    let others: RawSmtpClient[] = [];
+    try {
+      // five more: 6 of 10, stress from 5
+      others = await Promise.all(Array.from({ length: 5 }, () => greeted(node.smtp.port, ATTACKER)));
+      const start = Date.now();
+      assert.match(show(await early.readReply(15_000)), /^421 4\.4\.2 .*timeout/);
+      assert.ok(Date.now() - start < 10_000, `closed ${Date.now() - start} ms after stress began`);
+      assert.equal(await early.waitClosed(5000), true);
+      // the five were greeted under stress: they go after 1 s as well (and free their slots for the next test)
+      for (const r of await Promise.all(others.map((c) => c.readReply(15_000)))) assert.match(show(r), /^421 4\.4\.2 /);
+    } finally {
+      early.close();
+      for (const c of others) c.close();
+    }
   });
 
   test('with 6 of 10 slots taken, an idle session is closed after about 1 s, not 300 s', async () => {

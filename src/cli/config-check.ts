@@ -4,7 +4,10 @@
  * would — without listening or touching the spool. With a directory: section, it binds to
  * every directory server and reads directory.base_dn there (one line per server) unless
  * `connect: false` (`--no-connect`: what a unit's ExecStartPre runs, since a node starts, and
- * answers 451, while its directory is down).
+ * answers 451, while its directory is down). The DKIM keys: each file of dkim.keys is read and
+ * checked (RSA ≥ 1024 bits or Ed25519, PEM); with dkim.directory (and a connection), every
+ * tandemDkimDomain entry of the directory too, with the key file it names — each problem names
+ * the file or the entry.
  * A cluster file shared by every node (no node.id) is checked as such when no node id is given
  * (every node of cluster.nodes), or as the node given (--node-id, TANDEM_NODE_ID).
  *
@@ -13,8 +16,11 @@ import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig, nodeIdGiven } from '../config/load.ts';
+import type { TandemConfig } from '../config/schema.ts';
 import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
+import { DirectoryRouter } from '../router/directory/index.ts';
+import { checkSigningKey, loadDirectoryKey } from '../receiver/dkim-keys.ts';
 
 export async function checkConfig(file: string, opts: { nodeId?: string; connect?: boolean } = {}): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];
@@ -52,6 +58,10 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
       await pool.close();
     }
   }
+  for (const k of c.dkim.keys) {
+    await step(`DKIM key of ${k.domain} (selector ${k.selector}) ${k.key_file}`, async () => checkSigningKey(await readFile(k.key_file, 'utf8'), k.key_file));
+  }
+  if (c.dkim.directory && c.directory && opts.connect !== false) await checkDirectoryDkim(c, step);
   await step('relay networks', () => loadRelayNetworks(c));
   if (c.smtp.auth_passwords) await step(`password table ${c.smtp.auth_passwords}`, () => loadPasswords(c));
   if (c.smtp.tls) {
@@ -77,4 +87,24 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
   const ok = problems.length === 0;
   const who = nodeIdGiven(c) ? `node ${c.node.id}` : `shared cluster file: every node of cluster.nodes, each started with --node-id ID`;
   return { ok, lines: [`${file}: ${ok ? 'configuration OK' : `${problems.length} problem(s)`} (${who}, SMTP ${c.smtp.listen.host}:${c.smtp.listen.port})`, ...lines] };
+}
+
+/** Every tandemDkimDomain entry of the directory, with its key (the file it names is read here). */
+async function checkDirectoryDkim(c: TandemConfig, step: (what: string, fn: () => Promise<unknown>) => Promise<void>): Promise<void> {
+  const router = await createRouter(c);
+  try {
+    const entries = router instanceof DirectoryRouter ? await router.directory.readDkim().catch((err: Error) => err) : new Map();
+    if (entries instanceof Error) return await step('DKIM keys in the directory', () => Promise.reject(entries));
+    if (entries.size === 0) return await step('DKIM keys in the directory', async () => 'none (no tandemDkimDomain entry)');
+    for (const [domain, entry] of entries) {
+      const what = entry instanceof Error ? `DKIM key of ${domain} in the directory` : `DKIM key of ${domain} (selector ${entry.selector}) in directory entry ${entry.dn}`;
+      await step(what, async () => {
+        if (entry instanceof Error) throw entry;
+        await loadDirectoryKey(entry);
+        return entry.keyFile ? `key file ${entry.keyFile}` : 'key in the entry';
+      });
+    }
+  } finally {
+    await router.close();
+  }
 }

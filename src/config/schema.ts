@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { parseDuration, parseSize, formatDuration } from '../util/units.ts';
-import { NODE_ID_PATTERN, NODE_ID_RULE } from '../util/names.ts';
+import { NODE_ID_PATTERN, NODE_ID_RULE, DKIM_SELECTOR_PATTERN } from '../util/names.ts';
 
 /** "host:port", "[::1]:25" → {host, port}; port 0 = any free port. */
 export function parseHostPort(text: string, defaultPort?: number): { host: string; port: number } {
@@ -104,6 +104,9 @@ export const configSchema = z.object({
       stress_percent: z.number().int().min(0).max(100).default(80),
       stress_timeout: boundedDuration('10s', '1s', '1h'),
       min_data_rate: z.number().int().min(0).max(1_000_000_000).default(500),
+      /** Errors after which every reply is delayed by error_sleep_time (Postfix smtpd_soft_error_limit); 0 = never. */
+      soft_error_limit: z.number().int().min(0).max(10000).default(10),
+      error_sleep_time: boundedDuration('1s', '0s', '60s'),
       hard_error_limit: z.number().int().min(1).max(10000).default(20),
       junk_command_limit: z.number().int().min(1).max(100000).default(100),
     }).strict().default({}),
@@ -349,10 +352,15 @@ export const configSchema = z.object({
   dkim: z.object({
     keys: z.array(z.object({
       domain: z.string().min(1),
-      selector: z.string().regex(/^[A-Za-z0-9._-]+$/, 'a DNS label (or dotted labels)'),
+      selector: z.string().regex(DKIM_SELECTOR_PATTERN, 'a DNS label (or dotted labels)'),
       /** PEM private key (RSA or Ed25519); the public key goes in DNS at <selector>._domainkey.<domain>. */
       key_file: z.string().min(1),
     }).strict()).default([]),
+    /**
+     * Also sign with the keys of the directory's tandemDkimDomain entries (needs directory:);
+     * dkim.keys first for a domain in both.
+     */
+    directory: z.boolean().default(false),
   }).strict().default({}),
   log: z.object({
     level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
@@ -364,6 +372,9 @@ export const configSchema = z.object({
   if (c.cluster) checkCluster(c.node.id, c.cluster, ctx);
   if (c.directory && c.directory.servers.filter((s) => s.role === 'master').length > 2) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'servers'], message: 'at most two servers can be masters (writes go to the first, to the second only while the first is down)' });
+  }
+  if (c.dkim.directory && !c.directory) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dkim', 'directory'], message: 'needs a directory: section (the keys are read from its tandemDkimDomain entries)' });
   }
   if (c.directory?.bind_password !== undefined && c.directory.bind_password_file !== undefined) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'bind_password_file'], message: 'set bind_password or bind_password_file, not both' });

@@ -27,7 +27,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
 import type { NetworkList, PasswordTable } from '../router/index.ts';
 import type { Router } from '../router/types.ts';
-import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
+import { createRouter, directoryDkimLookup, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/queue-manager.ts';
 import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
@@ -163,7 +163,7 @@ export class TandemNode {
     const limits = this.clientLimits = createClientLimits(c, isRelayClient);
     const limitRefused = (limit: string) => this.metrics.limitRefused(limit);
     const auth = this.passwords ? createAuthThrottle(c, limits, (u, p) => this.passwords!.verify(u, p), limitRefused) : undefined;
-    const senderAuth = createSenderAuth(c);
+    const senderAuth = createSenderAuth(c, directoryDkimLookup(this.router));
     const contentFilter = createContentFilter(c, (why) => {
       this.metrics.contentFilterFailed();
       log.warn({ event: 'content-filter-failed', err: why }, `content filter failed: ${why}; ${c.content_filter?.fail_open ? 'accepting unscanned' : 'answering 451'}`);

@@ -14,6 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
 import type { Router } from '../router/types.ts';
+import type { DirectoryDkimLookup } from '../receiver/dkim-keys.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
 import { ownerLookup } from '../channels/maildir_owner.ts';
 
@@ -36,6 +37,11 @@ export async function createRouter(c: TandemConfig, warn?: Warn, hooks: Director
     warn: warn ?? ((msg) => process.emitWarning(msg)),
   });
   return new DirectoryRouter(pool, directory, tables.resolverOptions(), tables);
+}
+
+/** The directory's DKIM key entries by domain, for a router with a directory (receiver/dkim-keys.ts). */
+export function directoryDkimLookup(router: Router): DirectoryDkimLookup | undefined {
+  return router instanceof DirectoryRouter ? (domain) => router.directory.dkimEntry(domain) : undefined;
 }
 
 /** A pool over directory.servers (throws if no directory: section or the password file is unreadable). */

@@ -1,8 +1,7 @@
 /**
  * content-filter.test.ts — the Rspamd client against a stub HTTP server speaking /checkv2:
  * what is sent (envelope headers, message), each action's outcome, and fail-open/fail-closed
- * on an error and on a timeout. (A real rspamd 3.4 from Debian did not finish loading its
- * configuration on this machine without a working DNS resolver: see docs/security.md.)
+ * on an error and on a timeout. The real Rspamd is in test/rspamd.test.ts.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -21,6 +21,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { ClientLimits } from './client-limits.ts';
 import { AuthThrottle } from './auth-throttle.ts';
 import { SenderAuth, CachingResolver } from './sender-auth.ts';
+import { DkimKeys, type DirectoryDkimLookup } from './dkim-keys.ts';
 import { RspamdFilter } from './content-filter.ts';
 
 export interface ListenerSpec {
@@ -63,13 +64,18 @@ export function createClientLimits(c: TandemConfig, isRelayClient: (address: str
   });
 }
 
-/** The sender authentication and DKIM signing of the node, when either is configured. */
-export function createSenderAuth(c: TandemConfig): SenderAuth | undefined {
+/**
+ * The sender authentication and DKIM signing of the node, when either is configured; `directory`
+ * answers for the domains dkim.keys does not have (with dkim.directory). Throws when a key file
+ * of dkim.keys is unreadable or not a usable key.
+ */
+export function createSenderAuth(c: TandemConfig, directory?: DirectoryDkimLookup): SenderAuth | undefined {
   const verifying = resolveListeners(c).some((l) => l.senderAuth !== 'off');
-  if (!verifying && c.dkim.keys.length === 0) return undefined;
+  const dkim = new DkimKeys(c.dkim.keys, c.dkim.directory ? directory : undefined);
+  if (!verifying && !dkim.any) return undefined;
   const sa = c.sender_auth;
   const resolver = new CachingResolver({ servers: sa.dns_servers, timeoutMs: sa.dns_timeout, ttlMs: sa.dns_cache_ttl, maxEntries: sa.dns_cache_entries });
-  return new SenderAuth({ hostname: c.node.hostname, resolver, keys: c.dkim.keys });
+  return new SenderAuth({ hostname: c.node.hostname, resolver, dkim });
 }
 
 export function createContentFilter(c: TandemConfig, onFailure: (why: string) => void): RspamdFilter | undefined {

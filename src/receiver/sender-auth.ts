@@ -19,15 +19,16 @@
  * dns_cache_entries; a failure is not cached). A timeout or SERVFAIL surfaces in mailauth's
  * results as temperror.
  * Signing: a message from a trusted client (authenticated, or from relay.networks) whose From:
- * domain has a key in dkim.keys (PEM files read at start) gets a DKIM-Signature (rsa-sha256
- * or ed25519, relaxed/relaxed, mailauth's default header list) on top.
+ * domain has a key (dkim-keys.ts: dkim.keys, or the directory with dkim.directory) gets a
+ * DKIM-Signature (rsa-sha256 or ed25519, relaxed/relaxed, mailauth's default header list) on
+ * top.
  * mailauth is imported on first use: it is large (~0.7 s of CPU to load), and a node without
  * sender authentication or signing never needs it.
  */
-import { readFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { SmtpReplyError } from '../util/errors.ts';
 import { findHeader } from '../util/message-headers.ts';
+import type { DkimKeys, SigningKey } from './dkim-keys.ts';
 
 export type SenderAuthPolicy = 'off' | 'record' | 'enforce';
 
@@ -102,34 +103,21 @@ export function withoutOurAuthResults(head: Buffer, authservId: string): Buffer 
   return out.length === lines.length ? head : Buffer.from(out.join(''), 'latin1');
 }
 
-export interface SigningKey {
-  selector: string;
-  privateKey: string;
-}
-
 export class SenderAuth {
-  private readonly keys = new Map<string, SigningKey>();
+  constructor(private readonly o: { hostname: string; resolver: CachingResolver; dkim: DkimKeys }) {}
 
-  constructor(
-    private readonly o: { hostname: string; resolver: CachingResolver; keys: Array<{ domain: string; selector: string; key_file: string }> },
-  ) {
-    for (const k of o.keys) {
-      try {
-        this.keys.set(k.domain.toLowerCase(), { selector: k.selector, privateKey: readFileSync(k.key_file, 'utf8') });
-      } catch (err) {
-        throw new Error(`dkim.keys: cannot read the key of ${k.domain} (${k.key_file}): ${(err as Error).message}`);
-      }
-    }
+  /** Could a trusted client's message be signed (then it is held whole until the end of DATA)? */
+  get signs(): boolean {
+    return this.o.dkim.any;
   }
 
-  /** Is there a signing key for this From: domain? */
-  signs(domain: string | undefined): boolean {
-    return domain !== undefined && this.keys.has(domain);
+  /** The signing key of a From: domain (dkim-keys.ts); throws TempLookupError when it cannot be known now. */
+  signingKey(domain: string): Promise<SigningKey | undefined> {
+    return this.o.dkim.keyFor(domain);
   }
 
   /** DKIM-Signature header field(s) for `message` (whole, as it will be queued). */
-  async sign(message: Buffer, domain: string): Promise<string> {
-    const key = this.keys.get(domain)!;
+  async sign(message: Buffer, domain: string, key: SigningKey): Promise<string> {
     const { dkimSign } = await import('mailauth');
     const res = await dkimSign(message, { canonicalization: 'relaxed/relaxed', signatureData: [{ signingDomain: domain, selector: key.selector, privateKey: key.privateKey }] } as any);
     if (res.errors.length) throw new Error(`DKIM signing for ${domain} failed: ${res.errors.map((e) => e.message).join('; ')}`);

@@ -2,14 +2,14 @@
  * receiver/session-guard.ts — what smtp-server does not bound by itself in one SMTP session:
  * a deadline per command, a deadline for the DATA phase (a minimum transfer rate), shorter
  * timeouts and lower error limits when the listener is near its connection limit, and
- * Postfix's hard error and junk command limits.
+ * Postfix's soft and hard error limits and junk command limit.
  *
  * Exports: SessionGuard, SessionGuardOptions, installSessionGuardHooks.
  *
  * How it hooks in: smtp-server has no events for "a command arrived" or "a reply was sent",
- * so installSessionGuardHooks wraps four methods of its SMTPConnection prototype once per
- * process (init, _onCommand, send, _onClose); each wrapper only acts for a server whose
- * options carry a `tandemGuard` (this module's SessionGuard), and otherwise calls the original.
+ * so installSessionGuardHooks wraps three methods of its SMTPConnection prototype once per
+ * process (_onCommand, send, _onClose); each wrapper only acts for a server whose options
+ * carry a `tandemGuard` (this module's SessionGuard), and otherwise calls the original.
  *
  * The rules, as a Postfix administrator knows them:
  *  - Command deadline (smtpd_timeout, with Postfix's per-record deadline): after each reply
@@ -21,9 +21,16 @@
  *    partial message is dropped, nothing is queued).
  *  - Stress (Postfix's overload mode): with at least `stressConnections` connections open on
  *    this listener, the deadline is `stressTimeout`, and the hard error and junk command limits
- *    are 1, so idle and misbehaving clients give their slots back quickly.
+ *    are 1, so idle and misbehaving clients give their slots back quickly. When stress begins,
+ *    the sessions already waiting get the short deadline too, counted from their last reply
+ *    (Postfix picks the timeout per read): an idle session does not keep its 300 s.
+ *  - Soft error limit (smtpd_soft_error_limit, smtpd_error_sleep_time): once a session has
+ *    made `softErrorLimit` errors, each further command is answered only after `errorSleep` ms
+ *    (a timer: nothing waits on a thread). Postfix sleeps before writing the reply; we wait
+ *    before running the command, which the client sees the same way.
  *  - Hard error limit (smtpd_hard_error_limit): each 4xx/5xx reply (other than 421) counts;
- *    at the limit the reply is followed by 421 4.7.0 and close.
+ *    at the limit the reply is followed by 421 4.7.0 and close. Errors count over the whole
+ *    session, as in Postfix's smtpd.
  *  - Junk command limit (smtpd_junk_command_limit): NOOP, RSET, VRFY and ETRN beyond it
  *    each count as an error.
  * Each disconnection is reported to `onRefusal` (metrics).
@@ -38,6 +45,9 @@ export interface SessionGuardOptions {
   stressConnections: number;
   /** Bytes per second a DATA transfer must average (after the first commandTimeout). */
   minDataRate: number;
+  /** Errors after which every command is answered `errorSleep` ms late; 0 = never. */
+  softErrorLimit: number;
+  errorSleep: number;
   hardErrorLimit: number;
   junkCommandLimit: number;
   /** A session was closed by a rule: 'command_timeout', 'data_timeout', 'hard_errors'. */
@@ -60,6 +70,8 @@ interface State {
   errors: number;
   junk: number;
   timer?: NodeJS.Timeout;
+  /** When the command deadline now running was armed (stress shortens it from there). */
+  armedAt?: number;
   data?: { start: number; bytes: number };
   /** We are sending our own 421: its reply is not counted. */
   closing?: boolean;
@@ -70,6 +82,9 @@ const JUNK = new Set(['NOOP', 'RSET', 'VRFY', 'ETRN']);
 export class SessionGuard {
   private readonly states = new WeakMap<Connection, State>();
   private readonly bySession = new WeakMap<SMTPServerSession, Connection>();
+  /** Open sessions with a state, to shorten their deadlines when stress begins. */
+  private readonly open = new Set<Connection>();
+  private underStress = false;
 
   constructor(private readonly o: SessionGuardOptions) {}
 
@@ -88,25 +103,33 @@ export class SessionGuard {
       s = { errors: 0, junk: 0 };
       this.states.set(conn, s);
       this.bySession.set(conn.session, conn);
+      this.open.add(conn);
     }
     return s;
   }
 
-  /** A complete command line arrived; false when the session was closed for it. */
-  onCommand(conn: Connection, name: string): boolean {
+  /**
+   * A complete command line arrived: 'closed' when the session was closed for it, else the
+   * milliseconds to wait before running it (the soft error limit's sleep; 0 = at once).
+   */
+  onCommand(conn: Connection, name: string): 'closed' | number {
     const s = this.state(conn);
     clearTimeout(s.timer);
     s.timer = undefined;
+    s.armedAt = undefined;
+    // errors made before this command (Postfix: error_count >= soft limit when replying)
+    const sleep = this.o.softErrorLimit > 0 && s.errors >= this.o.softErrorLimit ? this.o.errorSleep : 0;
     if (!conn._nextHandler && JUNK.has(name)) {
       s.junk++;
       const limit = this.stressed(conn) ? 1 : this.o.junkCommandLimit;
-      if (s.junk > limit) return this.countError(conn, s);
+      if (s.junk > limit && !this.countError(conn, s)) return 'closed';
     }
-    return true;
+    return sleep;
   }
 
   /** A reply went out. */
   onReply(conn: Connection, code: number): void {
+    this.checkStress(conn);
     const s = this.state(conn);
     if (s.closing || conn._closing || conn._closed || code === 421) return;
     if (code >= 400 && !this.countError(conn, s)) return;
@@ -134,6 +157,25 @@ export class SessionGuard {
   onClose(conn: Connection): void {
     const s = this.states.get(conn);
     if (s) clearTimeout(s.timer);
+    this.open.delete(conn);
+  }
+
+  /**
+   * Stress begins (a reply, the greeting of a new connection among them, finds the listener at
+   * its stress threshold): every waiting session gets the short deadline from when its own
+   * began; one idle for longer than that is closed now.
+   */
+  private checkStress(conn: Connection): void {
+    const stressed = this.stressed(conn);
+    if (stressed === this.underStress) return;
+    this.underStress = stressed;
+    if (!stressed) return;
+    for (const other of this.open) {
+      const s = this.states.get(other)!;
+      if (!s.timer || s.closing) continue;
+      if (s.data) this.armData(other, s);
+      else if (s.armedAt !== undefined) this.armCommand(other, s, Math.max(0, s.armedAt + Math.min(this.o.stressTimeout, this.o.commandTimeout) - Date.now()), s.armedAt);
+    }
   }
 
   /** One more error; at the limit the session ends with 421. Returns false when closed. */
@@ -155,11 +197,12 @@ export class SessionGuard {
     conn.send(421, text); // smtp-server closes the connection after a 421
   }
 
-  private armCommand(conn: Connection, s: State): void {
+  private armCommand(conn: Connection, s: State, ms = this.timeout(conn), armedAt = Date.now()): void {
     clearTimeout(s.timer);
-    const ms = this.timeout(conn);
+    s.armedAt = armedAt;
     s.timer = setTimeout(() => {
       s.timer = undefined;
+      s.armedAt = undefined;
       // our own work (a lookup, a commit) is not the client's delay
       if (conn._handlerPending) return this.armCommand(conn, s);
       this.end(conn, s, 'command_timeout', '4.4.2 Error: timeout exceeded');
@@ -195,9 +238,18 @@ export function installSessionGuardHooks(): void {
     const guard = guardOf(this);
     if (guard) {
       const name = (command || '').toString().split(' ').shift()!.toUpperCase();
-      if (!guard.onCommand(this, name)) {
+      const verdict = guard.onCommand(this, name);
+      if (verdict === 'closed') {
         // closed for it: the command is not run; let the parser go on (it discards the rest)
         callback?.();
+        return;
+      }
+      if (verdict > 0) {
+        // the parser reads the next command only after this one's callback: nothing overtakes it
+        setTimeout(() => {
+          if (this._closing || this._closed) return;
+          onCommand.call(this, command, callback);
+        }, verdict);
         return;
       }
     }

@@ -51,6 +51,7 @@ import { installProxyFront } from './proxy-front.ts';
 import { installGreetingDelay, GREETING_DELAY_OPTION } from './greeting-delay.ts';
 import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
 import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
+import type { SigningKey } from './dkim-keys.ts';
 import type { RspamdFilter } from './content-filter.ts';
 import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
 import type { ClientLimits, LimitRefusal } from './client-limits.ts';
@@ -176,6 +177,8 @@ export class SmtpReceiver {
       stressTimeout: l.stress_timeout,
       stressConnections: Math.ceil((listener.maxConnections * l.stress_percent) / 100),
       minDataRate: l.min_data_rate,
+      softErrorLimit: l.soft_error_limit,
+      errorSleep: l.error_sleep_time,
       hardErrorLimit: l.hard_error_limit,
       junkCommandLimit: l.junk_command_limit,
       onRefusal: (reason) => this.limitRefused(reason),
@@ -392,7 +395,7 @@ export class SmtpReceiver {
     const verify = sa && this.listener.senderAuth !== 'off' && !session.user ? this.listener.senderAuth : undefined;
     const scan = this.deps.contentFilter && (!session.user || this.deps.config.content_filter?.scan_authenticated);
     // sender authentication, scanning and signing need the whole message before its first byte is written
-    const whole: Buffer[] | undefined = verify || scan || (sa && trusted) ? [] : undefined;
+    const whole: Buffer[] | undefined = verify || scan || (sa?.signs && trusted) ? [] : undefined;
     try {
       // read to the end whatever happens, so that the reply follows the client's final "."
       for await (const chunk of stream as AsyncIterable<Buffer>) {
@@ -499,14 +502,26 @@ export class SmtpReceiver {
     }
     // our headers: the verdicts are ASCII; the Received: line may carry UTF-8 addresses (SMTPUTF8, RFC 6531)
     let final = Buffer.concat([Buffer.from(top, 'latin1'), Buffer.from(added, 'utf8'), head, body]);
-    const domain = o.trusted ? fromDomain(head.toString('latin1')) : undefined;
-    if (sa && domain && sa.signs(domain)) final = Buffer.concat([Buffer.from(await sa.sign(final, domain), 'latin1'), final]);
+    const domain = o.trusted && sa?.signs ? fromDomain(head.toString('latin1')) : undefined;
+    const key = domain && (await this.signingKey(domain, queueId));
+    if (key) final = Buffer.concat([Buffer.from(await sa!.sign(final, domain, key), 'latin1'), final]);
     try {
       await out.write(final);
     } catch (err) {
       throw this.commitFailed(queueId, err);
     }
     return { messageId, hold };
+  }
+
+  /** The DKIM key of a From: domain; a key that cannot be had now (directory down, bad entry) is a 451. */
+  private async signingKey(domain: string, queueId: string): Promise<SigningKey | undefined> {
+    try {
+      return await this.deps.senderAuth!.signingKey(domain);
+    } catch (err) {
+      if (!(err instanceof TempLookupError)) throw err;
+      this.deps.logger.warn({ event: 'dkim-key-unavailable', queueId, domain, err: err.message }, `no DKIM key for ${domain} now: ${err.message}; answering 451`);
+      throw new SmtpReplyError(451, '4.3.0', `Error: the DKIM signing key of ${domain} is not available now; try again later`);
+    }
   }
 
   /**

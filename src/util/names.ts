@@ -13,3 +13,6 @@ export const DOMAIN = '[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?(?:\\.[a-z0-9_](?:[a-z0
 export const DOMAIN_PATTERN = new RegExp(`^${DOMAIN}$`);
 /** A domain, or ".domain" for its subdomains (Postfix table style). */
 export const DOMAIN_OR_SUBDOMAINS_PATTERN = new RegExp(`^\\.?${DOMAIN}$`);
+
+/** A DKIM selector: one DNS label or several, dotted (the key is published at <selector>._domainkey.<domain>). */
+export const DKIM_SELECTOR_PATTERN = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;

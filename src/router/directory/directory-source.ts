@@ -17,6 +17,10 @@
  *      an entry with uidNumber/gidNumber (posixAccount) has its maildir files owned by them.
  *  - tandemRoute: tandemRouteKey (a transport(5) key: address, domain, ".parent", "*") with
  *    tandemTransport (a transport(5) value: smtp:[host]:port, lmtp:..., maildir, error:...).
+ *  - tandemDkimDomain (auxiliary, on a domain entry): associatedDomain's DKIM signing key,
+ *    tandemDkimSelector with tandemDkimPrivateKey (PEM) or tandemDkimKeyFile (a PEM file on
+ *    the node); read by dkimEntry() for receiver/dkim-keys.ts. An entry with neither or both,
+ *    or a selector that is not a DNS label, is a TempLookupError naming it.
  * Several entries for one address are combined as the tables combine virtual_mailboxes and
  * aliases: a mailbox entry (no targets) and an alias/list entry give "the mailbox plus the
  * targets" (the "a: a, archive" idiom). Two entries of the same kind: the first by DN is used,
@@ -37,6 +41,7 @@ import path from 'node:path';
 import { AndFilter, OrFilter, EqualityFilter, NoSuchObjectError, InvalidDNSyntaxError, type Entry } from 'ldapts';
 import { TempLookupError } from '../../util/errors.ts';
 import { DOMAIN_PATTERN } from '../../util/names.ts';
+import { DKIM_SELECTOR_PATTERN } from '../../util/names.ts';
 import type { AddressInfo, DomainKind, RoutingSource } from '../resolver.ts';
 import { parseAddress } from '../tables/address.ts';
 import { parseTransportValue, type TransportSpec } from '../tables/transport.ts';
@@ -53,6 +58,14 @@ export interface DirectorySourceOptions {
   warn: (msg: string, fields?: object) => void;
 }
 
+/** What a tandemDkimDomain entry says: its selector and the key (PEM) or the key file's path. */
+export interface DirectoryDkimEntry {
+  dn: string;
+  selector: string;
+  keyFile?: string;
+  privateKey?: string;
+}
+
 /** An address entry as the router needs it, plus the mailHost route. */
 interface DirectoryAddress extends AddressInfo {
   mailHost?: string;
@@ -65,6 +78,7 @@ export class DirectorySource implements RoutingSource {
   private readonly addresses: LookupCache<DirectoryAddress>;
   private readonly routes: LookupCache<TransportSpec | TempLookupError>;
   private readonly members: LookupCache<string>;
+  private readonly dkim: LookupCache<DirectoryDkimEntry | TempLookupError>;
   private readonly warned = new Set<string>();
 
   constructor(private readonly opts: DirectorySourceOptions) {
@@ -72,18 +86,19 @@ export class DirectorySource implements RoutingSource {
     this.addresses = new LookupCache(opts.cache);
     this.routes = new LookupCache(opts.cache);
     this.members = new LookupCache(opts.cache);
+    this.dkim = new LookupCache(opts.cache);
   }
 
   /** Hits, misses and stale answers of all lookups together. */
   cacheStats(): { hits: number; misses: number; stale: number; failures: number; entries: number } {
-    const caches = [this.domains, this.addresses, this.routes, this.members];
+    const caches = [this.domains, this.addresses, this.routes, this.members, this.dkim];
     const sum = (k: 'hits' | 'misses' | 'stale' | 'failures') => caches.reduce((n, c) => n + c.stats[k], 0);
     return { hits: sum('hits'), misses: sum('misses'), stale: sum('stale'), failures: sum('failures'), entries: caches.reduce((n, c) => n + c.size, 0) };
   }
 
   /** SIGHUP: re-read everything on next use (old answers stay usable while the directory is down). */
   expireCache(): void {
-    for (const c of [this.domains, this.addresses, this.routes, this.members]) c.expireAll();
+    for (const c of [this.domains, this.addresses, this.routes, this.members, this.dkim]) c.expireAll();
   }
 
   /** This source with every lookup recorded in ctx (whether a stale "not found" was used). */
@@ -123,6 +138,30 @@ export class DirectorySource implements RoutingSource {
       const mailHost = (await this.addressEntry(key, ctx))?.mailHost;
       return mailHost ? { kind: 'smtp-fixed', host: mailHost, port: 25 } : undefined;
     }));
+  }
+
+  /** The DKIM signing key entry of a domain (see header), through the cache. */
+  dkimEntry(domain: string): Promise<DirectoryDkimEntry | TempLookupError | undefined> {
+    return this.dkim.get(domain, async () => (await this.readDkim(domain)).get(domain));
+  }
+
+  /** Every domain's DKIM entry, uncached (tandem config check); all of them when `domain` is not given. */
+  async readDkim(domain?: string): Promise<Map<string, DirectoryDkimEntry | TempLookupError>> {
+    const filter = new AndFilter({ filters: [eq('objectClass', 'tandemDkimDomain'), ...(domain ? [eq('associatedDomain', domain)] : [])] });
+    const found = new Map<string, DirectoryDkimEntry | TempLookupError>();
+    const used = new Map<string, string>();
+    for (const e of byDn(await this.search(filter, ['associatedDomain', 'tandemDkimSelector', 'tandemDkimKeyFile', 'tandemDkimPrivateKey']))) {
+      for (const d of all(e, 'associatedDomain').map((v) => v.toLowerCase())) {
+        if (domain && d !== domain) continue;
+        if (used.has(d)) {
+          this.warnOnce(e.dn, `dup-dkim:${d}`, `directory entries ${used.get(d)} and ${e.dn} both have a DKIM key for ${d}; using ${used.get(d)}`);
+          continue;
+        }
+        used.set(d, e.dn);
+        found.set(d, dkimOf(e));
+      }
+    }
+    return found;
   }
 
   private addressEntry(key: string, ctx?: LookupContext): Promise<DirectoryAddress | undefined> {
@@ -248,6 +287,17 @@ export class DirectorySource implements RoutingSource {
   }
 }
 
+
+/** A tandemDkimDomain entry as the signer needs it, or the reason it is unusable. */
+function dkimOf(e: Entry): DirectoryDkimEntry | TempLookupError {
+  const selector = first(e, 'tandemDkimSelector') ?? '';
+  const keyFile = first(e, 'tandemDkimKeyFile');
+  const privateKey = first(e, 'tandemDkimPrivateKey');
+  const bad = (why: string) => new TempLookupError(`directory entry ${e.dn}: ${why}; fix the entry (mail it would sign waits until then)`);
+  if (!DKIM_SELECTOR_PATTERN.test(selector)) return bad(`tandemDkimSelector "${selector}" is not a DNS label`);
+  if ((keyFile === undefined) === (privateKey === undefined)) return bad('a DKIM key needs exactly one of tandemDkimKeyFile and tandemDkimPrivateKey');
+  return { dn: e.dn, selector, ...(keyFile !== undefined ? { keyFile } : { privateKey: privateKey! }) };
+}
 
 /** An alias target as the tables accept it — "user@domain", "@domain" or a bare "user" — lower-cased; undefined if none. */
 function aliasTarget(value: string): string | undefined {
