@@ -118,8 +118,9 @@ test('witness: a network cut between the nodes causes no takeover and no duplica
       }
       return Date.now() - cutAt > 3 * DEAD_AFTER;
     }, 60_000);
-    const refused = c.trackingEvents().filter((e) => e.event === 'takeover');
-    assert.equal(refused.length, 0, 'no takeover during the cut');
+    // (a node slow to start can be taken over, empty, and handed back before the cut: not counted)
+    const during = c.trackingEvents().filter((e) => e.event === 'takeover' && Date.parse(e.t) >= cutAt);
+    assert.equal(during.length, 0, 'no takeover during the cut');
     for (const rule of rules.splice(0)) iptables('-D', ...rule);
     await c.waitFor('both alive, connected and protected again', async () => {
       const [a, b] = [await c.status('a'), await c.status('b')];
