@@ -23,7 +23,7 @@
 import { link, mkdir, readdir, readFile, rename, unlink, writeFile, open } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fsyncDirectory } from '../spool/index.ts';
+import { fsyncDirectory } from '../util/fsync-dir.ts';
 import { isErrno } from '../util/errno.ts';
 import { Sealer, UnsealError } from './sealed.ts';
 import { clusterPaths } from './paths.ts';

@@ -14,10 +14,12 @@
  * Reads config keys: cluster.secret, cluster.accept_secrets.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { TandemError } from '../util/errors.ts';
 
 export type UnsealReason = 'malformed' | 'bad-signature';
 
-export class UnsealError extends Error {
+export class UnsealError extends TandemError {
+  readonly code = 'CLUSTER_UNSEAL';
   constructor(readonly reason: UnsealReason, message: string) {
     super(message);
     this.name = 'UnsealError';

@@ -8,8 +8,6 @@ export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions } from './spoo
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLock, SpoolLockInfo } from './lock.ts';
 export { DirSyncer } from './dirsync.ts';
-// XXX: cluster/claims.ts still takes fsyncDirectory from here; it belongs to util/fsync-dir.ts
-export { fsyncDirectory } from '../util/fsync-dir.ts';
 export type { FsyncDir } from '../util/fsync-dir.ts';
 export { parseQueueId, isSafeQueueId } from './queueid.ts';
 export { QUEUE_STATES } from './types.ts';

@@ -44,6 +44,7 @@
  * cluster manager.
  */
 import { performance } from 'node:perf_hooks';
+import { TandemError } from '../../util/errors.ts';
 import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
 import { handleWhen, noop, retry } from 'cockatiel';
 import { castGrpcError, Etcd3, isRecoverableError, type IKeyValue, type ITxnResponse } from 'etcd3';
@@ -71,7 +72,7 @@ export type WitnessErrorCode =
   | 'WITNESS_FAILED'; // etcd answered with an error that is none of the above
 
 /** A witness call that could not be answered; `code` is stable (metrics, logs, replies). */
-export class WitnessError extends Error {
+export class WitnessError extends TandemError {
   constructor(readonly code: WitnessErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'WitnessError';
