@@ -186,9 +186,26 @@ export async function registerConsole(app: FastifyInstance, node: TandemNode): P
     scope.post('/login', async (req, reply) => {
       const b = (req.body ?? {}) as Record<string, string>;
       const next = typeof b.next === 'string' && b.next.startsWith('/console/') && !b.next.startsWith('//') ? b.next : '/console/cluster';
-      const s = await auth.login(String(b.user ?? ''), String(b.password ?? ''));
-      if (!s) return send(reply, loginPage(next, 'Wrong user or password.'), 401);
-      return reply.code(303).header('set-cookie', auth.cookie(s, secure)).header('location', next).send();
+      const user = String(b.user ?? '').trim().slice(0, 64) || 'admin'; // names are at most 64 characters; longer is a wrong user
+      const r = await auth.login(user, String(b.password ?? ''), req.ip);
+      if (r.ok) {
+        node.metrics.consoleLogin('ok');
+        node.logger.info({ event: 'console-login', user, client: req.ip }, `console: ${user} logged in from ${req.ip}`);
+        return reply.code(303).header('set-cookie', auth.cookie(r.session, secure)).header('location', next).send();
+      }
+      node.metrics.consoleLogin(r.checked ? 'failed' : 'throttled');
+      const wait = r.blocked ? Math.ceil(r.blocked.retryAfterMs / 1000) : 0;
+      const why = r.blocked ? `too many failed logins ${r.blocked.by === 'user' ? `for user ${user}` : `from ${req.ip}`}; try again in ${wait} s` : '';
+      if (r.blocked) reply.header('retry-after', String(wait));
+      if (r.checked) {
+        if (r.blocked) node.metrics.consoleLoginBlocked(r.blocked.by, r.blocked.lockout);
+        node.logger.warn({ event: 'console-login-failed', user, client: req.ip, ...(r.blocked ? { blocked: r.blocked.by, lockout: r.blocked.lockout, retryAfterS: wait } : {}) },
+          `console: failed login as ${user} from ${req.ip}${r.blocked ? `; ${r.blocked.lockout ? 'locked out' : 'delayed'}: ${why}` : ''}`);
+        return send(reply, loginPage(next, `Wrong user or password.${r.blocked ? ` ${why[0].toUpperCase()}${why.slice(1)}.` : ''}`), 401);
+      }
+      // counted, but logged at debug only: a flood of refused attempts would flood the log
+      node.logger.debug({ event: 'console-login-throttled', user, client: req.ip, blocked: r.blocked!.by, retryAfterS: wait }, `console: login as ${user} from ${req.ip} refused unchecked: ${why}`);
+      return send(reply, loginPage(next, `Refused: ${why}.`), 429);
     });
     scope.post('/logout', async (req, reply) => {
       const s = sessionOf(req);
@@ -342,7 +359,7 @@ ${s.role !== 'operator' ? html`<p class="error">Your role (${s.role}) cannot do 
       const ok = r.status >= 200 && r.status < 300;
       const msg = ok ? `${a.label}${a.needsId ? ` ${id}` : ''} on ${target}: done${r.body?.result ? ` (${r.body.result})` : r.body?.flushed !== undefined ? ` (${r.body.flushed} message(s))` : ''}.`
         : `${a.label}${a.needsId ? ` ${id}` : ''} on ${target} failed: ${r.body?.error ?? `HTTP ${r.status}`}`;
-      req.log.info({ event: 'console-action', user: s.user, action: b.action, node: target, id, ok }, msg);
+      node.logger.info({ event: 'console-action', user: s.user, action: b.action, node: target, id, ok }, `console: ${s.user}: ${msg}`);
       const back = a.back(id);
       return reply.code(303).header('location', `${back}${back.includes('?') ? '&' : '?'}${ok ? 'done' : 'failed'}=${encodeURIComponent(msg)}`).send();
     });
