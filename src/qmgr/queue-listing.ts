@@ -74,6 +74,8 @@ export interface QueueSelection {
   all?: boolean;
   /** Envelope sender, exactly (case-insensitive); "" or "<>" is the null sender. */
   sender?: string;
+  /** The envelope sender's domain. */
+  senderDomain?: string;
   /** A recipient still pending, exactly (case-insensitive). */
   recipient?: string;
   /** The domain of a recipient still pending. */
@@ -88,6 +90,7 @@ const selectionJson = z.object({
   ids: z.array(z.string().refine(isSafeQueueId, (v) => ({ message: `${JSON.stringify(v)} is not a queue id` }))).optional(),
   all: z.boolean().optional(),
   sender: z.string().optional(),
+  senderDomain: z.string().min(1).optional(),
   recipient: z.string().optional(),
   domain: z.string().min(1).optional(),
   state: z.enum(QUEUE_STATES).optional(),
@@ -117,7 +120,7 @@ export function deleteNeedsConfirmation(sel: QueueSelection, matched: number): b
 }
 
 export function hasFilter(sel: QueueSelection): boolean {
-  return sel.sender !== undefined || sel.recipient !== undefined || sel.domain !== undefined || sel.state !== undefined || sel.olderThanMs !== undefined;
+  return sel.sender !== undefined || sel.senderDomain !== undefined || sel.recipient !== undefined || sel.domain !== undefined || sel.state !== undefined || sel.olderThanMs !== undefined;
 }
 
 /** What a selection names: nothing at all is a usage error for the caller to report. */
@@ -146,8 +149,13 @@ export async function selectQueued(spool: Spool, sel: QueueSelection, now = Date
   const lower = (s: string) => s.toLowerCase();
   const sender = sel.sender === undefined ? undefined : lower(sel.sender === '<>' ? '' : sel.sender.replace(/^<(.*)>$/, '$1'));
   const selected: Array<{ queueId: string; state: QueueState }> = [];
+  const byEnvelope = sender !== undefined || sel.senderDomain !== undefined || sel.recipient !== undefined || sel.domain !== undefined || sel.olderThanMs !== undefined;
   for (const e of candidates) {
     if (sel.state && e.state !== sel.state) continue;
+    if (!byEnvelope) {
+      selected.push({ queueId: e.queueId, state: e.state });
+      continue;
+    }
     let info;
     try {
       info = await spool.readInfo(e.queueId, e.state);
@@ -157,6 +165,7 @@ export async function selectQueued(spool: Spool, sel: QueueSelection, now = Date
     const env = info.envelope;
     const pending = info.pending.map((i) => lower(env.recipients[i].address));
     if (sender !== undefined && lower(env.sender) !== sender) continue;
+    if (sel.senderDomain !== undefined && (!env.sender.includes('@') || lower(env.sender.slice(env.sender.lastIndexOf('@') + 1)) !== lower(sel.senderDomain.replace(/^@/, '')))) continue;
     if (sel.recipient !== undefined && !pending.includes(lower(sel.recipient))) continue;
     if (sel.domain !== undefined && !pending.some((a) => a.slice(a.lastIndexOf('@') + 1) === lower(sel.domain!))) continue;
     if (sel.olderThanMs !== undefined && now - env.arrivedAt < sel.olderThanMs) continue;
