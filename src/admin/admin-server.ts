@@ -100,6 +100,8 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       return reply.code(400).send({ error: (err as Error).message });
     }
     const { confirm, dryRun } = (req.body ?? {}) as { confirm?: unknown; dryRun?: unknown };
+    if (dryRun !== undefined && typeof dryRun !== 'boolean') return reply.code(400).send({ error: 'dryRun: true or false' });
+    if (confirm !== undefined && !(Number.isInteger(confirm) && (confirm as number) >= 0)) return reply.code(400).send({ error: 'confirm: the number of messages that match' });
     if ((op === 'flush' || op === 'requeue') && isEmptySelection(sel) && confirm === undefined && dryRun === undefined) {
       const flushed = node.qmgr.flush();
       return { matched: flushed, flushed };

@@ -61,13 +61,18 @@ export class ConsoleAuth {
     return this.c.console.enabled && (!!this.c.token || this.c.console.users.length > 0);
   }
 
-  /** A login from the client at `address`. */
+  /**
+   * A login from the client at `address`. The attempt is counted as a failure before its
+   * password is checked (scrypt takes a while), and forgiven if it was right: attempts sent in
+   * parallel are throttled too, not only those that wait for the previous answer.
+   */
   async login(user: string, password: string, address: string): Promise<LoginResult> {
     const name = user.trim() || 'admin';
     const blocked = this.throttle.blocked(address, name);
     if (blocked) return { ok: false, checked: false, blocked };
+    const ifWrong = this.throttle.failed(address, name);
     const session = await this.check(name, password);
-    if (!session) return { ok: false, checked: true, ...optional(this.throttle.failed(address, name)) };
+    if (!session) return { ok: false, checked: true, ...(ifWrong ? { blocked: ifWrong } : {}) };
     this.throttle.succeeded(address, name);
     return { ok: true, session };
   }
@@ -124,8 +129,6 @@ export class ConsoleAuth {
     }
   }
 }
-
-const optional = (blocked: LoginBlock | undefined) => (blocked ? { blocked } : {});
 
 function parseCookie(header: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};

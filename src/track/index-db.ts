@@ -83,6 +83,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_queue ON events (queue_id, t) WHERE queue_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
+CREATE INDEX IF NOT EXISTS events_cluster ON events (spool, t) WHERE queue_id IS NULL;
 CREATE TABLE IF NOT EXISTS rcpts (
   recipient TEXT NOT NULL,
   queue_id TEXT NOT NULL,
@@ -98,7 +99,7 @@ CREATE INDEX IF NOT EXISTS rcpts_queue ON rcpts (queue_id);
  * SCHEMA or to what the columns hold, and every node rebuilds its index from the log on start.
  * (0 is SQLite's default: an index of the first release, or a file not yet set up.)
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2; // 2: events_cluster (a search walked every event to find none)
 
 /** Fields kept in columns (not repeated in `rest`). */
 const COLUMNS = new Set(['t', 'node', 'event', 'queueId', 'messageId', 'sender']);
