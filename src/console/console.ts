@@ -125,7 +125,7 @@ function bulkSelection(f: Record<string, string | undefined>): { sel: Record<str
 }
 const FILTER_KEYS = ['state', 'from', 'to'] as const;
 const filterQuery = (f: Record<string, string | undefined>) => new URLSearchParams(Object.fromEntries(FILTER_KEYS.filter((k) => f[k]).map((k) => [k, f[k]!])));
-/** The outcome of a bulk action in a line: "3 held, 1 already" / "12 flushed". */
+/** The outcome of a bulk action in a line: "4 message(s): 3 held, 1 already" / "12 of 12 message(s) to be tried now". */
 function bulkSummary(op: string, body: any): string {
   if (op === 'flush') return `${body.flushed} of ${body.matched} message(s) to be tried now`;
   const by = new Map<string, number>();
