@@ -10,7 +10,9 @@
  * user. Once the node's queue manager holds all N, chromium (playwright-core, /usr/bin/chromium)
  * logs in and opens /console/queues: first contentful paint and load time of 5 loads (the first
  * after start, when the qshape cache is still being filled, and 4 later), and the server time
- * of GET /console/queues (page 1, and page 1000 of the list). Prints a summary and one JSON
+ * of GET /console/queues (page 1, and page 1000 of the list), and of the confirmation page of a
+ * bulk action (the node counts what matches: by state alone from the folder listing, by
+ * recipient domain reading every queue file's envelope). Prints a summary and one JSON
  * line {"bench":"console",...}. The temp folder is removed at the end.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -103,15 +105,19 @@ async function main(): Promise<void> {
   const page1 = await serverMs(`${base}/console/queues`);
   const page1000 = await serverMs(`${base}/console/queues?page=1000`);
   const filtered = await serverMs(`${base}/console/queues?to=domain7.example`);
+  const bulkByState = await serverMs(`${base}/console/confirm?action=bulk-hold&state=deferred`);
+  const bulkByDomain = await serverMs(`${base}/console/confirm?action=bulk-hold&to=domain7.example`);
   await page.screenshot({ path: path.join(dir, 'queues.png') });
   await browser.close();
   await node.stop();
   const figures = {
     messages: total, firstPaintMs: paints.map((p) => Math.round(p.fcp)), loadMs: paints.map((p) => Math.round(p.load)),
     serverPage1Ms: Math.round(page1), serverPage1000Ms: Math.round(page1000), serverFilteredMs: Math.round(filtered),
+    bulkConfirmByStateMs: Math.round(bulkByState), bulkConfirmByDomainMs: Math.round(bulkByDomain),
   };
   console.log(`queue page first contentful paint (5 loads): ${figures.firstPaintMs.join(', ')} ms; load event: ${figures.loadMs.join(', ')} ms`);
   console.log(`server time: page 1 ${figures.serverPage1Ms} ms, page 1000 ${figures.serverPage1000Ms} ms, filtered by recipient domain ${figures.serverFilteredMs} ms`);
+  console.log(`bulk-action confirmation (the node counts the match): by state ${figures.bulkConfirmByStateMs} ms, by recipient domain ${figures.bulkConfirmByDomainMs} ms`);
   console.log(JSON.stringify({ bench: 'console', machine: m, ...figures }));
 }
 

@@ -16,13 +16,18 @@
  *   GET  /queue             every queued message (id, state, busy, next attempt)
  *   GET  /queue/shape       pending recipients by destination domain × age (as qshape); ?state=
  *   GET  /queue/:id         envelope, per-recipient status, deferral, state; ?body=1 the message too
- *   POST /queue/:id/hold | /queue/:id/release    DELETE /queue/:id      one message
+ *   POST /queue/:id/hold | /queue/:id/release | /queue/:id/flush    DELETE /queue/:id      one message
+ *                           (flush: tried now, past its backoff and the dead-destination memory;
+ *                           404 when not queued, 409 when on hold)
  *   POST /queue/hold | release | delete | flush | requeue   with a JSON selection
- *                           {ids?, all?, sender?, recipient?, domain?, state?, olderThan?}
+ *                           {ids?, all?, sender?, senderDomain?, recipient?, domain?, state?, olderThan?}
  *                           → {matched, results: [{queueId, result}], missing} (flush, requeue:
  *                           {matched, flushed}); flush without a body flushes everything. A bulk
  *                           delete (all, a filter, several ids) answers 409 {matched} unless the
- *                           body carries "confirm": <that number>.
+ *                           body carries "confirm": <that number>; any operation given "confirm"
+ *                           answers 409 {matched} when that is not the number that matches now
+ *                           (the console's confirmation states a count). "dryRun": true → only
+ *                           {matched, missing, dryRun}: nothing is done.
  *   POST /reload            re-read the config file (as SIGHUP): {applied, restartNeeded}
  *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
  *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
@@ -95,14 +100,20 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     } catch (err) {
       return reply.code(400).send({ error: (err as Error).message });
     }
-    if ((op === 'flush' || op === 'requeue') && isEmptySelection(sel)) {
+    const { confirm, dryRun } = (req.body ?? {}) as { confirm?: unknown; dryRun?: unknown };
+    if (dryRun !== undefined && typeof dryRun !== 'boolean') return reply.code(400).send({ error: 'dryRun: true or false' });
+    if (confirm !== undefined && !(Number.isInteger(confirm) && (confirm as number) >= 0)) return reply.code(400).send({ error: 'confirm: the number of messages that match' });
+    if ((op === 'flush' || op === 'requeue') && isEmptySelection(sel) && confirm === undefined && dryRun === undefined) {
       const flushed = node.qmgr.flush();
       return { matched: flushed, flushed };
     }
     if (isEmptySelection(sel)) return reply.code(400).send({ error: 'say which messages: ids, all, or a filter (sender, recipient, domain, state, olderThan)' });
     const { selected, missing } = await selectQueued(node.spool, sel);
+    if (dryRun === true) return { matched: selected.length, missing, dryRun: true };
+    if (confirm !== undefined && confirm !== selected.length) {
+      return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match now, not ${JSON.stringify(confirm)} as confirmed; nothing done` });
+    }
     if (op === 'flush' || op === 'requeue') return { matched: selected.length, flushed: node.qmgr.flush(selected.map((m) => m.queueId)), missing };
-    const confirm = (req.body as { confirm?: unknown } | undefined)?.confirm;
     if (op === 'delete' && deleteNeedsConfirmation(sel, selected.length) && confirm !== selected.length) {
       return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match; send "confirm": ${selected.length} to delete them` });
     }
@@ -111,7 +122,7 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
       try {
         results.push({ queueId, result: op === 'hold' ? await node.qmgr.hold(queueId) : op === 'release' ? await node.qmgr.release(queueId) : await node.qmgr.remove(queueId) });
       } catch (err) {
-        if ((err as any).code !== 'ENOMSG') throw err;
+        if (!(err instanceof NoSuchMessageError)) throw err;
         results.push({ queueId, result: 'gone' }); // delivered while we looked
       }
     }
@@ -132,6 +143,14 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
   app.post<{ Params: { id: string } }>('/queue/:id/hold', action('hold'));
   app.post<{ Params: { id: string } }>('/queue/:id/release', action('release'));
   app.delete<{ Params: { id: string } }>('/queue/:id', action('delete'));
+  app.post<{ Params: { id: string } }>('/queue/:id/flush', async (req, reply) => {
+    const id = req.params.id;
+    if (!isSafeQueueId(id)) return reply.code(400).send({ error: `${JSON.stringify(id)} is not a queue id` });
+    const state = await node.spool.find(id);
+    if (!state || state === 'corrupt') return reply.code(404).send({ error: `no message ${id} in the queue` });
+    if (state === 'hold') return reply.code(409).send({ error: `message ${id} is on hold: release it to have it delivered` });
+    return { queueId: id, result: node.qmgr.flush([id]) ? 'flushed' : 'not-queued' };
+  });
   app.post('/reload', async (_req, reply) => {
     try {
       return { reloaded: true, ...(await node.reload()) };

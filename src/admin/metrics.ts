@@ -27,6 +27,8 @@ export class Metrics implements QueueMetrics {
   private deliveries = new client.Counter({ name: 'tandem_deliveries_total', help: 'Per-recipient delivery outcomes', labelNames: ['outcome', 'channel'], registers: [this.registry] });
   private durations = new client.Histogram({ name: 'tandem_delivery_duration_seconds', help: 'Time of one delivery transaction', labelNames: ['channel'], buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30], registers: [this.registry] });
   private trackingErrors = new client.Counter({ name: 'tandem_tracking_write_errors_total', help: 'Tracking log lines or syncs that failed', registers: [this.registry] });
+  private consoleLogins = new client.Counter({ name: 'tandem_console_logins_total', help: 'Console logins: ok, failed (wrong user or password), throttled (refused unchecked: too many failures from the address or for the user)', labelNames: ['result'], registers: [this.registry] });
+  private consoleLoginBlocks = new client.Counter({ name: 'tandem_console_login_blocks_total', help: 'Console login delays and lockouts started, by what was counted (address, user) and kind (delay, lockout)', labelNames: ['by', 'kind'], registers: [this.registry] });
   private dsns = new client.Counter({ name: 'tandem_dsn_total', help: 'Delivery status notifications generated', labelNames: ['kind'], registers: [this.registry] });
 
   private directoryRequests = new client.Counter({ name: 'tandem_directory_requests_total', help: 'Directory operations by server and outcome', labelNames: ['server', 'op', 'outcome'], registers: [this.registry] });
@@ -72,6 +74,14 @@ export class Metrics implements QueueMetrics {
 
   trackingError(): void {
     this.trackingErrors.inc();
+  }
+
+  consoleLogin(result: 'ok' | 'failed' | 'throttled'): void {
+    this.consoleLogins.inc({ result });
+  }
+
+  consoleLoginBlocked(by: string, lockout: boolean): void {
+    this.consoleLoginBlocks.inc({ by, kind: lockout ? 'lockout' : 'delay' });
   }
 
   dsn(kind: string): void {

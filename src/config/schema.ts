@@ -233,6 +233,16 @@ export const configSchema = z.object({
       session_idle: duration('30m'),
       /** … and at most this long after login. */
       session_max: duration('12h'),
+      /** Failed logins, counted per client address and per user (console/login-throttle.ts). */
+      login: z.object({
+        /** Failures without delay (typing mistakes). */
+        free_failures: z.number().int().min(0).max(100).default(3),
+        /** After them each failure blocks further logins for `delay`, doubled each time… */
+        delay: duration('1s'),
+        /** … and this many failures lock the address or user out for `lockout`. */
+        lockout_after: z.number().int().min(1).max(1000).default(10),
+        lockout: duration('15m'),
+      }).strict().default({}),
     }).strict().default({}),
   }).strict().default({}),
   cluster: z.object({

@@ -10,10 +10,13 @@
  * admin.console.session_idle without a request and admin.console.session_max after login.
  * Each session has its own CSRF token, required (form field `_csrf`, compared in constant
  * time) by every state-changing request.
+ * Failed logins are throttled per client address and per user (login-throttle.ts,
+ * admin.console.login): a blocked attempt is refused before its password is checked.
  */
 import { randomBytes, timingSafeEqual, createHash } from 'node:crypto';
 import { verifyPassword, hashPassword } from '../router/passwords.ts';
 import type { TandemConfig } from '../config/schema.ts';
+import { LoginThrottle, type LoginBlock } from './login-throttle.ts';
 
 export type Role = 'operator' | 'read-only';
 
@@ -28,6 +31,15 @@ export interface Session {
 
 export const SESSION_COOKIE = 'tandem_console';
 
+/**
+ * What a login attempt came to: a session; or refused, with `blocked` when the address or
+ * user is throttled — before the password was checked (`checked` false), or because this
+ * failure started a delay or a lockout.
+ */
+export type LoginResult =
+  | { ok: true; session: Session }
+  | { ok: false; checked: boolean; blocked?: LoginBlock };
+
 /** Equal strings in constant time (hashes first, so lengths do not leak). */
 function same(a: string, b: string): boolean {
   const h = (s: string) => createHash('sha256').update(s).digest();
@@ -37,18 +49,37 @@ function same(a: string, b: string): boolean {
 export class ConsoleAuth {
   private sessions = new Map<string, Session>();
   private dummyHash?: Promise<string>;
+  private readonly throttle: LoginThrottle;
 
-  constructor(private readonly c: TandemConfig['admin'], private readonly now: () => number = Date.now) {}
+  constructor(private readonly c: TandemConfig['admin'], private readonly now: () => number = Date.now) {
+    const l = c.console.login;
+    this.throttle = new LoginThrottle({ freeFailures: l.free_failures, lockoutAfter: l.lockout_after, baseDelay: l.delay, lockout: l.lockout, now });
+  }
 
   /** Whether anyone can log in at all (an admin token or at least one user). */
   get enabled(): boolean {
     return this.c.console.enabled && (!!this.c.token || this.c.console.users.length > 0);
   }
 
-  async login(user: string, password: string): Promise<Session | undefined> {
-    const name = user.trim();
+  /**
+   * A login from the client at `address`. The attempt is counted as a failure before its
+   * password is checked (scrypt takes a while), and forgiven if it was right: attempts sent in
+   * parallel are throttled too, not only those that wait for the previous answer.
+   */
+  async login(user: string, password: string, address: string): Promise<LoginResult> {
+    const name = user.trim() || 'admin';
+    const blocked = this.throttle.blocked(address, name);
+    if (blocked) return { ok: false, checked: false, blocked };
+    const ifWrong = this.throttle.failed(address, name);
+    const session = await this.check(name, password);
+    if (!session) return { ok: false, checked: true, ...(ifWrong ? { blocked: ifWrong } : {}) };
+    this.throttle.succeeded(address, name);
+    return { ok: true, session };
+  }
+
+  private async check(name: string, password: string): Promise<Session | undefined> {
     let role: Role | undefined;
-    if ((name === '' || name === 'admin') && this.c.token && same(password, this.c.token)) role = 'operator';
+    if (name === 'admin' && this.c.token && same(password, this.c.token)) role = 'operator';
     const u = this.c.console.users.find((x) => x.name === name);
     if (!role) {
       if (u) { if (await verifyPassword(password, u.password)) role = u.role; } else {
@@ -58,7 +89,7 @@ export class ConsoleAuth {
     }
     if (!role) return undefined;
     this.expire();
-    const s: Session = { id: randomBytes(32).toString('base64url'), user: name || 'admin', role, csrf: randomBytes(32).toString('base64url'), created: this.now(), seen: this.now() };
+    const s: Session = { id: randomBytes(32).toString('base64url'), user: name, role, csrf: randomBytes(32).toString('base64url'), created: this.now(), seen: this.now() };
     this.sessions.set(s.id, s);
     return s;
   }

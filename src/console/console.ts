@@ -11,7 +11,11 @@
  *   /console/charts                     traffic per minute and queue depth (uPlot); data: /console/charts/data
  *   /console/tracking?…                 tracking search over the cluster, one timeline per message
  *   /console/confirm?action&node&id     what an action will do, and a button to do it
- *   POST /console/do                    do it (operator role, CSRF token)
+ *   /console/confirm?action=bulk-<op>&state&from&to   the same for every message of this node
+ *                                       matching the Queues filter, with the count the node
+ *                                       finds (its bulk route with dryRun)
+ *   POST /console/do                    do it (operator role, CSRF token); a bulk action sends
+ *                                       the confirmed count and is refused if the match changed
  * One code path per action: POST /console/do calls the same admin API route as the CLI (on
  * this node by fastify's inject, on another node over HTTP(S) with the admin token), and the
  * read views call GET /cluster, /queue/:id and /track the same way.
@@ -37,6 +41,7 @@ import { mergeClusterViews } from '../cli/cluster-command.ts';
 import { clusterPeers } from '../track/track-routes.ts';
 import { httpJson } from '../util/http-json.ts';
 import type { MessageTimeline } from '../track/search.ts';
+import { QUEUE_STATES } from '../spool/types.ts';
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -56,7 +61,7 @@ const STREAM_MS = 500;
 type Call = { status: number; body: any } | { status: 0; body: { error: string } };
 
 interface ActionSpec {
-  /** Which node it goes to: this one (message and flush), the one named, or the claim holder. */
+  /** Which node it goes to: this one (a message), the one named, or the claim holder. */
   method: 'POST' | 'DELETE';
   path: (id: string) => string;
   needsId: boolean;
@@ -73,8 +78,8 @@ const ACTIONS: Record<string, ActionSpec> = {
     explain: (n, id) => `Message ${id} on node ${n} leaves hold/ and is delivered now (its recipients not yet done).` },
   delete: { method: 'DELETE', path: (id) => `/queue/${encodeURIComponent(id)}`, needsId: true, label: 'Delete', back: () => '/console/queues', danger: true,
     explain: (n, id) => `Message ${id} is deleted from node ${n}'s spool for good. No DSN is sent to its sender, and this cannot be undone.` },
-  flush: { method: 'POST', path: () => '/queue/flush', needsId: false, label: 'Flush the queue', back: () => '/console/queues',
-    explain: (n) => `Every deferred message on node ${n} is tried now, ignoring its backoff.` },
+  flush: { method: 'POST', path: (id) => `/queue/${encodeURIComponent(id)}/flush`, needsId: true, label: 'Flush', back: (id) => `/console/queues/${encodeURIComponent(id)}`,
+    explain: (n, id) => `Message ${id} on node ${n} is tried now (its recipients not yet done), ignoring its backoff and the memory of destinations unreachable a moment ago. Other messages wait for their own retry time.` },
   drain: { method: 'POST', path: () => '/drain', needsId: false, label: 'Drain', back: () => '/console/operations',
     explain: (n) => `Node ${n} leaves the load balancer: /health answers 503 "draining" and new SMTP sessions get 421. Mail already queued goes on being delivered. Undo with Resume.` },
   resume: { method: 'POST', path: () => '/resume', needsId: false, label: 'Resume', back: () => '/console/operations',
@@ -86,6 +91,47 @@ const ACTIONS: Record<string, ActionSpec> = {
   handback: { method: 'POST', path: (id) => `/cluster/handback/${encodeURIComponent(id)}`, needsId: true, label: 'Hand back', back: () => '/console/operations',
     explain: (n, id) => `Node ${n} stops its secondary process for spool ${id} once the deliveries in flight are recorded, and releases its claim: node ${id} delivers its own spool again.` },
 };
+
+/** Actions on every message of this node that matches the Queues page's filter (POST /queue/<op>). */
+const BULK: Record<string, { label: string; does: string; danger?: boolean }> = {
+  hold: { label: 'Hold', does: 'stop being delivered and move to hold/ until released (an attempt under way finishes first)' },
+  release: { label: 'Release', does: 'leave hold/ and are delivered now (only those on hold change)' },
+  flush: { label: 'Flush', does: 'are tried now, past their backoff and the memory of unreachable destinations (messages on hold stay held)' },
+  delete: { label: 'Delete', does: 'are deleted for good: no DSN is sent to their senders, and this cannot be undone', danger: true },
+};
+
+/**
+ * The Queues page's filter as the admin API's selection (qmgr/queue-listing.ts), and in words.
+ * Sender and recipient: an address (exact; `<>` the null sender) or a domain (`@d` or `d`);
+ * a recipient counts while still pending (one already delivered does not match).
+ */
+function bulkSelection(f: Record<string, string | undefined>): { sel: Record<string, unknown>; words: string } {
+  const sel: Record<string, unknown> = {};
+  const words: string[] = [];
+  const isAddress = (v: string) => v.includes('@') && !v.startsWith('@');
+  if (f.state && (QUEUE_STATES as readonly string[]).includes(f.state) && f.state !== 'corrupt') { sel.state = f.state; words.push(`in state ${f.state}`); }
+  const from = f.from?.trim();
+  if (from) {
+    if (from === '<>' || isAddress(from)) sel.sender = from; else sel.senderDomain = from.replace(/^@/, '');
+    words.push(from === '<>' ? 'from the null sender <>' : isAddress(from) ? `from ${from}` : `from a sender in ${sel.senderDomain}`);
+  }
+  const to = f.to?.trim();
+  if (to) {
+    if (isAddress(to)) sel.recipient = to; else sel.domain = to.replace(/^@/, '');
+    words.push(isAddress(to) ? `for ${to} (still pending)` : `with a recipient in ${sel.domain} still pending`);
+  }
+  if (!words.length) sel.all = true;
+  return { sel, words: words.length ? `every message ${words.join(', ')}` : 'every message in the queue' };
+}
+const FILTER_KEYS = ['state', 'from', 'to'] as const;
+const filterQuery = (f: Record<string, string | undefined>) => new URLSearchParams(Object.fromEntries(FILTER_KEYS.filter((k) => f[k]).map((k) => [k, f[k]!])));
+/** The outcome of a bulk action in a line: "4 message(s): 3 held, 1 already" / "12 of 12 message(s) to be tried now". */
+function bulkSummary(op: string, body: any): string {
+  if (op === 'flush') return `${body.flushed} of ${body.matched} message(s) to be tried now`;
+  const by = new Map<string, number>();
+  for (const r of (body.results ?? []) as Array<{ result: string }>) by.set(r.result, (by.get(r.result) ?? 0) + 1);
+  return `${body.matched} message(s): ${[...by].map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}`;
+}
 
 /**
  * A timeline as people read it: the `routed` line before each attempt's outcome is left out
@@ -122,16 +168,16 @@ export async function registerConsole(app: FastifyInstance, node: TandemNode): P
   const bearer = c.admin.token ? { authorization: `Bearer ${c.admin.token}` } : {};
 
   /** An admin API call on this node (inject: same route, same checks) or on a peer. */
-  async function call(target: string, method: string, url: string): Promise<Call> {
+  async function call(target: string, method: string, url: string, body?: Record<string, unknown>): Promise<Call> {
     if (target === self) {
-      const r = await app.inject({ method: method as 'GET', url, headers: bearer, remoteAddress: '127.0.0.1' });
-      let body: any;
-      try { body = r.json(); } catch { body = { error: r.body }; }
-      return { status: r.statusCode, body };
+      const r = await app.inject({ method: method as 'GET', url, headers: bearer, remoteAddress: '127.0.0.1', ...(body ? { payload: body } : {}) });
+      let answer: any;
+      try { answer = r.json(); } catch { answer = { error: r.body }; }
+      return { status: r.statusCode, body: answer };
     }
     const peer = peers.find((p) => p.id === target);
     if (!peer?.base) return { status: 0, body: { error: `node ${target} has no admin address in cluster.nodes` } };
-    const r = await httpJson(peer.base + url, { method, ...peerAuth, timeoutMs: method === 'GET' ? 3000 : 90_000 });
+    const r = await httpJson(peer.base + url, { method, ...peerAuth, timeoutMs: method === 'GET' ? 3000 : 90_000, ...(body ? { body } : {}) });
     return r.ok ? { status: r.status, body: r.body } : { status: 0, body: { error: `node ${target} unreachable (${r.error})` } };
   }
 
@@ -186,9 +232,26 @@ export async function registerConsole(app: FastifyInstance, node: TandemNode): P
     scope.post('/login', async (req, reply) => {
       const b = (req.body ?? {}) as Record<string, string>;
       const next = typeof b.next === 'string' && b.next.startsWith('/console/') && !b.next.startsWith('//') ? b.next : '/console/cluster';
-      const s = await auth.login(String(b.user ?? ''), String(b.password ?? ''));
-      if (!s) return send(reply, loginPage(next, 'Wrong user or password.'), 401);
-      return reply.code(303).header('set-cookie', auth.cookie(s, secure)).header('location', next).send();
+      const user = String(b.user ?? '').trim().slice(0, 64) || 'admin'; // names are at most 64 characters; longer is a wrong user
+      const r = await auth.login(user, String(b.password ?? ''), req.ip);
+      if (r.ok) {
+        node.metrics.consoleLogin('ok');
+        node.logger.info({ event: 'console-login', user, client: req.ip }, `console: ${user} logged in from ${req.ip}`);
+        return reply.code(303).header('set-cookie', auth.cookie(r.session, secure)).header('location', next).send();
+      }
+      node.metrics.consoleLogin(r.checked ? 'failed' : 'throttled');
+      const wait = r.blocked ? Math.ceil(r.blocked.retryAfterMs / 1000) : 0;
+      const why = r.blocked ? `too many failed logins ${r.blocked.by === 'user' ? `for user ${user}` : `from ${req.ip}`}; try again in ${wait} s` : '';
+      if (r.blocked) reply.header('retry-after', String(wait));
+      if (r.checked) {
+        if (r.blocked) node.metrics.consoleLoginBlocked(r.blocked.by, r.blocked.lockout);
+        node.logger.warn({ event: 'console-login-failed', user, client: req.ip, ...(r.blocked ? { blocked: r.blocked.by, lockout: r.blocked.lockout, retryAfterS: wait } : {}) },
+          `console: failed login as ${user} from ${req.ip}${r.blocked ? `; ${r.blocked.lockout ? 'locked out' : 'delayed'}: ${why}` : ''}`);
+        return send(reply, loginPage(next, `Wrong user or password.${r.blocked ? ` ${why[0].toUpperCase()}${why.slice(1)}.` : ''}`), 401);
+      }
+      // counted, but logged at debug only: a flood of refused attempts would flood the log
+      node.logger.debug({ event: 'console-login-throttled', user, client: req.ip, blocked: r.blocked!.by, retryAfterS: wait }, `console: login as ${user} from ${req.ip} refused unchecked: ${why}`);
+      return send(reply, loginPage(next, `Refused: ${why}.`), 429);
     });
     scope.post('/logout', async (req, reply) => {
       const s = sessionOf(req);
@@ -265,7 +328,8 @@ ${shape.rows.map((r) => html`<tr><td><a href="/console/queues?to=${encodeURIComp
 <label>State <select name="state"><option value="">any</option>${['incoming', 'active', 'deferred', 'hold'].map((st) => html`<option ${f.state === st ? 'selected' : ''}>${st}</option>`)}</select></label>
 <label>Sender <input name="from" value="${f.from ?? ''}" placeholder="address or domain"></label>
 <label>Recipient <input name="to" value="${f.to ?? ''}" placeholder="address or domain"></label>
-<button>Filter</button> <a class="button" href="/console/confirm?action=flush&node=${self}">Flush the queue…</a></form>
+<button>Filter</button></form>
+<p class="actions bulk">${(f.state || f.from || f.to) ? 'Every message that matches this filter' : 'Every message in the queue'}: ${Object.entries(BULK).map(([op, b]) => html`<a class="button ${b.danger ? 'danger' : ''}" href="/console/confirm?action=bulk-${op}&${filterQuery(f)}">${b.label} all…</a> `)}</p>
 <p class="muted">${list.total} message(s)${list.unknown ? `, ${list.unknown} not read yet (not shown)` : ''} · page ${list.page} of ${list.pages}
 ${list.page > 1 ? html` · <a href="${link(list.page - 1)}">previous</a>` : ''}${list.page < list.pages ? html` · <a href="${link(list.page + 1)}" rel="next">next</a>` : ''}</p>
 <table class="messages"><thead><tr><th>Queue id</th><th>State</th><th>Arrived</th><th>Sender</th><th>Recipients</th><th>Size</th><th>Last reply</th></tr></thead><tbody>
@@ -284,7 +348,7 @@ ${list.rows.map((r) => html`<tr data-id="${r.queueId}"><td><a href="/console/que
       const statusOf = (i: number) => m.statuses.find((x: any) => x.index === i);
       const act = (a: string) => html`<a class="button ${ACTIONS[a].danger ? 'danger' : ''}" href="/console/confirm?action=${a}&node=${self}&id=${encodeURIComponent(id)}">${ACTIONS[a].label}…</a>`;
       return send(reply, frame(s, `Message ${id}`, 'queues', html`
-<p class="actions">${m.state === 'hold' ? act('release') : act('hold')} ${act('delete')} <a href="/console/tracking?queueId=${encodeURIComponent(id)}">Timeline</a></p>
+<p class="actions">${m.state === 'hold' ? act('release') : html`${act('hold')} ${act('flush')}`} ${act('delete')} <a href="/console/tracking?queueId=${encodeURIComponent(id)}">Timeline</a></p>
 <table class="kv"><tr><th>State</th><td data-state="${m.state}">${m.state}</td></tr><tr><th>Sender</th><td>${m.envelope.sender || '<>'}</td></tr>
 <tr><th>Arrived</th><td>${when(m.envelope.arrivedAt)}</td></tr><tr><th>Message-ID</th><td>${m.envelope.messageId}</td></tr>
 <tr><th>Client</th><td>${m.envelope.client?.address} (${m.envelope.client?.helo})</td></tr><tr><th>Size</th><td>${m.size} bytes</td></tr>
@@ -317,12 +381,32 @@ ${v.spools.filter((x) => x.kind === 'claim').map((x) => html`<tr><td>${x.spool}<
       const s = need(req, reply);
       if (!s) return;
       const f = q(req);
+      const roleNote = s.role !== 'operator' ? html`<p class="error">Your role (${s.role}) cannot do this: the node will refuse it.</p>` : '';
+      if (f.action?.startsWith('bulk-')) {
+        const op = f.action.slice('bulk-'.length);
+        const b = BULK[op];
+        if (!b) return send(reply, frame(s, 'Unknown action', '', html`<p>No such action.</p>`), 400);
+        const { sel, words } = bulkSelection(f);
+        const back = `/console/queues?${filterQuery(f)}`;
+        // the node counts (the same selection as the action itself), so the number asked is the number done
+        const r = await call(self, 'POST', `/queue/${op}`, { ...sel, dryRun: true });
+        if (r.status !== 200) return send(reply, frame(s, `${b.label}: cannot count the messages`, '', html`<p class="error">${r.body?.error ?? `HTTP ${r.status}`}</p><p><a href="${back}">Back</a></p>`), 502);
+        const n: number = r.body.matched;
+        return send(reply, frame(s, `${b.label} ${n} message(s) on node ${self}?`, '', html`
+<p class="explain">${words[0].toUpperCase()}${words.slice(1)} on node ${self}: <strong data-count="${n}">${n} message(s)</strong> now. They ${b.does}.</p>
+${n === 0 ? html`<p>Nothing to do.</p><p><a href="${back}">Back to the queue</a></p>` : html`${roleNote}
+<form method="post" action="/console/do" class="confirm">
+<input type="hidden" name="_csrf" value="${s.csrf}"><input type="hidden" name="action" value="${f.action}"><input type="hidden" name="count" value="${n}">
+${FILTER_KEYS.map((k) => (f[k] ? html`<input type="hidden" name="${k}" value="${f[k]}">` : ''))}
+<button class="${b.danger ? 'danger' : ''}" name="confirm" value="yes">${b.label} ${n} message(s)</button> <a href="${back}">Cancel</a></form>
+<p class="muted">If the number that matches changes before you confirm, nothing is done and you are asked again.</p>`}`));
+      }
       const a = ACTIONS[f.action ?? ''];
       const target = f.node ?? self;
       if (!a || (a.needsId && !f.id)) return send(reply, frame(s, 'Unknown action', '', html`<p>No such action.</p>`), 400);
       return send(reply, frame(s, `${a.label}${a.needsId ? ` ${f.id}` : ''} on node ${target}?`, '', html`
 <p class="explain">${a.explain(target, f.id ?? '')}</p>
-${s.role !== 'operator' ? html`<p class="error">Your role (${s.role}) cannot do this: the node will refuse it.</p>` : ''}
+${roleNote}
 <form method="post" action="/console/do" class="confirm">
 <input type="hidden" name="_csrf" value="${s.csrf}"><input type="hidden" name="action" value="${f.action}">
 <input type="hidden" name="node" value="${target}"><input type="hidden" name="id" value="${f.id ?? ''}">
@@ -334,17 +418,32 @@ ${s.role !== 'operator' ? html`<p class="error">Your role (${s.role}) cannot do 
       const b = (req.body ?? {}) as Record<string, string>;
       if (!auth.checkCsrf(s, b._csrf)) return reply.code(403).type('text/plain').send('Missing or wrong CSRF token: reload the page and try again.');
       if (s.role !== 'operator') return reply.code(403).type('text/plain').send(`Refused: user ${s.user} has the ${s.role} role; actions need the operator role.`);
+      const finish = (ok: boolean, msg: string, back: string, fields: Record<string, unknown>) => {
+        node.logger.info({ event: 'console-action', user: s.user, action: b.action, ...fields, ok }, `console: ${s.user}: ${msg}`);
+        return reply.code(303).header('location', `${back}${back.includes('?') ? '&' : '?'}${ok ? 'done' : 'failed'}=${encodeURIComponent(msg)}`).send();
+      };
+      if (b.action?.startsWith('bulk-')) {
+        const op = b.action.slice('bulk-'.length);
+        const spec = BULK[op];
+        const count = Number(b.count);
+        if (!spec || !/^\d+$/.test(b.count ?? '')) return reply.code(400).type('text/plain').send('Unknown action, or no confirmed count.');
+        const { sel, words } = bulkSelection(b);
+        const r = await call(self, 'POST', `/queue/${op}`, { ...sel, confirm: count });
+        const ok = r.status >= 200 && r.status < 300;
+        const msg = ok ? `${spec.label} on ${self}, ${words}: ${bulkSummary(op, r.body)}.`
+          : r.status === 409 && typeof r.body?.matched === 'number' ? `${spec.label} not done: ${r.body.matched} message(s) match now, not ${count} as confirmed. Look again and confirm the new number.`
+            : `${spec.label} on ${self} failed: ${r.body?.error ?? `HTTP ${r.status}`}`;
+        return finish(ok, msg, `/console/queues?${filterQuery(b)}`, { node: self, selection: sel, confirmed: count, ...(ok ? { matched: r.body.matched } : {}) });
+      }
       const a = ACTIONS[b.action ?? ''];
       const id = b.id ?? '';
       const target = b.node || self;
       if (!a || (a.needsId && !id) || (target !== self && !peers.some((p) => p.id === target))) return reply.code(400).type('text/plain').send('Unknown action, message or node.');
       const r = await call(target, a.method, a.path(id));
       const ok = r.status >= 200 && r.status < 300;
-      const msg = ok ? `${a.label}${a.needsId ? ` ${id}` : ''} on ${target}: done${r.body?.result ? ` (${r.body.result})` : r.body?.flushed !== undefined ? ` (${r.body.flushed} message(s))` : ''}.`
+      const msg = ok ? `${a.label}${a.needsId ? ` ${id}` : ''} on ${target}: done${r.body?.result ? ` (${r.body.result})` : ''}.`
         : `${a.label}${a.needsId ? ` ${id}` : ''} on ${target} failed: ${r.body?.error ?? `HTTP ${r.status}`}`;
-      req.log.info({ event: 'console-action', user: s.user, action: b.action, node: target, id, ok }, msg);
-      const back = a.back(id);
-      return reply.code(303).header('location', `${back}${back.includes('?') ? '&' : '?'}${ok ? 'done' : 'failed'}=${encodeURIComponent(msg)}`).send();
+      return finish(ok, msg, a.back(id), { node: target, id });
     });
 
     // ---- Charts ----

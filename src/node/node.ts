@@ -78,7 +78,7 @@ export class TandemNode {
   listenerAddresses: Record<string, { host: string; port: number }> = {};
   adminAddress?: { host: string; port: number };
 
-  private constructor(readonly config: TandemConfig, private readonly logger: Logger, private readonly rereadConfig?: () => Promise<TandemConfig>) {
+  private constructor(readonly config: TandemConfig, readonly logger: Logger, private readonly rereadConfig?: () => Promise<TandemConfig>) {
     this.metrics = new Metrics(() => this.qmgr?.counts() ?? {});
   }
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, appendFileSync, writeFileSync, renameSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { TrackingIndex } from './index-db.ts';
+import Database from 'better-sqlite3';
+import { TrackingIndex, SCHEMA_VERSION } from './index-db.ts';
 import { mergeTimelines, parseTrackQuery } from './search.ts';
 
 const T0 = Date.parse('2026-12-01T10:00:00Z');
@@ -85,6 +86,39 @@ test('incremental sync, a torn last line, rebuild from the log when the index is
   assert.equal(idx.stats().events, 10, 'a damaged index is moved aside and rebuilt');
   assert.ok(readdirSync(dir).some((f) => f.startsWith('idx.db.corrupt-')));
   await idx.close();
+});
+
+test('an index of another schema version (or of the first release, without one) is rebuilt from the log', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'track-idx-'));
+  const log = path.join(dir, 'tracking.log');
+  const db = path.join(dir, 'idx.db');
+  writeFileSync(log, sample());
+  let idx = new TrackingIndex(db, log, 'a');
+  assert.equal(idx.rebuilt, undefined, 'a new index is not a rebuild');
+  await idx.sync();
+  await idx.close();
+  idx = new TrackingIndex(db, log, 'a');
+  assert.equal(idx.rebuilt, undefined, 'same version: kept');
+  await idx.sync();
+  assert.equal(idx.stats().events, 8, 'kept, and not indexed twice');
+  await idx.close();
+
+  for (const [version, what] of [[0, 'a first-release index (no version)'], [SCHEMA_VERSION + 1, 'a newer node\'s index']] as const) {
+    const raw = new Database(db);
+    raw.pragma(`user_version = ${version}`);
+    // what the other version left: rows this version would misread, and an offset past them
+    raw.exec("DELETE FROM events; INSERT INTO meta (key, value) VALUES ('offset', '999999') ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    raw.close();
+    idx = new TrackingIndex(db, log, 'a');
+    assert.match(idx.rebuilt ?? '', new RegExp(`schema version ${version}, this node uses ${SCHEMA_VERSION}`), what);
+    await idx.sync();
+    assert.equal(idx.stats().events, 8, `${what}: rebuilt from the whole log`);
+    assert.deepEqual(idx.search({ to: 'carol@other.test' }).messages.map((m) => m.queueId), ['Q1.a']);
+    await idx.close();
+    const check = new Database(db, { readonly: true });
+    assert.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'the rebuilt file carries this version');
+    check.close();
+  }
 });
 
 test('rotation: the rest of the old file is indexed from <log>.1, then the new file; prune by age', async () => {

@@ -7,7 +7,9 @@
  * was appended since, in chunks (one transaction each, the event loop is given back between
  * them so heartbeats go on); a log replaced by rotation is finished from its rotated name
  * (`<log>.1`) when that is the same file, then read from the start. A missing index is rebuilt
- * from the log; an unreadable one is moved aside (`.corrupt-<time>`) and rebuilt.
+ * from the log; an unreadable one is moved aside (`.corrupt-<time>`) and rebuilt; one made by
+ * another version of this code (`PRAGMA user_version` other than SCHEMA_VERSION, or no version:
+ * the first release) is deleted and rebuilt from the log (`rebuilt` says why).
  * Only lines of this node (`node` = our id) are indexed: several nodes may write one log file
  * (a shared folder), each answers for its own lines and the cluster search merges them.
  * Search: by queue id, Message-ID, sender and recipient (exact address, or a domain given as
@@ -22,7 +24,7 @@
  * caller, which logs it and tries again later).
  */
 import Database from 'better-sqlite3';
-import { existsSync, mkdirSync, renameSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import { open } from 'node:fs/promises';
 
@@ -81,6 +83,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_queue ON events (queue_id, t) WHERE queue_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_t ON events (t);
+CREATE INDEX IF NOT EXISTS events_cluster ON events (spool, t) WHERE queue_id IS NULL;
 CREATE TABLE IF NOT EXISTS rcpts (
   recipient TEXT NOT NULL,
   queue_id TEXT NOT NULL,
@@ -90,6 +93,13 @@ CREATE TABLE IF NOT EXISTS rcpts (
 CREATE INDEX IF NOT EXISTS rcpts_domain ON rcpts (domain);
 CREATE INDEX IF NOT EXISTS rcpts_queue ON rcpts (queue_id);
 `;
+
+/**
+ * The schema's version, kept in the file as `PRAGMA user_version`: bump it with any change to
+ * SCHEMA or to what the columns hold, and every node rebuilds its index from the log on start.
+ * (0 is SQLite's default: an index of the first release, or a file not yet set up.)
+ */
+export const SCHEMA_VERSION = 2; // 2: events_cluster (a search walked every event to find none)
 
 /** Fields kept in columns (not repeated in `rest`). */
 const COLUMNS = new Set(['t', 'node', 'event', 'queueId', 'messageId', 'sender']);
@@ -103,10 +113,14 @@ export class TrackingIndex {
   /** Lines read that were not JSON (not indexed). */
   skipped = 0;
   private readonly nodeTag: string;
+  /** Why the file at dbFile was not used as it was and the index is rebuilt from the log (for the node's log). */
+  readonly rebuilt?: string;
 
   /** Open (or create, or rebuild) the index of `logFile` at `dbFile`, for lines of `nodeId`. */
   constructor(readonly dbFile: string, readonly logFile: string, readonly nodeId: string) {
-    this.db = openDb(dbFile);
+    const { db, rebuilt } = openDb(dbFile);
+    this.db = db;
+    if (rebuilt) this.rebuilt = rebuilt;
     this.nodeTag = `"node":${JSON.stringify(nodeId)},`;
   }
 
@@ -292,7 +306,7 @@ export class TrackingIndex {
 }
 
 /** Open the database; a file SQLite cannot read is moved aside and a new one built. */
-function openDb(file: string): Database.Database {
+function openDb(file: string): { db: Database.Database; rebuilt?: string } {
   mkdirSync(path.dirname(file), { recursive: true });
   const tryOpen = () => {
     const db = new Database(file);
@@ -304,20 +318,37 @@ function openDb(file: string): Database.Database {
       db.pragma('cache_size = -65536');
       db.pragma('mmap_size = 268435456');
       db.pragma('temp_store = MEMORY');
-      db.exec(SCHEMA);
-      return db;
+      const version = db.pragma('user_version', { simple: true }) as number;
+      const tables = (db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE type = 'table'").get() as { n: number }).n;
+      if (tables > 0 && version !== SCHEMA_VERSION) return { db, stale: version };
+      db.transaction(() => {
+        db.exec(SCHEMA);
+        db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      })();
+      return { db };
     } catch (err) {
       db.close();
       throw err;
     }
   };
+  const moveAside = (to?: string) => {
+    for (const ext of ['', '-wal', '-shm']) {
+      try { if (to) renameSync(file + ext, to + ext); else unlinkSync(file + ext); } catch { /* none */ }
+    }
+  };
+  let opened;
   try {
-    return tryOpen();
+    opened = tryOpen();
   } catch (err) {
     if (!existsSync(file) || !/SQLITE_(NOTADB|CORRUPT)/.test(String((err as { code?: string }).code))) throw err;
-    const aside = `${file}.corrupt-${Date.now()}`;
-    renameSync(file, aside);
-    for (const ext of ['-wal', '-shm']) { try { renameSync(file + ext, aside + ext); } catch { /* none */ } }
-    return tryOpen();
+    moveAside(`${file}.corrupt-${Date.now()}`);
+    const { db } = tryOpen();
+    return { db, rebuilt: 'the index file was damaged (moved aside)' };
   }
+  if (opened.stale === undefined) return { db: opened.db };
+  // another version's index: nothing in it is lost (the log is the record), so it is replaced
+  opened.db.close();
+  moveAside();
+  const { db } = tryOpen();
+  return { db, rebuilt: `the index file has schema version ${opened.stale}, this node uses ${SCHEMA_VERSION}` };
 }

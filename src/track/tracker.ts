@@ -38,6 +38,7 @@ export class Tracker {
 
   constructor(private readonly c: TandemConfig, private readonly reopenLog: () => void, private readonly warn: (msg: string) => void) {
     this.index = new TrackingIndex(indexPathFor(c), c.tracking.path, c.node.id);
+    if (this.index.rebuilt) this.warn(`rebuilding the index from the log: ${this.index.rebuilt}`);
     const every = (ms: number, fn: () => void | Promise<void>) => {
       const t = setInterval(() => { Promise.resolve().then(fn).catch((err) => this.warn(String((err as Error).message ?? err))); }, ms);
       t.unref();

@@ -5,21 +5,21 @@
  * Exports: httpJson, HttpJsonReply.
  * node:http(s) rather than fetch, so that an https peer can be checked against our own CA
  * file (admin.tls.ca) without a global agent. Never throws: an unreachable peer, a timeout or
- * an answer that is not JSON is {ok: false, error}.
+ * an answer that is not JSON is {ok: false, error}. `body` is sent as JSON.
  */
 import http from 'node:http';
 import https from 'node:https';
 
 export type HttpJsonReply = { ok: true; status: number; body: any } | { ok: false; error: string };
 
-export function httpJson(url: string, opts: { method?: string; token?: string; ca?: Buffer | string; timeoutMs?: number } = {}): Promise<HttpJsonReply> {
+export function httpJson(url: string, opts: { method?: string; token?: string; ca?: Buffer | string; timeoutMs?: number; body?: unknown } = {}): Promise<HttpJsonReply> {
   return new Promise((resolve) => {
     let u: URL;
     try { u = new URL(url); } catch { return resolve({ ok: false, error: `bad URL ${url}` }); }
     const lib = u.protocol === 'https:' ? https : http;
     const req = lib.request(u, {
       method: opts.method ?? 'GET',
-      headers: { accept: 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}) },
+      headers: { accept: 'application/json', ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...(opts.body !== undefined ? { 'content-type': 'application/json' } : {}) },
       timeout: opts.timeoutMs ?? 3000,
       ...(opts.ca && u.protocol === 'https:' ? { ca: opts.ca } : {}),
     }, (res) => {
@@ -36,6 +36,6 @@ export function httpJson(url: string, opts: { method?: string; token?: string; c
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${opts.timeoutMs ?? 3000} ms`)));
     req.on('error', (err: NodeJS.ErrnoException) => resolve({ ok: false, error: err.code ?? err.message }));
-    req.end();
+    req.end(opts.body !== undefined ? JSON.stringify(opts.body) : undefined);
   });
 }
