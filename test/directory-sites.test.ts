@@ -129,6 +129,9 @@ test('each node reads only from its own site\'s servers; tandem dir writes go to
   const route = await runCli(['dir', 'add', 'route', 'partner.test', 'smtp:[192.0.2.10]:25', '--config', clusterFile, '--node-id', 'b']);
   assert.equal(route.code, 0, route.stderr);
   assert.equal(await writtenBy(masterDc2, `tandemRouteKey=partner.test,ou=routes,${ldap.suffix}`), 2, 'node b (dc2) wrote on master-dc2');
+  const check = await runCli(['config', 'check', clusterFile, '--node-id', 'b', '--no-connect']);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+  assert.ok(check.stdout.includes(`ok   directory site dc2: reads from ${masterDc2.url}, ${shadowDc2.url}, the other sites' servers only while these are down; writes to ${masterDc2.url} first`), check.stdout);
 });
 
 test('dc1\'s servers killed: the dc1 node reads from dc2 and writes to master-dc2, dc2 unaffected; back: dc1 again, the masters converge', { skip }, async () => {

@@ -283,7 +283,7 @@ test('directory sites: the own site from cluster.nodes or directory.site; sites 
   assert.equal(directorySite(noSites), undefined);
   assert.match(await errorFor(`directory:\n  base_dn: dc=x\n${servers()}`), /directory\.site: directory\.servers have sites \(dc1, dc2\): set directory\.site to this node's site/);
   assert.match(await errorFor(`directory:\n  base_dn: dc=x\n  site: dc3\n${servers()}`), /directory\.site: this node's site "dc3" \(directory\.site\) has no directory server; the servers' sites are dc1, dc2/);
-  assert.match(await errorFor(`node: { id: a }\n${cluster('default')}directory:\n  base_dn: dc=x\n${servers()}`), /this node's site "default" \(cluster\.nodes\[\]\.site of node a\) has no directory server/);
+  assert.match(await errorFor(`node: { id: a }\n${cluster('default')}directory:\n  base_dn: dc=x\n${servers()}`), /directory\.servers: node a's site "default" \(cluster\.nodes\[\]\.site\) has no directory server/);
   assert.match(await errorFor('directory:\n  base_dn: dc=x\n  site: dc1\n  servers:\n    - { url: "ldap://a", site: dc1 }\n    - { url: "ldap://b" }\n'), /directory\.servers\.1\.site: ldap:\/\/b has no site while others do \(dc1\)/);
   assert.match(await errorFor('directory:\n  base_dn: dc=x\n  site: dc1\n  servers: [{ url: "ldap://a" }]\n'), /directory\.site: no server in directory\.servers has a site/);
 });

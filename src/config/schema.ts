@@ -407,11 +407,15 @@ function checkDirectorySites(c: TandemConfig, ctx: z.RefinementCtx): void {
     return;
   }
   d.servers.forEach((s, i) => { if (s.site === undefined) issue(['servers', i, 'site'], `${s.url} has no site while others do (${sites.join(', ')}): give every server its site, or none`); });
-  const own = directorySite(c);
-  if (own === undefined) issue(['site'], `directory.servers have sites (${sites.join(', ')}): set directory.site to this node's site (or cluster.nodes[].site in a cluster)`);
-  else if (!sites.includes(own)) {
-    const from = d.site !== undefined ? 'directory.site' : `cluster.nodes[].site of node ${c.node.id}`;
-    issue([d.site !== undefined ? 'site' : 'servers'], `this node's site "${own}" (${from}) has no directory server; the servers' sites are ${sites.join(', ')}`);
+  if (d.site !== undefined) {
+    if (!sites.includes(d.site)) issue(['site'], `this node's site "${d.site}" (directory.site) has no directory server; the servers' sites are ${sites.join(', ')}`);
+  } else if (!c.cluster) {
+    issue(['site'], `directory.servers have sites (${sites.join(', ')}): set directory.site to this node's site (or cluster.nodes[].site in a cluster)`);
+  } else {
+    // a cluster file may be shared by every node: each one's site must have servers
+    for (const n of c.cluster.nodes) {
+      if (!sites.includes(n.site)) issue(['servers'], `node ${n.id}'s site "${n.site}" (cluster.nodes[].site) has no directory server; the servers' sites are ${sites.join(', ')} (or set directory.site)`);
+    }
   }
 }
 
