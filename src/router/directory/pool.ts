@@ -25,7 +25,8 @@
  * No master reachable: DirectoryMasterUnavailableError, code DIRECTORY_MASTER_UNAVAILABLE.
  * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
  * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
- * Config keys (passed in): directory.servers, directory.bind_dn, directory.bind_password(_file),
+ * Config keys (passed in): directory.servers (url, role, site), directory.site (or the node's
+ * cluster.nodes[].site, resolved by config/schema.ts directorySite), directory.bind_dn, directory.bind_password(_file),
  * directory.connect_timeout, directory.operation_timeout, directory.server_backoff.
  */
 import { Client, ResultCodeError, UnavailableError, BusyError, NoSuchObjectError } from 'ldapts';
