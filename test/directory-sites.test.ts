@@ -117,6 +117,8 @@ test('each node reads only from its own site\'s servers; tandem dir writes go to
   assert.ok(readsAt(h2, 'dc2').every((n) => n > 0), `dc2 node: reads spread over dc2: ${JSON.stringify(h2)}`);
   assert.deepEqual(readsAt(h2, 'dc1'), [0, 0], 'dc2 node: no read in dc1');
   assert.equal(h1['master-dc2'].site, 'dc2', '/health shows each server\'s site');
+  const metrics = await (await fetch(`http://127.0.0.1:${sites.dc1.node.admin!.port}/metrics`)).text();
+  assert.ok(metrics.includes(`tandem_directory_server_up{server="${shadowDc1.url}",role="shadow",site="dc1"} 1`), metrics);
 
   // the site can also come from the cluster config (cluster.nodes[].site of --node-id)
   const clusterFile = writeNodeConfig(path.join(dir, 'cluster'), {
