@@ -14,8 +14,9 @@
  * own site's server again, so reads come back to the own site by themselves. Without sites every
  * server is one group, as above.
  * Writes: to the first master (with sites: the own site's master, else the first in config
- * order); to the second master only when the write never reached the first: its connect or bind failed now or within the last `backoffMs` (read failures of other
- * kinds do not count), or it answered busy/unavailable. Two masters written at once can diverge
+ * order); to the second master only when the write never reached the first: its connect or
+ * bind failed now or within the last `backoffMs` (read failures of other kinds do not count),
+ * or it answered busy/unavailable. Two masters written at once can diverge
  * for good on OpenLDAP 2.5 (see docs/directory.md), hence one at a time. A write sent to a master
  * that then times out or loses its connection may have been applied there: it is not repeated
  * on the other master — DirectoryWriteOutcomeUnknownError (code DIRECTORY_WRITE_OUTCOME_UNKNOWN,
@@ -26,8 +27,9 @@
  * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
  * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
  * Config keys (passed in): directory.servers (url, role, site), directory.site (or the node's
- * cluster.nodes[].site, resolved by config/schema.ts directorySite), directory.bind_dn, directory.bind_password(_file),
- * directory.connect_timeout, directory.operation_timeout, directory.server_backoff.
+ * cluster.nodes[].site, resolved by config/schema.ts directorySite), directory.bind_dn,
+ * directory.bind_password(_file), directory.connect_timeout, directory.operation_timeout,
+ * directory.server_backoff.
  */
 import { Client, ResultCodeError, UnavailableError, BusyError, NoSuchObjectError } from 'ldapts';
 import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
