@@ -9,7 +9,7 @@
  *   tandem_deliveries_total{outcome,channel}, tandem_delivery_duration_seconds{channel},
  *   tandem_dsn_total{kind}, tandem_tracking_write_errors_total,
  *   tandem_queue_messages{state} (read from the queue manager on scrape),
- *   tandem_directory_server_up{server,role} (1 up, 0 down or not yet contacted; read on scrape),
+ *   tandem_directory_server_up{server,role[,site]} (1 up, 0 down or not yet contacted; read on scrape),
  *   tandem_directory_requests_total{server,op,outcome}, tandem_directory_lookup_seconds{server,op},
  *   tandem_directory_cache_total{result} (hit, miss, stale, failure; read on scrape).
  */
@@ -98,10 +98,10 @@ export class Metrics implements QueueMetrics {
     new client.Gauge({
       name: 'tandem_directory_server_up',
       help: 'Directory server state: 1 up, 0 down or not yet contacted',
-      labelNames: ['server', 'role'],
+      labelNames: ['server', 'role', 'site'],
       registers: [this.registry],
       collect() {
-        for (const s of servers()) this.set({ server: s.url, role: s.role }, s.state === 'up' ? 1 : 0);
+        for (const s of servers()) this.set({ server: s.url, role: s.role, ...(s.site !== undefined ? { site: s.site } : {}) }, s.state === 'up' ? 1 : 0);
       },
     });
     new client.Gauge({

@@ -10,6 +10,7 @@
  * the file or the entry.
  * A cluster file shared by every node (no node.id) is checked as such when no node id is given
  * (every node of cluster.nodes), or as the node given (--node-id, TANDEM_NODE_ID).
+ * With directory sites, one line says which servers this node reads and writes first.
  *
  */
 import { access, readFile } from 'node:fs/promises';
@@ -17,6 +18,7 @@ import { constants } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { loadConfig, nodeIdGiven } from '../config/load.ts';
 import type { TandemConfig } from '../config/schema.ts';
+import { directorySite } from '../config/schema.ts';
 import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 import { DirectoryRouter } from '../router/directory/index.ts';
@@ -44,6 +46,12 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
     const router = await createRouter(c);
     await router.close();
   });
+  const site = directorySite(c);
+  if (c.directory && site !== undefined) {
+    const own = c.directory.servers.filter((s) => s.site === site);
+    const master = [...own, ...c.directory.servers].find((s) => s.role === 'master');
+    lines.push(`  ok   directory site ${site}${nodeIdGiven(c) || !c.cluster || c.directory.site !== undefined ? '' : ` (node ${c.node.id}'s; give --node-id for another node)`}: reads from ${own.map((s) => s.url).join(', ')}, the other sites' servers only while these are down; writes to ${master?.url ?? 'no master'} first`);
+  }
   if (c.directory && opts.connect === false) lines.push('  --   directory servers not contacted (--no-connect)');
   else if (c.directory) {
     const pool = await createDirectoryPool(c).catch((err: Error) => err);

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadConfig, type ConfigOverrides } from './load.ts';
 import { ConfigError } from '../util/errors.ts';
+import { directorySite } from './schema.ts';
 
 let dir: string;
 let fileCount = 0;
@@ -266,6 +267,25 @@ test('directory: defaults in ms, password file relative to the config file; more
   await assert.rejects(loadConfig(await configFile(three)), /directory\.servers: at most two servers can be masters/);
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "ldap://h" }]\n  bind_password: a\n  bind_password_file: b\n')), /directory\.bind_password_file: set bind_password or bind_password_file, not both/);
   await assert.rejects(loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "http://h" }]\n')), /directory\.servers\.0\.url: use ldap:\/\/host:port/);
+});
+
+test('directory sites: the own site from cluster.nodes or directory.site; sites on all servers or none, and the own one among them', async () => {
+  const servers = (b = 'dc2') => `  servers:\n    - { url: "ldap://10.1.0.1", role: master, site: dc1 }\n    - { url: "ldap://10.2.0.1", role: master, site: ${b} }\n`;
+  const cluster = (siteA: string) => `cluster:\n  secret: a-cluster-secret-0123456789\n  nodes:\n    - { id: a, heartbeat: "127.0.0.1:7001", site: ${siteA} }\n    - { id: b, heartbeat: "127.0.0.1:7002", site: dc2 }\n`;
+  const inCluster = await loadConfig(await configFile(`${cluster('dc1')}directory:\n  base_dn: dc=x\n${servers()}`), { nodeId: 'b' });
+  assert.equal(directorySite(inCluster), 'dc2', "node b's cluster site");
+  assert.deepEqual(inCluster.directory!.servers[1], { url: 'ldap://10.2.0.1', role: 'master', site: 'dc2' });
+  const alone = await loadConfig(await configFile(`directory:\n  base_dn: dc=x\n  site: dc1\n${servers()}`));
+  assert.equal(directorySite(alone), 'dc1');
+  const override = await loadConfig(await configFile(`node: { id: a }\n${cluster('dc2')}directory:\n  base_dn: dc=x\n  site: dc1\n${servers()}`));
+  assert.equal(directorySite(override), 'dc1', 'directory.site wins over the cluster site');
+  const noSites = await loadConfig(await configFile('directory:\n  base_dn: dc=x\n  servers: [{ url: "ldap://h" }]\n'));
+  assert.equal(directorySite(noSites), undefined);
+  assert.match(await errorFor(`directory:\n  base_dn: dc=x\n${servers()}`), /directory\.site: directory\.servers have sites \(dc1, dc2\): set directory\.site to this node's site/);
+  assert.match(await errorFor(`directory:\n  base_dn: dc=x\n  site: dc3\n${servers()}`), /directory\.site: this node's site "dc3" \(directory\.site\) has no directory server; the servers' sites are dc1, dc2/);
+  assert.match(await errorFor(`node: { id: a }\n${cluster('default')}directory:\n  base_dn: dc=x\n${servers()}`), /directory\.servers: node a's site "default" \(cluster\.nodes\[\]\.site\) has no directory server/);
+  assert.match(await errorFor('directory:\n  base_dn: dc=x\n  site: dc1\n  servers:\n    - { url: "ldap://a", site: dc1 }\n    - { url: "ldap://b" }\n'), /directory\.servers\.1\.site: ldap:\/\/b has no site while others do \(dc1\)/);
+  assert.match(await errorFor('directory:\n  base_dn: dc=x\n  site: dc1\n  servers: [{ url: "ldap://a" }]\n'), /directory\.site: no server in directory\.servers has a site/);
 });
 
 test('a wrong type names the line in the file and says what is wanted in plain words', async () => {

@@ -320,7 +320,11 @@ export const configSchema = z.object({
     servers: z.array(z.object({
       url: z.string().regex(/^ldaps?:\/\/[^\s/]+\/?$/, 'use ldap://host:port or ldaps://host:port'),
       role: z.enum(['master', 'shadow']).default('shadow'),
+      /** The site (data centre) the server is in; the node reads and writes its own site's first. */
+      site: z.string().min(1).optional(),
     }).strict()).min(1).max(16),
+    /** This node's site for the directory; default: its cluster.nodes[].site (docs/directory.md "Sites"). */
+    site: z.string().min(1).optional(),
     base_dn: z.string().min(1),
     bind_dn: z.string().optional(),
     bind_password: z.string().optional(),
@@ -386,6 +390,7 @@ export const configSchema = z.object({
   if (c.dkim.directory && !c.directory) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['dkim', 'directory'], message: 'needs a directory: section (the keys are read from its tandemDkimDomain entries)' });
   }
+  if (c.directory) checkDirectorySites(c, ctx);
   if (c.directory?.bind_password !== undefined && c.directory.bind_password_file !== undefined) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', 'bind_password_file'], message: 'set bind_password or bind_password_file, not both' });
   }
@@ -403,6 +408,37 @@ export const configSchema = z.object({
 export type TandemConfig = z.output<typeof configSchema>;
 export type ClusterConfig = NonNullable<TandemConfig['cluster']>;
 export type ClusterNodeConfig = ClusterConfig['nodes'][number];
+
+/**
+ * The node's own site for directory reads and writes: directory.site, else this node's
+ * cluster.nodes[].site; undefined when no server has a site (no preference).
+ */
+export function directorySite(c: Pick<TandemConfig, 'node' | 'cluster' | 'directory'>): string | undefined {
+  if (!c.directory?.servers.some((s) => s.site !== undefined)) return undefined;
+  return c.directory.site ?? c.cluster?.nodes.find((n) => n.id === c.node.id)?.site;
+}
+
+/** Sites on every directory server or on none, and the node's own site among them. */
+function checkDirectorySites(c: TandemConfig, ctx: z.RefinementCtx): void {
+  const d = c.directory!;
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['directory', ...path], message });
+  const sites = [...new Set(d.servers.flatMap((s) => (s.site !== undefined ? [s.site] : [])))];
+  if (sites.length === 0) {
+    if (d.site !== undefined) issue(['site'], 'no server in directory.servers has a site: give each server its site, or remove directory.site');
+    return;
+  }
+  d.servers.forEach((s, i) => { if (s.site === undefined) issue(['servers', i, 'site'], `${s.url} has no site while others do (${sites.join(', ')}): give every server its site, or none`); });
+  if (d.site !== undefined) {
+    if (!sites.includes(d.site)) issue(['site'], `this node's site "${d.site}" (directory.site) has no directory server; the servers' sites are ${sites.join(', ')}`);
+  } else if (!c.cluster) {
+    issue(['site'], `directory.servers have sites (${sites.join(', ')}): set directory.site to this node's site (or cluster.nodes[].site in a cluster)`);
+  } else {
+    // a cluster file may be shared by every node: each one's site must have servers
+    for (const n of c.cluster.nodes) {
+      if (!sites.includes(n.site)) issue(['servers'], `node ${n.id}'s site "${n.site}" (cluster.nodes[].site) has no directory server; the servers' sites are ${sites.join(', ')} (or set directory.site)`);
+    }
+  }
+}
 
 /** The rules between cluster keys: ids unique, partners known, fence before dead. */
 function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): void {

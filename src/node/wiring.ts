@@ -9,7 +9,7 @@
  * tables together (tables first, see router/directory/directory-router.ts); it does not contact
  * the directory, so a node starts while the directory is down (lookups then answer 451).
  */
-import type { TandemConfig } from '../config/schema.ts';
+import { directorySite, type TandemConfig } from '../config/schema.ts';
 import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
@@ -56,8 +56,10 @@ export async function createDirectoryPool(c: TandemConfig, hooks: DirectoryHooks
       throw new Error(`directory.bind_password_file: cannot read ${d.bind_password_file}: ${(err as Error).message}`);
     }
   }
+  const site = directorySite(c);
   return new DirectoryPool({
     servers: d.servers,
+    ...(site !== undefined ? { site } : {}),
     ...(d.bind_dn !== undefined ? { bindDn: d.bind_dn } : {}),
     ...(bindPassword !== undefined ? { bindPassword } : {}),
     connectTimeoutMs: d.connect_timeout,

@@ -5,10 +5,13 @@
  * Exports:
  *   startMasterShadow(opts?): Promise<LdapSetup>   provider + consumer (refreshAndPersist)
  *   startTwoMasters(opts?): Promise<LdapSetup>     multi-provider ("mirror mode") pair
+ *   startTwoSites(opts?): Promise<LdapSetup>       a master per site (dc1, dc2) replicating each
+ *                                                  other, each with a shadow of its own site
  *   LdapSetup      servers, suffix, rootDn, rootPw, dir, stopAll()
- *   SlapdServer    name, url, port, kill() (SIGKILL), stop(), start() (same config and data)
+ *   SlapdServer    name, url, port, site?, kill() (SIGKILL), stop(), start() (same config and data)
  *   waitForEntry(url, dn, present, timeoutMs?)    polls a base search until the entry is (not) there
- *   directorySection(setup, roles, extra?)         the directory: config section for a node
+ *   directorySection(setup, roles, extra?)         the directory: config section for a node (with
+ *                                                  each server's site when it has one)
  *   SLAPD_AVAILABLE  whether /usr/sbin/slapd exists (tests skip with a message otherwise)
  *
  * Each server: slapd.conf style (slapd -f), mdb in a temp folder, schemas core, cosine,
@@ -40,6 +43,8 @@ export interface SlapdServer {
   readonly name: string;
   readonly url: string;
   readonly port: number;
+  /** startTwoSites: the site the server stands for. */
+  readonly site: string | undefined;
   readonly proc: Proc | undefined;
   /** SIGKILL the server (its data stays for start()). */
   kill(): Promise<void>;
@@ -70,6 +75,7 @@ interface ServerSpec {
   role: 'provider' | 'consumer' | 'mirror';
   peerPort?: number;
   serverId?: number;
+  site?: string;
 }
 
 /** Master (provider) + shadow (syncrepl consumer of the master). */
@@ -87,6 +93,20 @@ export async function startTwoMasters(opts: SetupOptions = {}): Promise<LdapSetu
   return startSetup(opts, [
     { name: 'master-a', port: ap, role: 'mirror', peerPort: bp, serverId: 1 },
     { name: 'master-b', port: bp, role: 'mirror', peerPort: ap, serverId: 2 },
+  ]);
+}
+
+/**
+ * Two sites: master-dc1 and master-dc2 replicating each other (multi-provider, serverID 1 and 2),
+ * shadow-dc1 a consumer of master-dc1, shadow-dc2 of master-dc2. Servers in that order.
+ */
+export async function startTwoSites(opts: SetupOptions = {}): Promise<LdapSetup> {
+  const [m1, m2, s1, s2] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  return startSetup(opts, [
+    { name: 'master-dc1', port: m1, role: 'mirror', peerPort: m2, serverId: 1, site: 'dc1' },
+    { name: 'master-dc2', port: m2, role: 'mirror', peerPort: m1, serverId: 2, site: 'dc2' },
+    { name: 'shadow-dc1', port: s1, role: 'consumer', peerPort: m1, site: 'dc1' },
+    { name: 'shadow-dc2', port: s2, role: 'consumer', peerPort: m2, site: 'dc2' },
   ]);
 }
 
@@ -152,11 +172,13 @@ class Server implements SlapdServer {
   readonly name: string;
   readonly port: number;
   readonly url: string;
+  readonly site: string | undefined;
   proc: Proc | undefined;
 
   constructor(spec: ServerSpec, private readonly dir: string, private readonly conf: string) {
     this.name = spec.name;
     this.port = spec.port;
+    this.site = spec.site;
     this.url = `ldap://127.0.0.1:${spec.port}`;
   }
 
@@ -243,7 +265,7 @@ export async function waitForReplicas(setup: LdapSetup, timeoutMs = 15_000): Pro
 /** The directory: section of a node config for `setup`, servers in the given order and roles. */
 export function directorySection(setup: LdapSetup, roles: Array<'master' | 'shadow'>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    servers: setup.servers.map((s, i) => ({ url: s.url, role: roles[i] })),
+    servers: setup.servers.map((s, i) => ({ url: s.url, role: roles[i], ...(s.site ? { site: s.site } : {}) })),
     base_dn: setup.suffix,
     bind_dn: setup.rootDn,
     bind_password: setup.rootPw,

@@ -1,7 +1,8 @@
 /**
  * router/directory/pool.test.ts — unit tests of DirectoryPool with fake LDAP clients and a fake
  * clock: round robin over healthy servers, failover and back-off, binding per connection,
- * writes to one master at a time, refusals versus outages, the typed errors.
+ * writes to one master at a time, refusals versus outages, the typed errors, the own site's
+ * servers first.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,7 @@ import { DirectoryPool, DirectoryUnavailableError, DirectoryMasterUnavailableErr
 /** up false: the connection is gone and connects fail; timeout: the write is applied but no answer comes. */
 interface FakeServer { up: boolean; binds: number; ops: number; refuse?: boolean; timeout?: boolean; badBind?: boolean }
 
-function setup(servers: DirectoryServerConfig[]) {
+function setup(servers: DirectoryServerConfig[], site?: string) {
   const clock = { t: 0 };
   const fakes = new Map<string, FakeServer>(servers.map((s) => [s.url, { up: true, binds: 0, ops: 0 }]));
   const createClient = (url: string): LdapClient => {
@@ -35,7 +36,7 @@ function setup(servers: DirectoryServerConfig[]) {
       add: op, modify: op, del: op,
     };
   };
-  const pool = new DirectoryPool({ servers, connectTimeoutMs: 100, operationTimeoutMs: 100, backoffMs: 1000, now: () => clock.t, createClient, bindDn: 'cn=x', bindPassword: 'y' });
+  const pool = new DirectoryPool({ servers, ...(site !== undefined ? { site } : {}), connectTimeoutMs: 100, operationTimeoutMs: 100, backoffMs: 1000, now: () => clock.t, createClient, bindDn: 'cn=x', bindPassword: 'y' });
   const read = () => pool.read((c) => c.search('dc=x', {}));
   const write = () => pool.write((c) => c.add('cn=y', {}));
   return { clock, fakes, pool, read, write, f: (url: string) => fakes.get(url)! };
@@ -142,4 +143,60 @@ test('a bind the master refuses (wrong password) is a clear refusal, not "retry 
   s.f('ldap://a').badBind = true;
   await assert.rejects(s.write(), (err: Error) => err instanceof DirectoryWriteError && /ldap:\/\/a refused the bind: invalid credentials \(LDAP result 49\).*check directory\.bind_dn/.test(err.message));
   assert.equal(s.f('ldap://b').ops, 0);
+});
+
+/** A master and a shadow per site, the other site's listed first (config order must not matter). */
+const SITES: DirectoryServerConfig[] = [
+  { url: 'ldap://m2', role: 'master', site: 'dc2' }, { url: 'ldap://s2', role: 'shadow', site: 'dc2' },
+  { url: 'ldap://m1', role: 'master', site: 'dc1' }, { url: 'ldap://s1', role: 'shadow', site: 'dc1' },
+];
+const ops = (s: ReturnType<typeof setup>) => Object.fromEntries(SITES.map((m) => [m.url, s.f(m.url).ops]));
+
+test("sites: reads spread over the own site's servers only, the other site's only while all of the own are down, back after the back-off", async () => {
+  const s = setup(SITES, 'dc1');
+  for (let i = 0; i < 6; i++) await s.read();
+  assert.deepEqual(ops(s), { 'ldap://m2': 0, 'ldap://s2': 0, 'ldap://m1': 3, 'ldap://s1': 3 });
+  s.f('ldap://m1').up = false;
+  for (let i = 0; i < 4; i++) await s.read();
+  assert.deepEqual(ops(s), { 'ldap://m2': 0, 'ldap://s2': 0, 'ldap://m1': 3, 'ldap://s1': 7 }, 'one own server left: it takes every read');
+  s.f('ldap://s1').up = false;
+  for (let i = 0; i < 6; i++) await s.read();
+  assert.deepEqual(ops(s), { 'ldap://m2': 3, 'ldap://s2': 3, 'ldap://m1': 3, 'ldap://s1': 7 }, 'own site down: spread over the other site');
+  assert.deepEqual(s.pool.status().map((x) => [x.site, x.state]), [['dc2', 'up'], ['dc2', 'up'], ['dc1', 'down'], ['dc1', 'down']]);
+  s.f('ldap://m1').up = true;
+  s.f('ldap://s1').up = true;
+  s.clock.t += 1000;
+  for (let i = 0; i < 6; i++) await s.read();
+  assert.deepEqual(ops(s), { 'ldap://m2': 3, 'ldap://s2': 3, 'ldap://m1': 6, 'ldap://s1': 10 }, 'own site back: the first read after the back-off probes it, and reads stay there');
+});
+
+test("sites: a read that fails on the own site's last server goes to the other site at once", async () => {
+  const s = setup(SITES, 'dc1');
+  await s.read();
+  s.f('ldap://m1').up = false;
+  s.f('ldap://s1').up = false;
+  await s.read();
+  assert.equal(s.f('ldap://m2').ops + s.f('ldap://s2').ops, 1);
+  for (const m of SITES) s.f(m.url).up = false;
+  s.clock.t += 1000;
+  await assert.rejects(s.read(), DirectoryUnavailableError);
+});
+
+test("sites: writes go to the own site's master, to the other site's only while it is unreachable", async () => {
+  const dc1 = setup(SITES, 'dc1');
+  await dc1.write();
+  assert.deepEqual([dc1.f('ldap://m1').ops, dc1.f('ldap://m2').ops], [1, 0]);
+  dc1.f('ldap://m1').up = false;
+  await dc1.write();
+  assert.deepEqual([dc1.f('ldap://m1').ops, dc1.f('ldap://m2').ops], [1, 1]);
+  dc1.f('ldap://m1').up = true;
+  dc1.clock.t += 1000;
+  await dc1.write();
+  assert.deepEqual([dc1.f('ldap://m1').ops, dc1.f('ldap://m2').ops], [2, 1]);
+  const dc2 = setup(SITES, 'dc2');
+  await dc2.write();
+  assert.deepEqual([dc2.f('ldap://m1').ops, dc2.f('ldap://m2').ops], [0, 1], "a dc2 node writes to dc2's master");
+  const none = setup(SITES);
+  await none.write();
+  assert.deepEqual([none.f('ldap://m1').ops, none.f('ldap://m2').ops], [0, 1], 'no own site: the first master in config order');
 });

@@ -8,9 +8,15 @@
  * tried again by the next read (that read is the probe). A read therefore ends within
  * servers × (connectTimeoutMs + operationTimeoutMs) at worst. When no server answers:
  * DirectoryUnavailableError (the cache turns it into a stale answer or a TempLookupError).
- * Writes: to the first master; to the second master only when the write never reached the
- * first: its connect or bind failed now or within the last `backoffMs` (read failures of other
- * kinds do not count), or it answered busy/unavailable. Two masters written at once can diverge
+ * Sites: with `site` (the node's own) and a `site` on each server, reads go round robin over the
+ * own site's servers that are up, and to the other sites' servers only when every one of the own
+ * site's is down (failed now or within its back-off); the next read after a back-off probes the
+ * own site's server again, so reads come back to the own site by themselves. Without sites every
+ * server is one group, as above.
+ * Writes: to the first master (with sites: the own site's master, else the first in config
+ * order); to the second master only when the write never reached the first: its connect or
+ * bind failed now or within the last `backoffMs` (read failures of other kinds do not count),
+ * or it answered busy/unavailable. Two masters written at once can diverge
  * for good on OpenLDAP 2.5 (see docs/directory.md), hence one at a time. A write sent to a master
  * that then times out or loses its connection may have been applied there: it is not repeated
  * on the other master — DirectoryWriteOutcomeUnknownError (code DIRECTORY_WRITE_OUTCOME_UNKNOWN,
@@ -20,8 +26,10 @@
  * No master reachable: DirectoryMasterUnavailableError, code DIRECTORY_MASTER_UNAVAILABLE.
  * Every connection binds (bindDn/bindPassword, or anonymously) before its first operation and
  * again after a reconnect. Connect and operation timeouts are always set (ldapts has none).
- * Config keys (passed in): directory.servers, directory.bind_dn, directory.bind_password(_file),
- * directory.connect_timeout, directory.operation_timeout, directory.server_backoff.
+ * Config keys (passed in): directory.servers (url, role, site), directory.site (or the node's
+ * cluster.nodes[].site, resolved by config/schema.ts directorySite), directory.bind_dn,
+ * directory.bind_password(_file), directory.connect_timeout, directory.operation_timeout,
+ * directory.server_backoff.
  */
 import { Client, ResultCodeError, UnavailableError, BusyError, NoSuchObjectError } from 'ldapts';
 import type { SearchOptions, SearchResult, Attribute, Change } from 'ldapts';
@@ -32,6 +40,8 @@ export type DirectoryRole = 'master' | 'shadow';
 export interface DirectoryServerConfig {
   url: string;
   role: DirectoryRole;
+  /** The site (data centre) the server is in: servers of the node's own site are used first. */
+  site?: string;
 }
 
 /** The part of ldapts' Client the pool uses. */
@@ -47,6 +57,8 @@ export interface LdapClient {
 
 export interface DirectoryPoolOptions {
   servers: DirectoryServerConfig[];
+  /** The node's own site: its servers are read first, its master written first (see header). */
+  site?: string;
   bindDn?: string;
   bindPassword?: string;
   connectTimeoutMs: number;
@@ -64,6 +76,7 @@ export interface DirectoryPoolOptions {
 export interface DirectoryServerStatus {
   url: string;
   role: DirectoryRole;
+  site?: string;
   state: 'unknown' | 'up' | 'down';
   /** ms since the epoch of the last state change. */
   since?: number;
@@ -134,6 +147,10 @@ interface Server {
 
 export class DirectoryPool {
   private readonly servers: Server[];
+  /** Read preference: the own site's servers, then the others (one group without sites). */
+  private readonly readGroups: Server[][];
+  /** Write order: the own site's master(s) first, then the others in config order. */
+  private readonly masters: Server[];
   private next = 0;
   private readonly now: () => number;
   private closed = false;
@@ -142,8 +159,13 @@ export class DirectoryPool {
     if (opts.servers.length === 0) throw new Error('directory.servers: at least one server is needed');
     this.now = opts.now ?? Date.now;
     this.servers = opts.servers.map((config) => ({
-      config, retryAt: 0, unreachableUntil: 0, status: { url: config.url, role: config.role, state: 'unknown', reads: 0, writes: 0, errors: 0 },
+      config, retryAt: 0, unreachableUntil: 0,
+      status: { url: config.url, role: config.role, ...(config.site !== undefined ? { site: config.site } : {}), state: 'unknown', reads: 0, writes: 0, errors: 0 },
     }));
+    const own = (s: Server) => opts.site !== undefined && s.config.site === opts.site;
+    this.readGroups = [this.servers.filter(own), this.servers.filter((s) => !own(s))].filter((g) => g.length > 0);
+    const masters = this.servers.filter((s) => s.config.role === 'master');
+    this.masters = [...masters.filter(own), ...masters.filter((s) => !own(s))];
   }
 
   /** Each server's state and counters (for /health and metrics). */
@@ -155,8 +177,10 @@ export class DirectoryPool {
   async read<T>(op: (client: LdapClient) => Promise<T>): Promise<T> {
     const now = this.now();
     const order: Server[] = [];
-    for (let i = 0; i < this.servers.length; i++) order.push(this.servers[(this.next + i) % this.servers.length]);
-    this.next = (this.next + 1) % this.servers.length;
+    for (const group of this.readGroups) {
+      for (let i = 0; i < group.length; i++) order.push(group[(this.next + i) % group.length]);
+    }
+    this.next = (this.next + 1) % Number.MAX_SAFE_INTEGER;
     const candidates = order.filter((s) => s.retryAt <= now);
     if (candidates.length === 0) {
       throw new DirectoryUnavailableError(`every directory server is down (${this.lastErrors()}); retrying each after ${this.opts.backoffMs} ms`);
@@ -173,7 +197,7 @@ export class DirectoryPool {
 
   /** Run a write on the first master, or on the second while the first is down (see header). */
   async write<T>(op: (client: LdapClient) => Promise<T>): Promise<T> {
-    const masters = this.servers.filter((s) => s.config.role === 'master');
+    const masters = this.masters;
     if (masters.length === 0) throw new DirectoryMasterUnavailableError('no server has role master in directory.servers');
     const now = this.now();
     const candidates = masters.filter((s) => s.unreachableUntil <= now);
