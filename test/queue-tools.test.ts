@@ -5,7 +5,8 @@
  * a running node refused, `route`, `config show` (secrets masked), POST /reload reporting what
  * needs a restart, the CLI's help and --version; and an action on a stopped node's spool writes
  * its tracking line (as the running node's do); `queue requeue` after an alias change, on a
- * running node and on a stopped one's spool (postsuper -r).
+ * running node and on a stopped one's spool (postsuper -r); `sendmail` to a listener that expects
+ * the PROXY protocol from loopback (HAProxy on the same host).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -186,5 +187,24 @@ test('queue requeue after an alias change (postsuper -r): the new members get th
   node = await start();
   await eventually('d@ delivered after the start', async () => delivered('d@remote.test').length === 1 && (await queued()).length === 0);
   assert.equal(trackLines(tracking).filter((l) => l.event === 'requeued' && l.by === 'cli').length, 1);
+  await node.stop();
+});
+
+test('sendmail submits to a listener that expects the PROXY protocol from loopback (as behind HAProxy on the same host)', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-sendmail-proxy-'));
+  const smtpPort = await freePort();
+  const closed = await freePort();
+  // socket_timeout: without a header the node would wait this long, then close the connection
+  const config = writeNodeConfig(dir, { smtp: { listen: `127.0.0.1:${smtpPort}`, proxy_protocol: ['127.0.0.1'], socket_timeout: '5s' }, relay: { host: `127.0.0.1:${closed}` } });
+  const node = await startNode({ config, listen: `127.0.0.1:${smtpPort}`, admin: '127.0.0.1:0' });
+  const sent = await runCli(['sendmail', '-f', 'cron@tandem.test', '--config', config, 'x@remote.test'], { stdin: 'Subject: through the PROXY listener\n\nbody\n' });
+  assert.equal(sent.code, 0, sent.stderr);
+  const admin = `127.0.0.1:${node.admin!.port}`;
+  const rows = await eventually('queued', async () => {
+    const r = JSON.parse((await runCli(['queue', 'list', '--json', '--admin', admin])).stdout).rows;
+    return r.length === 1 && r;
+  });
+  const show = await runCli(['queue', 'show', rows[0].queueId, '--admin', admin, '--json']);
+  assert.equal(JSON.parse(show.stdout).envelope.client.address, '127.0.0.1', 'the node saw the local client the header named');
   await node.stop();
 });
