@@ -486,3 +486,22 @@ test('requeue: a held message stays held under its new id; a lookup that fails l
   assert.equal(qmgr.list().find((m) => m.queueId === newId)?.state, 'hold');
   await qmgr.stop();
 });
+
+test('requeue: when every address of the new expansion is already done, the message leaves the queue (recorded), nothing is sent again', async () => {
+  const t = setup((a) => (a.startsWith('gone') ? 'deferred' : 'delivered'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', []);
+  env.recipients = [{ address: 'a@l.test', original: 'list@l.test' }, { address: 'gone@l.test', original: 'list@l.test' }];
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  t.aliases.set('list@l.test', ['a@l.test']); // gone@ left the list
+  assert.equal(await qmgr.requeue(env.queueId), 'removed: every address of the new expansion is already done; no longer expanded to gone@l.test');
+  assert.equal(await spool.find(env.queueId), undefined);
+  assert.equal(qmgr.list().length, 0);
+  assert.equal(t.jobs.length, 1, 'a@ is not sent again');
+  const line = (await t.track()).find((l) => l.event === 'requeued');
+  assert.deepEqual([line?.newQueueId, line?.dropped], [undefined, ['gone@l.test']]);
+  await qmgr.stop();
+});
