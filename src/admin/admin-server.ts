@@ -39,7 +39,7 @@ import type { TandemNode } from '../node/node.ts';
 import { NOT_REQUEUED } from '../qmgr/requeue.ts';
 import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
-import { isSafeQueueId } from '../spool/index.ts';
+import { isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import { readFileSync } from 'node:fs';
 import { registerTrackRoutes } from '../track/track-routes.ts';
 import { registerConsole } from '../console/console.ts';
@@ -116,7 +116,7 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
             : op === 'requeue' ? await node.qmgr.requeue(queueId) : await node.qmgr.remove(queueId),
         });
       } catch (err) {
-        if (err instanceof TempLookupError) { results.push({ queueId, result: `${NOT_REQUEUED}: ${err.message}` }); continue; }
+        if (err instanceof TempLookupError || err instanceof CorruptQueueFileError) { results.push({ queueId, result: `${NOT_REQUEUED}: ${err.message}` }); continue; }
         if ((err as any).code !== 'ENOMSG') throw err;
         results.push({ queueId, result: 'gone' }); // delivered while we looked
       }

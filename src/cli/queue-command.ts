@@ -16,7 +16,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { Spool, acquireSpoolLock, SpoolLockedError, isSafeQueueId } from '../spool/index.ts';
+import { Spool, acquireSpoolLock, SpoolLockedError, isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
 import {
   listQueue, showQueued, queueShape, selectQueued, isEmptySelection, selectionToJson, deleteNeedsConfirmation,
@@ -207,7 +207,7 @@ async function viaSpool(op: QueueOp, sel: QueueSelection, t: SpoolTarget, opts: 
           const qf = await spool.read(m.queueId, m.state);
           results.push({ queueId: m.queueId, result: (await requeueMessage({ spool, router, tracking }, qf, 'cli', Date.now())).result });
         } catch (err) {
-          if (!(err instanceof TempLookupError)) throw err;
+          if (!(err instanceof TempLookupError) && !(err instanceof CorruptQueueFileError)) throw err;
           results.push({ queueId: m.queueId, result: `${NOT_REQUEUED}: ${err.message}` });
         }
       }

@@ -339,7 +339,8 @@ export class QueueManager {
       this.makeReady(next.id, next.entry);
       this.pump();
     }
-    return e.state === 'hold' ? `${result} (held)` : result;
+    if (!next) return result;
+    return `${result}${next.entry.state === 'hold' ? ' (held)' : changed ? '' : '; tried now'}`;
   }
 
   /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
