@@ -23,11 +23,11 @@
 import net from 'node:net';
 import os from 'node:os';
 import nodemailer from 'nodemailer';
+import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { isAddressAllowed } from 'smtp-server/lib/smtp-connection.js';
 import type { TandemConfig } from '../config/schema.ts';
 import { resolveListeners, type ListenerSpec } from '../receiver/listeners.ts';
 import { proxyV1Line } from '../receiver/proxy-v2.ts';
-import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { ConfigError } from '../util/errors.ts';
 import { rfc5322Date, headerEnd } from '../util/message-headers.ts';
 import { loadCliConfig } from './cli-config.ts';
