@@ -3,7 +3,8 @@
  * The hard case first: next hop down, everything queued on node a, then a's whole process group
  * is killed; the survivor b must claim a's spool, start a secondary process over it and deliver
  * all of it once the next hop is back; a restarted a gets its spool back (handback) and
- * delivers from it again; nothing is delivered twice.
+ * delivers from it again; nothing is delivered twice. `tandem cluster status` shows the dead
+ * node's queue as its secondary reports it (drained), not the depth it last announced.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -59,6 +60,14 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
   await sink.waitForCount(total, 60_000);
   await cluster.waitFor('a\'s spool to drain', async () => queued(dir, 'a') === 0);
+  // cluster status shows dead a's queue as b's secondary reports it now, not the 60 a last announced
+  const fresh = await cluster.waitFor('cluster status to show a\'s queue drained', async () => {
+    const r = await runCli(['cluster', 'status', '--config', cluster.config, '--json']);
+    const a = JSON.parse(r.stdout).nodes.find((n: any) => n.id === 'a');
+    return a.queue === 0 && a;
+  });
+  assert.equal(fresh.queueFrom, 'secondary on b');
+  assert.match((await runCli(['cluster', 'status', '--config', cluster.config])).stdout, /^a\s+test\s+dead\s+.*\s0 \(secondary on b\)\s/m);
   const delivered = cluster.trackingEvents().filter((e) => e.event === 'delivered');
   assert.ok(delivered.every((e) => e.node === 'b' && e.secondary === 'a'), 'b\'s secondary delivered a\'s queue');
   console.log(`# takeover: a killed, b's secondary running ${tookMs} ms later; ${total} queued messages delivered from a's spool`);

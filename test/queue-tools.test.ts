@@ -4,7 +4,9 @@
  * shape`, hold/release/delete by selection (a bulk delete needs --yes), `queue flush --spool` on
  * a running node refused, `route`, `config show` (secrets masked), POST /reload reporting what
  * needs a restart, the CLI's help and --version; and an action on a stopped node's spool writes
- * its tracking line (as the running node's do).
+ * its tracking line (as the running node's do); `queue requeue` after an alias change, on a
+ * running node and on a stopped one's spool (postsuper -r); `sendmail` to a listener that expects
+ * the PROXY protocol from loopback (HAProxy on the same host).
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,6 +19,8 @@ import { freePort } from './harness/ports.ts';
 import { startNode, writeNodeConfig } from './harness/node.ts';
 import { runCli } from './harness/tandem.ts';
 import { eventually } from './harness/wait.ts';
+import { sendMail } from './harness/smtp-client.ts';
+import { startSmtpServer } from '../src/channels/testing.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
@@ -131,4 +135,76 @@ test('queue tools, sendmail, route, config show and reload on a running node; an
   assert.match(shown.stdout, /max_connections: 100/, 'defaults are shown');
   const onlySet = await runCli(['config', 'show', '-n', '--config', config]);
   assert.doesNotMatch(onlySet.stdout, /max_connections/);
+});
+
+test('queue requeue after an alias change (postsuper -r): the new members get the queued mail with its NOTIFY/ORCPT, delivered ones never again; also on a stopped node\'s spool', { timeout: 240_000 }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-requeue-'));
+  // the next hop: later@ is refused for now (450), everyone else accepted
+  const sink = await startSmtpServer({ rcpt: (a) => (a.startsWith('later@') ? { code: 450, message: 'try later' } : undefined) });
+  t.after(() => sink.close());
+  const aliases = path.join(dir, 'aliases');
+  writeFileSync(aliases, 'team@tandem.test  a@remote.test, later@remote.test\n');
+  const tracking = path.join(dir, 'tracking.log');
+  const config = writeNodeConfig(dir, { relay: { host: `127.0.0.1:${sink.port}` }, local: { domains: ['tandem.test'] }, tables: { aliases } });
+  const spoolDir = path.join(dir, 'spool', 'a');
+  const start = () => startNode({ config, admin: '127.0.0.1:0' });
+  let node = await start();
+  const admin = () => `127.0.0.1:${node.admin!.port}`;
+  const reload = async () => assert.equal((await fetch(`http://${admin()}/reload`, { method: 'POST' })).status, 200);
+  const delivered = (address: string) => sink.messages.flatMap((m) => m.rcptDsn).filter((r) => r.address === address);
+  const queued = async () => JSON.parse((await runCli(['queue', 'list', '--json', '--admin', admin()])).stdout).rows;
+
+  const sent = await sendMail(node.smtp.port, 'sender@client.test', ['team@tandem.test'], 'Subject: to the team\r\n\r\nhello\r\n', '127.0.0.1', { notify: ['SUCCESS', 'FAILURE'] });
+  assert.ok(sent.ok && sent.queueId, sent.response);
+  await eventually('a@ delivered, later@ deferred', async () => delivered('a@remote.test').length === 1 && (await queued())[0]?.state === 'deferred');
+
+  // the list changes: later@ leaves, b@ and c@ join; the node reloads its tables, then requeue
+  writeFileSync(aliases, 'team@tandem.test  a@remote.test, b@remote.test, c@remote.test\n');
+  await reload();
+  const requeued = await runCli(['queue', 'requeue', sent.queueId!, '--admin', admin()]);
+  assert.equal(requeued.code, 0, requeued.stdout + requeued.stderr);
+  const newId = new RegExp(`^${sent.queueId!.replace(/\./g, '\\.')}: requeued as (\\S+) \\(2 recipient\\(s\\)\\); no longer expanded to later@remote\\.test$`, 'm').exec(requeued.stdout)?.[1];
+  assert.ok(newId, requeued.stdout);
+  await eventually('b@ and c@ delivered, the queue empty', async () => delivered('c@remote.test').length === 1 && (await queued()).length === 0);
+  for (const rcpt of ['b@remote.test', 'c@remote.test']) {
+    assert.deepEqual(delivered(rcpt), [{ address: rcpt, notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;team@tandem.test' }], `${rcpt}: NOTIFY as given at RCPT, ORCPT the address the client gave`);
+  }
+  assert.equal(delivered('a@remote.test').length, 1, 'a@ was not sent the message again');
+  const line = trackLines(tracking).find((l) => l.event === 'requeued');
+  assert.deepEqual([line?.queueId, line?.newQueueId, line?.dropped], [sent.queueId, newId, ['later@remote.test']]);
+
+  // a stopped node: requeue on its spool (with its config, for the tables); delivered once it starts
+  writeFileSync(aliases, 'team@tandem.test  later@remote.test\n');
+  await reload();
+  const second = await sendMail(node.smtp.port, 'sender@client.test', ['team@tandem.test'], 'Subject: second\r\n\r\nhello\r\n');
+  assert.ok(second.ok, second.response);
+  await eventually('later@ deferred', async () => (await queued())[0]?.state === 'deferred');
+  await node.stop();
+  writeFileSync(aliases, 'team@tandem.test  d@remote.test\n');
+  const offline = await runCli(['queue', 'requeue', 'ALL', '--spool', spoolDir, '--config', config]);
+  assert.equal(offline.code, 0, offline.stdout + offline.stderr);
+  assert.match(offline.stdout, new RegExp(`^${second.queueId!.replace(/\./g, '\\.')}: requeued as \\S+ \\(1 recipient\\(s\\)\\); no longer expanded to later@remote\\.test$`, 'm'));
+  node = await start();
+  await eventually('d@ delivered after the start', async () => delivered('d@remote.test').length === 1 && (await queued()).length === 0);
+  assert.equal(trackLines(tracking).filter((l) => l.event === 'requeued' && l.by === 'cli').length, 1);
+  await node.stop();
+});
+
+test('sendmail submits to a listener that expects the PROXY protocol from loopback (as behind HAProxy on the same host)', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-sendmail-proxy-'));
+  const smtpPort = await freePort();
+  const closed = await freePort();
+  // socket_timeout: without a header the node would wait this long, then close the connection
+  const config = writeNodeConfig(dir, { smtp: { listen: `127.0.0.1:${smtpPort}`, proxy_protocol: ['127.0.0.1'], socket_timeout: '5s' }, relay: { host: `127.0.0.1:${closed}` } });
+  const node = await startNode({ config, listen: `127.0.0.1:${smtpPort}`, admin: '127.0.0.1:0' });
+  const sent = await runCli(['sendmail', '-f', 'cron@tandem.test', '--config', config, 'x@remote.test'], { stdin: 'Subject: through the PROXY listener\n\nbody\n' });
+  assert.equal(sent.code, 0, sent.stderr);
+  const admin = `127.0.0.1:${node.admin!.port}`;
+  const rows = await eventually('queued', async () => {
+    const r = JSON.parse((await runCli(['queue', 'list', '--json', '--admin', admin])).stdout).rows;
+    return r.length === 1 && r;
+  });
+  const show = await runCli(['queue', 'show', rows[0].queueId, '--admin', admin, '--json']);
+  assert.equal(JSON.parse(show.stdout).envelope.client.address, '127.0.0.1', 'the node saw the local client the header named');
+  await node.stop();
 });

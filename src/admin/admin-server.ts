@@ -21,8 +21,9 @@
  *                           404 when not queued, 409 when on hold)
  *   POST /queue/hold | release | delete | flush | requeue   with a JSON selection
  *                           {ids?, all?, sender?, senderDomain?, recipient?, domain?, state?, olderThan?}
- *                           → {matched, results: [{queueId, result}], missing} (flush, requeue:
- *                           {matched, flushed}); flush without a body flushes everything. A bulk
+ *                           → {matched, results: [{queueId, result}], missing} (flush:
+ *                           {matched, flushed}); flush without a body flushes everything; requeue
+ *                           re-expands aliases (qmgr/requeue.ts), result "requeued as ID …". A bulk
  *                           delete (all, a filter, several ids) answers 409 {matched} unless the
  *                           body carries "confirm": <that number>; any operation given "confirm"
  *                           answers 409 {matched} when that is not the number that matches now
@@ -40,13 +41,14 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TandemNode } from '../node/node.ts';
+import { NOT_REQUEUED } from '../qmgr/requeue.ts';
 import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
-import { isSafeQueueId } from '../spool/index.ts';
+import { isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import { readFileSync } from 'node:fs';
 import { registerTrackRoutes } from '../track/track-routes.ts';
 import { registerConsole } from '../console/console.ts';
-import { NoSuchMessageError } from '../util/errors.ts';
+import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
 
 export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = (tls ? Fastify({ logger: false, https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } }) : Fastify({ logger: false })) as unknown as FastifyInstance;
@@ -103,7 +105,7 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     const { confirm, dryRun } = (req.body ?? {}) as { confirm?: unknown; dryRun?: unknown };
     if (dryRun !== undefined && typeof dryRun !== 'boolean') return reply.code(400).send({ error: 'dryRun: true or false' });
     if (confirm !== undefined && !(Number.isInteger(confirm) && (confirm as number) >= 0)) return reply.code(400).send({ error: 'confirm: the number of messages that match' });
-    if ((op === 'flush' || op === 'requeue') && isEmptySelection(sel) && confirm === undefined && dryRun === undefined) {
+    if (op === 'flush' && isEmptySelection(sel) && confirm === undefined && dryRun === undefined) {
       const flushed = node.qmgr.flush();
       return { matched: flushed, flushed };
     }
@@ -113,15 +115,20 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     if (confirm !== undefined && confirm !== selected.length) {
       return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match now, not ${JSON.stringify(confirm)} as confirmed; nothing done` });
     }
-    if (op === 'flush' || op === 'requeue') return { matched: selected.length, flushed: node.qmgr.flush(selected.map((m) => m.queueId)), missing };
+    if (op === 'flush') return { matched: selected.length, flushed: node.qmgr.flush(selected.map((m) => m.queueId)), missing };
     if (op === 'delete' && deleteNeedsConfirmation(sel, selected.length) && confirm !== selected.length) {
       return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match; send "confirm": ${selected.length} to delete them` });
     }
     const results: Array<{ queueId: string; result: string }> = [];
     for (const { queueId } of selected) {
       try {
-        results.push({ queueId, result: op === 'hold' ? await node.qmgr.hold(queueId) : op === 'release' ? await node.qmgr.release(queueId) : await node.qmgr.remove(queueId) });
+        results.push({
+          queueId,
+          result: op === 'hold' ? await node.qmgr.hold(queueId) : op === 'release' ? await node.qmgr.release(queueId)
+            : op === 'requeue' ? await node.qmgr.requeue(queueId) : await node.qmgr.remove(queueId),
+        });
       } catch (err) {
+        if (err instanceof TempLookupError || err instanceof CorruptQueueFileError) { results.push({ queueId, result: `${NOT_REQUEUED}: ${err.message}` }); continue; }
         if (!(err instanceof NoSuchMessageError)) throw err;
         results.push({ queueId, result: 'gone' }); // delivered while we looked
       }

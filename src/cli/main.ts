@@ -119,7 +119,7 @@ for (const [name, desc] of [
   ['release', 'release held messages'],
   ['delete', 'delete messages (no DSN is sent); more than one: asks, or --yes'],
   ['flush', 'try deferred messages now, forgetting that their destinations were unreachable (all without IDs, as postqueue -f; one as postqueue -i)'],
-  ['requeue', 'route messages again now with the current tables (as postsuper -r; run after a table change and a reload)'],
+  ['requeue', 'route messages again now with the current tables, alias and list expansion included (as postsuper -r; after a table change and a reload)'],
 ] as const) {
   const cmd = queueFilters(queueTarget(queue.command(`${name} [ids...]`).description(`${desc}; IDs, ALL, or filters`)));
   if (name === 'delete') cmd.option('-y, --yes', 'delete without asking');

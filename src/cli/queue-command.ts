@@ -16,17 +16,19 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
-import { Spool, acquireSpoolLock, SpoolLockedError, isSafeQueueId } from '../spool/index.ts';
+import { Spool, acquireSpoolLock, SpoolLockedError, isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
 import {
   listQueue, showQueued, queueShape, selectQueued, isEmptySelection, selectionToJson, deleteNeedsConfirmation,
   type QueueListingRow, type QueueSelection,
 } from '../qmgr/queue-listing.ts';
 import { applyQueueAction } from '../qmgr/queue-actions.ts';
+import { requeueMessage, NOT_REQUEUED } from '../qmgr/requeue.ts';
+import type { TandemConfig } from '../config/schema.ts';
 import { nodeIdGiven } from '../config/load.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { parseDuration } from '../util/units.ts';
-import { ConfigError } from '../util/errors.ts';
+import { ConfigError, TempLookupError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
 import { adminBase, adminCall } from './admin-client.ts';
 import { configPath, loadCliConfig, type CliConfigOptions } from './cli-config.ts';
@@ -37,7 +39,8 @@ export interface QueueOpts extends CliConfigOptions {
   body?: boolean; yes?: boolean;
   from?: string; to?: string; domain?: string; state?: string; olderThan?: string;
 }
-type Target = { type: 'http'; base: string; token?: string } | { type: 'spool'; dir: string; tracking?: string };
+type SpoolTarget = { type: 'spool'; dir: string; tracking?: string; config?: TandemConfig };
+type Target = { type: 'http'; base: string; token?: string } | SpoolTarget;
 
 class UsageError extends Error {}
 
@@ -81,14 +84,14 @@ async function resolveTarget(opts: QueueOpts): Promise<Target> {
   if (opts.admin) return { type: 'http', base: adminBase(opts.admin), ...(token ? { token } : {}) };
   const file = configPath(opts);
   const c = file ? await loadCliConfig(opts) : undefined;
-  if (opts.spool) return { type: 'spool', dir: path.resolve(opts.spool), ...(c?.tracking.path ? { tracking: c.tracking.path } : {}) };
+  if (opts.spool) return { type: 'spool', dir: path.resolve(opts.spool), ...(c?.tracking.path ? { tracking: c.tracking.path } : {}), ...(c ? { config: c } : {}) };
   if (!c) throw new UsageError('say which queue: --admin HOST:PORT (running node), --spool DIR (stopped node) or --config FILE');
   const tokenOf = token ?? c.admin.token;
   const member = nodeIdGiven(c) ? c.cluster?.nodes.find((n) => n.id === c.node.id) : undefined;
   const admin = member?.admin ?? c.admin.listen;
   if (admin) return { type: 'http', base: adminBase(admin), ...(tokenOf ? { token: tokenOf } : {}) };
   if (!nodeIdGiven(c)) throw new UsageError(`${file} is a cluster file shared by every node and has no admin address: give --node-id ID (or TANDEM_NODE_ID)`);
-  return { type: 'spool', dir: path.join(c.spool.root, c.node.id), ...(c.tracking.path ? { tracking: c.tracking.path } : {}) };
+  return { type: 'spool', dir: path.join(c.spool.root, c.node.id), ...(c.tracking.path ? { tracking: c.tracking.path } : {}), config: c };
 }
 
 /** Ask on a terminal; false when stdin is not one (scripts must say --yes). */
@@ -135,10 +138,16 @@ async function viaAdmin(op: QueueOp, sel: QueueSelection, t: { base: string; tok
   else if (op === 'show') printShow(body);
   else if (op === 'shape') printShape(body);
   else printResults(op, body);
-  return body.missing?.length ? EXIT.FAILED : EXIT.OK;
+  return exitOf(body);
 }
 
-async function viaSpool(op: QueueOp, sel: QueueSelection, t: { dir: string; tracking?: string }, opts: QueueOpts): Promise<number> {
+/** 1 when ids were not queued; 75 when a requeue could not look up the tables now (try again). */
+function exitOf(body: { missing?: string[]; results?: Array<{ result: string }> }): number {
+  if (body.missing?.length) return EXIT.FAILED;
+  return body.results?.some((r) => r.result.startsWith(NOT_REQUEUED)) ? EXIT.TEMPFAIL : EXIT.OK;
+}
+
+async function viaSpool(op: QueueOp, sel: QueueSelection, t: SpoolTarget, opts: QueueOpts): Promise<number> {
   const { dir } = t;
   const json = !!opts.json;
   if (!existsSync(path.join(dir, 'incoming'))) {
@@ -174,24 +183,42 @@ async function viaSpool(op: QueueOp, sel: QueueSelection, t: { dir: string; trac
     throw err;
   }
   try {
-    if (op === 'flush' || op === 'requeue') {
-      console.log(`the node of ${dir} is not running: its queued mail is tried, and routed with the tables of the day, as soon as it starts (nothing to do now)`);
+    if (op === 'flush') {
+      console.log(`the node of ${dir} is not running: its queued mail is tried as soon as it starts (nothing to do now)`);
       return EXIT.OK;
+    }
+    if (op === 'requeue' && !t.config) {
+      console.error(`tandem queue requeue: expanding aliases again needs the node's tables: give its config with --config FILE (or TANDEM_CONFIG)`);
+      return EXIT.USAGE;
     }
     if (!t.tracking) console.error(`tandem queue ${op}: warning: no config names the tracking log, so this change is not recorded there; give the node's config with --config FILE (or TANDEM_CONFIG)`);
     const { selected, missing } = await selectQueued(spool, sel);
     if (op === 'delete' && deleteNeedsConfirmation(sel, selected.length) && selected.length > 0 && !(await confirmDelete(selected.length, opts))) return EXIT.USAGE;
     const tracking = new TrackingLog(t.tracking ?? '', path.basename(dir), (err) => console.error(`tandem queue: cannot write the tracking log ${t.tracking}: ${err.message}`));
     const results: Array<{ queueId: string; result: string }> = [];
+    const router = op === 'requeue' ? await (await import('../node/wiring.ts')).createRouter(t.config!) : undefined;
     try {
-      for (const m of selected) results.push({ queueId: m.queueId, result: (await applyQueueAction(spool, tracking, op as 'hold' | 'release' | 'delete', m.queueId, m.state, 'cli')).result });
+      for (const m of selected) {
+        if (!router) {
+          results.push({ queueId: m.queueId, result: (await applyQueueAction(spool, tracking, op as 'hold' | 'release' | 'delete', m.queueId, m.state, 'cli')).result });
+          continue;
+        }
+        try {
+          const qf = await spool.read(m.queueId, m.state);
+          results.push({ queueId: m.queueId, result: (await requeueMessage({ spool, router, tracking }, qf, 'cli', Date.now())).result });
+        } catch (err) {
+          if (!(err instanceof TempLookupError) && !(err instanceof CorruptQueueFileError)) throw err;
+          results.push({ queueId: m.queueId, result: `${NOT_REQUEUED}: ${err.message}` });
+        }
+      }
     } finally {
+      await router?.close();
       await tracking.sync();
       tracking.close();
     }
     const body = { matched: selected.length, results, missing };
     print(body, () => printResults(op, body));
-    return missing.length ? EXIT.FAILED : EXIT.OK;
+    return exitOf(body);
   } finally {
     await lock.release();
   }
@@ -200,7 +227,7 @@ async function viaSpool(op: QueueOp, sel: QueueSelection, t: { dir: string; trac
 function printResults(op: QueueOp, body: { matched: number; flushed?: number; results?: Array<{ queueId: string; result: string }>; missing?: string[] }): void {
   for (const r of body.results ?? []) console.log(`${r.queueId}: ${r.result}`);
   for (const id of body.missing ?? []) console.error(`${id}: no such message in the queue`);
-  if (op === 'flush' || op === 'requeue') console.log(`${body.flushed ?? 0} message(s) scheduled for immediate delivery${op === 'requeue' ? ', routed again with the current tables' : ''}`);
+  if (op === 'flush') console.log(`${body.flushed ?? 0} message(s) scheduled for immediate delivery`);
   else if ((body.results?.length ?? 0) !== 1 || body.missing?.length) console.log(`${body.matched} message(s) matched`);
 }
 

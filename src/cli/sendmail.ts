@@ -1,10 +1,13 @@
 /**
  * cli/sendmail.ts — `tandem sendmail`: the sendmail(8) command line that cron, PHP's mail() and
  * monitoring tools call: a message on stdin, submitted by SMTP (nodemailer) to the local node
- * (smtp.listen of the config; 0.0.0.0 / :: mean loopback). Install it as /usr/sbin/sendmail with
- * a two-line wrapper (docs/operations.md).
+ * (its first listener that needs neither AUTH nor implicit TLS, see submissionListener; 0.0.0.0 /
+ * :: mean loopback). A listener that expects the PROXY protocol from the address sendmail connects
+ * from (HAProxy on the same host, `proxy_protocol: true`) gets a PROXY v1 header naming that
+ * connection's own ends, so the node sees a local client, as it is. Install it as
+ * /usr/sbin/sendmail with a two-line wrapper (docs/operations.md).
  *
- * Exports: runSendmail, parseSendmailArgs, prepareMessage.
+ * Exports: runSendmail, parseSendmailArgs, prepareMessage, submissionListener.
  * Options (as Postfix's and Sendmail's): -t recipients from To:, Cc:, Bcc: (Bcc: removed), added
  * to those on the command line; -i / -oi a line with a lone "." does not end the message;
  * -f SENDER / -r SENDER the envelope sender (default: user@node.hostname); -F NAME the full name
@@ -17,9 +20,14 @@
  * RCPT); 75 cannot submit now (node not running, 4xx, timeout: the caller keeps the message and
  * retries); 78 configuration error.
  */
+import net from 'node:net';
 import os from 'node:os';
 import nodemailer from 'nodemailer';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
+import { isAddressAllowed } from 'smtp-server/lib/smtp-connection.js';
+import type { TandemConfig } from '../config/schema.ts';
+import { resolveListeners, type ListenerSpec } from '../receiver/listeners.ts';
+import { proxyV1Line } from '../receiver/proxy-v2.ts';
 import { ConfigError } from '../util/errors.ts';
 import { rfc5322Date, headerEnd } from '../util/message-headers.ts';
 import { loadCliConfig } from './cli-config.ts';
@@ -133,9 +141,17 @@ export async function runSendmail(argv: string[]): Promise<number> {
     console.error(`sendmail: no recipients (give them as arguments${a.extract ? '' : ', or -t to read To:, Cc:, Bcc:'})`);
     return EX.USAGE;
   }
-  const { host, port } = config.smtp.listen;
+  const listener = submissionListener(config);
+  if (!listener) {
+    console.error('sendmail: every SMTP listener of the node requires AUTH or implicit TLS; add one for local submission (auth: none or offered, tls: none or starttls), e.g. on 127.0.0.1');
+    return EX.CONFIG;
+  }
+  const { host, port } = listener.listen;
   const target = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
-  const transport = nodemailer.createTransport({ host: target, port, secure: false, ignoreTLS: true, name: os.hostname(), connectionTimeout: 30_000, greetingTimeout: 30_000, socketTimeout: 120_000 });
+  const transport = nodemailer.createTransport({
+    host: target, port, secure: false, ignoreTLS: true, name: os.hostname(), connectionTimeout: 30_000, greetingTimeout: 30_000, socketTimeout: 120_000,
+    getSocket: (_options: unknown, done: (err: Error | null, socket?: { connection: net.Socket }) => void) => connectWithProxyHeader(target, port, listener.proxyProtocol, 30_000, done),
+  } as nodemailer.TransportOptions);
   try {
     await transport.sendMail({ envelope: { from: sender, to: recipients }, raw: message });
     return EX.OK;
@@ -148,4 +164,41 @@ export async function runSendmail(argv: string[]): Promise<number> {
   } finally {
     transport.close();
   }
+}
+
+/**
+ * The listener a local submission goes to: the first that needs neither AUTH (sendmail has no
+ * credentials) nor implicit TLS; of those, one that expects no PROXY header if there is one.
+ */
+export function submissionListener(c: TandemConfig): ListenerSpec | undefined {
+  const usable = resolveListeners(c).filter((l) => l.auth !== 'required' && l.tls !== 'implicit');
+  return usable.find((l) => l.proxyProtocol === false) ?? usable[0];
+}
+
+/**
+ * Connect to the node; if the listener expects a PROXY header from our address (the receiver's
+ * own test, smtp-server's isAddressAllowed, on our end of the connection), send a v1 header
+ * with this connection's real ends first. Then nodemailer speaks SMTP on the socket.
+ */
+function connectWithProxyHeader(
+  host: string, port: number, proxyProtocol: boolean | string[], timeoutMs: number,
+  done: (err: Error | null, socket?: { connection: net.Socket }) => void,
+): void {
+  const socket = net.connect({ host, port });
+  const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connection to ${host}:${port} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
+  socket.once('error', (err) => { clearTimeout(timer); done(err); });
+  socket.once('connect', () => {
+    clearTimeout(timer);
+    socket.removeAllListeners('error');
+    socket.on('error', () => undefined); // nodemailer adds its own handler and reports it
+    if (isAddressAllowed(proxyProtocol, socket.localAddress)) {
+      const family = net.isIPv6(socket.localAddress!) ? 'inet6' : 'inet';
+      socket.write(proxyV1Line({
+        command: 'proxy', family,
+        source: { address: socket.localAddress!, port: socket.localPort! },
+        destination: { address: socket.remoteAddress!, port: socket.remotePort! },
+      }));
+    }
+    done(null, { connection: socket });
+  });
 }

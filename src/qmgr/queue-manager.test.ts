@@ -13,7 +13,7 @@ import { QueueManager } from './queue-manager.ts';
 import { Spool } from '../spool/index.ts';
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog, readTrackingLog } from '../track/tracking-log.ts';
-import { NoSuchMessageError } from '../util/errors.ts';
+import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
 import type { Channel, DeliveryJob, RecipientResult } from '../channels/types.ts';
 import type { Router } from '../router/types.ts';
 import type { Envelope } from '../spool/types.ts';
@@ -44,8 +44,14 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
       }));
     },
   };
+  /** The alias table (RCPT address → final addresses) the router expands with; tests change it. */
+  const aliases = new Map<string, string[] | Error>();
   const router: Router = {
-    async resolveRecipient(a) { return { type: 'local', addresses: [a] }; },
+    async resolveRecipient(a) {
+      const targets = aliases.get(a);
+      if (targets instanceof Error) throw targets;
+      return { type: 'local', addresses: targets ?? [a] };
+    },
     async routeAddress(a) { return { type: 'smtp', domain: a.split('@')[1], port: 25, mx: true }; },
     async reload() {},
     health() { return undefined; },
@@ -59,7 +65,7 @@ function setup(verdict: (address: string, attempt: number) => Verdict | Promise<
     running.add(qmgr);
     return { spool, qmgr };
   };
-  return { dir, jobs, attempts, make, track: () => readTrackingLog(trackFile) };
+  return { dir, jobs, attempts, aliases, make, track: () => readTrackingLog(trackFile) };
 }
 
 function envelope(spool: Spool, sender: string, rcpts: string[], arrivedAt = Date.now()): Envelope {
@@ -409,4 +415,93 @@ test('flush of one message (postqueue -i) tries only that one, past the dead-des
   assert.equal(qmgr.list().find((m) => m.queueId === ids[2])?.state, 'deferred', 'the others wait for their retry time');
   await qmgr.stop();
   assert.equal(t.jobs.length, 2);
+});
+
+test('requeue (postsuper -r) expands aliases again: new members get the mail, done recipients never again, ORCPT/NOTIFY kept', async () => {
+  const t = setup((a) => (a.endsWith('@down.test') ? 'deferred' : 'delivered'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  // as the receiver queued it: list@ expanded to a@ and b@ (ORCPT and NOTIFY given at RCPT), x@ as it is
+  const orcpt = { type: 'rfc822', address: 'list@l.test' } as const;
+  const env = envelope(spool, 'sender@x.test', []);
+  env.recipients = [
+    { address: 'a@ok.test', original: 'list@l.test', orcpt, notify: ['SUCCESS', 'FAILURE'] },
+    { address: 'b@down.test', original: 'list@l.test', orcpt, notify: ['SUCCESS', 'FAILURE'] },
+    { address: 'x@down.test', original: 'x@down.test' },
+  ];
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  assert.equal(t.attempts.get('a@ok.test'), 1);
+
+  // the table changes: the list loses b@ and gains c@ (and a@ again); x@ now expands to itself and y@
+  t.aliases.set('list@l.test', ['a@ok.test', 'c@new.test', 'A@OK.TEST']);
+  t.aliases.set('x@down.test', ['x@down.test', 'y@new.test']);
+  const result = await qmgr.requeue(env.queueId);
+  const newId = /^requeued as (\S+) \(3 recipient\(s\)\); no longer expanded to b@down\.test$/.exec(result)?.[1];
+  assert.ok(newId, result);
+  await until('c@ and y@ delivered', () => t.attempts.get('c@new.test') === 1 && t.attempts.get('y@new.test') === 1);
+  await until('the new message deferred for x@', async () => (await spool.find(newId)) === 'deferred');
+  assert.equal(await spool.find(env.queueId), undefined, 'the old queue file is gone');
+  assert.equal(t.attempts.get('a@ok.test'), 1, 'a@ (delivered before) is never sent again');
+  assert.equal(t.attempts.get('b@down.test'), 1, 'b@ (no longer in the list) is not tried again');
+
+  const qf = await spool.read(newId, 'deferred');
+  assert.deepEqual(qf.envelope.recipients, [
+    { address: 'c@new.test', original: 'list@l.test', orcpt, notify: ['SUCCESS', 'FAILURE'] },
+    { address: 'x@down.test', original: 'x@down.test' },
+    { address: 'y@new.test', original: 'x@down.test' },
+  ]);
+  assert.deepEqual(qf.pending, [1]);
+  assert.equal(qf.envelope.arrivedAt, env.arrivedAt, 'the arrival time (max_lifetime) is the original one');
+  assert.equal(qf.deferral?.attempts, 2, 'the retry history goes with it');
+  const job = t.jobs.find((j) => j.recipients.some((r) => r.address === 'c@new.test'))!;
+  assert.deepEqual(job.recipients.find((r) => r.address === 'c@new.test'), { index: 0, address: 'c@new.test', original: 'list@l.test', orcpt, notify: ['SUCCESS', 'FAILURE'] });
+  const line = (await t.track()).find((l) => l.event === 'requeued');
+  assert.deepEqual({ queueId: line?.queueId, newQueueId: line?.newQueueId, dropped: line?.dropped, by: line?.by },
+    { queueId: env.queueId, newQueueId: newId, dropped: ['b@down.test'], by: 'admin-api' });
+  await qmgr.stop();
+});
+
+test('requeue: a held message stays held under its new id; a lookup that fails leaves the message as it was', async () => {
+  const t = setup(() => 'deferred', { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', ['list@l.test']);
+  await spool.commit(env, body);
+  await qmgr.enqueueHeld(env.queueId, body.length);
+  assert.equal(await spool.find(env.queueId), 'hold');
+
+  t.aliases.set('list@l.test', new TempLookupError('directory unreachable'));
+  await assert.rejects(qmgr.requeue(env.queueId), TempLookupError);
+  assert.equal(await spool.find(env.queueId), 'hold', 'nothing changed');
+
+  t.aliases.set('list@l.test', ['m1@l.test', 'm2@l.test']);
+  const newId = /^requeued as (\S+) .*\(held\)$/.exec(await qmgr.requeue(env.queueId))?.[1];
+  assert.ok(newId);
+  assert.equal(await spool.find(newId), 'hold');
+  assert.equal(await spool.find(env.queueId), undefined);
+  assert.deepEqual((await spool.read(newId, 'hold')).envelope.recipients.map((r) => r.address), ['m1@l.test', 'm2@l.test']);
+  assert.equal(t.jobs.length, 0, 'nothing was delivered');
+  assert.equal(qmgr.list().find((m) => m.queueId === newId)?.state, 'hold');
+  await qmgr.stop();
+});
+
+test('requeue: when every address of the new expansion is already done, the message leaves the queue (recorded), nothing is sent again', async () => {
+  const t = setup((a) => (a.startsWith('gone') ? 'deferred' : 'delivered'), { min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const env = envelope(spool, 'sender@x.test', []);
+  env.recipients = [{ address: 'a@l.test', original: 'list@l.test' }, { address: 'gone@l.test', original: 'list@l.test' }];
+  await spool.commit(env, body);
+  qmgr.enqueue(env.queueId, body.length);
+  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  t.aliases.set('list@l.test', ['a@l.test']); // gone@ left the list
+  assert.equal(await qmgr.requeue(env.queueId), 'removed: every address of the new expansion is already done; no longer expanded to gone@l.test');
+  assert.equal(await spool.find(env.queueId), undefined);
+  assert.equal(qmgr.list().length, 0);
+  assert.equal(t.jobs.length, 1, 'a@ is not sent again');
+  const line = (await t.track()).find((l) => l.event === 'requeued');
+  assert.deepEqual([line?.newQueueId, line?.dropped], [undefined, ['gone@l.test']]);
+  await qmgr.stop();
 });

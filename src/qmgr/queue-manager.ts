@@ -36,6 +36,7 @@ import { RetrySchedule } from './retry-schedule.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 import { applyQueueAction } from './queue-actions.ts';
+import { requeueMessage } from './requeue.ts';
 
 /** The part of the configuration the queue manager reads. */
 export interface QueueManagerConfig {
@@ -83,7 +84,7 @@ interface Entry {
   /** When it is due again (its time in the retry schedule, while it has one). */
   nextAttemptAt?: number;
   /** Operator action requested while an attempt was running. */
-  after?: 'hold' | 'delete' | 'flush';
+  after?: 'hold' | 'delete' | 'flush' | 'requeue';
   /** In the ready queue (so that it is not put there twice). */
   queued?: boolean;
   /** Flushed by the operator: the next attempt tries destinations that were unreachable a moment ago. */
@@ -302,6 +303,46 @@ export class QueueManager {
     return 'released';
   }
 
+  /**
+   * Route a message again now, alias and list expansion included (`tandem queue requeue`,
+   * Postfix's `postsuper -r`; see requeue.ts): when the expansion changed, the message is
+   * rewritten under a new queue id (`requeued as ID`); either way it is tried at once, past the
+   * dead-destination memory, as a flush. A held message is rewritten and stays held. During an
+   * attempt: done when it ends ("pending"). A lookup that fails now throws TempLookupError and
+   * leaves the message as it was.
+   */
+  async requeue(queueId: string, by = 'admin-api'): Promise<string> {
+    const e = this.requireEntry(queueId);
+    if (e.busy) { e.after = 'requeue'; return 'pending'; }
+    let result = '';
+    await this.operate(queueId, e, async () => { result = await this.requeueNow(queueId, e, by); });
+    return result;
+  }
+
+  private async requeueNow(id: string, e: Entry, by: string): Promise<string> {
+    const spool = this.deps.spool;
+    const qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
+    this.retries.delete(id);
+    if (e.queued) this.ready.remove((x) => x === id);
+    e.queued = false;
+    const { changed, newQueueId, result } = await requeueMessage({ spool, router: this.deps.router, tracking: this.deps.tracking }, { ...qf, state: e.state }, by, this.now());
+    let next: { id: string; entry: Entry } | undefined = changed ? undefined : { id, entry: e };
+    if (changed) this.entries.delete(id);
+    if (newQueueId) {
+      const state = e.state === 'hold' ? 'hold' : 'incoming';
+      next = { id: newQueueId, entry: { state, size: (await spool.readInfo(newQueueId, state)).size, busy: false } };
+      this.entries.set(newQueueId, next.entry);
+    }
+    // tried now, past the dead-destination memory (as a flush); a held message stays held
+    if (next && next.entry.state !== 'hold') {
+      next.entry.flushed = true;
+      this.makeReady(next.id, next.entry);
+      this.pump();
+    }
+    if (!next) return result;
+    return `${result}${next.entry.state === 'hold' ? ' (held)' : changed ? '' : '; tried now'}`;
+  }
+
   /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
     const e = this.requireEntry(queueId);
@@ -401,6 +442,7 @@ export class QueueManager {
     try {
       if (action === 'hold') await this.operate(id, e, () => this.moveToHold(id, e));
       else if (action === 'delete') await this.operate(id, e, () => this.deleteNow(id, e));
+      else if (action === 'requeue') await this.requeue(id);
       else if (e.state === 'deferred') {
         this.makeReady(id, e);
         this.pump();

@@ -48,7 +48,7 @@ function parseTime(text: string, now: number): number {
   return t;
 }
 
-const OUTCOMES = ['received', 'routed', 'delivered', 'deferred', 'bounced', 'expired', 'deleted', 'held', 'released', 'dsn', 'corrupt'];
+const OUTCOMES = ['received', 'routed', 'delivered', 'deferred', 'bounced', 'expired', 'deleted', 'held', 'released', 'dsn', 'corrupt', 'requeued'];
 
 /** Query from string fields (URL query, CLI options); throws Error with a message for the user. */
 export function parseTrackQuery(input: Record<string, unknown>, now = Date.now()): TrackQuery {
@@ -86,7 +86,7 @@ export function trackQueryString(q: TrackQuery): string {
   return p.toString();
 }
 
-const FINAL = new Set(['delivered', 'bounced', 'expired', 'deleted', 'deferred', 'held', 'released', 'received', 'corrupt']);
+const FINAL = new Set(['delivered', 'bounced', 'expired', 'deleted', 'deferred', 'held', 'released', 'received', 'corrupt', 'requeued']);
 
 /** One timeline per message from every node's answer (see the header). */
 export function mergeTimelines(answers: NodeAnswer[], limit = 100): MessageTimeline[] {

@@ -21,7 +21,9 @@ import path from 'node:path';
 
 export type TrackingEventType =
   | 'received' | 'routed' | 'delivered' | 'deferred' | 'bounced' | 'expired'
-  | 'deleted' | 'held' | 'released' | 'dsn' | 'corrupt';
+  | 'deleted' | 'held' | 'released' | 'dsn' | 'corrupt'
+  /** `tandem queue requeue` rewrote the message under `newQueueId` (none: nothing was left to deliver). */
+  | 'requeued';
 
 /** Cluster events: a spool claimed and a secondary started, a spool handed back, fencing. */
 export interface ClusterTrackingEvent {
