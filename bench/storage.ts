@@ -15,7 +15,9 @@
  *               message (MAIL FROM → 250 after DATA) p50/p99, and the commit (end of DATA → 250)
  *   smtp-source Postfix's load tool, one TCP connection per message (its default; how most MTAs
  *               hand mail to a relay), C sessions; when it is on PATH
- * Figures: accepted/s (N / time to the last 250), delivered/s (N / time until the sink has all).
+ * Figures: accepted/s (N / time to the last 250), delivered/s (N / time until the sink has all),
+ * node CPU ms/msg (utime+stime of the node processes' groups — a and b for the pairs — per
+ * message: on one machine the holder's work competes with the origin's for the same cores).
  * Prints a table of medians with replicated/single and shared/single ratios, and one JSON line
  * {"bench":"storage",...}. The machine's speed drifts on shared VMs: compare within one run.
  * Exports nothing (an entry point).
@@ -31,7 +33,7 @@ import { startNode, writeNodeConfig, defaultNodeConfig, type RunningNode } from 
 import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
-import { machineInfo } from "./procstat.ts";
+import { groupCpuSeconds, machineInfo } from "./procstat.ts";
 
 const { values } = parseArgs({
   options: {
@@ -49,8 +51,8 @@ const FROM = "bench@example.org";
 const TO = (i: number): string => `rcpt${i % 100}@example.net`;
 type Mode = "single" | "shared" | "replicated";
 type Client = "runLoad" | "smtp-source";
-interface Setup { mode: Mode; smtp: HostPort; sink: Sink; stop(): Promise<void> }
-interface Row { mode: Mode; client: Client; round: number; acceptedPerSec: number; deliveredPerSec: number; p50Ms?: number; p99Ms?: number; commitP50Ms?: number; commitP99Ms?: number; ok: boolean }
+interface Setup { mode: Mode; smtp: HostPort; sink: Sink; pids: number[]; stop(): Promise<void> }
+interface Row { mode: Mode; client: Client; round: number; acceptedPerSec: number; deliveredPerSec: number; p50Ms?: number; p99Ms?: number; commitP50Ms?: number; commitP99Ms?: number; cpuMsPerMsg: number; ok: boolean }
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
@@ -59,7 +61,11 @@ const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))] * 10) / 10 : NaN;
 };
-const median = (xs: number[]) => pct(xs, 0.5);
+const median = (xs: number[]) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  const m = s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  return Math.round(m * 10) / 10;
+};
 
 async function setup(root: string, mode: Mode): Promise<Setup> {
   const dir = join(root, mode);
@@ -67,7 +73,7 @@ async function setup(root: string, mode: Mode): Promise<Setup> {
   if (mode === "single") {
     const config = writeNodeConfig(dir, { relay: { host: sink.address, networks: ["127.0.0.0/8"] } }, defaultNodeConfig(dir));
     const node: RunningNode = await startNode({ config, logFile: join(dir, "a.out") });
-    return { mode, smtp: node.smtp, sink, stop: async () => { await node.stop(); await sink.stop(); } };
+    return { mode, smtp: node.smtp, sink, pids: [node.proc.pid!], stop: async () => { await node.stop(); await sink.stop(); } };
   }
   const cluster: TestCluster = await createCluster({ dir, relayHost: sink.address, ...(mode === "replicated" ? { replicated: {} } : {}) });
   await cluster.start("a");
@@ -80,7 +86,7 @@ async function setup(root: string, mode: Mode): Promise<Setup> {
     }
     return true;
   }, 60_000);
-  return { mode, smtp: cluster.addresses.get("a")!.smtp, sink, stop: async () => { await cluster.stopAll(); await sink.stop(); } };
+  return { mode, smtp: cluster.addresses.get("a")!.smtp, sink, pids: ["a", "b"].map((id) => cluster.node(id)!.proc.pid!), stop: async () => { await cluster.stopAll(); await sink.stop(); } };
 }
 
 function smtpSource(target: HostPort, n: number): Promise<number> {
@@ -94,6 +100,7 @@ function smtpSource(target: HostPort, n: number): Promise<number> {
 
 async function run(s: Setup, client: Client, round: number): Promise<Row> {
   const base = s.sink.count();
+  const cpu0 = s.pids.reduce((sum, pid) => sum + groupCpuSeconds(pid), 0);
   const t0 = performance.now();
   let accepted: number;
   let lat: { p50Ms?: number; p99Ms?: number; commitP50Ms?: number; commitP99Ms?: number } = {};
@@ -108,8 +115,9 @@ async function run(s: Setup, client: Client, round: number): Promise<Row> {
   const acceptMs = performance.now() - t0;
   const ok = await s.sink.waitForCount(base + P.messages, 120_000).then(() => true, () => false);
   const deliverMs = performance.now() - t0;
-  const row: Row = { mode: s.mode, client, round, acceptedPerSec: Math.round(accepted / (acceptMs / 1000)), deliveredPerSec: Math.round(P.messages / (deliverMs / 1000)), ...lat, ok: ok && accepted === P.messages };
-  log(`${s.mode.padEnd(10)} ${client.padEnd(11)} round ${round}: accepted ${row.acceptedPerSec}/s delivered ${row.deliveredPerSec}/s${row.p50Ms !== undefined ? ` time to 250 p50 ${row.p50Ms} ms p99 ${row.p99Ms} ms (commit p50 ${row.commitP50Ms} p99 ${row.commitP99Ms})` : ""}${row.ok ? "" : " NOT COMPLETE"}`);
+  const cpuMsPerMsg = Math.round(((s.pids.reduce((sum, pid) => sum + groupCpuSeconds(pid), 0) - cpu0) * 1000 / P.messages) * 100) / 100;
+  const row: Row = { mode: s.mode, client, round, acceptedPerSec: Math.round(accepted / (acceptMs / 1000)), deliveredPerSec: Math.round(P.messages / (deliverMs / 1000)), ...lat, cpuMsPerMsg, ok: ok && accepted === P.messages };
+  log(`${s.mode.padEnd(10)} ${client.padEnd(11)} round ${round}: accepted ${row.acceptedPerSec}/s delivered ${row.deliveredPerSec}/s${row.p50Ms !== undefined ? ` time to 250 p50 ${row.p50Ms} ms p99 ${row.p99Ms} ms (commit p50 ${row.commitP50Ms} p99 ${row.commitP99Ms})` : ""}; node CPU ${cpuMsPerMsg} ms/msg${row.ok ? "" : " NOT COMPLETE"}`);
   return row;
 }
 
@@ -147,12 +155,12 @@ async function main(): Promise<void> {
     for (const mode of ["single", "shared", "replicated"] as const) {
       const line = {
         client: client === "runLoad" ? "runLoad (reused connections)" : "smtp-source (a connection per message)", mode,
-        acceptedPerSec: of(mode, "acceptedPerSec"), deliveredPerSec: of(mode, "deliveredPerSec"),
+        acceptedPerSec: of(mode, "acceptedPerSec"), deliveredPerSec: of(mode, "deliveredPerSec"), cpuMsPerMsg: of(mode, "cpuMsPerMsg"),
         vsSingle: Math.round((of(mode, "deliveredPerSec") / of("single", "deliveredPerSec")) * 100) / 100,
         ...(client === "runLoad" ? { p50Ms: of(mode, "p50Ms"), p99Ms: of(mode, "p99Ms"), commitP50Ms: of(mode, "commitP50Ms"), commitP99Ms: of(mode, "commitP99Ms") } : {}),
       };
       table.push(line);
-      console.log(`${line.client.padEnd(40)} ${mode.padEnd(10)} accepted ${line.acceptedPerSec}/s  delivered ${line.deliveredPerSec}/s  (${line.vsSingle}x single)${"p50Ms" in line ? `  time to 250 p50 ${line.p50Ms} ms p99 ${line.p99Ms} ms; commit p50 ${line.commitP50Ms} ms p99 ${line.commitP99Ms} ms` : ""}`);
+      console.log(`${line.client.padEnd(40)} ${mode.padEnd(10)} accepted ${line.acceptedPerSec}/s  delivered ${line.deliveredPerSec}/s  (${line.vsSingle}x single)  node CPU ${line.cpuMsPerMsg} ms/msg${"p50Ms" in line ? `  time to 250 p50 ${line.p50Ms} ms p99 ${line.p99Ms} ms; commit p50 ${line.commitP50Ms} ms p99 ${line.commitP99Ms} ms` : ""}`);
     }
   }
   console.log("target: replicated >= 0.7x single (delivered/s)");
