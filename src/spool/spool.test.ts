@@ -433,3 +433,15 @@ test('readInfo gives envelope and recipient status without the message, and spot
   await writeFile(file, bytes);
   await assert.rejects(spool.readInfo(id, 'incoming'), CorruptQueueFileError);
 });
+
+test('readRaw finds a message while it moves between folders (a retry: deferred → active → deferred), and says undefined once it is removed', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool);
+  await spool.move(id, 'incoming', 'deferred');
+  for (let i = 0; i < 100; i++) {
+    const [there] = await Promise.all([spool.readRaw(id), spool.move(id, 'deferred', 'active').then(() => spool.move(id, 'active', 'deferred'))]);
+    assert.ok(there && there.length > MESSAGE.length, `round ${i}: a moving message is not "gone"`);
+  }
+  await spool.remove(id, 'deferred');
+  assert.equal(await spool.readRaw(id), undefined);
+});

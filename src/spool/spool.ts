@@ -269,6 +269,24 @@ export class Spool {
   }
 
   /**
+   * The queue file's bytes as they are now, wherever it is (corrupt/ excepted), or undefined when
+   * the message is gone. Under the message's own lock: a message that moves between folders
+   * meanwhile (deferred → active for a retry) is never missed, as a scan of the folders could.
+   */
+  readRaw(queueId: string): Promise<Buffer | undefined> {
+    return this.#exclusive(queueId, async () => {
+      for (const state of LIVE_STATES) {
+        try {
+          return await this.#io.readFile(this.#path(queueId, state));
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) throw err;
+        }
+      }
+      return undefined;
+    });
+  }
+
+  /**
    * Append status records durably (fdatasync), after truncating a torn tail left by a crash
    * (`durable: false`: no fdatasync — for records whose loss in a crash only repeats a delivery).
    */

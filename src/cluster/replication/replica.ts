@@ -22,13 +22,11 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../../config/schema.ts';
 import { SmtpReplyError } from '../../util/errors.ts';
-import { isErrno } from '../../util/errno.ts';
 import type { Spool, SpoolReplica } from '../../spool/spool.ts';
-import { QUEUE_STATES, type RecipientStatus } from '../../spool/types.ts';
+import type { RecipientStatus } from '../../spool/types.ts';
 import { ShadowClient, type ClientState } from './client.ts';
 import { ShadowHolder } from './holder.ts';
 import { ShadowStore } from './shadow-store.ts';
@@ -167,19 +165,9 @@ export class Replica implements SpoolReplica {
     this.client.discard([{ queueId, hold: held }]);
   }
 
-  /** The queue file's current bytes, or undefined when it is gone. */
-  async #read(queueId: string): Promise<Buffer | undefined> {
-    const spool = this.#spool;
-    if (!spool) return undefined;
-    for (const state of QUEUE_STATES) {
-      if (state === 'corrupt') continue;
-      try {
-        return await readFile(join(spool.dir, state, queueId));
-      } catch (err) {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      }
-    }
-    return undefined;
+  /** The queue file's current bytes, or undefined when it is gone (read under the message's lock: a move meanwhile is not taken for "gone"). */
+  #read(queueId: string): Promise<Buffer | undefined> {
+    return this.#spool ? this.#spool.readRaw(queueId) : Promise.resolve(undefined);
   }
 
   #reprotect(): void {
