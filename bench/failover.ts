@@ -91,6 +91,7 @@ async function settled(cluster: TestCluster): Promise<void> {
     for (const id of ["a", "b"]) {
       const s = await cluster.status(id);
       if (s.peers[0].status.type !== "alive" || s.ownSpool !== "delivering" || s.secondaries.length > 0) return false;
+      if (s.replication && s.replication.connection !== "up") return false; // replicated: copies made from the first message
     }
     return true;
   }, 60_000);
@@ -129,7 +130,11 @@ async function failoverRun(root: string, n: number): Promise<FailoverRun> {
     const takeoverLine = b.proc.waitForLine((l) => l.json?.event === "takeover" && l.json.spool === "a", 60_000, { includePast: false });
     const readyLine = b.proc.waitForLine((l) => l.json?.event === "secondary-ready" && l.json.secondary === "a", 60_000, { includePast: false });
 
-    log(`run ${n}: ${P.queued} messages queued on a (next hop down); kill -9 of a's process group`);
+    if (values.storage === "replicated") {
+      // every message on two disks (none accepted with one copy) before the kill
+      await cluster.waitFor("a's messages all copied to b", async () => (await cluster.status("a")).replication.unprotected === 0, 30_000);
+    }
+        log(`run ${n}: ${P.queued} messages queued on a (next hop down); kill -9 of a's process group`);
     const t0 = Date.now();
     await cluster.kill("a");
     const sinkUp = startSink({ listen: `127.0.0.1:${hopPort}`, out: join(dir, "sink.jsonl") }).then((s) => ((sink = s), Date.now() - t0));

@@ -68,6 +68,9 @@ export async function replicationTls(config: TandemConfig, me: string): Promise<
   return tls;
 }
 
+/** Unprotected messages are looked at this often (besides at every reconnection). */
+const REPROTECT_EVERY_MS = 1000;
+
 export interface ReplicaStatus {
   holder: string;
   connection: ClientState;
@@ -85,6 +88,7 @@ export interface ReplicaStatus {
 export class Replica implements SpoolReplica {
   #spool?: Spool;
   #reprotecting?: Promise<unknown>;
+  readonly #reprotectTimer: NodeJS.Timeout;
   readonly refusePolicy: boolean;
 
   private constructor(
@@ -98,6 +102,8 @@ export class Replica implements SpoolReplica {
     policy: 'refuse' | 'accept',
   ) {
     this.refusePolicy = policy === 'refuse';
+    this.#reprotectTimer = setInterval(() => this.#reprotect(), REPROTECT_EVERY_MS);
+    this.#reprotectTimer.unref();
     client.on('state', (s: ClientState) => {
       if (s === 'up') {
         logger.info({ event: 'shadow-holder-up', holder: holderId }, `shadow holder ${holderId} reachable: copies protected`);
@@ -170,12 +176,20 @@ export class Replica implements SpoolReplica {
     return this.#spool ? this.#spool.readRaw(queueId) : Promise.resolve(undefined);
   }
 
+  /**
+   * Copy the unprotected messages while the holder is up. Messages that became unprotected while
+   * a run was under way (accepted in the moment the connection came up) are taken by the next
+   * run, started when one ends and at every REPROTECT_EVERY_MS tick, not only at reconnection.
+   */
   #reprotect(): void {
-    if (this.#reprotecting || this.client.unprotectedCount === 0) return;
+    if (this.#reprotecting || this.client.unprotectedCount === 0 || this.client.state !== 'up') return;
     this.#reprotecting = this.client.reprotect((id) => this.#read(id)).then((counts) => {
       if (counts.protected || counts.failed) this.logger.info({ event: 'reprotected', ...counts }, `re-protection: ${counts.protected} message(s) copied to ${this.holderId}, ${counts.failed} still unprotected`);
+    }, (err) => {
+      this.logger.warn({ event: 'reprotect-failed', err: String(err) }, `re-protection failed: ${err}; trying again`);
     }).finally(() => {
       this.#reprotecting = undefined;
+      if (this.client.unprotectedCount > 0 && this.client.state === 'up') setTimeout(() => this.#reprotect(), 50).unref();
     });
   }
 
@@ -243,6 +257,7 @@ export class Replica implements SpoolReplica {
 
   /** Send the discard notices still queued, then close both sides. */
   async close(): Promise<void> {
+    clearInterval(this.#reprotectTimer);
     await Promise.race([this.client.flush(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
     await this.client.close();
     await this.holder.close();
