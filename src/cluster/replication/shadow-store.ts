@@ -262,7 +262,8 @@ export class ShadowStore {
     const spool = await this.#spool(origin, spoolId);
     const file = join(spool.dir, TAKEN_OVER_FILE);
     const ids = new Set(await this.#takenOver(file));
-    for (const e of await spool.list()) ids.add(e.queueId);
+    // names only (no stat per file): this runs between the death and the first redelivery
+    for (const state of LIVE_COPY_STATES) for (const name of await fsp.readdir(join(spool.dir, state)).catch(() => [] as string[])) if (isSafeQueueId(name)) ids.add(name);
     await writeFileDurably(file, `${JSON.stringify([...ids])}\n`);
     return spool.dir;
   }
@@ -319,7 +320,7 @@ export class ShadowStore {
   /** Queue files in a copy folder's live states (names only). */
   async #files(origin: string, spoolId: string): Promise<number> {
     let n = 0;
-    for (const state of ['incoming', 'active', 'deferred', 'hold'] as const) {
+    for (const state of LIVE_COPY_STATES) {
       n += (await fsp.readdir(join(this.folder(origin, spoolId), state)).catch(() => [] as string[])).length;
     }
     return n;
@@ -348,6 +349,9 @@ function findCopy(dir: string, queueId: string): QueueState | undefined {
   for (const state of QUEUE_STATES) if (statSync(join(dir, state, queueId), { throwIfNoEntry: false })) return state;
   return undefined;
 }
+
+/** The state folders that hold live copies (corrupt/ aside). */
+const LIVE_COPY_STATES = ['incoming', 'active', 'deferred', 'hold'] as const;
 
 /** A copy the origin does not list at its reconcile is dropped only if stored this long before. */
 const PRUNE_AFTER_MS = 60_000;
