@@ -12,7 +12,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
@@ -20,28 +19,17 @@ import { startSink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
 import { createCluster } from './harness/cluster.ts';
 import { opensslMissing } from './harness/cluster-certs.ts';
+import { FIREWALL_MISSING, cutPorts } from './harness/firewall.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
 
-function iptables(...args: string[]): void {
-  execFileSync('iptables', ['-w', ...args], { stdio: 'pipe' });
-}
 
-const firewall = (() => {
-  try {
-    iptables('-L', 'INPUT', '-n');
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-test('heartbeat network cut, storage reachable: no takeover, nothing delivered twice', { timeout: 180_000, skip: !firewall && 'needs root and iptables (installed by .ci/run)' }, async () => {
+test('heartbeat network cut, storage reachable: no takeover, nothing delivered twice', { timeout: 180_000, skip: FIREWALL_MISSING }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-partition-'));
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address });
-  const rules: string[][] = [];
+  let heal = () => {};
   // stops the load when the test ends early (a failure): otherwise its retries against stopped
   // nodes keep the file running long after the test failed
   const stopLoad = new AbortController();
@@ -64,11 +52,7 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
       return accepted;
     };
     loads = Promise.all([load('a'), load('b')]);
-    for (const id of cluster.ids) {
-      const rule = ['INPUT', '-p', 'udp', '-d', '127.0.0.1', '--dport', String(cluster.addresses.get(id)!.heartbeat.port), '-j', 'DROP', '-m', 'comment', '--comment', `tandem-test-${process.pid}`];
-      iptables('-I', ...rule);
-      rules.push(rule);
-    }
+    heal = cutPorts(cluster.ids.map((id) => ({ proto: 'udp', port: cluster.addresses.get(id)!.heartbeat.port })));
     const cutAt = Date.now();
     // three times dead_after with the network cut
     const deadAfter = 2500;
@@ -85,7 +69,7 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
       assert.ok(s.peers[0].netAgeMs > deadAfter, 'the network heartbeats were really cut');
       assert.ok(s.peers[0].diskAgeMs < deadAfter);
     }
-    for (const rule of rules.splice(0)) iptables('-D', ...rule);
+    heal();
     await cluster.waitFor('both alive again after the heal', async () => (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive');
     healed = true;
 
@@ -98,17 +82,17 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
   } finally {
     stopLoad.abort();
     await loads?.catch(() => undefined);
-    for (const rule of rules) iptables('-D', ...rule);
+    heal();
     await cluster.stopAll();
     await sink.stop();
   }
 });
 
-test('replicated storage, the network between the nodes cut (heartbeats and replication) for 3 × dead_after, no witness: both take over, nothing lost, duplicates counted; all healed afterwards', { timeout: 240_000, skip: (!firewall && 'needs root and iptables (installed by .ci/run)') || opensslMissing }, async () => {
+test('replicated storage, the network between the nodes cut (heartbeats and replication) for 3 × dead_after, no witness: both take over, nothing lost, duplicates counted; all healed afterwards', { timeout: 240_000, skip: FIREWALL_MISSING || opensslMissing }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-partition-repl-'));
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address, replicated: {} });
-  const rules: string[][] = [];
+  let heal = () => {};
   const stopLoad = new AbortController();
   let loads: Promise<string[][]> | undefined;
   try {
@@ -126,20 +110,13 @@ test('replicated storage, the network between the nodes cut (heartbeats and repl
       return accepted;
     };
     loads = Promise.all([load('a'), load('b')]);
-    for (const id of cluster.ids) {
-      const a = cluster.addresses.get(id)!;
-      for (const [proto, port] of [['udp', a.heartbeat.port], ['tcp', a.replication!.port]] as const) {
-        const rule = ['INPUT', '-p', proto, '-d', '127.0.0.1', '--dport', String(port), '-j', 'DROP', '-m', 'comment', '--comment', `tandem-test-${process.pid}`];
-        iptables('-I', ...rule);
-        rules.push(rule);
-      }
-    }
+    heal = cutPorts(cluster.ids.flatMap((id) => [{ proto: 'udp' as const, port: cluster.addresses.get(id)!.heartbeat.port }, { proto: 'tcp' as const, port: cluster.addresses.get(id)!.replication!.port }]));
     const cutAt = Date.now();
     const deadAfter = 2500;
     await cluster.waitFor('the cut to last 3 × dead_after', async () => Date.now() - cutAt > 3 * deadAfter, 60_000);
     const during = [await cluster.status('a'), await cluster.status('b')];
     for (const s of during) assert.equal(s.peers[0].status.type, 'dead', `${s.node}: without a shared disk or a witness, a cut looks like a death`);
-    for (const rule of rules.splice(0)) iptables('-D', ...rule);
+    heal();
     await cluster.waitFor('both alive, every spool back with its node, every message protected again', async () => {
       const [a, b] = [await cluster.status('a'), await cluster.status('b')];
       return [a, b].every((s) => s.peers[0].status.type === 'alive' && s.secondaries.length === 0 && s.ownSpool === 'delivering' && s.replication.unprotected === 0);
@@ -159,7 +136,7 @@ test('replicated storage, the network between the nodes cut (heartbeats and repl
   } finally {
     stopLoad.abort();
     await loads?.catch(() => undefined);
-    for (const rule of rules) iptables('-D', ...rule);
+    heal();
     await cluster.stopAll();
     await sink.stop();
   }

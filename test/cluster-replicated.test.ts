@@ -20,7 +20,7 @@ import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
-import { createCluster } from './harness/cluster.ts';
+import { createCluster, type TestCluster } from './harness/cluster.ts';
 import { opensslMissing } from './harness/cluster-certs.ts';
 
 const procs = trackProcesses();
@@ -28,6 +28,19 @@ after(() => procs.stopAll());
 
 const queued = (spool: string) => ['incoming', 'active', 'deferred'].reduce((n, s) => n + (existsSync(path.join(spool, s)) ? readdirSync(path.join(spool, s)).length : 0), 0);
 const timings = { heartbeat_interval: '100ms', fence_after: '600ms', dead_after: '1000ms' };
+
+/** Both nodes up, a's copies flowing to b. */
+async function startPair(cluster: TestCluster): Promise<void> {
+  await cluster.start('a');
+  await cluster.start('b');
+  await cluster.waitFor('a connected to its holder b', async () => (await cluster.status('a')).replication?.connection === 'up');
+}
+
+/** b killed, and a seeing its holder gone. */
+async function killHolder(cluster: TestCluster): Promise<void> {
+  await cluster.kill('b');
+  await cluster.waitFor('a sees its holder down', async () => (await cluster.status('a')).replication.connection !== 'up');
+}
 
 test('replicated: next hop stalled, a killed with kill -9 and its disk lost: b\'s secondary delivers every accepted message from its copies', { timeout: 300_000, skip: opensslMissing }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-repl-'));
@@ -37,9 +50,7 @@ test('replicated: next hop stalled, a killed with kill -9 and its disk lost: b\'
     extra: { queue: { total_concurrency: 10, min_backoff: '1s', max_backoff: '2s' } },
   });
   try {
-    await cluster.start('a');
-    await cluster.start('b');
-    await cluster.waitFor('a connected to its holder b', async () => (await cluster.status('a')).replication?.connection === 'up');
+    await startPair(cluster);
     // the next hop stalls: everything a accepts stays queued on a, with its copy on b
     process.kill(-sink.proc.pid, 'SIGSTOP');
     const a = cluster.addresses.get('a')!.smtp;
@@ -77,9 +88,7 @@ test('replicated: a comes back with its spool after b\'s secondary delivered its
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address, cluster: timings, replicated: {}, extra: { queue: { min_backoff: '1s', max_backoff: '2s' } } });
   try {
-    await cluster.start('a');
-    await cluster.start('b');
-    await cluster.waitFor('a connected to its holder b', async () => (await cluster.status('a')).replication?.connection === 'up');
+    await startPair(cluster);
     process.kill(-sink.proc.pid, 'SIGSTOP');
     const a = cluster.addresses.get('a')!.smtp;
     let load;
@@ -118,11 +127,8 @@ test('replicated, holder down, policy accept: 250 with one copy (unprotected, co
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address, cluster: timings, replicated: { replication: { on_holder_unreachable: 'accept' } } });
   try {
-    await cluster.start('a');
-    await cluster.start('b');
-    await cluster.waitFor('a connected to its holder b', async () => (await cluster.status('a')).replication?.connection === 'up');
-    await cluster.kill('b');
-    await cluster.waitFor('a sees its holder down', async () => (await cluster.status('a')).replication.connection !== 'up');
+    await startPair(cluster);
+    await killHolder(cluster);
     process.kill(-sink.proc.pid, 'SIGSTOP');
     const a = cluster.addresses.get('a')!.smtp;
     try {
@@ -149,11 +155,8 @@ test('replicated, holder down, policy refuse: 451 4.4.0 and nothing left on a; a
   const sink = await startSink();
   const cluster = await createCluster({ dir, relayHost: sink.address, cluster: timings, replicated: { replication: { on_holder_unreachable: 'refuse' } } });
   try {
-    await cluster.start('a');
-    await cluster.start('b');
-    await cluster.waitFor('a connected to its holder b', async () => (await cluster.status('a')).replication?.connection === 'up');
-    await cluster.kill('b');
-    await cluster.waitFor('a sees its holder down', async () => (await cluster.status('a')).replication.connection !== 'up');
+    await startPair(cluster);
+    await killHolder(cluster);
     const a = cluster.addresses.get('a')!.smtp;
     const refused = await runLoad({ host: a.host, port: a.port, total: 5, concurrency: 1, sizeBytes: 1024, from: 'load@client.test', to: 'x@remote.test', runId: 'refused-', retry: false });
     assert.equal(refused.accepted.size, 0);

@@ -14,7 +14,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
@@ -23,21 +22,11 @@ import { runLoad } from './harness/load.ts';
 import { createCluster, type TestCluster } from './harness/cluster.ts';
 import { opensslMissing } from './harness/cluster-certs.ts';
 import { ETCD_AVAILABLE, startEtcdCluster } from './harness/etcd.ts';
+import { FIREWALL_MISSING, cutPorts } from './harness/firewall.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
 
-function iptables(...args: string[]): void {
-  execFileSync('iptables', ['-w', ...args], { stdio: 'pipe' });
-}
-const firewall = (() => {
-  try {
-    iptables('-L', 'INPUT', '-n');
-    return true;
-  } catch {
-    return false;
-  }
-})();
 const noEtcd = !ETCD_AVAILABLE && 'etcd is not installed (Debian etcd-server; .ci/run installs it)';
 const DEAD_AFTER = 2500; // the witness lease TTL: 3 s (whole seconds)
 
@@ -79,11 +68,11 @@ async function queueOnAThenKill(cluster: TestCluster, sinkPid: number, n: number
   }
 }
 
-test('witness: a network cut between the nodes causes no takeover and no duplicate; with one etcd member down a killed node is still taken over, nothing lost', { timeout: 300_000, skip: noEtcd || opensslMissing || (!firewall && 'needs root and iptables (installed by .ci/run)') }, async () => {
+test('witness: a network cut between the nodes causes no takeover and no duplicate; with one etcd member down a killed node is still taken over, nothing lost', { timeout: 300_000, skip: noEtcd || opensslMissing || FIREWALL_MISSING }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-witness-cut-'));
   const etcd = await startEtcdCluster();
   const sink = await startSink();
-  const rules: string[][] = [];
+  let heal = () => {};
   let cluster: TestCluster | undefined;
   const stopLoad = new AbortController();
   let loads: Promise<string[][]> | undefined;
@@ -101,14 +90,7 @@ test('witness: a network cut between the nodes causes no takeover and no duplica
       return accepted;
     };
     loads = Promise.all([load('a'), load('b')]);
-    for (const id of c.ids) {
-      const a = c.addresses.get(id)!;
-      for (const [proto, port] of [['udp', a.heartbeat.port], ['tcp', a.replication!.port]] as const) {
-        const rule = ['INPUT', '-p', proto, '-d', '127.0.0.1', '--dport', String(port), '-j', 'DROP', '-m', 'comment', '--comment', `tandem-test-${process.pid}`];
-        iptables('-I', ...rule);
-        rules.push(rule);
-      }
-    }
+    heal = cutPorts(c.ids.flatMap((id) => [{ proto: 'udp' as const, port: c.addresses.get(id)!.heartbeat.port }, { proto: 'tcp' as const, port: c.addresses.get(id)!.replication!.port }]));
     const cutAt = Date.now();
     await c.waitFor('the cut to last 3 × dead_after', async () => {
       for (const id of c.ids) {
@@ -121,7 +103,7 @@ test('witness: a network cut between the nodes causes no takeover and no duplica
     // (a node slow to start can be taken over, empty, and handed back before the cut: not counted)
     const during = c.trackingEvents().filter((e) => e.event === 'takeover' && Date.parse(e.t) >= cutAt);
     assert.equal(during.length, 0, 'no takeover during the cut');
-    for (const rule of rules.splice(0)) iptables('-D', ...rule);
+    heal();
     await c.waitFor('both alive, connected and protected again', async () => {
       const [a, b] = [await c.status('a'), await c.status('b')];
       return [a, b].every((s) => s.peers[0].status.type === 'alive' && s.replication.connection === 'up' && s.replication.unprotected === 0);
@@ -142,7 +124,7 @@ test('witness: a network cut between the nodes causes no takeover and no duplica
   } finally {
     stopLoad.abort();
     await loads?.catch(() => undefined);
-    for (const rule of rules) iptables('-D', ...rule);
+    heal();
     await cluster?.stopAll();
     await sink.stop();
     await etcd.stopAll();
