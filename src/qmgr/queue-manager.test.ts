@@ -157,7 +157,7 @@ test('hold keeps a message from delivery until release; delete removes it withou
   const env = envelope(spool, 'sender@x.test', ['r@r.test']);
   await spool.commit(env, body);
   qmgr.enqueue(env.queueId, body.length);
-  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  await until('deferred, and done with', async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().some((m) => m.queueId === env.queueId && !m.busy));
   // the file is in deferred/ a moment before the attempt has finished recording it: then hold
   // answers 'pending' and holds it right after
   assert.match(await qmgr.hold(env.queueId), /^(held|pending)$/);
@@ -250,7 +250,7 @@ test('if the DSN cannot be queued, delivered recipients are recorded and the fai
   const env = envelope(spool, 'sender@x.test', ['ok@r.test', 'bad@r.test']);
   await spool.commit(env, body);
   qmgr.enqueue(env.queueId, body.length);
-  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  await until('deferred, and done with', async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().some((m) => m.queueId === env.queueId && !m.busy));
   const qf = await spool.read(env.queueId, 'deferred');
   assert.deepEqual(qf.pending, [1], 'ok@ is recorded as delivered; bad@ waits for its DSN');
   dsnFails = false;
@@ -431,7 +431,7 @@ test('requeue (postsuper -r) expands aliases again: new members get the mail, do
   ];
   await spool.commit(env, body);
   qmgr.enqueue(env.queueId, body.length);
-  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  await until('deferred, and done with', async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().some((m) => m.queueId === env.queueId && !m.busy));
   assert.equal(t.attempts.get('a@ok.test'), 1);
 
   // the table changes: the list loses b@ and gains c@ (and a@ again); x@ now expands to itself and y@
@@ -495,7 +495,7 @@ test('requeue: when every address of the new expansion is already done, the mess
   env.recipients = [{ address: 'a@l.test', original: 'list@l.test' }, { address: 'gone@l.test', original: 'list@l.test' }];
   await spool.commit(env, body);
   qmgr.enqueue(env.queueId, body.length);
-  await until('deferred', async () => (await spool.find(env.queueId)) === 'deferred');
+  await until('deferred, and done with', async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().some((m) => m.queueId === env.queueId && !m.busy));
   t.aliases.set('list@l.test', ['a@l.test']); // gone@ left the list
   assert.equal(await qmgr.requeue(env.queueId), 'removed: every address of the new expansion is already done; no longer expanded to gone@l.test');
   assert.equal(await spool.find(env.queueId), undefined);
