@@ -104,11 +104,14 @@ export class Replica implements SpoolReplica {
     this.refusePolicy = policy === 'refuse';
     this.#reprotectTimer = setInterval(() => this.#reprotect(), REPROTECT_EVERY_MS);
     this.#reprotectTimer.unref();
+    let saidDown = false; // once per outage, not at every reconnection attempt
     client.on('state', (s: ClientState) => {
       if (s === 'up') {
+        saidDown = false;
         logger.info({ event: 'shadow-holder-up', holder: holderId }, `shadow holder ${holderId} reachable: copies protected`);
         this.#reprotect();
-      } else if (s === 'down') {
+      } else if (s === 'down' && !saidDown) {
+        saidDown = true;
         logger.warn({ event: 'shadow-holder-down', holder: holderId }, `shadow holder ${holderId} unreachable: ${this.refusePolicy ? 'refusing mail (451 4.4.0)' : 'accepting mail with one copy (unprotected)'} until it is back`);
       }
     });
