@@ -12,7 +12,8 @@
  *                              comes back as { type: "other" }. Rejects when nothing complete
  *                              arrives within timeoutMs: a hung server fails the test.
  *     command(line, timeoutMs) write(line + CRLF) then readReply
- *     startTls()               STARTTLS already answered 220: wrap the socket in TLS (no verify)
+ *     startTls(servername?, timeoutMs?)  STARTTLS already answered 220: wrap the socket in TLS
+ *                              (no verify); rejects on a failed handshake, a close, or a timeout
  *     waitClosed(timeoutMs)    resolves true once the server closed the connection
  *     close()                  destroy the socket
  *   RawReply
@@ -136,21 +137,37 @@ export class RawSmtpClient {
     return this.readReply(timeoutMs);
   }
 
-  /** Upgrades to TLS after the server's 220 to STARTTLS (certificate not verified). */
-  startTls(servername = "tandem.test"): Promise<void> {
+  /**
+   * Upgrades to TLS after the server's 220 to STARTTLS (certificate not verified). Rejects when
+   * the handshake fails, when the connection closes first (close() during the handshake only
+   * closes the TCP socket, and the TLS socket then ends without an error), or after timeoutMs.
+   */
+  startTls(servername = "tandem.test", timeoutMs = 10_000): Promise<void> {
     const plain = this.socket;
     plain.removeAllListeners("data");
     plain.removeAllListeners("end");
     plain.removeAllListeners("close");
     return new Promise((resolve, reject) => {
       const secure = tls.connect({ socket: plain, rejectUnauthorized: false, servername }, () => {
-        secure.removeListener("error", reject);
+        clearTimeout(timer);
+        secure.removeListener("error", fail);
+        secure.removeListener("close", closed);
         this.socket = secure;
         this.buffer = "";
         this.attach(secure);
         resolve();
       });
-      secure.once("error", reject);
+      const fail = (err: Error): void => {
+        clearTimeout(timer);
+        secure.removeListener("close", closed);
+        this.closed = true;
+        secure.destroy();
+        reject(err);
+      };
+      const closed = (): void => fail(new Error("the connection closed during the TLS handshake"));
+      const timer = setTimeout(() => fail(new Error(`no TLS handshake within ${timeoutMs} ms`)), timeoutMs);
+      secure.once("error", fail);
+      secure.once("close", closed);
     });
   }
 
