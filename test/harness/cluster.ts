@@ -25,6 +25,8 @@ export interface ClusterOptions {
   dir: string;
   /** Node ids (default a, b). Partners: each node's partner is the next one (a→b, b→a for two). */
   ids?: string[];
+  /** Each node's site, in the order of `ids` (default all "test"); partners are then the next node of the same site. */
+  sites?: string[];
   /** Where the nodes relay all mail (a sink). */
   relayHost: string;
   /** cluster: keys to set (timings), merged over the defaults below. */
@@ -98,6 +100,11 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
   const diskOf = (id: string) => join(opts.dir, `disk-${id}`);
   const fmt = (a: HostPort) => `${a.host}:${a.port}`;
   const secret = "test-cluster-secret-0123456789abcdef";
+  /** The next node (of the same site, with sites), wrapping round. */
+  const partnerOf = (i: number) => {
+    const mates = ids.filter((_, j) => (opts.sites?.[j] ?? "test") === (opts.sites?.[i] ?? "test"));
+    return mates[(mates.indexOf(ids[i]) + 1) % mates.length];
+  };
   const tracking = join(opts.dir, "tracking.log");
   const base = defaultNodeConfig(opts.dir);
   const config = writeNodeConfig(opts.dir, {
@@ -111,8 +118,8 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
         heartbeat: fmt(addresses.get(id)!.heartbeat),
         smtp: fmt(addresses.get(id)!.smtp),
         admin: fmt(addresses.get(id)!.admin),
-        site: "test",
-        partner: ids[(i + 1) % ids.length],
+        site: opts.sites?.[i] ?? "test",
+        partner: partnerOf(i),
         ...(opts.replicated ? { replication: fmt(addresses.get(id)!.replication!) } : {}),
       })),
       ...(opts.replicated ? {
