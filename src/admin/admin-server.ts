@@ -184,25 +184,20 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     cluster.unfenceByOperator();
     return cluster.status();
   });
-  app.post<{ Params: { spool: string } }>('/cluster/handback/:spool', async (req, reply) => {
-    const cluster = clusterOf(reply);
-    if (!cluster) return;
-    try {
-      return { released: await cluster.handBack(req.params.spool) };
-    } catch (err) {
-      return reply.code(409).send({ error: (err as Error).message });
-    }
-  });
-
-  app.post<{ Params: { spool: string } }>('/cluster/takeover/:spool', async (req, reply) => {
-    const cluster = clusterOf(reply);
-    if (!cluster) return;
-    try {
-      return { claimed: await cluster.takeOverByOperator(req.params.spool) };
-    } catch (err) {
-      return reply.code(409).send({ error: (err as Error).message });
-    }
-  });
+  // operator actions on one spool: 409 with the reason when the node refuses
+  const spoolAction = (route: string, act: (cluster: NonNullable<typeof node.cluster>, spool: string) => Promise<object>) => {
+    app.post<{ Params: { spool: string } }>(route, async (req, reply) => {
+      const cluster = clusterOf(reply);
+      if (!cluster) return;
+      try {
+        return await act(cluster, req.params.spool);
+      } catch (err) {
+        return reply.code(409).send({ error: (err as Error).message });
+      }
+    });
+  };
+  spoolAction('/cluster/handback/:spool', async (cluster, spool) => ({ released: await cluster.handBack(spool) }));
+  spoolAction('/cluster/takeover/:spool', async (cluster, spool) => ({ claimed: await cluster.takeOverByOperator(spool) }));
 
   registerTrackRoutes(app, node);
   await registerConsole(app, node);
