@@ -36,15 +36,16 @@ async function pairWithWitness(dir: string, relayHost: string, endpoints: string
     cluster: { witness: { etcd: { endpoints } } },
     extra: { queue: { min_backoff: '1s', max_backoff: '2s' } },
   });
-  await cluster.start('a');
-  await cluster.start('b');
-  await cluster.waitFor('both nodes with a witness lease and connected to their holders', async () => {
+  await Promise.all([cluster.start('a'), cluster.start('b')]);
+  // a node slow to start on a loaded machine is first taken for dead (its empty queue taken over,
+  // then handed back): wait until that has settled too
+  await cluster.waitFor('both nodes with a witness lease, connected to their holders, each delivering its own queue only', async () => {
     for (const id of ['a', 'b']) {
       const s = await cluster.status(id);
-      if (s.witness?.lease !== 'held' || s.replication.connection !== 'up' || s.peers[0].status.type !== 'alive') return false;
+      if (s.witness?.lease !== 'held' || s.replication.connection !== 'up' || s.peers[0].status.type !== 'alive' || s.secondaries.length > 0 || s.ownSpool !== 'delivering') return false;
     }
     return true;
-  });
+  }, 60_000);
   return cluster;
 }
 
