@@ -41,7 +41,7 @@
  * With admin.tls the server speaks HTTPS only.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { TandemNode } from '../node/node.ts';
+import type { AdminNode } from './admin-node.ts';
 import { NOT_REQUEUED } from '../qmgr/requeue.ts';
 import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
@@ -51,7 +51,7 @@ import { registerTrackRoutes } from '../track/track-routes.ts';
 import { registerConsole } from '../console/console.ts';
 import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
 
-export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
+export async function startAdminServer(node: AdminNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = (tls ? Fastify({ logger: false, https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } }) : Fastify({ logger: false })) as unknown as FastifyInstance;
   const loopback = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
