@@ -35,7 +35,7 @@ import { DirSyncer } from './dirsync.ts';
 import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
 import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
-import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
+import { isSafeQueueId, makeQueueIdGenerator, parseQueueId } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus, type SpoolIo } from './types.ts';
 import { isErrno } from '../util/errno.ts';
 import { TandemError } from '../util/errors.ts';
@@ -82,6 +82,14 @@ export interface RecoveredEntry {
   /** Queue file size in bytes. */
   size: number;
   nextAttemptAt?: number;
+}
+
+/** A queue file chosen by Spool.select(), not yet read. */
+export interface SelectedFile {
+  queueId: string;
+  state: QueueState;
+  /** When it is due: its arrival (incoming/, active/) or its file's modification time (deferred/, see setDueTime). */
+  due: number;
 }
 
 export interface SpoolOptions {
@@ -359,6 +367,102 @@ export class Spool {
       await this.#move(queueId, state, 'corrupt');
       this.#warn('damaged queue file moved to corrupt/', { queueId, from: state, reason, path: this.#path(queueId, 'corrupt') });
     });
+  }
+
+  /**
+   * Record a deferred message's next attempt time as its file's modification time (as Postfix
+   * does), so that select() can tell whether it is due without reading it. Not made durable: a
+   * time lost in a crash only makes the message due earlier (its file says when it really is).
+   */
+  setDueTime(queueId: string, at: number): Promise<void> {
+    return this.#exclusive(queueId, async () => {
+      const t = new Date(at);
+      await fsp.utimes(this.#path(queueId, 'deferred'), t, t);
+    });
+  }
+
+  /** setDueTime(at) for every message in deferred/ that `known` does not know (a flush); returns how many. */
+  async makeDue(at: number, known: (queueId: string) => boolean): Promise<number> {
+    let n = 0;
+    for await (const d of await fsp.opendir(this.#folder('deferred'), { bufferSize: 256 })) {
+      if (!isSafeQueueId(d.name) || known(d.name)) continue;
+      try {
+        await this.setDueTime(d.name, at);
+        n++;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err; // moved or removed since it was listed
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Choose, without reading them, at most `room` queue files of `states` that `known` does not
+   * know, earliest due first (ties by queue id, i.e. arrival): a file in incoming/ or active/ is
+   * due at its arrival, one in deferred/ at its modification time (setDueTime), one in hold/
+   * never (after all others). Files due later than `dueBy` are left out. Only the chosen ones and
+   * the names of one folder are held in memory. Returns how many were left out per state and the
+   * earliest due time among those left out (hold/ excepted).
+   */
+  async select(opts: { states: readonly QueueState[]; room: number; known: (queueId: string) => boolean; dueBy?: number; warnStrays?: boolean; stop?: () => boolean }): Promise<{ chosen: SelectedFile[]; leftOut: Partial<Record<QueueState, number>>; nextDue?: number }> {
+    const dueBy = opts.dueBy ?? Infinity;
+    const room = Math.max(0, opts.room);
+    const leftOut: Partial<Record<QueueState, number>> = {};
+    let nextDue: number | undefined;
+    let chosen: SelectedFile[] = [];
+    const order = (a: SelectedFile, b: SelectedFile): number => a.due - b.due || (a.queueId < b.queueId ? -1 : a.queueId > b.queueId ? 1 : 0);
+    const drop = (f: SelectedFile): void => {
+      leftOut[f.state] = (leftOut[f.state] ?? 0) + 1;
+      if (f.state !== 'hold' && (nextDue === undefined || f.due < nextDue)) nextDue = f.due;
+    };
+    const offer = (f: SelectedFile): void => {
+      if (f.due > dueBy) return drop(f);
+      chosen.push(f);
+      // keep the `room` earliest; sorting in batches keeps this O(n log room)
+      if (chosen.length >= 2 * room + 1024) {
+        chosen.sort(order);
+        for (const f2 of chosen.splice(room)) drop(f2);
+      }
+    };
+    const take = async (state: QueueState, names: string[]): Promise<void> => {
+      if (state !== 'deferred') {
+        for (const queueId of names) offer({ queueId, state, due: state === 'hold' ? Infinity : parseQueueId(queueId)?.arrivedAt ?? 0 });
+        return;
+      }
+      const times = await mapLimit(names, STAT_CONCURRENCY, async (queueId) => {
+        try {
+          return (await this.#io.stat(this.#path(queueId, state))).mtimeMs;
+        } catch (err) {
+          if (isErrno(err, 'ENOENT')) return undefined; // moved or removed since it was listed
+          throw err;
+        }
+      });
+      times.forEach((t, j) => { if (t !== undefined) offer({ queueId: names[j], state, due: Math.floor(t) }); });
+    };
+    for (const state of opts.states) {
+      // streamed (opendir), not readdir: a folder of a million names is never one array
+      let batch: string[] = [];
+      for await (const d of await fsp.opendir(this.#folder(state), { bufferSize: 256 })) {
+        if (opts.stop?.()) break;
+        if (!isSafeQueueId(d.name)) {
+          if (opts.warnStrays && !d.name.startsWith('.')) this.#warn('unexpected file in a spool folder, left alone', { path: join(this.#folder(state), d.name) });
+          continue;
+        }
+        if (opts.known(d.name)) continue;
+        batch.push(d.name);
+        if (batch.length >= 1024) {
+          await take(state, batch);
+          batch = [];
+        }
+      }
+      await take(state, batch);
+    }
+    chosen.sort(order);
+    if (chosen.length > room) {
+      for (const f of chosen.slice(room)) drop(f);
+      chosen = chosen.slice(0, room);
+    }
+    return { chosen, leftOut, ...(nextDue !== undefined ? { nextDue } : {}) };
   }
 
   /** Names in a state folder that can be queue ids, and the others (strays). */
