@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { MaildirChannel, maildirFileName } from './maildir.ts';
 import { makeJob } from './testing.ts';
+import { bufferSource } from '../message/source.ts';
 
 async function withTempDir(body: (dir: string) => Promise<void>) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-maildir-'));
@@ -63,7 +64,7 @@ test('a path under a regular file defers with the reason (never bounces)', async
 test('a message already delivered to the address is a loop: failed 5.4.6', async () => {
   await withTempDir(async (dir) => {
     const job = makeJob({ type: 'maildir', path: dir }, ['user@example.com', 'other@example.com'], {
-      message: Buffer.from('Delivered-To: USER@example.com\r\nSubject: loop\r\n\r\nbody\r\n'),
+      message: bufferSource(Buffer.from('Delivered-To: USER@example.com\r\nSubject: loop\r\n\r\nbody\r\n')),
     });
     const results = await new MaildirChannel().deliver(job);
     assert.equal(results[0].outcome, 'failed');

@@ -126,7 +126,7 @@ test('a permanent failure sends one DSN to the sender; never to the null sender'
   const dsns = t.jobs.filter((j) => j.recipients[0].address === 'sender@x.test');
   assert.equal(dsns.length, 1, 'exactly one DSN (for the message with a sender)');
   assert.equal(dsns[0].sender, '', 'the DSN itself has the null sender');
-  assert.match(dsns[0].message.toString(), /multipart\/report/);
+  assert.match(dsns[0].message.whole!.toString(), /multipart\/report/);
   const events = t.track();
   assert.equal(events.filter((e) => e.event === 'bounced').length, 2);
   assert.equal(events.filter((e) => e.event === 'dsn').length, 1);
@@ -143,7 +143,7 @@ test('deferred mail is retried with backoff and expires after max_lifetime with 
   await until('expiry DSN', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'), 10_000);
   assert.ok((t.attempts.get('slow@r.test') ?? 0) >= 2, 'retried before expiring');
   const dsn = t.jobs.find((j) => j.recipients[0].address === 'sender@x.test')!;
-  assert.match(dsn.message.toString(), /expired/i);
+  assert.match(dsn.message.whole!.toString(), /expired/i);
   assert.ok(t.track().some((e) => e.event === 'expired' && e.recipient === 'slow@r.test'));
   await until('queue empty', async () => (await spool.list()).length === 0);
   await qmgr.stop();

@@ -22,7 +22,8 @@
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import { CorruptQueueFileError, type Spool, type QueueFile } from '../spool/index.ts';
+import { CorruptQueueFileError, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
+import { bufferSource } from '../message/source.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
 import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
@@ -699,13 +700,13 @@ export class QueueManager {
   /** One delivery attempt of one message. */
   private async attempt(id: string, e: Entry): Promise<void> {
     const spool = this.deps.spool;
-    let qf: QueueFile;
+    let qf: DeliveryFile;
     try {
       if (e.state === 'incoming') {
         await spool.move(id, 'incoming', 'active', { durable: false });
         e.state = 'active';
       }
-      qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
+      qf = e.fresh ? { ...freshQueueFile(id, e.fresh.envelope, e.fresh.message), message: bufferSource(e.fresh.message) } : await spool.readForDelivery(id, e.state);
       e.fresh = undefined;
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
@@ -757,7 +758,7 @@ export class QueueManager {
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
-  private async deliverPending(qf: QueueFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
+  private async deliverPending(qf: DeliveryFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const groups = new Map<string, { key: string; route: Route; rcpts: DeliveryRecipient[] }>();
     const outcomes: Outcome[] = [];
@@ -807,7 +808,7 @@ export class QueueManager {
    * try until then, instead of each message waiting out the connect timeouts again (unless the
    * operator flushed the message: `flushed`).
    */
-  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
+  private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
       if (flushed) return undefined;
@@ -879,7 +880,7 @@ export class QueueManager {
    * pending — they fail again at the next attempt and the DSN is tried again — so that the
    * delivered ones are still recorded and not sent twice.
    */
-  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
+  private async recordOutcomes(qf: DeliveryFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
     const env = qf.envelope;
     const at = this.now();
     const failed = outcomes.filter((o) => o.outcome === 'failed');
@@ -919,7 +920,7 @@ export class QueueManager {
   }
 
   /** Append this attempt's records and the retry schedule; move to deferred/; set the timer. */
-  private async defer(qf: QueueFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
+  private async defer(qf: DeliveryFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
     const env = qf.envelope;
     const q = this.deps.config.queue;
     const attempts = (qf.deferral?.attempts ?? 0) + 1;
@@ -947,7 +948,7 @@ export class QueueManager {
   }
 
   /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
-  private async expire(qf: QueueFile): Promise<void> {
+  private async expire(qf: DeliveryFile): Promise<void> {
     const env = qf.envelope;
     const age = formatDuration(this.now() - env.arrivedAt);
     const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
@@ -964,7 +965,7 @@ export class QueueManager {
    * Commit a DSN for these recipients to the spool (it is then delivered like any message).
    * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
    */
-  private async sendDsn(qf: QueueFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
+  private async sendDsn(qf: DeliveryFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
     const env = qf.envelope;
     if (env.sender === '') return false;
     const notify = kind === 'failure' ? 'FAILURE' : kind === 'delay' ? 'DELAY' : 'SUCCESS';
@@ -973,7 +974,8 @@ export class QueueManager {
     const dsn = buildDsn({
       reportingMta: this.deps.config.node.hostname,
       envelope: env,
-      original: qf.message,
+      original: qf.message.whole ?? qf.message.head,
+      originalSize: qf.message.size,
       kind,
       recipients: wanted.map((r) => ({
         recipient: env.recipients[r.index],

@@ -27,7 +27,8 @@
  * Mutating calls for one queue id (appendStatus, move, remove, quarantine) are serialised in
  * this process; one process per spool is enforced by lock.ts, not here.
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, createReadStream } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -38,6 +39,8 @@ import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator, parseQueueId } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus, type SpoolIo } from './types.ts';
 import { isErrno } from '../util/errno.ts';
+import { bodyStart, HEADER_SCAN_LIMIT } from '../util/message-headers.ts';
+import { bufferSource, type MessageSource } from '../message/source.ts';
 import { TandemError } from '../util/errors.ts';
 
 /** A queue file that failed its self-check; it belongs in corrupt/. */
@@ -67,6 +70,9 @@ export interface QueueFile {
   /** File size in bytes. */
   size: number;
 }
+
+/** A queue file as read for delivery: the message in memory when small, else streamed from the file. */
+export type DeliveryFile = Omit<QueueFile, 'message'> & { message: MessageSource };
 
 export interface QueueEntry {
   queueId: string;
@@ -135,6 +141,10 @@ const LIVE_STATES: readonly QueueState[] = QUEUE_STATES.filter((s) => s !== 'cor
 /** Files read at once by recover() (whole messages are held in memory). */
 const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
+/** Queue files up to this size are read whole for delivery; the message of a larger one is streamed. */
+const READ_WHOLE_LIMIT = 256 * 1024;
+/** Chunk of a streamed message's checksum pass. */
+const CHECK_CHUNK = 256 * 1024;
 
 
 /** Positional reads on an open file, for the header-only walks of queuefile.ts. */
@@ -243,6 +253,56 @@ export class Spool {
       deferral: result.deferral,
       pending: result.pending,
       size: bytes.length,
+    };
+  }
+
+  /**
+   * Read a queue file for a delivery attempt: as read() for a small file; for a larger one the
+   * envelope, the statuses and the message's header section, with the message's checksum
+   * verified in a pass over the file in chunks — the message itself is then read from the file
+   * as a stream by the channel (MessageSource.stream()), never held whole. The message record
+   * is never changed once committed, so the stream reads what was checked.
+   */
+  async readForDelivery(queueId: string, state: QueueState): Promise<DeliveryFile> {
+    const path = this.#path(queueId, state);
+    const handle = await this.#io.open(path, fsConstants.O_RDONLY);
+    let frame: { message: { offset: number; length: number }; head: Buffer; rest: Omit<QueueFile, 'message'> } | undefined;
+    try {
+      const { size } = await handle.stat();
+      if (size > READ_WHOLE_LIMIT) {
+        const read = positionalReader(handle);
+        const meta = await readMetadata(read, size);
+        if ('reason' in meta) throw new CorruptQueueFileError(queueId, path, meta.reason);
+        if (meta.envelope.queueId !== queueId) {
+          throw new CorruptQueueFileError(queueId, path, `envelope says queue id ${JSON.stringify(meta.envelope.queueId)}, not the file name`);
+        }
+        const m = meta.message;
+        const chunk = Buffer.allocUnsafe(Math.min(CHECK_CHUNK, m.length));
+        let crc = 0;
+        for (let pos = 0; pos < m.length;) {
+          const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, m.length - pos), m.offset + pos);
+          if (bytesRead === 0) throw new CorruptQueueFileError(queueId, path, 'record M is cut short');
+          crc = crc32(chunk.subarray(0, bytesRead), crc);
+          pos += bytesRead;
+        }
+        if (crc !== m.crc) throw new CorruptQueueFileError(queueId, path, 'record M has a bad checksum');
+        const start = await read(m.offset, Math.min(m.length, HEADER_SCAN_LIMIT));
+        frame = {
+          message: m, head: Buffer.from(start.subarray(0, bodyStart(start))),
+          rest: { queueId, state, envelope: meta.envelope, statuses: meta.statuses, deferral: meta.deferral, pending: meta.pending, size },
+        };
+      }
+    } finally {
+      await handle.close();
+    }
+    if (!frame) {
+      const qf = await this.read(queueId, state);
+      return { ...qf, message: bufferSource(qf.message) };
+    }
+    const { message: m, head } = frame;
+    return {
+      ...frame.rest,
+      message: { size: m.length, head, stream: () => createReadStream(path, { start: m.offset, end: m.offset + m.length - 1, highWaterMark: 64 * 1024 }) },
     };
   }
 
