@@ -365,8 +365,8 @@ function sendOnce(session: SmtpSession, envelope: SMTPConnection.Envelope, sourc
     // sees the final dot, so it keeps nothing) and the recipients are deferred
     stream?.once('error', (err) => {
       session.alive = false;
-      conn.close();
       finish({ type: 'lost', err: Object.assign(new Error(`reading the queue file: ${err.message}`), { code: 'EQUEUEFILE' }) as SmtpError });
+      conn.close();
     });
     conn.send(envelope, message, (err, info) => {
       if (err) {

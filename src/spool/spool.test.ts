@@ -38,7 +38,7 @@ function envelope(queueId: string, recipients = 2): Envelope {
 
 const MESSAGE = Buffer.from('Subject: test\r\n\r\nhello\r\n');
 
-async function commitOne(spool: Spool, recipients = 2, message = MESSAGE): Promise<string> {
+async function commitOne(spool: Spool, recipients = 2, message: Buffer = MESSAGE): Promise<string> {
   const id = spool.newQueueId();
   await spool.commit(envelope(id, recipients), message);
   return id;
