@@ -22,7 +22,7 @@
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import { CorruptQueueFileError, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
+import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
 import { bufferSource } from '../message/source.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
@@ -637,7 +637,9 @@ export class QueueManager {
       if (e.busy || e.state === 'hold') continue;
       // XXX: attempts parked on a slow destination keep their bytes, so enough of them can use
       // up max_active_bytes and hold up other destinations (the byte bound wins over fairness)
-      if (this.inProgress > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
+      // a large message is streamed from its file: what it holds in memory is bounded by the chunks
+      const cost = Math.min(e.size, READ_WHOLE_LIMIT);
+      if (this.inProgress > 0 && this.activeBytes + cost > this.deps.config.queue.max_active_bytes) {
         this.ready.unshift(id);
         e.queued = true;
         break;
@@ -645,7 +647,7 @@ export class QueueManager {
       e.busy = true;
       this.running++;
       this.inProgress++;
-      this.activeBytes += e.size;
+      this.activeBytes += cost;
       this.attempt(id, e)
         .catch((err) => {
           // an environment failure (spool I/O): keep the message, try again later
@@ -656,7 +658,7 @@ export class QueueManager {
           e.busy = false;
           this.running--;
           this.inProgress--;
-          this.activeBytes -= e.size;
+          this.activeBytes -= cost;
           const asked = e.after !== undefined;
           void this.applyAfter(id, e);
           if (!asked) this.maybeEvict(id, e);

@@ -142,7 +142,7 @@ const LIVE_STATES: readonly QueueState[] = QUEUE_STATES.filter((s) => s !== 'cor
 const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
 /** Queue files up to this size are read whole for delivery; the message of a larger one is streamed. */
-const READ_WHOLE_LIMIT = 256 * 1024;
+export const READ_WHOLE_LIMIT = 256 * 1024;
 /** Chunk of a streamed message's checksum pass. */
 const CHECK_CHUNK = 256 * 1024;
 
