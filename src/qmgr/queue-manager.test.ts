@@ -405,7 +405,8 @@ test('flush of one message (postqueue -i) tries only that one, past the dead-des
     const env = envelope(spool, 'sender@x.test', [rcpt]);
     await spool.commit(env, body);
     qmgr.enqueue(env.queueId, body.length);
-    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred');
+    // deferred on disk and in the queue manager (the move's folder fsyncs come between the two)
+    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().find((m) => m.queueId === env.queueId)?.nextAttemptAt !== undefined);
     ids.push(env.queueId);
   }
   assert.equal(t.jobs.length, 1);
@@ -593,4 +594,31 @@ test('bounded active queue: deferred mail waits on disk, new mail still goes, fl
   await until('all but the held one delivered', async () => (await spool.list()).length === 1);
   for (let i = 1; i < 25; i++) assert.equal(delivered.get(`slow${i}@down.test`), 1, `slow${i} delivered once`);
   assert.equal(delivered.get('slow0@down.test'), undefined, 'the held message was not delivered');
+});
+
+test('bounded active queue: held messages filling the memory do not keep new mail from being delivered', async () => {
+  const t = setup(() => 'delivered', { active_message_limit: 10 });
+  const first = await t.make();
+  const held: string[] = [];
+  for (let i = 0; i < 15; i++) {
+    const env = envelope(first.spool, 's@x.test', [`held${i}@r.test`]);
+    await first.spool.commit(env, body);
+    await first.spool.move(env.queueId, 'incoming', 'hold');
+    held.push(env.queueId);
+  }
+  const { spool, qmgr } = await t.make();
+  const { scanned } = await qmgr.start();
+  assert.equal((await scanned).queued, 10, 'memory is full of held messages');
+  assert.equal(qmgr.counts().hold, 15, 'counts() sees all the held messages');
+  for (let i = 0; i < 5; i++) {
+    const env = envelope(spool, 's@x.test', [`new${i}@r.test`]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+  }
+  await until('the new mail delivered', async () => (await spool.list()).length === 15);
+  assert.deepEqual(t.jobs.flatMap((j) => j.recipients.map((r) => r.address)).sort(), ['new0@r.test', 'new1@r.test', 'new2@r.test', 'new3@r.test', 'new4@r.test']);
+  // a held message put back on disk is still released by the operator, and then delivered
+  assert.equal(await qmgr.release(held[14]), 'released');
+  await until('the released message delivered', () => t.jobs.length === 6);
+  assert.equal(qmgr.counts().hold, 14);
 });

@@ -158,6 +158,8 @@ export class QueueManager {
   private onDisk = false;
   /** Those messages by state, as the last walk counted them (for counts()). */
   private diskOnly: Partial<Record<QueueState, number>> = {};
+  /** Held messages on disk only (not read in at start-up, or put back on disk by a walk). */
+  private heldOnDisk = 0;
   /** The earliest due time among them, as the last walk saw it. */
   private diskDue?: number;
   private walking?: Promise<WalkResult>;
@@ -201,8 +203,8 @@ export class QueueManager {
     this.onDisk = true;
     this.leftSinceWalk = true;
     this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
-    // deferred messages waiting in memory can make room (a walk puts them back on disk)
-    if (this.retries.size > 0) this.requestWalk();
+    // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
+    if (this.entries.size - this.inProgress - this.ready.length > 0) this.requestWalk();
   }
 
   /** A message left memory: if others wait on disk and enough room is free, walk. */
@@ -214,18 +216,28 @@ export class QueueManager {
   /**
    * While messages wait on disk, a deferred message that waits for its retry time need not stay
    * in memory: its file says when it is due (Spool.setDueTime), and a walk reads it back then.
+   * Nor does a held one: an operator's action reads it in again.
    */
   private evictable(id: string, e: Entry): boolean {
-    return this.entries.get(id) === e && e.state === 'deferred' && !e.busy && !e.queued && !e.after && !e.flushed
-      && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now();
+    if (this.entries.get(id) !== e || e.busy || e.queued || e.after || e.flushed) return false;
+    return e.state === 'hold' || (e.state === 'deferred' && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now());
+  }
+
+  /** Put a message back on disk (evictable() said it may go). */
+  private evict(id: string, e: Entry): void {
+    this.retries.delete(id);
+    this.entries.delete(id);
+    if (e.state === 'hold') this.heldOnDisk++;
   }
 
   private maybeEvict(id: string, e: Entry): void {
     if (!this.onDisk || !this.evictable(id, e)) return;
-    this.retries.delete(id);
-    this.leftSinceWalk = true;
-    this.diskOnly.deferred = (this.diskOnly.deferred ?? 0) + 1;
-    if (this.diskDue === undefined || e.nextAttemptAt! < this.diskDue) this.diskDue = e.nextAttemptAt;
+    this.evict(id, e);
+    if (e.state === 'deferred') {
+      this.leftSinceWalk = true;
+      this.diskOnly.deferred = (this.diskOnly.deferred ?? 0) + 1;
+      if (this.diskDue === undefined || e.nextAttemptAt! < this.diskDue) this.diskDue = e.nextAttemptAt;
+    }
     this.forget(id);
     this.armWalkTimer();
   }
@@ -285,7 +297,7 @@ export class QueueManager {
     const result: WalkResult = { queued: 0, quarantined: 0, unreadable: 0 };
     const now = this.now();
     this.lastWalkAt = now;
-    if (!startup) for (const [id, e] of this.entries) if (this.evictable(id, e)) { this.retries.delete(id); this.entries.delete(id); }
+    if (!startup) for (const [id, e] of this.entries) if (this.evictable(id, e)) this.evict(id, e);
     this.leftSinceWalk = false;
     let leftOver = false;
     let diskDue: number | undefined;
@@ -298,8 +310,11 @@ export class QueueManager {
         ...(startup ? { warnStrays: true } : { dueBy: now }), stop: () => this.stopping,
       });
       for (const [state, n] of Object.entries(leftOut) as Array<[QueueState, number]>) {
-        diskOnly[state] = (diskOnly[state] ?? 0) + n;
-        if (state !== 'hold') leftOver = true;
+        if (state === 'hold') this.heldOnDisk += n;
+        else {
+          diskOnly[state] = (diskOnly[state] ?? 0) + n;
+          leftOver = true;
+        }
       }
       if (nextDue !== undefined && (diskDue === undefined || nextDue < diskDue)) diskDue = nextDue;
       for (let i = 0; i < chosen.length && !this.stopping; i += READ_CONCURRENCY * 8) {
@@ -433,6 +448,7 @@ export class QueueManager {
     for (const e of this.entries.values()) c[e.state] = (c[e.state] ?? 0) + 1;
     // messages on disk only (memory full), as the last walk of the spool counted them
     if (this.onDisk) for (const [state, n] of Object.entries(this.diskOnly)) c[state] = (c[state] ?? 0) + n;
+    c.hold += this.heldOnDisk;
     return c;
   }
 
@@ -595,7 +611,8 @@ export class QueueManager {
     if (again) return again;
     const e: Entry = { state, size: info.size, busy: false };
     this.entries.set(queueId, e);
-    if (this.diskOnly[state]) this.diskOnly[state]!--;
+    if (state === 'hold') this.heldOnDisk = Math.max(0, this.heldOnDisk - 1);
+    else if (this.diskOnly[state]) this.diskOnly[state]!--;
     if (state === 'deferred' && info.deferral && info.deferral.nextAttemptAt > this.now()) this.schedule(queueId, e, info.deferral.nextAttemptAt);
     else if (state !== 'hold') {
       this.makeReady(queueId, e);
