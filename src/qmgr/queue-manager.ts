@@ -202,15 +202,20 @@ export class QueueManager {
   private leftOnDisk(state: QueueState): void {
     this.onDisk = true;
     this.leftSinceWalk = true;
+    this.diskDue = Math.min(this.diskDue ?? Infinity, this.now()); // due now
     this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
     // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
     if (this.entries.size - this.inProgress - this.ready.length > 0) this.requestWalk();
   }
 
-  /** A message left memory: if others wait on disk and enough room is free, walk. */
+  /**
+   * A message left memory: if messages due now wait on disk and enough room is free, walk (those
+   * due later are walked in by the timer, so that a large deferred backlog on disk is not listed
+   * again at every delivery).
+   */
   private forget(id: string): void {
     this.entries.delete(id);
-    if (this.onDisk && this.entries.size <= this.memoryLimit / 2) this.requestWalk();
+    if (this.onDisk && this.entries.size <= this.memoryLimit / 2 && (this.diskDue ?? 0) <= this.now()) this.requestWalk();
   }
 
   /**
