@@ -497,7 +497,8 @@ export class Spool {
           throw err;
         }
       });
-      times.forEach((t, j) => { if (t !== undefined) offer({ queueId: names[j], state, due: Math.floor(t) }); });
+      // rounded: a time set in ms comes back from the file system as, say, …279.9999
+      times.forEach((t, j) => { if (t !== undefined) offer({ queueId: names[j], state, due: Math.round(t) }); });
     };
     for (const state of opts.states) {
       // streamed (opendir), not readdir: a folder of a million names is never one array
