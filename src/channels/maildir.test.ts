@@ -9,6 +9,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { MaildirChannel, maildirFileName } from './maildir.ts';
 import { makeJob } from './testing.ts';
+import { bufferSource, type MessageSource } from '../message/source.ts';
+import { Readable } from 'node:stream';
 
 async function withTempDir(body: (dir: string) => Promise<void>) {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'tandem-maildir-'));
@@ -63,7 +65,7 @@ test('a path under a regular file defers with the reason (never bounces)', async
 test('a message already delivered to the address is a loop: failed 5.4.6', async () => {
   await withTempDir(async (dir) => {
     const job = makeJob({ type: 'maildir', path: dir }, ['user@example.com', 'other@example.com'], {
-      message: Buffer.from('Delivered-To: USER@example.com\r\nSubject: loop\r\n\r\nbody\r\n'),
+      message: bufferSource(Buffer.from('Delivered-To: USER@example.com\r\nSubject: loop\r\n\r\nbody\r\n')),
     });
     const results = await new MaildirChannel().deliver(job);
     assert.equal(results[0].outcome, 'failed');
@@ -122,4 +124,18 @@ test('a directory mailbox owner (uidNumber/gidNumber on the route) is applied, a
 test('an unknown user name in local.maildir_owners is an error at start-up', async () => {
   const { ownerLookup } = await import('./maildir_owner.ts');
   assert.throws(() => ownerLookup({ 'example.com': { owner: 'no-such-user-tandem' } }), /local\.maildir_owners\."example\.com"\.owner: no user named "no-such-user-tandem"/);
+});
+
+test('a large message is streamed into the Maildir with LF line ends, also where a CRLF falls between two chunks', async () => {
+  await withTempDir(async (dir) => {
+    const box = path.join(dir, 'Maildir');
+    const text = `Subject: big\r\n\r\n${'line\r\n'.repeat(1000)}`;
+    const cut = text.indexOf('\r\n', 100) + 1; // a chunk ends with CR, the next starts with LF
+    const chunks = [Buffer.from(text.slice(0, cut)), Buffer.from(text.slice(cut, 3000)), Buffer.from(text.slice(3000))];
+    const message: MessageSource = { size: text.length, head: Buffer.from('Subject: big\r\n\r\n'), stream: () => Readable.from(chunks) };
+    const [r] = await new MaildirChannel({ hostname: 'h' }).deliver({ ...makeJob({ type: 'maildir', path: box }, ['u@example.com']), message });
+    assert.equal(r.outcome, 'delivered', r.reply);
+    const [file] = await readdir(path.join(box, 'new'));
+    assert.equal(await readFile(path.join(box, 'new', file), 'utf8'), `Return-Path: <sender@example.org>\nDelivered-To: u@example.com\n${text.replace(/\r\n/g, '\n')}`);
+  });
 });

@@ -23,13 +23,15 @@
  * Errors without an errno code are bugs and are thrown.
  * Config read: none (the hostname for file names is an option, default os.hostname()).
  */
-import { chmod, chown, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
 import { fsyncDirectory } from '../util/fsync-dir.ts';
 import { headerBlock } from '../util/message-headers.ts';
 import { folderMode, type MaildirOwnership, type OwnerLookup } from './maildir_owner.ts';
+import type { MessageSource } from '../message/source.ts';
 
 export interface MaildirChannelOptions {
   /** Host name in file names (default os.hostname()); '/' and ':' are escaped per the spec. */
@@ -75,8 +77,9 @@ export class MaildirChannel implements Channel {
       const reply = describeFsError(err, dir, PREPARING);
       return job.recipients.map((r) => ({ index: r.index, outcome: 'deferred', reply, via }));
     }
-    const body = toLf(job.message);
-    const alreadyDeliveredTo = deliveredToHeaders(job.message);
+    // a small message is converted once for all recipients; a large one is streamed for each
+    const body = job.message.whole ? toLf(job.message.whole) : job.message;
+    const alreadyDeliveredTo = deliveredToHeaders(job.message.head);
     const results: RecipientResult[] = [];
     for (const r of job.recipients) {
       if (alreadyDeliveredTo.has(r.address.toLowerCase())) {
@@ -85,7 +88,7 @@ export class MaildirChannel implements Channel {
       }
       const header = Buffer.from(`Return-Path: <${job.sender}>\nDelivered-To: ${r.address}\n`, 'utf8');
       try {
-        const name = await writeMaildirFile(dir, this.hostname, [header, body], owner);
+        const name = await writeMaildirFile(dir, this.hostname, header, body, owner);
         results.push({ index: r.index, outcome: 'delivered', reply: `2.0.0 Delivered to maildir as new/${name}`, via });
       } catch (err) {
         results.push({ index: r.index, outcome: 'deferred', reply: describeFsError(err, dir, 'writing the message'), via });
@@ -127,8 +130,11 @@ async function applyOwner(file: string, owner: MaildirOwnership, mode: number): 
   await chmod(file, mode);
 }
 
-/** tmp/ → fsync → new/ → fsync new/. Returns the file name; removes the tmp file on failure. */
-async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[], owner: MaildirOwnership | undefined): Promise<string> {
+/**
+ * tmp/ → fsync → new/ → fsync new/. `body`: the message with LF line ends, or the message as
+ * stored (CRLF), converted as it is streamed. Returns the file name; removes the tmp file on failure.
+ */
+async function writeMaildirFile(dir: string, hostname: string, header: Buffer, body: Buffer | MessageSource, owner: MaildirOwnership | undefined): Promise<string> {
   const name = maildirFileName(hostname);
   const tmpPath = path.join(dir, 'tmp', name);
   const file = await open(tmpPath, 'wx', owner?.mode ?? FILE_MODE);
@@ -138,7 +144,11 @@ async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[], 
         if (owner.uid !== undefined || owner.gid !== undefined) await file.chown(owner.uid ?? -1, owner.gid ?? -1);
         if (owner.mode !== undefined) await file.chmod(owner.mode);
       }
-      await file.writeFile(Buffer.concat(parts));
+      if (Buffer.isBuffer(body)) await file.writeFile(Buffer.concat([header, body]));
+      else {
+        await file.writeFile(header);
+        await writeLf(file, body.stream());
+      }
       await file.sync();
     } finally {
       await file.close();
@@ -151,6 +161,24 @@ async function writeMaildirFile(dir: string, hostname: string, parts: Buffer[], 
   await fsyncDirectory(path.join(dir, 'new'));
   return name;
 }
+
+/** Append a CRLF stream to a file with LF line ends (a CRLF split between chunks included). */
+async function writeLf(file: FileHandle, stream: Readable): Promise<void> {
+  let heldCr = false;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      let buf: Buffer = heldCr ? Buffer.concat([CR, chunk]) : chunk;
+      heldCr = buf.length > 0 && buf[buf.length - 1] === 0x0d;
+      if (heldCr) buf = buf.subarray(0, buf.length - 1);
+      await file.writeFile(toLf(buf));
+    }
+    if (heldCr) await file.writeFile(CR);
+  } finally {
+    stream.destroy();
+  }
+}
+
+const CR = Buffer.from('\r', 'latin1');
 
 /** CRLF → LF (a lone CR or LF is kept as it is). */
 function toLf(message: Buffer): Buffer {

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { SmtpChannel, type SmtpChannelOptions } from './smtp.ts';
 import { makeJob, startScriptedServer, startSmtpServer, type TestSmtpServer } from './testing.ts';
 import type { ResolveHost, ResolveMx } from './smtp_nexthop.ts';
+import type { MessageSource } from '../message/source.ts';
+import { Readable } from 'node:stream';
 
 const base: SmtpChannelOptions = { heloName: 'tandem.test', connectTimeout: 2000, commandTimeout: 5000 };
 const fixed = (port: number) => ({ type: 'smtp' as const, host: '127.0.0.1', port, mx: false as const });
@@ -307,5 +309,29 @@ test('a 421 to one RCPT defers every recipient without a final reply with that 4
       assert.equal(r.outcome, 'deferred');
       assert.match(r.reply, /^421 .*Too busy, closing/, r.reply);
     }
+  });
+});
+
+test('a large message goes to the next hop as a stream, byte for byte; a read error defers', async () => {
+  const server = await startSmtpServer({});
+  const body = Buffer.from(`Subject: streamed\r\n\r\n${'0123456789abcdef streamed line\r\n'.repeat(80_000)}`);
+  const streamed = (chunks: Buffer[], fail = false): MessageSource => ({
+    size: body.length,
+    head: Buffer.from('Subject: streamed\r\n\r\n'),
+    stream: () => Readable.from((async function* () {
+      yield* chunks;
+      if (fail) throw new Error('EIO: i/o error, read');
+    })()),
+  });
+  const pieces = Array.from({ length: 40 }, (_, i) => body.subarray(i * (body.length / 40 | 0), i === 39 ? body.length : (i + 1) * (body.length / 40 | 0)));
+  await withChannel({}, [server], async (ch) => {
+    const [ok] = await ch.deliver({ ...makeJob(fixed(server.port), ['a@example.com']), message: streamed(pieces) });
+    assert.equal(ok.outcome, 'delivered', ok.reply);
+    const m = server.messages[0];
+    assert.ok(m.data.equals(body), 'received byte for byte');
+    const [broken] = await ch.deliver({ ...makeJob(fixed(server.port), ['b@example.com']), message: streamed(pieces.slice(0, 10), true) });
+    assert.equal(broken.outcome, 'deferred', broken.reply);
+    assert.match(broken.reply, /reading the queue file/);
+    assert.equal(server.messages.length, 1, 'the next hop kept nothing of the broken transaction');
   });
 });

@@ -38,10 +38,12 @@
  * Config read: none (SessionOptions come from the channel).
  */
 import net from 'node:net';
+import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DeliveryJob, RecipientOutcome, RecipientResult } from './types.ts';
 import type { HopTarget } from './smtp_nexthop.ts';
 import { headerEnd } from '../util/message-headers.ts';
+import type { MessageSource } from '../message/source.ts';
 import { encodeXtext, needsUtf8Type, orcptParam, type OriginalRecipient } from '../util/dsn-address.ts';
 
 export interface SessionOptions {
@@ -216,8 +218,9 @@ function needsSmtpUtf8(job: DeliveryJob, addresses: string[]): boolean {
   const nonAscii = /[^\x00-\x7f]/;
   if (nonAscii.test(job.sender) || addresses.some((a) => nonAscii.test(a))) return true;
   if (!job.smtputf8) return false;
-  const end = headerEnd(job.message);
-  return job.message.subarray(0, end < 0 ? job.message.length : end).some((byte) => byte > 0x7f);
+  const head = job.message.head;
+  const end = headerEnd(head);
+  return head.subarray(0, end < 0 ? head.length : end).some((byte) => byte > 0x7f);
 }
 
 /** Run MAIL/RCPT/DATA for the job's recipients on an open session. Never throws. */
@@ -246,7 +249,7 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
   const outcome = await sendOnce(session, {
     from: job.sender,
     to: addresses,
-    size: job.message.length,
+    size: job.message.size,
     use8BitMime: job.body8bit === true,
     ...dsnOptions(job),
   }, job.message);
@@ -280,7 +283,7 @@ export async function runTransaction(session: SmtpSession, job: DeliveryJob): Pr
       fallback = { reply: formatReply(err.response), clean: err.code === 'EMESSAGE' };
       if (session.conn.options.lmtp) for (const r of session.lmtpReplies) addReply(r.recipient, r.reply);
     } else if (err.code === 'EMESSAGE' && err.command === 'MAIL FROM') {
-      fallback = { reply: `5.3.4 Message size ${job.message.length} exceeds the size limit of host ${via}: ${err.message}`, clean: true };
+      fallback = { reply: `5.3.4 Message size ${job.message.size} exceeds the size limit of host ${via}: ${err.message}`, clean: true };
     } else {
       fallback = { broken: describeError(err, 'during the transaction') };
     }
@@ -338,13 +341,16 @@ type SendOutcome =
   | { type: 'lost'; err: SmtpError };
 
 /** SMTPConnection.send as a promise that also settles when the connection dies. */
-function sendOnce(session: SmtpSession, envelope: SMTPConnection.Envelope, message: Buffer): Promise<SendOutcome> {
+function sendOnce(session: SmtpSession, envelope: SMTPConnection.Envelope, source: MessageSource): Promise<SendOutcome> {
   const conn = session.conn;
   return new Promise((resolve) => {
     let settled = false;
+    // a large message goes from its queue file as a stream; closed however the send ends
+    let stream: Readable | undefined;
     const finish = (outcome: SendOutcome) => {
       if (settled) return;
       settled = true;
+      stream?.destroy();
       conn.off('error', onError);
       conn.off('end', onEnd);
       resolve(outcome);
@@ -354,6 +360,14 @@ function sendOnce(session: SmtpSession, envelope: SMTPConnection.Envelope, messa
     if (!session.alive) return finish({ type: 'lost', err: session.lastError ?? new Error('Connection closed') });
     conn.once('error', onError);
     conn.once('end', onEnd);
+    const message = source.whole ?? (stream = source.stream());
+    // a read error of the queue file mid-DATA: the connection is dropped (the next hop never
+    // sees the final dot, so it keeps nothing) and the recipients are deferred
+    stream?.once('error', (err) => {
+      session.alive = false;
+      finish({ type: 'lost', err: Object.assign(new Error(`reading the queue file: ${err.message}`), { code: 'EQUEUEFILE' }) as SmtpError });
+      conn.close();
+    });
     conn.send(envelope, message, (err, info) => {
       if (err) {
         const e = err as SmtpError;

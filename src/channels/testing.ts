@@ -13,6 +13,7 @@
 import net from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { DeliveryJob } from './types.ts';
+import { bufferSource } from '../message/source.ts';
 import type { Route } from '../router/types.ts';
 
 export interface ReceivedMessage {
@@ -163,7 +164,7 @@ export function makeJob(route: Route, recipients: string[], extra: Partial<Deliv
     sender: 'sender@example.org',
     recipients: recipients.map((address, index) => ({ index, address, original: address })),
     route,
-    message: Buffer.from('From: sender@example.org\r\nTo: someone@example.com\r\nSubject: test\r\n\r\nHello.\r\n'),
+    message: bufferSource(Buffer.from('From: sender@example.org\r\nTo: someone@example.com\r\nSubject: test\r\n\r\nHello.\r\n')),
     ...extra,
   };
 }

@@ -8,6 +8,7 @@
 import type { Route } from '../router/types.ts';
 import type { DsnNotify } from '../message/envelope.ts';
 import type { OriginalRecipient } from '../util/dsn-address.ts';
+import type { MessageSource } from '../message/source.ts';
 
 export interface DeliveryRecipient {
   /** Index of the recipient in the envelope (stable key for durable status). */
@@ -26,8 +27,11 @@ export interface DeliveryJob {
   sender: string;
   recipients: DeliveryRecipient[];
   route: Route;
-  /** The whole message as received (with our Received: header). */
-  message: Buffer;
+  /**
+   * The message as received (with our Received: header): in memory when small, otherwise read
+   * from the queue file as a stream (`stream()`), never held whole.
+   */
+  message: MessageSource;
   body8bit?: boolean;
   smtputf8?: boolean;
   dsn?: { ret?: 'FULL' | 'HDRS'; envid?: string };

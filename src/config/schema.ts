@@ -187,8 +187,13 @@ export const configSchema = z.object({
     total_concurrency: z.number().int().min(1).max(10000).default(100),
     /** Recipients per delivery transaction to one destination. */
     destination_recipient_limit: z.number().int().min(1).max(10000).default(50),
-    /** Messages being delivered are held in memory: at most this many bytes of them at once. */
+    /** Messages being delivered: at most this many bytes of them at once (a streamed message counts as 256 KiB). */
     max_active_bytes: size('256MiB'),
+    /**
+     * Messages the queue manager keeps in memory (Postfix's qmgr_message_active_limit); the rest
+     * of the queue stays on disk and is read in as room frees up.
+     */
+    active_message_limit: z.number().int().min(10).max(10_000_000).default(20_000),
   }).strict().default({}),
   delivery: z.object({
     connect_timeout: duration('30s'),

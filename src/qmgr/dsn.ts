@@ -53,7 +53,10 @@ export interface DsnOptions {
   /** Our host name: Reporting-MTA and the From: MAILER-DAEMON@ address. */
   reportingMta: string;
   envelope: Envelope;
+  /** The original message, or (when `originalSize` says it is larger) at least its header section. */
   original: Buffer;
+  /** Size of the original when `original` holds only its start (a large message is never read whole). */
+  originalSize?: number;
   kind: DsnKind;
   recipients: DsnRecipient[];
   now?: Date;
@@ -96,7 +99,7 @@ export function buildDsn(opts: DsnOptions): BuiltDsn | null {
 
   const global = isGlobal(opts);
   const limit = opts.returnSizeLimit ?? DEFAULT_RETURN_SIZE_LIMIT;
-  const tooLarge = opts.original.length > limit;
+  const tooLarge = (opts.originalSize ?? opts.original.length) > limit;
   const full = kind === 'failure' && envelope.dsn?.ret !== 'HDRS' && !tooLarge;
   const returned = full ? opts.original : opts.original.subarray(0, bodyStart(opts.original));
   const body8bit = global || returned.some((b) => b > 0x7f);

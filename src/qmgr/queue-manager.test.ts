@@ -126,7 +126,7 @@ test('a permanent failure sends one DSN to the sender; never to the null sender'
   const dsns = t.jobs.filter((j) => j.recipients[0].address === 'sender@x.test');
   assert.equal(dsns.length, 1, 'exactly one DSN (for the message with a sender)');
   assert.equal(dsns[0].sender, '', 'the DSN itself has the null sender');
-  assert.match(dsns[0].message.toString(), /multipart\/report/);
+  assert.match(dsns[0].message.whole!.toString(), /multipart\/report/);
   const events = t.track();
   assert.equal(events.filter((e) => e.event === 'bounced').length, 2);
   assert.equal(events.filter((e) => e.event === 'dsn').length, 1);
@@ -143,7 +143,7 @@ test('deferred mail is retried with backoff and expires after max_lifetime with 
   await until('expiry DSN', () => t.jobs.some((j) => j.recipients[0].address === 'sender@x.test'), 10_000);
   assert.ok((t.attempts.get('slow@r.test') ?? 0) >= 2, 'retried before expiring');
   const dsn = t.jobs.find((j) => j.recipients[0].address === 'sender@x.test')!;
-  assert.match(dsn.message.toString(), /expired/i);
+  assert.match(dsn.message.whole!.toString(), /expired/i);
   assert.ok(t.track().some((e) => e.event === 'expired' && e.recipient === 'slow@r.test'));
   await until('queue empty', async () => (await spool.list()).length === 0);
   await qmgr.stop();
@@ -405,7 +405,8 @@ test('flush of one message (postqueue -i) tries only that one, past the dead-des
     const env = envelope(spool, 'sender@x.test', [rcpt]);
     await spool.commit(env, body);
     qmgr.enqueue(env.queueId, body.length);
-    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred');
+    // deferred on disk and in the queue manager (the move's folder fsyncs come between the two)
+    await until(`${rcpt} deferred`, async () => (await spool.find(env.queueId)) === 'deferred' && qmgr.list().find((m) => m.queueId === env.queueId)?.nextAttemptAt !== undefined);
     ids.push(env.queueId);
   }
   assert.equal(t.jobs.length, 1);
@@ -505,4 +506,120 @@ test('requeue: when every address of the new expansion is already done, the mess
   const line = (await t.track()).find((l) => l.event === 'requeued');
   assert.deepEqual([line?.newQueueId, line?.dropped], [undefined, ['gone@l.test']]);
   await qmgr.stop();
+});
+
+test('bounded active queue: more messages than queue.active_message_limit are all delivered once, never more than the limit in memory', async () => {
+  let inMemory = 0;
+  let qmgrRef: QueueManager | undefined;
+  const t = setup(() => {
+    inMemory = Math.max(inMemory, qmgrRef!.list().length);
+    return 'delivered';
+  }, { active_message_limit: 10 });
+  const { spool, qmgr } = await t.make();
+  qmgrRef = qmgr;
+  await qmgr.start();
+  const ids: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const env = envelope(spool, 's@x.test', [`m${i}@r.test`]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+    ids.push(env.queueId);
+  }
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  const counts = new Map<string, number>();
+  for (const j of t.jobs) for (const r of j.recipients) counts.set(r.address, (counts.get(r.address) ?? 0) + 1);
+  assert.equal(counts.size, 60, 'every message delivered');
+  assert.ok([...counts.values()].every((n) => n === 1), 'no message delivered twice');
+  assert.ok(inMemory <= 10, `at most 10 messages in memory (saw ${inMemory})`);
+});
+
+test('bounded active queue: a restart with more than the limit queued delivers all once, earliest due first', async () => {
+  const t = setup(() => 'delivered', { active_message_limit: 10 });
+  const first = await t.make();
+  const now = Date.now();
+  // 40 deferred messages, due in the past in a shuffled order (due time i seconds ago... reversed)
+  const due = new Map<string, number>();
+  for (let i = 0; i < 40; i++) {
+    const env = envelope(first.spool, 's@x.test', [`d${i}@r.test`]);
+    await first.spool.commit(env, body);
+    const at = now - 60_000 + ((i * 7) % 40) * 1000;
+    await first.spool.appendStatus(env.queueId, 'incoming', [{ type: 'deferral', at: now - 120_000, attempts: 1, nextAttemptAt: at, lastReply: '451 later' }]);
+    await first.spool.move(env.queueId, 'incoming', 'deferred');
+    await first.spool.setDueTime(env.queueId, at);
+    due.set(`d${i}@r.test`, at);
+  }
+  const { spool, qmgr } = await t.make();
+  const { scanned } = await qmgr.start();
+  assert.equal((await scanned).queued, 10, 'the start-up scan reads in only the limit');
+  assert.equal(Object.values(qmgr.counts()).reduce((a, b) => a + b, 0), 40, 'counts() still sees every message');
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  const order = t.jobs.flatMap((j) => j.recipients.map((r) => r.address));
+  assert.equal(order.length, 40, 'each delivered once');
+  assert.equal(new Set(order).size, 40);
+  const byDue = [...due].sort((a, b) => a[1] - b[1]).map(([a]) => a);
+  const position = (a: string): number => order.indexOf(a);
+  const lastOfFirst = Math.max(...byDue.slice(0, 10).map(position));
+  const firstOfLast = Math.min(...byDue.slice(30).map(position));
+  assert.ok(lastOfFirst < firstOfLast, `the 10 earliest due go before the 10 latest (order ${order.join(' ')})`);
+});
+
+test('bounded active queue: deferred mail waits on disk, new mail still goes, flush brings the waiting mail back', async () => {
+  let down = true;
+  const delivered = new Map<string, number>();
+  const t = setup((a) => {
+    if (a.startsWith('slow') && down) return 'unreachable';
+    delivered.set(a, (delivered.get(a) ?? 0) + 1);
+    return 'delivered';
+  }, { active_message_limit: 10, min_backoff: '1h', max_backoff: '2h' });
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const commit = async (rcpt: string): Promise<string> => {
+    const env = envelope(spool, 's@x.test', [rcpt]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+    return env.queueId;
+  };
+  const slow: string[] = [];
+  for (let i = 0; i < 25; i++) slow.push(await commit(`slow${i}@down.test`));
+  await until('25 deferred', async () => (await spool.list('deferred')).length === 25);
+  assert.ok(qmgr.list().length <= 10, 'the deferred messages are not all kept in memory');
+  // memory is not clogged by the deferred mail: new mail is delivered at once
+  for (let i = 0; i < 5; i++) await commit(`fast${i}@up.test`);
+  await until('new mail delivered', () => [...Array(5).keys()].every((i) => delivered.get(`fast${i}@up.test`) === 1));
+  // a message on disk only can still be shown to and acted on by the operator
+  await qmgr.hold(slow[0]);
+  assert.equal(await spool.find(slow[0]), 'hold');
+  await assert.rejects(qmgr.hold('0000000AA.AAAAAAAA.q'), NoSuchMessageError);
+  down = false;
+  assert.ok(qmgr.flush() >= 24, 'flush counts the deferred messages on disk (as the last walk counted them)');
+  await until('all but the held one delivered', async () => (await spool.list()).length === 1);
+  for (let i = 1; i < 25; i++) assert.equal(delivered.get(`slow${i}@down.test`), 1, `slow${i} delivered once`);
+  assert.equal(delivered.get('slow0@down.test'), undefined, 'the held message was not delivered');
+});
+
+test('bounded active queue: held messages filling the memory do not keep new mail from being delivered', async () => {
+  const t = setup(() => 'delivered', { active_message_limit: 10 });
+  const first = await t.make();
+  const held: string[] = [];
+  for (let i = 0; i < 15; i++) {
+    const env = envelope(first.spool, 's@x.test', [`held${i}@r.test`]);
+    await first.spool.commit(env, body);
+    await first.spool.move(env.queueId, 'incoming', 'hold');
+    held.push(env.queueId);
+  }
+  const { spool, qmgr } = await t.make();
+  const { scanned } = await qmgr.start();
+  assert.equal((await scanned).queued, 10, 'memory is full of held messages');
+  assert.equal(qmgr.counts().hold, 15, 'counts() sees all the held messages');
+  for (let i = 0; i < 5; i++) {
+    const env = envelope(spool, 's@x.test', [`new${i}@r.test`]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+  }
+  await until('the new mail delivered', async () => (await spool.list()).length === 15);
+  assert.deepEqual(t.jobs.flatMap((j) => j.recipients.map((r) => r.address)).sort(), ['new0@r.test', 'new1@r.test', 'new2@r.test', 'new3@r.test', 'new4@r.test']);
+  // a held message put back on disk is still released by the operator, and then delivered
+  assert.equal(await qmgr.release(held[14]), 'released');
+  await until('the released message delivered', () => t.jobs.length === 6);
+  assert.equal(qmgr.counts().hold, 14);
 });

@@ -22,7 +22,8 @@
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import { CorruptQueueFileError, type Spool, type QueueFile, type RecoveredEntry } from '../spool/index.ts';
+import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
+import { bufferSource } from '../message/source.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
 import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
@@ -115,6 +116,16 @@ const RETRY_AFTER_ERROR_MS = 1000;
 /** Ready messages beyond this many are not kept in memory (bounds memory under a backlog). */
 const FRESH_BACKLOG_LIMIT = 1000;
 
+/** Queue files read at once when messages on disk are brought into memory. */
+const READ_CONCURRENCY = 8;
+
+/** What a walk of the spool found (the start-up scan is the first walk). */
+interface WalkResult {
+  queued: number;
+  quarantined: number;
+  unreadable: number;
+}
+
 export class QueueManager {
   private entries = new Map<string, Entry>();
   private ready = new Fifo<string>();
@@ -138,40 +149,232 @@ export class QueueManager {
   private readonly activeLimit: number;
   /** Retry times of deferred messages, on one timer (not one per message). */
   private readonly retries: RetrySchedule<string>;
+  /**
+   * At most this many messages in `entries` (queue.active_message_limit); the others stay on
+   * disk (`onDisk`) and a walk of the spool brings them in as room frees up.
+   */
+  private readonly memoryLimit: number;
+  /** Queued messages are on disk and not in `entries` (the memory bound was reached). */
+  private onDisk = false;
+  /** Those messages by state, as the last walk counted them (for counts()). */
+  private diskOnly: Partial<Record<QueueState, number>> = {};
+  /** Held messages on disk only (not read in at start-up, or put back on disk by a walk). */
+  private heldOnDisk = 0;
+  /** The earliest due time among them, as the last walk saw it. */
+  private diskDue?: number;
+  private walking?: Promise<WalkResult>;
+  private walkAgain = false;
+  /** A message was left on disk (or put back) since the walk under way began. */
+  private leftSinceWalk = false;
+  private walkTimer?: NodeJS.Timeout;
+  private lastWalkAt = 0;
 
   constructor(private readonly deps: QueueManagerDeps) {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
     this.now = deps.now ?? Date.now;
     this.retries = new RetrySchedule(this.now, (id) => this.retryDue(id));
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
+    this.memoryLimit = deps.config.queue.active_message_limit;
   }
 
   /**
    * Take over the spool: clean tmp/ (resolves then; the receiver may accept mail from here on;
    * `cleanTmp: false` when a receiver is already writing into tmp/),
-   * and scan the queue in the background, scheduling each message as soon as it is checked, so
-   * that delivery starts at once however large the queue (`scanned` resolves at the end).
+   * and scan the queue in the background (`scanned` resolves at the end): the envelopes of
+   * incoming/ and active/ (by arrival), then deferred/ (by due time), then hold/, up to
+   * queue.active_message_limit messages in memory; the rest stays on disk and is read in as
+   * room frees up (walk()). Only envelopes and status records are read, never a message body.
    * hold/ stays held; a deferred message keeps the retry time in its file.
    */
-  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<{ queued: number; quarantined: number; unreadable: number }> }> {
+  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult> }> {
     const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
-    let adopted = 0;
-    const scanned = this.deps.spool.scan((found) => { if (this.adopt(found)) adopted++; }, () => this.stopping).then(({ quarantined, unreadable }) => {
-      for (const q of quarantined) this.deps.tracking.record({ event: 'corrupt', queueId: q });
-      return { queued: adopted, quarantined: quarantined.length, unreadable: unreadable.length };
-    });
+    const scanned = this.runWalk(true);
     this.scanning = scanned.then(() => undefined, () => undefined);
     return { removedTmp, scanned };
   }
 
-  /** A message found by the start-up scan (unless the receiver or an earlier find knows it). */
-  private adopt(found: RecoveredEntry): boolean {
-    if (this.entries.has(found.queueId)) return false;
-    const entry: Entry = { state: found.state, size: found.size, busy: false };
-    this.entries.set(found.queueId, entry);
-    if (found.state === 'deferred' && found.nextAttemptAt !== undefined && found.nextAttemptAt > this.now()) this.schedule(found.queueId, entry, found.nextAttemptAt);
-    else if (found.state !== 'hold') {
-      this.makeReady(found.queueId, entry);
+  /** Room for one more message in memory. */
+  private hasRoom(): boolean {
+    return this.entries.size < this.memoryLimit;
+  }
+
+  /** A message stays on disk for want of room: walk once some is free. */
+  private leftOnDisk(state: QueueState): void {
+    this.onDisk = true;
+    this.leftSinceWalk = true;
+    this.diskDue = Math.min(this.diskDue ?? Infinity, this.now()); // due now
+    this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
+    // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
+    if (this.entries.size - this.inProgress - this.ready.length > 0) this.requestWalk();
+  }
+
+  /**
+   * A message left memory: if messages due now wait on disk and enough room is free, walk (those
+   * due later are walked in by the timer, so that a large deferred backlog on disk is not listed
+   * again at every delivery).
+   */
+  private forget(id: string): void {
+    this.entries.delete(id);
+    if (this.onDisk && this.entries.size <= this.memoryLimit / 2 && (this.diskDue ?? 0) <= this.now()) this.requestWalk();
+  }
+
+  /**
+   * While messages wait on disk, a deferred message that waits for its retry time need not stay
+   * in memory: its file says when it is due (Spool.setDueTime), and a walk reads it back then.
+   * Nor does a held one: an operator's action reads it in again.
+   */
+  private evictable(id: string, e: Entry): boolean {
+    if (this.entries.get(id) !== e || e.busy || e.queued || e.after || e.flushed) return false;
+    return e.state === 'hold' || (e.state === 'deferred' && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now());
+  }
+
+  /** Put a message back on disk (evictable() said it may go). */
+  private evict(id: string, e: Entry): void {
+    this.retries.delete(id);
+    this.entries.delete(id);
+    if (e.state === 'hold') this.heldOnDisk++;
+  }
+
+  private maybeEvict(id: string, e: Entry): void {
+    if (!this.onDisk || !this.evictable(id, e)) return;
+    this.evict(id, e);
+    if (e.state === 'deferred') {
+      this.leftSinceWalk = true;
+      this.diskOnly.deferred = (this.diskOnly.deferred ?? 0) + 1;
+      if (this.diskDue === undefined || e.nextAttemptAt! < this.diskDue) this.diskDue = e.nextAttemptAt;
+    }
+    this.forget(id);
+    this.armWalkTimer();
+  }
+
+  /** Walk the spool now, or again when the walk under way ends. */
+  private requestWalk(): void {
+    if (this.stopping) return;
+    if (this.walking) {
+      this.walkAgain = true;
+      return;
+    }
+    this.runWalk(false).catch((err) => {
+      this.deps.logger.error({ err: String(err?.stack ?? err) }, 'walk of the spool failed; will try again');
+      this.onDisk = true;
+      this.armWalkTimer();
+    });
+  }
+
+  private runWalk(startup: boolean): Promise<WalkResult> {
+    clearTimeout(this.walkTimer);
+    this.walkTimer = undefined;
+    const p = this.walk(startup).finally(() => {
+      this.walking = undefined;
+      if (this.walkAgain && this.onDisk) {
+        this.walkAgain = false;
+        this.requestWalk();
+      } else this.armWalkTimer();
+    });
+    this.walking = p;
+    return p;
+  }
+
+  /**
+   * While messages wait on disk, walk again when the earliest of them is due, at most once per
+   * queue.min_backoff (as Postfix's queue_run_delay): a deferred message on disk is tried up to
+   * that much after its retry time.
+   */
+  private armWalkTimer(): void {
+    if (this.stopping || !this.onDisk || this.walking || this.walkTimer) return;
+    const at = Math.max(this.diskDue ?? 0, this.lastWalkAt + this.deps.config.queue.min_backoff);
+    this.walkTimer = setTimeout(() => {
+      this.walkTimer = undefined;
+      this.requestWalk();
+    }, Math.min(Math.max(0, at - this.now()), 2 ** 31 - 1));
+    this.walkTimer.unref?.();
+  }
+
+  /**
+   * Bring messages on disk into memory, up to queue.active_message_limit: incoming/ and active/
+   * first (by arrival), then deferred/ (by due time), then (at start-up) hold/. At start-up every
+   * deferred message that fits comes in with its retry time; afterwards only those due (a walk
+   * first puts back on disk the deferred messages in memory that are not due yet). Each is
+   * read envelope only and checked; a damaged one goes to corrupt/.
+   */
+  private async walk(startup: boolean): Promise<WalkResult> {
+    const spool = this.deps.spool;
+    const result: WalkResult = { queued: 0, quarantined: 0, unreadable: 0 };
+    const now = this.now();
+    this.lastWalkAt = now;
+    if (!startup) for (const [id, e] of this.entries) if (this.evictable(id, e)) this.evict(id, e);
+    this.leftSinceWalk = false;
+    let leftOver = false;
+    let diskDue: number | undefined;
+    const diskOnly: Partial<Record<QueueState, number>> = {};
+    const phases: QueueState[][] = startup ? [['incoming', 'active'], ['deferred'], ['hold']] : [['incoming', 'active'], ['deferred']];
+    for (const states of phases) {
+      if (this.stopping) break;
+      const { chosen, leftOut, nextDue } = await spool.select({
+        states, room: this.memoryLimit - this.entries.size, known: (id) => this.entries.has(id),
+        ...(startup ? { warnStrays: true } : { dueBy: now }), stop: () => this.stopping,
+      });
+      for (const [state, n] of Object.entries(leftOut) as Array<[QueueState, number]>) {
+        if (state === 'hold') this.heldOnDisk += n;
+        else {
+          diskOnly[state] = (diskOnly[state] ?? 0) + n;
+          leftOver = true;
+        }
+      }
+      if (nextDue !== undefined && (diskDue === undefined || nextDue < diskDue)) diskDue = nextDue;
+      for (let i = 0; i < chosen.length && !this.stopping; i += READ_CONCURRENCY * 8) {
+        const batch = chosen.slice(i, i + READ_CONCURRENCY * 8);
+        const infos = await Promise.all(batch.map(async (f) => {
+          try {
+            return await spool.readInfo(f.queueId, f.state);
+          } catch (err) {
+            return err as Error;
+          }
+        }));
+        for (let j = 0; j < batch.length; j++) {
+          const { queueId, state } = batch[j];
+          const info = infos[j];
+          if (!(info instanceof Error)) {
+            if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) result.queued++;
+          } else if (isErrno(info, 'ENOENT')) {
+            // moved or delivered meanwhile
+          } else if (info instanceof CorruptQueueFileError && !this.entries.has(queueId)) {
+            try {
+              await spool.quarantine(queueId, state, info.reason);
+              this.deps.tracking.record({ event: 'corrupt', queueId, reply: info.reason });
+              result.quarantined++;
+            } catch (err) {
+              this.unreadable(queueId, state, err, result);
+            }
+          } else this.unreadable(queueId, state, info, result);
+        }
+      }
+    }
+    // still on disk: what this walk left there, and what was left there while it ran
+    this.onDisk = leftOver || this.leftSinceWalk || this.stopping;
+    if (!this.leftSinceWalk) this.diskDue = diskDue;
+    else if (diskDue !== undefined && (this.diskDue === undefined || diskDue < this.diskDue)) this.diskDue = diskDue;
+    this.diskOnly = diskOnly;
+    return result;
+  }
+
+  /** One file that cannot be read (EACCES, EIO) must not hide the rest of the queue. */
+  private unreadable(queueId: string, state: QueueState, err: unknown, result: WalkResult): void {
+    this.deps.logger.warn({ queueId, state, err: String(err) }, 'queue file cannot be read; left where it is until the next start');
+    result.unreadable++;
+  }
+
+  /**
+   * A message read in by a walk (unless the receiver or an operator action brought it in
+   * meanwhile): ready now, or at `nextAttemptAt` (start-up: the time in its file).
+   */
+  private adopt(queueId: string, state: QueueState, size: number, nextAttemptAt?: number): boolean {
+    if (this.entries.has(queueId)) return false;
+    const entry: Entry = { state, size, busy: false };
+    this.entries.set(queueId, entry);
+    if (state === 'deferred' && nextAttemptAt !== undefined && nextAttemptAt > this.now()) this.schedule(queueId, entry, nextAttemptAt);
+    else if (state !== 'hold') {
+      this.makeReady(queueId, entry);
       this.pump();
     }
     return true;
@@ -184,6 +387,7 @@ export class QueueManager {
   enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
     if (this.entries.has(queueId)) return; // the start-up scan found it first
+    if (!this.hasRoom()) return this.leftOnDisk('incoming'); // read in from incoming/ by a walk
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
     const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
@@ -233,8 +437,10 @@ export class QueueManager {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.gatePoll);
+    clearTimeout(this.walkTimer);
     this.retries.clear();
     await this.scanning;
+    await this.walking?.catch(() => undefined);
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
@@ -245,6 +451,9 @@ export class QueueManager {
   counts(): Record<string, number> {
     const c: Record<string, number> = { incoming: 0, active: 0, deferred: 0, hold: 0 };
     for (const e of this.entries.values()) c[e.state] = (c[e.state] ?? 0) + 1;
+    // messages on disk only (memory full), as the last walk of the spool counted them
+    if (this.onDisk) for (const [state, n] of Object.entries(this.diskOnly)) c[state] = (c[state] ?? 0) + n;
+    c.hold += this.heldOnDisk;
     return c;
   }
 
@@ -259,6 +468,18 @@ export class QueueManager {
     if (!ids) this.dead.clear();
     const which = ids ? ids.map((id) => [id, this.entries.get(id)] as const) : [...this.entries];
     for (const [id, e] of which) {
+      if (!e && this.onDisk) {
+        // on disk only (memory full): read in and tried now
+        n++;
+        this.requireEntry(id).then((e2) => {
+          if (e2.state === 'hold') return;
+          e2.flushed = true;
+          if (e2.busy) e2.after ??= 'flush';
+          else this.makeReady(id, e2);
+          this.pump();
+        }, (err) => this.deps.logger.warn({ queueId: id, err: String(err) }, 'flush: message not found'));
+        continue;
+      }
       if (!e || e.state === 'hold') continue;
       e.flushed = true;
       if (e.busy) {
@@ -268,6 +489,15 @@ export class QueueManager {
         this.makeReady(id, e);
         n++;
       }
+    }
+    if (!ids && this.onDisk) {
+      // deferred messages on disk: due now (their files' times), then walked in as room frees up
+      n += this.diskOnly.deferred ?? 0;
+      const known = (id: string): boolean => this.entries.has(id);
+      this.deps.spool.makeDue(this.now(), known).then(() => {
+        this.diskDue = this.now();
+        this.requestWalk();
+      }, (err) => this.deps.logger.error({ err: String(err) }, 'flush of the messages on disk failed'));
     }
     this.pump();
     return n;
@@ -284,7 +514,7 @@ export class QueueManager {
 
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
   async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
-    const e = this.requireEntry(queueId);
+    const e = await this.requireEntry(queueId);
     if (e.state === 'hold') return 'already';
     if (e.busy) { e.after = 'hold'; return 'pending'; }
     await this.operate(queueId, e, () => this.moveToHold(queueId, e));
@@ -292,7 +522,7 @@ export class QueueManager {
   }
 
   async release(queueId: string): Promise<'released' | 'not-held'> {
-    const e = this.requireEntry(queueId);
+    const e = await this.requireEntry(queueId);
     if (e.state !== 'hold' || e.busy) return 'not-held';
     await this.operate(queueId, e, async () => {
       await applyQueueAction(this.deps.spool, this.deps.tracking, 'release', queueId, 'hold', 'admin-api');
@@ -312,7 +542,7 @@ export class QueueManager {
    * leaves the message as it was.
    */
   async requeue(queueId: string, by = 'admin-api'): Promise<string> {
-    const e = this.requireEntry(queueId);
+    const e = await this.requireEntry(queueId);
     if (e.busy) { e.after = 'requeue'; return 'pending'; }
     let result = '';
     await this.operate(queueId, e, async () => { result = await this.requeueNow(queueId, e, by); });
@@ -327,7 +557,7 @@ export class QueueManager {
     e.queued = false;
     const { changed, newQueueId, result } = await requeueMessage({ spool, router: this.deps.router, tracking: this.deps.tracking }, { ...qf, state: e.state }, by, this.now());
     let next: { id: string; entry: Entry } | undefined = changed ? undefined : { id, entry: e };
-    if (changed) this.entries.delete(id);
+    if (changed) this.forget(id);
     if (newQueueId) {
       const state = e.state === 'hold' ? 'hold' : 'incoming';
       next = { id: newQueueId, entry: { state, size: (await spool.readInfo(newQueueId, state)).size, busy: false } };
@@ -345,7 +575,7 @@ export class QueueManager {
 
   /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
-    const e = this.requireEntry(queueId);
+    const e = await this.requireEntry(queueId);
     if (e.busy) { e.after = 'delete'; return 'pending'; }
     await this.operate(queueId, e, () => this.deleteNow(queueId, e));
     return 'deleted';
@@ -369,9 +599,30 @@ export class QueueManager {
     }
   }
 
-  private requireEntry(queueId: string): Entry {
-    const e = this.entries.get(queueId);
-    if (!e) throw new NoSuchMessageError(queueId);
+  /**
+   * The message's entry; a message on disk only (memory full) is read in for the operator's
+   * action, beyond the memory bound (it leaves memory again when done with, or at the next walk).
+   */
+  private async requireEntry(queueId: string): Promise<Entry> {
+    const known = this.entries.get(queueId);
+    if (known) return known;
+    const state = await this.deps.spool.find(queueId);
+    if (!state || state === 'corrupt') throw new NoSuchMessageError(queueId);
+    const info = await this.deps.spool.readInfo(queueId, state).catch((err) => {
+      if (isErrno(err, 'ENOENT')) throw new NoSuchMessageError(queueId);
+      throw err;
+    });
+    const again = this.entries.get(queueId); // brought in meanwhile
+    if (again) return again;
+    const e: Entry = { state, size: info.size, busy: false };
+    this.entries.set(queueId, e);
+    if (state === 'hold') this.heldOnDisk = Math.max(0, this.heldOnDisk - 1);
+    else if (this.diskOnly[state]) this.diskOnly[state]!--;
+    if (state === 'deferred' && info.deferral && info.deferral.nextAttemptAt > this.now()) this.schedule(queueId, e, info.deferral.nextAttemptAt);
+    else if (state !== 'hold') {
+      this.makeReady(queueId, e);
+      this.pump();
+    }
     return e;
   }
 
@@ -388,7 +639,7 @@ export class QueueManager {
     if (e.queued) this.ready.remove((id) => id === queueId);
     e.queued = false;
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
-    this.entries.delete(queueId);
+    this.forget(queueId);
   }
 
   /**
@@ -408,7 +659,9 @@ export class QueueManager {
       if (e.busy || e.state === 'hold') continue;
       // XXX: attempts parked on a slow destination keep their bytes, so enough of them can use
       // up max_active_bytes and hold up other destinations (the byte bound wins over fairness)
-      if (this.inProgress > 0 && this.activeBytes + e.size > this.deps.config.queue.max_active_bytes) {
+      // a large message is streamed from its file: what it holds in memory is bounded by the chunks
+      const cost = Math.min(e.size, READ_WHOLE_LIMIT);
+      if (this.inProgress > 0 && this.activeBytes + cost > this.deps.config.queue.max_active_bytes) {
         this.ready.unshift(id);
         e.queued = true;
         break;
@@ -416,7 +669,7 @@ export class QueueManager {
       e.busy = true;
       this.running++;
       this.inProgress++;
-      this.activeBytes += e.size;
+      this.activeBytes += cost;
       this.attempt(id, e)
         .catch((err) => {
           // an environment failure (spool I/O): keep the message, try again later
@@ -427,8 +680,10 @@ export class QueueManager {
           e.busy = false;
           this.running--;
           this.inProgress--;
-          this.activeBytes -= e.size;
+          this.activeBytes -= cost;
+          const asked = e.after !== undefined;
           void this.applyAfter(id, e);
+          if (!asked) this.maybeEvict(id, e);
           if (this.inProgress === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();
         });
@@ -469,13 +724,13 @@ export class QueueManager {
   /** One delivery attempt of one message. */
   private async attempt(id: string, e: Entry): Promise<void> {
     const spool = this.deps.spool;
-    let qf: QueueFile;
+    let qf: DeliveryFile;
     try {
       if (e.state === 'incoming') {
         await spool.move(id, 'incoming', 'active', { durable: false });
         e.state = 'active';
       }
-      qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
+      qf = e.fresh ? { ...freshQueueFile(id, e.fresh.envelope, e.fresh.message), message: bufferSource(e.fresh.message) } : await spool.readForDelivery(id, e.state);
       e.fresh = undefined;
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
@@ -483,7 +738,7 @@ export class QueueManager {
         // by a rename whose folder fsync then failed — look for it before forgetting it
         const where = await spool.find(id);
         if (!where) {
-          this.entries.delete(id);
+          this.forget(id);
           return;
         }
         e.state = where;
@@ -493,7 +748,7 @@ export class QueueManager {
       if (err instanceof CorruptQueueFileError) {
         await spool.quarantine(id, e.state, err.message);
         this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: err.message });
-        this.entries.delete(id);
+        this.forget(id);
         return;
       }
       throw err;
@@ -527,7 +782,7 @@ export class QueueManager {
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
-  private async deliverPending(qf: QueueFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
+  private async deliverPending(qf: DeliveryFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const groups = new Map<string, { key: string; route: Route; rcpts: DeliveryRecipient[] }>();
     const outcomes: Outcome[] = [];
@@ -577,7 +832,7 @@ export class QueueManager {
    * try until then, instead of each message waiting out the connect timeouts again (unless the
    * operator flushed the message: `flushed`).
    */
-  private async deliverGroup(qf: QueueFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
+  private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
       if (flushed) return undefined;
@@ -649,7 +904,7 @@ export class QueueManager {
    * pending — they fail again at the next attempt and the DSN is tried again — so that the
    * delivered ones are still recorded and not sent twice.
    */
-  private async recordOutcomes(qf: QueueFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
+  private async recordOutcomes(qf: DeliveryFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
     const env = qf.envelope;
     const at = this.now();
     const failed = outcomes.filter((o) => o.outcome === 'failed');
@@ -689,7 +944,7 @@ export class QueueManager {
   }
 
   /** Append this attempt's records and the retry schedule; move to deferred/; set the timer. */
-  private async defer(qf: QueueFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
+  private async defer(qf: DeliveryFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
     const env = qf.envelope;
     const q = this.deps.config.queue;
     const attempts = (qf.deferral?.attempts ?? 0) + 1;
@@ -712,11 +967,12 @@ export class QueueManager {
       await this.deps.spool.move(env.queueId, e.state, 'deferred');
       e.state = 'deferred';
     }
+    await this.deps.spool.setDueTime(env.queueId, nextAttemptAt);
     this.schedule(env.queueId, e, nextAttemptAt);
   }
 
   /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
-  private async expire(qf: QueueFile): Promise<void> {
+  private async expire(qf: DeliveryFile): Promise<void> {
     const env = qf.envelope;
     const age = formatDuration(this.now() - env.arrivedAt);
     const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
@@ -733,7 +989,7 @@ export class QueueManager {
    * Commit a DSN for these recipients to the spool (it is then delivered like any message).
    * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
    */
-  private async sendDsn(qf: QueueFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
+  private async sendDsn(qf: DeliveryFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
     const env = qf.envelope;
     if (env.sender === '') return false;
     const notify = kind === 'failure' ? 'FAILURE' : kind === 'delay' ? 'DELAY' : 'SUCCESS';
@@ -742,7 +998,8 @@ export class QueueManager {
     const dsn = buildDsn({
       reportingMta: this.deps.config.node.hostname,
       envelope: env,
-      original: qf.message,
+      original: qf.message.whole ?? qf.message.head,
+      originalSize: qf.message.size,
       kind,
       recipients: wanted.map((r) => ({
         recipient: env.recipients[r.index],
@@ -775,7 +1032,7 @@ export class QueueManager {
 
   private async finish(id: string, e: Entry): Promise<void> {
     await this.deps.spool.remove(id, e.state);
-    this.entries.delete(id);
+    this.forget(id);
   }
 }
 

@@ -2,9 +2,9 @@
  * spool/index.ts — the spool package's public surface: queue files in state folders, the
  * commit protocol (spool.ts header), the single-writer lock, and the shared queue types.
  */
-export { Spool, CorruptQueueFileError } from './spool.ts';
+export { Spool, CorruptQueueFileError, READ_WHOLE_LIMIT } from './spool.ts';
 export { IncomingMessage } from './incoming.ts';
-export type { QueueFile, QueueEntry, RecoveredEntry, SpoolOptions } from './spool.ts';
+export type { DeliveryFile, QueueFile, QueueEntry, RecoveredEntry, SpoolOptions } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLock, SpoolLockInfo } from './lock.ts';
 export { DirSyncer } from './dirsync.ts';

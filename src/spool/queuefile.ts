@@ -197,6 +197,8 @@ export type ReadAt = (position: number, length: number) => Promise<Buffer>;
 export interface FileFrame {
   /** Where the next S record goes: the end of the last good record. */
   offset: number;
+  /** The message record's payload: where it starts, its length and CRC-32 (not checked here). */
+  message: { offset: number; length: number; crc: number };
   /** With `withEnvelope`: the envelope (checked), and the status records after Z. */
   envelope?: Envelope;
   statuses: RecipientStatus[];
@@ -214,6 +216,7 @@ async function walkFrame(readAt: ReadAt, size: number, withEnvelope: boolean): P
   if (!magic.equals(QUEUE_FILE_MAGIC)) return { reason: 'not a Tandem queue file (bad magic)' };
   let offset = QUEUE_FILE_MAGIC.length;
   let envelope: Envelope | undefined;
+  let message: FileFrame['message'] | undefined;
   for (const expected of BODY_RECORDS) {
     const header = await readAt(offset, RECORD_HEADER_SIZE);
     if (header.length < RECORD_HEADER_SIZE) return { reason: `truncated record header at offset ${offset}` };
@@ -221,6 +224,7 @@ async function walkFrame(readAt: ReadAt, size: number, withEnvelope: boolean): P
     const length = header.readUInt32BE(1);
     if (type !== expected) return { reason: `expected record ${expected} at offset ${offset}, found ${JSON.stringify(type)}` };
     if (offset + RECORD_HEADER_SIZE + length > size) return { reason: `record ${expected} at offset ${offset} runs past the end of the file` };
+    if (expected === 'M') message = { offset: offset + RECORD_HEADER_SIZE, length, crc: header.readUInt32BE(5) };
     if (expected === 'E' && withEnvelope) {
       const payload = await readAt(offset + RECORD_HEADER_SIZE, length);
       if (payload.length !== length || crc32(payload) !== header.readUInt32BE(5)) return { reason: `record E at offset ${offset} has a bad checksum` };
@@ -248,7 +252,7 @@ async function walkFrame(readAt: ReadAt, size: number, withEnvelope: boolean): P
     else statuses.push(status);
     offset += RECORD_HEADER_SIZE + length;
   }
-  return { offset, ...(envelope ? { envelope } : {}), statuses, ...(deferral ? { deferral } : {}) };
+  return { offset, message: message!, ...(envelope ? { envelope } : {}), statuses, ...(deferral ? { deferral } : {}) };
 }
 
 /** Where the next S record goes (see walkFrame), or why the file is damaged. */

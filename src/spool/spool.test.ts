@@ -38,7 +38,7 @@ function envelope(queueId: string, recipients = 2): Envelope {
 
 const MESSAGE = Buffer.from('Subject: test\r\n\r\nhello\r\n');
 
-async function commitOne(spool: Spool, recipients = 2, message = MESSAGE): Promise<string> {
+async function commitOne(spool: Spool, recipients = 2, message: Buffer = MESSAGE): Promise<string> {
   const id = spool.newQueueId();
   await spool.commit(envelope(id, recipients), message);
   return id;
@@ -444,4 +444,66 @@ test('readRaw finds a message while it moves between folders (a retry: deferred 
   }
   await spool.remove(id, 'deferred');
   assert.equal(await spool.readRaw(id), undefined);
+});
+
+/** A message of about `size` bytes with CRLF line ends. */
+function bigMessage(size: number): Buffer {
+  const line = 'abcdefghijklmnopqrstuvwxyz0123456789 line of a large message\r\n';
+  return Buffer.from(`Subject: big\r\nX-Test: 1\r\n\r\n${line.repeat(Math.ceil(size / line.length))}`);
+}
+
+test('readForDelivery streams a large message from its file, checked, with its header section at hand', async () => {
+  const spool = await openSpool();
+  const message = bigMessage(3 * 1024 * 1024);
+  const id = await commitOne(spool, 2, message);
+  const qf = await spool.readForDelivery(id, 'incoming');
+  assert.equal(qf.message.whole, undefined, 'a large message is not read whole');
+  assert.equal(qf.message.size, message.length);
+  assert.equal(qf.message.head.toString(), 'Subject: big\r\nX-Test: 1\r\n\r\n');
+  assert.deepEqual(qf.pending, [0, 1]);
+  const chunks: Buffer[] = [];
+  for await (const c of qf.message.stream()) chunks.push(c as Buffer);
+  assert.ok(chunks.length > 1, 'read in chunks');
+  assert.ok(Buffer.concat(chunks).equals(message), 'the stream gives the message byte for byte');
+  // a second stream (a retry on another connection) reads it again
+  let again = 0;
+  for await (const c of qf.message.stream()) again += (c as Buffer).length;
+  assert.equal(again, message.length);
+  // a small message is read whole, as before
+  const small = await commitOne(spool);
+  assert.ok((await spool.readForDelivery(small, 'incoming')).message.whole?.equals(MESSAGE));
+});
+
+test('readForDelivery finds a flipped byte in a large message before anything is sent', async () => {
+  const spool = await openSpool();
+  const id = await commitOne(spool, 1, bigMessage(1024 * 1024));
+  const file = join(dir, 'incoming', id);
+  const bytes = await readFile(file);
+  bytes[700_000] ^= 0x01;
+  await writeFile(file, bytes);
+  await assert.rejects(spool.readForDelivery(id, 'incoming'), (err: unknown) => err instanceof CorruptQueueFileError && /record M has a bad checksum/.test(err.reason));
+});
+
+test('select picks the earliest due files without reading them, and leaves the rest on disk', async () => {
+  const spool = await openSpool();
+  const now = Date.now();
+  const due = new Map<string, number>();
+  for (let i = 0; i < 12; i++) {
+    const id = await commitOne(spool, 1);
+    await spool.move(id, 'incoming', 'deferred');
+    const at = now + (i % 2 ? 1 : -1) * (i + 1) * 60_000; // half due, half later
+    await spool.setDueTime(id, at);
+    due.set(id, at);
+  }
+  const fresh = await commitOne(spool, 1);
+  const known = [...due.keys()][0]; // in memory already: not chosen again
+  const { chosen, leftOut, nextDue } = await spool.select({ states: ['incoming', 'deferred'], room: 6, known: (id) => id === known, dueBy: Date.now() });
+  const dueNow = [...due].filter(([id, at]) => id !== known && at <= now).sort((a, b) => a[1] - b[1]).map(([id]) => id);
+  assert.equal(dueNow.length, 5);
+  assert.deepEqual(chosen.map((f) => f.queueId), [...dueNow, fresh], 'earliest due first: the deferred ones due, then the new message');
+  assert.deepEqual(leftOut, { deferred: 6 }, 'those not due yet stay on disk');
+  assert.equal(nextDue, now + 2 * 60_000, 'the earliest due time left out');
+  const { chosen: fewer, leftOut: more } = await spool.select({ states: ['incoming', 'deferred'], room: 2, known: () => false });
+  assert.deepEqual(fewer.map((f) => f.queueId), dueNow.slice(0, 2), 'room for two: the two earliest');
+  assert.deepEqual(more, { deferred: 10, incoming: 1 });
 });

@@ -27,7 +27,8 @@
  * Mutating calls for one queue id (appendStatus, move, remove, quarantine) are serialised in
  * this process; one process per spool is enforced by lock.ts, not here.
  */
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, createReadStream } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -35,9 +36,11 @@ import { DirSyncer } from './dirsync.ts';
 import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
 import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
-import { isSafeQueueId, makeQueueIdGenerator } from './queueid.ts';
+import { isSafeQueueId, makeQueueIdGenerator, parseQueueId } from './queueid.ts';
 import { QUEUE_STATES, type DeferralRecord, type Envelope, type QueueState, type RecipientStatus, type SpoolIo } from './types.ts';
 import { isErrno } from '../util/errno.ts';
+import { bodyStart, HEADER_SCAN_LIMIT } from '../util/message-headers.ts';
+import { bufferSource, type MessageSource } from '../message/source.ts';
 import { TandemError } from '../util/errors.ts';
 
 /** A queue file that failed its self-check; it belongs in corrupt/. */
@@ -68,6 +71,9 @@ export interface QueueFile {
   size: number;
 }
 
+/** A queue file as read for delivery: the message in memory when small, else streamed from the file. */
+export type DeliveryFile = Omit<QueueFile, 'message'> & { message: MessageSource };
+
 export interface QueueEntry {
   queueId: string;
   state: QueueState;
@@ -82,6 +88,14 @@ export interface RecoveredEntry {
   /** Queue file size in bytes. */
   size: number;
   nextAttemptAt?: number;
+}
+
+/** A queue file chosen by Spool.select(), not yet read. */
+export interface SelectedFile {
+  queueId: string;
+  state: QueueState;
+  /** When it is due: its arrival (incoming/, active/) or its file's modification time (deferred/, see setDueTime). */
+  due: number;
 }
 
 export interface SpoolOptions {
@@ -127,6 +141,10 @@ const LIVE_STATES: readonly QueueState[] = QUEUE_STATES.filter((s) => s !== 'cor
 /** Files read at once by recover() (whole messages are held in memory). */
 const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
+/** Queue files up to this size are read whole for delivery; the message of a larger one is streamed. */
+export const READ_WHOLE_LIMIT = 256 * 1024;
+/** Chunk of a streamed message's checksum pass. */
+const CHECK_CHUNK = 256 * 1024;
 
 
 /** Positional reads on an open file, for the header-only walks of queuefile.ts. */
@@ -235,6 +253,56 @@ export class Spool {
       deferral: result.deferral,
       pending: result.pending,
       size: bytes.length,
+    };
+  }
+
+  /**
+   * Read a queue file for a delivery attempt: as read() for a small file; for a larger one the
+   * envelope, the statuses and the message's header section, with the message's checksum
+   * verified in a pass over the file in chunks — the message itself is then read from the file
+   * as a stream by the channel (MessageSource.stream()), never held whole. The message record
+   * is never changed once committed, so the stream reads what was checked.
+   */
+  async readForDelivery(queueId: string, state: QueueState): Promise<DeliveryFile> {
+    const path = this.#path(queueId, state);
+    const handle = await this.#io.open(path, fsConstants.O_RDONLY);
+    let frame: { message: { offset: number; length: number }; head: Buffer; rest: Omit<QueueFile, 'message'> } | undefined;
+    try {
+      const { size } = await handle.stat();
+      if (size > READ_WHOLE_LIMIT) {
+        const read = positionalReader(handle);
+        const meta = await readMetadata(read, size);
+        if ('reason' in meta) throw new CorruptQueueFileError(queueId, path, meta.reason);
+        if (meta.envelope.queueId !== queueId) {
+          throw new CorruptQueueFileError(queueId, path, `envelope says queue id ${JSON.stringify(meta.envelope.queueId)}, not the file name`);
+        }
+        const m = meta.message;
+        const chunk = Buffer.allocUnsafe(Math.min(CHECK_CHUNK, m.length));
+        let crc = 0;
+        for (let pos = 0; pos < m.length;) {
+          const { bytesRead } = await handle.read(chunk, 0, Math.min(chunk.length, m.length - pos), m.offset + pos);
+          if (bytesRead === 0) throw new CorruptQueueFileError(queueId, path, 'record M is cut short');
+          crc = crc32(chunk.subarray(0, bytesRead), crc);
+          pos += bytesRead;
+        }
+        if (crc !== m.crc) throw new CorruptQueueFileError(queueId, path, 'record M has a bad checksum');
+        const start = await read(m.offset, Math.min(m.length, HEADER_SCAN_LIMIT));
+        frame = {
+          message: m, head: Buffer.from(start.subarray(0, bodyStart(start))),
+          rest: { queueId, state, envelope: meta.envelope, statuses: meta.statuses, deferral: meta.deferral, pending: meta.pending, size },
+        };
+      }
+    } finally {
+      await handle.close();
+    }
+    if (!frame) {
+      const qf = await this.read(queueId, state);
+      return { ...qf, message: bufferSource(qf.message) };
+    }
+    const { message: m, head } = frame;
+    return {
+      ...frame.rest,
+      message: { size: m.length, head, stream: () => createReadStream(path, { start: m.offset, end: m.offset + m.length - 1, highWaterMark: 64 * 1024 }) },
     };
   }
 
@@ -359,6 +427,103 @@ export class Spool {
       await this.#move(queueId, state, 'corrupt');
       this.#warn('damaged queue file moved to corrupt/', { queueId, from: state, reason, path: this.#path(queueId, 'corrupt') });
     });
+  }
+
+  /**
+   * Record a deferred message's next attempt time as its file's modification time (as Postfix
+   * does), so that select() can tell whether it is due without reading it. Not made durable: a
+   * time lost in a crash only makes the message due earlier (its file says when it really is).
+   */
+  setDueTime(queueId: string, at: number): Promise<void> {
+    return this.#exclusive(queueId, async () => {
+      const t = new Date(at);
+      await fsp.utimes(this.#path(queueId, 'deferred'), t, t);
+    });
+  }
+
+  /** setDueTime(at) for every message in deferred/ that `known` does not know (a flush); returns how many. */
+  async makeDue(at: number, known: (queueId: string) => boolean): Promise<number> {
+    let n = 0;
+    for await (const d of await fsp.opendir(this.#folder('deferred'), { bufferSize: 256 })) {
+      if (!isSafeQueueId(d.name) || known(d.name)) continue;
+      try {
+        await this.setDueTime(d.name, at);
+        n++;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err; // moved or removed since it was listed
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Choose, without reading them, at most `room` queue files of `states` that `known` does not
+   * know, earliest due first (ties by queue id, i.e. arrival): a file in incoming/ or active/ is
+   * due at its arrival, one in deferred/ at its modification time (setDueTime), one in hold/
+   * never (after all others). Files due later than `dueBy` are left out. Only the chosen ones and
+   * the names of one folder are held in memory. Returns how many were left out per state and the
+   * earliest due time among those left out (hold/ excepted).
+   */
+  async select(opts: { states: readonly QueueState[]; room: number; known: (queueId: string) => boolean; dueBy?: number; warnStrays?: boolean; stop?: () => boolean }): Promise<{ chosen: SelectedFile[]; leftOut: Partial<Record<QueueState, number>>; nextDue?: number }> {
+    const dueBy = opts.dueBy ?? Infinity;
+    const room = Math.max(0, opts.room);
+    const leftOut: Partial<Record<QueueState, number>> = {};
+    let nextDue: number | undefined;
+    let chosen: SelectedFile[] = [];
+    const order = (a: SelectedFile, b: SelectedFile): number => a.due - b.due || (a.queueId < b.queueId ? -1 : a.queueId > b.queueId ? 1 : 0);
+    const drop = (f: SelectedFile): void => {
+      leftOut[f.state] = (leftOut[f.state] ?? 0) + 1;
+      if (f.state !== 'hold' && (nextDue === undefined || f.due < nextDue)) nextDue = f.due;
+    };
+    const offer = (f: SelectedFile): void => {
+      if (f.due > dueBy) return drop(f);
+      chosen.push(f);
+      // keep the `room` earliest; sorting in batches keeps this O(n log room)
+      if (chosen.length >= 2 * room + 1024) {
+        chosen.sort(order);
+        for (const f2 of chosen.splice(room)) drop(f2);
+      }
+    };
+    const take = async (state: QueueState, names: string[]): Promise<void> => {
+      if (state !== 'deferred') {
+        for (const queueId of names) offer({ queueId, state, due: state === 'hold' ? Infinity : parseQueueId(queueId)?.arrivedAt ?? 0 });
+        return;
+      }
+      const times = await mapLimit(names, STAT_CONCURRENCY, async (queueId) => {
+        try {
+          return (await this.#io.stat(this.#path(queueId, state))).mtimeMs;
+        } catch (err) {
+          if (isErrno(err, 'ENOENT')) return undefined; // moved or removed since it was listed
+          throw err;
+        }
+      });
+      // rounded: a time set in ms comes back from the file system as, say, …279.9999
+      times.forEach((t, j) => { if (t !== undefined) offer({ queueId: names[j], state, due: Math.round(t) }); });
+    };
+    for (const state of opts.states) {
+      // streamed (opendir), not readdir: a folder of a million names is never one array
+      let batch: string[] = [];
+      for await (const d of await fsp.opendir(this.#folder(state), { bufferSize: 256 })) {
+        if (opts.stop?.()) break;
+        if (!isSafeQueueId(d.name)) {
+          if (opts.warnStrays && !d.name.startsWith('.')) this.#warn('unexpected file in a spool folder, left alone', { path: join(this.#folder(state), d.name) });
+          continue;
+        }
+        if (opts.known(d.name)) continue;
+        batch.push(d.name);
+        if (batch.length >= 1024) {
+          await take(state, batch);
+          batch = [];
+        }
+      }
+      await take(state, batch);
+    }
+    chosen.sort(order);
+    if (chosen.length > room) {
+      for (const f of chosen.slice(room)) drop(f);
+      chosen = chosen.slice(0, room);
+    }
+    return { chosen, leftOut, ...(nextDue !== undefined ? { nextDue } : {}) };
   }
 
   /** Names in a state folder that can be queue ids, and the others (strays). */
