@@ -129,6 +129,8 @@ test('every directory server down: accepted mail deferred, not bounced, delivere
 
   await Promise.all(ldap.servers.map((s) => s.start()));
   await eventually('bob delivered after the directory returned', () => delivered('bob') === 1, 20_000);
+  // the Maildir file is there a moment before the tracking line that records it
+  await eventually('bob\'s delivery recorded', () => tracking().some((e) => e.queueId === deferred.queueId && e.event === 'delivered'), 10_000);
   const events = tracking().filter((e) => e.queueId === deferred.queueId);
   assert.equal(events.filter((e) => e.event === 'delivered').length, 1);
   assert.equal(events.filter((e) => e.event === 'bounced').length, 0, 'never bounced for a lookup failure');
