@@ -33,6 +33,7 @@
  *   GET  /cluster           this node's view of the cluster (cluster nodes only; else 404)
  *   POST /cluster/fence | /cluster/unfence     take this node out / back in (operator fencing)
  *   POST /cluster/handback/:spool              hand a spool this node holds back to its node
+ *   POST /cluster/takeover/:spool              replicated: deliver a dead node's copies kept here now (operator)
  *   GET  /track?…           tracking search (track/track-routes.ts); scope=cluster: every node, merged
  *   /console/…              the web console (console/console.ts: its own login, sessions and CSRF)
  * Access: with admin.token set, every route but /health and /metrics needs
@@ -188,6 +189,16 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     if (!cluster) return;
     try {
       return { released: await cluster.handBack(req.params.spool) };
+    } catch (err) {
+      return reply.code(409).send({ error: (err as Error).message });
+    }
+  });
+
+  app.post<{ Params: { spool: string } }>('/cluster/takeover/:spool', async (req, reply) => {
+    const cluster = clusterOf(reply);
+    if (!cluster) return;
+    try {
+      return { claimed: await cluster.takeOverByOperator(req.params.spool) };
     } catch (err) {
       return reply.code(409).send({ error: (err as Error).message });
     }

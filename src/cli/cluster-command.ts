@@ -1,5 +1,5 @@
 /**
- * cli/cluster-command.ts — `tandem cluster status|fence|unfence|handback`.
+ * cli/cluster-command.ts — `tandem cluster status|fence|unfence|drain|resume|handback|takeover`.
  *
  * The nodes are found in the cluster: section of --config (their admin addresses); status asks
  * every node for its view (GET /cluster) and merges them: a node that answers speaks for
@@ -14,12 +14,13 @@ import type { ClusterStatus } from '../cluster/cluster-manager.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
 import { adminBase, adminCall } from './admin-client.ts';
+import { holdersOf } from '../cluster/replication/placement.ts';
 
 interface ClusterOpts extends CliConfigOptions { token?: string; json?: boolean }
 
 interface Target { id: string; site: string; base?: string }
 
-async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: string } | number> {
+async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: string; holders: (spool: string) => string[] } | number> {
   const file = configPath(opts);
   if (!file) {
     console.error('tandem cluster: give the cluster config with --config FILE or TANDEM_CONFIG (its cluster.nodes list the admin addresses)');
@@ -34,7 +35,13 @@ async function targets(opts: ClusterOpts): Promise<{ nodes: Target[]; token?: st
     const token = opts.token ?? process.env.TANDEM_ADMIN_TOKEN ?? c.admin.token;
     // under admin.tls the nodes speak HTTPS (a private CA: NODE_EXTRA_CA_CERTS)
     const scheme = c.admin.tls ? 'https' : 'http';
-    return { nodes: c.cluster.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) })), ...(token ? { token } : {}) };
+    const cl = c.cluster;
+    return {
+      nodes: cl.nodes.map((n) => ({ id: n.id, site: n.site, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) })),
+      ...(token ? { token } : {}),
+      // who may take a spool over: its holders in takeover order (replicated), else every other node
+      holders: (spool) => (cl.storage === 'replicated' ? holdersOf(cl.nodes, spool, cl.replication?.remote_copy) : cl.nodes.map((n) => n.id).filter((id) => id !== spool)),
+    };
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`tandem cluster: configuration error in ${err.message}`);
@@ -69,23 +76,35 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
     return faults.length ? EXIT.FAILED : EXIT.OK;
   }
   const rows = [['NODE', 'SITE', 'STATUS', 'NET-AGE', 'DISK-AGE', 'QUEUE', 'SECONDARIES']];
-  for (const n of nodes) {
+  // grouped by site, sites in the order of cluster.nodes
+  const siteOrder = [...new Set(nodes.map((n) => n.site))];
+  const bySite = [...nodes].sort((x, y) => siteOrder.indexOf(x.site) - siteOrder.indexOf(y.site));
+  for (const n of bySite) {
     rows.push([n.id, n.site, n.status, n.netAgeMs === undefined ? '-' : age(n.netAgeMs), n.diskAgeMs === undefined ? '-' : age(n.diskAgeMs),
       n.queue === undefined ? '-' : n.queueFrom === 'node' ? String(n.queue) : n.queueFrom === 'last heartbeat' ? `${n.queue} (as of ${age(n.queueAgeMs ?? 0)} ago)` : `${n.queue} (${n.queueFrom})`, n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
   }
   printTable(rows);
-  const spoolRows = [['SPOOL', 'DELIVERED BY', 'EPOCH', 'SINCE']];
-  for (const s of spools) spoolRows.push([s.spool, s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-']);
+  const replicatedViews = [...views.values()].filter((v) => v.replication);
+  // storage: replicated — each queue's copies: the holders in takeover order, with the copies each keeps now
+  const copiesOf = (spool: string) => t.holders(spool).map((h) => {
+    const held = views.get(h)?.replication?.holding[spool];
+    return `${h}${held === undefined ? (views.has(h) ? '' : ' (?)') : ` (${held})`}`;
+  }).join(', ');
+  const spoolRows = [['SPOOL', 'SITE', 'DELIVERED BY', 'EPOCH', 'SINCE', ...(replicatedViews.length ? ['COPIES AT'] : [])]];
+  const siteOf = (id: string) => t.nodes.find((n) => n.id === id)?.site ?? '-';
+  for (const s of [...spools].sort((x, y) => siteOrder.indexOf(siteOf(x.spool)) - siteOrder.indexOf(siteOf(y.spool)))) {
+    spoolRows.push([s.spool, siteOf(s.spool), s.deliverer === s.spool ? `${s.spool} (own node)` : `${s.deliverer} (takeover)`, String(s.epoch), s.at || '-', ...(replicatedViews.length ? [copiesOf(s.spool)] : [])]);
+  }
   console.log('');
   printTable(spoolRows);
-  const replicated = [...views.values()].filter((v) => v.replication);
-  if (replicated.length) {
+  if (replicatedViews.length) {
     // storage: replicated — where each node's copies are, and how many messages have one copy only
     const repRows = [['NODE', 'COPIES AT', 'CONNECTION', 'UNPROTECTED', 'DISCARD LAG p50/p99', 'HOLDS COPIES OF']];
-    for (const v of replicated) {
+    for (const v of replicatedViews) {
       const r = v.replication!;
       const lag = r.discardLagMs.p50 === undefined ? '-' : `${r.discardLagMs.p50}/${r.discardLagMs.p99} ms`;
-      repRows.push([v.node, r.holder, r.connection, String(r.unprotected), lag, Object.entries(r.holding).map(([o, n]) => `${o}: ${n}`).join(', ') || '-']);
+      const holders = r.holders ?? [{ id: r.holder, connection: r.connection, unprotected: r.unprotected }];
+      repRows.push([v.node, holders.map((h) => h.id).join(', '), holders.map((h) => `${h.id} ${h.connection}`).join(', '), holders.map((h) => `${h.unprotected}`).join('/'), lag, Object.entries(r.holding).map(([o, n]) => `${o}: ${n}`).join(', ') || '-']);
     }
     console.log('');
     printTable(repRows);
@@ -132,7 +151,12 @@ export function mergeClusterViews(targets: Array<{ id: string; site: string }>, 
   });
   const claims = new Map<string, ClusterStatus['claims'][number]>();
   for (const v of views.values()) for (const c of v.claims) if ((claims.get(c.spool)?.epoch ?? -1) < c.epoch) claims.set(c.spool, c);
-  const spools = targets.map((n) => claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' });
+  const spools = targets.map((n) => {
+    const record = claims.get(n.id) ?? { spool: n.id, epoch: 0, kind: 'release' as const, by: n.id, deliverer: n.id, at: '' };
+    // replicated storage keeps claims per holder: the node that runs a secondary over the spool says who delivers it
+    const runner = [...views.values()].find((v) => v.secondaries.some((x) => x.spool === n.id));
+    return runner && record.deliverer !== runner.node ? { ...record, deliverer: runner.node, kind: 'claim' as const, by: runner.node, epoch: runner.secondaries.find((x) => x.spool === n.id)!.epoch } : record;
+  });
   return { nodes, spools };
 }
 
@@ -142,11 +166,42 @@ function printTable(rows: string[][]): void {
   for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
 }
 
-/** fence / unfence NODE, handback SPOOL. */
-export async function runClusterAction(action: 'fence' | 'unfence' | 'handback', name: string, opts: ClusterOpts): Promise<number> {
+export type ClusterAction = 'fence' | 'unfence' | 'handback' | 'takeover' | 'drain' | 'resume';
+
+/**
+ * fence / unfence / drain / resume NODE, handback / takeover SPOOL; with `site` instead of a
+ * name, the action on every node (or spool) of that site, one after the other, each reported.
+ */
+export async function runClusterAction(action: ClusterAction, name: string | undefined, opts: ClusterOpts & { site?: string }): Promise<number> {
   const t = await targets(opts);
   if (typeof t === 'number') return t;
+  if ((name === undefined) === (opts.site === undefined)) {
+    console.error(`tandem cluster ${action}: name one ${action === 'handback' || action === 'takeover' ? 'spool' : 'node'}, or give --site SITE (not both)`);
+    return EXIT.USAGE;
+  }
+  if (name !== undefined) return actOn(action, name, t, opts);
+  const members = t.nodes.filter((n) => n.site === opts.site);
+  if (!members.length) {
+    console.error(`tandem cluster ${action}: no node of cluster.nodes is in site ${opts.site} (sites: ${[...new Set(t.nodes.map((n) => n.site))].join(', ')})`);
+    return EXIT.USAGE;
+  }
+  let worst: number = EXIT.OK;
+  for (const n of members) {
+    const code = await actOn(action, n.id, t, opts);
+    if (code !== EXIT.OK && worst === EXIT.OK) worst = code;
+  }
+  return worst;
+}
+
+type Targets = Exclude<Awaited<ReturnType<typeof targets>>, number>;
+
+async function actOn(action: ClusterAction, name: string, t: Targets, opts: ClusterOpts): Promise<number> {
   let target: Target | undefined;
+  if (!t.nodes.some((n) => n.id === name)) {
+    console.error(`tandem cluster ${action}: no node ${name} in cluster.nodes`);
+    return EXIT.USAGE;
+  }
+  if (action === 'takeover') return takeOver(name, t, opts);
   if (action === 'handback') {
     for (const n of t.nodes) {
       if (!n.base) continue;
@@ -155,23 +210,19 @@ export async function runClusterAction(action: 'fence' | 'unfence' | 'handback',
     }
     if (!target) {
       console.error(`tandem cluster handback: no reachable node holds a claim on spool ${name}`);
-      return t.nodes.some((n) => n.id === name) ? EXIT.FAILED : EXIT.USAGE;
+      return EXIT.FAILED;
     }
   } else {
-    target = t.nodes.find((n) => n.id === name);
-    if (!target) {
-      console.error(`tandem cluster ${action}: no node ${name} in cluster.nodes`);
-      return EXIT.USAGE;
-    }
+    target = t.nodes.find((n) => n.id === name)!;
   }
   if (!target.base) {
     console.error(`tandem cluster ${action}: node ${target.id} has no admin address in cluster.nodes`);
     return EXIT.CONFIG;
   }
-  const path = action === 'handback' ? `/cluster/handback/${encodeURIComponent(name)}` : `/cluster/${action}`;
+  const path = action === 'handback' ? `/cluster/handback/${encodeURIComponent(name)}` : action === 'drain' || action === 'resume' ? `/${action}` : `/cluster/${action}`;
   const r = await adminCall(target.base, 'POST', path, t.token, 90_000);
   if (!r.reachable) {
-    console.error(`tandem cluster ${action}: node ${target.id} is not reachable at ${target.base} (${r.error})${action === 'fence' ? '; a node that is down is already out: its peers take its spool over after cluster.dead_after' : ''}`);
+    console.error(`tandem cluster ${action}: node ${target.id} is not reachable at ${target.base} (${r.error})${action === 'fence' || action === 'drain' ? '; a node that is down is already out: its peers take its spool over after cluster.dead_after' : ''}`);
     return EXIT.UNAVAILABLE;
   }
   if (r.status >= 400) {
@@ -180,6 +231,30 @@ export async function runClusterAction(action: 'fence' | 'unfence' | 'handback',
   }
   if (opts.json) console.log(JSON.stringify(r.body, null, 2));
   else if (action === 'handback') console.log(`spool ${name} handed back by ${target.id} (epoch ${r.body.released.epoch})`);
+  else if (action === 'drain') console.log(`node ${target.id}: draining (out of the balancer, new sessions 421; its queue is still delivered)`);
+  else if (action === 'resume') console.log(`node ${target.id}: taking mail again`);
   else console.log(`node ${target.id}: ${action === 'fence' ? 'fenced (no mail in, no delivery; its peers take its spool over)' : 'unfence requested (it resumes once its disk heartbeat is renewed; a spool taken over meanwhile comes back by handback)'}`);
   return EXIT.OK;
+}
+
+/** Ask the spool's holders, in takeover order, to take it over; the first that does wins. */
+async function takeOver(spool: string, t: Targets, opts: ClusterOpts): Promise<number> {
+  const refusals: string[] = [];
+  for (const id of t.holders(spool)) {
+    const n = t.nodes.find((x) => x.id === id)!;
+    if (!n.base) {
+      refusals.push(`${id}: no admin address in cluster.nodes`);
+      continue;
+    }
+    const r = await adminCall(n.base, 'POST', `/cluster/takeover/${encodeURIComponent(spool)}`, t.token, 90_000);
+    if (!r.reachable) refusals.push(`${id}: not reachable (${r.error})`);
+    else if (r.status >= 400) refusals.push(`${id}: ${r.body?.error ?? `HTTP ${r.status}`}`);
+    else {
+      if (opts.json) console.log(JSON.stringify(r.body, null, 2));
+      else console.log(`spool ${spool} taken over by ${id} (epoch ${r.body.claimed.epoch}): its secondary delivers ${spool}'s queue`);
+      return EXIT.OK;
+    }
+  }
+  console.error(`tandem cluster takeover: nobody took spool ${spool} over:\n${refusals.map((x) => `  ${x}`).join('\n')}`);
+  return refusals.every((x) => / not reachable /.test(x)) ? EXIT.UNAVAILABLE : EXIT.FAILED;
 }

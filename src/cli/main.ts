@@ -11,7 +11,7 @@
  *   tandem route ADDRESS… [--client IP]         how an address resolves, without sending mail (route.ts)
  *   tandem node drain|resume|health --admin URL [--token T]   take a node out of the balancer and back
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
- *   tandem cluster status|fence NODE|unfence NODE|handback SPOOL [--config FILE] [--json]
+ *   tandem cluster status|fence|unfence|drain|resume NODE|handback|takeover SPOOL [--site S] [--config FILE] [--json]
  *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
  *   tandem dir schema|init|import|add|modify|remove|list   directory changes (dir-command.ts)
  *   tandem track [--from A] [--to A] [--since 1h] … (--config FILE | --admin URL) [--json]   message tracking
@@ -153,12 +153,19 @@ const clusterOpts = (cmd: Command) => withConfigOptions(cmd, 'the cluster config
   .addOption(new Option('--json', 'machine-readable output'));
 clusterOpts(cluster.command('status').description('every node (alive / suspect / dead / fenced / draining), heartbeat ages, queue depths, who delivers which spool, epochs'))
   .action(async (opts) => exitWith((await import('./cluster-command.ts')).runClusterStatus(opts)));
-clusterOpts(cluster.command('fence <node>').description('take a node out by hand: it refuses mail and stops delivering; a peer takes its spool over'))
-  .action(async (node, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction('fence', node, opts)));
-clusterOpts(cluster.command('unfence <node>').description('let a fenced node back in (its spool comes back to it by handback)'))
-  .action(async (node, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction('unfence', node, opts)));
-clusterOpts(cluster.command('handback <spool>').description('make the node holding SPOOL stop its secondary and release the claim now'))
-  .action(async (spool, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction('handback', spool, opts)));
+const clusterActions: Array<[action: 'fence' | 'unfence' | 'drain' | 'resume' | 'handback' | 'takeover', arg: string, description: string]> = [
+  ['fence', '[node]', 'take a node out by hand: it refuses mail and stops delivering; a peer takes its spool over'],
+  ['unfence', '[node]', 'let a fenced node back in (its spool comes back to it by handback)'],
+  ['drain', '[node]', 'stop a node taking new mail (out of the balancer, new sessions 421); its queue is still delivered'],
+  ['resume', '[node]', 'let a drained node take mail again'],
+  ['handback', '[spool]', 'make the node holding SPOOL stop its secondary and release the claim now'],
+  ['takeover', '[spool]', 'replicated storage: make a holder of SPOOL\'s copies deliver them now (its node dead; e.g. a lost site without a witness)'],
+];
+for (const [action, arg, description] of clusterActions) {
+  clusterOpts(cluster.command(`${action} ${arg}`).description(description))
+    .option('--site <site>', `every ${arg === '[node]' ? 'node' : 'spool'} of this site (cluster.nodes[].site), one after the other`)
+    .action(async (name, opts) => exitWith((await import('./cluster-command.ts')).runClusterAction(action, name, opts)));
+}
 
 program.command('track')
   .description('where is a message? search the tracking logs of every node of the cluster; one timeline per message')

@@ -53,7 +53,7 @@ import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
-import { originsOf, shadowRoot } from './replication/placement.ts';
+import { originsOf, shadowRoot, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
 import type { AcquireResult, SpoolHolder, WitnessEvent } from './witness/etcd-witness.ts';
@@ -314,6 +314,10 @@ export class ClusterManager {
   private readonly replicated: boolean;
   /** Replicated: the nodes whose copies we keep (the only spools we may take over). */
   private readonly origins: Set<string>;
+  /** Replicated: cluster.replication.remote_copy (each origin's copies at two holders). */
+  private readonly remoteCopy: boolean;
+  /** Cross-site takeovers not made for want of a witness (logged once per outage). */
+  private readonly crossSiteSaidNo = new Set<string>();
   /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
   private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
   /** Copies we keep per origin, refreshed every HOLDING_REFRESH_MS (status and metrics). */
@@ -338,7 +342,8 @@ export class ClusterManager {
     this.c = config.cluster!;
     this.me = config.node.id;
     this.replicated = this.c.storage === 'replicated';
-    this.origins = new Set(this.replicated ? originsOf(this.c.nodes, this.me) : []);
+    this.remoteCopy = this.c.replication?.remote_copy ?? false;
+    this.origins = new Set(this.replicated ? originsOf(this.c.nodes, this.me, this.remoteCopy) : []);
     makeIo ??= (boot, handlers) => realClusterIo(config, boot, handlers, replica?.store);
     this.boot = Date.now(); // before the io: it is the io's boot too
     this.io = makeIo(this.boot, {
@@ -498,6 +503,32 @@ export class ClusterManager {
       if (record.kind !== 'claim' || record.by !== this.me) throw new Error(`spool ${spool} is not held by ${this.me} (epoch ${record.epoch}, ${record.kind} by ${record.by})`);
       if (!this.membership.isBack(spool)) throw new Error(`node ${spool} is not back (${this.membership.status(spool).type}): given back now, its spool would only be taken over again; start ${spool} first`);
       return await this.release(spool, record, 'handed back by the operator');
+    } finally {
+      this.busy.delete(spool);
+    }
+  }
+
+  /**
+   * Operator (replicated storage): take a dead node's queue over now from the copies we keep,
+   * whatever the takeover order says — a lost site's queues without a witness (docs/sites.md).
+   * Refused when the node is not dead or fenced as we see it, when a live peer already delivers
+   * the copies, or when the witness (if any) does not give us its lock.
+   */
+  async takeOverByOperator(spool: string): Promise<ClaimRecord> {
+    if (!this.replicated) throw new Error('an operator takeover is for cluster.storage: replicated; on shared storage the survivor takes a dead node\'s spool over by itself');
+    if (!this.origins.has(spool)) throw new Error(`${this.me} keeps no copies of ${spool}'s queue`);
+    if (this.busy.has(spool)) throw new Error(`a takeover or handback of spool ${spool} is under way on ${this.me}; try again in a moment`);
+    this.busy.add(spool);
+    try {
+      const state = this.membership.status(spool).type;
+      if (state !== 'dead' && state !== 'fenced') throw new Error(`node ${spool} is ${state}, not dead: it delivers its own queue`);
+      const record = await this.claims.current(spool);
+      if (record.kind === 'claim' && record.by === this.me) return record;
+      const other = this.liveClaimant(spool);
+      if (other) throw new Error(`${other} delivers ${spool}'s copies already`);
+      const claimed = await this.takeOver(spool, record, spool, 'taken over by the operator');
+      if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witnessSaidNo.get(spool) ?? 'the claim changed meanwhile'}`);
+      return claimed;
     } finally {
       this.busy.delete(spool);
     }
@@ -718,6 +749,8 @@ export class ClusterManager {
     const store = this.replica!.store;
     const wanted = new Map<string, { origin: string; spoolId: string }>();
     for (const origin of this.origins) {
+      // with two holders, one delivers them: the first in the takeover order that can (as for a takeover)
+      if (this.remoteCopy && this.replicatedSurvivor(origin, false) !== this.me) continue;
       for (const spoolId of await store.retiredWithCopies(origin)) wanted.set(store.folder(origin, spoolId), { origin, spoolId });
     }
     for (const [dir, running] of this.retiredSecondaries) {
@@ -907,6 +940,15 @@ export class ClusterManager {
       // our right to deliver it is the witness lock, which lives as long as our lease: in doubt, stop
       return this.inBackground(spool, 'stop (witness)', () => this.release(spool, record, 'the witness lease is in doubt or the lock is gone'));
     }
+    if (this.membership.isLive(spool)) this.crossSiteSaidNo.delete(spool);
+    if (this.replicated && this.remoteCopy) {
+      // another holder of these copies delivers them (its claim is in its own store, announced in its heartbeats)
+      const other = this.liveClaimant(spool);
+      if (other && !ours) return;
+      if (other && this.rankOf(spool, other) < this.rankOf(spool, this.me)) {
+        return this.inBackground(spool, 'stop (an earlier holder delivers it)', () => this.release(spool, record, `${other}, before us in the takeover order, delivers it too`));
+      }
+    }
     if (ours && this.membership.isBack(spool)) this.seenBack.add(spool);
     const action = decideSpool({
       me: this.me,
@@ -914,8 +956,7 @@ export class ClusterManager {
       ...(running ? { secondaryEpoch: running.epoch } : {}),
       status: (id) => this.peerState(id),
       isBack: (id) => this.membership.isBack(id),
-      // replicated: only we keep its copies (watchSpool runs for our origins alone)
-      survivor: () => (this.replicated ? this.me : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
+      survivor: () => (this.replicated ? this.replicatedSurvivor(spool) : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
       seenBack: this.seenBack.has(spool),
       fenced: this.fence !== undefined,
       autoHandback: this.c.auto_handback,
@@ -966,24 +1007,56 @@ export class ClusterManager {
     this.actions.add(action);
   }
 
-  private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string): Promise<void> {
+  private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string, reason = `${deadDeliverer} is dead`): Promise<ClaimRecord | undefined> {
     // one more look at the dead node's slot, after the claim record was read: a beat since the
     // last pass means it is back (and will bump the epoch, which our claim would then lose)
     const readAt = this.mono();
     const { beat } = await this.disk.read(deadDeliverer);
     if (beat && diskMarkKey(beat) !== this.membership.diskMark(deadDeliverer)) {
       this.membership.noteDisk(deadDeliverer, beat, readAt);
-      return;
+      return undefined;
     }
-    if (this.membership.status(spool).type === 'unauthenticated') return;
-    if (this.witness && !(await this.witnessSaysYes(spool))) return;
+    if (this.membership.status(spool).type === 'unauthenticated') return undefined;
+    if (this.witness && !(await this.witnessSaysYes(spool))) return undefined;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
-    if (!claimed) return; // another node (or the spool's own node, coming back) was first
+    if (!claimed) return undefined; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
     this.counters.takeovers++;
-    this.logger.warn({ event: 'takeover', spool, epoch: claimed.epoch, dead: deadDeliverer }, `TAKEOVER: ${deadDeliverer} is dead; claimed spool ${spool} (epoch ${claimed.epoch}), starting a secondary process over it`);
-    this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason: `${deadDeliverer} is dead` });
+    this.logger.warn({ event: 'takeover', spool, epoch: claimed.epoch, dead: deadDeliverer }, `TAKEOVER: ${reason}; claimed spool ${spool} (epoch ${claimed.epoch}), starting a secondary process over it`);
+    this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason });
     await this.startSecondary(spool, claimed.epoch);
+    return claimed;
+  }
+
+  /**
+   * Replicated storage: the holder of `spool`'s copies that should deliver them now — the first
+   * in its takeover order (placement.ts) that can; we only when every holder before us is dead,
+   * and across sites only with a witness (its lock then decides; without one an operator does:
+   * `tandem cluster takeover`).
+   */
+  private replicatedSurvivor(spool: string, log = true): string | undefined {
+    const { before } = takeoverRank(this.c.nodes, spool, this.me, this.remoteCopy);
+    const earlier = before.find((id) => this.membership.canTakeOver(id));
+    if (earlier) return earlier;
+    const site = (id: string) => this.c.nodes.find((n) => n.id === id)?.site;
+    if (site(spool) !== site(this.me) && !this.witness) {
+      if (log && !this.crossSiteSaidNo.has(spool)) {
+        this.crossSiteSaidNo.add(spool);
+        this.logger.warn({ event: 'cross-site-takeover-off', spool, holders: [...before, this.me] }, `${spool} and every holder of its copies in site ${site(spool)} are dead; ${this.me} (site ${site(this.me)}) keeps a copy but takes nothing over from another site without a witness: run \`tandem cluster takeover ${spool}\` once that site is known lost (docs/sites.md)`);
+      }
+      return undefined;
+    }
+    return this.me;
+  }
+
+  /** A live peer whose heartbeats announce a claim on `spool` (its secondary delivers it). */
+  private liveClaimant(spool: string): string | undefined {
+    return this.membership.view().find((p) => p.status.type !== 'dead' && p.announced?.claims.some((c) => c.spool === spool))?.id;
+  }
+
+  private rankOf(spool: string, node: string): number {
+    const { rank } = takeoverRank(this.c.nodes, spool, node, this.remoteCopy);
+    return rank < 0 ? Infinity : rank;
   }
 
   /** The witness's lock on a dead node's spool: only on `acquired` do we take it over (docs/witness.md). */

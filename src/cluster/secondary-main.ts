@@ -42,6 +42,7 @@ import { clusterSealer } from './sealed.ts';
 import { ClaimStore, type ClaimRecord } from './claims.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 import { shadowRoot } from './replication/placement.ts';
+import { CoHolderNotices } from './replication/replica.ts';
 
 export interface SecondaryStart {
   type: 'start';
@@ -112,7 +113,9 @@ async function run(start: SecondaryStart): Promise<void> {
     log.error({ event: 'secondary-stopped', reason: 'spool node alive' }, `secondary for ${spoolId} not started: node ${spoolId} has beaten since the claim (${why}), so it may be delivering; its spool lock is left alone`);
     process.exit(3);
   }
-  const spool = await Spool.open(dir, { nodeId: spoolId, warn: (msg, fields) => log.warn(fields, msg) });
+  // remote_copy: the origin's other holder learns what we deliver (its copies are not delivered twice)
+  const notices = replicated?.claimed ? await CoHolderNotices.start(config, owner, spoolId, path.basename(dir), log) : undefined;
+  const spool = await Spool.open(dir, { nodeId: spoolId, warn: (msg, fields) => log.warn(fields, msg), ...(notices ? { replica: notices } : {}) });
   const lock = await acquireSpoolLock(dir, { force: true });
   const first = await claims.current(spoolId);
   if (!isOurs(first) || stopRequest) {
@@ -132,6 +135,7 @@ async function run(start: SecondaryStart): Promise<void> {
     clearInterval(watch);
     clearInterval(report);
     await qmgr.stop();
+    await notices?.close();
     await channels.close();
     tracking.close();
     await lock.release();

@@ -289,6 +289,11 @@ export const configSchema = z.object({
        * accept answers 250 with one copy, shown as unprotected until the holder is back.
        */
       on_holder_unreachable: z.enum(['refuse', 'accept']).default('accept'),
+      /**
+       * A second copy of every message at a node of another site (cluster.nodes[].site), made
+       * before the 250 like the first: a whole site can be lost (docs/sites.md).
+       */
+      remote_copy: z.boolean().default(false),
       /** Where this node keeps the copies it holds for others (default <spool.root>/.shadow). */
       shadow_dir: z.string().min(1).optional(),
       /** Copies in flight at once on the connection to the holder. */
@@ -452,6 +457,7 @@ function checkCluster(self: string, c: ClusterConfig, ctx: z.RefinementCtx): voi
   if (c.storage === 'replicated') {
     if (!c.replication) issue(['replication'], 'storage: replicated needs a replication: section (tls: ca, cert, key)');
     c.nodes.forEach((n, i) => { if (!n.replication) issue(['nodes', i, 'replication'], `storage: replicated needs each node's replication address (host:port of its shadow holder)`); });
+    if (c.replication?.remote_copy && new Set(c.nodes.map((n) => n.site)).size < 2) issue(['replication', 'remote_copy'], 'a remote copy needs nodes in at least two sites (cluster.nodes[].site)');
   }
   if (!c.secret === !c.secret_file) issue(['secret'], 'set exactly one of cluster.secret and cluster.secret_file');
   if (c.fence_after >= c.dead_after) issue(['fence_after'], `must be shorter than cluster.dead_after (${formatDuration(c.dead_after)}): a node fences itself before its peers take its spool`);

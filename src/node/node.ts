@@ -250,11 +250,9 @@ export class TandemNode {
    * off from us may then deliver some messages twice — duplicates, never a loss; docs/ha.md).
    */
   private async reconcile(): Promise<void> {
-    try {
-      const r = await this.replica!.reconcile();
-      this.logger.info({ event: 'reconciled', holder: this.replica!.holderId, ...r }, `reconciled with shadow holder ${this.replica!.holderId}: ${r.removed} message(s) delivered meanwhile removed, ${r.updated} updated, ${r.copied} copied, ${r.pruned} stale copies dropped at the holder${r.identity === 'new' ? ' (new spool: the holder delivers the old copies)' : ''}`);
-    } catch (err) {
-      this.logger.warn({ event: 'reconcile-failed', holder: this.replica!.holderId, err: String((err as Error)?.message ?? err) }, `cannot reconcile with shadow holder ${this.replica!.holderId} (${(err as Error)?.message ?? err}): delivering our spool as it is`);
+    for (const { holder, result: r, error } of await this.replica!.reconcile()) {
+      if (r) this.logger.info({ event: 'reconciled', holder, ...r }, `reconciled with shadow holder ${holder}: ${r.removed} message(s) delivered meanwhile removed, ${r.updated} updated, ${r.copied} copied, ${r.pruned} stale copies dropped at the holder${r.identity === 'new' ? ' (new spool: the holder delivers the old copies)' : ''}`);
+      else this.logger.warn({ event: 'reconcile-failed', holder, err: error }, `cannot reconcile with shadow holder ${holder} (${error}): delivering our spool as it is`);
     }
   }
 

@@ -5,7 +5,8 @@
  * Who may talk: the TLS layer refuses a peer without a certificate signed by the cluster CA
  * before any byte of HTTP/2 is read (counted by reason from the handshake error). The node id
  * is the certificate's CN; it must be one of `origins`, and every request must name that same
- * node (header and envelope). Each request carries a per-connection sequence that must rise;
+ * node (header and envelope) — but for discard notices from a co-holder of that node's copies
+ * (`coHolders`: its secondary delivered them). Each request carries a per-connection sequence that must rise;
  * a request whose number is not above the last one on its connection is `replayed`.
  *
  * Exports: ShadowHolder (start, port, refusals, counts, close), ShadowHolderOptions.
@@ -27,6 +28,12 @@ export interface ShadowHolderOptions {
   tls: { ca: string | Buffer; cert: string | Buffer; key: string | Buffer };
   /** Node ids whose copies this node keeps. */
   origins: readonly string[];
+  /**
+   * The other holders of an origin's copies (cluster.replication.remote_copy): a secondary of
+   * theirs delivering the origin's queue sends discard notices in the origin's name, and only
+   * discard notices (placement.ts).
+   */
+  coHolders?: (origin: string) => readonly string[];
   host?: string;
   /** 0 (default) picks a free port. */
   port?: number;
@@ -164,7 +171,6 @@ export class ShadowHolder {
     const state = stream.session ? this.#sessions.get(stream.session) : undefined;
     stream.on('error', () => undefined);
     if (!state?.origin) return this.#refuseStream(stream, 'unknown-origin', 'the certificate has no CN', peer);
-    const origin = state.origin;
     const one = (name: string): string | undefined => {
       const v = headers[name];
       return typeof v === 'string' ? v : undefined;
@@ -173,8 +179,12 @@ export class ShadowHolder {
     if (one(':method') !== 'POST' || (path !== PATHS.copy && path !== PATHS.discard && path !== PATHS.reconcile)) {
       return this.#refuseStream(stream, 'bad-request', `${one(':method')} ${path}`, peer);
     }
+    const named = one(HEADERS.origin) ?? '';
+    // a co-holder of the named origin's copies may send discard notices for it (its secondary delivered them)
+    const forOrigin = path === PATHS.discard && named !== state.origin && this.#opts.origins.includes(named) && (this.#opts.coHolders?.(named) ?? []).includes(state.origin);
+    const origin = forOrigin ? named : state.origin;
     if (!this.#opts.origins.includes(origin)) return this.#refuseStream(stream, 'unknown-origin', `node ${origin} is not an origin of this holder`, peer);
-    if (one(HEADERS.origin) !== origin) return this.#refuseStream(stream, 'origin-mismatch', `request names ${JSON.stringify(one(HEADERS.origin))}, certificate ${origin}`, peer);
+    if (named !== origin) return this.#refuseStream(stream, 'origin-mismatch', `request names ${JSON.stringify(one(HEADERS.origin))}, certificate ${origin}`, peer);
     const seqText = one(HEADERS.seq) ?? '';
     const seq = /^[1-9][0-9]{0,15}$/.test(seqText) ? Number(seqText) : NaN;
     if (!Number.isSafeInteger(seq)) return this.#refuseStream(stream, 'bad-request', `sequence ${JSON.stringify(seqText)}`, peer);

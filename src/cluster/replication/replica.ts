@@ -28,10 +28,11 @@ import { SmtpReplyError } from '../../util/errors.ts';
 import type { Spool, SpoolReplica } from '../../spool/spool.ts';
 import type { RecipientStatus } from '../../spool/types.ts';
 import { ShadowClient, type ClientState } from './client.ts';
+import type { DiscardNotice } from './protocol.ts';
 import { ShadowHolder } from './holder.ts';
 import { ShadowStore } from './shadow-store.ts';
 import { spoolIdentity } from './identity.ts';
-import { holderOf, originsOf, shadowRoot } from './placement.ts';
+import { holdersOf, originsOf, shadowRoot } from './placement.ts';
 
 function percentile(sorted: number[], p: number): number | undefined {
   if (!sorted.length) return undefined;
@@ -68,56 +69,103 @@ export async function replicationTls(config: TandemConfig, me: string): Promise<
   return tls;
 }
 
+/**
+ * A connection to `holder` for `origin`'s copies (this node's own, or — from a secondary — the
+ * copies of the origin whose queue it delivers, to tell the other holders what it delivered).
+ */
+export function shadowClient(config: TandemConfig, o: { origin: string; spoolId: string; holder: string; tls: { ca: Buffer; cert: Buffer; key: Buffer }; logger: Logger }): ShadowClient {
+  const r = config.cluster!.replication!;
+  const target = config.cluster!.nodes.find((n) => n.id === o.holder)!.replication!;
+  let lastErrorLog = 0;
+  return new ShadowClient({
+    origin: o.origin, spoolId: o.spoolId, holder: { nodeId: o.holder, ...target }, tls: o.tls,
+    policy: 'accept-unprotected', // the refuse policy is carried out by Replica, where the message's source is known
+    maxInFlight: r.max_in_flight, ackTimeoutMs: r.ack_timeout, discardIntervalMs: r.discard_interval,
+    onError: (err) => {
+      if (Date.now() - lastErrorLog < 10_000) return;
+      lastErrorLog = Date.now();
+      o.logger.warn({ event: 'shadow-connection-error', holder: o.holder, err: err.message }, `connection to shadow holder ${o.holder}: ${err.message}`);
+    },
+  });
+}
+
 /** Unprotected messages are looked at this often (besides at every reconnection). */
 const REPROTECT_EVERY_MS = 1000;
 
-export interface ReplicaStatus {
-  holder: string;
+export type ReconcileResult = { updated: number; removed: number; copied: number; pruned: number; identity: 'current' | 'new' };
+
+export interface HolderStatus {
+  id: string;
   connection: ClientState;
-  /** Messages accepted with one copy only (policy accept), not yet copied. */
+  /** Messages accepted without their copy at this holder (policy accept), not yet copied. */
+  unprotected: number;
+  pendingDiscards: number;
+}
+
+export interface ReplicaStatus {
+  /** The first (local) holder; `holders` has each one. */
+  holder: string;
+  /** `up` only while every holder is up; else the first holder's state that is not. */
+  connection: ClientState;
+  /** Messages missing a copy at some holder (at the holder missing most), not yet copied. */
   unprotected: number;
   pendingDiscards: number;
   discardLagMs: { p50?: number; p99?: number };
   copied: number;
   copyFailures: number;
+  holders: HolderStatus[];
   /** Origins whose copies this node keeps, with the number of copies held (current identity). */
   holding: Record<string, number>;
   refusals: number;
 }
 
+/** One holder of our copies: the connection to it and its re-protection run. */
+interface Link {
+  id: string;
+  client: ShadowClient;
+  reprotecting?: Promise<unknown>;
+}
+
 export class Replica implements SpoolReplica {
   #spool?: Spool;
-  #reprotecting?: Promise<unknown>;
   readonly #reprotectTimer: NodeJS.Timeout;
+  readonly #links: Link[];
   readonly refusePolicy: boolean;
 
   private constructor(
     readonly me: string,
     readonly spoolId: string,
-    readonly holderId: string,
-    readonly client: ShadowClient,
+    clients: Array<{ id: string; client: ShadowClient }>,
     readonly store: ShadowStore,
     readonly holder: ShadowHolder,
     private readonly logger: Logger,
     policy: 'refuse' | 'accept',
   ) {
     this.refusePolicy = policy === 'refuse';
-    this.#reprotectTimer = setInterval(() => this.#reprotect(), REPROTECT_EVERY_MS);
+    this.#links = clients.map((c) => ({ ...c }));
+    this.#reprotectTimer = setInterval(() => this.#links.forEach((l) => this.#reprotect(l)), REPROTECT_EVERY_MS);
     this.#reprotectTimer.unref();
-    let saidDown = false; // once per outage, not at every reconnection attempt
-    client.on('state', (s: ClientState) => {
-      if (s === 'up') {
-        saidDown = false;
-        logger.info({ event: 'shadow-holder-up', holder: holderId }, `shadow holder ${holderId} reachable: copies protected`);
-        this.#reprotect();
-      } else if (s === 'down' && !saidDown) {
-        saidDown = true;
-        logger.warn({ event: 'shadow-holder-down', holder: holderId }, `shadow holder ${holderId} unreachable: ${this.refusePolicy ? 'refusing mail (451 4.4.0)' : 'accepting mail with one copy (unprotected)'} until it is back`);
-      }
-    });
+    for (const link of this.#links) {
+      let saidDown = false; // once per outage, not at every reconnection attempt
+      link.client.on('state', (s: ClientState) => {
+        if (s === 'up') {
+          saidDown = false;
+          logger.info({ event: 'shadow-holder-up', holder: link.id }, `shadow holder ${link.id} reachable: copies protected`);
+          this.#reprotect(link);
+        } else if (s === 'down' && !saidDown) {
+          saidDown = true;
+          logger.warn({ event: 'shadow-holder-down', holder: link.id }, `shadow holder ${link.id} unreachable: ${this.refusePolicy ? 'refusing mail (451 4.4.0)' : `accepting mail without its copy there (unprotected)`} until it is back`);
+        }
+      });
+    }
   }
 
-  /** Start the holder's server and the connection to our own holder. */
+  /** The holders of our copies, in takeover order (placement.ts). */
+  get holderIds(): string[] {
+    return this.#links.map((l) => l.id);
+  }
+
+  /** Start the holder's server and the connections to our own holders. */
   static async start(config: TandemConfig, spoolDir: string, logger: Logger): Promise<Replica> {
     const c = config.cluster!;
     const r = c.replication!;
@@ -127,25 +175,19 @@ export class Replica implements SpoolReplica {
     const store = await ShadowStore.open(shadowRoot(config));
     const self = c.nodes.find((n) => n.id === me)!;
     const listen = self.replication!;
+    const origins = originsOf(c.nodes, me, r.remote_copy);
     const holder = await ShadowHolder.start({
-      store, tls, origins: originsOf(c.nodes, me), host: listen.host, port: listen.port,
+      store, tls, origins, host: listen.host, port: listen.port,
+      // a co-holder's secondary tells us what it delivered of the origin's copies
+      coHolders: (origin) => holdersOf(c.nodes, origin, r.remote_copy).filter((h) => h !== me),
       maxCopyBytes: config.smtp.max_message_size + 16 * 1024 * 1024,
       onRefusal: (reason, detail, peer) => logger.warn({ event: 'replication-refused', reason, peer, detail }, `replication port: refused ${reason} from ${peer ?? '?'}: ${detail}`),
     });
-    const holderId = holderOf(c.nodes, me);
-    const target = c.nodes.find((n) => n.id === holderId)!.replication!;
-    let lastErrorLog = 0;
-    const client = new ShadowClient({
-      origin: me, spoolId, holder: { nodeId: holderId, ...target }, tls,
-      policy: 'accept-unprotected', // the refuse policy is carried out here, where we know the message's source
-      maxInFlight: r.max_in_flight, ackTimeoutMs: r.ack_timeout, discardIntervalMs: r.discard_interval,
-      onError: (err) => {
-        if (Date.now() - lastErrorLog < 10_000) return;
-        lastErrorLog = Date.now();
-        logger.warn({ event: 'shadow-connection-error', holder: holderId, err: err.message }, `connection to shadow holder ${holderId}: ${err.message}`);
-      },
-    });
-    return new Replica(me, spoolId, holderId, client, store, holder, logger, r.on_holder_unreachable);
+    const clients = holdersOf(c.nodes, me, r.remote_copy).map((id) => ({
+      id,
+      client: shadowClient(config, { origin: me, spoolId, holder: id, tls, logger }),
+    }));
+    return new Replica(me, spoolId, clients, store, holder, logger, r.on_holder_unreachable);
   }
 
   /** The spool this replica copies (set once it is open: the spool takes the replica as an option). */
@@ -154,24 +196,31 @@ export class Replica implements SpoolReplica {
   }
 
   async committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void> {
-    const outcome = await this.client.copy(queueId, bytes ?? await readFile(path));
-    if (outcome.protected) return;
+    const body = bytes ?? await readFile(path);
+    const outcomes = await Promise.all(this.#links.map(async (l) => ({ id: l.id, ...(await l.client.copy(queueId, body)) })));
+    const missing = outcomes.filter((o) => !o.protected).map((o) => o.id);
+    if (!missing.length) return;
     if (this.refusePolicy && refusable) {
-      this.client.discard([{ queueId, finished: true }]); // in case only the ack was lost; also takes it off the unprotected list
-      throw new SmtpReplyError(451, '4.4.0', `Message could not be made redundant (shadow holder ${this.holderId} unreachable); try again later`);
+      // every holder: in case only an ack was lost; also takes it off the unprotected lists
+      this.#notify({ queueId, finished: true });
+      throw new SmtpReplyError(451, '4.4.0', `Message could not be made redundant (shadow holder ${missing.join(', ')} unreachable); try again later`);
     }
   }
 
+  #notify(notice: DiscardNotice): void {
+    for (const l of this.#links) l.client.discard([notice]);
+  }
+
   statuses(queueId: string, records: RecipientStatus[]): void {
-    this.client.discard([{ queueId, statuses: records }]);
+    this.#notify({ queueId, statuses: records });
   }
 
   removed(queueId: string): void {
-    this.client.discard([{ queueId, finished: true }]);
+    this.#notify({ queueId, finished: true });
   }
 
   held(queueId: string, held: boolean): void {
-    this.client.discard([{ queueId, hold: held }]);
+    this.#notify({ queueId, hold: held });
   }
 
   /** The queue file's current bytes, or undefined when it is gone (read under the message's lock: a move meanwhile is not taken for "gone"). */
@@ -180,30 +229,45 @@ export class Replica implements SpoolReplica {
   }
 
   /**
-   * Copy the unprotected messages while the holder is up. Messages that became unprotected while
-   * a run was under way (accepted in the moment the connection came up) are taken by the next
-   * run, started when one ends and at every REPROTECT_EVERY_MS tick, not only at reconnection.
+   * Copy the messages unprotected at this holder while it is up. Messages that became
+   * unprotected while a run was under way (accepted in the moment the connection came up) are
+   * taken by the next run, started when one ends and at every REPROTECT_EVERY_MS tick.
    */
-  #reprotect(): void {
-    if (this.#reprotecting || this.client.unprotectedCount === 0 || this.client.state !== 'up') return;
-    this.#reprotecting = this.client.reprotect((id) => this.#read(id)).then((counts) => {
-      if (counts.protected || counts.failed) this.logger.info({ event: 'reprotected', ...counts }, `re-protection: ${counts.protected} message(s) copied to ${this.holderId}, ${counts.failed} still unprotected`);
+  #reprotect(link: Link): void {
+    const { client } = link;
+    if (link.reprotecting || client.unprotectedCount === 0 || client.state !== 'up') return;
+    link.reprotecting = client.reprotect((id) => this.#read(id)).then((counts) => {
+      if (counts.protected || counts.failed) this.logger.info({ event: 'reprotected', holder: link.id, ...counts }, `re-protection: ${counts.protected} message(s) copied to ${link.id}, ${counts.failed} still unprotected`);
     }, (err) => {
-      this.logger.warn({ event: 'reprotect-failed', err: String(err) }, `re-protection failed: ${err}; trying again`);
+      this.logger.warn({ event: 'reprotect-failed', holder: link.id, err: String(err) }, `re-protection at ${link.id} failed: ${err}; trying again`);
     }).finally(() => {
-      this.#reprotecting = undefined;
-      if (this.client.unprotectedCount > 0 && this.client.state === 'up') setTimeout(() => this.#reprotect(), 50).unref();
+      link.reprotecting = undefined;
+      if (client.unprotectedCount > 0 && client.state === 'up') setTimeout(() => this.#reprotect(link), 50).unref();
     });
   }
 
   /**
-   * Before delivering from our own spool: apply what the holder knows (see the header). Throws
-   * when the holder cannot be reached (the caller decides whether to deliver anyway).
+   * Before delivering from our own spool: apply what each holder knows (see the header), one
+   * holder after the other in takeover order, so that what the first one's secondary delivered
+   * is in the spool before the next one is asked (which then drops those copies as stale). A
+   * holder that cannot be reached is reported in its entry; the others are still asked.
    */
-  async reconcile(): Promise<{ updated: number; removed: number; copied: number; pruned: number; identity: 'current' | 'new' }> {
+  async reconcile(): Promise<Array<{ holder: string; result?: ReconcileResult; error?: string }>> {
+    const out: Array<{ holder: string; result?: ReconcileResult; error?: string }> = [];
+    for (const l of this.#links) {
+      try {
+        out.push({ holder: l.id, result: await this.#reconcileWith(l.client) });
+      } catch (err) {
+        out.push({ holder: l.id, error: String((err as Error)?.message ?? err) });
+      }
+    }
+    return out;
+  }
+
+  async #reconcileWith(client: ShadowClient): Promise<ReconcileResult> {
     const spool = this.#spool!;
     const all = await spool.list();
-    const answer = await this.client.reconcile(all.map((e) => e.queueId)); // corrupt ones too: their copies are kept
+    const answer = await client.reconcile(all.map((e) => e.queueId)); // corrupt ones too: their copies are kept
     const finished = new Set(answer.finished);
     const result = { updated: 0, removed: 0, copied: 0, pruned: answer.pruned ?? 0, identity: answer.identity };
     for (const e of all.filter((x) => x.state !== 'corrupt')) {
@@ -218,7 +282,7 @@ export class Replica implements SpoolReplica {
       if (!held) {
         // never copied (accepted unprotected before a restart), or a new holder disk: copy it now
         const bytes = await this.#read(e.queueId);
-        if (bytes && (await this.client.copy(e.queueId, bytes)).protected) result.copied++;
+        if (bytes && (await client.copy(e.queueId, bytes)).protected) result.copied++;
         continue;
       }
       const info = await spool.readInfo(e.queueId, state);
@@ -237,15 +301,18 @@ export class Replica implements SpoolReplica {
   }
 
   status(holding: Record<string, number> = {}): ReplicaStatus {
-    const lags = [...this.client.stats.discardLagMs].sort((a, b) => a - b);
+    const clients = this.#links.map((l) => l.client);
+    const lags = clients.flatMap((c) => [...c.stats.discardLagMs]).sort((a, b) => a - b);
+    const holders = this.#links.map((l) => ({ id: l.id, connection: l.client.state, unprotected: l.client.unprotectedCount, pendingDiscards: l.client.pendingDiscards }));
     return {
-      holder: this.holderId,
-      connection: this.client.state,
-      unprotected: this.client.unprotectedCount,
-      pendingDiscards: this.client.pendingDiscards,
+      holder: holders[0].id,
+      connection: holders.find((h) => h.connection !== 'up')?.connection ?? 'up',
+      unprotected: Math.max(...holders.map((h) => h.unprotected)),
+      pendingDiscards: Math.max(...holders.map((h) => h.pendingDiscards)),
       discardLagMs: { p50: percentile(lags, 0.5), p99: percentile(lags, 0.99) },
-      copied: this.client.stats.copied,
-      copyFailures: this.client.stats.failed,
+      copied: clients.reduce((n, c) => n + c.stats.copied, 0),
+      copyFailures: clients.reduce((n, c) => n + c.stats.failed, 0),
+      holders,
       holding,
       refusals: Object.values(this.holder.refusals).reduce((a, b) => a + b, 0),
     };
@@ -261,8 +328,47 @@ export class Replica implements SpoolReplica {
   /** Send the discard notices still queued, then close both sides. */
   async close(): Promise<void> {
     clearInterval(this.#reprotectTimer);
-    await Promise.race([this.client.flush(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
-    await this.client.close();
+    await Promise.race([Promise.all(this.#links.map((l) => l.client.flush())), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    await Promise.all(this.#links.map((l) => l.client.close()));
     await this.holder.close();
+  }
+}
+
+/**
+ * A secondary's replica over an origin's copies (remote_copy: they are at two holders): what it
+ * delivers is told to the origin's other holders as discard notices in the origin's name, so that
+ * a later takeover there (this site lost too) does not deliver it again. Nothing is copied: a
+ * secondary receives no mail.
+ */
+export class CoHolderNotices implements SpoolReplica {
+  private constructor(private readonly clients: ShadowClient[]) {}
+
+  /** For the secondary of `owner` over `origin`'s copies of spool identity `spoolId`; undefined without other holders. */
+  static async start(config: TandemConfig, owner: string, origin: string, spoolId: string, logger: Logger): Promise<CoHolderNotices | undefined> {
+    const r = config.cluster!.replication!;
+    const others = holdersOf(config.cluster!.nodes, origin, r.remote_copy).filter((h) => h !== owner);
+    if (!others.length) return undefined;
+    const tls = await replicationTls(config, owner);
+    return new CoHolderNotices(others.map((holder) => shadowClient(config, { origin, spoolId, holder, tls, logger })));
+  }
+
+  async committed(): Promise<void> {}
+
+  statuses(queueId: string, records: RecipientStatus[]): void {
+    for (const c of this.clients) c.discard([{ queueId, statuses: records }]);
+  }
+
+  removed(queueId: string): void {
+    for (const c of this.clients) c.discard([{ queueId, finished: true }]);
+  }
+
+  held(queueId: string, held: boolean): void {
+    for (const c of this.clients) c.discard([{ queueId, hold: held }]);
+  }
+
+  /** Send what is queued (at most 2 s: a holder that is down gets it from the origin's reconcile later), then close. */
+  async close(): Promise<void> {
+    await Promise.race([Promise.all(this.clients.map((c) => c.flush())), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    await Promise.all(this.clients.map((c) => c.close()));
   }
 }
