@@ -7,8 +7,8 @@
  *   tb:  etcd member e2 (the tie-breaker)
  *   host (outside the sites): the clients (load generator) and the next hop (SMTP sink)
  *
- * cluster.storage: replicated (a copy at the partner before the 250), the 3-member etcd as
- * witness, the two slapd masters replicating each other (multi-provider), each node reading
+ * cluster.storage: replicated with remote_copy (copies at the partner and at a node of the other
+ * site before the 250: a→c, b→d, c→a, d→b), the 3-member etcd as witness, the two slapd masters replicating each other (multi-provider), each node reading
  * its own site's master first (directory.servers[].site).
  *
  *   - mail flows through both sites' balancers and is delivered, each message once, by a node of
@@ -18,7 +18,14 @@
  *     takeover; each site goes on accepting and delivering its own mail during the cut;
  *     directory writes made in both sites during the cut (which cannot replicate) converge once
  *     the link is back: same entries, same contextCSN on both masters; nothing lost, nothing
- *     twice.
+ *     twice;
+ *   - dc1 lost (every process group in its namespace killed) with a backlog (next hop stalled):
+ *     c and d take a's and b's queues over from their copies and deliver every accepted message,
+ *     duplicates within the bound (discard notices in flight); dc2 alone takes mail and
+ *     directory writes; dc1 back with its spools: handback, nothing delivered twice, the
+ *     masters converge.
+ * The tests run in order on one set-up (about 75 s in all). KEEP=1 keeps the test folder (each
+ * node's log <id>.out, the tracking log) for a look after a failure.
  *
  * No delay between the sites: this kernel has no netem (docs/sites.md).
  * Skipped, saying why, without root/network namespaces, etcd, slapd, haproxy or openssl.
