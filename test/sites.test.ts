@@ -23,8 +23,10 @@
  *     c and d take a's and b's queues over from their copies and deliver every accepted message,
  *     duplicates within the bound (discard notices in flight); dc2 alone takes mail and
  *     directory writes; dc1 back with its spools: handback, nothing delivered twice, the
- *     masters converge.
- * The tests run in order on one set-up (about 75 s in all). KEEP=1 keeps the test folder (each
+ *     masters converge;
+ *   - dc1 lost again and back with empty disks: the backlog delivered once from dc2's copies,
+ *     dc1 starts afresh, every queue protected at both holders again.
+ * The tests run in order on one set-up (about 2 minutes in all on 2 loaded cores). KEEP=1 keeps the test folder (each
  * node's log <id>.out, the tracking log) for a look after a failure.
  *
  * No delay between the sites: this kernel has no netem (docs/sites.md).
@@ -94,8 +96,9 @@ before(async () => {
   const nodeHost = Object.fromEntries(IDS.map((id) => [id, n.address(SITE_OF[id])])) as Record<NodeId, string>;
   const lbHost = { dc1: n.address('dc1'), dc2: n.address('dc2') };
   cluster = await createCluster({
-    dir, relayHost: sink.address, ids: IDS, partners: { a: 'b', b: 'a', c: 'd', d: 'c' },
-    placement: (id) => ({ host: nodeHost[id as NodeId], netns: netnsOf(SITE_OF[id as NodeId]), site: SITE_OF[id as NodeId] }),
+    // partners: the next node of the same site (a↔b, c↔d)
+    dir, relayHost: sink.address, ids: IDS, sites: IDS.map((id) => SITE_OF[id]),
+    placement: (id) => ({ host: nodeHost[id as NodeId], netns: netnsOf(SITE_OF[id as NodeId]) }),
     // each message's copies at its partner and at a node of the other site before the 250
     replicated: { replication: { remote_copy: true } },
     cluster: { witness: { etcd: { endpoints: etcd.endpoints } } },
@@ -352,4 +355,43 @@ test('two sites: dc1 lost with a backlog (kill -9 of every dc1 process group: no
   const [csn1, csn2] = await Promise.all(ldap!.servers.map((s) => contextCsn(s.url)));
   assert.deepEqual(csn1, csn2, 'the masters\' contextCSN agree after dc1\'s return');
   console.log(`# site dc1 lost with a backlog of 100 (kill -9 of every dc1 process group): first redelivery from dc2's copies ${firstRedelivery - lostAt} ms after the loss, all 100 delivered, duplicates ${dups} (bound ${pendingDiscards}); dc1 back: handback, none delivered twice`);
+});
+
+test('two sites: dc1 lost again, and back with empty disks (new spools, no copies): dc2 delivers the backlog from its copies, each message once; dc1 starts afresh and every queue is protected at two holders again', { skip, timeout: 240_000 }, async () => {
+  const c = cluster!;
+  const n = net!;
+  process.kill(-sink.proc.pid, 'SIGSTOP');
+  let backlog;
+  let lostAt = 0;
+  try {
+    backlog = await runLoad({ host: lb.dc1!.smtp.host, port: lb.dc1!.smtp.port, total: 60, concurrency: 4, sizeBytes: 1500, from: 'load@client.test', to: (i) => `e${i}@remote.test`, runId: 'empty-' });
+    assert.equal(backlog.accepted.size, 60, `dc1 accepted the backlog: ${JSON.stringify([...backlog.failed].slice(0, 3))}`);
+    await c.waitFor('dc2 to hold a copy of each message of the backlog', async () => {
+      const [a, b, cs, ds] = await Promise.all(IDS.map((id) => c.status(id)));
+      return a.replication.unprotected === 0 && b.replication.unprotected === 0 && (cs.replication.holding.a ?? 0) + (ds.replication.holding.b ?? 0) >= 60;
+    }, 30_000);
+    lostAt = Date.now();
+    n.loseSite('dc1');
+  } finally {
+    process.kill(-sink.proc.pid, 'SIGCONT');
+  }
+  await Promise.all([c.node('a')!.proc.exited, c.node('b')!.proc.exited, lb.dc1!.proc.exited, etcd!.members[0].proc!.exited, ldap!.servers[0].proc!.exited]);
+  for (const id of SITE_NODES.dc1) rmSync(path.join(c.dir, `disk-${id}`), { recursive: true, force: true }); // dc1's disks are gone
+  await Promise.all([c.waitForTakeover('c', 'a', lostAt, 60_000), c.waitForTakeover('d', 'b', lostAt, 60_000)]);
+  await allDeliveredOnce(backlog.accepted, 'the backlog of a site lost with its disks');
+
+  await etcd!.members[0].start();
+  await ldap!.servers[0].start();
+  await Promise.all([startNode('a'), startNode('b')]);
+  lb.dc1 = await startHaproxy({ host: lb.dc1!.smtp.host, netns: n.sites.dc1.netns, backends: SITE_NODES.dc1.map((id) => ({ name: id, smtp: c.addresses.get(id)!.smtp, admin: c.addresses.get(id)!.admin })) });
+  await c.waitFor('dc1 delivering its own (new) spools, every node\'s copies at both holders again', async () => {
+    const st = await Promise.all(IDS.map((id) => c.status(id)));
+    return st[0].ownSpool === 'delivering' && st[1].ownSpool === 'delivering'
+      && st.every((s) => s.replication.connection === 'up' && s.replication.unprotected === 0 && s.peers.every((p: any) => p.status.type === 'alive'));
+  }, 60_000);
+  const again = await loadVia('dc1', 'fresh-dc1-', 20);
+  assert.equal(again.accepted.size, 20, 'dc1 takes mail again');
+  await allDeliveredOnce(again.accepted, 'dc1 back with empty disks');
+  await allDeliveredOnce(backlog.accepted, 'the backlog, after dc1\'s return');
+  console.log(`# site dc1 lost with its disks (backlog of 60): all delivered once from dc2's copies; dc1 back with empty disks, protected again`);
 });

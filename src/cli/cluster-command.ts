@@ -84,7 +84,7 @@ export async function runClusterStatus(opts: ClusterOpts): Promise<number> {
       n.queue === undefined ? '-' : n.queueFrom === 'node' ? String(n.queue) : n.queueFrom === 'last heartbeat' ? `${n.queue} (as of ${age(n.queueAgeMs ?? 0)} ago)` : `${n.queue} (${n.queueFrom})`, n.secondaries.map((s) => `${s.spool} (epoch ${s.epoch}, ${Object.values(s.queue).reduce((a, b) => a + b, 0)} queued)`).join(', ') || '-']);
   }
   printTable(rows);
-  const replicatedViews = [...views.values()].filter((v) => v.replication);
+  const replicatedViews = [...views.values()].filter((v) => v.replication).sort((x, y) => siteOrder.indexOf(x.site) - siteOrder.indexOf(y.site));
   // storage: replicated — each queue's copies: the holders in takeover order, with the copies each keeps now
   const copiesOf = (spool: string) => t.holders(spool).map((h) => {
     const held = views.get(h)?.replication?.holding[spool];

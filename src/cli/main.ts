@@ -12,7 +12,7 @@
  *   tandem node drain|resume|health --admin URL [--token T]   take a node out of the balancer and back
  *   tandem passwd hash                          hash a password from stdin for smtp.auth_passwords
  *   tandem cluster status|fence|unfence|drain|resume NODE|handback|takeover SPOOL [--site S] [--config FILE] [--json]
- *   tandem up [--nodes N] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
+ *   tandem up [--nodes N | --sites S --pairs P] [--dir DIR] [--listen H:P] [--no-haproxy]   a local cluster to try
  *   tandem dir schema|init|import|add|modify|remove|list   directory changes (dir-command.ts)
  *   tandem track [--from A] [--to A] [--since 1h] … (--config FILE | --admin URL) [--json]   message tracking
  *   tandem help [COMMAND…]   tandem --version
@@ -145,6 +145,8 @@ program.command('up')
   .option('--dir <dir>', 'where the cluster keeps its config, spools, Maildirs and logs', './var/up')
   .option('--listen <host:port>', 'the front door: HAProxy (or node a without HAProxy; the others take the next ports)', '127.0.0.1:2525')
   .option('--no-haproxy', 'do not start HAProxy even when it is installed')
+  .option('--sites <n>', 'sites (1–3): with 2 or more, pairs of nodes per site, replicated storage with a copy in the next site, HAProxy per site (--listen, then the next ports), etcd as witness when installed (docs/sites.md)', '1')
+  .option('--pairs <n>', 'with --sites: pairs of nodes per site', '1')
   .action(async (opts) => (await import('./up.ts')).runUp(opts));
 
 const cluster = program.command('cluster').description('a cluster of nodes: status and operator actions (nodes found in cluster.nodes of the config)');

@@ -11,7 +11,7 @@
  *                node(id), status(id) (GET /cluster), waitFor(id, what, pred), trackingEvents()
  *   clusterNodeIds(n)  ["a", "b", ...]
  * status() sends the admin token when `extra.admin.token` sets one.
- * `placement` puts each node on its own address, in a network namespace and a site (sites.ts).
+ * `placement` puts each node on its own address in a network namespace (sites.ts).
  * What can go wrong: a node that does not start (the error carries its output; each node's log
  * is also in <dir>/<id>.out); status() of a dead node rejects.
  */
@@ -26,6 +26,8 @@ export interface ClusterOptions {
   dir: string;
   /** Node ids (default a, b). Partners: each node's partner is the next one (a→b, b→a for two). */
   ids?: string[];
+  /** Each node's site, in the order of `ids` (default all "test"); partners are then the next node of the same site. */
+  sites?: string[];
   /** Where the nodes relay all mail (a sink). */
   relayHost: string;
   /** cluster: keys to set (timings), merged over the defaults below. */
@@ -39,13 +41,11 @@ export interface ClusterOptions {
    */
   replicated?: { replication?: ConfigTree };
   /**
-   * Where each node runs (default: 127.0.0.1, the host's network, site "test"): its own address
-   * (SMTP, admin, heartbeat and replication all bind it), a network namespace to run in, its
-   * site (test/harness/sites.ts builds such a network).
+   * Where each node runs (default: 127.0.0.1, the host's network): its own address (SMTP, admin,
+   * heartbeat and replication all bind it) and a network namespace to run in
+   * (test/harness/sites.ts builds such a network).
    */
-  placement?: (id: string) => { host: string; netns?: string; site?: string };
-  /** Each node's partner (default: the next id, the last one's is the first). */
-  partners?: Record<string, string>;
+  placement?: (id: string) => { host: string; netns?: string };
 }
 
 export interface NodeAddresses {
@@ -110,6 +110,11 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
   const diskOf = (id: string) => join(opts.dir, `disk-${id}`);
   const fmt = (a: HostPort) => `${a.host}:${a.port}`;
   const secret = "test-cluster-secret-0123456789abcdef";
+  /** The next node (of the same site, with sites), wrapping round. */
+  const partnerOf = (i: number) => {
+    const mates = ids.filter((_, j) => (opts.sites?.[j] ?? "test") === (opts.sites?.[i] ?? "test"));
+    return mates[(mates.indexOf(ids[i]) + 1) % mates.length];
+  };
   const tracking = join(opts.dir, "tracking.log");
   const base = defaultNodeConfig(opts.dir);
   const config = writeNodeConfig(opts.dir, {
@@ -123,8 +128,8 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
         heartbeat: fmt(addresses.get(id)!.heartbeat),
         smtp: fmt(addresses.get(id)!.smtp),
         admin: fmt(addresses.get(id)!.admin),
-        site: placement(id).site ?? "test",
-        partner: opts.partners?.[id] ?? ids[(i + 1) % ids.length],
+        site: opts.sites?.[i] ?? "test",
+        partner: partnerOf(i),
         ...(opts.replicated ? { replication: fmt(addresses.get(id)!.replication!) } : {}),
       })),
       ...(opts.replicated ? {
