@@ -16,7 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink } from './harness/sink.ts';
-import { runLoad } from './harness/load.ts';
+import { loadInRounds } from './harness/load.ts';
 import { createCluster } from './harness/cluster.ts';
 import { opensslMissing } from './harness/cluster-certs.ts';
 import { FIREWALL_MISSING, cutPorts } from './harness/firewall.ts';
@@ -41,16 +41,7 @@ test('heartbeat network cut, storage reachable: no takeover, nothing delivered t
 
     // mail through both nodes in rounds of 50 until the partition has healed
     let healed = false;
-    const load = async (id: string) => {
-      const smtp = cluster.addresses.get(id)!.smtp;
-      const accepted: string[] = [];
-      for (let round = 0; !healed && !stopLoad.signal.aborted; round++) {
-        const r = await runLoad({ host: smtp.host, port: smtp.port, total: 50, concurrency: 2, sizeBytes: 1000, from: 'load@client.test', to: (i) => `${id}${i}@remote.test`, runId: `via-${id}-${round}-`, stopSignal: stopLoad.signal });
-        assert.equal(r.accepted.size, 50);
-        accepted.push(...r.accepted);
-      }
-      return accepted;
-    };
+    const load = (id: string) => loadInRounds({ ...cluster.addresses.get(id)!.smtp, perRound: 50, runId: `via-${id}-`, to: (i) => `${id}${i}@remote.test`, done: () => healed, stopSignal: stopLoad.signal, wholeRounds: true });
     loads = Promise.all([load('a'), load('b')]);
     heal = cutPorts(cluster.ids.map((id) => ({ proto: 'udp', port: cluster.addresses.get(id)!.heartbeat.port })));
     const cutAt = Date.now();
@@ -100,15 +91,7 @@ test('replicated storage, the network between the nodes cut (heartbeats and repl
     await cluster.start('b');
     await cluster.waitFor('a and b connected to their holders', async () => (await cluster.status('a')).replication.connection === 'up' && (await cluster.status('b')).replication.connection === 'up');
     let healed = false;
-    const load = async (id: string) => {
-      const smtp = cluster.addresses.get(id)!.smtp;
-      const accepted: string[] = [];
-      for (let round = 0; !healed && !stopLoad.signal.aborted; round++) {
-        const r = await runLoad({ host: smtp.host, port: smtp.port, total: 50, concurrency: 2, sizeBytes: 1000, from: 'load@client.test', to: (i) => `${id}${i}@remote.test`, runId: `repl-via-${id}-${round}-`, stopSignal: stopLoad.signal });
-        accepted.push(...r.accepted);
-      }
-      return accepted;
-    };
+    const load = (id: string) => loadInRounds({ ...cluster.addresses.get(id)!.smtp, perRound: 50, runId: `repl-via-${id}-`, to: (i) => `${id}${i}@remote.test`, done: () => healed, stopSignal: stopLoad.signal });
     loads = Promise.all([load('a'), load('b')]);
     heal = cutPorts(cluster.ids.flatMap((id) => [{ proto: 'udp' as const, port: cluster.addresses.get(id)!.heartbeat.port }, { proto: 'tcp' as const, port: cluster.addresses.get(id)!.replication!.port }]));
     const cutAt = Date.now();

@@ -55,7 +55,7 @@ test('next hop down, everything queued on a, a killed: b takes a\'s spool over a
   assert.deepEqual(merged.spools.find((x: any) => x.spool === 'a'), { ...merged.spools.find((x: any) => x.spool === 'a'), deliverer: 'b', epoch: 2 });
   const table = await runCli(['cluster', 'status', '--config', cluster.config]);
   assert.match(table.stdout, /^a\s+test\s+dead/m);
-  assert.match(table.stdout, /^a\s+b \(takeover\)\s+2/m);
+  assert.match(table.stdout, /^a\s+test\s+b \(takeover\)\s+2/m);
 
   const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
   await sink.waitForCount(total, 60_000);

@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink } from './harness/sink.ts';
-import { runLoad } from './harness/load.ts';
+import { runLoad, loadInRounds } from './harness/load.ts';
 import { createCluster, type TestCluster } from './harness/cluster.ts';
 import { opensslMissing } from './harness/cluster-certs.ts';
 import { ETCD_AVAILABLE, startEtcdCluster } from './harness/etcd.ts';
@@ -36,15 +36,16 @@ async function pairWithWitness(dir: string, relayHost: string, endpoints: string
     cluster: { witness: { etcd: { endpoints } } },
     extra: { queue: { min_backoff: '1s', max_backoff: '2s' } },
   });
-  await cluster.start('a');
-  await cluster.start('b');
-  await cluster.waitFor('both nodes with a witness lease and connected to their holders', async () => {
+  await Promise.all([cluster.start('a'), cluster.start('b')]);
+  // a node slow to start on a loaded machine is first taken for dead (its empty queue taken over,
+  // then handed back): wait until that has settled too
+  await cluster.waitFor('both nodes with a witness lease, connected to their holders, each delivering its own queue only', async () => {
     for (const id of ['a', 'b']) {
       const s = await cluster.status(id);
-      if (s.witness?.lease !== 'held' || s.replication.connection !== 'up' || s.peers[0].status.type !== 'alive') return false;
+      if (s.witness?.lease !== 'held' || s.replication.connection !== 'up' || s.peers[0].status.type !== 'alive' || s.secondaries.length > 0 || s.ownSpool !== 'delivering') return false;
     }
     return true;
-  });
+  }, 60_000);
   return cluster;
 }
 
@@ -80,15 +81,7 @@ test('witness: a network cut between the nodes causes no takeover and no duplica
     cluster = await pairWithWitness(dir, sink.address, etcd.endpoints);
     const c = cluster;
     let cutOver = false;
-    const load = async (id: string) => {
-      const smtp = c.addresses.get(id)!.smtp;
-      const accepted: string[] = [];
-      for (let round = 0; !cutOver && !stopLoad.signal.aborted; round++) {
-        const r = await runLoad({ host: smtp.host, port: smtp.port, total: 30, concurrency: 2, sizeBytes: 1000, from: 'load@client.test', to: (i) => `${id}${i}@remote.test`, runId: `cut-${id}-${round}-`, stopSignal: stopLoad.signal });
-        accepted.push(...r.accepted);
-      }
-      return accepted;
-    };
+    const load = (id: string) => loadInRounds({ ...c.addresses.get(id)!.smtp, perRound: 30, runId: `cut-${id}-`, to: (i) => `${id}${i}@remote.test`, done: () => cutOver, stopSignal: stopLoad.signal });
     loads = Promise.all([load('a'), load('b')]);
     heal = cutPorts(c.ids.flatMap((id) => [{ proto: 'udp' as const, port: c.addresses.get(id)!.heartbeat.port }, { proto: 'tcp' as const, port: c.addresses.get(id)!.replication!.port }]));
     const cutAt = Date.now();

@@ -3,7 +3,8 @@
  * loopback: exclusive takeover locks with the revision as epoch, a dead node's lease expiring
  * (its process killed -9) and its spool then taken, one member lost (the witness goes on), the
  * quorum lost (every call fails fast with WITNESS_NO_QUORUM, nothing taken, nobody's lease
- * expires) and back, every member gone (WITNESS_UNREACHABLE).
+ * expires) and back, every member gone (WITNESS_UNREACHABLE), two members out of a client's reach
+ * while the quorum holds (a cut between sites: leases renewed through the third).
  * Each test starts its own etcd cluster and stops every process and witness it started, even
  * when it fails.
  */
@@ -15,6 +16,7 @@ import { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent }
 import { ETCD_AVAILABLE, startEtcdCluster, type EtcdCluster } from './harness/etcd.ts';
 import { spawnProcess, trackProcesses } from './harness/procs.ts';
 import { eventually } from './harness/wait.ts';
+import { FIREWALL_MISSING, cutPorts } from './harness/firewall.ts';
 
 const skip = ETCD_AVAILABLE ? false : 'etcd is not installed (Debian etcd-server; .ci/run installs it)';
 const WITNESS_MAIN = fileURLToPath(new URL('./harness/witness-main.ts', import.meta.url));
@@ -175,6 +177,23 @@ test('one etcd member killed (the leader): leases are renewed and locks taken as
   // a renewal late by load on a shared machine may make it uncertain for a moment; lost it must never be
   assert.deepEqual(a.events.filter((e) => e.type === 'lease-lost'), [], 'a never lost its lease');
   t.diagnostic(`lease renewals found late meanwhile: ${a.events.filter((e) => e.type === 'lease-uncertain').length}`);
+});
+
+test('two members out of the client\'s reach (their client ports drop packets) while the quorum holds: leases are renewed through the third, never uncertain', { skip: skip || FIREWALL_MISSING, timeout: 120_000 }, async (t) => {
+  const cluster = await etcdFor(t);
+  // production timings: a 3 s lease, a 1 s deadline per member
+  const a = await witnessFor(t, cluster, 'a', { leaseTtlMs: 3000, operationTimeoutMs: 1000 });
+  // as a node of one site sees the members during a cut between the sites: the other site's
+  // member hangs, its own may have no leader; here two members hang for clients, raft is untouched
+  const heal = cutPorts(cluster.members.slice(0, 2).map((m) => ({ proto: 'tcp' as const, port: Number(new URL(m.clientUrl).port) })));
+  t.after(heal);
+  const cutAt = performance.now();
+  await eventually('12 s of the cut (four lease lifetimes)', () => performance.now() - cutAt > 12_000, 20_000);
+  heal();
+  const late = a.events.filter((e) => e.type === 'lease-uncertain' || e.type === 'lease-lost');
+  assert.deepEqual(late, [], 'a\'s lease stayed held through the cut');
+  const l = a.witness.leaseStatus();
+  assert.ok(l.type === 'held' && l.validUntil > cutAt + 12_000, `renewed during the cut: ${JSON.stringify(l)}`);
 });
 
 test('quorum lost: calls fail fast with WITNESS_NO_QUORUM, no lock is taken, no lease expires; quorum back: all works; every member gone: WITNESS_UNREACHABLE', { skip, timeout: 120_000 }, async (t) => {

@@ -41,7 +41,7 @@
  * With admin.tls the server speaks HTTPS only.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { TandemNode } from '../node/node.ts';
+import type { AdminNode } from './admin-node.ts';
 import { NOT_REQUEUED } from '../qmgr/requeue.ts';
 import { listQueue, showQueued, queueShape, selectQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
@@ -51,7 +51,7 @@ import { registerTrackRoutes } from '../track/track-routes.ts';
 import { registerConsole } from '../console/console.ts';
 import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
 
-export async function startAdminServer(node: TandemNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
+export async function startAdminServer(node: AdminNode, host: string, port: number, token?: string, tls?: { cert: string; key: string }): Promise<{ server: FastifyInstance; address: { host: string; port: number } }> {
   const app = (tls ? Fastify({ logger: false, https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } }) : Fastify({ logger: false })) as unknown as FastifyInstance;
   const loopback = (ip: string) => ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.');
 
@@ -184,25 +184,20 @@ export async function startAdminServer(node: TandemNode, host: string, port: num
     cluster.unfenceByOperator();
     return cluster.status();
   });
-  app.post<{ Params: { spool: string } }>('/cluster/handback/:spool', async (req, reply) => {
-    const cluster = clusterOf(reply);
-    if (!cluster) return;
-    try {
-      return { released: await cluster.handBack(req.params.spool) };
-    } catch (err) {
-      return reply.code(409).send({ error: (err as Error).message });
-    }
-  });
-
-  app.post<{ Params: { spool: string } }>('/cluster/takeover/:spool', async (req, reply) => {
-    const cluster = clusterOf(reply);
-    if (!cluster) return;
-    try {
-      return { claimed: await cluster.takeOverByOperator(req.params.spool) };
-    } catch (err) {
-      return reply.code(409).send({ error: (err as Error).message });
-    }
-  });
+  // operator actions on one spool: 409 with the reason when the node refuses
+  const spoolAction = (route: string, act: (cluster: NonNullable<typeof node.cluster>, spool: string) => Promise<object>) => {
+    app.post<{ Params: { spool: string } }>(route, async (req, reply) => {
+      const cluster = clusterOf(reply);
+      if (!cluster) return;
+      try {
+        return await act(cluster, req.params.spool);
+      } catch (err) {
+        return reply.code(409).send({ error: (err as Error).message });
+      }
+    });
+  };
+  spoolAction('/cluster/handback/:spool', async (cluster, spool) => ({ released: await cluster.handBack(spool) }));
+  spoolAction('/cluster/takeover/:spool', async (cluster, spool) => ({ claimed: await cluster.takeOverByOperator(spool) }));
 
   registerTrackRoutes(app, node);
   await registerConsole(app, node);

@@ -31,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { TandemNode } from '../node/node.ts';
+import type { AdminNode } from '../admin/admin-node.ts';
 import type { ClusterStatus } from '../cluster/cluster-manager.ts';
 import { ConsoleAuth, type Session } from './auth.ts';
 import { html, page, ago, when, type Html } from './html.ts';
@@ -153,7 +153,7 @@ function collapse(events: MessageTimeline['events']): Array<{ e: MessageTimeline
   return out;
 }
 
-export async function registerConsole(app: FastifyInstance, node: TandemNode): Promise<void> {
+export async function registerConsole(app: FastifyInstance, node: AdminNode): Promise<void> {
   const c = node.config;
   const self = c.node.id;
   const auth = new ConsoleAuth(c.admin);

@@ -38,6 +38,7 @@ import { TrackingLog } from '../track/tracking-log.ts';
 import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
+import type { AdminNode, NodeHealth } from '../admin/admin-node.ts';
 import { ClusterManager } from '../cluster/cluster-manager.ts';
 import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
 import { Replica } from '../cluster/replication/replica.ts';
@@ -48,7 +49,7 @@ import { Replica } from '../cluster/replication/replica.ts';
  * cluster.auto_handback off, another node holds our spool until the operator hands it back
  * (421, /health 503).
  */
-export type NodeHealth = 'starting' | 'ready' | 'draining' | 'fenced' | 'returning' | 'stopping';
+export type { NodeHealth };
 
 export class TandemNode {
   private state: NodeHealth = 'starting';
@@ -61,17 +62,17 @@ export class TandemNode {
   private passwords?: PasswordTable;
   private channels!: ChannelSet;
   readonly metrics: Metrics;
-  qmgr!: QueueManager;
+  private qmgr!: QueueManager;
   cluster?: ClusterManager;
   /** cluster.storage: replicated — the copy of our spool at its holder, and the copies we keep. */
   private replica?: Replica;
   /** The old queue manager of a spool lost to a claim, finishing its deliveries in flight. */
   private losing?: Promise<void>;
-  spool!: Spool;
-  router!: Router;
-  tracking!: TrackingLog;
+  private spool!: Spool;
+  private router!: Router;
+  private tracking!: TrackingLog;
   /** Search over the tracking log (undefined when tracking.path is ""). */
-  tracker?: Tracker;
+  private tracker?: Tracker;
   /** The first listener's address. */
   smtpAddress?: { host: string; port: number };
   /** Every listener's address by name. */
@@ -96,6 +97,20 @@ export class TandemNode {
 
   get spoolDir(): string {
     return path.join(this.config.spool.root, this.config.node.id);
+  }
+
+  /** What the admin API needs of this node (admin/admin-node.ts); the queue manager and spool read live. */
+  adminView(): AdminNode {
+    const node = this;
+    return {
+      config: node.config, logger: node.logger, metrics: node.metrics,
+      get qmgr() { return node.qmgr; },
+      get spool() { return node.spool; },
+      get cluster() { return node.cluster; },
+      get tracker() { return node.tracker; },
+      health: () => node.health(), drain: () => node.drain(), resume: () => node.resume(), reload: () => node.reload(),
+      replicationHealth: () => node.replicationHealth(), directoryHealth: () => node.directoryHealth(),
+    };
   }
 
   health(): NodeHealth {
@@ -196,7 +211,7 @@ export class TandemNode {
       log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
     }
     if (c.admin.listen) {
-      const { server, address } = await startAdminServer(this, c.admin.listen.host, c.admin.listen.port, c.admin.token, c.admin.tls);
+      const { server, address } = await startAdminServer(this.adminView(), c.admin.listen.host, c.admin.listen.port, c.admin.token, c.admin.tls);
       this.admin = server;
       this.adminAddress = address;
     }

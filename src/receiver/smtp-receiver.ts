@@ -38,7 +38,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession, type SMTPServerDataStream } from 'smtp-server';
-import { SMTPConnection as ServerConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
 import type { Envelope, EnvelopeRecipient, DsnNotify } from '../spool/types.ts';
@@ -46,14 +45,15 @@ import type { Router } from '../router/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader, receivedProtocol } from './received-header.ts';
-import { normaliseOrcptInCommand, parseOrcpt } from '../util/dsn-address.ts';
+import { parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
-import { installGreetingDelay, GREETING_DELAY_OPTION } from './greeting-delay.ts';
+import { GREETING_DELAY_OPTION } from './greeting-delay.ts';
+import { applySmtpServerPatches } from './smtp-server-patches.ts';
 import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
 import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
 import type { SigningKey } from './dkim-keys.ts';
 import type { RspamdFilter } from './content-filter.ts';
-import { SessionGuard, installSessionGuardHooks } from './session-guard.ts';
+import { SessionGuard } from './session-guard.ts';
 import type { ClientLimits, LimitRefusal } from './client-limits.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
 import { checkMailParams, checkRcptParams, checkHeaderSection, isUntrustedRouting, type SpoolSpace } from './protocol-checks.ts';
@@ -114,36 +114,8 @@ interface Transaction {
   seen: Set<string>;
 }
 
-installSessionGuardHooks();
-
-// XXX: smtp-server picks the enhanced status code from the reply code alone, so a 554 for a
-// relay refusal would say 5.6.0. An error message starting with "X.Y.Z " carries our own code:
-// this wrapper sends it in place of the automatic one. It changes only replies whose text starts
-// with an enhanced code.
-const ENHANCED_PREFIX = /^([245]\.\d{1,3}\.\d{1,3}) /;
-const originalSend = ServerConnection.prototype.send;
-if (!(originalSend as any).tandemPatched) {
-  const patched = function (this: any, code: number, data: unknown, context?: unknown) {
-    if (typeof data === 'string' && ENHANCED_PREFIX.test(data) && this._server?.options?.tandem) {
-      return originalSend.call(this, code, data, false);
-    }
-    return originalSend.call(this, code, data as string, context as string);
-  };
-  (patched as any).tandemPatched = true;
-  ServerConnection.prototype.send = patched;
-}
-
-// XXX: smtp-server refuses a RCPT whose xtext ORCPT holds UTF-8 octets (Postfix sends those):
-// the parameter is rewritten into its RFC 6533 utf-8 form first (util/dsn-address.ts).
-const originalRcpt = ServerConnection.prototype.handler_RCPT;
-if (!(originalRcpt as any).tandemPatched) {
-  const patched = function (this: any, command: Buffer, callback: () => void) {
-    const line = this._server?.options?.tandem ? normaliseOrcptInCommand(command) : command;
-    return originalRcpt.call(this, line, callback);
-  };
-  (patched as any).tandemPatched = true;
-  ServerConnection.prototype.handler_RCPT = patched;
-}
+/** The version warning is logged once per process (one receiver per listener). */
+let versionWarned = false;
 
 export class SmtpReceiver {
   private server: SMTPServer;
@@ -160,6 +132,11 @@ export class SmtpReceiver {
   private readonly counted = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly deps: ReceiverDeps) {
+    const patches = applySmtpServerPatches();
+    if (!patches.versionMatches && !versionWarned) {
+      versionWarned = true;
+      deps.logger.warn({ smtpServer: patches.version }, `smtp-server ${patches.version} is not the release Tandem's patches were checked for (receiver/smtp-server-patches.ts); run the receiver tests before using it`);
+    }
     const c = deps.config.smtp;
     const listener = this.listener = deps.listener ?? resolveListeners(deps.config)[0];
     const useTls = listener.tls !== 'none' && c.tls;
@@ -232,7 +209,7 @@ export class SmtpReceiver {
     });
     Object.assign(this.server.options, { tandem: true, tandemGuard: this.guard });
     // smtp.greeting_delay: smtp-server's fixed 100 ms early-talker pause, made a setting
-    if (installGreetingDelay()) (this.server.options as unknown as Record<string, unknown>)[GREETING_DELAY_OPTION] = c.greeting_delay;
+    if (patches.greetingDelay) (this.server.options as unknown as Record<string, unknown>)[GREETING_DELAY_OPTION] = c.greeting_delay;
     else deps.logger.warn('smtp.greeting_delay has no effect with this smtp-server version (it keeps its own 100 ms pause)');
     installProxyFront(this.server.server, listener.proxyProtocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));

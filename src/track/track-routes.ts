@@ -13,7 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import type { TandemNode } from '../node/node.ts';
+import type { AdminNode } from '../admin/admin-node.ts';
 import type { TandemConfig } from '../config/schema.ts';
 import { parseTrackQuery, searchCluster } from './search.ts';
 import { adminBase } from '../cli/admin-client.ts';
@@ -27,7 +27,7 @@ export function clusterPeers(c: TandemConfig): { peers: Array<{ id: string; base
   return { peers, auth: { ...(c.admin.token ? { token: c.admin.token } : {}), ...(ca ? { ca } : {}) } };
 }
 
-export function registerTrackRoutes(app: FastifyInstance, node: TandemNode): void {
+export function registerTrackRoutes(app: FastifyInstance, node: AdminNode): void {
   app.get<{ Querystring: Record<string, string> }>('/track', async (req, reply) => {
     const tracker = node.tracker;
     if (!tracker) return reply.code(404).send({ error: 'tracking search is off on this node (tracking.path "" or tracking.search false, or its index could not be opened: see the log)' });

@@ -5,6 +5,8 @@
  *   runLoad(opts: LoadOptions): Promise<LoadResult>
  *   buildTestMessage(testId, from, to, sizeBytes): Buffer   one test message (headers + filler)
  *   testIdOf(runId, i): string                               "<runId>-<i>"
+ *   loadInRounds(opts): Promise<string[]>   rounds of `perRound` messages (2 connections, 1000
+ *                           bytes) until `done()` or `stopSignal`; the accepted ids of all rounds
  *   LoadOptions, LoadResult
  *
  * `concurrency` workers each keep one SMTP connection (nodemailer's SMTPConnection) and send many
@@ -317,4 +319,19 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   result.elapsedMs = performance.now() - t0;
   result.unsent = opts.total - nextIndex;
   return result;
+}
+
+/**
+ * Mail to host:port in rounds of `perRound` messages (2 connections, 1000 bytes each, run ids
+ * `<runId><round>-`) until `done()` is true or `stopSignal` aborts, as steady traffic during a
+ * partition or a cut. `wholeRounds`: every round must be accepted in full (else it throws).
+ */
+export async function loadInRounds(opts: { host: string; port: number; perRound: number; runId: string; to: (i: number) => string; done: () => boolean; stopSignal: AbortSignal; wholeRounds?: boolean }): Promise<string[]> {
+  const accepted: string[] = [];
+  for (let round = 0; !opts.done() && !opts.stopSignal.aborted; round++) {
+    const r = await runLoad({ host: opts.host, port: opts.port, total: opts.perRound, concurrency: 2, sizeBytes: 1000, from: "load@client.test", to: opts.to, runId: `${opts.runId}${round}-`, stopSignal: opts.stopSignal });
+    if (opts.wholeRounds && r.accepted.size !== opts.perRound) throw new Error(`round ${round} to ${opts.host}:${opts.port}: ${r.accepted.size} of ${opts.perRound} accepted (${JSON.stringify(r.errorSamples)})`);
+    accepted.push(...r.accepted);
+  }
+  return accepted;
 }

@@ -14,7 +14,7 @@
  * Protocol:
  *   start()    grants a lease of ceil(leaseTtlMs / 1000) s (etcd may raise it to its minimum,
  *              1.5 × its election timeout), publishes nodes/<id> with it, and renews it every
- *              third of the TTL. A lease etcd says is gone (expired, revoked) is replaced by a
+ *              third of the TTL, each renewal sent to every member at once (first answer wins). A lease etcd says is gone (expired, revoked) is replaced by a
  *              new one and nodes/<id> published again; the takeover locks it carried are gone.
  *   acquire(s) one etcd transaction: if spools/<s> does not exist AND nodes/<s> does not exist
  *              (the owner's lease is gone), create spools/<s> with our lease. Exactly one caller
@@ -125,6 +125,8 @@ export class EtcdWitness {
   private readonly client: Etcd3;
   /** One client per member, for status probes. */
   private readonly memberClients: Etcd3[];
+  /** One client per member asking for a leader, for lease renewals sent to every member at once. */
+  private readonly renewClients: Etcd3[];
   private readonly prefix: string;
   private readonly opTimeoutMs: number;
   private current: WitnessState = { type: 'stopped' };
@@ -151,6 +153,7 @@ export class EtcdWitness {
     this.client = make(opts.endpoints, [requireLeader]);
     // Status probes must be answered without a leader: no requireLeader there.
     this.memberClients = opts.endpoints.map((e) => make([e], []));
+    this.renewClients = opts.endpoints.map((e) => make([e], [requireLeader]));
   }
 
   /** Grants and publishes our lease (first attempt awaited; retried in the background until stop()). */
@@ -175,7 +178,7 @@ export class EtcdWitness {
     this.lease = { type: 'none' };
     this.held.clear();
     this.client.close();
-    for (const c of this.memberClients) c.close();
+    for (const c of [...this.memberClients, ...this.renewClients]) c.close();
     this.setState({ type: 'stopped' });
   }
 
@@ -323,9 +326,25 @@ export class EtcdWitness {
     this.emit({ type: 'lease-granted', leaseId: grant.ID, ttlMs });
   }
 
-  /** Sends one keepalive on a stream of its own; resolves with the TTL etcd answers (0 = gone). */
+  /**
+   * Sends one keepalive to every member at once; resolves with the first TTL one with a leader
+   * answers (0 = gone). One member at a time would not do: during a cut between sites a node
+   * may see one member hang until the deadline and another without a leader, so renewals tried
+   * in turn missed the lease's lifetime (etcd then dropped it and the other site took the queue
+   * over while its node was alive). When every member fails, the error of the most telling one
+   * is thrown ("lease not found" first).
+   */
   private async keepAliveOnce(id: string): Promise<number> {
-    const stream = await this.client.leaseClient.leaseKeepAlive({ deadline: Date.now() + this.opTimeoutMs });
+    try {
+      return await Promise.any(this.renewClients.map((c) => this.keepAliveOn(c, id)));
+    } catch (err) {
+      const errors = err instanceof AggregateError ? (err.errors as Error[]) : [err as Error];
+      throw errors.find((e) => /requested lease not found/.test(String(e?.message))) ?? errors[0];
+    }
+  }
+
+  private async keepAliveOn(client: Etcd3, id: string): Promise<number> {
+    const stream = await client.leaseClient.leaseKeepAlive({ deadline: Date.now() + this.opTimeoutMs });
     try {
       return await new Promise<number>((resolve, reject) => {
         stream.on('data', (res: { TTL: string }) => resolve(Number(res.TTL)));
