@@ -11,6 +11,7 @@
  *                node(id), status(id) (GET /cluster), waitFor(id, what, pred), trackingEvents()
  *   clusterNodeIds(n)  ["a", "b", ...]
  * status() sends the admin token when `extra.admin.token` sets one.
+ * `placement` puts each node on its own address in a network namespace (sites.ts).
  * What can go wrong: a node that does not start (the error carries its output; each node's log
  * is also in <dir>/<id>.out); status() of a dead node rejects.
  */
@@ -39,6 +40,12 @@ export interface ClusterOptions {
    * with no folder shared. `replication`: keys merged over cluster.replication.
    */
   replicated?: { replication?: ConfigTree };
+  /**
+   * Where each node runs (default: 127.0.0.1, the host's network): its own address (SMTP, admin,
+   * heartbeat and replication all bind it) and a network namespace to run in
+   * (test/harness/sites.ts builds such a network).
+   */
+  placement?: (id: string) => { host: string; netns?: string };
 }
 
 export interface NodeAddresses {
@@ -83,12 +90,15 @@ export const clusterNodeIds = (n: number) => Array.from({ length: n }, (_, i) =>
 export async function createCluster(opts: ClusterOptions): Promise<TestCluster> {
   const ids = opts.ids ?? ["a", "b"];
   const addresses = new Map<string, NodeAddresses>();
+  const placement = (id: string) => opts.placement?.(id) ?? { host: "127.0.0.1" };
   for (const id of ids) {
+    // (the ports are probed on the host; in a namespace of its own only this node binds its address)
+    const host = placement(id).host;
     addresses.set(id, {
-      smtp: { host: "127.0.0.1", port: await freePort() },
-      admin: { host: "127.0.0.1", port: await freePort() },
-      heartbeat: { host: "127.0.0.1", port: await freeUdpPort() },
-      ...(opts.replicated ? { replication: { host: "127.0.0.1", port: await freePort() } } : {}),
+      smtp: { host, port: await freePort() },
+      admin: { host, port: await freePort() },
+      heartbeat: { host, port: await freeUdpPort() },
+      ...(opts.replicated ? { replication: { host, port: await freePort() } } : {}),
     });
   }
   const certDir = join(opts.dir, "certs");
@@ -148,6 +158,7 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
         config: own, nodeId: startOpts.nodeId ?? id, listen: fmt(a.smtp), admin: fmt(a.admin), logFile: join(opts.dir, `${id}.out`),
         ...(startOpts.spool ? { spool: startOpts.spool } : opts.replicated ? { spool: join(diskOf(id), "spool") } : {}),
         ...(startOpts.env ? { env: { ...process.env, ...startOpts.env } } : {}),
+        netns: placement(id).netns,
       });
       running.set(id, node);
       return node;

@@ -4,6 +4,7 @@
  *
  * Exports:
  *   startEtcdCluster(opts?): Promise<EtcdCluster>  three members, healthy on return
+ *       (opts.placement: each member's address and network namespace, for sites.ts)
  *   EtcdCluster   members, endpoints (http://127.0.0.1:PORT for each member), dir, stopAll()
  *   EtcdMember    name, clientUrl, proc, running, kill() (SIGKILL), start() (same data: rejoins)
  *   ETCD_AVAILABLE  whether /usr/bin/etcd exists (tests skip with a message otherwise)
@@ -57,15 +58,23 @@ export interface EtcdCluster {
   stopAll(): Promise<void>;
 }
 
-/** Starts three members on free loopback ports and waits until each serves clients. */
-export async function startEtcdCluster(): Promise<EtcdCluster> {
+export interface EtcdOptions {
+  /**
+   * Where each of the three members runs (default 127.0.0.1 in the host's network): its address,
+   * and a network namespace to run in (test/harness/sites.ts).
+   */
+  placement?: Array<{ host: string; netns?: string }>;
+}
+
+/** Starts three members on free ports and waits until each serves clients. */
+export async function startEtcdCluster(opts: EtcdOptions = {}): Promise<EtcdCluster> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-etcd-'));
   const ports: number[] = [];
   for (let i = 0; i < 6; i++) ports.push(await freePort());
-  const specs = [0, 1, 2].map((i) => ({ name: `e${i}`, clientPort: ports[2 * i], peerPort: ports[2 * i + 1] }));
-  const initialCluster = specs.map((s) => `${s.name}=http://127.0.0.1:${s.peerPort}`).join(',');
+  const specs = [0, 1, 2].map((i) => ({ name: `e${i}`, clientPort: ports[2 * i], peerPort: ports[2 * i + 1], host: opts.placement?.[i].host ?? '127.0.0.1', netns: opts.placement?.[i].netns }));
+  const initialCluster = specs.map((s) => `${s.name}=http://${s.host}:${s.peerPort}`).join(',');
   const token = `tandem-test-${process.pid}-${Date.now()}`;
-  const members = specs.map((s) => new Member(s.name, s.clientPort, s.peerPort, dir, initialCluster, token));
+  const members = specs.map((s) => new Member(s.name, s.host, s.clientPort, s.peerPort, dir, initialCluster, token, s.netns));
   const cluster: EtcdCluster = {
     members,
     endpoints: members.map((m) => m.clientUrl),
@@ -92,13 +101,15 @@ class Member implements EtcdMember {
 
   constructor(
     readonly name: string,
+    private readonly host: string,
     clientPort: number,
     private readonly peerPort: number,
     private readonly dir: string,
     private readonly initialCluster: string,
     private readonly token: string,
+    private readonly netns: string | undefined,
   ) {
-    this.clientUrl = `http://127.0.0.1:${clientPort}`;
+    this.clientUrl = `http://${host}:${clientPort}`;
   }
 
   get running(): boolean {
@@ -107,7 +118,7 @@ class Member implements EtcdMember {
 
   async start(): Promise<void> {
     if (this.running) throw new Error(`etcd member ${this.name} is already running`);
-    const peerUrl = `http://127.0.0.1:${this.peerPort}`;
+    const peerUrl = `http://${this.host}:${this.peerPort}`;
     const proc = await spawnProcess(ETCD, [
       '--name', this.name,
       '--data-dir', path.join(this.dir, this.name),
@@ -117,7 +128,7 @@ class Member implements EtcdMember {
       '--initial-cluster-token', this.token,
       '--heartbeat-interval', '50', '--election-timeout', '500',
       '--logger', 'zap', '--log-outputs', 'stderr',
-    ], { name: `etcd-${this.name}`, env: cleanEnv(), logFile: path.join(this.dir, `${this.name}.log`) });
+    ], { name: `etcd-${this.name}`, env: cleanEnv(), logFile: path.join(this.dir, `${this.name}.log`), netns: this.netns });
     this.proc = proc;
     try {
       await proc.waitForLine((l) => typeof l.json?.msg === 'string' && SERVING.test(l.json.msg), READY_TIMEOUT_MS);

@@ -48,6 +48,13 @@ export interface HaproxyOptions {
   proxyV2?: boolean;
   /** Health check interval (default 500 ms); a node is DOWN after 2 failed checks, UP after 2 good ones. */
   checkInterMs?: number;
+  /**
+   * Listen on this address and connect to the nodes from it (HAProxy `source`; the nodes list it
+   * in smtp.proxy_protocol) — default 127.0.0.1 and the kernel's choice.
+   */
+  host?: string;
+  /** Run haproxy inside this network namespace (test/harness/sites.ts). */
+  netns?: string;
 }
 
 export type ServerState = 'UP' | 'DOWN' | 'MAINT' | 'DRAIN' | string;
@@ -70,8 +77,8 @@ export interface Haproxy {
 /** The haproxy.cfg for these backends (see header for the choices). */
 function harnessConfig(dir: string, port: number, opts: HaproxyOptions): string {
   return haproxyConfig({
-    listen: `127.0.0.1:${port}`, backends: opts.backends, statsSocket: join(dir, 'haproxy.sock'),
-    checkInterMs: opts.checkInterMs ?? 500, proxyV2: opts.proxyV2 ?? true,
+    listen: `${opts.host ?? '127.0.0.1'}:${port}`, backends: opts.backends, statsSocket: join(dir, 'haproxy.sock'),
+    checkInterMs: opts.checkInterMs ?? 500, proxyV2: opts.proxyV2 ?? true, ...(opts.host ? { source: opts.host } : {}),
   });
 }
 
@@ -109,7 +116,7 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   const port = await freePort();
   const configFile = join(dir, 'haproxy.cfg');
   writeFileSync(configFile, harnessConfig(dir, port, opts));
-  return runHaproxyConfig({ dir, configFile, smtp: { host: '127.0.0.1', port }, statsSocket: join(dir, 'haproxy.sock'), backend: BACKEND, servers: opts.backends.length });
+  return runHaproxyConfig({ dir, configFile, smtp: { host: opts.host ?? '127.0.0.1', port }, statsSocket: join(dir, 'haproxy.sock'), backend: BACKEND, servers: opts.backends.length, netns: opts.netns });
 }
 
 /**
@@ -117,9 +124,9 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
  * test addresses): `dir` is removed on stop; `backend` is the backend whose servers are
  * watched, `servers` how many it has; readiness as in startHaproxy.
  */
-export async function runHaproxyConfig(c: { dir: string; configFile: string; smtp: HostPort; statsSocket: string; backend: string; servers: number }): Promise<Haproxy> {
+export async function runHaproxyConfig(c: { dir: string; configFile: string; smtp: HostPort; statsSocket: string; backend: string; servers: number; netns?: string }): Promise<Haproxy> {
   const { dir, configFile, smtp, statsSocket } = c;
-  const proc = await spawnProcess(HAPROXY_BIN, ['-db', '-f', configFile], { name: 'haproxy' });
+  const proc = await spawnProcess(HAPROXY_BIN, ['-db', '-f', configFile], { name: 'haproxy', netns: c.netns });
 
   const stat = async (): Promise<Map<string, string>> => {
     const csv = await runtimeCommand(statsSocket, 'show stat');

@@ -41,6 +41,8 @@ export interface StartNodeOptions {
   /** Tee the node's log lines to this file. */
   logFile?: string;
   readyTimeoutMs?: number;
+  /** Run the node inside this network namespace (test/harness/sites.ts). */
+  netns?: string;
 }
 
 export interface RunningNode {
@@ -102,6 +104,7 @@ export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
     env: opts.env,
     name: `tandem${opts.nodeId ? `-${opts.nodeId}` : ""}`,
     logFile: opts.logFile,
+    netns: opts.netns,
     readyTimeoutMs: opts.readyTimeoutMs ?? 30_000,
     readyMatch: (j) => j.event === "ready" && typeof j.smtp === "string",
   });

@@ -9,6 +9,7 @@
  *   spawnProcess(cmd, args, opts): Promise<Proc>  resolves when `opts.readyMatch` accepts a JSON
  *       line of stdout/stderr (or at once without readyMatch); rejects with the captured output
  *       when the process exits or the ready timeout passes first (the group is killed then).
+ *       `opts.netns` runs it inside a network namespace (test/harness/sites.ts).
  *   Proc        pid, lines (last ~200), waitForLine, kill, killHard, stop, exited, output()
  *   ProcLine    one captured line: stream, text, parsed JSON (if the line is a JSON object), time
  *   trackProcesses(): ProcessRegistry  collects every process spawned after the call;
@@ -54,6 +55,11 @@ export interface SpawnOptions {
   logFile?: string;
   /** Short name used in error messages (default: the command's base name). */
   name?: string;
+  /**
+   * Run the command inside this network namespace (`ip netns exec NAME cmd args…`, which execs
+   * the command: the pid and the process group stay the command's own). See sites.ts.
+   */
+  netns?: string;
 }
 
 export interface WaitForLineOptions {
@@ -259,7 +265,8 @@ class ProcImpl implements Proc {
 export async function spawnProcess(cmd: string, args: readonly string[], opts: SpawnOptions = {}): Promise<Proc> {
   installExitHook();
   const name = opts.name ?? cmd.split("/").pop() ?? cmd;
-  const child = spawn(cmd, args, {
+  const [file, argv] = opts.netns ? ["ip", ["netns", "exec", opts.netns, cmd, ...args]] : [cmd, args];
+  const child = spawn(file, argv, {
     cwd: opts.cwd,
     env: opts.env ?? process.env,
     detached: true,

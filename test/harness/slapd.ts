@@ -22,6 +22,7 @@
  * What can go wrong: slapd not installed (SLAPD_AVAILABLE false); a port taken between
  * freePort() and slapd's bind (slapd exits, the error carries its output); AppArmor on Ubuntu
  * (not Debian) refusing the temp folder.
+ * `placement` (SetupOptions) puts each server on its own address in a network namespace (sites.ts).
  * Config keys: none (these are slapd's own).
  */
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -66,6 +67,12 @@ export interface LdapSetup {
 export interface SetupOptions {
   suffix?: string;
   rootPw?: string;
+  /**
+   * Where each server runs, in the setup's order (default 127.0.0.1 in the host's network): its
+   * address and a network namespace to run in (test/harness/sites.ts). `site` overrides the
+   * setup's own (startTwoMasters then stands for a master per site).
+   */
+  placement?: Array<{ host: string; netns?: string; site?: string }>;
 }
 
 interface ServerSpec {
@@ -74,6 +81,10 @@ interface ServerSpec {
   /** provider: syncprov only; consumer of `peer`; mirror: both, with serverID. */
   role: 'provider' | 'consumer' | 'mirror';
   peerPort?: number;
+  /** Its own address and its peer's (default 127.0.0.1; set from SetupOptions.placement). */
+  host?: string;
+  peerHost?: string;
+  netns?: string;
   serverId?: number;
   site?: string;
 }
@@ -115,6 +126,10 @@ async function startSetup(opts: SetupOptions, specs: ServerSpec[]): Promise<Ldap
   const rootDn = `cn=admin,${suffix}`;
   const rootPw = opts.rootPw ?? 'secret';
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-slapd-'));
+  if (opts.placement) {
+    const hostOf = (port: number | undefined) => opts.placement![specs.findIndex((s) => s.port === port)]?.host;
+    specs = specs.map((s, i) => ({ ...s, host: opts.placement![i].host, netns: opts.placement![i].netns, site: opts.placement![i].site ?? s.site, peerHost: hostOf(s.peerPort) }));
+  }
   const servers = specs.map((spec) => new Server(spec, dir, writeConf(dir, spec, suffix, rootDn, rootPw)));
   const setup: LdapSetup = {
     servers, suffix, rootDn, rootPw, dir,
@@ -155,12 +170,12 @@ function writeConf(dir: string, spec: ServerSpec, suffix: string, rootDn: string
   ];
   if (spec.role !== 'provider') {
     lines.push(
-      `syncrepl rid=00${spec.serverId ?? 1} provider=ldap://127.0.0.1:${spec.peerPort} type=refreshAndPersist`,
+      `syncrepl rid=00${spec.serverId ?? 1} provider=ldap://${spec.peerHost ?? '127.0.0.1'}:${spec.peerPort} type=refreshAndPersist`,
       `  retry="1 +" timeout=1 network-timeout=2 searchbase="${suffix}"`,
       `  bindmethod=simple binddn="${rootDn}" credentials=${rootPw}`,
     );
   }
-  if (spec.role === 'consumer') lines.push(`updateref ldap://127.0.0.1:${spec.peerPort}`);
+  if (spec.role === 'consumer') lines.push(`updateref ldap://${spec.peerHost ?? '127.0.0.1'}:${spec.peerPort}`);
   if (spec.role === 'mirror') lines.push('multiprovider on');
   if (spec.role !== 'consumer') lines.push('overlay syncprov', 'syncprov-checkpoint 100 10', 'syncprov-sessionlog 100');
   const file = path.join(d, 'slapd.conf');
@@ -174,17 +189,19 @@ class Server implements SlapdServer {
   readonly url: string;
   readonly site: string | undefined;
   proc: Proc | undefined;
+  private readonly netns: string | undefined;
 
   constructor(spec: ServerSpec, private readonly dir: string, private readonly conf: string) {
     this.name = spec.name;
     this.port = spec.port;
     this.site = spec.site;
-    this.url = `ldap://127.0.0.1:${spec.port}`;
+    this.netns = spec.netns;
+    this.url = `ldap://${spec.host ?? '127.0.0.1'}:${spec.port}`;
   }
 
   async start(): Promise<void> {
     const proc = await spawnProcess(SLAPD, ['-f', this.conf, '-h', `${this.url}/`, '-d', '0'], {
-      name: `slapd-${this.name}`, env: { ...process.env, LDAPNOINIT: '1' }, logFile: path.join(this.dir, this.name, 'slapd.log'),
+      name: `slapd-${this.name}`, env: { ...process.env, LDAPNOINIT: '1' }, logFile: path.join(this.dir, this.name, 'slapd.log'), netns: this.netns,
     });
     this.proc = proc;
     const end = Date.now() + 10_000;
