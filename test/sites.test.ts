@@ -278,8 +278,8 @@ test('two sites: the inter-site link cut under load: no takeover across the cut,
   assert.equal(csn1.length, 2, `a contextCSN value for each master's serverID: ${csn1}`);
   const perSite = (s: string) => accepted.filter((id) => id.startsWith(`cut-${s}-`)).length;
   console.log(`# inter-site cut for ${restoredAt - cutAt} ms under load: ${perSite('dc1')} + ${perSite('dc2')} messages accepted in dc1 + dc2, each delivered once, no takeover; directory masters converged ${ms} ms after the link came back`);
-  // (etcd keeps its quorum through the tie-breaker, but a node's witness client may pick the
-  // member across the cut or its own member without a leader: see docs/sites.md)
+  // (etcd keeps its quorum through the tie-breaker; renewals go to every member at once, so the
+  // leases stay held although one member hangs and another may have no leader: docs/sites.md)
   console.log(`# witness state/lease seen during the cut: ${IDS.map((id) => `${id} ${[...witnessSeen[id]].join(',')}`).join('; ')}`);
 });
 
