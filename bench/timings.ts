@@ -8,7 +8,7 @@
 export interface Timings { heartbeat_interval: number; fence_after: number; dead_after: number }
 
 export const DEFAULT_TIMINGS: Timings = { heartbeat_interval: 250, fence_after: 1500, dead_after: 2500 };
-export const FAST_TIMINGS: Timings = { heartbeat_interval: 150, fence_after: 600, dead_after: 1000 };
+export const FAST_TIMINGS: Timings = { heartbeat_interval: 100, fence_after: 700, dead_after: 1000 };
 
 /** The profile as cluster.* config values. */
 export function timingsConfig(t: Timings): Record<keyof Timings, string> {
