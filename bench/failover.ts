@@ -40,7 +40,7 @@
  * Temp folders are removed at the end unless --keep.
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { createConnection, createServer, type Server } from "node:net";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -134,8 +134,11 @@ interface FailoverRun {
  */
 async function gate(target: { host: string; port: number }): Promise<{ port: number; open(): void; close(): Promise<void> }> {
   let open = false;
+  const sockets = new Set<Socket>();
   const server: Server = createServer((socket) => {
     if (!open) return void socket.destroy();
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
     const upstream = createConnection(target);
     socket.pipe(upstream).pipe(socket);
     const end = () => { socket.destroy(); upstream.destroy(); };
@@ -144,7 +147,7 @@ async function gate(target: { host: string; port: number }): Promise<{ port: num
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;
-  return { port, open: () => { open = true; }, close: () => new Promise((resolve) => { server.close(() => resolve()); server.closeAllConnections?.(); }) };
+  return { port, open: () => { open = true; }, close: () => new Promise((resolve) => { server.close(() => resolve()); for (const s of sockets) s.destroy(); }) };
 }
 
 /** One failover run on a fresh cluster (see header). */

@@ -72,7 +72,8 @@ export class StandbySecondary {
     this.readySince = undefined;
     child.unref();
     (child.channel as { unref?: () => void } | undefined)?.unref?.();
-    child.on('error', () => undefined); // a failed fork ends in 'exit' too, or never starts: both seen below
+    // a fork that failed has no pid and sends no 'exit': treat it as one
+    child.on('error', () => { if (child.pid === undefined && this.child === child) this.onExit(null, null); });
     child.on('message', this.onMessage);
     child.once('exit', this.onExit);
   }
@@ -87,7 +88,7 @@ export class StandbySecondary {
     const pid = this.child?.pid;
     this.child = undefined;
     this.readySince = undefined;
-    if (this.closed) return;
+    if (this.closed || this.retry) return;
     this.log('warn', `standby secondary process (pid ${pid}) exited (${signal ? `killed by ${signal}` : `exit code ${code}`}); forking another in ${STANDBY_RETRY_MS / 1000} s`, { event: 'standby-exited', pid, code, signal });
     this.retry = setTimeout(() => {
       this.retry = undefined;
