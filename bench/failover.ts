@@ -39,7 +39,7 @@
  * in the error; logs in <tmp>/<run>/<id>.out with --keep); timeouts are reported as errors.
  * Temp folders are removed at the end unless --keep.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -153,6 +153,7 @@ async function gate(target: { host: string; port: number }): Promise<{ port: num
 /** One failover run on a fresh cluster (see header). */
 async function failoverRun(root: string, n: number): Promise<FailoverRun> {
   const dir = join(root, `failover-${n}`);
+  mkdirSync(dir, { recursive: true });
   const sink: Sink = await startSink({ out: join(dir, "sink.jsonl") });
   const hop = await gate(sink);
   const cluster = await createCluster({ dir, relayHost: `127.0.0.1:${hop.port}`, ...STORAGE, cluster: CLUSTER, extra: { queue: { min_backoff: "1s", max_backoff: "1s" } } });
