@@ -51,7 +51,7 @@ import { DiskHeartbeat, type DiskBeat } from './disk-heartbeat.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
-import { SecondaryProcess } from './secondary.ts';
+import { SecondaryProcess, StandbySecondary, type StandbyView } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
 import { originsOf, shadowRoot, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
@@ -90,6 +90,8 @@ export interface ClusterIo {
   /** Records opened with one of cluster.accept_secrets so far. */
   openedWithAccepted(): number;
   launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
+  /** cluster.standby_secondary: the pre-forked secondary that launchSecondary takes (secondary.ts); started at join, stopped first at a node stop. */
+  standby?: { start(): void; stop(): Promise<void>; view(): StandbyView };
   /** cluster.witness: the witness (etcd-witness.ts in production), made at start. */
   witness?: (onEvent: (event: WitnessEvent) => void) => Promise<ClusterWitness>;
   /** Monotonic milliseconds (performance.now() in production). */
@@ -105,6 +107,7 @@ export interface ClusterIoHandlers {
   onHeartbeat(hb: Heartbeat): void;
   onReject(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void;
   warn(msg: string, fields: object): void;
+  info(msg: string, fields: object): void;
 }
 
 /**
@@ -123,12 +126,14 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     const spoolId = (await store!.identity(spool))?.current ?? 'none'; // 'none': it never sent a copy; an empty folder
     return { dir: spoolId === 'none' ? store!.folder(spool, 'none') : await store!.markTakeover(spool, spoolId), claimed: true };
   };
+  const standby = c.standby_secondary ? new StandbySecondary((level, msg, fields) => h[level](msg, fields)) : undefined;
   return {
     disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer),
     net,
     claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
-    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined),
+    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined, standby),
+    ...(standby ? { standby } : {}),
     ...(c.witness ? {
       witness: async (onEvent) => {
         // loaded only where a witness is configured (gRPC and the etcd client cost start-up time)
@@ -248,6 +253,8 @@ export interface ClusterStatus {
   peers: Array<PeerView & { site: string }>;
   claims: Array<ClaimRecord & { deliverer: string }>;
   secondaries: Array<{ spool: string; epoch: number; ready: boolean; pid?: number; since: string; queue: Record<string, number> }>;
+  /** cluster.standby_secondary: the pre-forked secondary waiting for the next takeover. */
+  standby?: StandbyView;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
   /** Configuration faults between the nodes, newest evidence within FAULT_HOLD_MS. */
@@ -350,6 +357,7 @@ export class ClusterManager {
       onHeartbeat: (hb) => this.onHeartbeat(hb),
       onReject: (reason, from, info) => this.noteRejected(reason, from, info),
       warn: (msg, fields) => this.logger.warn(fields, msg),
+      info: (msg, fields) => this.logger.info(fields, msg),
     });
     this.mono = () => this.io.mono();
     this.net = this.io.net;
@@ -381,6 +389,7 @@ export class ClusterManager {
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
     this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
+    this.io.standby?.start();
     return this.ownSpoolTaken ? { ownSpoolClaimedBy: own.by } : {};
   }
 
@@ -541,6 +550,7 @@ export class ClusterManager {
    */
   async stopSecondaries(): Promise<void> {
     this.beginStop();
+    await this.io.standby?.stop();
     await this.currentPass;
     while (this.actions.size) await Promise.allSettled([...this.actions]);
     await Promise.all([...this.secondaries.values(), ...this.retiredSecondaries.values()].map((s) => s.stop()));
@@ -582,6 +592,7 @@ export class ClusterManager {
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
       secondaries: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch, ready: s.ready, ...(s.pid !== undefined ? { pid: s.pid } : {}), since: new Date(s.startedAt).toISOString(), queue: s.counts })),
+      ...(this.io.standby ? { standby: this.io.standby.view() } : {}),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
       faults: this.currentFaults(),

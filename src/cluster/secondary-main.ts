@@ -2,8 +2,10 @@
  * cluster/secondary-main.ts — the secondary switch process: a child of a surviving node that
  * delivers a dead node's queue. Queue manager and channels over that spool; no SMTP listener.
  *
- * Started by SecondaryProcess (secondary.ts) with an IPC channel; the first message is
- * {type:"start", config, spool, epoch, owner, ownerBoot}. It then:
+ * Started by SecondaryProcess (secondary.ts) with an IPC channel. Once its modules are loaded it
+ * reports {type:"standby"} and waits, holding nothing (as the node's pre-forked standby it may
+ * wait long; a stop request, SIGTERM or the parent going away then ends it at once). The first
+ * message is {type:"start", config, spool, epoch, owner, ownerBoot, spoolNodeSlot}. It then:
  *   1. checks that the spool's node delivers nothing from it: its disk heartbeat slot is as the
  *      parent read it before the start (the node has not beaten since: dead by the rules), or
  *      holds a beat that opens with our secret and says "fenced" or "returning" (else exits 3:
@@ -61,12 +63,16 @@ export interface SecondaryStart {
    * the parent's alone to deliver (no claim).
    */
   replicated?: { dir: string; claimed: boolean };
+  /** It was the node's pre-forked standby until this message (logged; it changes nothing else). */
+  standby?: boolean;
 }
 
 /** States in which a node delivers nothing from its own spool (announced in its heartbeat). */
 const IDLE_STATES = new Set(['fenced', 'returning']);
 
 export type SecondaryReport =
+  /** Modules loaded, waiting for the start message (a standby: StandbySecondary in secondary.ts). */
+  | { type: 'standby' }
   | { type: 'ready' }
   | { type: 'counts'; counts: Record<string, number> }
   | { type: 'stopped'; reason: string };
@@ -75,10 +81,16 @@ function send(msg: SecondaryReport): void {
   if (process.connected) process.send?.(msg, () => undefined);
 }
 
-/** Stop requests that arrive before the queue manager runs are kept until it does. */
+/**
+ * Stop requests that arrive before the queue manager runs are kept until it does; before the
+ * start message (a standby, or a fresh fork not yet told what to do) there is nothing to finish
+ * or release: exit at once.
+ */
+let started = false;
 let stopRequest: string | undefined;
 let onStopRequest: ((reason: string) => void) | undefined;
 const requestStop = (reason: string) => {
+  if (!started) process.exit(0);
   stopRequest ??= reason;
   onStopRequest?.(reason);
 };
@@ -185,7 +197,7 @@ async function run(start: SecondaryStart): Promise<void> {
 
   const { scanned } = await qmgr.start({ cleanTmp: false });
   send({ type: 'ready' });
-  log.info({ event: 'secondary-ready', spool: dir, epoch }, `secondary for ${spoolId} delivering its queue (claim epoch ${epoch})`);
+  log.info({ event: 'secondary-ready', spool: dir, epoch, pid: process.pid, standby: start.standby === true }, `secondary for ${spoolId} delivering its queue (claim epoch ${epoch}${start.standby ? '; it was the pre-forked standby' : ''})`);
   scanned.then(
     (r) => log.info({ event: 'spool-recovered', spool: dir, ...r }, `spool ${dir}: ${r.queued} queued message(s) picked up`),
     (err) => log.error({ event: 'spool-scan-failed', err: String(err) }, `scan of ${dir} failed: ${err}`),
@@ -194,8 +206,12 @@ async function run(start: SecondaryStart): Promise<void> {
 
 process.once('message', (msg: SecondaryStart) => {
   if (msg?.type !== 'start') return;
+  started = true;
   run(msg).catch((err) => {
     process.stderr.write(`secondary for ${msg?.spool}: cannot start: ${err?.stack ?? err}\n`);
     process.exit(1);
   });
 });
+
+// every module is loaded: ready to be started (a standby waits here, holding nothing)
+send({ type: 'standby' });

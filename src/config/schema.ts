@@ -324,6 +324,8 @@ export const configSchema = z.object({
     dead_after: duration('2500ms'),
     /** Hand a claimed spool back as soon as its node is alive again. */
     auto_handback: z.boolean().default(true),
+    /** Keep one secondary process forked and idle, so that a takeover starts delivering without a fork (docs/ha.md). */
+    standby_secondary: z.boolean().default(true),
   }).strict().optional(),
   /** Directory-based routing (docs/directory.md); beside or instead of the tables. */
   directory: z.object({
