@@ -119,6 +119,32 @@ export interface ReplicaStatus {
   refusals: number;
 }
 
+/**
+ * What a spool's replica tells the holders of its copies as the spool changes: each recipient's
+ * outcome, a message removed, a message held or released — the same discard notice to each.
+ */
+abstract class HolderNotices implements SpoolReplica {
+  protected abstract readonly clients: readonly ShadowClient[];
+
+  abstract committed(queueId: string, path: string, bytes: Buffer | undefined, refusable: boolean): Promise<void>;
+
+  protected notify(notice: DiscardNotice): void {
+    for (const c of this.clients) c.discard([notice]);
+  }
+
+  statuses(queueId: string, records: RecipientStatus[]): void {
+    this.notify({ queueId, statuses: records });
+  }
+
+  removed(queueId: string): void {
+    this.notify({ queueId, finished: true });
+  }
+
+  held(queueId: string, held: boolean): void {
+    this.notify({ queueId, hold: held });
+  }
+}
+
 /** One holder of our copies: the connection to it and its re-protection run. */
 interface Link {
   id: string;
@@ -126,10 +152,11 @@ interface Link {
   reprotecting?: Promise<unknown>;
 }
 
-export class Replica implements SpoolReplica {
+export class Replica extends HolderNotices {
   #spool?: Spool;
   readonly #reprotectTimer: NodeJS.Timeout;
   readonly #links: Link[];
+  protected readonly clients: ShadowClient[];
   readonly refusePolicy: boolean;
 
   private constructor(
@@ -141,8 +168,10 @@ export class Replica implements SpoolReplica {
     private readonly logger: Logger,
     policy: 'refuse' | 'accept',
   ) {
+    super();
     this.refusePolicy = policy === 'refuse';
     this.#links = clients.map((c) => ({ ...c }));
+    this.clients = clients.map((c) => c.client);
     this.#reprotectTimer = setInterval(() => this.#links.forEach((l) => this.#reprotect(l)), REPROTECT_EVERY_MS);
     this.#reprotectTimer.unref();
     for (const link of this.#links) {
@@ -202,25 +231,9 @@ export class Replica implements SpoolReplica {
     if (!missing.length) return;
     if (this.refusePolicy && refusable) {
       // every holder: in case only an ack was lost; also takes it off the unprotected lists
-      this.#notify({ queueId, finished: true });
+      this.notify({ queueId, finished: true });
       throw new SmtpReplyError(451, '4.4.0', `Message could not be made redundant (shadow holder ${missing.join(', ')} unreachable); try again later`);
     }
-  }
-
-  #notify(notice: DiscardNotice): void {
-    for (const l of this.#links) l.client.discard([notice]);
-  }
-
-  statuses(queueId: string, records: RecipientStatus[]): void {
-    this.#notify({ queueId, statuses: records });
-  }
-
-  removed(queueId: string): void {
-    this.#notify({ queueId, finished: true });
-  }
-
-  held(queueId: string, held: boolean): void {
-    this.#notify({ queueId, hold: held });
   }
 
   /** The queue file's current bytes, or undefined when it is gone (read under the message's lock: a move meanwhile is not taken for "gone"). */
@@ -340,8 +353,10 @@ export class Replica implements SpoolReplica {
  * a later takeover there (this site lost too) does not deliver it again. Nothing is copied: a
  * secondary receives no mail.
  */
-export class CoHolderNotices implements SpoolReplica {
-  private constructor(private readonly clients: ShadowClient[]) {}
+export class CoHolderNotices extends HolderNotices {
+  private constructor(protected readonly clients: ShadowClient[]) {
+    super();
+  }
 
   /** For the secondary of `owner` over `origin`'s copies of spool identity `spoolId`; undefined without other holders. */
   static async start(config: TandemConfig, owner: string, origin: string, spoolId: string, logger: Logger): Promise<CoHolderNotices | undefined> {
@@ -353,18 +368,6 @@ export class CoHolderNotices implements SpoolReplica {
   }
 
   async committed(): Promise<void> {}
-
-  statuses(queueId: string, records: RecipientStatus[]): void {
-    for (const c of this.clients) c.discard([{ queueId, statuses: records }]);
-  }
-
-  removed(queueId: string): void {
-    for (const c of this.clients) c.discard([{ queueId, finished: true }]);
-  }
-
-  held(queueId: string, held: boolean): void {
-    for (const c of this.clients) c.discard([{ queueId, hold: held }]);
-  }
 
   /** Send what is queued (at most 2 s: a holder that is down gets it from the origin's reconcile later), then close. */
   async close(): Promise<void> {
