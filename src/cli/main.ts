@@ -269,15 +269,18 @@ async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, 
   const [{ pino }, { TandemNode }, { DuplicateNodeIdError }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('../cluster/cluster-manager.ts'), import('node:fs/promises')]);
   const logger = pino({ level: config.log.level, base: { node: config.node.id }, timestamp: pino.stdTimeFunctions.isoTime });
   let node: TandemNode;
+  // written before the node says "ready": whoever waits for that line finds this process's pid
+  // here, not a pid file left by an earlier run (tandem up stops nodes restarted by hand by it)
+  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
   try {
     node = await TandemNode.start(config, logger, load);
   } catch (err) {
+    if (pidFile) await unlink(pidFile).catch(() => undefined);
     logger.fatal({ event: 'start-failed', err: String((err as Error)?.message ?? err) }, `cannot start: ${(err as Error)?.message ?? err}`);
     process.exitCode = err instanceof DuplicateNodeIdError ? EXIT.CONFIG : (err as { code?: string })?.code === 'SPOOL_LOCKED' ? EXIT.TEMPFAIL : EXIT.FAILED;
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }
-  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
