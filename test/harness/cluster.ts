@@ -89,6 +89,13 @@ export const clusterNodeIds = (n: number) => Array.from({ length: n }, (_, i) =>
 
 export async function createCluster(opts: ClusterOptions): Promise<TestCluster> {
   const ids = opts.ids ?? ["a", "b"];
+  const certDir = join(opts.dir, "certs");
+  if (opts.replicated) {
+    mkdirSync(certDir, { recursive: true });
+    makeClusterCerts(certDir, ids);
+  }
+  // ports after the (slow) openssl calls: the less time between choosing a free port and the
+  // node binding it, the less chance another test takes it meanwhile
   const addresses = new Map<string, NodeAddresses>();
   const placement = (id: string) => opts.placement?.(id) ?? { host: "127.0.0.1" };
   for (const id of ids) {
@@ -100,11 +107,6 @@ export async function createCluster(opts: ClusterOptions): Promise<TestCluster> 
       heartbeat: { host, port: await freeUdpPort() },
       ...(opts.replicated ? { replication: { host, port: await freePort() } } : {}),
     });
-  }
-  const certDir = join(opts.dir, "certs");
-  if (opts.replicated) {
-    mkdirSync(certDir, { recursive: true });
-    makeClusterCerts(certDir, ids);
   }
   /** Replicated: each node's own disk (its spool root, and the copies it keeps for others). */
   const diskOf = (id: string) => join(opts.dir, `disk-${id}`);
