@@ -22,7 +22,7 @@ import { directorySite } from '../config/schema.ts';
 import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 import { DirectoryRouter } from '../router/directory/index.ts';
-import { checkSigningKey, loadDirectoryKey } from '../receiver/dkim-keys.ts';
+import { checkSigningKey, loadDirectoryKey } from '../receiver/index.ts';
 
 export async function checkConfig(file: string, opts: { nodeId?: string; connect?: boolean } = {}): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];

@@ -1,7 +1,6 @@
 /**
  * track/track-routes.ts — the admin API's tracking search route.
  *
- * Exports: registerTrackRoutes, clusterPeers.
  * GET /track?queueId=&messageId=&from=&to=&outcome=&since=&until=&limit=
  *   this node's answer: {node, messages: [{queueId, events}], clusterEvents}
  * GET /track?…&scope=cluster

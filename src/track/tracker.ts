@@ -2,7 +2,6 @@
  * track/tracker.ts — the node's tracking search service: keeps the index (index-db.ts) up to
  * date with the log, applies retention, answers searches.
  *
- * Exports: Tracker, indexPathFor.
  * Timers (unref'd, stopped by close()): index the new lines every 2 s (and before each search,
  * so an answer includes what was just logged); once a minute, rotate the log when it passed
  * tracking.rotate_size (<log> → <log>.1 → … → <log>.<rotate_keep>, the oldest removed; then the

@@ -1,0 +1,16 @@
+/**
+ * cluster/index.ts — the cluster package's public surface: the manager that runs heartbeats,
+ * fencing, claims and takeovers (cluster-manager.ts), its metrics, replicated storage
+ * (replication/: the replica, placement of copies, the cluster's certificates, the shadow
+ * holder), the etcd witness and the sealed messages nodes exchange.
+ */
+export { ClusterManager } from './cluster-manager.ts';
+export type { ClusterStatus, FenceReason, ClusterFault } from './cluster-manager.ts';
+export { registerClusterMetrics } from './cluster-metrics.ts';
+export { Replica } from './replication/replica.ts';
+export { holdersOf } from './replication/placement.ts';
+export { makeCa, makeNodeCert, opensslMissing, type Pem } from './replication/certs.ts';
+export { ShadowHolder } from './replication/holder.ts';
+export { ShadowStore } from './replication/shadow-store.ts';
+export { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent } from './witness/etcd-witness.ts';
+export { Sealer } from './sealed.ts';
