@@ -18,7 +18,7 @@ import { parseTrackQuery, searchCluster } from './search.ts';
 import { adminBase } from '../cli/admin-client.ts';
 
 /** The other nodes of the cluster and how to call their admin API (empty outside a cluster). */
-export function clusterPeers(c: TandemConfig): { peers: Array<{ id: string; base?: string }>; auth: { token?: string; ca?: Buffer } } {
+export function clusterPeers(c: Pick<TandemConfig, 'admin' | 'cluster' | 'node'>): { peers: Array<{ id: string; base?: string }>; auth: { token?: string; ca?: Buffer } } {
   const scheme = c.admin.tls ? 'https' : 'http';
   const peers = (c.cluster?.nodes ?? []).filter((n) => n.id !== c.node.id)
     .map((n) => ({ id: n.id, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) }));
