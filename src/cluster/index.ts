@@ -7,10 +7,6 @@
 export { ClusterManager } from './cluster-manager.ts';
 export type { ClusterStatus, FenceReason, ClusterFault } from './cluster-manager.ts';
 export { registerClusterMetrics } from './cluster-metrics.ts';
-export { Replica } from './replication/replica.ts';
-export { holdersOf } from './replication/placement.ts';
-export { makeCa, makeNodeCert, opensslMissing, type Pem } from './replication/certs.ts';
-export { ShadowHolder } from './replication/holder.ts';
-export { ShadowStore } from './replication/shadow-store.ts';
+export { Replica, replicationTls, holdersOf, makeCa, makeNodeCert, opensslMissing, type Pem, ShadowHolder, ShadowStore } from './replication/index.ts';
 export { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent } from './witness/etcd-witness.ts';
 export { Sealer } from './sealed.ts';
