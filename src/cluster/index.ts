@@ -4,7 +4,7 @@
  * (replication/: the replica, placement of copies, the cluster's certificates, the shadow
  * holder), the etcd witness and the sealed messages nodes exchange.
  */
-export { ClusterManager } from './cluster-manager.ts';
+export { ClusterManager, DuplicateNodeIdError } from './cluster-manager.ts';
 export type { ClusterStatus, FenceReason, ClusterFault } from './cluster-manager.ts';
 export { registerClusterMetrics } from './cluster-metrics.ts';
 export { Replica, replicationTls, holdersOf, makeCa, makeNodeCert, opensslMissing, type Pem, ShadowHolder, ShadowStore } from './replication/index.ts';
