@@ -82,7 +82,7 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
   app.post('/resume', serviceChange('resume'));
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', node.metrics.registry.contentType);
-    return node.metrics.registry.metrics();
+    return node.metrics.text();
   });
   app.get('/queue', async () => ({ node: node.config.node.id, counts: node.qmgr.counts(), ...(await listQueue(node.spool)) }));
   app.get<{ Querystring: { state?: string } }>('/queue/shape', async (req, reply) => {

@@ -54,7 +54,7 @@ import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-aut
 import type { SigningKey } from './dkim-keys.ts';
 import type { RspamdFilter } from './content-filter.ts';
 import { SessionGuard } from './session-guard.ts';
-import type { ClientLimits, LimitRefusal } from './client-limits.ts';
+import type { ClientLimitsApi, LimitRefusal } from './client-limits.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
 import { checkMailParams, checkRcptParams, checkHeaderSection, isUntrustedRouting, type SpoolSpace } from './protocol-checks.ts';
 import { resolveListeners, createClientLimits, createAuthThrottle, type ListenerSpec } from './listeners.ts';
@@ -80,6 +80,11 @@ export interface ReceiverDeps {
   verifyPassword?(user: string, password: string): Promise<boolean>;
   acceptState(): AcceptState;
   /**
+   * Asked once more just before a message is committed (default: acceptState()): an SMTP worker
+   * asks the node's main process here, so that no 250 follows a fence or a drain (smtp-workers.ts).
+   */
+  mayCommit?(): Promise<AcceptState>;
+  /**
    * Called after the 250: the queue manager picks the message up. `message` is there when the
    * spool still had it in memory (small messages), so it need not be read back.
    */
@@ -88,7 +93,7 @@ export interface ReceiverDeps {
   /** This listener's address and policy; default: the one listener of smtp.* (listeners.ts). */
   listener?: ListenerSpec;
   /** Per-client limits shared by the node's listeners; default: one of this receiver's own. */
-  limits?: ClientLimits;
+  limits?: ClientLimitsApi;
   /** AUTH with throttling, shared by the node's listeners; default: built on verifyPassword. */
   auth?: AuthThrottle;
   /** Free space floor of the spool (452 4.3.1 at MAIL below it). */
@@ -124,7 +129,7 @@ export class SmtpReceiver {
   /** Commands refused before STARTTLS (AUTH among them). */
   private readonly plaintextDisabled: string[];
   readonly listener: ListenerSpec;
-  private readonly limits: ClientLimits;
+  private readonly limits: ClientLimitsApi;
   private readonly ownLimits: boolean;
   private readonly auth?: AuthThrottle;
   private readonly guard: SessionGuard;
@@ -263,14 +268,14 @@ export class SmtpReceiver {
     return reply;
   }
 
-  private onConnect(session: SMTPServerSession): void {
+  private async onConnect(session: SMTPServerSession): Promise<void> {
     if (!session.secure) session.disabledCommands = this.plaintextDisabled;
     const state = this.deps.acceptState();
     if (state.type !== 'accepting') {
       const reason = state.type === 'draining' ? 'node is draining' : state.reason;
       throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
-    const refusal = this.limits.connect(session.remoteAddress);
+    const refusal = await this.limits.connect(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 421);
     this.counted.add(session);
   }
@@ -299,7 +304,7 @@ export class SmtpReceiver {
     if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
     if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
     await this.deps.spoolSpace?.check(declared);
-    const refusal = this.limits.message(session.remoteAddress);
+    const refusal = await this.limits.message(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 450);
   }
 
@@ -342,7 +347,7 @@ export class SmtpReceiver {
       case 'local':
         break;
     }
-    const refusal = this.limits.recipient(session.remoteAddress);
+    const refusal = await this.limits.recipient(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 450);
     const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
     // ORCPT is kept as given (type and address) and passed on as such (RFC 3461 §5.2.1)
@@ -406,7 +411,7 @@ export class SmtpReceiver {
         messageId = await this.writeHead(out, head.bytes(), queueId, session).catch((err) => { failure = err; return ''; });
       }
       if (failure instanceof SmtpReplyError) throw failure;
-      const state = this.deps.acceptState();
+      const state = this.deps.mayCommit ? await this.deps.mayCommit() : this.deps.acceptState();
       if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
       if (failure) throw this.commitFailed(queueId, failure);
       const mailFrom = session.envelope.mailFrom;
