@@ -111,6 +111,7 @@ export class TandemNode {
       get cluster() { return node.cluster; },
       get tracker() { return node.tracker; },
       health: () => node.health(), drain: () => node.drain(), resume: () => node.resume(), reload: () => node.reload(),
+      acceptStateSettled: async () => { await node.workers?.syncState(); },
       replicationHealth: () => node.replicationHealth(), directoryHealth: () => node.directoryHealth(),
     };
   }
@@ -183,9 +184,9 @@ export class TandemNode {
       this.workers = new SmtpWorkers({
         count: workers, config: c, listeners: resolveListeners(c), logger: log, limits,
         acceptState: () => this.acceptState(),
-        onQueued: (id, size, hold) => {
+        onQueued: (id, size, hold, fresh) => {
           this.metrics.received(size);
-          this.queued(id, size, undefined, hold);
+          this.queued(id, size, fresh, hold);
         },
         workerExited: () => this.qmgr.rescan(),
       });

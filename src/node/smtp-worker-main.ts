@@ -43,15 +43,11 @@ const rpc = new Rpc((msg: Request, done) => send(msg, done));
 class RemoteLimits implements ClientLimitsApi {
   constructor(private readonly exempt: (address: string) => boolean) {}
   connect(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined> {
-    // an exempt client is never refused: counted without waiting for the answer
-    if (this.exempt(address)) {
-      send({ t: 'note', op: 'connect', address });
-      return undefined;
-    }
-    return rpc.ask<LimitRefusal | undefined>('connect', address);
+    // a client exempt from the limits (relay networks) is not counted at all: no message per connection
+    return this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('connect', address);
   }
   release(address: string): void {
-    send({ t: 'note', op: 'release', address });
+    if (!this.exempt(address)) send({ t: 'note', op: 'release', address });
   }
   message(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined> {
     return this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('message', address);
@@ -113,7 +109,8 @@ class Worker {
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
       acceptState: () => this.state,
       mayCommit: () => rpc.ask<AcceptState>('mayCommit'),
-      onQueued: (queueId, _envelope, size, _message, opts) => send({ t: 'queued', queueId, size, hold: opts?.hold === true }),
+      // a small message goes with it (as in one process: the first attempt need not read the file back)
+      onQueued: (queueId, envelope, size, message, opts) => send({ t: 'queued', queueId, size, hold: opts?.hold === true, ...(message ? { envelope, message } : {}) }),
     });
     const addresses: Record<string, { host: string; port: number }> = {};
     for (const r of this.receivers) {
@@ -189,6 +186,7 @@ process.on('message', (msg: ToWorker) => {
       void answer(msg, () => {
         if (!worker) throw new Error('worker not started');
         if (msg.op === 'metrics') return worker.metricsJson();
+        if (msg.op === 'state') return worker.setState(msg.arg as AcceptState);
         if (msg.op === 'reload') return worker.reload(msg.arg as TandemConfig);
         throw new Error(`unknown request ${msg.op}`);
       }, reply);

@@ -12,6 +12,7 @@
  *   without an answer), res.
  */
 import type { TandemConfig } from '../config/schema.ts';
+import type { Envelope } from '../spool/types.ts';
 import type { ListenerSpec } from '../receiver/listeners.ts';
 import type { AcceptState } from '../receiver/smtp-receiver.ts';
 
@@ -28,7 +29,7 @@ export type FromWorker =
   | { t: 'hello' }
   | { t: 'ready'; addresses: Record<string, HostPort> }
   | { t: 'listen-failed'; listener: string; code: string | undefined; message: string }
-  | { t: 'queued'; queueId: string; size: number; hold: boolean }
+  | { t: 'queued'; queueId: string; size: number; hold: boolean; envelope?: Envelope; message?: Uint8Array }
   | { t: 'note'; op: 'connect' | 'release' | 'authFailed'; address: string }
   | Request
   | Response;
