@@ -194,3 +194,49 @@ test('workers: after an operator fence no 250, not even for a DATA already sent;
     await sink.stop();
   }
 });
+
+test('workers: one client limit for the node whichever worker a client reaches; a reload reaches every worker', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-workers-limits-'));
+  const sink = await startSink();
+  const overrides = {
+    node: { id: 'l', hostname: 'limits.test' },
+    smtp: { workers: 2, limits: { client_connections: 3, exempt_relay_networks: false } },
+    relay: { host: sink.address, networks: ['127.0.0.0/8'] },
+  };
+  const cfg = writeNodeConfig(dir, overrides);
+  const node = await startNode({ config: cfg, admin: '127.0.0.1:0', logFile: path.join(dir, 'node.out') });
+  const { host, port } = node.smtp;
+  try {
+    // connections from one client spread over both workers: still 3 at most for the node
+    const open: RawSmtpClient[] = [];
+    const greetings: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const c = await RawSmtpClient.connect(port, host);
+      greetings.push((await c.readReply(5000) as { code: number }).code);
+      open.push(c);
+    }
+    assert.deepEqual(greetings, [220, 220, 220, 421, 421, 421], 'the node-wide client_connections limit');
+    for (const c of open) c.close();
+
+    // relay.networks emptied of 127/8 by a reload: every worker now refuses to relay for us
+    writeNodeConfig(dir, { ...overrides, relay: { ...overrides.relay, networks: ['192.0.2.0/24'] } });
+    const res = await fetch(`http://${node.admin!.host}:${node.admin!.port}/reload`, { method: 'POST' });
+    assert.equal(res.status, 200, await res.text());
+    // every worker applied it: both answer 554 (several sessions, the kernel picks the worker)
+    for (let i = 0; i < 10; i++) {
+      const c = await RawSmtpClient.connect(port, host);
+      // (a 421 while the earlier sessions' closes reach the limits: no session, nothing to check)
+      if ((await c.readReply(5000) as { code: number }).code === 220) {
+        await c.command('EHLO c.test', 5000);
+        await c.command('MAIL FROM:<a@client.test>', 5000);
+        assert.equal((await c.command(`RCPT TO:<y${i}@remote.test>`, 5000) as { code: number }).code, 554);
+      }
+      c.close();
+    }
+    const applied = node.proc.lines.filter((l) => l.json?.event === 'worker-reloaded').map((l) => l.json!.worker);
+    assert.deepEqual(applied.sort(), [1, 2], 'both workers applied the reload');
+  } finally {
+    await node.stop();
+    await sink.stop();
+  }
+});

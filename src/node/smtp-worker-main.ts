@@ -143,6 +143,7 @@ class Worker {
     this.config.log.level = next.log.level;
     this.logger.level = next.log.level;
     this.tracking.reopen();
+    this.logger.info({ event: 'worker-reloaded' }, `SMTP worker ${this.id}: reload applied`);
   }
 
   metricsJson(): Promise<client.MetricObjectWithValues<client.MetricValue<string>>[]> {
