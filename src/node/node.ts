@@ -16,6 +16,8 @@
  * With a directory: section the router connects to the directory on its first lookup, so a
  * node starts (and answers 451 for what it cannot look up) while the directory is down; stop
  * closes the directory connections. /health carries the directory state (directoryHealth()).
+ * With smtp.workers > 1 the listeners run in SMTP worker processes (smtp-workers.ts) instead of
+ * here; everything else stays in this process (docs/queue.md, "SMTP workers").
  */
 import path from 'node:path';
 import os from 'node:os';
@@ -27,10 +29,8 @@ import type { NetworkList, PasswordTable } from '../router/index.ts';
 import type { Router } from '../router/types.ts';
 import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
-import { QueueManager } from '../qmgr/queue-manager.ts';
-import type { SmtpReceiver, AcceptState } from '../receiver/smtp-receiver.ts';
-import { resolveListeners, createClientLimits } from '../receiver/listeners.ts';
-import type { ClientLimits } from '../receiver/client-limits.ts';
+import { QueueManager } from '../qmgr/index.ts';
+import { resolveListeners, createClientLimits, type SmtpReceiver, type AcceptState, type ClientLimits } from '../receiver/index.ts';
 import type { Envelope } from '../spool/types.ts';
 import { buildReceivers, liveTls } from './receivers.ts';
 import { SmtpWorkers, workerCount } from './smtp-workers.ts';
@@ -39,9 +39,7 @@ import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 import type { AdminNode, NodeHealth } from '../admin/admin-node.ts';
-import { ClusterManager } from '../cluster/cluster-manager.ts';
-import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
-import { Replica } from '../cluster/replication/replica.ts';
+import { ClusterManager, registerClusterMetrics, Replica } from '../cluster/index.ts';
 
 /**
  * fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP

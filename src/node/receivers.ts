@@ -14,10 +14,10 @@ import type { TandemConfig } from '../config/schema.ts';
 import type { Router } from '../router/types.ts';
 import type { Spool } from '../spool/index.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { SmtpReceiver, type AcceptState, type ReceiverDeps } from '../receiver/smtp-receiver.ts';
-import { resolveListeners, createAuthThrottle, createSenderAuth, createContentFilter, type ListenerSpec } from '../receiver/listeners.ts';
-import type { ClientLimitsApi } from '../receiver/client-limits.ts';
-import { SpoolSpace } from '../receiver/protocol-checks.ts';
+import {
+  SmtpReceiver, resolveListeners, createAuthThrottle, createSenderAuth, createContentFilter, SpoolSpace,
+  type AcceptState, type ReceiverDeps, type ListenerSpec, type ClientLimitsApi,
+} from '../receiver/index.ts';
 import { directoryDkimLookup } from './wiring.ts';
 
 export interface ReceiverMetrics {

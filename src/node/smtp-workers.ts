@@ -30,9 +30,7 @@ import type { Logger } from 'pino';
 import client from 'prom-client';
 import type { TandemConfig } from '../config/schema.ts';
 import type { Envelope } from '../spool/types.ts';
-import type { ClientLimits } from '../receiver/client-limits.ts';
-import type { AcceptState } from '../receiver/smtp-receiver.ts';
-import type { ListenerSpec } from '../receiver/listeners.ts';
+import type { ClientLimits, AcceptState, ListenerSpec } from '../receiver/index.ts';
 import { freePort } from '../util/free-port.ts';
 import { Rpc, answer, type FromWorker, type ToWorker, type HostPort, type Response } from './worker-ipc.ts';
 

@@ -13,8 +13,7 @@
  */
 import type { TandemConfig } from '../config/schema.ts';
 import type { Envelope } from '../spool/types.ts';
-import type { ListenerSpec } from '../receiver/listeners.ts';
-import type { AcceptState } from '../receiver/smtp-receiver.ts';
+import type { ListenerSpec, AcceptState } from '../receiver/index.ts';
 
 export type HostPort = { host: string; port: number };
 
