@@ -192,7 +192,8 @@ process.on('message', (msg: ToWorker) => {
       }, reply);
       break;
     case 'stop':
-      void (worker?.stop() ?? Promise.resolve()).finally(() => process.exit(0));
+      // the last message out; its callback comes once every `queued` before it is written
+      void (worker?.stop() ?? Promise.resolve()).finally(() => send({ t: 'stopped' }, () => process.exit(0)));
       break;
   }
 });

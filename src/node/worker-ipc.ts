@@ -6,7 +6,7 @@
  * main → worker: init (config, listeners, worker number), state (what the listeners may do),
  *   reload (the new config, answered when applied), stop (answered once the listeners are
  *   closed and the commits under way are done), req metrics (the worker's prom-client JSON).
- * worker → main: hello (listening for messages: send init), ready (bound addresses), listen-failed, queued (a message committed: after its
+ * worker → main: hello (listening for messages: send init), stopped (its last message), ready (bound addresses), listen-failed, queued (a message committed: after its
  *   commit and its fsynced `received` line, before the 250 is sent), req (mayCommit, and the
  *   client limits: connect, message, recipient, authBlocked), note (release, authFailed, counted
  *   without an answer), res.
@@ -26,6 +26,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { t: 'hello' }
+  | { t: 'stopped' }
   | { t: 'ready'; addresses: Record<string, HostPort> }
   | { t: 'listen-failed'; listener: string; code: string | undefined; message: string }
   | { t: 'queued'; queueId: string; size: number; hold: boolean; envelope?: Envelope; message?: Uint8Array }
