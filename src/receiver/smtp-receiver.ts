@@ -133,6 +133,8 @@ export class SmtpReceiver {
   private readonly guard: SessionGuard;
   /** Sessions counted in the per-client limits (released at close). */
   private readonly counted = new WeakSet<SMTPServerSession>();
+  /** Sessions closed before they were counted (the limits answer asynchronously in an SMTP worker). */
+  private readonly closedEarly = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly deps: ReceiverDeps) {
     const patches = applySmtpServerPatches();
@@ -192,6 +194,7 @@ export class SmtpReceiver {
       },
       onClose: (session) => {
         if (this.counted.delete(session)) this.limits.release(session.remoteAddress);
+        else this.closedEarly.add(session);
       },
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
@@ -275,7 +278,9 @@ export class SmtpReceiver {
     }
     const refusal = await this.limits.connect(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 421);
-    this.counted.add(session);
+    // gone while the limits answered: counted, so released now (not left counted for ever)
+    if (this.closedEarly.has(session)) this.limits.release(session.remoteAddress);
+    else this.counted.add(session);
   }
 
   private async onAuth(user: string, password: string, session: SMTPServerSession): Promise<string> {
