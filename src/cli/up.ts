@@ -122,6 +122,27 @@ function waitForPort(host: string, port: number, timeoutMs: number): Promise<voi
   });
 }
 
+/**
+ * Wait until a node's /health answers 200 (ready). A node that has said "ready" may still refuse
+ * mail for a moment: at a cluster's start a peer that came up first can have taken its spool over
+ * (it never heard of it) and must hand it back first. "up" means every node takes mail.
+ */
+async function waitHealthy(admin: string, name: string, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  let last = 'no answer';
+  for (;;) {
+    try {
+      const res = await fetch(`http://${admin}/health`, { signal: AbortSignal.timeout(2000) });
+      if (res.status === 200) return;
+      last = `${res.status} ${JSON.stringify(((await res.json().catch(() => ({}))) as { status?: string }).status ?? '')}`;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    if (Date.now() > end) throw new Error(`${name} is not ready after ${timeoutMs / 1000} s (health: ${last})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** SIGTERM to a process group, SIGKILL after `ms`; resolves when the leader has exited. */
 function stopGroup(child: ChildProcess, ms = 30_000): Promise<void> {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
@@ -288,6 +309,7 @@ export async function runUp(opts: UpOptions): Promise<void> {
       m.proc = await startProcess(process.execPath, [...process.execArgv, ...startCommand(m)],
         path.join(dir, 'log', `${m.id}.log`), (line) => line.includes('"event":"ready"'), `node ${m.id}`, (c) => started.push(c));
     }));
+    await Promise.all(members.map((m) => waitHealthy(m.admin, `node ${m.id}`, 120_000)));
     if (useHaproxy) {
       for (const [i, site] of siteNames.entries()) {
         const name = multiSite ? `haproxy-${site}` : 'haproxy';
