@@ -3,7 +3,8 @@
  *   smtp-source -> relay (Tandem | Postfix) -> smtp-sink
  *
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
- *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--keep]
+ *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting]
+ *        [--workers 1,auto] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
  * it every message has its own TCP connection, smtp-source's default and how most clients hand
@@ -11,7 +12,9 @@
  * them stay up for the whole run; the repeats are the outer loop and the relays alternate inside
  * each case, so a drift of the machine's speed hits them alike. `--old-greeting` adds a second
  * Tandem with smtp.greeting_delay 100ms: smtp-server's fixed pause before Tandem made it a
- * setting (the before/after of the greeting change in the same run).
+ * setting (the before/after of the greeting change in the same run). `--workers 1,auto` runs
+ * one Tandem per smtp.workers value ("tandem" for 1, "tandem-wN" for N, "tandem-wauto"), all in
+ * the same run; the CPU figure of a node with workers counts its workers (same process group).
  * Figures per run:
  *   accepted/s   N / time until smtp-source exits (every message got its 250)
  *   delivered/s  N / time until the relay's smtp-sink has counted all N (end to end)
@@ -167,6 +170,7 @@ async function main(): Promise<void> {
       repeats: { type: "string", default: "2" },
       cases: { type: "string", default: "20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096" },
       "old-greeting": { type: "boolean", default: false },
+      workers: { type: "string", default: "1" },
       keep: { type: "boolean", default: false },
     },
     strict: true,
@@ -194,7 +198,9 @@ async function main(): Promise<void> {
       log(`${name}: pid ${node.proc.pid}, SMTP on ${formatHostPort(node.smtp)}`);
       return { name, smtp: node.smtp, proc: node.proc, sink, stop: async () => void (await node.stop()) };
     };
-    relays.push(await tandem("tandem", {}));
+    for (const w of values.workers.split(",")) {
+      relays.push(await tandem(w === "1" ? "tandem" : `tandem-w${w}`, { workers: w === "auto" ? "auto" : Number(w) }));
+    }
     if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
     const pfSink = await SmtpSink.start();
     sinks.push(pfSink);

@@ -29,6 +29,11 @@ export interface AdminNode {
   /** Out of the balancer (health 503, new sessions 421); deliveries go on. */
   drain(): NodeHealth;
   resume(): NodeHealth;
+  /**
+   * Resolves once the node's SMTP workers (smtp.workers > 1) have taken in its accept state
+   * after a drain, resume, fence or unfence; at once without workers.
+   */
+  acceptStateSettled(): Promise<void>;
   /** SIGHUP's work: re-read the config and apply what can change live. */
   reload(): Promise<{ applied: string[]; restartNeeded: string[] }>;
   replicationHealth(): { holder: string; connection: string; unprotected: number } | undefined;

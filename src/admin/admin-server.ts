@@ -75,6 +75,7 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
   });
   const serviceChange = (change: 'drain' | 'resume') => async (_req: unknown, reply: any) => {
     const state = change === 'drain' ? node.drain() : node.resume();
+    await node.acceptStateSettled();
     const wanted = change === 'drain' ? 'draining' : 'ready';
     if (state !== wanted) return reply.code(409).send({ state, error: `the node is ${state}; it cannot ${change} now` });
     return { state, node: node.config.node.id };
@@ -83,7 +84,7 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
   app.post('/resume', serviceChange('resume'));
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', node.metrics.registry.contentType);
-    return node.metrics.registry.metrics();
+    return node.metrics.text();
   });
   app.get('/queue', async () => ({ node: node.config.node.id, counts: node.qmgr.counts(), ...(await listQueue(node.spool)) }));
   app.get<{ Querystring: { state?: string } }>('/queue/shape', async (req, reply) => {
@@ -177,12 +178,14 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
     const cluster = clusterOf(reply);
     if (!cluster) return;
     cluster.fenceByOperator();
+    await node.acceptStateSettled();
     return cluster.status();
   });
   app.post('/cluster/unfence', async (_req, reply) => {
     const cluster = clusterOf(reply);
     if (!cluster) return;
     cluster.unfenceByOperator();
+    await node.acceptStateSettled();
     return cluster.status();
   });
   // operator actions on one spool: 409 with the reason when the node refuses

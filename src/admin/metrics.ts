@@ -34,6 +34,14 @@ export class Metrics implements QueueMetrics {
   private directoryRequests = new client.Counter({ name: 'tandem_directory_requests_total', help: 'Directory operations by server and outcome', labelNames: ['server', 'op', 'outcome'], registers: [this.registry] });
   private directoryLatency = new client.Histogram({ name: 'tandem_directory_lookup_seconds', help: 'Time of one directory operation (bind included when a connection is made)', labelNames: ['server', 'op'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5], registers: [this.registry] });
 
+  /** With SMTP workers (node/smtp-workers.ts): their metrics summed with this registry's. */
+  withWorkers?: (own: client.Registry) => Promise<string>;
+
+  /** The Prometheus text of the node: this process's metrics, and its SMTP workers' summed in. */
+  text(): Promise<string> {
+    return this.withWorkers ? this.withWorkers(this.registry) : this.registry.metrics();
+  }
+
   constructor(queueCounts: () => Record<string, number>) {
     new client.Gauge({
       name: 'tandem_queue_messages',

@@ -87,6 +87,12 @@ export const configSchema = z.object({
     socket_timeout: duration('300s'),
     /** Pause before the 220 greeting; a client that talks during it gets 421 (0 = greet at once). */
     greeting_delay: boundedDuration('0s', '0s', '60s'),
+    /**
+     * SMTP worker processes sharing the listening sockets (node/smtp-workers.ts): auto = one per
+     * CPU, 1 = sessions in the node's own process (no workers). Queue manager, cluster and admin
+     * API stay in the node's main process either way.
+     */
+    workers: z.union([z.literal('auto'), z.number().int().min(1).max(256)], { errorMap: () => ({ message: 'use auto or a number of processes from 1 to 256' }) }).default(1),
     tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
     /** Table of user → scrypt hash; AUTH is offered only after STARTTLS. */
     auth_passwords: z.string().optional(),
@@ -412,6 +418,9 @@ export const configSchema = z.object({
     if (l.auth === 'required' && !c.smtp.auth_passwords) issue(`listener "${l.name}": auth: required needs smtp.auth_passwords`);
     if (c.smtp.listeners!.findIndex((o) => o.name === l.name) !== i) issue(`listener name "${l.name}" appears twice`);
   });
+  if (c.cluster?.storage === 'replicated' && typeof c.smtp.workers === 'number' && c.smtp.workers > 1) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'workers'], message: 'SMTP workers need cluster.storage: shared (the shadow copy before the 250 is made by the main process); use 1 or auto (auto runs no workers with replicated storage)' });
+  }
   if (c.smtp.auth_passwords && !c.smtp.tls) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['smtp', 'auth_passwords'], message: 'AUTH is offered only after STARTTLS: set smtp.tls (cert and key) too' });
   }

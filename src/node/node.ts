@@ -16,24 +16,24 @@
  * With a directory: section the router connects to the directory on its first lookup, so a
  * node starts (and answers 451 for what it cannot look up) while the directory is down; stop
  * closes the directory connections. /health carries the directory state (directoryHealth()).
+ * With smtp.workers > 1 the listeners run in SMTP worker processes (smtp-workers.ts) instead of
+ * here; everything else stays in this process (docs/queue.md, "SMTP workers").
  */
 import path from 'node:path';
 import os from 'node:os';
-import { readFile } from 'node:fs/promises';
-import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
 import type { NetworkList, PasswordTable } from '../router/index.ts';
 import type { Router } from '../router/types.ts';
-import { createRouter, directoryDkimLookup, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
+import { createRouter, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
 import { QueueManager } from '../qmgr/index.ts';
-import {
-  SmtpReceiver, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth,
-  createContentFilter, type ClientLimits, SpoolSpace,
-} from '../receiver/index.ts';
+import { resolveListeners, createClientLimits, type SmtpReceiver, type AcceptState, type ClientLimits } from '../receiver/index.ts';
+import type { Envelope } from '../spool/types.ts';
+import { buildReceivers, liveTls } from './receivers.ts';
+import { SmtpWorkers, workerCount } from './smtp-workers.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
@@ -52,6 +52,8 @@ export type { NodeHealth };
 export class TandemNode {
   private state: NodeHealth = 'starting';
   private receivers: SmtpReceiver[] = [];
+  /** smtp.workers > 1: the worker processes that run the listeners instead of `receivers`. */
+  private workers?: SmtpWorkers;
   private clientLimits?: ClientLimits;
   private admin?: FastifyInstance;
   /** Our spool's lock while we deliver from it. */
@@ -107,6 +109,7 @@ export class TandemNode {
       get cluster() { return node.cluster; },
       get tracker() { return node.tracker; },
       health: () => node.health(), drain: () => node.drain(), resume: () => node.resume(), reload: () => node.reload(),
+      acceptStateSettled: async () => { await node.workers?.syncState(); },
       replicationHealth: () => node.replicationHealth(), directoryHealth: () => node.directoryHealth(),
     };
   }
@@ -174,36 +177,29 @@ export class TandemNode {
 
     const isRelayClient = (ip: string) => this.relayNetworks.contains(ip);
     const limits = this.clientLimits = createClientLimits(c, isRelayClient);
-    const limitRefused = (limit: string) => this.metrics.limitRefused(limit);
-    const auth = this.passwords ? createAuthThrottle(c, limits, (u, p) => this.passwords!.verify(u, p), limitRefused) : undefined;
-    const senderAuth = createSenderAuth(c, directoryDkimLookup(this.router));
-    const contentFilter = createContentFilter(c, (why) => {
-      this.metrics.contentFilterFailed();
-      log.warn({ event: 'content-filter-failed', err: why }, `content filter failed: ${why}; ${c.content_filter?.fail_open ? 'accepting unscanned' : 'answering 451'}`);
-    });
-    const spoolSpace = new SpoolSpace(dir, c.spool.min_free ?? Math.floor(1.5 * c.smtp.max_message_size));
-    for (const listener of resolveListeners(c)) {
-      this.receivers.push(new SmtpReceiver({
-      listener, limits, spoolSpace, ...(auth ? { auth } : {}), ...(senderAuth ? { senderAuth } : {}), ...(contentFilter ? { contentFilter } : {}),
-      config: c,
-      router: this.router,
-      beginMessage: (queueId) => this.spool.beginMessage(queueId, { refusable: true }),
-      newQueueId: () => this.spool.newQueueId(),
-      tracking: this.tracking,
-      logger: log,
-      isRelayClient,
-      acceptState: () => {
-        const health = this.health();
-        return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
-      },
-      onQueued: (id, envelope, size, message, opts) => {
-        if (!opts?.hold) return this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined);
-        this.qmgr.enqueueHeld(id, size).catch((err) => log.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
-      },
-      metrics: this.metrics,
-      }));
+    const workers = workerCount(c);
+    if (workers > 1) {
+      this.workers = new SmtpWorkers({
+        count: workers, config: c, listeners: resolveListeners(c), logger: log, limits,
+        acceptState: () => this.acceptState(),
+        onQueued: (id, size, hold, fresh) => {
+          this.metrics.received(size);
+          this.queued(id, size, fresh, hold);
+        },
+        workerExited: () => this.qmgr.rescan(),
+      });
+      this.metrics.withWorkers = (own) => this.workers!.metrics(own);
+      this.listenerAddresses = await this.workers.start();
+    } else {
+      this.receivers = buildReceivers({
+        config: c, router: this.router, spool: this.spool, tracking: this.tracking, logger: log, metrics: this.metrics,
+        limits, isRelayClient,
+        ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
+        acceptState: () => this.acceptState(),
+        onQueued: (id, envelope, size, message, opts) => this.queued(id, size, message ? { envelope, message } : undefined, opts?.hold === true),
+      });
+      for (const r of this.receivers) this.listenerAddresses[r.listener.name] = await r.listen();
     }
-    for (const r of this.receivers) this.listenerAddresses[r.listener.name] = await r.listen();
     this.smtpAddress = Object.values(this.listenerAddresses)[0];
     if (c.smtp.proxy_protocol === true && !/^(127\.|::1$|localhost$)/.test(c.smtp.listen.host)) {
       log.warn({ event: 'proxy-protocol-untrusted' }, 'smtp.proxy_protocol: true takes a PROXY header from any client, which can then claim any address (and relay); list the balancer addresses instead');
@@ -214,6 +210,7 @@ export class TandemNode {
       this.adminAddress = address;
     }
     this.state = 'ready';
+    this.workers?.pushState();
     if (c.tracking.path && c.tracking.search) {
       // the search index is a convenience, opened once the node serves (it is no part of start-up
       // timing); a node whose index cannot be opened runs without it. /track answers 404 meanwhile.
@@ -228,7 +225,20 @@ export class TandemNode {
       smtp: fmt(this.smtpAddress!), listeners: Object.fromEntries(Object.entries(this.listenerAddresses).map(([k, v]) => [k, fmt(v)])),
       ...(this.adminAddress ? { admin: fmt(this.adminAddress) } : {}),
       spool: dir, tracking: c.tracking.path || undefined,
+      ...(this.workers ? { smtpWorkers: this.workers.pids() } : {}),
     }, `Tandem node ${c.node.id} ready: SMTP on ${Object.entries(this.listenerAddresses).map(([k, v]) => `${fmt(v)} (${k})`).join(', ')}`);
+  }
+
+  /** What the listeners may do now (workers: pushed to them, and asked before each commit). */
+  private acceptState(): AcceptState {
+    const health = this.health();
+    return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
+  }
+
+  /** A message committed by a listener (here or in a worker): the queue manager takes it. */
+  private queued(id: string, size: number, fresh: { envelope: Envelope; message: Buffer } | undefined, hold: boolean): void {
+    if (!hold) return this.qmgr.enqueue(id, size, fresh);
+    this.qmgr.enqueueHeld(id, size).catch((err) => this.logger.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
   }
 
   private newQueueManager(): QueueManager {
@@ -300,8 +310,7 @@ export class TandemNode {
     const networks = await loadRelayNetworks(next);
     // the password table is re-read where AUTH is on and stays on (turning it on or off needs a restart)
     const passwords = this.config.smtp.auth_passwords && next.smtp.auth_passwords ? await loadPasswords(next) : this.passwords;
-    const tls = this.config.smtp.tls && next.smtp.tls ? { key: await readFile(next.smtp.tls.key), cert: await readFile(next.smtp.tls.cert) } : undefined;
-    if (tls) createSecureContext(tls); // throws here, before anything is changed, if they do not go together
+    const tls = await liveTls(this.config, next); // throws here, before anything is changed, if they do not go together
     await this.router.reload();
     this.relayNetworks = networks;
     this.passwords = passwords;
@@ -319,6 +328,11 @@ export class TandemNode {
       // the tables are in; the tracking log goes on in the file it had open
       this.logger.error({ event: 'tracking-reopen-failed', err: String(err) }, `cannot reopen the tracking log ${this.config.tracking.path}: ${err}`);
     }
+    try {
+      await this.workers?.reload(next);
+    } catch (err) {
+      this.logger.error({ event: 'reload-failed', err: String((err as Error).message ?? err) }, `reload: ${(err as Error).message ?? err}`);
+    }
     const applied = ['tables', 'relay networks', ...(this.passwords ? ['passwords'] : []), ...(tls ? ['TLS certificate and key'] : []), ...changed.filter(live)];
     this.logger.info({ event: 'reloaded', applied }, `reloaded: ${applied.join(', ')}`);
     if (restartNeeded.length) {
@@ -335,6 +349,7 @@ export class TandemNode {
   drain(): NodeHealth {
     if (this.state === 'ready') {
       this.state = 'draining';
+      this.workers?.pushState();
       this.logger.info({ event: 'draining' }, 'draining: new mail refused (421), health 503, deliveries go on');
     }
     return this.state;
@@ -344,6 +359,7 @@ export class TandemNode {
   resume(): NodeHealth {
     if (this.state === 'draining') {
       this.state = 'ready';
+      this.workers?.pushState();
       this.logger.info({ event: 'resumed' }, 'resumed: accepting mail again');
     }
     return this.state;
@@ -355,7 +371,8 @@ export class TandemNode {
     this.state = 'stopping';
     this.logger.info({ event: 'stopping' }, 'stopping: no new mail accepted, finishing deliveries in flight');
     this.cluster?.beginStop();
-    await Promise.all(this.receivers.map((r) => r.close()));
+    this.workers?.pushState();
+    await Promise.all([...this.receivers.map((r) => r.close()), this.workers?.stop()]);
     this.clientLimits?.close();
     // our own deliveries and our secondaries' finish together; heartbeats ("stopping") go on
     // meanwhile, so that no peer takes our spool while we still deliver from it

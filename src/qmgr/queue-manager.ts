@@ -166,6 +166,7 @@ export class QueueManager {
   private leftSinceWalk = false;
   private walkTimer?: NodeJS.Timeout;
   private lastWalkAt = 0;
+  private started = false;
 
   constructor(private readonly deps: QueueManagerDeps) {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
@@ -186,9 +187,21 @@ export class QueueManager {
    */
   async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult> }> {
     const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
+    this.started = true;
     const scanned = this.runWalk(true);
     this.scanning = scanned.then(() => undefined, () => undefined);
     return { removedTmp, scanned };
+  }
+
+  /**
+   * A message may sit in incoming/ that nobody announced: an SMTP worker died between its commit
+   * and its `queued` (node/smtp-workers.ts). Walk the spool for it (after the walk under way,
+   * if any). Before start() the start-up scan will find it.
+   */
+  rescan(): void {
+    if (!this.started) return;
+    this.onDisk = true;
+    this.requestWalk();
   }
 
   /** Room for one more message in memory. */

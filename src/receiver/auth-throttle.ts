@@ -20,14 +20,14 @@
 import type { SMTPServerSession } from 'smtp-server';
 import { Semaphore } from '../util/semaphore.ts';
 import { SmtpReplyError } from '../util/errors.ts';
-import type { ClientLimits } from './client-limits.ts';
+import type { ClientLimitsApi } from './client-limits.ts';
 
 export interface AuthThrottleOptions {
   maxFailures: number;
   failureDelay: number;
   hashConcurrency: number;
   hashQueue: number;
-  limits: ClientLimits;
+  limits: ClientLimitsApi;
   verify(user: string, password: string): Promise<boolean>;
   onRefusal(reason: string): void;
   /** For tests: how to wait (default setTimeout). */
@@ -49,7 +49,7 @@ export class AuthThrottle {
   /** The user name when the password is right; throws the SMTP reply otherwise. */
   async authenticate(session: SMTPServerSession, user: string, password: string): Promise<string> {
     const address = session.remoteAddress;
-    const blocked = this.o.limits.authBlocked(address);
+    const blocked = await this.o.limits.authBlocked(address);
     if (blocked) return this.fail(session, 'auth_rate', new SmtpReplyError(454, '4.7.0', blocked.message));
     if (this.hashing.waiting >= this.o.hashQueue) {
       return this.fail(session, 'auth_busy', new SmtpReplyError(454, '4.7.0', 'Temporary authentication failure (server busy); try again later'));

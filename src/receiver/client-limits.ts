@@ -70,7 +70,22 @@ class Window {
   times: number[] = [];
 }
 
-export class ClientLimits {
+/**
+ * What the listeners need of the limits: a ClientLimits in the same process, or (SMTP workers,
+ * node/smtp-workers.ts) a stand-in that asks the node's main process, where the one ClientLimits
+ * of the node counts every worker's clients — so N workers do not give a client N× its limits.
+ */
+export interface ClientLimitsApi {
+  connect(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined>;
+  release(address: string): void;
+  message(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined>;
+  recipient(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined>;
+  authBlocked(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined>;
+  authFailed(address: string): void;
+  close(): void;
+}
+
+export class ClientLimits implements ClientLimitsApi {
   private readonly perClient = new Map<string, number>();
   private readonly perNetwork = new Map<string, number>();
   private readonly rates = new Map<string, Window>();

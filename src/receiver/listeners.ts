@@ -15,7 +15,7 @@
  * Config keys read: smtp.*, relay.networks (via isRelayClient).
  */
 import type { TandemConfig } from '../config/schema.ts';
-import { ClientLimits } from './client-limits.ts';
+import { ClientLimits, type ClientLimitsApi } from './client-limits.ts';
 import { AuthThrottle } from './auth-throttle.ts';
 import { SenderAuth, CachingResolver } from './sender-auth.ts';
 import { DkimKeys, type DirectoryDkimLookup } from './dkim-keys.ts';
@@ -81,7 +81,7 @@ export function createContentFilter(c: TandemConfig, onFailure: (why: string) =>
 }
 
 export function createAuthThrottle(
-  c: TandemConfig, limits: ClientLimits,
+  c: TandemConfig, limits: ClientLimitsApi,
   verify: (user: string, password: string) => Promise<boolean>, onRefusal: (reason: string) => void,
 ): AuthThrottle {
   const a = c.smtp.auth_limits;

@@ -52,7 +52,7 @@ import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-aut
 import type { SigningKey } from './dkim-keys.ts';
 import type { RspamdFilter } from './content-filter.ts';
 import { SessionGuard } from './session-guard.ts';
-import type { ClientLimits, LimitRefusal } from './client-limits.ts';
+import type { ClientLimitsApi, LimitRefusal } from './client-limits.ts';
 import type { AuthThrottle } from './auth-throttle.ts';
 import { checkMailParams, checkRcptParams, checkHeaderSection, isUntrustedRouting, type SpoolSpace } from './protocol-checks.ts';
 import { resolveListeners, createClientLimits, createAuthThrottle, type ListenerSpec } from './listeners.ts';
@@ -78,6 +78,11 @@ export interface ReceiverDeps {
   verifyPassword?(user: string, password: string): Promise<boolean>;
   acceptState(): AcceptState;
   /**
+   * Asked once more just before a message is committed (default: acceptState()): an SMTP worker
+   * asks the node's main process here, so that no 250 follows a fence or a drain (smtp-workers.ts).
+   */
+  mayCommit?(): Promise<AcceptState>;
+  /**
    * Called after the 250: the queue manager picks the message up. `message` is there when the
    * spool still had it in memory (small messages), so it need not be read back.
    */
@@ -86,7 +91,7 @@ export interface ReceiverDeps {
   /** This listener's address and policy; default: the one listener of smtp.* (listeners.ts). */
   listener?: ListenerSpec;
   /** Per-client limits shared by the node's listeners; default: one of this receiver's own. */
-  limits?: ClientLimits;
+  limits?: ClientLimitsApi;
   /** AUTH with throttling, shared by the node's listeners; default: built on verifyPassword. */
   auth?: AuthThrottle;
   /** Free space floor of the spool (452 4.3.1 at MAIL below it). */
@@ -122,12 +127,14 @@ export class SmtpReceiver {
   /** Commands refused before STARTTLS (AUTH among them). */
   private readonly plaintextDisabled: string[];
   readonly listener: ListenerSpec;
-  private readonly limits: ClientLimits;
+  private readonly limits: ClientLimitsApi;
   private readonly ownLimits: boolean;
   private readonly auth?: AuthThrottle;
   private readonly guard: SessionGuard;
   /** Sessions counted in the per-client limits (released at close). */
   private readonly counted = new WeakSet<SMTPServerSession>();
+  /** Sessions closed before they were counted (the limits answer asynchronously in an SMTP worker). */
+  private readonly closedEarly = new WeakSet<SMTPServerSession>();
 
   constructor(private readonly deps: ReceiverDeps) {
     const patches = applySmtpServerPatches();
@@ -187,6 +194,7 @@ export class SmtpReceiver {
       },
       onClose: (session) => {
         if (this.counted.delete(session)) this.limits.release(session.remoteAddress);
+        else this.closedEarly.add(session);
       },
       onAuth: (auth, session, cb) => {
         this.onAuth(auth.username ?? '', auth.password ?? '', session).then(
@@ -261,16 +269,18 @@ export class SmtpReceiver {
     return reply;
   }
 
-  private onConnect(session: SMTPServerSession): void {
+  private async onConnect(session: SMTPServerSession): Promise<void> {
     if (!session.secure) session.disabledCommands = this.plaintextDisabled;
     const state = this.deps.acceptState();
     if (state.type !== 'accepting') {
       const reason = state.type === 'draining' ? 'node is draining' : state.reason;
       throw new SmtpReplyError(421, '4.3.2', `${this.deps.config.node.hostname} ${reason}; try another server or later`);
     }
-    const refusal = this.limits.connect(session.remoteAddress);
+    const refusal = await this.limits.connect(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 421);
-    this.counted.add(session);
+    // gone while the limits answered: counted, so released now (not left counted for ever)
+    if (this.closedEarly.has(session)) this.limits.release(session.remoteAddress);
+    else this.counted.add(session);
   }
 
   private async onAuth(user: string, password: string, session: SMTPServerSession): Promise<string> {
@@ -297,7 +307,7 @@ export class SmtpReceiver {
     if (state === 'draining') throw new SmtpReplyError(421, '4.3.2', 'Node is draining; try another server');
     if (state === 'refusing') throw new SmtpReplyError(421, '4.3.2', 'Service shutting down; try again later');
     await this.deps.spoolSpace?.check(declared);
-    const refusal = this.limits.message(session.remoteAddress);
+    const refusal = await this.limits.message(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 450);
   }
 
@@ -340,7 +350,7 @@ export class SmtpReceiver {
       case 'local':
         break;
     }
-    const refusal = this.limits.recipient(session.remoteAddress);
+    const refusal = await this.limits.recipient(session.remoteAddress);
     if (refusal) throw this.overLimit(refusal, session, 450);
     const notify = address.dsn?.notify?.length ? (address.dsn.notify as DsnNotify[]) : undefined;
     // ORCPT is kept as given (type and address) and passed on as such (RFC 3461 §5.2.1)
@@ -404,7 +414,7 @@ export class SmtpReceiver {
         messageId = await this.writeHead(out, head.bytes(), queueId, session).catch((err) => { failure = err; return ''; });
       }
       if (failure instanceof SmtpReplyError) throw failure;
-      const state = this.deps.acceptState();
+      const state = this.deps.mayCommit ? await this.deps.mayCommit() : this.deps.acceptState();
       if (state.type === 'refusing') throw new SmtpReplyError(451, '4.3.2', `${state.reason}; try again later`);
       if (failure) throw this.commitFailed(queueId, failure);
       const mailFrom = session.envelope.mailFrom;
