@@ -2,7 +2,7 @@
  * cluster/secondary.ts — the surviving node's handle on one secondary switch process
  * (secondary-main.ts) delivering a dead node's spool.
  *
- * Exports: SecondaryProcess.
+ * Exports: SecondaryProcess, StandbySecondary, STANDBY_ARG.
  * The child is forked in this node's process group (a crash of the machine, or a kill of the
  * node's group, takes it down too — which is what the peers' dead_after assumes), running the
  * same code as the node (compiled dist/ in production, the .ts sources when the node itself runs
@@ -18,7 +18,7 @@
  * secondary again while the claim is still its own.
  *
  * StandbySecondary (cluster.standby_secondary): one secondary process forked ahead of need, its
- * modules loaded, waiting for its start message — it holds no spool, no lock and no claim, and
+ * modules loaded and its delivery code run once (standby-warmup.ts), waiting for its start message — it holds no spool, no lock and no claim, and
  * does nothing else. A SecondaryProcess given the standby takes it instead of forking, so a
  * takeover skips the fork and the module load (the biggest part of a secondary's start); from
  * the start message on it is an ordinary secondary, checking and forcing exactly what a fresh
@@ -33,6 +33,9 @@ import { fileURLToPath } from 'node:url';
 import type { TandemConfig } from '../config/schema.ts';
 import type { SecondaryReport, SecondaryStart } from './secondary-main.ts';
 
+/** argv of a process forked as the node's standby: it rehearses a delivery before it waits (secondary-main.ts). */
+export const STANDBY_ARG = '--standby';
+
 // secondary-main.js beside the compiled secondary.js (dist/), secondary-main.ts under tsx (tests)
 const MAIN = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './secondary-main.ts' : './secondary-main.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
@@ -40,7 +43,7 @@ const STOP_TIMEOUT_MS = 45_000;
 /** A standby that exited on its own is forked again after this long (no fork loop on a broken install). */
 const STANDBY_RETRY_MS = 1000;
 
-const forkSecondary = (): ChildProcess => fork(MAIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const forkSecondary = (args: string[] = []): ChildProcess => fork(MAIN, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 
 export interface StandbyView {
   pid?: number;
@@ -67,7 +70,7 @@ export class StandbySecondary {
   /** Fork a standby if there is none (after one was taken). */
   refill(): void {
     if (this.closed || this.child || this.retry) return;
-    const child = forkSecondary();
+    const child = forkSecondary([STANDBY_ARG]);
     this.child = child;
     this.readySince = undefined;
     child.unref();
