@@ -336,8 +336,9 @@ export class QueueManager {
   /** Read the envelopes of chosen files and adopt them (a damaged one goes to corrupt/). */
   private async readIn(chosen: SelectedFile[], startup: boolean, result: WalkResult): Promise<void> {
     const spool = this.deps.spool;
-    for (let i = 0; i < chosen.length && !this.stopping; i += READ_CONCURRENCY * 8) {
-      const batch = chosen.slice(i, i + READ_CONCURRENCY * 8);
+    // the first few alone when nothing is queued yet: a takeover's first delivery starts sooner
+    for (let i = 0, n = result.queued === 0 ? READ_CONCURRENCY : READ_CONCURRENCY * 8; i < chosen.length && !this.stopping; i += n, n = READ_CONCURRENCY * 8) {
+      const batch = chosen.slice(i, i + n);
       const infos = await Promise.all(batch.map(async (f) => {
         try {
           return await spool.readInfo(f.queueId, f.state);
