@@ -44,8 +44,11 @@ const MESSAGE = Buffer.from([
   '',
 ].join('\r\n'));
 
-/** Deliver one message through spool → queue manager → SMTP channel → this process's own server. */
-export async function warmDeliveryPath(onError: (err: Error) => void): Promise<void> {
+/**
+ * Deliver one message through spool → queue manager → SMTP channel → this process's own server.
+ * Resolves true when the server had it and the queue manager was done with it (its file removed).
+ */
+export async function warmDeliveryPath(onError: (err: Error) => void): Promise<boolean> {
   const dir = await mkdtemp(path.join(tmpdir(), 'tandem-standby-warmup-'));
   let received!: () => void;
   const accepted = new Promise<void>((resolve) => { received = resolve; });
@@ -59,6 +62,7 @@ export async function warmDeliveryPath(onError: (err: Error) => void): Promise<v
   let qmgr: QueueManager | undefined;
   let channels: ChannelSet | undefined;
   let limit: NodeJS.Timeout | undefined;
+  let delivered = false;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -80,13 +84,16 @@ export async function warmDeliveryPath(onError: (err: Error) => void): Promise<v
     qmgr = new QueueManager({ config, spool, router, tracking: new TrackingLog('', 'warmup'), logger: pino({ level: 'silent' }), channelFor: (r) => ch.channelFor(r) });
     await qmgr.start({ cleanTmp: false });
     await Promise.race([accepted, new Promise((_, reject) => { limit = setTimeout(() => reject(new Error(`standby warm-up: no delivery within ${WARMUP_LIMIT_MS / 1000} s`)), WARMUP_LIMIT_MS); })]);
+    await qmgr.stop(); // waits for the attempt to be recorded (the file removed)
+    delivered = Object.values(await spool.counts()).every((n) => n === 0);
   } catch (err) {
     onError(err as Error);
   } finally {
     clearTimeout(limit);
-    await qmgr?.stop().catch(() => undefined); // waits for the attempt to be recorded (the file removed)
+    await qmgr?.stop().catch(() => undefined);
     await channels?.close().catch(() => undefined);
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+  return delivered;
 }
