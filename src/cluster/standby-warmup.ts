@@ -27,7 +27,7 @@ import { SMTPServer } from 'smtp-server';
 import { configSchema } from '../config/schema.ts';
 import { Spool } from '../spool/index.ts';
 import { ChannelSet } from '../channels/index.ts';
-import { QueueManager } from '../qmgr/queue-manager.ts';
+import { QueueManager } from '../qmgr/index.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import type { Route, Router } from '../router/types.ts';
 

@@ -2,7 +2,6 @@
  * console/queue-view.ts — what the console's Queues page shows of this node's queue: the
  * message list (filtered, paged), and a qshape-like table (destination domain × age).
  *
- * Exports: QueueView, QueueFilter, QShape, newestPage.
  * The list comes from the queue manager's memory (ids, states; no file read), so paging stays
  * fast with 100,000 queued messages: only the page's files are read (envelope and status,
  * not the message). Filters on sender or recipient domain and the qshape table need every
@@ -11,7 +10,7 @@
  * 10 minutes); until it has read everything the page says how much it has read.
  */
 import type { Spool } from '../spool/index.ts';
-import type { QueueManager } from '../qmgr/queue-manager.ts';
+import type { QueueManager } from '../qmgr/index.ts';
 import type { QueueState } from '../spool/types.ts';
 
 export interface QueueFilter { state?: string; from?: string; to?: string; page?: number; pageSize?: number }
