@@ -17,8 +17,8 @@
  * secondary again while the claim is still its own.
  *
  * StandbySecondary (cluster.standby_secondary): one secondary process forked ahead of need, its
- * modules loaded and its delivery code run once (standby-warmup.ts), waiting for its start message — it holds no spool, no lock and no claim, and
- * does nothing else. A SecondaryProcess given the standby takes it instead of forking, so a
+ * modules loaded and its delivery code run once (standby-warmup.ts), waiting for its start
+ * message — it holds no spool, no lock and no claim, and does nothing else. A SecondaryProcess given the standby takes it instead of forking, so a
  * takeover skips the fork and the module load (the biggest part of a secondary's start); from
  * the start message on it is an ordinary secondary, checking and forcing exactly what a fresh
  * one does. A new standby is forked once the one taken is ready (not before: the fork would take
