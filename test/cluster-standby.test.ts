@@ -43,8 +43,6 @@ test('a takeover is served by the standby forked before the kill; a standby that
     assert.equal(exited.json!.signal, 'SIGKILL');
     const standby = await standbyOf('b', first);
     assert.equal((await cluster.status('b')).secondaries.length, 0, 'a standby is no secondary: it holds no spool');
-    // each standby rehearsed a delivery of its own before it said ready (standby-warmup.ts)
-    assert.ok(!b.proc.lines.some((l) => /warm-up failed/.test(l.text)), `no standby's rehearsal failed:\n${b.proc.output()}`);
 
     const total = 30;
     const smtpA = cluster.addresses.get('a')!.smtp;

@@ -2,10 +2,9 @@
  * cluster/secondary-main.ts — the secondary switch process: a child of a surviving node that
  * delivers a dead node's queue. Queue manager and channels over that spool; no SMTP listener.
  *
- * Started by SecondaryProcess (secondary.ts) with an IPC channel. Once its modules are loaded
- * (and, forked as a standby with STANDBY_ARG, once it has rehearsed one delivery on a spool of
- * its own: standby-warmup.ts) it reports {type:"standby"} and waits, holding nothing (as the
- * node's pre-forked standby it may wait long; a stop request, SIGTERM or the parent going away then ends it at once). The first
+ * Started by SecondaryProcess (secondary.ts) with an IPC channel. Once its modules are loaded it
+ * reports {type:"standby"} and waits, holding nothing (as the node's pre-forked standby it may
+ * wait long; a stop request, SIGTERM or the parent going away then ends it at once). The first
  * message is {type:"start", config, spool, epoch, owner, ownerBoot, spoolNodeSlot}. It then:
  *   1. checks that the spool's node delivers nothing from it: its disk heartbeat slot is as the
  *      parent read it before the start (the node has not beaten since: dead by the rules), or
@@ -46,8 +45,6 @@ import { ClaimStore, type ClaimRecord } from './claims.ts';
 import { DiskHeartbeat } from './disk-heartbeat.ts';
 import { shadowRoot } from './replication/placement.ts';
 import { CoHolderNotices } from './replication/replica.ts';
-import { warmDeliveryPath } from './standby-warmup.ts';
-import { STANDBY_ARG } from './secondary.ts';
 
 export interface SecondaryStart {
   type: 'start';
@@ -216,9 +213,5 @@ process.once('message', (msg: SecondaryStart) => {
   });
 });
 
-// every module is loaded: ready to be started (a standby waits here, holding nothing); a
-// standby first rehearses a delivery (standby-warmup.ts) so that a takeover runs warm code
-if (process.argv.includes(STANDBY_ARG) && !started) {
-  await warmDeliveryPath((err) => process.stderr.write(`standby secondary: warm-up failed (it is ready all the same): ${err.message}\n`));
-}
+// every module is loaded: ready to be started (a standby waits here, holding nothing)
 send({ type: 'standby' });

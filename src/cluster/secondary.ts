@@ -17,8 +17,8 @@
  * secondary again while the claim is still its own.
  *
  * StandbySecondary (cluster.standby_secondary): one secondary process forked ahead of need, its
- * modules loaded and its delivery code run once (standby-warmup.ts), waiting for its start
- * message — it holds no spool, no lock and no claim, and does nothing else. A SecondaryProcess given the standby takes it instead of forking, so a
+ * modules loaded, waiting for its start message — it holds no spool, no lock and no claim, and
+ * does nothing else. A SecondaryProcess given the standby takes it instead of forking, so a
  * takeover skips the fork and the module load (the biggest part of a secondary's start); from
  * the start message on it is an ordinary secondary, checking and forcing exactly what a fresh
  * one does. A new standby is forked once the one taken is ready (not before: the fork would take
@@ -32,9 +32,6 @@ import { fileURLToPath } from 'node:url';
 import type { TandemConfig } from '../config/schema.ts';
 import type { SecondaryReport, SecondaryStart } from './secondary-main.ts';
 
-/** argv of a process forked as the node's standby: it rehearses a delivery before it waits (secondary-main.ts). */
-export const STANDBY_ARG = '--standby';
-
 // secondary-main.js beside the compiled secondary.js (dist/), secondary-main.ts under tsx (tests)
 const MAIN = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './secondary-main.ts' : './secondary-main.js', import.meta.url));
 const START_TIMEOUT_MS = 30_000;
@@ -42,7 +39,7 @@ const STOP_TIMEOUT_MS = 45_000;
 /** A standby that exited on its own is forked again after this long (no fork loop on a broken install). */
 const STANDBY_RETRY_MS = 1000;
 
-const forkSecondary = (args: string[] = []): ChildProcess => fork(MAIN, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+const forkSecondary = (): ChildProcess => fork(MAIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 
 export interface StandbyView {
   pid?: number;
@@ -69,7 +66,7 @@ export class StandbySecondary {
   /** Fork a standby if there is none (after one was taken). */
   refill(): void {
     if (this.closed || this.child || this.retry) return;
-    const child = forkSecondary([STANDBY_ARG]);
+    const child = forkSecondary();
     this.child = child;
     this.readySince = undefined;
     child.unref();
