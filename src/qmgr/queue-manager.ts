@@ -20,7 +20,7 @@
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
+import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile, type SelectedFile } from '../spool/index.ts';
 import { bufferSource } from '../message/source.ts';
 import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
@@ -321,9 +321,10 @@ export class QueueManager {
     const phases: QueueState[][] = startup ? [['incoming', 'active'], ['deferred'], ['hold']] : [['incoming', 'active'], ['deferred']];
     for (const states of phases) {
       if (this.stopping) break;
+      // at start-up the files are read in as they are listed (a takeover delivers while it scans)
       const { chosen, leftOut, nextDue } = await spool.select({
         states, room: this.memoryLimit - this.entries.size, known: (id) => this.entries.has(id),
-        ...(startup ? { warnStrays: true } : { dueBy: now }), stop: () => this.stopping,
+        ...(startup ? { warnStrays: true, found: (files) => this.readIn(files, startup, result) } : { dueBy: now }), stop: () => this.stopping,
       });
       for (const [state, n] of Object.entries(leftOut) as Array<[QueueState, number]>) {
         if (state === 'hold') this.heldOnDisk += n;
@@ -333,33 +334,7 @@ export class QueueManager {
         }
       }
       if (nextDue !== undefined && (diskDue === undefined || nextDue < diskDue)) diskDue = nextDue;
-      for (let i = 0; i < chosen.length && !this.stopping; i += READ_CONCURRENCY * 8) {
-        const batch = chosen.slice(i, i + READ_CONCURRENCY * 8);
-        const infos = await Promise.all(batch.map(async (f) => {
-          try {
-            return await spool.readInfo(f.queueId, f.state);
-          } catch (err) {
-            return err as Error;
-          }
-        }));
-        for (let j = 0; j < batch.length; j++) {
-          const { queueId, state } = batch[j];
-          const info = infos[j];
-          if (!(info instanceof Error)) {
-            if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) result.queued++;
-          } else if (isErrno(info, 'ENOENT')) {
-            // moved or delivered meanwhile
-          } else if (info instanceof CorruptQueueFileError && !this.entries.has(queueId)) {
-            try {
-              await spool.quarantine(queueId, state, info.reason);
-              this.deps.tracking.record({ event: 'corrupt', queueId, reply: info.reason });
-              result.quarantined++;
-            } catch (err) {
-              this.unreadable(queueId, state, err, result);
-            }
-          } else this.unreadable(queueId, state, info, result);
-        }
-      }
+      await this.readIn(chosen, startup, result);
     }
     // still on disk: what this walk left there, and what was left there while it ran
     this.onDisk = leftOver || this.leftSinceWalk || this.stopping;
@@ -367,6 +342,39 @@ export class QueueManager {
     else if (diskDue !== undefined && (this.diskDue === undefined || diskDue < this.diskDue)) this.diskDue = diskDue;
     this.diskOnly = diskOnly;
     return result;
+  }
+
+  /** Read the envelopes of chosen files and adopt them (a damaged one goes to corrupt/). */
+  private async readIn(chosen: SelectedFile[], startup: boolean, result: WalkResult): Promise<void> {
+    const spool = this.deps.spool;
+    // the first few alone when nothing is queued yet: a takeover's first delivery starts sooner
+    for (let i = 0, n = result.queued === 0 ? READ_CONCURRENCY : READ_CONCURRENCY * 8; i < chosen.length && !this.stopping; i += n, n = READ_CONCURRENCY * 8) {
+      const batch = chosen.slice(i, i + n);
+      const infos = await Promise.all(batch.map(async (f) => {
+        try {
+          return await spool.readInfo(f.queueId, f.state);
+        } catch (err) {
+          return err as Error;
+        }
+      }));
+      for (let j = 0; j < batch.length; j++) {
+        const { queueId, state } = batch[j];
+        const info = infos[j];
+        if (!(info instanceof Error)) {
+          if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) result.queued++;
+        } else if (isErrno(info, 'ENOENT')) {
+          // moved or delivered meanwhile
+        } else if (info instanceof CorruptQueueFileError && !this.entries.has(queueId)) {
+          try {
+            await spool.quarantine(queueId, state, info.reason);
+            this.deps.tracking.record({ event: 'corrupt', queueId, reply: info.reason });
+            result.quarantined++;
+          } catch (err) {
+            this.unreadable(queueId, state, err, result);
+          }
+        } else this.unreadable(queueId, state, info, result);
+      }
+    }
   }
 
   /** One file that cannot be read (EACCES, EIO) must not hide the rest of the queue. */

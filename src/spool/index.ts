@@ -4,7 +4,7 @@
  */
 export { Spool, CorruptQueueFileError, READ_WHOLE_LIMIT } from './spool.ts';
 export { IncomingMessage } from './incoming.ts';
-export type { DeliveryFile, QueueFile, QueueEntry, RecoveredEntry, SpoolOptions } from './spool.ts';
+export type { DeliveryFile, QueueFile, QueueEntry, RecoveredEntry, SelectedFile, SpoolOptions } from './spool.ts';
 export { acquireSpoolLock, readSpoolLock, SpoolLockedError } from './lock.ts';
 export type { SpoolLock, SpoolLockInfo } from './lock.ts';
 export { DirSyncer } from './dirsync.ts';

@@ -507,3 +507,54 @@ test('select picks the earliest due files without reading them, and leaves the r
   assert.deepEqual(fewer.map((f) => f.queueId), dueNow.slice(0, 2), 'room for two: the two earliest');
   assert.deepEqual(more, { deferred: 10, incoming: 1 });
 });
+
+test('select with found: files are handed over in batches as listed while they fit the room; past it, the rest by due time', async () => {
+  const spool = await openSpool();
+  const ids: string[] = [];
+  for (let i = 0; i < 70; i++) ids.push(await commitOne(spool, 1));
+  const handed: string[][] = [];
+  const found = async (files: Array<{ queueId: string }>) => { handed.push(files.map((f) => f.queueId)); };
+  const all = await spool.select({ states: ['incoming'], room: 100, known: () => false, found });
+  assert.ok(handed.length >= 2, `handed over in batches as the folder is listed (${handed.length})`);
+  assert.deepEqual(handed.flat().sort(), [...ids].sort(), 'every file handed over once');
+  assert.deepEqual(all.chosen, [], 'nothing left to choose');
+  assert.deepEqual(all.leftOut, {});
+  handed.length = 0;
+  const some = await spool.select({ states: ['incoming'], room: 66, known: () => false, found });
+  const early = handed.flat();
+  assert.equal(early.length, 64, 'the first batch fitted and went at once');
+  assert.equal(some.chosen.length, 2, 'the rest of the room is filled by the choice by due time');
+  assert.deepEqual(some.leftOut, { incoming: 4 });
+  assert.equal(new Set([...early, ...some.chosen.map((f) => f.queueId)]).size, 66, 'no file both handed over and chosen');
+});
+
+test('a small queue file is read with one read(2) for its metadata and one open for a delivery', async () => {
+  let opens = 0;
+  let reads = 0;
+  const spool = await openSpool({
+    io: {
+      open: async (path, flags, mode) => {
+        opens++;
+        const handle = await fsOpen(path, flags, mode);
+        const read = handle.read.bind(handle);
+        handle.read = ((...args: Parameters<typeof handle.read>) => { reads++; return read(...args); }) as typeof handle.read;
+        return handle;
+      },
+    },
+  });
+  const id = await commitOne(spool, 3);
+  await spool.appendStatus(id, 'incoming', [{ index: 0, type: 'delivered', at: Date.now(), reply: '250 ok', via: 'x' }]);
+  await spool.appendStatus(id, 'incoming', [{ type: 'deferral', at: Date.now(), attempts: 1, nextAttemptAt: Date.now() + 1000, lastReply: '451 later' }]);
+  opens = 0;
+  reads = 0;
+  const info = await spool.readInfo(id, 'incoming');
+  assert.deepEqual(info.pending, [1, 2]);
+  assert.equal(info.deferral?.lastReply, '451 later');
+  assert.deepEqual({ opens, reads }, { opens: 1, reads: 1 }, 'envelope and status records from one read');
+  opens = 0;
+  reads = 0;
+  const qf = await spool.readForDelivery(id, 'incoming');
+  assert.deepEqual(qf.pending, [1, 2]);
+  assert.equal(qf.message.whole?.toString(), MESSAGE.toString());
+  assert.equal(opens, 1, 'the file is opened once for a delivery');
+});

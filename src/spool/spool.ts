@@ -143,17 +143,42 @@ const RECOVER_CONCURRENCY = 8;
 const STAT_CONCURRENCY = 64;
 /** Queue files up to this size are read whole for delivery; the message of a larger one is streamed. */
 export const READ_WHOLE_LIMIT = 256 * 1024;
+/** Bytes read at once by the header-only walks of a queue file (a small file in one read). */
+const READ_AHEAD = 16 * 1024;
+/** Names listed before select() hands them to its `found` callback (small: the first are delivered soon). */
+const FOUND_BATCH = 64;
 /** Chunk of a streamed message's checksum pass. */
 const CHECK_CHUNK = 256 * 1024;
 
 
-/** Positional reads on an open file, for the header-only walks of queuefile.ts. */
-function positionalReader(handle: FileHandle): ReadAt {
+/**
+ * Positional reads on an open file of `size` bytes, for the header-only walks of queuefile.ts:
+ * served from a window of READ_AHEAD bytes read at once, so that a small queue file costs one
+ * read(2), not one per record header and payload (a takeover's scan reads thousands). The
+ * buffers returned share the window: callers copy what they keep.
+ */
+function positionalReader(handle: FileHandle, size: number): ReadAt {
+  let window = Buffer.alloc(0);
+  let start = 0;
   return async (position, length) => {
-    const buf = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buf, 0, length, position);
-    return buf.subarray(0, bytesRead);
+    if (position >= start && position + length <= start + window.length) return window.subarray(position - start, position - start + length);
+    const buf = Buffer.allocUnsafe(Math.max(length, Math.min(READ_AHEAD, size - position)));
+    const bytesRead = await readFully(handle, buf, position);
+    window = buf.subarray(0, bytesRead);
+    start = position;
+    return window.subarray(0, Math.min(length, bytesRead));
   };
+}
+
+/** Fill `buf` from `position` on (less at the end of the file); returns the bytes read. */
+async function readFully(handle: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await handle.read(buf, done, buf.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
 }
 
 /** Run fn over items with at most `limit` in flight; results in input order. */
@@ -168,6 +193,25 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) 
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+}
+
+/** A queue file's bytes decoded and checked (envelope, message checksum, statuses). */
+function decodeOrThrow(queueId: string, state: QueueState, path: string, bytes: Buffer): QueueFile {
+  const result = decodeQueueFile(bytes);
+  if (!result.ok) throw new CorruptQueueFileError(queueId, path, result.reason);
+  if (result.envelope.queueId !== queueId) {
+    throw new CorruptQueueFileError(queueId, path, `envelope says queue id ${JSON.stringify(result.envelope.queueId)}, not the file name`);
+  }
+  return {
+    queueId,
+    state,
+    envelope: result.envelope,
+    message: result.message,
+    statuses: result.statuses,
+    deferral: result.deferral,
+    pending: result.pending,
+    size: bytes.length,
+  };
 }
 
 export class Spool {
@@ -238,22 +282,7 @@ export class Spool {
   /** Read and verify a queue file. */
   async read(queueId: string, state: QueueState): Promise<QueueFile> {
     const path = this.#path(queueId, state);
-    const bytes = await this.#io.readFile(path);
-    const result = decodeQueueFile(bytes);
-    if (!result.ok) throw new CorruptQueueFileError(queueId, path, result.reason);
-    if (result.envelope.queueId !== queueId) {
-      throw new CorruptQueueFileError(queueId, path, `envelope says queue id ${JSON.stringify(result.envelope.queueId)}, not the file name`);
-    }
-    return {
-      queueId,
-      state,
-      envelope: result.envelope,
-      message: result.message,
-      statuses: result.statuses,
-      deferral: result.deferral,
-      pending: result.pending,
-      size: bytes.length,
-    };
+    return decodeOrThrow(queueId, state, path, await this.#io.readFile(path));
   }
 
   /**
@@ -267,10 +296,15 @@ export class Spool {
     const path = this.#path(queueId, state);
     const handle = await this.#io.open(path, fsConstants.O_RDONLY);
     let frame: { message: { offset: number; length: number }; head: Buffer; rest: Omit<QueueFile, 'message'> } | undefined;
+    let whole: Buffer | undefined;
     try {
       const { size } = await handle.stat();
-      if (size > READ_WHOLE_LIMIT) {
-        const read = positionalReader(handle);
+      if (size <= READ_WHOLE_LIMIT) {
+        // read through the descriptor already open (not opened again by name)
+        const bytes = Buffer.allocUnsafe(size);
+        whole = bytes.subarray(0, await readFully(handle, bytes, 0));
+      } else {
+        const read = positionalReader(handle, size);
         const meta = await readMetadata(read, size);
         if ('reason' in meta) throw new CorruptQueueFileError(queueId, path, meta.reason);
         if (meta.envelope.queueId !== queueId) {
@@ -296,7 +330,7 @@ export class Spool {
       await handle.close();
     }
     if (!frame) {
-      const qf = await this.read(queueId, state);
+      const qf = decodeOrThrow(queueId, state, path, whole!);
       return { ...qf, message: bufferSource(qf.message) };
     }
     const { message: m, head } = frame;
@@ -315,7 +349,7 @@ export class Spool {
     const handle = await this.#io.open(path, fsConstants.O_RDONLY);
     try {
       const { size } = await handle.stat();
-      const meta = await readMetadata(positionalReader(handle), size);
+      const meta = await readMetadata(positionalReader(handle, size), size);
       if ('reason' in meta) throw new CorruptQueueFileError(queueId, path, meta.reason);
       return { queueId, state, envelope: meta.envelope, statuses: meta.statuses, deferral: meta.deferral, pending: meta.pending, size };
     } finally {
@@ -366,7 +400,7 @@ export class Spool {
       const handle = await this.#io.open(path, fsConstants.O_RDWR | fsConstants.O_APPEND);
       try {
         const { size } = await handle.stat();
-        const found = await findAppendOffset(positionalReader(handle), size);
+        const found = await findAppendOffset(positionalReader(handle, size), size);
         if ('reason' in found) throw new CorruptQueueFileError(queueId, path, found.reason);
         if (found.offset < size) {
           this.#warn('torn status record after END ignored and truncated (crash during an append)', {
@@ -463,10 +497,16 @@ export class Spool {
    * never (after all others). Files due later than `dueBy` are left out. Only the chosen ones and
    * the names of one folder are held in memory. Returns how many were left out per state and the
    * earliest due time among those left out (hold/ excepted).
+   * `found`: files are handed to it in small batches as they are listed, for as long as all the
+   * files seen so far fit in `room` (a takeover's secondary starts delivering while the scan
+   * goes on); only once a folder turns out to hold more does the choice by due time apply, to
+   * the rest, and `chosen` holds what that choice kept (not what was handed over).
    */
-  async select(opts: { states: readonly QueueState[]; room: number; known: (queueId: string) => boolean; dueBy?: number; warnStrays?: boolean; stop?: () => boolean }): Promise<{ chosen: SelectedFile[]; leftOut: Partial<Record<QueueState, number>>; nextDue?: number }> {
+  async select(opts: { states: readonly QueueState[]; room: number; known: (queueId: string) => boolean; dueBy?: number; warnStrays?: boolean; stop?: () => boolean; found?: (files: SelectedFile[]) => Promise<void> }): Promise<{ chosen: SelectedFile[]; leftOut: Partial<Record<QueueState, number>>; nextDue?: number }> {
     const dueBy = opts.dueBy ?? Infinity;
-    const room = Math.max(0, opts.room);
+    let room = Math.max(0, opts.room);
+    /** Files seen so far; while they all fit in the room, each batch goes to `found` at once. */
+    let seen = 0;
     const leftOut: Partial<Record<QueueState, number>> = {};
     let nextDue: number | undefined;
     let chosen: SelectedFile[] = [];
@@ -485,20 +525,28 @@ export class Spool {
       }
     };
     const take = async (state: QueueState, names: string[]): Promise<void> => {
+      const files: SelectedFile[] = [];
       if (state !== 'deferred') {
-        for (const queueId of names) offer({ queueId, state, due: state === 'hold' ? Infinity : parseQueueId(queueId)?.arrivedAt ?? 0 });
-        return;
+        for (const queueId of names) files.push({ queueId, state, due: state === 'hold' ? Infinity : parseQueueId(queueId)?.arrivedAt ?? 0 });
+      } else {
+        const times = await mapLimit(names, STAT_CONCURRENCY, async (queueId) => {
+          try {
+            return (await this.#io.stat(this.#path(queueId, state))).mtimeMs;
+          } catch (err) {
+            if (isErrno(err, 'ENOENT')) return undefined; // moved or removed since it was listed
+            throw err;
+          }
+        });
+        // rounded: a time set in ms comes back from the file system as, say, …279.9999
+        times.forEach((t, j) => { if (t !== undefined) files.push({ queueId: names[j], state, due: Math.round(t) }); });
       }
-      const times = await mapLimit(names, STAT_CONCURRENCY, async (queueId) => {
-        try {
-          return (await this.#io.stat(this.#path(queueId, state))).mtimeMs;
-        } catch (err) {
-          if (isErrno(err, 'ENOENT')) return undefined; // moved or removed since it was listed
-          throw err;
-        }
-      });
-      // rounded: a time set in ms comes back from the file system as, say, …279.9999
-      times.forEach((t, j) => { if (t !== undefined) offer({ queueId: names[j], state, due: Math.round(t) }); });
+      seen += files.length;
+      if (opts.found && seen <= opts.room) {
+        const now = files.filter((f) => f.due <= dueBy);
+        for (const f of files) if (f.due > dueBy) drop(f);
+        room -= now.length;
+        if (now.length > 0) await opts.found(now.sort(order));
+      } else for (const f of files) offer(f);
     };
     for (const state of opts.states) {
       // streamed (opendir), not readdir: a folder of a million names is never one array
@@ -511,7 +559,7 @@ export class Spool {
         }
         if (opts.known(d.name)) continue;
         batch.push(d.name);
-        if (batch.length >= 1024) {
+        if (batch.length >= (opts.found && seen < opts.room ? FOUND_BATCH : 1024)) {
           await take(state, batch);
           batch = [];
         }
