@@ -199,8 +199,8 @@ export class TandemNode {
         return health === 'ready' ? { type: 'accepting' } : health === 'draining' ? { type: 'draining' } : { type: 'refusing', reason: `node is ${health}` };
       },
       onQueued: (id, envelope, size, message, opts) => {
-        if (!opts?.hold) return this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined);
-        this.qmgr.enqueueHeld(id, size).catch((err) => log.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
+        if (!opts?.hold) return this.qmgr.enqueue(id, size, message ? { envelope, message } : undefined, envelope);
+        this.qmgr.enqueueHeld(id, size, envelope).catch((err) => log.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
       },
       metrics: this.metrics,
       }));
