@@ -323,7 +323,7 @@ ${shape.rows.map((r) => html`<tr><td><a href="/console/queues?to=${encodeURIComp
 <label>Recipient <input name="to" value="${f.to ?? ''}" placeholder="address or domain"></label>
 <button>Filter</button></form>
 <p class="actions bulk">${(f.state || f.from || f.to) ? 'Every message that matches this filter' : 'Every message in the queue'}: ${Object.entries(BULK).map(([op, b]) => html`<a class="button ${b.danger ? 'danger' : ''}" href="/console/confirm?action=bulk-${op}&${filterQuery(f)}">${b.label} all…</a> `)}</p>
-<p class="muted">${list.total} message(s)${list.complete ? '' : ' so far (the queue is still being read)'} · page ${list.page} of ${list.pages}
+<p class="muted list-total" data-total="${list.total}">${list.total} message(s)${list.complete ? '' : ' so far (the queue is still being read)'} · page ${list.page} of ${list.pages}
 ${list.page > 1 ? html` · <a href="${link(list.page - 1)}">previous</a>` : ''}${list.page < list.pages ? html` · <a href="${link(list.page + 1)}" rel="next">next</a>` : ''}</p>
 <table class="messages"><thead><tr><th>Queue id</th><th>State</th><th>Arrived</th><th>Sender</th><th>Recipients pending</th><th>Size</th><th>Last reply</th></tr></thead><tbody>
 ${list.rows.map((r) => html`<tr data-id="${r.queueId}"><td><a href="/console/queues/${encodeURIComponent(r.queueId)}">${r.queueId}</a></td><td>${r.state}${r.busy ? ' (busy)' : ''}</td><td>${when(r.arrivedAt)}</td>
