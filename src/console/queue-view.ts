@@ -54,10 +54,10 @@ export class QueueView {
     const qmgr = this.qmgr();
     const pageSize = Math.min(Math.max(f.pageSize ?? 50, 1), 500);
     const sel = filterSelection(f);
-    const total = qmgr.index.count(sel);
+    let page = Math.max(f.page ?? 1, 1);
+    let { rows, total } = qmgr.index.page(sel, page, pageSize);
     const pages = Math.max(1, Math.ceil(total / pageSize));
-    const page = Math.min(Math.max(f.page ?? 1, 1), pages);
-    const { rows } = qmgr.index.page(sel, page, pageSize);
+    if (page > pages) ({ rows, total } = qmgr.index.page(sel, (page = pages), pageSize)); // past the end: the last page
     return { rows: rows.map((r) => ({ ...r, busy: qmgr.isBusy(r.queueId) })), total, page, pages, complete: qmgr.index.complete };
   }
 

@@ -79,9 +79,9 @@ test('EnvelopeIndex: filters, pages, counts and shape agree with a plain model t
     for (const x of selected) assert.equal(x.state, all.get(x.queueId)!.state);
     if (f.ids) assert.deepEqual(missing, f.ids.filter((id) => !all.has(id)));
   }
-  // pages: newest queue id first, the first pages by one pass, the later ones by a sort
+  // pages: newest queue id first, the first pages (to 1,000 messages) by one pass, the later ones by a sort
   const newest = [...all.keys()].sort().reverse();
-  for (const p of [1, 2, 40, 101, 120]) {
+  for (const p of [1, 2, 20, 21, 40, 101, 120]) {
     const { rows, total } = index.page({}, p, 50, NOW);
     assert.equal(total, all.size);
     assert.deepEqual(rows.map((r) => r.queueId), newest.slice((p - 1) * 50, p * 50), `page ${p}`);

@@ -243,7 +243,7 @@ export class EnvelopeIndex {
     const { slots } = this.matchingSlots(f, now);
     const k = page * size;
     let top: number[];
-    if (k > 5000) {
+    if (k > 1000) {
       top = slots.sort((a, b) => this.compare(b, a)).slice(k - size, k);
     } else {
       // one pass keeping the newest k (no sort of everything for the pages people look at)
