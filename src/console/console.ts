@@ -41,7 +41,6 @@ import { mergeClusterViews } from '../cli/cluster-command.ts';
 import { clusterPeers } from '../track/track-routes.ts';
 import { httpJson } from '../util/http-json.ts';
 import type { MessageTimeline } from '../track/search.ts';
-import { QUEUE_STATES } from '../spool/types.ts';
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
