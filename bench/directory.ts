@@ -17,7 +17,7 @@
  * Prints lookups per second and the mean latency per lookup, then one JSON line
  * {"bench":"directory",...}. Exports nothing. Temporary folders are removed at the end.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +29,7 @@ import { startMasterShadow, directorySection, type LdapSetup } from '../test/har
 import { writeNodeConfig } from '../test/harness/node.ts';
 import { runCli } from '../test/harness/tandem.ts';
 import { trackProcesses } from '../test/harness/procs.ts';
-import { machineInfo } from './procstat.ts';
+import { machineInfo, runBenchmark } from './procstat.ts';
 
 const { values } = parseArgs({
   options: { users: { type: 'string', default: '2000' }, lookups: { type: 'string', default: '20000' }, concurrency: { type: 'string', default: '16' } },
@@ -126,12 +126,4 @@ async function main(): Promise<void> {
   }
 }
 
-main()
-  .catch((err) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    await procs.stopAll();
-    rmSync(dir, { recursive: true, force: true });
-  });
+runBenchmark(main, { procs, dir });

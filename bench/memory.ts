@@ -17,7 +17,7 @@
  * they are in flight (received and being delivered) and the peak printed.
  * Ends with one JSON line {"bench":"memory",...}. The temporary folder is removed at the end.
  */
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { open, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,7 +31,7 @@ import { startNode, writeNodeConfig } from '../test/harness/node.ts';
 import { buildTestMessage } from '../test/harness/load.ts';
 import { sendMail } from '../test/harness/smtp-client.ts';
 import { trackProcesses } from '../test/harness/procs.ts';
-import { machineInfo, peakRssBytes } from './procstat.ts';
+import { machineInfo, peakRssBytes, runBenchmark } from './procstat.ts';
 
 const { values } = parseArgs({
   options: {
@@ -159,12 +159,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ bench: 'memory', machine: m, queue, big }));
 }
 
-main()
-  .catch((err) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    await procs.stopAll();
-    rmSync(dir, { recursive: true, force: true });
-  });
+runBenchmark(main, { procs, dir });

@@ -20,7 +20,7 @@
  * that already exited contributes nothing, so read before stopping it.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 
 export interface MachineInfo {
@@ -129,4 +129,20 @@ export function machineCpuSeconds(): MachineCpu {
   const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
   const t = ticksPerSecond();
   return { busy: (user + nice + system + irq + softirq + (steal ?? 0)) / t, idle: idle / t, iowait: iowait / t };
+}
+
+/**
+ * Run a benchmark's main(): an error is printed and sets exit status 1; either way the processes
+ * it started are stopped and its scratch folder is removed.
+ */
+export function runBenchmark(main: () => Promise<void>, cleanup: { procs: { stopAll(): Promise<void> }; dir: string }): void {
+  main()
+    .catch((err) => {
+      console.error(err);
+      process.exitCode = 1;
+    })
+    .finally(async () => {
+      await cleanup.procs.stopAll();
+      rmSync(cleanup.dir, { recursive: true, force: true });
+    });
 }

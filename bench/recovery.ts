@@ -11,7 +11,7 @@
  * rate, and the node's peak RSS; then one JSON line {"bench":"recovery",...}.
  * Exports nothing. The temporary folder is removed at the end.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,7 +21,7 @@ import { startSink } from '../test/harness/sink.ts';
 import { startNode, writeNodeConfig } from '../test/harness/node.ts';
 import { buildTestMessage } from '../test/harness/load.ts';
 import { trackProcesses } from '../test/harness/procs.ts';
-import { machineInfo, peakRssBytes } from './procstat.ts';
+import { machineInfo, peakRssBytes, runBenchmark } from './procstat.ts';
 
 const { values } = parseArgs({
   options: { messages: { type: 'string', default: '20000' }, size: { type: 'string', default: '4096' }, deferred: { type: 'boolean', default: false } },
@@ -75,12 +75,4 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({ bench: 'recovery', machine: m, ...figures }));
 }
 
-main()
-  .catch((err) => {
-    console.error(err);
-    process.exitCode = 1;
-  })
-  .finally(async () => {
-    await procs.stopAll();
-    rmSync(dir, { recursive: true, force: true });
-  });
+runBenchmark(main, { procs, dir });

@@ -19,7 +19,7 @@ import { runLoad, type LoadResult } from './harness/load.ts';
 import { freePort } from './harness/ports.ts';
 import { createCluster, type TestCluster } from './harness/cluster.ts';
 import { sendMail } from './harness/smtp-client.ts';
-import { Sealer } from '../src/cluster/sealed.ts';
+import { Sealer } from '../src/cluster/index.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());

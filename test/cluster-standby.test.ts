@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pidAlive } from '../src/util/pid.ts';
 import { trackProcesses } from './harness/procs.ts';
 import { startSink, type Sink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
@@ -19,16 +20,6 @@ import { createCluster } from './harness/cluster.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
-
-/** Whether a process with this pid exists (signal 0 checks without sending anything). */
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 test('a takeover is served by the standby forked before the kill; a standby that crashes is replaced, and a used one too', { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-standby-'));
@@ -89,12 +80,12 @@ test('a takeover is served by the standby forked before the kill; a standby that
 
     // the standby used, b forks the next one; the secondary it became keeps running
     const next = await standbyOf('b', standby);
-    assert.ok(alive(standby), 'the secondary (once the standby) still runs');
+    assert.ok(pidAlive(standby), 'the secondary (once the standby) still runs');
     assert.notEqual(next, first);
 
     // the node's stop ends its standby too (it holds nothing to finish)
     await cluster.stopAll();
-    await cluster.waitFor('the standby to exit with its node', async () => !alive(next), 10_000);
+    await cluster.waitFor('the standby to exit with its node', async () => !pidAlive(next), 10_000);
   } finally {
     await cluster.stopAll();
     await sink?.stop();

@@ -20,7 +20,7 @@ import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts'
 import { writeTables } from './harness/tandem.ts';
 import { RawSmtpClient, type RawReply } from './harness/raw-smtp.ts';
 import { eventually } from './harness/wait.ts';
-import { PROXY_V2_SIGNATURE } from '../src/receiver/proxy-v2.ts';
+import { PROXY_V2_SIGNATURE } from '../src/receiver/index.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());

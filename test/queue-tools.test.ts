@@ -20,7 +20,7 @@ import { startNode, writeNodeConfig } from './harness/node.ts';
 import { runCli } from './harness/tandem.ts';
 import { eventually } from './harness/wait.ts';
 import { sendMail } from './harness/smtp-client.ts';
-import { startSmtpServer } from '../src/channels/testing.ts';
+import { startSmtpServer } from './harness/channel-servers.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pidAlive } from '../src/util/pid.ts';
 import { trackProcesses, spawnProcess } from './harness/procs.ts';
 import { freePort, parseHostPort } from './harness/ports.ts';
 import { cliArgs, REPO_ROOT } from './harness/build.ts';
@@ -21,15 +22,6 @@ import { opensslMissing } from './harness/cluster-certs.ts';
 
 const procs = trackProcesses();
 after(() => procs.stopAll());
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 // the bound covers the worst graceful stop after the crash and restart of b: a may be handing b's
 // spool back (its secondary finishes its deliveries, up to 45 s) while both nodes stop (up to 60 s)
@@ -71,7 +63,7 @@ test('tandem up: two nodes behind HAProxy deliver to the demo mailboxes; Ctrl-C 
   up.kill('SIGINT');
   const exit = await up.exited;
   assert.equal(exit.code, 0);
-  for (const n of info.nodes) assert.equal(alive(n.pid), false, `node ${n.id} (pid ${n.pid}) stopped`);
+  for (const n of info.nodes) assert.equal(pidAlive(n.pid), false, `node ${n.id} (pid ${n.pid}) stopped`);
   assert.equal((await restarted.exited).code, 0, 'the node restarted by hand was stopped by Ctrl-C (gracefully)');
 });
 
@@ -108,6 +100,6 @@ test('tandem up --sites 2: a front door per site, every message at its partner a
   }, 60_000);
   up.kill('SIGINT');
   assert.equal((await up.exited).code, 0);
-  for (const n of info.nodes) assert.equal(alive(n.pid), false, `node ${n.id} (pid ${n.pid}) stopped`);
-  for (const w of info.witness ?? []) assert.equal(alive(w.pid), false, `etcd member ${w.name} stopped`);
+  for (const n of info.nodes) assert.equal(pidAlive(n.pid), false, `node ${n.id} (pid ${n.pid}) stopped`);
+  for (const w of info.witness ?? []) assert.equal(pidAlive(w.pid), false, `etcd member ${w.name} stopped`);
 });

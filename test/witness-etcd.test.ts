@@ -12,7 +12,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
-import { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent } from '../src/cluster/witness/etcd-witness.ts';
+import { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent } from '../src/cluster/index.ts';
 import { ETCD_AVAILABLE, startEtcdCluster, type EtcdCluster } from './harness/etcd.ts';
 import { spawnProcess, trackProcesses } from './harness/procs.ts';
 import { eventually } from './harness/wait.ts';

@@ -2,14 +2,12 @@
  * admin/admin-node.ts — what the admin API, the console and the tracking routes need of a node:
  * the admin side's own interface. TandemNode implements it (node/node.ts `adminView()`), so
  * admin/ does not import the node module, and the node's parts stay private to it.
- *
- * Exports: AdminNode, NodeHealth.
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
 import type { Spool } from '../spool/index.ts';
-import type { QueueManager } from '../qmgr/queue-manager.ts';
-import type { ClusterManager } from '../cluster/cluster-manager.ts';
+import type { QueueManager } from '../qmgr/index.ts';
+import type { ClusterManager } from '../cluster/index.ts';
 import type { Tracker } from '../track/tracker.ts';
 import type { RouterHealth } from '../router/types.ts';
 import type { Metrics } from './metrics.ts';

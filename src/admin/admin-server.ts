@@ -2,7 +2,6 @@
  * admin/admin-server.ts — the node's admin HTTP API (fastify): health for the load balancer,
  * Prometheus metrics, queue operations, table reload.
  *
- * Exports: startAdminServer.
  * Routes:
  *   GET  /health            200 {status:"ready"} | 503 {status:"starting"|"draining"|"fenced"|"returning"|"stopping"};
  *                           with `faults` (cluster configuration faults) when there are any — they
@@ -42,8 +41,10 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AdminNode } from './admin-node.ts';
-import { NOT_REQUEUED } from '../qmgr/requeue.ts';
-import { listQueue, showQueued, queueShape, selectQueued, countQueued, selectionFromJson, isEmptySelection, deleteNeedsConfirmation, type QueueSelection } from '../qmgr/queue-listing.ts';
+import {
+  NOT_REQUEUED, listQueue, showQueued, queueShape, selectQueued, countQueued, selectionFromJson,
+  isEmptySelection, deleteNeedsConfirmation, type QueueSelection,
+} from '../qmgr/index.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
 import { isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import { readFileSync } from 'node:fs';

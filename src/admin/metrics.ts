@@ -1,7 +1,7 @@
 /**
  * admin/metrics.ts — Prometheus metrics with stable names (prom-client, own registry).
  *
- * Exports: Metrics. Names:
+ * Names:
  *   tandem_messages_received_total, tandem_received_bytes_total,
  *   tandem_smtp_rejections_total{stage,code},
  *   tandem_smtp_limit_refusals_total{limit} (per-client limits, timeouts, error limits, AUTH throttling),
@@ -14,7 +14,7 @@
  *   tandem_directory_cache_total{result} (hit, miss, stale, failure; read on scrape).
  */
 import client from 'prom-client';
-import type { QueueMetrics } from '../qmgr/queue-manager.ts';
+import type { QueueMetrics } from '../qmgr/index.ts';
 import type { DirectoryServerStatus, CacheStats } from '../router/directory/index.ts';
 
 export class Metrics implements QueueMetrics {

@@ -21,7 +21,7 @@ import { ErrorChannel } from './error.ts';
 export type { Channel, DeliveryJob, DeliveryRecipient, RecipientOutcome, RecipientResult } from './types.ts';
 export { SmtpChannel, LmtpChannel, MaildirChannel, ErrorChannel };
 export type { SmtpChannelOptions, LmtpChannelOptions, MaildirChannelOptions };
-export type { MxRecord, ResolveHost, ResolveMx } from './smtp_nexthop.ts';
+export type { MxRecord, ResolveHost, ResolveMx } from './smtp-nexthop.ts';
 
 /** The SMTP channel's options at the top level; LMTP uses them too unless `lmtp` is given. */
 export type ChannelSetOptions = Omit<SmtpChannelOptions, 'lmtp'> & {

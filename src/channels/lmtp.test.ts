@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { LmtpChannel } from './lmtp.ts';
-import { makeJob, startSmtpServer } from './testing.ts';
+import { makeJob, startSmtpServer } from '../../test/harness/channel-servers.ts';
 
 const opts = { heloName: 'tandem.test', connectTimeout: 2000, commandTimeout: 5000 };
 

@@ -8,7 +8,7 @@ import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promise
 import os from 'node:os';
 import path from 'node:path';
 import { MaildirChannel, maildirFileName } from './maildir.ts';
-import { makeJob } from './testing.ts';
+import { makeJob } from '../../test/harness/channel-servers.ts';
 import { bufferSource, type MessageSource } from '../message/source.ts';
 import { Readable } from 'node:stream';
 
@@ -84,7 +84,7 @@ test('file names are unique and escape / and :', () => {
 const asRoot = process.getuid?.() === 0;
 
 test('local.maildir_owners: folders created and files get the owner, group and mode, whatever the umask', { skip: !asRoot && 'chown needs root' }, async () => {
-  const { ownerLookup } = await import('./maildir_owner.ts');
+  const { ownerLookup } = await import('./maildir-owner.ts');
   await withTempDir(async (dir) => {
     const owners = ownerLookup({ '*': { mode: '0600' }, 'example.com': { owner: 'nobody', group: 'nogroup', mode: '0660' }, 'root@example.com': { owner: 0 } });
     const box = path.join(dir, 'example.com', 'user');
@@ -110,7 +110,7 @@ test('local.maildir_owners: folders created and files get the owner, group and m
 });
 
 test('a directory mailbox owner (uidNumber/gidNumber on the route) is applied, and wins over the config', { skip: !asRoot && 'chown needs root' }, async () => {
-  const { ownerLookup } = await import('./maildir_owner.ts');
+  const { ownerLookup } = await import('./maildir-owner.ts');
   await withTempDir(async (dir) => {
     const channel = new MaildirChannel({ owners: ownerLookup({ '*': { owner: 0, group: 0, mode: '0640' } }) });
     const [r] = await channel.deliver(makeJob({ type: 'maildir', path: dir + '/box', owner: { uid: 4242, gid: 4343 } }, ['u@example.com']));
@@ -122,7 +122,7 @@ test('a directory mailbox owner (uidNumber/gidNumber on the route) is applied, a
 });
 
 test('an unknown user name in local.maildir_owners is an error at start-up', async () => {
-  const { ownerLookup } = await import('./maildir_owner.ts');
+  const { ownerLookup } = await import('./maildir-owner.ts');
   assert.throws(() => ownerLookup({ 'example.com': { owner: 'no-such-user-tandem' } }), /local\.maildir_owners\."example\.com"\.owner: no user named "no-such-user-tandem"/);
 });
 

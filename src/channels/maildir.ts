@@ -9,7 +9,7 @@
  *   4. only then is the recipient delivered. At worst a message may be delivered twice (a crash
  *      between 3 and the queue's record of it), never lost.
  * Lines are written with LF endings, as Postfix and Dovecot store maildir files.
- * Ownership (maildir_owner.ts, as Postfix virtual(8)'s uid/gid maps): where the config or the
+ * Ownership (maildir-owner.ts, as Postfix virtual(8)'s uid/gid maps): where the config or the
  * directory names an owner, group or mode for the mailbox, the folders this delivery creates
  * and every file get them (chown/chmod, whatever the umask); folders that exist are left as
  * they are. Giving files away needs the right to: run the node with CAP_CHOWN, or as the mail
@@ -30,13 +30,13 @@ import path from 'node:path';
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
 import { fsyncDirectory } from '../util/fsync-dir.ts';
 import { headerBlock } from '../util/message-headers.ts';
-import { folderMode, type MaildirOwnership, type OwnerLookup } from './maildir_owner.ts';
+import { folderMode, type MaildirOwnership, type OwnerLookup } from './maildir-owner.ts';
 import type { MessageSource } from '../message/source.ts';
 
 export interface MaildirChannelOptions {
   /** Host name in file names (default os.hostname()); '/' and ':' are escaped per the spec. */
   hostname?: string;
-  /** Owner, group and mode per mailbox (config local.maildir_owners; see maildir_owner.ts). */
+  /** Owner, group and mode per mailbox (config local.maildir_owners; see maildir-owner.ts). */
   owners?: OwnerLookup;
 }
 

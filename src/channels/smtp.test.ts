@@ -6,8 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SmtpChannel, type SmtpChannelOptions } from './smtp.ts';
-import { makeJob, startScriptedServer, startSmtpServer, type TestSmtpServer } from './testing.ts';
-import type { ResolveHost, ResolveMx } from './smtp_nexthop.ts';
+import { makeJob, startScriptedServer, startSmtpServer, type TestSmtpServer } from '../../test/harness/channel-servers.ts';
+import type { ResolveHost, ResolveMx } from './smtp-nexthop.ts';
 import type { MessageSource } from '../message/source.ts';
 import { Readable } from 'node:stream';
 

@@ -1,11 +1,9 @@
 /**
  * smtp.ts — the SMTP delivery channel (and, with `lmtp: true`, the LMTP one: see lmtp.ts).
  *
- * Exports: SmtpChannel, type SmtpChannelOptions.
- *
- * deliver(job): next hops from smtp_nexthop.ts (MX or fixed host), then for each address in
- * order: a cached idle session (smtp_cache.ts) or a new one, and one transaction
- * (smtp_session.ts). Anything that fails before MAIL FROM (refused, timeout, 421 or any non-220
+ * deliver(job): next hops from smtp-nexthop.ts (MX or fixed host), then for each address in
+ * order: a cached idle session (smtp-cache.ts) or a new one, and one transaction
+ * (smtp-session.ts). Anything that fails before MAIL FROM (refused, timeout, 421 or any non-220
  * greeting, TLS failure) moves on to the next address; when all fail, every recipient is deferred
  * with the last error. Once a server has answered MAIL FROM, its replies decide: 2xx delivered,
  * 4xx deferred, 5xx failed; a connection lost mid-transaction defers the unanswered recipients.
@@ -15,18 +13,18 @@
  * tlsRejectUnauthorized. If the TLS handshake fails, the same address is retried once in
  * plaintext (as Postfix does for "may"). With requireTls, no plaintext: TLS failure → next address.
  *
- * What can go wrong: see the headers of smtp_nexthop.ts and smtp_session.ts. deliver() never
+ * What can go wrong: see the headers of smtp-nexthop.ts and smtp-session.ts. deliver() never
  * throws for delivery problems, only for bugs (a route of the wrong type).
  * Config read: none directly; the caller maps config keys to SmtpChannelOptions.
  */
 import type { Channel, DeliveryJob, RecipientResult } from './types.ts';
 import {
   defaultResolveHost, defaultResolveMx, resolveNextHop, type HopTarget, type ResolveHost, type ResolveMx,
-} from './smtp_nexthop.ts';
+} from './smtp-nexthop.ts';
 import {
   describeError, formatVia, openSession, sessionKey, runTransaction, type SessionOptions, type SmtpSession,
-} from './smtp_session.ts';
-import { SessionCache } from './smtp_cache.ts';
+} from './smtp-session.ts';
+import { SessionCache } from './smtp-cache.ts';
 
 export interface SmtpChannelOptions {
   /** Name sent in EHLO/LHLO. */

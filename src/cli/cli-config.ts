@@ -1,7 +1,6 @@
 /**
  * cli/cli-config.ts — which configuration file and node a command means.
  *
- * Exports: DEFAULT_CONFIG, configPath, nodeIdOption, withConfigOptions, loadCliConfig, CliConfigOptions.
  * The file: --config FILE, else $TANDEM_CONFIG, else /etc/tandem/tandem.yaml when it exists (so
  * commands on a server need no flag). The node: --node-id ID, else $TANDEM_NODE_ID, else node.id
  * of the file — what lets every node of a cluster share one file (docs/ha.md). Every command that

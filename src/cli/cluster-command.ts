@@ -10,11 +10,10 @@
  * not the one needed) reachable; 78 configuration error.
  */
 import { configPath, loadCliConfig, type CliConfigOptions } from './cli-config.ts';
-import type { ClusterStatus } from '../cluster/cluster-manager.ts';
+import { type ClusterStatus, holdersOf } from '../cluster/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import { EXIT } from './exit-codes.ts';
 import { adminBase, adminCall } from './admin-client.ts';
-import { holdersOf } from '../cluster/replication/placement.ts';
 
 interface ClusterOpts extends CliConfigOptions { token?: string; json?: boolean }
 

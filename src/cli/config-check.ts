@@ -22,7 +22,7 @@ import { directorySite } from '../config/schema.ts';
 import { isErrno } from '../util/errno.ts';
 import { createRouter, createDirectoryPool, loadRelayNetworks, loadPasswords } from '../node/wiring.ts';
 import { DirectoryRouter } from '../router/directory/index.ts';
-import { checkSigningKey, loadDirectoryKey } from '../receiver/dkim-keys.ts';
+import { checkSigningKey, loadDirectoryKey } from '../receiver/index.ts';
 
 export async function checkConfig(file: string, opts: { nodeId?: string; connect?: boolean } = {}): Promise<{ ok: boolean; lines: string[] }> {
   const lines: string[] = [];
@@ -83,7 +83,7 @@ export async function checkConfig(file: string, opts: { nodeId?: string; connect
   });
   if (c.cluster?.storage === 'replicated') {
     const ids = nodeIdGiven(c) ? [c.node.id] : c.cluster.nodes.map((n) => n.id);
-    const { replicationTls } = await import('../cluster/replication/replica.ts');
+    const { replicationTls } = await import('../cluster/index.ts');
     for (const id of ids) await step(`replication TLS for node ${id} (CA ${c.cluster.replication!.tls.ca})`, async () => void (await replicationTls(c, id)));
   }
   if (c.cluster) {

@@ -4,8 +4,6 @@
  * secrets masked, addresses as host:port. Durations and sizes are shown as the admin wrote them
  * ("30s", "10MB"), and defaults as the schema writes them ("300s"); --json gives the values the
  * node uses (durations in ms, sizes in bytes), for scripts.
- *
- * Exports: runConfigShow, configShowText, maskSecrets, asWritten, unitDefaults.
  */
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';

@@ -266,7 +266,7 @@ async function loadOrExit(file: string | undefined, overrides: ConfigOverrides):
  * re-reads the config file (`load`) and applies what can change live (TandemNode.reload).
  */
 async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, pidFile?: string): Promise<TandemNode> {
-  const [{ pino }, { TandemNode }, { DuplicateNodeIdError }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('../cluster/cluster-manager.ts'), import('node:fs/promises')]);
+  const [{ pino }, { TandemNode }, { DuplicateNodeIdError }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('../cluster/index.ts'), import('node:fs/promises')]);
   const logger = pino({ level: config.log.level, base: { node: config.node.id }, timestamp: pino.stdTimeFunctions.isoTime });
   let node: TandemNode;
   // written before the node says "ready": whoever waits for that line finds this process's pid

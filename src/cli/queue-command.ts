@@ -1,7 +1,6 @@
 /**
  * cli/queue-command.ts — `tandem queue list|show|shape|hold|release|delete|flush|requeue`.
  *
- * Exports: runQueueCommand (returns the exit code), QueueOp, QueueOpts.
  * A running node is reached through its admin API (--admin; or, from the config, the admin
  * address of --node-id in cluster.nodes, else admin.listen); a stopped node's spool folder is
  * changed directly (--spool, or the node's spool from the config when it has no admin address),
@@ -19,11 +18,10 @@ import { createInterface } from 'node:readline/promises';
 import { Spool, acquireSpoolLock, SpoolLockedError, isSafeQueueId, CorruptQueueFileError } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
 import {
-  listQueue, showQueued, queueShape, selectQueued, isEmptySelection, selectionToJson, deleteNeedsConfirmation,
-  type QueueListingRow, type QueueSelection,
-} from '../qmgr/queue-listing.ts';
-import { applyQueueAction } from '../qmgr/queue-actions.ts';
-import { requeueMessage, NOT_REQUEUED } from '../qmgr/requeue.ts';
+  listQueue, showQueued, queueShape, selectQueued, isEmptySelection, selectionToJson,
+  deleteNeedsConfirmation, type QueueListingRow, type QueueSelection, applyQueueAction,
+  requeueMessage, NOT_REQUEUED,
+} from '../qmgr/index.ts';
 import type { TandemConfig } from '../config/schema.ts';
 import { nodeIdGiven } from '../config/load.ts';
 import { TrackingLog } from '../track/tracking-log.ts';

@@ -4,7 +4,6 @@
  * or unknown; alias and list expansion; the transport and next hop of each final address; and,
  * with --client, whether that client may relay (relay.networks and tables.relay_networks).
  *
- * Exports: runRoute.
  * Exit codes: 0 every address is accepted; 1 one is refused (unknown user, bad alias, relaying
  * denied for --client); 75 a lookup cannot be answered now (directory down); 78 config error.
  */

@@ -7,7 +7,6 @@
  * connection's own ends, so the node sees a local client, as it is. Install it as
  * /usr/sbin/sendmail with a two-line wrapper (docs/operations.md).
  *
- * Exports: runSendmail, parseSendmailArgs, prepareMessage, submissionListener.
  * Options (as Postfix's and Sendmail's): -t recipients from To:, Cc:, Bcc: (Bcc: removed), added
  * to those on the command line; -i / -oi a line with a lone "." does not end the message;
  * -f SENDER / -r SENDER the envelope sender (default: user@node.hostname); -F NAME the full name
@@ -26,8 +25,7 @@ import nodemailer from 'nodemailer';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import { isAddressAllowed } from 'smtp-server/lib/smtp-connection.js';
 import type { TandemConfig } from '../config/schema.ts';
-import { resolveListeners, type ListenerSpec } from '../receiver/listeners.ts';
-import { proxyV1Line } from '../receiver/proxy-v2.ts';
+import { resolveListeners, type ListenerSpec, proxyV1Line } from '../receiver/index.ts';
 import { ConfigError } from '../util/errors.ts';
 import { rfc5322Date, headerEnd } from '../util/message-headers.ts';
 import { loadCliConfig } from './cli-config.ts';

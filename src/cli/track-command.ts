@@ -6,7 +6,6 @@
  *                [--outcome EVENT] [--since 1h|ISO] [--until …] [--limit N]
  *                (--config FILE | --admin URL) [--token T] [--json]
  *
- * Exports: runTrackCommand.
  * The search is the admin API's GET /track?scope=cluster (track/track-routes.ts), asked of
  * --admin, or of the first node of the config's cluster.nodes (else its admin.listen) that
  * answers; that node asks the others and merges. A node that did not answer is named on stderr.

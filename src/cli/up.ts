@@ -38,7 +38,8 @@ import { parseHostPort } from '../config/schema.ts';
 import { haproxyConfig } from './haproxy-config.ts';
 import { EXIT } from './exit-codes.ts';
 import { freePort, freeUdpPort } from '../util/free-port.ts';
-import { makeCa, makeNodeCert, opensslMissing } from '../cluster/replication/certs.ts';
+import { pidAlive } from '../util/pid.ts';
+import { makeCa, makeNodeCert, opensslMissing } from '../cluster/index.ts';
 
 // main.js beside the compiled up.js (dist/), main.ts under tsx
 const CLI_MAIN = fileURLToPath(new URL(import.meta.url.endsWith('.ts') ? './main.ts' : './main.js', import.meta.url));
@@ -141,10 +142,9 @@ async function stopRestarted(file: string, configFile: string, childPid: number 
   if (!Number.isInteger(pid) || pid <= 0 || pid === childPid) return;
   const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
   if (!cmdline.includes(configFile)) return;
-  const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
   try { process.kill(pid, 'SIGTERM'); } catch { return; }
   const end = Date.now() + 30_000;
-  while (alive()) {
+  while (pidAlive(pid)) {
     if (Date.now() > end) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } return; }
     await new Promise((r) => setTimeout(r, 100));
   }

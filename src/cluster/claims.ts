@@ -2,7 +2,6 @@
  * cluster/claims.ts — who may deliver from a spool: claims and releases with a fencing epoch,
  * on the shared storage.
  *
- * Exports: ClaimStore, ClaimRecord, effectiveOwner.
  * Each spool has a folder of records, one file per epoch (`<spool.root>/.cluster/claims/<spool>/
  * 0000000007`). The record with the highest valid epoch says who delivers from the spool:
  * kind "claim" → the claiming node (a survivor running a secondary process over it); kind

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { ClusterManager } from './cluster-manager.ts';
 import { clusterPaths } from './paths.ts';
-import { QueueManager } from '../qmgr/queue-manager.ts';
+import { QueueManager } from '../qmgr/index.ts';
 import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
 import { configSchema } from '../config/schema.ts';
 import { TrackingLog } from '../track/tracking-log.ts';

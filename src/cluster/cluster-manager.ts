@@ -2,7 +2,6 @@
  * cluster/cluster-manager.ts — one node's part in the cluster: heartbeats out and in, failure
  * detection, self-fencing, takeover of dead nodes' spools by secondary processes, handback.
  *
- * Exports: ClusterManager, ClusterNodeHooks, ClusterStatus.
  * Every cluster.heartbeat_interval (docs/ha.md has the whole story):
  *   - renew this node's disk heartbeat; if no renewal has succeeded for cluster.fence_after,
  *     fence: refuse mail (4xx), start no delivery, tell the peers "fenced" (SBD-style

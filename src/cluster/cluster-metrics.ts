@@ -2,7 +2,7 @@
  * cluster/cluster-metrics.ts — the cluster's Prometheus metrics, read from the cluster
  * manager's status at each scrape.
  *
- * Exports: registerClusterMetrics. Names:
+ * Names:
  *   tandem_cluster_peer_status{peer,status}           1 for the peer's current status
  *   tandem_cluster_heartbeat_age_seconds{peer,kind}   kind = network | disk
  *   tandem_cluster_fenced                             1 while this node is fenced

@@ -3,7 +3,6 @@
  * (`<spool.root>/.cluster/heartbeat/<node>`), a sealed {node, boot, counter, state} record that
  * the node rewrites every cluster.heartbeat_interval and its peers read.
  *
- * Exports: DiskHeartbeat, DiskBeat.
  * A renewal writes a temp file, fdatasyncs it and renames it over the slot, opening everything
  * by name each time: a storage that has gone away (unmounted, a stale NFS handle, a cut SAN
  * path) fails the renewal or hangs it, and either way the node notices that its last good

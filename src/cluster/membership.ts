@@ -2,7 +2,6 @@
  * cluster/membership.ts — one node's view of its peers, from their network heartbeats and their
  * disk heartbeats, on this node's own monotonic clock.
  *
- * Exports: Membership, PeerStatus, AnnouncedState, PeerView.
  * Rules (docs/ha.md "Failure detection"):
  *   dead     — the disk heartbeat has not changed for dead_after (and its slot was read a moment
  *              ago: a slot this node cannot read proves nothing), and the network heartbeat has

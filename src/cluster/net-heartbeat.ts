@@ -1,7 +1,6 @@
 /**
  * cluster/net-heartbeat.ts — signed UDP heartbeats between the nodes of a cluster.
  *
- * Exports: NetHeartbeat, Heartbeat, HeartbeatRejectReason.
  * Each node binds its cluster.nodes[].heartbeat address and sends one datagram to every peer
  * each cluster.heartbeat_interval: {node, boot, seq, sent, state, queue, claims}, sealed with the
  * cluster secret (sealed.ts). A datagram is dropped and counted (by reason) when it is not

@@ -3,7 +3,6 @@
  *   <spool.root>/.cluster/heartbeat/<node>      disk heartbeat slots (one per node)
  *   <spool.root>/.cluster/claims/<spool>/<epoch> spool claims and releases, one file per epoch
  *   <spool.root>/.cluster/tmp/                  files being written (then linked or renamed)
- * Exports: clusterPaths.
  */
 import path from 'node:path';
 

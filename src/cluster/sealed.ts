@@ -3,7 +3,6 @@
  * carry an HMAC-SHA256 of their JSON with the cluster secret, so that a process without the
  * secret can neither forge nor alter them.
  *
- * Exports: Sealer (seal, open), UnsealError.
  * Wire form: "<hex hmac> <json>" — one line, the MAC over the JSON bytes exactly as sent.
  * What can go wrong: open() throws UnsealError with a stable `reason` ("malformed",
  * "bad-signature") that callers count in metrics; nothing else is trusted from such input.

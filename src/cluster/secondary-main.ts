@@ -38,7 +38,7 @@ import type { TandemConfig } from '../config/schema.ts';
 import { Spool, acquireSpoolLock } from '../spool/index.ts';
 import { createRouter, channelOptions } from '../node/wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
-import { QueueManager } from '../qmgr/queue-manager.ts';
+import { QueueManager } from '../qmgr/index.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { clusterSealer } from './sealed.ts';
 import { ClaimStore, type ClaimRecord } from './claims.ts';

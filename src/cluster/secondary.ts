@@ -2,7 +2,6 @@
  * cluster/secondary.ts — the surviving node's handle on one secondary switch process
  * (secondary-main.ts) delivering a dead node's spool.
  *
- * Exports: SecondaryProcess.
  * The child is forked in this node's process group (a crash of the machine, or a kill of the
  * node's group, takes it down too — which is what the peers' dead_after assumes), running the
  * same code as the node (compiled dist/ in production, the .ts sources when the node itself runs

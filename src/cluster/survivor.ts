@@ -1,7 +1,6 @@
 /**
  * cluster/survivor.ts — which live node takes a dead node's spool over.
  *
- * Exports: chooseSurvivor.
  * Order (docs/ha.md "Takeover"): the spool's configured partner if it is live; then the other
  * live nodes of the same site, then those of other sites, each in cluster.nodes order starting
  * after the spool's node (so that two dead nodes' spools do not all land on the first node).

@@ -1,7 +1,6 @@
 /**
  * console/auth.ts — who may use the web console: login, sessions, roles, CSRF tokens.
  *
- * Exports: ConsoleAuth, Session, Role, SESSION_COOKIE.
  * Login: the admin token (user field "admin" or empty; role operator) or a user of
  * admin.console.users (scrypt hash as made by `tandem passwd hash`; role operator or
  * read-only). An unknown user still costs one scrypt, so timing does not tell which exist.

@@ -1,7 +1,6 @@
 /**
  * console/console.ts — the web console, served by the admin server under /console.
  *
- * Exports: registerConsole.
  * Pages (server-rendered HTML, one small script for the live cluster view and the charts):
  *   /console/login                      admin token or a console user (auth.ts)
  *   /console/cluster                    nodes, states, heartbeat ages, queues, who delivers each
@@ -32,7 +31,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AdminNode } from '../admin/admin-node.ts';
-import type { ClusterStatus } from '../cluster/cluster-manager.ts';
+import type { ClusterStatus } from '../cluster/index.ts';
 import { ConsoleAuth, type Session } from './auth.ts';
 import { html, page, ago, when, type Html } from './html.ts';
 import { QueueView, filterSelection } from './queue-view.ts';

@@ -3,7 +3,6 @@
  * charts: messages received, recipients delivered / deferred / bounced (failed or expired),
  * and the queue depth.
  *
- * Exports: TrafficHistory, HistoryPoint.
  * Read from the node's own Prometheus counters (admin/metrics.ts) every 10 s: a minute's
  * figure is the counters' increase within it, so nothing in the mail path changes for it.
  * Kept: the last 6 hours (360 points); a restart starts empty.

@@ -2,7 +2,6 @@
  * console/html.ts — server-side HTML for the console: an escaping template tag and the page
  * frame. Every interpolated value is escaped unless it is Html made by this tag (or raw()).
  *
- * Exports: html, raw, Html, page, esc, ago, when.
  * The frame loads only /console/assets/* (same origin): the strict Content-Security-Policy set
  * by console.ts allows nothing else, and no inline script or style is used anywhere.
  */

@@ -1,7 +1,6 @@
 /**
  * console/login-throttle.ts — how many console passwords one client or one user name may try.
  *
- * Exports: LoginThrottle, LoginThrottleOptions, LoginBlock.
  * Failed logins are counted per client address and per user name (lower-cased), each on its
  * own: the first `freeFailures` cost nothing (typing mistakes); after that, each further
  * failure blocks the key for `baseDelay` × 2^(failures − freeFailures − 1) — 1 s, 2 s, 4 s, … —

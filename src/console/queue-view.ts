@@ -2,7 +2,6 @@
  * console/queue-view.ts — what the console's Queues page shows of this node's queue: the
  * message list (filtered, paged), counts, and a qshape-like table (destination domain × age).
  *
- * Exports: QueueView, QueueFilter, QueueRow, QShape, filterSelection.
  * Everything comes from the queue manager's envelope index (qmgr/envelope-index.ts), which
  * holds every queued message, in memory and on disk alike: no queue file is read for the page,
  * and a filter means the same messages as the bulk actions offered under it (the admin API's
@@ -10,8 +9,7 @@
  * index is being filled (the start-up scan of a large queue) it lists what is read so far and
  * says so (`complete: false`).
  */
-import type { QueueManager } from '../qmgr/queue-manager.ts';
-import type { IndexFilter, IndexedMessage } from '../qmgr/envelope-index.ts';
+import type { QueueManager, IndexFilter, IndexedMessage } from '../qmgr/index.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
 
 export interface QueueFilter { state?: string; from?: string; to?: string; page?: number; pageSize?: number }

@@ -2,8 +2,6 @@
  * message/source.ts — a message on its way to a next hop: in memory when small, otherwise read
  * from its queue file as a stream, so that a large message is never held whole (queue manager →
  * channels, and the DSN's returned headers).
- *
- * Exports: MessageSource, bufferSource.
  */
 import { Readable } from 'node:stream';
 import { bodyStart } from '../util/message-headers.ts';

@@ -29,19 +29,17 @@ import type { NetworkList, PasswordTable } from '../router/index.ts';
 import type { Router } from '../router/types.ts';
 import { createRouter, directoryDkimLookup, loadRelayNetworks, loadPasswords, channelOptions } from './wiring.ts';
 import { ChannelSet } from '../channels/index.ts';
-import { QueueManager } from '../qmgr/queue-manager.ts';
-import { SmtpReceiver } from '../receiver/smtp-receiver.ts';
-import { resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth, createContentFilter } from '../receiver/listeners.ts';
-import type { ClientLimits } from '../receiver/client-limits.ts';
-import { SpoolSpace } from '../receiver/protocol-checks.ts';
+import { QueueManager } from '../qmgr/index.ts';
+import {
+  SmtpReceiver, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth,
+  createContentFilter, type ClientLimits, SpoolSpace,
+} from '../receiver/index.ts';
 import { TrackingLog } from '../track/tracking-log.ts';
 import { Tracker } from '../track/tracker.ts';
 import { Metrics } from '../admin/metrics.ts';
 import { startAdminServer } from '../admin/admin-server.ts';
 import type { AdminNode, NodeHealth } from '../admin/admin-node.ts';
-import { ClusterManager } from '../cluster/cluster-manager.ts';
-import { registerClusterMetrics } from '../cluster/cluster-metrics.ts';
-import { Replica } from '../cluster/replication/replica.ts';
+import { ClusterManager, registerClusterMetrics, Replica } from '../cluster/index.ts';
 
 /**
  * fenced: the cluster keeps this node from its storage (421, /health 503). draining: no new SMTP

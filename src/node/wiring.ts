@@ -14,9 +14,9 @@ import { readFile } from 'node:fs/promises';
 import { TableRouter, NetworkList, loadNetworkTable, PasswordTable } from '../router/index.ts';
 import { DirectoryRouter, DirectorySource, DirectoryPool, type DirectoryPoolOptions } from '../router/directory/index.ts';
 import type { Router } from '../router/types.ts';
-import type { DirectoryDkimLookup } from '../receiver/dkim-keys.ts';
+import type { DirectoryDkimLookup } from '../receiver/index.ts';
 import type { ChannelSetOptions } from '../channels/index.ts';
-import { ownerLookup } from '../channels/maildir_owner.ts';
+import { ownerLookup } from '../channels/maildir-owner.ts';
 
 type Warn = (msg: string, fields?: object) => void;
 

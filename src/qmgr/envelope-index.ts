@@ -4,7 +4,6 @@
  * `tandem queue … --sender/--domain`, the console's list and counts, and qshape read no queue
  * file (a message's detail page and the action itself still do).
  *
- * Exports: EnvelopeIndex, IndexedMessage, IndexFilter, IndexShape.
  * Per message: queue id, state, sender, pending recipients, arrival, size, next attempt, last
  * reply. Memory (1,000,000 messages of one recipient: ~70 bytes each) is kept low by storing
  * columns in typed arrays, not an object per message:

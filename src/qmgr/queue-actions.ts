@@ -4,7 +4,6 @@
  * queue manager of a running node (admin API, `tandem queue … --admin`) and by the CLI on a
  * stopped node's spool (`tandem queue … --spool`), so both leave the same record.
  *
- * Exports: applyQueueAction, QueueAction, QueueActionResult.
  * The caller makes sure nothing else moves the message meanwhile: the queue manager marks it
  * busy, the CLI holds the spool lock. Flush is not here: it changes no file, only what a running
  * queue manager tries next (QueueManager.flush).

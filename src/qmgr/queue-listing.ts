@@ -2,10 +2,9 @@
  * qmgr/queue-listing.ts — what `tandem queue list` and `show` print, read from a spool folder.
  * Used by the admin API (running node) and by the CLI on a stopped node's spool, so both print
  * the same thing.
+ * Also: which messages an operator action names (selectQueued, a QueueSelection) and the qshape
+ * view (queueShape).
  *
- * Exports: listQueue, showQueued, QueueListingRow; selectQueued, QueueSelection, hasFilter,
- * isEmptySelection, selectionFromJson, selectionToJson, deleteNeedsConfirmation (which messages
- * an operator action names), countQueued; queueShape (the qshape view).
  * list reads every queue file's envelope and status records, not its message (bounded by
  * `limit`); fine for operator use, not for scraping a queue of millions. Selections and the
  * shape of a running node's queue come from its queue manager's envelope index (no file read)

@@ -1,8 +1,6 @@
 /**
  * qmgr/queue-manager.ts — schedules deliveries from one spool.
  *
- * Exports: QueueManager, QueueManagerDeps, MessageSummary.
- *
  * Life of a message: the receiver commits it to incoming/ and calls enqueue(); the manager
  * moves it to active/, reads it, routes each pending recipient, groups them by next hop and
  * hands each group to a channel under two limits (queue.destination_concurrency per next hop,

@@ -2,7 +2,6 @@
  * qmgr/requeue.ts — `tandem queue requeue` (Postfix's `postsuper -r`): route a queued message
  * again with the tables of now, alias and list expansion included.
  *
- * Exports: requeueMessage, planRequeue, rewriteQueued, RequeuePlan, NOT_REQUEUED.
  * Used by the queue manager of a running node (QueueManager.requeue) and by the CLI on a stopped
  * node's spool (`tandem queue requeue --spool`, under the spool lock), so both do the same.
  *

@@ -1,8 +1,6 @@
 /**
  * qmgr/retry-schedule.ts — the retry times of deferred messages, on one timer.
  *
- * Exports: RetrySchedule.
- *
  * A timer per queued message costs about 0.6 KB of heap in Node (the Timeout, its closure and,
  * since every message's delay differs, a timer list of its own): 60 MB for 100,000 deferred
  * messages, more than the rest of their bookkeeping. Here every key has one time in a map, a

@@ -2,8 +2,6 @@
  * receiver/auth-throttle.ts — SMTP AUTH that a password-guessing client cannot turn against
  * the node or other clients.
  *
- * Exports: AuthThrottle, AuthThrottleOptions.
- *
  * What a failed AUTH costs the client, and what it cannot cost anyone else:
  *  - a delay before the 535 (failureDelay × the connection's failures so far, at most 5 s):
  *    a timer, so no thread and no memory beyond the waiting session are held;

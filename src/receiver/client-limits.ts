@@ -4,8 +4,6 @@
  * /64 for IPv6), and per-client rates of connections, messages, recipients and AUTH failures
  * over a sliding window.
  *
- * Exports: ClientLimits, ClientLimitsOptions, LimitRefusal, clientKey, networkKey.
- *
  * One ClientLimits is shared by every listener of a node, so a client cannot get around a limit
  * by using another port. A limit of 0 is "no limit". Clients in the exception list (by default
  * the relay networks, as Postfix's smtpd_client_event_limit_exceptions = $mynetworks) are not

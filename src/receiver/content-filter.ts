@@ -2,8 +2,6 @@
  * receiver/content-filter.ts — spam and virus scanning before the 250, over Rspamd's HTTP
  * protocol (POST /checkv2 to the normal worker, port 11333 by default).
  *
- * Exports: RspamdFilter, FilterVerdict.
- *
  * The message goes to Rspamd with the envelope as request headers (IP, Helo, From, Rcpt,
  * Queue-Id, User); its JSON answer's `action` is applied:
  *   reject → 550 5.7.1; soft reject, greylist → 451 4.7.1;

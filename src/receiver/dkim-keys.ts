@@ -2,8 +2,6 @@
  * receiver/dkim-keys.ts — the DKIM signing keys by From: domain: from dkim.keys (PEM files, read
  * and checked at start) and, with dkim.directory, from the directory's tandemDkimDomain entries.
  *
- * Exports: DkimKeys, SigningKey, DirectoryDkimLookup, checkSigningKey, loadDirectoryKey.
- *
  * A key is an RSA key of at least 1024 bits (RFC 8301; 2048 recommended) or an Ed25519 key
  * (RFC 8463), in PEM. dkim.keys are read at start: an unreadable or unusable file stops the
  * start, naming the file. For a domain not in dkim.keys, the directory is asked (through the

@@ -1,8 +1,6 @@
 /**
  * receiver/greeting-delay.ts — the pause before the 220 greeting, made a setting.
  *
- * Exports: installGreetingDelay, GREETING_DELAY_OPTION.
- *
  * smtp-server (3.x) holds every new connection for a fixed 100 ms before its greeting, to catch
  * "early talkers" (a client that sends before the banner gets `421 You talk too soon`). It has no
  * option for it, and a client that opens one connection per message is capped by it near 10

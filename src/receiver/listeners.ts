@@ -1,9 +1,6 @@
 /**
  * receiver/listeners.ts — the node's SMTP listeners and the defenses they share.
  *
- * Exports: ListenerSpec, resolveListeners, createClientLimits, createAuthThrottle, createSenderAuth,
- * createContentFilter.
- *
  * Without smtp.listeners there is one listener, "smtp", on smtp.listen: STARTTLS when smtp.tls
  * is set, AUTH offered after it when smtp.auth_passwords is set, as before listeners existed.
  * With smtp.listeners each entry is a listener with its own address and policy:

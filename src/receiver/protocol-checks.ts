@@ -3,9 +3,6 @@
  * application, as Postfix does them: MAIL/RCPT parameters, DSN field lengths, untrusted
  * routing in addresses, header size limits, hop count; and the spool's free-space floor.
  *
- * Exports: checkMailParams, checkRcptParams, isUntrustedRouting, checkHeaderSection,
- * HeaderLimits, SpoolSpace.
- *
  * Every check throws the SmtpReplyError to send, or returns; nothing is changed silently:
  *  - MAIL parameters other than SIZE, BODY, RET, ENVID, SMTPUTF8, REQUIRETLS and AUTH, and RCPT
  *    parameters other than NOTIFY and ORCPT → 555 5.5.4 (RFC 5321 §4.1.1.11; Postfix too).

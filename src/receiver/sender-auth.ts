@@ -2,9 +2,6 @@
  * receiver/sender-auth.ts — sender authentication of inbound mail (SPF, DKIM, DMARC, ARC with
  * mailauth) and DKIM signing of outbound mail, plus the DNS resolver both use.
  *
- * Exports: CachingResolver, SenderAuth, SenderAuthVerdict, SenderAuthPolicy, fromDomain,
- * withoutOurAuthResults.
- *
  * Verification (policy per listener, config sender_auth.policy / smtp.listeners[].sender_auth):
  *  - record: mailauth's Authentication-Results (and Received-SPF) header goes on top of the
  *    message; the message is accepted whatever the results.

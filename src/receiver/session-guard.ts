@@ -4,8 +4,6 @@
  * timeouts and lower error limits when the listener is near its connection limit, and
  * Postfix's soft and hard error limits and junk command limit.
  *
- * Exports: SessionGuard, SessionGuardOptions, installSessionGuardHooks.
- *
  * How it hooks in: smtp-server has no events for "a command arrived" or "a reply was sent",
  * so installSessionGuardHooks wraps three methods of its SMTPConnection prototype once per
  * process (_onCommand, send, _onClose); each wrapper only acts for a server whose options

@@ -1,8 +1,6 @@
 /**
  * receiver/smtp-receiver.ts — the ESMTP listener: smtp-server behind our own typed adapter.
  *
- * Exports: SmtpReceiver, ReceiverDeps, AcceptState.
- *
  * One SmtpReceiver per listener (listeners.ts: address, TLS mode, AUTH policy, sender
  * authentication policy); the per-client limits and the AUTH throttle are shared by the node's
  * listeners. Defenses live in their own modules: client-limits.ts (per-client counts and rates),

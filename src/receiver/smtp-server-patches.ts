@@ -3,8 +3,6 @@
  * in one place, applied once at start-up (SmtpReceiver's constructor) and checked against the
  * smtp-server version they were written for.
  *
- * Exports: applySmtpServerPatches, PATCHED_FOR, SmtpServerPatchReport.
- *
  * The patches (each acts only for servers whose options carry `tandem`; others keep the
  * library's behaviour):
  *   - session guard (session-guard.ts): _onCommand, send, _onClose wrapped for the per-command

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { isErrno } from '../util/errno.ts';
+import { pidAlive } from '../util/pid.ts';
 import { TandemError } from '../util/errors.ts';
 
 export interface SpoolLockInfo {
@@ -70,16 +71,6 @@ export async function readSpoolLock(dir: string): Promise<SpoolLockInfo | undefi
     throw new Error(`spool lock ${path} is unreadable (${JSON.stringify(text.slice(0, 80))}); if no Tandem process uses this spool, delete the file and start again`);
   }
   return { pid: value.pid!, hostname: value.hostname, startedAt: value.startedAt };
-}
-
-/** True unless the pid certainly does not exist on this host (EPERM means it exists). */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return !isErrno(err, 'ESRCH');
-  }
 }
 
 function sameHolder(a: SpoolLockInfo | undefined, b: SpoolLockInfo): boolean {

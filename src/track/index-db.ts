@@ -1,7 +1,6 @@
 /**
  * track/index-db.ts — a node's searchable index of its tracking log, in SQLite (better-sqlite3).
  *
- * Exports: TrackingIndex, TrackQuery, TrackedMessage, IndexedEvent.
  * The log stays the source of truth: the index holds every field of each line (the searched
  * ones in indexed columns, see SCHEMA) and where it stopped reading (file identity and offset). sync() reads what
  * was appended since, in chunks (one transaction each, the event loop is given back between

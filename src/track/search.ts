@@ -3,8 +3,6 @@
  * console or the admin API's query string, and one timeline per message merged from every
  * node's answer.
  *
- * Exports: parseTrackQuery, trackQueryString, mergeTimelines, searchCluster, NodeAnswer,
- * MessageTimeline, ClusterTrackResult.
  * A time is ISO 8601, epoch ms, or a duration back from now ("1h", "30m", "2d").
  * Merging: a message's events from all nodes, in time order; the cluster events (takeover,
  * handback, claim-broken) about the message's spool (the node id at the end of its queue id)

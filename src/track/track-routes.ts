@@ -1,7 +1,6 @@
 /**
  * track/track-routes.ts — the admin API's tracking search route.
  *
- * Exports: registerTrackRoutes, clusterPeers.
  * GET /track?queueId=&messageId=&from=&to=&outcome=&since=&until=&limit=
  *   this node's answer: {node, messages: [{queueId, events}], clusterEvents}
  * GET /track?…&scope=cluster
@@ -19,7 +18,7 @@ import { parseTrackQuery, searchCluster } from './search.ts';
 import { adminBase } from '../cli/admin-client.ts';
 
 /** The other nodes of the cluster and how to call their admin API (empty outside a cluster). */
-export function clusterPeers(c: TandemConfig): { peers: Array<{ id: string; base?: string }>; auth: { token?: string; ca?: Buffer } } {
+export function clusterPeers(c: Pick<TandemConfig, 'admin' | 'cluster' | 'node'>): { peers: Array<{ id: string; base?: string }>; auth: { token?: string; ca?: Buffer } } {
   const scheme = c.admin.tls ? 'https' : 'http';
   const peers = (c.cluster?.nodes ?? []).filter((n) => n.id !== c.node.id)
     .map((n) => ({ id: n.id, ...(n.admin ? { base: adminBase(n.admin).replace(/^http:/, `${scheme}:`) } : {}) }));

@@ -2,7 +2,6 @@
  * track/tracker.ts — the node's tracking search service: keeps the index (index-db.ts) up to
  * date with the log, applies retention, answers searches.
  *
- * Exports: Tracker, indexPathFor.
  * Timers (unref'd, stopped by close()): index the new lines every 2 s (and before each search,
  * so an answer includes what was just logged); once a minute, rotate the log when it passed
  * tracking.rotate_size (<log> → <log>.1 → … → <log>.<rotate_keep>, the oldest removed; then the
@@ -25,8 +24,14 @@ const SYNC_MS = 2000;
 const ROTATE_CHECK_MS = 60_000;
 const PRUNE_MS = 3_600_000;
 
+/** What the tracker reads of the config: the tracking section and the node's id. */
+export interface TrackerConfig {
+  tracking: TandemConfig['tracking'];
+  node: Pick<TandemConfig['node'], 'id'>;
+}
+
 /** tracking.index, or by default `<log folder>/<log name>.<node>.index.db`. */
-export function indexPathFor(c: TandemConfig, nodeId = c.node.id): string {
+export function indexPathFor(c: TrackerConfig, nodeId = c.node.id): string {
   if (c.tracking.index) return c.tracking.index;
   return path.join(path.dirname(c.tracking.path), `${path.basename(c.tracking.path)}.${nodeId}.index.db`);
 }
@@ -36,7 +41,7 @@ export class Tracker {
   private timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
 
-  constructor(private readonly c: TandemConfig, private readonly reopenLog: () => void, private readonly warn: (msg: string) => void) {
+  constructor(private readonly c: TrackerConfig, private readonly reopenLog: () => void, private readonly warn: (msg: string) => void) {
     this.index = new TrackingIndex(indexPathFor(c), c.tracking.path, c.node.id);
     if (this.index.rebuilt) this.warn(`rebuilding the index from the log: ${this.index.rebuilt}`);
     const every = (ms: number, fn: () => void | Promise<void>) => {

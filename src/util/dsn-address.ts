@@ -2,9 +2,6 @@
  * util/dsn-address.ts — DSN address types: the ORCPT parameter (RFC 3461 §4.2) and the
  * Original-Recipient/Final-Recipient fields, for the `rfc822` type and RFC 6533's `utf-8` type.
  *
- * Exports: OriginalRecipient, parseOrcpt, orcptParam, dsnAddressField, needsUtf8Type,
- * normaliseOrcptInCommand, encodeXtext, decodeXtext, encodeUtf8AddrXtext, decodeUtf8Addr.
- *
  * Encodings:
  *  - xtext (RFC 3461 §4): "+" and "=" and octets outside 0x21–0x7E as "+HH" (UTF-8 octets).
  *  - utf-8-addr-xtext (RFC 6533 §3): ASCII as is except "+", "=", "\" and controls, which — like

@@ -11,7 +11,7 @@ import { TableFormatError } from '../router/index.ts';
 import {
   DirectoryMasterUnavailableError, DirectoryUnavailableError, DirectoryWriteError, DirectoryWriteOutcomeUnknownError,
 } from '../router/directory/pool.ts';
-import { ProxyHeaderError } from '../receiver/proxy-v2.ts';
+import { ProxyHeaderError } from '../receiver/index.ts';
 
 const docs = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
 

@@ -2,7 +2,6 @@
  * util/http-json.ts — one JSON request to another node's admin API (http or https), for the
  * cluster-wide tracking search and the console's cluster view.
  *
- * Exports: httpJson, HttpJsonReply.
  * node:http(s) rather than fetch, so that an https peer can be checked against our own CA
  * file (admin.tls.ca) without a global agent. Never throws: an unreachable peer, a timeout or
  * an answer that is not JSON is {ok: false, error}. `body` is sent as JSON.

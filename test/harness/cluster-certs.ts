@@ -7,7 +7,7 @@
  * `foreign`: a certificate for the first node id signed by ANOTHER CA (a stranger's cluster).
  */
 import { readFileSync } from 'node:fs';
-import { opensslMissing, makeCa, makeNodeCert, type Pem } from '../../src/cluster/replication/certs.ts';
+import { opensslMissing, makeCa, makeNodeCert, type Pem } from '../../src/cluster/index.ts';
 
 export { opensslMissing, type Pem };
 export interface ClusterCerts { ca: string; nodes: Record<string, Pem>; foreign: Pem }

@@ -3,8 +3,7 @@
  * and restart it. Argument: one JSON object {root, port, origins, ca, cert, key} (PEM text).
  * Prints {"event":"holder-ready","port":N} when listening; runs until killed.
  */
-import { ShadowHolder } from '../../src/cluster/replication/holder.ts';
-import { ShadowStore } from '../../src/cluster/replication/shadow-store.ts';
+import { ShadowHolder, ShadowStore } from '../../src/cluster/index.ts';
 
 const args = JSON.parse(process.argv[2] ?? '{}') as { root: string; port: number; origins: string[]; ca: string; cert: string; key: string };
 const store = await ShadowStore.open(args.root);

@@ -11,7 +11,7 @@
  * What can go wrong: etcd not healthy at start (exits 1 with the witness's state).
  */
 import { parseArgs } from 'node:util';
-import { EtcdWitness } from '../../src/cluster/witness/etcd-witness.ts';
+import { EtcdWitness } from '../../src/cluster/index.ts';
 
 const { values } = parseArgs({
   options: {

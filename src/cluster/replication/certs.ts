@@ -3,9 +3,9 @@
  * `tandem up --sites` and the tests (docs/replication.md "Making the certificates" shows the
  * same commands for production, where the CA key stays off the nodes).
  *
- * Exports: opensslMissing (a reason string, or false), makeCa(dir, name, days),
- * makeNodeCert(dir, ca, nodeId, tag, days): CN and subjectAltName DNS = node id, EC P-256,
- * serverAuth + clientAuth; files <dir>/<tag>.pem and .key.
+ * Node certificates: CN and subjectAltName DNS = the node id, EC P-256, serverAuth + clientAuth;
+ * files <dir>/<tag>.pem and .key.
+ *
  * What can go wrong: openssl missing or failing (the error carries its output).
  */
 import { spawnSync } from 'node:child_process';

@@ -20,8 +20,6 @@
  * is sent while up; a batch that fails is queued again. `stats.discardLagMs` keeps, for recent
  * batches, the time from the oldest notice's discard() call to the holder's answer: the window
  * in which a takeover would deliver again a recipient the origin had already done.
- *
- * Exports: ShadowClient, ShadowClientOptions, CopyOutcome, ShadowPolicy, ClientState.
  */
 import { EventEmitter } from 'node:events';
 import http2, { type ClientHttp2Session } from 'node:http2';

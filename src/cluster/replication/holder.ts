@@ -9,7 +9,6 @@
  * (`coHolders`: its secondary delivered them). Each request carries a per-connection sequence that must rise;
  * a request whose number is not above the last one on its connection is `replayed`.
  *
- * Exports: ShadowHolder (start, port, refusals, counts, close), ShadowHolderOptions.
  * What can go wrong: refusals are answered (4xx + reason), counted, and nothing is stored;
  * store I/O errors are answered 503 and counted in `counts.storeErrors`; a broken connection
  * or session only ends that session. Nothing a peer sends can throw out of this module.

@@ -3,9 +3,9 @@
  * used for replication, to `<spool dir>/spool-id`. A shadow holder records it with the copies,
  * so it can tell an origin that comes back with its disk (same identity: reconcile) from one
  * whose disk was replaced (new identity: the holder keeps delivering the old copies itself).
+ * The file is created durably if absent (temp file, fsync, rename, fsync folder: the same
+ * protocol as a queue file).
  *
- * Exports: spoolIdentity(dir) → the identity, creating it durably if absent (temp file, fsync,
- * rename, fsync folder: the same protocol as a queue file).
  * What can go wrong: a `spool-id` that is not a UUID (edited by hand, damaged) throws — a new
  * identity would silently make the holder treat the spool as a new disk.
  */

@@ -1,8 +1,11 @@
 /**
  * cluster/replication — shadow copies of queue files on another node before the 250
- * (docs/replication.md). Module ready; wired into the receiver and the cluster manager in a
- * later change.
+ * (docs/replication.md): the replica the node's receiver copies through, the holder and its store
+ * on the other side, where copies are placed (placement.ts) and the cluster's certificates.
  */
+export { Replica, replicationTls } from './replica.ts';
+export { holdersOf, originsOf, takeoverRank, sitesOf, shadowRoot } from './placement.ts';
+export { makeCa, makeNodeCert, opensslMissing, type Pem } from './certs.ts';
 export { ShadowStore, ShadowRefusal } from './shadow-store.ts';
 export type { StoreResult, DiscardResult, ShadowEntry, OriginIdentity } from './shadow-store.ts';
 export { ShadowHolder } from './holder.ts';

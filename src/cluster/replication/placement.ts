@@ -13,8 +13,6 @@
  * <spool.root>/.shadow), one folder per origin. Only one holder delivers them at a time: the
  * first live one in this order; a later holder only when every earlier one is dead (and, across
  * sites, only with the witness's lock — cluster-manager.ts).
- *
- * Exports: holdersOf, originsOf, takeoverRank, sitesOf, shadowRoot.
  */
 import { join } from 'node:path';
 import type { TandemConfig } from '../../config/schema.ts';

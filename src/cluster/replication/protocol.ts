@@ -9,9 +9,6 @@
  *   POST /v1/discard  body: {"notices":[DiscardNotice…]} (JSON)
  *                     200 {"updated":n,"removed":n,"unknown":n} once applied durably
  * A refusal is a 4xx with {"error":<RefusalReason>,"detail":…}; a holder fault a 503.
- *
- * Exports: PATHS, HEADERS, REFUSAL_REASONS, RefusalReason, DiscardNotice, parseDiscardBody,
- * isSpoolId, SHADOW_REFUSE_REPLY, DEFAULT_MAX_COPY_BYTES.
  */
 import { z } from 'zod';
 import type { RecipientStatus } from '../../spool/types.ts';

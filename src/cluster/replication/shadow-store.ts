@@ -24,7 +24,6 @@
  * appendStatus: fdatasync), and a copy with no pending recipient, or a `finished` one, is
  * removed (unlink, fsync folder). Notices for copies not held are counted as unknown.
  *
- * Exports: ShadowStore, ShadowRefusal, StoreResult, DiscardResult, ShadowEntry, OriginIdentity.
  * What can go wrong: I/O errors are thrown as they are (the holder answers 503 and the origin
  * treats the copy as not made); bad input is a ShadowRefusal with a reason (protocol.ts).
  */

@@ -3,9 +3,6 @@
  * takeover when there is no shared disk to prove a node dead (docs/witness.md). The cluster
  * manager uses it when cluster.witness is set.
  *
- * Exports: EtcdWitness, WitnessError, WitnessErrorCode, WitnessState, LeaseStatus, AcquireResult,
- * SpoolHolder, WitnessEvent, EtcdWitnessOptions.
- *
  * Keys (all under `prefix`, default "/tandem"):
  *   <prefix>/nodes/<id>    {"node","lease","startedAt"}  bound to the node's lease: present while
  *                          the node keeps its lease alive. Gone = the node is dead to the witness.

@@ -1,9 +1,7 @@
 /**
- * smtp_cache.ts — the SMTP/LMTP connection cache: idle sessions kept per next hop (address:port)
+ * smtp-cache.ts — the SMTP/LMTP connection cache: idle sessions kept per next hop (address:port)
  * and handed out again, as Postfix' scache does. One TCP connect + greeting + EHLO (+ TLS) per
  * message would cap a relay far below the ~1000 messages/s it must reach.
- *
- * Exports: SessionCache (take, track, release, close).
  *
  * Rules: a session is used by one delivery at a time (take removes it from the idle list). At
  * most `maxIdlePerHop` idle sessions per next hop; more are closed with QUIT. An idle session is
@@ -16,7 +14,7 @@
  * retries once on a fresh connection.
  * Config read: none (the channel passes maxIdlePerHop and idleTimeout).
  */
-import { quitSession, type SmtpSession } from './smtp_session.ts';
+import { quitSession, type SmtpSession } from './smtp-session.ts';
 
 /** How long close() waits for QUIT replies before dropping connections. */
 const CLOSE_GRACE_MS = 2000;

@@ -1,10 +1,6 @@
 /**
- * smtp_session.ts — one SMTP/LMTP connection (nodemailer's SMTPConnection) and one mail
+ * smtp-session.ts — one SMTP/LMTP connection (nodemailer's SMTPConnection) and one mail
  * transaction on it, with the replies mapped to one RecipientResult per recipient.
- *
- * Exports: openSession (connect, greeting, EHLO/LHLO, opportunistic or required STARTTLS),
- * runTransaction (MAIL, RCPT…, DATA → TransactionResult), quitSession, formatReply,
- * outcomeOfReply, formatVia, sessionKey, describeError, types SmtpSession, SessionOptions, TransactionResult.
  *
  * Mapping: 2xx delivered, 4xx deferred, 5xx failed (per RCPT reply, then the DATA reply — one per
  * recipient with LMTP). MAIL FROM parameters: SIZE (when offered), BODY=8BITMIME (when the job is
@@ -41,7 +37,7 @@ import net from 'node:net';
 import type { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection/index.js';
 import type { DeliveryJob, RecipientOutcome, RecipientResult } from './types.ts';
-import type { HopTarget } from './smtp_nexthop.ts';
+import type { HopTarget } from './smtp-nexthop.ts';
 import { headerEnd } from '../util/message-headers.ts';
 import type { MessageSource } from '../message/source.ts';
 import { encodeXtext, needsUtf8Type, orcptParam, type OriginalRecipient } from '../util/dsn-address.ts';
@@ -164,7 +160,7 @@ function hookLmtpReplies(session: SmtpSession): void {
   const internals = session.conn as unknown as Internals;
   const original = internals._actionLMTPStream;
   if (typeof original !== 'function') {
-    throw new Error('bug: nodemailer SMTPConnection has no _actionLMTPStream; the LMTP reply hook in smtp_session.ts must be updated');
+    throw new Error('bug: nodemailer SMTPConnection has no _actionLMTPStream; the LMTP reply hook in smtp-session.ts must be updated');
   }
   internals._actionLMTPStream = function (this: unknown, recipient, final, str, callback) {
     session.lmtpReplies.push({ recipient, reply: str });
@@ -176,7 +172,7 @@ function hookLmtpReplies(session: SmtpSession): void {
 function hookRcptArgs(session: SmtpSession): void {
   const internals = session.conn as unknown as Internals;
   if (typeof internals._getDsnRcptToArgs !== 'function') {
-    throw new Error('bug: nodemailer SMTPConnection has no _getDsnRcptToArgs; the RCPT parameter hook in smtp_session.ts must be updated');
+    throw new Error('bug: nodemailer SMTPConnection has no _getDsnRcptToArgs; the RCPT parameter hook in smtp-session.ts must be updated');
   }
   internals._getDsnRcptToArgs = () => {
     const args = session.rcptArgs.shift();

@@ -1,5 +1,5 @@
 /**
- * channels/testing.ts — next-hop servers for the channel tests (not used in production).
+ * test/harness/channel-servers.ts — next-hop servers for the channel tests (not used in production).
  *
  * Exports: startSmtpServer (smtp-server on 127.0.0.1, port 0, SMTP or LMTP, with per-recipient
  * and DATA verdicts), startScriptedServer (a raw TCP server speaking just enough SMTP to
@@ -12,9 +12,9 @@
  */
 import net from 'node:net';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import type { DeliveryJob } from './types.ts';
-import { bufferSource } from '../message/source.ts';
-import type { Route } from '../router/types.ts';
+import type { DeliveryJob } from '../../src/channels/types.ts';
+import { bufferSource } from '../../src/message/source.ts';
+import type { Route } from '../../src/router/types.ts';
 
 export interface ReceivedMessage {
   from: string;

@@ -1,8 +1,6 @@
 /**
- * maildir_owner.ts — who owns delivered Maildir folders and files, and with which mode
+ * maildir-owner.ts — who owns delivered Maildir folders and files, and with which mode
  * (config `local.maildir_owners`; the directory's uidNumber/gidNumber per mailbox).
- *
- * Exports: MaildirOwnership, OwnerLookup, ownerLookup, folderMode, resolveUser, resolveGroup.
  *
  * Keys are a mailbox address ("alice@example.com"), a domain ("example.com") or "*"; the most
  * specific key wins as a whole. User and group names are resolved once, when the lookup is

@@ -1,8 +1,5 @@
 /**
- * smtp_nexthop.ts — where an SMTP or LMTP route goes: the ordered list of addresses to try.
- *
- * Exports: resolveNextHop (route → NextHopPlan), defaultResolveMx, defaultResolveHost,
- * types MxRecord, ResolveMx, ResolveHost, HopTarget, NextHopPlan, MAX_TARGETS_PER_DELIVERY.
+ * smtp-nexthop.ts — where an SMTP or LMTP route goes: the ordered list of addresses to try.
  *
  * {type:'smtp', mx:true}: MX lookup of the domain (RFC 5321 §5.1), sorted by preference, random
  * among equal preferences. No MX record (ENODATA) or no such name (ENOTFOUND) → the domain itself
