@@ -311,7 +311,7 @@ ${v.spools.map((s) => html`<tr data-spool="${s.spool}" data-deliverer="${s.deliv
 <section class="cards">${Object.entries(counts).map(([k, n]) => html`<div class="card"><div class="n" data-count="${k}">${n}</div><div>${k}</div></div>`)}</section>
 ${v ? html`<h2>Cluster</h2><table><tr><th>Node</th><th>State</th><th>Own queue</th><th>Secondaries (spool: queued)</th></tr>
 ${v.nodes.map((n) => html`<tr><td>${n.id}</td><td><span class="st st-${n.status}">${n.status}</span></td><td>${n.queue ?? '-'}</td><td>${n.secondaries.map((x) => `${x.spool}: ${Object.values(x.queue).reduce((a, b) => a + b, 0)}`).join(', ') || '-'}</td></tr>`)}</table>` : ''}
-<h2>By destination and age <small>(qshape: messages with recipients pending there, by age${shape.complete ? '' : '; the queue is still being read'})</small></h2>
+<h2>By destination and age <small>(qshape: messages with recipients pending there, by age; as of ${when(shape.at)}${shape.complete ? '' : '; the queue is still being read'})</small></h2>
 <table class="qshape"><tr><th>Domain</th><th>Total</th>${shape.buckets.map((b) => html`<th>${b}</th>`)}</tr>
 ${shape.rows.map((r) => html`<tr><td><a href="/console/queues?to=${encodeURIComponent(r.domain)}">${r.domain}</a></td><td>${r.total}</td>${r.counts.map((n) => html`<td class="${n ? '' : 'zero'}">${n}</td>`)}</tr>`)}</table>
 <h2>Messages on ${self}</h2>

@@ -20,7 +20,7 @@ export interface QShape { buckets: string[]; rows: Array<{ domain: string; total
 
 const AGE_BUCKETS: Array<[string, number]> = [['0-5m', 5], ['5-10m', 10], ['10-20m', 20], ['20-40m', 40], ['40-80m', 80], ['80-160m', 160], ['160-320m', 320]];
 const OLDEST_BUCKET = '320m+';
-/** The qshape table is computed at most this often (it walks the whole index). */
+/** A qshape table older than this is computed again (after the page that showed it). */
 const SHAPE_TTL_MS = 2000;
 
 /**
@@ -59,11 +59,31 @@ export class QueueView {
     return { rows: rows.map((r) => ({ ...r, busy: qmgr.isBusy(r.queueId) })), total, page, pages, complete: qmgr.index.complete };
   }
 
-  /** Messages by recipient domain and age (a message counts once per domain it has pending recipients in), the `top` domains. */
-  qshape(now = Date.now(), top = 20): QShape & { complete: boolean } {
+  /**
+   * Messages by recipient domain and age (a message counts once per domain it has pending
+   * recipients in), the `top` domains. It walks the whole index, so a page view does not wait
+   * for it: the last table is shown, and one older than SHAPE_TTL_MS is computed again after
+   * the response (only the first view, or one after the index became complete, computes it).
+   */
+  qshape(top = 20): QShape & { complete: boolean; at: number } {
     const index = this.qmgr().index;
     const cached = this.shapeCache;
-    if (cached && now - cached.at < SHAPE_TTL_MS && cached.complete === index.complete) return { ...cached.shape, complete: cached.complete };
+    if (!cached || cached.complete !== index.complete) return this.computeShape(top);
+    if (Date.now() - cached.at >= SHAPE_TTL_MS && !this.shapeQueued) {
+      this.shapeQueued = true;
+      setImmediate(() => {
+        this.shapeQueued = false;
+        this.computeShape(top);
+      });
+    }
+    return { ...cached.shape, complete: cached.complete, at: cached.at };
+  }
+
+  private shapeQueued = false;
+
+  private computeShape(top: number): QShape & { complete: boolean; at: number } {
+    const index = this.qmgr().index;
+    const now = Date.now();
     const { rows, messages } = index.shape({ edgesMin: AGE_BUCKETS.map(([, m]) => m), perRecipient: false, now });
     const shape: QShape = {
       buckets: [...AGE_BUCKETS.map(([n]) => n), OLDEST_BUCKET],
@@ -72,6 +92,6 @@ export class QueueView {
       messages,
     };
     this.shapeCache = { at: now, complete: index.complete, shape };
-    return { ...shape, complete: index.complete };
+    return { ...shape, complete: index.complete, at: now };
   }
 }

@@ -76,6 +76,7 @@ test('EnvelopeIndex: filters, pages, counts and shape agree with a plain model t
   for (const f of filters) {
     const { selected, missing } = index.select(f, NOW);
     assert.deepEqual(selected.map((x) => x.queueId).sort(), model(all, f), JSON.stringify(f));
+    if (!f.ids) assert.equal(index.count(f, NOW), selected.length, `count ${JSON.stringify(f)}`);
     for (const x of selected) assert.equal(x.state, all.get(x.queueId)!.state);
     if (f.ids) assert.deepEqual(missing, f.ids.filter((id) => !all.has(id)));
   }

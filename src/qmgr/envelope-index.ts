@@ -365,6 +365,9 @@ export class EnvelopeIndex {
 
   /** How many messages match (select() without making their ids). */
   count(f: IndexFilter, now = Date.now()): number {
+    const only = Object.keys(f).filter((k) => f[k as keyof IndexFilter] !== undefined);
+    if (only.length === 0) return this.live;
+    if (only.length === 1 && f.state) return this.stateCounts[STATES.indexOf(f.state)]; // kept as it changes
     return this.matchingSlots(f, now).slots.length;
   }
 
