@@ -42,7 +42,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { AdminNode } from './admin-node.ts';
 import {
-  NOT_REQUEUED, listQueue, showQueued, queueShape, selectQueued, selectionFromJson,
+  NOT_REQUEUED, listQueue, showQueued, queueShape, selectQueued, countQueued, selectionFromJson,
   isEmptySelection, deleteNeedsConfirmation, type QueueSelection,
 } from '../qmgr/index.ts';
 import { QUEUE_STATES, type QueueState } from '../spool/types.ts';
@@ -90,7 +90,7 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
   app.get<{ Querystring: { state?: string } }>('/queue/shape', async (req, reply) => {
     const state = req.query.state;
     if (state !== undefined && !(QUEUE_STATES as readonly string[]).includes(state)) return reply.code(400).send({ error: `state ${JSON.stringify(state)}: use incoming, active, deferred or hold` });
-    return { node: node.config.node.id, ...(await queueShape(node.spool, state ? { state: state as QueueState } : {})) };
+    return { node: node.config.node.id, ...(await queueShape(node.spool, { index: node.qmgr.index, ...(state ? { state: state as QueueState } : {}) })) };
   });
   app.get<{ Params: { id: string }; Querystring: { body?: string } }>('/queue/:id', async (req, reply) => {
     if (!isSafeQueueId(req.params.id)) return reply.code(400).send({ error: `${JSON.stringify(req.params.id)} is not a queue id` });
@@ -113,8 +113,9 @@ export async function startAdminServer(node: AdminNode, host: string, port: numb
       return { matched: flushed, flushed };
     }
     if (isEmptySelection(sel)) return reply.code(400).send({ error: 'say which messages: ids, all, or a filter (sender, recipient, domain, state, olderThan)' });
-    const { selected, missing } = await selectQueued(node.spool, sel);
-    if (dryRun === true) return { matched: selected.length, missing, dryRun: true };
+    // the running queue manager's envelope index answers without reading the queue files
+    if (dryRun === true) return { ...(await countQueued(node.spool, sel, Date.now(), node.qmgr.index)), dryRun: true };
+    const { selected, missing } = await selectQueued(node.spool, sel, Date.now(), node.qmgr.index);
     if (confirm !== undefined && confirm !== selected.length) {
       return reply.code(409).send({ matched: selected.length, missing, error: `${selected.length} message(s) match now, not ${JSON.stringify(confirm)} as confirmed; nothing done` });
     }

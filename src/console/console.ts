@@ -34,13 +34,12 @@ import type { AdminNode } from '../admin/admin-node.ts';
 import type { ClusterStatus } from '../cluster/index.ts';
 import { ConsoleAuth, type Session } from './auth.ts';
 import { html, page, ago, when, type Html } from './html.ts';
-import { QueueView } from './queue-view.ts';
+import { QueueView, filterSelection } from './queue-view.ts';
 import { TrafficHistory } from './history.ts';
 import { mergeClusterViews } from '../cli/cluster-command.ts';
 import { clusterPeers } from '../track/track-routes.ts';
 import { httpJson } from '../util/http-json.ts';
 import type { MessageTimeline } from '../track/search.ts';
-import { QUEUE_STATES } from '../spool/types.ts';
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -105,20 +104,13 @@ const BULK: Record<string, { label: string; does: string; danger?: boolean }> = 
  * a recipient counts while still pending (one already delivered does not match).
  */
 function bulkSelection(f: Record<string, string | undefined>): { sel: Record<string, unknown>; words: string } {
-  const sel: Record<string, unknown> = {};
+  const sel: Record<string, unknown> = { ...filterSelection(f) };
   const words: string[] = [];
-  const isAddress = (v: string) => v.includes('@') && !v.startsWith('@');
-  if (f.state && (QUEUE_STATES as readonly string[]).includes(f.state) && f.state !== 'corrupt') { sel.state = f.state; words.push(`in state ${f.state}`); }
-  const from = f.from?.trim();
-  if (from) {
-    if (from === '<>' || isAddress(from)) sel.sender = from; else sel.senderDomain = from.replace(/^@/, '');
-    words.push(from === '<>' ? 'from the null sender <>' : isAddress(from) ? `from ${from}` : `from a sender in ${sel.senderDomain}`);
-  }
-  const to = f.to?.trim();
-  if (to) {
-    if (isAddress(to)) sel.recipient = to; else sel.domain = to.replace(/^@/, '');
-    words.push(isAddress(to) ? `for ${to} (still pending)` : `with a recipient in ${sel.domain} still pending`);
-  }
+  if (sel.state) words.push(`in state ${sel.state}`);
+  if (sel.sender !== undefined) words.push(sel.sender === '<>' ? 'from the null sender <>' : `from ${sel.sender}`);
+  if (sel.senderDomain !== undefined) words.push(`from a sender in ${sel.senderDomain}`);
+  if (sel.recipient !== undefined) words.push(`for ${sel.recipient} (still pending)`);
+  if (sel.domain !== undefined) words.push(`with a recipient in ${sel.domain} still pending`);
   if (!words.length) sel.all = true;
   return { sel, words: words.length ? `every message ${words.join(', ')}` : 'every message in the queue' };
 }
@@ -158,12 +150,12 @@ export async function registerConsole(app: FastifyInstance, node: AdminNode): Pr
   const auth = new ConsoleAuth(c.admin);
   const secure = !!c.admin.tls;
   const { peers, auth: peerAuth } = clusterPeers(c);
-  const queues = new QueueView(() => node.spool, () => node.qmgr);
+  const queues = new QueueView(() => node.qmgr);
   const history = new TrafficHistory(node.metrics.registry, () => Object.values(node.qmgr?.counts() ?? {}).reduce((a, b) => a + b, 0));
   /** Live streams open: ended before the server closes (else close() would wait for the browsers). */
   const streams = new Set<import('node:http').ServerResponse>();
   app.addHook('preClose', async () => { for (const res of streams) res.end(); });
-  app.addHook('onClose', async () => { queues.close(); history.close(); });
+  app.addHook('onClose', async () => { history.close(); });
   const bearer = c.admin.token ? { authorization: `Bearer ${c.admin.token}` } : {};
 
   /** An admin API call on this node (inject: same route, same checks) or on a peer. */
@@ -310,16 +302,16 @@ ${v.spools.map((s) => html`<tr data-spool="${s.spool}" data-deliverer="${s.deliv
       if (!s) return;
       const f = q(req);
       const filter = { ...(f.state ? { state: f.state } : {}), ...(f.from ? { from: f.from } : {}), ...(f.to ? { to: f.to } : {}), page: Number(f.page ?? 1) || 1 };
-      if (filter.from || filter.to) await queues.refresh();
-      const [list, v] = await Promise.all([queues.list(filter), clusterView()]);
+      const list = queues.list(filter);
       const shape = queues.qshape();
+      const v = await clusterView();
       const counts = node.qmgr.counts();
       const link = (p: number) => `/console/queues?${new URLSearchParams({ ...(f.state ? { state: f.state } : {}), ...(f.from ? { from: f.from } : {}), ...(f.to ? { to: f.to } : {}), page: String(p) })}`;
       return send(reply, frame(s, 'Queues', 'queues', html`
 <section class="cards">${Object.entries(counts).map(([k, n]) => html`<div class="card"><div class="n" data-count="${k}">${n}</div><div>${k}</div></div>`)}</section>
 ${v ? html`<h2>Cluster</h2><table><tr><th>Node</th><th>State</th><th>Own queue</th><th>Secondaries (spool: queued)</th></tr>
 ${v.nodes.map((n) => html`<tr><td>${n.id}</td><td><span class="st st-${n.status}">${n.status}</span></td><td>${n.queue ?? '-'}</td><td>${n.secondaries.map((x) => `${x.spool}: ${Object.values(x.queue).reduce((a, b) => a + b, 0)}`).join(', ') || '-'}</td></tr>`)}</table>` : ''}
-<h2>By destination and age <small>(qshape; ${shape.read} of ${shape.total} messages read)</small></h2>
+<h2>By destination and age <small>(qshape: messages with recipients pending there, by age; as of ${when(shape.at)}${shape.complete ? '' : '; the queue is still being read'})</small></h2>
 <table class="qshape"><tr><th>Domain</th><th>Total</th>${shape.buckets.map((b) => html`<th>${b}</th>`)}</tr>
 ${shape.rows.map((r) => html`<tr><td><a href="/console/queues?to=${encodeURIComponent(r.domain)}">${r.domain}</a></td><td>${r.total}</td>${r.counts.map((n) => html`<td class="${n ? '' : 'zero'}">${n}</td>`)}</tr>`)}</table>
 <h2>Messages on ${self}</h2>
@@ -329,11 +321,11 @@ ${shape.rows.map((r) => html`<tr><td><a href="/console/queues?to=${encodeURIComp
 <label>Recipient <input name="to" value="${f.to ?? ''}" placeholder="address or domain"></label>
 <button>Filter</button></form>
 <p class="actions bulk">${(f.state || f.from || f.to) ? 'Every message that matches this filter' : 'Every message in the queue'}: ${Object.entries(BULK).map(([op, b]) => html`<a class="button ${b.danger ? 'danger' : ''}" href="/console/confirm?action=bulk-${op}&${filterQuery(f)}">${b.label} all…</a> `)}</p>
-<p class="muted">${list.total} message(s)${list.unknown ? `, ${list.unknown} not read yet (not shown)` : ''} · page ${list.page} of ${list.pages}
+<p class="muted list-total" data-total="${list.total}">${list.total} message(s)${list.complete ? '' : ' so far (the queue is still being read)'} · page ${list.page} of ${list.pages}
 ${list.page > 1 ? html` · <a href="${link(list.page - 1)}">previous</a>` : ''}${list.page < list.pages ? html` · <a href="${link(list.page + 1)}" rel="next">next</a>` : ''}</p>
-<table class="messages"><thead><tr><th>Queue id</th><th>State</th><th>Arrived</th><th>Sender</th><th>Recipients</th><th>Size</th><th>Last reply</th></tr></thead><tbody>
+<table class="messages"><thead><tr><th>Queue id</th><th>State</th><th>Arrived</th><th>Sender</th><th>Recipients pending</th><th>Size</th><th>Last reply</th></tr></thead><tbody>
 ${list.rows.map((r) => html`<tr data-id="${r.queueId}"><td><a href="/console/queues/${encodeURIComponent(r.queueId)}">${r.queueId}</a></td><td>${r.state}${r.busy ? ' (busy)' : ''}</td><td>${when(r.arrivedAt)}</td>
-<td>${r.sender === '' ? '<>' : r.sender}</td><td>${r.recipients ? `${r.recipients.slice(0, 2).join(', ')}${r.recipients.length > 2 ? ` +${r.recipients.length - 2}` : ''}` : ''}</td><td>${r.size}</td><td class="reply">${r.lastReply ?? r.error ?? ''}</td></tr>`)}
+<td>${r.sender === '' ? '<>' : r.sender}</td><td>${r.recipients.slice(0, 2).join(', ')}${r.recipients.length > 2 ? ` +${r.recipients.length - 2}` : ''}</td><td>${r.size}</td><td class="reply">${r.lastReply ?? ''}</td></tr>`)}
 </tbody></table>`, { ...(f.done ? { flash: f.done } : {}), ...(f.failed ? { error: f.failed } : {}) }));
     });
     scope.get('/queues/:id', async (req, reply) => {

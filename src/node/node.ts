@@ -196,7 +196,7 @@ export class TandemNode {
         limits, isRelayClient,
         ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
         acceptState: () => this.acceptState(),
-        onQueued: (id, envelope, size, message, opts) => this.queued(id, size, message ? { envelope, message } : undefined, opts?.hold === true),
+        onQueued: (id, envelope, size, message, opts) => this.queued(id, size, message ? { envelope, message } : undefined, opts?.hold === true, envelope),
       });
       for (const r of this.receivers) this.listenerAddresses[r.listener.name] = await r.listen();
     }
@@ -236,9 +236,9 @@ export class TandemNode {
   }
 
   /** A message committed by a listener (here or in a worker): the queue manager takes it. */
-  private queued(id: string, size: number, fresh: { envelope: Envelope; message: Buffer } | undefined, hold: boolean): void {
-    if (!hold) return this.qmgr.enqueue(id, size, fresh);
-    this.qmgr.enqueueHeld(id, size).catch((err) => this.logger.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
+  private queued(id: string, size: number, fresh: { envelope: Envelope; message: Buffer } | undefined, hold: boolean, envelope = fresh?.envelope): void {
+    if (!hold) return this.qmgr.enqueue(id, size, fresh, envelope);
+    this.qmgr.enqueueHeld(id, size, envelope).catch((err) => this.logger.error({ event: 'hold-failed', queueId: id, err: String(err) }, `cannot put the quarantined message ${id} on hold: ${err}`));
   }
 
   private newQueueManager(): QueueManager {

@@ -9,7 +9,9 @@ export { applyQueueAction } from './queue-actions.ts';
 export type { QueueAction, QueueActionResult } from './queue-actions.ts';
 export { requeueMessage, NOT_REQUEUED } from './requeue.ts';
 export {
-  listQueue, showQueued, queueShape, selectQueued, selectionFromJson, selectionToJson, isEmptySelection,
+  listQueue, showQueued, queueShape, selectQueued, countQueued, selectionFromJson, selectionToJson, isEmptySelection,
   hasFilter, deleteNeedsConfirmation, SHAPE_BUCKETS_MIN,
 } from './queue-listing.ts';
 export type { QueueListingRow, QueueSelection } from './queue-listing.ts';
+export { EnvelopeIndex } from './envelope-index.ts';
+export type { IndexedMessage, IndexFilter, IndexShape } from './envelope-index.ts';

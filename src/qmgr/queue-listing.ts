@@ -6,7 +6,9 @@
  * view (queueShape).
  *
  * list reads every queue file's envelope and status records, not its message (bounded by
- * `limit`); fine for operator use, not for scraping a queue of millions.
+ * `limit`); fine for operator use, not for scraping a queue of millions. Selections and the
+ * shape of a running node's queue come from its queue manager's envelope index (no file read)
+ * once that is complete; without one (a stopped node's spool) they read every file's envelope.
  */
 import type { Spool } from '../spool/index.ts';
 import type { QueueState } from '../spool/types.ts';
@@ -15,6 +17,7 @@ import { headerBlock } from '../util/message-headers.ts';
 import { parseDuration } from '../util/units.ts';
 import { isSafeQueueId } from '../spool/index.ts';
 import { QUEUE_STATES } from '../spool/types.ts';
+import type { EnvelopeIndex, IndexFilter } from './envelope-index.ts';
 
 export interface QueueListingRow {
   queueId: string;
@@ -127,11 +130,26 @@ export function isEmptySelection(sel: QueueSelection): boolean {
   return !sel.all && !(sel.ids && sel.ids.length) && !hasFilter(sel);
 }
 
+/** A selection as the envelope index's filter. */
+function indexFilter(sel: QueueSelection): IndexFilter {
+  const { ids, all, ...rest } = sel;
+  return { ...rest, ...(!all && ids?.length ? { ids } : {}) };
+}
+
+/** How many messages selectQueued would name (from the index without making their ids). */
+export async function countQueued(spool: Spool, sel: QueueSelection, now = Date.now(), index?: EnvelopeIndex): Promise<{ matched: number; missing: string[] }> {
+  if (index?.complete && !sel.ids?.length) return { matched: index.count(indexFilter(sel), now), missing: [] };
+  const { selected, missing } = await selectQueued(spool, sel, now, index);
+  return { matched: selected.length, missing };
+}
+
 /**
  * The messages of `spool` the selection names, with their state (corrupt/ never: those are
- * kept aside for a person to look at). Named ids that are not queued are in `missing`.
+ * kept aside for a person to look at). Named ids that are not queued are in `missing`. With a
+ * complete `index` (the running queue manager's), no file is read.
  */
-export async function selectQueued(spool: Spool, sel: QueueSelection, now = Date.now()): Promise<{ selected: Array<{ queueId: string; state: QueueState }>; missing: string[] }> {
+export async function selectQueued(spool: Spool, sel: QueueSelection, now = Date.now(), index?: EnvelopeIndex): Promise<{ selected: Array<{ queueId: string; state: QueueState }>; missing: string[] }> {
+  if (index?.complete) return index.select(indexFilter(sel), now);
   // a state filter without ids: list only that folder (ids in another state are "not selected", not missing)
   const entries = (await spool.list(sel.state && (sel.all || !sel.ids?.length) ? sel.state : undefined)).filter((e) => e.state !== 'corrupt');
   const byId = new Map(entries.map((e) => [e.queueId, e]));
@@ -189,12 +207,23 @@ export const SHAPE_BUCKETS_MIN = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
  * (rows sorted by total, largest first). Bucket i counts ages up to SHAPE_BUCKETS_MIN[i]
  * minutes; the last bucket is everything older.
  */
-export async function queueShape(spool: Spool, opts: { state?: QueueState; now?: number } = {}): Promise<{ buckets: string[]; rows: Array<{ domain: string; total: number; counts: number[] }>; total: number[] }> {
+export async function queueShape(spool: Spool, opts: { state?: QueueState; now?: number; index?: EnvelopeIndex } = {}): Promise<{ buckets: string[]; rows: Array<{ domain: string; total: number; counts: number[] }>; total: number[] }> {
   const now = opts.now ?? Date.now();
   const labels = [...SHAPE_BUCKETS_MIN.map((m) => `${m}m`), `${SHAPE_BUCKETS_MIN[SHAPE_BUCKETS_MIN.length - 1]}m+`];
+  const rows = opts.index?.complete
+    ? opts.index.shape({ edgesMin: SHAPE_BUCKETS_MIN, perRecipient: true, now, ...(opts.state ? { state: opts.state } : {}) }).rows
+    : await shapeFromFiles(spool, labels.length, opts.state, now);
+  const out = [...rows].map(([domain, counts]) => ({ domain, counts, total: counts.reduce((x, y) => x + y, 0) }))
+    .sort((x, y) => y.total - x.total || x.domain.localeCompare(y.domain));
+  const total = labels.map((_, i) => out.reduce((s, r) => s + r.counts[i], 0));
+  return { buckets: labels, rows: out, total };
+}
+
+/** queueShape's counts read from every queue file (a stopped node's spool). */
+async function shapeFromFiles(spool: Spool, buckets: number, state: QueueState | undefined, now: number): Promise<Map<string, number[]>> {
   const rows = new Map<string, number[]>();
   for (const e of await spool.list()) {
-    if (e.state === 'corrupt' || (opts.state && e.state !== opts.state)) continue;
+    if (e.state === 'corrupt' || (state && e.state !== state)) continue;
     let info;
     try {
       info = await spool.readInfo(e.queueId, e.state);
@@ -208,12 +237,9 @@ export async function queueShape(spool: Spool, opts: { state?: QueueState; now?:
       const a = info.envelope.recipients[i].address.toLowerCase();
       const domain = a.includes('@') ? a.slice(a.lastIndexOf('@') + 1) : '(no domain)';
       let counts = rows.get(domain);
-      if (!counts) rows.set(domain, (counts = labels.map(() => 0)));
+      if (!counts) rows.set(domain, (counts = new Array<number>(buckets).fill(0)));
       counts[b]++;
     }
   }
-  const out = [...rows].map(([domain, counts]) => ({ domain, counts, total: counts.reduce((x, y) => x + y, 0) }))
-    .sort((x, y) => y.total - x.total || x.domain.localeCompare(y.domain));
-  const total = labels.map((_, i) => out.reduce((s, r) => s + r.counts[i], 0));
-  return { buckets: labels, rows: out, total };
+  return rows;
 }

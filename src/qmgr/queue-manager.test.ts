@@ -551,7 +551,11 @@ test('bounded active queue: a restart with more than the limit queued delivers a
   const { spool, qmgr } = await t.make();
   const { scanned } = await qmgr.start();
   assert.equal((await scanned).queued, 10, 'the start-up scan reads in only the limit');
-  assert.equal(Object.values(qmgr.counts()).reduce((a, b) => a + b, 0), 40, 'counts() still sees every message');
+  // counts() sees every message, on disk too (those delivered since the scan are gone: the count is exact now)
+  const queued = Object.values(qmgr.counts()).reduce((a, b) => a + b, 0);
+  const sent = t.jobs.reduce((n, j) => n + j.recipients.length, 0);
+  assert.ok(queued <= 40 && queued + sent >= 40, `counts() still sees every message: ${queued} queued, ${sent} delivered`);
+  assert.equal(qmgr.index.complete, true);
   await until('all delivered', async () => (await spool.list()).length === 0);
   const order = t.jobs.flatMap((j) => j.recipients.map((r) => r.address));
   assert.equal(order.length, 40, 'each delivered once');
@@ -622,4 +626,50 @@ test('bounded active queue: held messages filling the memory do not keep new mai
   assert.equal(await qmgr.release(held[14]), 'released');
   await until('the released message delivered', () => t.jobs.length === 6);
   assert.equal(qmgr.counts().hold, 14);
+});
+
+test('envelope index: follows receive, partial delivery, hold, release, delete and a restart, on disk too', async () => {
+  // "later@" recipients are deferred, the others delivered; 10 messages in memory at most
+  const t = setup((a) => (a.startsWith('later@') ? 'deferred' : 'delivered'), { active_message_limit: 10, min_backoff: '10m', max_backoff: '1h' });
+  const { spool, qmgr } = await t.make();
+  await (await qmgr.start()).scanned;
+  const sent: Envelope[] = [];
+  for (let i = 0; i < 24; i++) {
+    const env = envelope(spool, `S${i % 2}@From.test`, [`now${i}@a.test`, `later@${i % 3 === 0 ? 'b' : 'c'}.test`]);
+    await spool.commit(env, body);
+    qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+    sent.push(env);
+  }
+  await until('all deferred', async () => (await spool.list('deferred')).length === 24, 10_000);
+  /** The index against the files: the same ids, states and pending recipients. */
+  const agrees = async (q: QueueManager, s: Spool) => {
+    const files = (await s.list()).filter((e) => e.state !== 'corrupt');
+    const { selected } = q.index.select({});
+    assert.deepEqual(selected.map((x) => `${x.queueId} ${x.state}`).sort(), files.map((e) => `${e.queueId} ${e.state}`).sort());
+    for (const e of files) {
+      const info = await s.readInfo(e.queueId, e.state);
+      assert.deepEqual(q.index.get(e.queueId)?.recipients, info.pending.map((i) => info.envelope.recipients[i].address.toLowerCase()), e.queueId);
+    }
+  };
+  assert.ok(qmgr.index.complete);
+  await agrees(qmgr, spool);
+  assert.equal(qmgr.index.count({ domain: 'a.test' }), 0, 'delivered recipients no longer match');
+  assert.equal(qmgr.index.count({ domain: 'b.test' }), 8);
+  assert.equal(qmgr.index.count({ sender: 's1@from.test' }), 12);
+  assert.equal(qmgr.index.get(sent[0].queueId)?.lastReply, '451 4.3.0 try later');
+  assert.equal(await qmgr.hold(sent[0].queueId), 'held');
+  assert.equal(await qmgr.hold(sent[1].queueId), 'held');
+  assert.equal(await qmgr.release(sent[1].queueId), 'released');
+  assert.equal(await qmgr.remove(sent[2].queueId), 'deleted');
+  await until('released one deferred again', async () => (await spool.find(sent[1].queueId)) === 'deferred' && !qmgr.isBusy(sent[1].queueId));
+  await agrees(qmgr, spool);
+  assert.deepEqual(qmgr.counts(), { incoming: 0, active: 0, deferred: 22, hold: 1 });
+  await qmgr.stop();
+  // a restart: the index is read again from the files, those beyond the memory limit too
+  const again = await t.make();
+  const { scanned } = await again.qmgr.start();
+  assert.equal((await scanned).indexed, 23);
+  await agrees(again.qmgr, again.spool);
+  assert.deepEqual(again.qmgr.index.select({ state: 'hold' }).selected.map((x) => x.queueId), [sent[0].queueId]);
+  await again.qmgr.stop();
 });

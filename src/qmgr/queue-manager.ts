@@ -36,6 +36,7 @@ import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 import { applyQueueAction } from './queue-actions.ts';
 import { requeueMessage } from './requeue.ts';
+import { EnvelopeIndex, type IndexedMessage } from './envelope-index.ts';
 
 /** The part of the configuration the queue manager reads. */
 export interface QueueManagerConfig {
@@ -117,6 +118,18 @@ const FRESH_BACKLOG_LIMIT = 1000;
 /** Queue files read at once when messages on disk are brought into memory. */
 const READ_CONCURRENCY = 8;
 
+/** Queue files whose envelope is read at once while the index is filled at start-up. */
+const INDEX_CONCURRENCY = 16;
+
+/** What the envelope index holds of a queue file (its pending recipients, its retry time). */
+function indexed(info: Omit<QueueFile, 'message'>, state: QueueState): Omit<IndexedMessage, 'queueId'> {
+  const env = info.envelope;
+  return {
+    state, sender: env.sender, recipients: info.pending.map((i) => env.recipients[i].address), arrivedAt: env.arrivedAt, size: info.size,
+    ...(info.deferral ? { nextAttemptAt: info.deferral.nextAttemptAt, lastReply: info.deferral.lastReply } : {}),
+  };
+}
+
 /** What a walk of the spool found (the start-up scan is the first walk). */
 interface WalkResult {
   queued: number;
@@ -125,6 +138,14 @@ interface WalkResult {
 }
 
 export class QueueManager {
+  /**
+   * Every queued message's envelope (in memory and on disk alike), for the operator's filters,
+   * lists and counts: filled by the start-up scan (complete once it is through), kept current
+   * by every change the manager makes.
+   */
+  readonly index = new EnvelopeIndex();
+  /** Removed while the index is being filled (so that a file read just before is not indexed). */
+  private unindexed?: Set<string>;
   private entries = new Map<string, Entry>();
   private ready = new Fifo<string>();
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
@@ -183,12 +204,14 @@ export class QueueManager {
    * incoming/ and active/ (by arrival), then deferred/ (by due time), then hold/, up to
    * queue.active_message_limit messages in memory; the rest stays on disk and is read in as
    * room frees up (walk()). Only envelopes and status records are read, never a message body.
-   * hold/ stays held; a deferred message keeps the retry time in its file.
+   * hold/ stays held; a deferred message keeps the retry time in its file. Then the envelopes
+   * of the messages left on disk are read into the index (`indexed`: how many it holds then).
    */
-  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult> }> {
+  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult & { indexed: number }> }> {
     const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
     this.started = true;
-    const scanned = this.runWalk(true);
+    this.unindexed = new Set();
+    const scanned = this.runWalk(true).then(async (r) => ({ ...r, indexed: await this.fillIndex() }));
     this.scanning = scanned.then(() => undefined, () => undefined);
     return { removedTmp, scanned };
   }
@@ -361,12 +384,16 @@ export class QueueManager {
         const { queueId, state } = batch[j];
         const info = infos[j];
         if (!(info instanceof Error)) {
-          if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) result.queued++;
+          if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) {
+            result.queued++;
+            this.index.set(queueId, indexed(info, state));
+          }
         } else if (isErrno(info, 'ENOENT')) {
           // moved or delivered meanwhile
         } else if (info instanceof CorruptQueueFileError && !this.entries.has(queueId)) {
           try {
             await spool.quarantine(queueId, state, info.reason);
+            this.unindex(queueId);
             this.deps.tracking.record({ event: 'corrupt', queueId, reply: info.reason });
             result.quarantined++;
           } catch (err) {
@@ -375,6 +402,52 @@ export class QueueManager {
         } else this.unreadable(queueId, state, info, result);
       }
     }
+  }
+
+  /**
+   * Read into the index the envelope of every queued file it does not hold yet (those the
+   * start-up walk left on disk), folder by folder, names streamed; then it is complete.
+   * Returns how many messages it holds.
+   */
+  private async fillIndex(): Promise<number> {
+    const spool = this.deps.spool;
+    for (const state of ['incoming', 'active', 'deferred', 'hold'] as const) {
+      let batch: string[] = [];
+      const read = async (): Promise<void> => {
+        const ids = batch;
+        batch = [];
+        let i = 0;
+        await Promise.all(Array.from({ length: INDEX_CONCURRENCY }, async () => {
+          while (i < ids.length && !this.stopping) {
+            const id = ids[i++];
+            try {
+              const info = await spool.readInfo(id, state);
+              // changed meanwhile: what the manager recorded is newer than what was read
+              if (!this.index.has(id) && !this.unindexed?.has(id)) this.index.set(id, indexed(info, state));
+            } catch {
+              // moved or removed meanwhile (the manager indexed it), or damaged (a walk quarantines it)
+            }
+          }
+        }));
+      };
+      for await (const id of spool.names(state)) {
+        if (this.stopping) return this.index.size;
+        if (this.index.has(id)) continue;
+        batch.push(id);
+        if (batch.length >= 1024) await read();
+      }
+      await read();
+    }
+    if (this.stopping) return this.index.size;
+    this.unindexed = undefined;
+    this.index.complete = true;
+    return this.index.size;
+  }
+
+  /** A message left the queue (delivered, deleted, quarantined, requeued under a new id). */
+  private unindex(queueId: string): void {
+    this.index.delete(queueId);
+    this.unindexed?.add(queueId);
   }
 
   /** One file that cannot be read (EACCES, EIO) must not hide the rest of the queue. */
@@ -403,9 +476,10 @@ export class QueueManager {
    * A message just committed to incoming/, of `size` bytes; `fresh` is what was written when
    * the committer still has it in memory (then the first attempt need not read the file).
    */
-  enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }): void {
+  enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }, envelope = fresh?.envelope): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
     if (this.entries.has(queueId)) return; // the start-up scan found it first
+    this.indexNew(queueId, 'incoming', size, envelope);
     if (!this.hasRoom()) return this.leftOnDisk('incoming'); // read in from incoming/ by a walk
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
     const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
@@ -420,11 +494,25 @@ export class QueueManager {
    * authentication): moved to hold/ before any delivery can pick it up. If the move fails it is
    * retried as any failed operation is, after queue.min_backoff.
    */
-  async enqueueHeld(queueId: string, size: number): Promise<void> {
+  async enqueueHeld(queueId: string, size: number, envelope?: Envelope): Promise<void> {
     if (this.stopping || this.entries.has(queueId)) return;
+    this.indexNew(queueId, 'incoming', size, envelope);
     const entry: Entry = { state: 'incoming', size, busy: false };
     this.entries.set(queueId, entry);
     await this.operate(queueId, entry, () => this.moveToHold(queueId, entry));
+  }
+
+  /** Index a message just committed (its file is read when the committer did not pass its envelope). */
+  private indexNew(queueId: string, state: QueueState, size: number, envelope?: Envelope): void {
+    if (envelope) {
+      this.index.set(queueId, { state, sender: envelope.sender, recipients: envelope.recipients.map((r) => r.address), arrivedAt: envelope.arrivedAt, size });
+      return;
+    }
+    this.deps.spool.find(queueId).then(async (where) => {
+      if (!where || where === 'corrupt' || this.index.has(queueId)) return;
+      const info = await this.deps.spool.readInfo(queueId, where);
+      if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
+    }).catch(() => { /* gone meanwhile */ });
   }
 
   /**
@@ -463,11 +551,18 @@ export class QueueManager {
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
+  /** An attempt or an operator's action on this message is under way. */
+  isBusy(queueId: string): boolean {
+    return this.entries.get(queueId)?.busy ?? false;
+  }
+
   list(): MessageSummary[] {
     return [...this.entries].map(([queueId, e]) => ({ queueId, state: e.state, busy: e.busy, ...(e.nextAttemptAt ? { nextAttemptAt: e.nextAttemptAt } : {}) }));
   }
 
+  /** Messages by state: exact from the index once it is complete, else memory + the last walk's count of those on disk. */
   counts(): Record<string, number> {
+    if (this.index.complete) return this.index.counts();
     const c: Record<string, number> = { incoming: 0, active: 0, deferred: 0, hold: 0 };
     for (const e of this.entries.values()) c[e.state] = (c[e.state] ?? 0) + 1;
     // messages on disk only (memory full), as the last walk of the spool counted them
@@ -546,6 +641,7 @@ export class QueueManager {
     await this.operate(queueId, e, async () => {
       await applyQueueAction(this.deps.spool, this.deps.tracking, 'release', queueId, 'hold', 'admin-api');
       e.state = 'deferred';
+      this.index.update(queueId, { state: 'deferred', nextAttemptAt: null });
     });
     this.makeReady(queueId, e);
     this.pump();
@@ -576,11 +672,16 @@ export class QueueManager {
     e.queued = false;
     const { changed, newQueueId, result } = await requeueMessage({ spool, router: this.deps.router, tracking: this.deps.tracking }, { ...qf, state: e.state }, by, this.now());
     let next: { id: string; entry: Entry } | undefined = changed ? undefined : { id, entry: e };
-    if (changed) this.forget(id);
+    if (changed) {
+      this.forget(id);
+      this.unindex(id);
+    }
     if (newQueueId) {
       const state = e.state === 'hold' ? 'hold' : 'incoming';
-      next = { id: newQueueId, entry: { state, size: (await spool.readInfo(newQueueId, state)).size, busy: false } };
+      const info = await spool.readInfo(newQueueId, state);
+      next = { id: newQueueId, entry: { state, size: info.size, busy: false } };
       this.entries.set(newQueueId, next.entry);
+      this.index.set(newQueueId, indexed(info, state));
     }
     // tried now, past the dead-destination memory (as a flush); a held message stays held
     if (next && next.entry.state !== 'hold') {
@@ -635,6 +736,7 @@ export class QueueManager {
     if (again) return again;
     const e: Entry = { state, size: info.size, busy: false };
     this.entries.set(queueId, e);
+    this.index.set(queueId, indexed(info, state));
     if (state === 'hold') this.heldOnDisk = Math.max(0, this.heldOnDisk - 1);
     else if (this.diskOnly[state]) this.diskOnly[state]!--;
     if (state === 'deferred' && info.deferral && info.deferral.nextAttemptAt > this.now()) this.schedule(queueId, e, info.deferral.nextAttemptAt);
@@ -651,6 +753,7 @@ export class QueueManager {
     e.queued = false;
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'hold', queueId, e.state, 'admin-api');
     e.state = 'hold';
+    this.index.update(queueId, { state: 'hold' });
   }
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
@@ -659,6 +762,7 @@ export class QueueManager {
     e.queued = false;
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
     this.forget(queueId);
+    this.unindex(queueId);
   }
 
   /**
@@ -748,6 +852,7 @@ export class QueueManager {
       if (e.state === 'incoming') {
         await spool.move(id, 'incoming', 'active', { durable: false });
         e.state = 'active';
+        this.index.update(id, { state: 'active' });
       }
       qf = e.fresh ? { ...freshQueueFile(id, e.fresh.envelope, e.fresh.message), message: bufferSource(e.fresh.message) } : await spool.readForDelivery(id, e.state);
       e.fresh = undefined;
@@ -758,9 +863,11 @@ export class QueueManager {
         const where = await spool.find(id);
         if (!where) {
           this.forget(id);
+          this.unindex(id);
           return;
         }
         e.state = where;
+        this.index.update(id, { state: where });
         if (where !== 'hold') this.schedule(id, e, this.now() + RETRY_AFTER_ERROR_MS);
         return;
       }
@@ -768,6 +875,7 @@ export class QueueManager {
         await spool.quarantine(id, e.state, err.message);
         this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: err.message });
         this.forget(id);
+        this.unindex(id);
         return;
       }
       throw err;
@@ -988,6 +1096,7 @@ export class QueueManager {
     }
     await this.deps.spool.setDueTime(env.queueId, nextAttemptAt);
     this.schedule(env.queueId, e, nextAttemptAt);
+    this.index.update(env.queueId, { state: 'deferred', recipients: pending.map((o) => env.recipients[o.index].address), nextAttemptAt, lastReply: record.lastReply });
   }
 
   /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
@@ -1052,6 +1161,7 @@ export class QueueManager {
   private async finish(id: string, e: Entry): Promise<void> {
     await this.deps.spool.remove(id, e.state);
     this.forget(id);
+    this.unindex(id);
   }
 }
 

@@ -574,6 +574,13 @@ export class Spool {
     return { chosen, leftOut, ...(nextDue !== undefined ? { nextDue } : {}) };
   }
 
+  /** The queue ids in a state folder, streamed (opendir: a folder of a million names is never one array). */
+  async *names(state: QueueState): AsyncGenerator<string> {
+    for await (const d of await fsp.opendir(this.#folder(state), { bufferSize: 256 })) {
+      if (isSafeQueueId(d.name)) yield d.name;
+    }
+  }
+
   /** Names in a state folder that can be queue ids, and the others (strays). */
   async #names(state: QueueState): Promise<{ ids: string[]; strays: string[] }> {
     const names = (await this.#io.readdir(this.#folder(state))).sort();
