@@ -195,7 +195,7 @@ async function run(start: SecondaryStart): Promise<void> {
   onStopRequest = (reason) => void stop(reason);
   if (stopRequest) return void stop(stopRequest);
 
-  const { scanned } = await qmgr.start({ cleanTmp: false });
+  const { scanned } = await qmgr.start({ cleanTmp: false, fillIndex: false });
   send({ type: 'ready' });
   log.info({ event: 'secondary-ready', spool: dir, epoch, pid: process.pid, standby: start.standby === true }, `secondary for ${spoolId} delivering its queue (claim epoch ${epoch}${start.standby ? '; it was the pre-forked standby' : ''})`);
   scanned.then(

@@ -206,12 +206,16 @@ export class QueueManager {
    * room frees up (walk()). Only envelopes and status records are read, never a message body.
    * hold/ stays held; a deferred message keeps the retry time in its file. Then the envelopes
    * of the messages left on disk are read into the index (`indexed`: how many it holds then).
+   * `fillIndex: false` (a takeover's secondary: nothing lists or selects its queue, and it must
+   * not read a large spool twice while it delivers) leaves the index with what the walks
+   * adopted; it never becomes complete, so counts stay the walks' estimate.
    */
-  async start(opts: { cleanTmp?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult & { indexed: number }> }> {
+  async start(opts: { cleanTmp?: boolean; fillIndex?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult & { indexed: number }> }> {
     const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
     this.started = true;
-    this.unindexed = new Set();
-    const scanned = this.runWalk(true).then(async (r) => ({ ...r, indexed: await this.fillIndex() }));
+    const fill = opts.fillIndex !== false;
+    this.unindexed = fill ? new Set() : undefined;
+    const scanned = this.runWalk(true).then(async (r) => ({ ...r, indexed: fill ? await this.fillIndex() : this.index.size }));
     this.scanning = scanned.then(() => undefined, () => undefined);
     return { removedTmp, scanned };
   }
