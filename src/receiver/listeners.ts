@@ -31,7 +31,7 @@ export interface ListenerSpec {
   senderAuth: 'off' | 'record' | 'enforce';
 }
 
-export function resolveListeners(c: TandemConfig): ListenerSpec[] {
+export function resolveListeners(c: Pick<TandemConfig, 'smtp' | 'sender_auth'>): ListenerSpec[] {
   const s = c.smtp;
   if (!s.listeners) {
     return [{ name: 'smtp', listen: s.listen, tls: s.tls ? 'starttls' : 'none', auth: 'offered', proxyProtocol: s.proxy_protocol, maxConnections: s.max_connections, senderAuth: c.sender_auth.policy }];
@@ -47,7 +47,7 @@ export function resolveListeners(c: TandemConfig): ListenerSpec[] {
   }));
 }
 
-export function createClientLimits(c: TandemConfig, isRelayClient: (address: string) => boolean): ClientLimits {
+export function createClientLimits(c: Pick<TandemConfig, 'smtp'>, isRelayClient: (address: string) => boolean): ClientLimits {
   const l = c.smtp.limits;
   return new ClientLimits({
     clientConnections: l.client_connections,
@@ -66,7 +66,7 @@ export function createClientLimits(c: TandemConfig, isRelayClient: (address: str
  * answers for the domains dkim.keys does not have (with dkim.directory). Throws when a key file
  * of dkim.keys is unreadable or not a usable key.
  */
-export function createSenderAuth(c: TandemConfig, directory?: DirectoryDkimLookup): SenderAuth | undefined {
+export function createSenderAuth(c: Pick<TandemConfig, 'dkim' | 'node' | 'sender_auth' | 'smtp'>, directory?: DirectoryDkimLookup): SenderAuth | undefined {
   const verifying = resolveListeners(c).some((l) => l.senderAuth !== 'off');
   const dkim = new DkimKeys(c.dkim.keys, c.dkim.directory ? directory : undefined);
   if (!verifying && !dkim.any) return undefined;
@@ -75,13 +75,13 @@ export function createSenderAuth(c: TandemConfig, directory?: DirectoryDkimLooku
   return new SenderAuth({ hostname: c.node.hostname, resolver, dkim });
 }
 
-export function createContentFilter(c: TandemConfig, onFailure: (why: string) => void): RspamdFilter | undefined {
+export function createContentFilter(c: Pick<TandemConfig, 'content_filter'>, onFailure: (why: string) => void): RspamdFilter | undefined {
   const f = c.content_filter;
   return f ? new RspamdFilter({ url: f.rspamd_url, timeoutMs: f.timeout, failOpen: f.fail_open, onSpam: f.on_spam, onFailure }) : undefined;
 }
 
 export function createAuthThrottle(
-  c: TandemConfig, limits: ClientLimitsApi,
+  c: Pick<TandemConfig, 'smtp'>, limits: ClientLimitsApi,
   verify: (user: string, password: string) => Promise<boolean>, onRefusal: (reason: string) => void,
 ): AuthThrottle {
   const a = c.smtp.auth_limits;

@@ -32,7 +32,8 @@
  *    the message. The input is always read to its end before the reply.
  *
  * Errors are SmtpReplyError everywhere and become an SMTP reply in exactly one place, toReply().
- * Reads config keys: smtp.*, relay.networks, tables.relay_networks (via deps), node.hostname.
+ * Reads config keys (ReceiverConfig): smtp.*, node.hostname and node.id, content_filter, sender_auth;
+ * relay.networks and tables.relay_networks through deps (isRelayClient).
  */
 import { readFileSync } from 'node:fs';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerSession, type SMTPServerDataStream } from 'smtp-server';
@@ -64,8 +65,12 @@ export type AcceptState =
   | { type: 'draining' }
   | { type: 'refusing'; reason: string };
 
+/** The slice of the config a receiver reads. */
+export type ReceiverConfig = Pick<TandemConfig, 'node' | 'smtp' | 'content_filter' | 'sender_auth'>;
+
 export interface ReceiverDeps {
-  config: TandemConfig;
+  /** What the receiver reads of the config (and the listener, limits and AUTH throttle it makes when not given them). */
+  config: ReceiverConfig;
   router: Router;
   /** Start writing a message to the spool (Spool.beginMessage). */
   beginMessage(queueId: string): MessageWriter;
