@@ -39,6 +39,7 @@ import { haproxyConfig } from './haproxy-config.ts';
 import { EXIT } from './exit-codes.ts';
 import { freePort, freeUdpPort } from '../util/free-port.ts';
 import { pidAlive } from '../util/pid.ts';
+import { httpJson } from '../util/http-json.ts';
 import { makeCa, makeNodeCert, opensslMissing } from '../cluster/index.ts';
 
 // main.js beside the compiled up.js (dist/), main.ts under tsx
@@ -129,16 +130,10 @@ function waitForPort(host: string, port: number, timeoutMs: number): Promise<voi
  */
 async function waitHealthy(admin: string, name: string, timeoutMs: number): Promise<void> {
   const end = Date.now() + timeoutMs;
-  let last = 'no answer';
   for (;;) {
-    try {
-      const res = await fetch(`http://${admin}/health`, { signal: AbortSignal.timeout(2000) });
-      if (res.status === 200) return;
-      last = `${res.status} ${JSON.stringify(((await res.json().catch(() => ({}))) as { status?: string }).status ?? '')}`;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    if (Date.now() > end) throw new Error(`${name} is not ready after ${timeoutMs / 1000} s (health: ${last})`);
+    const r = await httpJson(`http://${admin}/health`, { timeoutMs: 2000 });
+    if (r.ok && r.status === 200) return;
+    if (Date.now() > end) throw new Error(`${name} is not ready after ${timeoutMs / 1000} s (health: ${r.ok ? `${r.status} ${JSON.stringify(r.body?.status ?? '')}` : r.error})`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
