@@ -86,11 +86,17 @@ class SmtpSink {
   waitFor(n: number, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     return new Promise((resolve) => {
+      // one waiter and one timer at a time: woken by the sink's output or the timer, whichever
+      // comes first (a check that re-armed both each time doubled itself on every wake-up)
+      let timer: NodeJS.Timeout | undefined;
       const check = (): void => {
+        clearTimeout(timer);
+        const i = this.waiters.indexOf(check);
+        if (i >= 0) this.waiters.splice(i, 1);
         if (this.count >= n) return resolve(true);
         if (Date.now() > deadline) return resolve(false);
         this.waiters.push(check);
-        setTimeout(check, 200).unref();
+        timer = setTimeout(check, 200);
       };
       check();
     });
