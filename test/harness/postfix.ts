@@ -15,7 +15,8 @@
  * else to `relayHost`; `mainCf` adds main.cf settings.
  *
  * What can go wrong: not root, or the package missing (POSTFIX_AVAILABLE says which; tests skip
- * with that reason); `postfix check` failing (the error carries its output); a port taken
+ * with that reason); dir inside a folder the postfix user cannot search (checked, with a
+ * message); `postfix check` failing (the error carries its output); a port taken
  * between choosing it and master binding it (the greeting wait fails with master's output).
  */
 import { execFileSync } from "node:child_process";
@@ -79,6 +80,11 @@ export async function startPostfix(opts: PostfixOptions): Promise<PostfixInstanc
   chmodSync(dir, 0o755);
   execFileSync("chown", ["postfix:postfix", data]);
   execFileSync("chown", [`${VMAIL_ID}:${VMAIL_ID}`, vmail]);
+  try {
+    execFileSync("runuser", ["-u", "postfix", "--", "test", "-w", data], { stdio: "ignore" });
+  } catch {
+    throw new Error(`the postfix user cannot write ${data}: every folder above it must be searchable by others (chmod o+x), e.g. a mkdtemp folder needs chmod 755`);
+  }
   copyFileSync(MASTER_CF_DIST, join(etc, "master.cf"));
   writeFileSync(join(etc, "main.cf"), "");
   const postconf = (...args: string[]): void => {
