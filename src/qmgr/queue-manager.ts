@@ -1093,9 +1093,8 @@ export class QueueManager {
   private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean, held: Reservation | undefined): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
-      if (flushed) return undefined;
-      const dead = this.dead.get(key);
-      if (!dead || dead.until <= this.now()) return undefined;
+      if (flushed || !this.isDead(key)) return undefined;
+      const dead = this.dead.get(key)!;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
     const early = deadFor();
