@@ -534,11 +534,21 @@ export class QueueManager {
       this.index.set(queueId, { state, sender: envelope.sender, recipients: envelope.recipients.map((r) => r.address), arrivedAt: envelope.arrivedAt, size });
       return;
     }
-    this.deps.spool.find(queueId).then(async (where) => {
-      if (!where || where === 'corrupt' || this.index.has(queueId)) return;
-      const info = await this.deps.spool.readInfo(queueId, where);
-      if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
-    }).catch(() => { /* gone meanwhile */ });
+    const read = async (): Promise<void> => {
+      // an attempt may move the file between the look and the read: look again
+      for (let tries = 0; tries < 3; tries++) {
+        const where = await this.deps.spool.find(queueId);
+        if (!where || where === 'corrupt' || this.index.has(queueId)) return;
+        try {
+          const info = await this.deps.spool.readInfo(queueId, where);
+          if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
+          return;
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) return;
+        }
+      }
+    };
+    read().catch(() => { /* gone meanwhile */ });
   }
 
   /**
