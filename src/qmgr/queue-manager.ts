@@ -1071,6 +1071,12 @@ export class QueueManager {
       if (!g) groups.set(key, (g = { key, route, rcpts: [] }));
       g.rcpts.push({ index, address: r.address, original: r.original, ...(r.orcpt ? { orcpt: r.orcpt } : {}), ...(r.notify ? { notify: r.notify } : {}) });
     }
+    // a slot taken for a next hop the message no longer goes to is given back before any group
+    // waits for another (holding one slot while waiting for a second could deadlock)
+    if (held && !held.used && !groups.has(held.key)) {
+      held.used = true;
+      this.releaseDestination(held.key, held.sem);
+    }
     const limit = this.deps.config.queue.destination_recipient_limit;
     const jobs: Array<{ rcpts: DeliveryRecipient[]; promise: Promise<Outcome[]> }> = [];
     for (const { key, ...g } of groups.values()) {
@@ -1107,16 +1113,16 @@ export class QueueManager {
       const dead = this.dead.get(key)!;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
+    // the slot taken before the read (attempt()) is this group's
+    const reserved = held !== undefined && !held.used && held.key === key;
+    if (reserved) held.used = true;
     const early = deadFor();
-    if (early) return early;
-    let sem: Semaphore;
-    if (held && !held.used && held.key === key) {
-      held.used = true; // the slot taken before the read (attempt())
-      sem = held.sem;
-    } else {
-      sem = this.destination(key);
-      await this.slot(sem, parking);
+    if (early) {
+      if (reserved) this.releaseDestination(key, held.sem);
+      return early;
     }
+    const sem = reserved ? held.sem : this.destination(key);
+    if (!reserved) await this.slot(sem, parking);
     await this.slot(this.total, parking);
     try {
       const dead = deadFor();
