@@ -205,6 +205,44 @@ test('a slow destination does not hold up mail for other destinations', async ()
   await qmgr.stop();
 });
 
+test('a restart on a large queue for one slow destination reads files only as that destination takes them; another destination\'s mail keeps moving', async () => {
+  let releaseSlow!: () => void;
+  const slowGate = new Promise<void>((r) => (releaseSlow = r));
+  const reads: string[] = [];
+  const counting = (spool: Spool) => new Proxy(spool, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop, target);
+      if (prop !== 'readForDelivery') return typeof v === 'function' ? v.bind(target) : v;
+      return (id: string, state: Parameters<Spool['readForDelivery']>[1]) => {
+        reads.push(id);
+        return target.readForDelivery(id, state);
+      };
+    },
+  });
+  const t = setup(async (a) => {
+    if (a.endsWith('@slow.test')) await slowGate;
+    return 'delivered' as Verdict;
+  }, { destination_concurrency: 2, total_concurrency: 10 }, counting);
+  // what a node's restart (or a takeover) finds: 200 messages for the slow destination, then one for another
+  const before = await t.make();
+  for (let i = 0; i < 200; i++) await before.spool.commit(envelope(before.spool, 'sender@x.test', [`r${i}@slow.test`]), body);
+  const fast = envelope(before.spool, 'sender@x.test', ['r@fast.test']);
+  await before.spool.commit(fast, body);
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  await until('the fast destination delivered while the slow one hangs', async () => (await spool.find(fast.queueId)) === undefined);
+  assert.equal(t.jobs.filter((j) => j.recipients[0].address.endsWith('@slow.test')).length, 2, 'destination_concurrency deliveries to the slow one');
+  assert.equal(reads.filter((id) => id !== fast.queueId).length, 2, 'only the files being delivered were read, not the 198 waiting');
+  releaseSlow();
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  const counts = new Map<string, number>();
+  for (const j of t.jobs) for (const r of j.recipients) counts.set(r.address, (counts.get(r.address) ?? 0) + 1);
+  assert.equal(counts.size, 201);
+  assert.ok([...counts.values()].every((n) => n === 1), 'each message delivered once');
+  assert.equal(reads.length, 201, 'each file read once for delivery');
+  await qmgr.stop();
+});
+
 test('a destination that cannot be reached is not tried again for a while: its mail is deferred at once', async () => {
   const t = setup((a) => (a.endsWith('@down.test') ? 'unreachable' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
   const { spool, qmgr } = await t.make();

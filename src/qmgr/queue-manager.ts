@@ -73,6 +73,16 @@ interface Parking {
   parked: number;
 }
 
+/**
+ * A slot of a message's destination taken before its file is read (QueueManager.reserve): the
+ * group for that next hop delivers in it (`used`); otherwise the attempt gives it back.
+ */
+interface Reservation {
+  key: string;
+  sem: Semaphore;
+  used: boolean;
+}
+
 /** In-memory view of one queued message. */
 interface Entry {
   state: QueueState;
@@ -89,6 +99,8 @@ interface Entry {
   queued?: boolean;
   /** Flushed by the operator: the next attempt tries destinations that were unreachable a moment ago. */
   flushed?: boolean;
+  /** Waiting (queued) in this destination's backlog rather than in the ready queue. */
+  waitingFor?: string;
 }
 
 export interface MessageSummary {
@@ -148,6 +160,14 @@ export class QueueManager {
   private unindexed?: Set<string>;
   private entries = new Map<string, Entry>();
   private ready = new Fifo<string>();
+  /**
+   * Messages ready for a destination that already has queue.destination_concurrency
+   * deliveries under way and as many attempts waiting for them: they wait here, unread,
+   * and go back to the ready queue one by one as its deliveries end (see reserve()).
+   */
+  private backlog = new Map<string, Fifo<string>>();
+  /** Messages in `backlog`, all destinations. */
+  private backlogged = 0;
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
   private activeBytes = 0;
   /** Attempts counted against the active limit (not those parked waiting for a slot). */
@@ -243,7 +263,7 @@ export class QueueManager {
     this.diskDue = Math.min(this.diskDue ?? Infinity, this.now()); // due now
     this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
     // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
-    if (this.entries.size - this.inProgress - this.ready.length > 0) this.requestWalk();
+    if (this.entries.size - this.inProgress - this.ready.length - this.backlogged > 0) this.requestWalk();
   }
 
   /**
@@ -388,9 +408,11 @@ export class QueueManager {
         const { queueId, state } = batch[j];
         const info = infos[j];
         if (!(info instanceof Error)) {
-          if (this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined)) {
-            result.queued++;
+          if (!this.entries.has(queueId)) {
+            // indexed first: an attempt started at once predicts its destination from the index
             this.index.set(queueId, indexed(info, state));
+            this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined);
+            result.queued++;
           }
         } else if (isErrno(info, 'ENOENT')) {
           // moved or delivered meanwhile
@@ -486,7 +508,7 @@ export class QueueManager {
     this.indexNew(queueId, 'incoming', size, envelope);
     if (!this.hasRoom()) return this.leftOnDisk('incoming'); // read in from incoming/ by a walk
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
-    const keep = fresh && this.ready.length < FRESH_BACKLOG_LIMIT;
+    const keep = fresh && this.ready.length + this.backlogged < FRESH_BACKLOG_LIMIT;
     const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
     this.entries.set(queueId, entry);
     this.makeReady(queueId, entry);
@@ -512,11 +534,21 @@ export class QueueManager {
       this.index.set(queueId, { state, sender: envelope.sender, recipients: envelope.recipients.map((r) => r.address), arrivedAt: envelope.arrivedAt, size });
       return;
     }
-    this.deps.spool.find(queueId).then(async (where) => {
-      if (!where || where === 'corrupt' || this.index.has(queueId)) return;
-      const info = await this.deps.spool.readInfo(queueId, where);
-      if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
-    }).catch(() => { /* gone meanwhile */ });
+    const read = async (): Promise<void> => {
+      // an attempt may move the file between the look and the read: look again
+      for (let tries = 0; tries < 3; tries++) {
+        const where = await this.deps.spool.find(queueId);
+        if (!where || where === 'corrupt' || this.index.has(queueId)) return;
+        try {
+          const info = await this.deps.spool.readInfo(queueId, where);
+          if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
+          return;
+        } catch (err) {
+          if (!isErrno(err, 'ENOENT')) return;
+        }
+      }
+    };
+    read().catch(() => { /* gone meanwhile */ });
   }
 
   /**
@@ -630,6 +662,19 @@ export class QueueManager {
     this.ready.push(id);
   }
 
+  /** Take a message out of the ready queue or its destination's backlog, wherever it waits. */
+  private unqueue(id: string, e: Entry): void {
+    if (!e.queued) return;
+    e.queued = false;
+    const key = e.waitingFor;
+    if (key === undefined) return this.ready.remove((x) => x === id);
+    e.waitingFor = undefined;
+    this.backlogged--;
+    const waiting = this.backlog.get(key);
+    waiting?.remove((x) => x === id);
+    if (waiting?.length === 0) this.backlog.delete(key);
+  }
+
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
   async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
     const e = await this.requireEntry(queueId);
@@ -672,8 +717,7 @@ export class QueueManager {
     const spool = this.deps.spool;
     const qf = e.fresh ? freshQueueFile(id, e.fresh.envelope, e.fresh.message) : await spool.read(id, e.state);
     this.retries.delete(id);
-    if (e.queued) this.ready.remove((x) => x === id);
-    e.queued = false;
+    this.unqueue(id, e);
     const { changed, newQueueId, result } = await requeueMessage({ spool, router: this.deps.router, tracking: this.deps.tracking }, { ...qf, state: e.state }, by, this.now());
     let next: { id: string; entry: Entry } | undefined = changed ? undefined : { id, entry: e };
     if (changed) {
@@ -753,8 +797,7 @@ export class QueueManager {
 
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
     this.retries.delete(queueId);
-    if (e.queued) this.ready.remove((id) => id === queueId);
-    e.queued = false;
+    this.unqueue(queueId, e);
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'hold', queueId, e.state, 'admin-api');
     e.state = 'hold';
     this.index.update(queueId, { state: 'hold' });
@@ -762,8 +805,7 @@ export class QueueManager {
 
   private async deleteNow(queueId: string, e: Entry): Promise<void> {
     this.retries.delete(queueId);
-    if (e.queued) this.ready.remove((id) => id === queueId);
-    e.queued = false;
+    this.unqueue(queueId, e);
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
     this.forget(queueId);
     this.unindex(queueId);
@@ -848,8 +890,104 @@ export class QueueManager {
     this.pump();
   }
 
-  /** One delivery attempt of one message. */
+  /**
+   * One delivery attempt of one message. Its destination's slot is taken before its file is
+   * read (reserve()), so that a large queue for one next hop is read as fast as that next hop
+   * takes it, not all at once while the first deliveries wait for the CPU and the disk.
+   */
   private async attempt(id: string, e: Entry): Promise<void> {
+    const parking: Parking = { parked: 0 };
+    const held = await this.reserve(id, e, parking);
+    if (held === 'backlog') return;
+    try {
+      if (held && !this.delivering()) {
+        // stopping, or the gate shut while it waited: no attempt; the file is left as it is
+        if (!this.stopping) this.makeReady(id, e);
+        return;
+      }
+      await this.attemptRead(id, e, parking, held);
+    } finally {
+      if (held && !held.used) this.releaseDestination(held.key, held.sem);
+    }
+  }
+
+  /**
+   * Wait for a slot of the message's destination, as its envelope predicts it (the recipients
+   * kept in memory: a fresh message's, or the index's pending ones; the first recipient's next
+   * hop). While it waits the attempt is parked (slot()). When as many attempts already wait for
+   * that destination as it delivers at once, the message goes to the destination's backlog
+   * instead ('backlog'), unread, holding nothing, until a delivery there ends (releaseDestination).
+   * No reservation (undefined) when the destination cannot be predicted now (no envelope in
+   * memory, a routing lookup that fails, the message is past its lifetime) or is known dead:
+   * the attempt then reads the file first, as the groups after the first always do.
+   */
+  private async reserve(id: string, e: Entry, parking: Parking): Promise<Reservation | 'backlog' | undefined> {
+    const known = e.fresh?.envelope ?? this.index.get(id);
+    const first = known?.recipients[0];
+    if (!known || first === undefined || this.now() - known.arrivedAt > this.deps.config.queue.max_lifetime) return undefined;
+    let key: string;
+    try {
+      key = routeKey(await this.deps.router.routeAddress(typeof first === 'string' ? first : first.address));
+    } catch {
+      return undefined; // the delivery routes again and records a failed lookup
+    }
+    if (!e.flushed && this.isDead(key)) return undefined;
+    const sem = this.destination(key);
+    const limit = this.deps.config.queue.destination_concurrency;
+    if (sem.inUse >= limit && sem.waiting >= limit && !this.stopping) {
+      let waiting = this.backlog.get(key);
+      if (!waiting) this.backlog.set(key, (waiting = new Fifo()));
+      waiting.push(id);
+      this.backlogged++;
+      e.queued = true;
+      e.waitingFor = key;
+      if (this.backlogged > FRESH_BACKLOG_LIMIT) e.fresh = undefined; // read back from its file when its turn comes
+      return 'backlog';
+    }
+    await this.slot(sem, parking);
+    return { key, sem, used: false };
+  }
+
+  /** The semaphore of a destination's concurrency (made on first use, dropped when idle). */
+  private destination(key: string): Semaphore {
+    let sem = this.perDestination.get(key);
+    if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
+    return sem;
+  }
+
+  /**
+   * A delivery to this destination ended: its slot goes to the next attempt waiting, and a
+   * message from the destination's backlog to the front of the ready queue to wait in its place.
+   * Once nothing is under way there, the whole backlog goes back (nothing else would call it).
+   */
+  private releaseDestination(key: string, sem: Semaphore): void {
+    sem.release();
+    const idle = sem.inUse === 0 && sem.waiting === 0;
+    if (idle && this.perDestination.get(key) === sem) this.perDestination.delete(key);
+    const waiting = this.backlog.get(key);
+    if (!waiting) return;
+    let n = idle ? waiting.length : 1;
+    while (n > 0 && waiting.length > 0) {
+      const id = waiting.shift()!;
+      const e = this.entries.get(id);
+      if (!e || e.waitingFor !== key) continue; // left the backlog meanwhile
+      e.waitingFor = undefined;
+      this.backlogged--;
+      this.ready.unshift(id);
+      n--;
+    }
+    if (waiting.length === 0) this.backlog.delete(key);
+    this.pump();
+  }
+
+  /** Is this destination in its dead time (it could not be reached a moment ago)? */
+  private isDead(key: string): boolean {
+    const dead = this.dead.get(key);
+    return dead !== undefined && dead.until > this.now();
+  }
+
+  /** The attempt proper: read the message, deliver, record (the reservation, if any, is `held`). */
+  private async attemptRead(id: string, e: Entry, parking: Parking, held: Reservation | undefined): Promise<void> {
     const spool = this.deps.spool;
     let qf: DeliveryFile;
     try {
@@ -896,7 +1034,7 @@ export class QueueManager {
 
     const flushed = e.flushed ?? false;
     e.flushed = undefined;
-    const outcomes = await this.deliverPending(qf, pending, flushed);
+    const outcomes = await this.deliverPending(qf, pending, flushed, parking, held);
 
     // a stop (or a shut delivery gate) before any delivery started is no attempt: the file is
     // left as it is (the next start, or the gate opening, picks it up)
@@ -913,7 +1051,7 @@ export class QueueManager {
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
-  private async deliverPending(qf: DeliveryFile, pending: number[], flushed: boolean): Promise<Outcome[]> {
+  private async deliverPending(qf: DeliveryFile, pending: number[], flushed: boolean, parking: Parking, held: Reservation | undefined): Promise<Outcome[]> {
     const env = qf.envelope;
     const groups = new Map<string, { key: string; route: Route; rcpts: DeliveryRecipient[] }>();
     const outcomes: Outcome[] = [];
@@ -933,14 +1071,19 @@ export class QueueManager {
       if (!g) groups.set(key, (g = { key, route, rcpts: [] }));
       g.rcpts.push({ index, address: r.address, original: r.original, ...(r.orcpt ? { orcpt: r.orcpt } : {}), ...(r.notify ? { notify: r.notify } : {}) });
     }
+    // a slot taken for a next hop the message no longer goes to is given back before any group
+    // waits for another (holding one slot while waiting for a second could deadlock)
+    if (held && !held.used && !groups.has(held.key)) {
+      held.used = true;
+      this.releaseDestination(held.key, held.sem);
+    }
     const limit = this.deps.config.queue.destination_recipient_limit;
     const jobs: Array<{ rcpts: DeliveryRecipient[]; promise: Promise<Outcome[]> }> = [];
-    const parking: Parking = { parked: 0 };
     for (const { key, ...g } of groups.values()) {
       this.deps.tracking.record({ event: 'routed', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipients: g.rcpts.map((r) => r.address), nexthop: key });
       for (let i = 0; i < g.rcpts.length; i += limit) {
         const rcpts = g.rcpts.slice(i, i + limit);
-        jobs.push({ rcpts, promise: this.deliverGroup(qf, key, g.route, rcpts, parking, flushed) });
+        jobs.push({ rcpts, promise: this.deliverGroup(qf, key, g.route, rcpts, parking, flushed, held) });
       }
     }
     // one failing group (a bug in a channel) must not abandon the others while they deliver
@@ -963,19 +1106,23 @@ export class QueueManager {
    * try until then, instead of each message waiting out the connect timeouts again (unless the
    * operator flushed the message: `flushed`).
    */
-  private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean): Promise<Outcome[]> {
+  private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean, held: Reservation | undefined): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
-      if (flushed) return undefined;
-      const dead = this.dead.get(key);
-      if (!dead || dead.until <= this.now()) return undefined;
+      if (flushed || !this.isDead(key)) return undefined;
+      const dead = this.dead.get(key)!;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
+    // the slot taken before the read (attempt()) is this group's
+    const reserved = held !== undefined && !held.used && held.key === key;
+    if (reserved) held.used = true;
     const early = deadFor();
-    if (early) return early;
-    let sem = this.perDestination.get(key);
-    if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
-    await this.slot(sem, parking);
+    if (early) {
+      if (reserved) this.releaseDestination(key, held.sem);
+      return early;
+    }
+    const sem = reserved ? held.sem : this.destination(key);
+    if (!reserved) await this.slot(sem, parking);
     await this.slot(this.total, parking);
     try {
       const dead = deadFor();
@@ -997,8 +1144,7 @@ export class QueueManager {
       return results.map((r) => ({ ...r, route }));
     } finally {
       this.total.release();
-      sem.release();
-      if (sem.inUse === 0 && sem.waiting === 0) this.perDestination.delete(key);
+      this.releaseDestination(key, sem);
     }
   }
 
