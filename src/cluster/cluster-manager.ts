@@ -46,7 +46,8 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
-import { DiskHeartbeat, type DiskBeat } from './disk-heartbeat.ts';
+import { DiskHeartbeat, type DiskBeat, type RenewalSteps } from './disk-heartbeat.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
@@ -78,6 +79,8 @@ export interface ClusterIo {
     slots(): Promise<string[]>;
     slotPath(node: string): string;
     readonly rejected: number;
+    /** The last completed renewal's steps (shared storage only). */
+    readonly lastSteps?: RenewalSteps;
   };
   net: {
     start(): Promise<unknown>;
@@ -247,6 +250,8 @@ export interface ClusterStatus {
   /** Whether this node delivers from its own spool now (false while another node holds it). */
   ownSpool: 'delivering' | 'claimed-by-other' | 'fenced';
   diskHeartbeatAgeMs: number;
+  /** Where the disk heartbeat's time goes: the slowest renewal since start (and its steps), the beat timer's largest lateness, the event loop's largest delay. */
+  renewals: RenewalStats;
   /** Messages in this node's own queue. */
   queue: number;
   peers: Array<PeerView & { site: string }>;
@@ -265,6 +270,19 @@ export interface ClusterStatus {
   witness?: WitnessView;
   /** Replicated storage: this node's copy at its holder, and the copies it holds. */
   replication?: ReplicaStatus;
+}
+
+export interface RenewalStats {
+  count: number;
+  /** Renewals that took longer than two heartbeat intervals. */
+  slow: number;
+  slowestMs: number;
+  slowestSteps?: RenewalSteps;
+  /** The beat timer firing later than its interval, largest seen (main-thread lag). */
+  beatLateMaxMs: number;
+  /** perf_hooks.monitorEventLoopDelay: largest delay seen, and the 99th percentile. */
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
 }
 
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
@@ -290,6 +308,9 @@ export class ClusterManager {
   /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
   private renewingSince?: number;
   private renewFailing = false;
+  private readonly renewalStats: Omit<RenewalStats, 'loopDelayMaxMs' | 'loopDelayP99Ms'> = { count: 0, slow: 0, slowestMs: 0, beatLateMaxMs: 0 };
+  private lastBeatAt?: number;
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
   private goodRenewalsSinceFence = 0;
   private fence?: FenceReason;
@@ -385,6 +406,7 @@ export class ClusterManager {
     const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
+    this.loopDelay.enable();
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
     this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
@@ -573,6 +595,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
+    this.loopDelay.disable();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
     await this.witness?.stop();
@@ -587,6 +610,7 @@ export class ClusterManager {
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
       diskHeartbeatAgeMs: Math.round(this.mono() - this.lastRenewOk),
+      renewals: { ...this.renewalStats, loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
@@ -648,6 +672,9 @@ export class ClusterManager {
 
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
+    const firedAt = this.mono();
+    if (this.lastBeatAt !== undefined) this.renewalStats.beatLateMaxMs = Math.max(this.renewalStats.beatLateMaxMs, firedAt - this.lastBeatAt - this.c.heartbeat_interval);
+    this.lastBeatAt = firedAt;
     const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
     if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
       const started = this.mono();
@@ -656,6 +683,7 @@ export class ClusterManager {
         () => {
           // the lease counts from when this renewal began: the peers cannot have seen it earlier
           this.lastRenewOk = Math.max(this.lastRenewOk, started);
+          this.noteRenewal(this.mono() - started);
           if (this.fence) this.goodRenewalsSinceFence++;
           if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
           this.renewFailing = false;
@@ -679,6 +707,21 @@ export class ClusterManager {
       queue: this.hooks.queueDepth(),
       claims: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch })),
     });
+  }
+
+  private noteRenewal(ms: number): void {
+    const r = this.renewalStats;
+    r.count++;
+    if (ms > r.slowestMs) {
+      r.slowestMs = ms;
+      r.slowestSteps = this.disk.lastSteps;
+    }
+    if (ms > 2 * this.c.heartbeat_interval) {
+      r.slow++;
+      const steps = Object.fromEntries(Object.entries(this.disk.lastSteps ?? {}).map(([k, v]) => [k, Math.round(v)]));
+      this.logger.warn({ event: 'disk-heartbeat-slow', ms: Math.round(ms), steps, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) },
+        `disk heartbeat renewal took ${Math.round(ms)} ms (${JSON.stringify(steps)})`);
+    }
   }
 
   private enterFence(reason: FenceReason, why: string): void {

@@ -27,11 +27,16 @@ export interface DiskBeat {
   state: AnnouncedState;
 }
 
+/** A renewal's five operations, each timed from when the previous one completed (ms). */
+export interface RenewalSteps { open: number; write: number; sync: number; close: number; rename: number }
+
 export class DiskHeartbeat {
   private readonly paths: ReturnType<typeof clusterPaths>;
   private counter = 0;
   /** Peer slots that did not open with the secret. */
   rejected = 0;
+  /** The last completed renewal's steps, in milliseconds (where a slow renewal's time went). */
+  lastSteps: RenewalSteps = { open: 0, write: 0, sync: 0, close: 0, rename: 0 };
 
   constructor(spoolRoot: string, private readonly self: string, private readonly boot: number, private readonly sealer: Sealer) {
     this.paths = clusterPaths(spoolRoot);
@@ -46,14 +51,23 @@ export class DiskHeartbeat {
     const counter = ++this.counter;
     const tmp = path.join(this.paths.tmp, `heartbeat.${this.self}.${counter}`);
     const beat: DiskBeat = { node: this.self, boot: this.boot, counter, state };
+    const steps: RenewalSteps = { open: 0, write: 0, sync: 0, close: 0, rename: 0 };
+    let t = performance.now();
+    const lap = (step: keyof RenewalSteps) => { const now = performance.now(); steps[step] = now - t; t = now; };
     const fh = await open(tmp, 'w');
+    lap('open');
     try {
       await fh.writeFile(this.sealer.seal(beat) + '\n');
+      lap('write');
       await fh.datasync();
+      lap('sync');
     } finally {
       await fh.close();
+      lap('close');
     }
     await rename(tmp, slot);
+    lap('rename');
+    this.lastSteps = steps;
   }
 
   /**
