@@ -46,7 +46,7 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
-import { DiskHeartbeat, type DiskBeat, type RenewalSteps } from './disk-heartbeat.ts';
+import { DiskHeartbeat, type DiskBeat, type DiskHeartbeatThreadEvent, type DiskRenewer, type RenewalSteps } from './disk-heartbeat.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
@@ -81,6 +81,8 @@ export interface ClusterIo {
     readonly rejected: number;
     /** The last completed renewal's steps (shared storage only). */
     readonly lastSteps?: RenewalSteps;
+    /** Renew from now on in a thread of its own (production, shared storage); without it (or until its first renewal) beat() renews with renew(). */
+    renewer?(opts: { intervalMs: number; maxSilenceMs: number; state: AnnouncedState; after?: number }, onEvent: (e: DiskHeartbeatThreadEvent) => void): DiskRenewer;
   };
   net: {
     start(): Promise<unknown>;
@@ -130,7 +132,7 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
   };
   const standby = c.standby_secondary ? new StandbySecondary((level, msg, fields) => h[level](msg, fields)) : undefined;
   return {
-    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer),
+    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer, c),
     net,
     claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
@@ -308,6 +310,10 @@ export class ClusterManager {
   /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
   private renewingSince?: number;
   private renewFailing = false;
+  /** Shared storage in production: the thread that renews the disk heartbeat (disk-heartbeat-worker.ts). */
+  private renewer?: DiskRenewer;
+  /** The renewer's completed renewals as of the last beat. */
+  private renewalsSeen = 0;
   private readonly renewalStats: Omit<RenewalStats, 'loopDelayMaxMs' | 'loopDelayP99Ms'> = { count: 0, slow: 0, slowestMs: 0, beatLateMaxMs: 0 };
   private lastBeatAt?: number;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
@@ -401,6 +407,7 @@ export class ClusterManager {
     await this.checkIdUnused();
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
+    this.startRenewer();
     await this.net.start();
     if (this.replicated) await this.awaitPeers();
     const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
@@ -484,7 +491,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.lastRenewOk, fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.renewedAt(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
   }
 
   /**
@@ -498,7 +505,7 @@ export class ClusterManager {
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
   isFenced(): boolean {
-    return this.fence !== undefined || this.mono() - this.lastRenewOk >= this.c.fence_after;
+    return this.fence !== undefined || this.mono() - this.renewedAt() >= this.c.fence_after;
   }
 
   /** Our announced state, as the peers see it. */
@@ -595,6 +602,8 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
+    this.renewer?.stop();
+    this.renewer = undefined;
     this.loopDelay.disable();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
@@ -609,8 +618,8 @@ export class ClusterManager {
       state: this.announced(),
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
-      diskHeartbeatAgeMs: Math.round(this.mono() - this.lastRenewOk),
-      renewals: { ...this.renewalStats, loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
+      diskHeartbeatAgeMs: Math.round(this.mono() - this.renewedAt()),
+      renewals: { ...this.renewalStats, ...(this.renewer ? { count: this.renewer.renewals() } : {}), loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
@@ -670,36 +679,77 @@ export class ClusterManager {
     this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
   }
 
+  /** The start of the last completed renewal (monotonic); the renewer thread's is read from shared memory, current at once. */
+  private renewedAt(): number {
+    const ago = this.renewer?.renewedAgoMs() ?? Infinity;
+    if (ago !== Infinity) this.lastRenewOk = Math.max(this.lastRenewOk, this.mono() - ago);
+    return this.lastRenewOk;
+  }
+
+  /** Shared storage in production: from now on the disk heartbeat is renewed by a thread of its own. */
+  private startRenewer(after?: number): void {
+    // a main thread silent for fence_after is taken for wedged: renewals pause, so that its
+    // peers can take over a node that no longer runs (and it fences itself if it wakes up)
+    this.renewer = this.disk.renewer?.({ intervalMs: this.c.heartbeat_interval, maxSilenceMs: this.c.fence_after, state: this.announced(), after }, (e) => this.onRenewerEvent(e));
+    this.renewalsSeen = 0;
+  }
+
+  private onRenewerEvent(e: DiskHeartbeatThreadEvent): void {
+    if (e.type === 'failed') this.noteRenewFailed(e.err);
+    else if (e.type === 'renewed') this.noteRenewedAgain();
+    else if (e.type === 'slow') this.noteRenewal(e.ms, e.steps);
+    else this.logger.warn({ event: 'disk-heartbeat-paused', silentMs: e.ms }, `the main thread has been silent for ${e.ms} ms: disk heartbeat renewals paused until it checks in again`);
+  }
+
+  private noteRenewFailed(err: string): void {
+    // once per outage, not four times a second
+    if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err }, `cannot renew the disk heartbeat: ${err}`);
+    this.renewFailing = true;
+  }
+
+  private noteRenewedAgain(): void {
+    if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
+    this.renewFailing = false;
+  }
+
+  /**
+   * The renewer thread, every interval: count its renewals, fence if they are late — before
+   * checking in, so that a main thread waking from a stall longer than fence_after is fenced
+   * before its thread renews again — replace a thread hung in a call, and check in.
+   */
+  private beatThread(r: DiskRenewer): void {
+    const n = r.renewals();
+    if (this.fence) this.goodRenewalsSinceFence += n - this.renewalsSeen;
+    this.renewalsSeen = n;
+    this.fenceIfOverdue();
+    if (r.busyMs() > 2 * this.c.fence_after) {
+      this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
+      r.stop();
+      this.startRenewer(r.counter());
+      return;
+    }
+    r.checkIn(this.announced(), this.fence?.type !== 'operator');
+  }
+
+  private fenceIfOverdue(): void {
+    const overdue = this.mono() - this.renewedAt();
+    if (!this.fence && overdue >= this.c.fence_after) {
+      // in force since the renewal became overdue (the gates check the age themselves)
+      const since = this.io.wall() - (overdue - this.c.fence_after);
+      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    }
+  }
+
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
     const firedAt = this.mono();
     if (this.lastBeatAt !== undefined) this.renewalStats.beatLateMaxMs = Math.max(this.renewalStats.beatLateMaxMs, firedAt - this.lastBeatAt - this.c.heartbeat_interval);
     this.lastBeatAt = firedAt;
-    const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
-    if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
-      const started = this.mono();
-      this.renewingSince = started;
-      this.disk.renew(this.announced()).then(
-        () => {
-          // the lease counts from when this renewal began: the peers cannot have seen it earlier
-          this.lastRenewOk = Math.max(this.lastRenewOk, started);
-          this.noteRenewal(this.mono() - started);
-          if (this.fence) this.goodRenewalsSinceFence++;
-          if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
-          this.renewFailing = false;
-        },
-        (err) => {
-          // once per outage, not four times a second
-          if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`);
-          this.renewFailing = true;
-        },
-      ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
-    }
-    const overdue = this.mono() - this.lastRenewOk;
-    if (!this.fence && overdue >= this.c.fence_after) {
-      // in force since the renewal became overdue (the gates check the age themselves)
-      const since = this.io.wall() - (overdue - this.c.fence_after);
-      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    if (this.renewer && this.renewer.renewals() > 0) this.beatThread(this.renewer);
+    else {
+      // no renewer thread, or one still starting (a thread takes 50 ms to 1 s to load): renew here meanwhile
+      this.renewer?.checkIn(this.announced(), this.fence?.type !== 'operator');
+      this.beatAsync();
     }
     this.net.send({
       boot: this.boot,
@@ -709,16 +759,37 @@ export class ClusterManager {
     });
   }
 
-  private noteRenewal(ms: number): void {
+  /** Without a renewer thread (replicated storage, the unit tests' fakes): renew on the main thread. */
+  private beatAsync(): void {
+    const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
+    if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
+      const started = this.mono();
+      this.renewingSince = started;
+      this.disk.renew(this.announced()).then(
+        () => {
+          // the lease counts from when this renewal began: the peers cannot have seen it earlier
+          this.lastRenewOk = Math.max(this.lastRenewOk, started);
+          this.noteRenewal(this.mono() - started, this.disk.lastSteps);
+          if (this.fence) this.goodRenewalsSinceFence++;
+          this.noteRenewedAgain();
+        },
+        (err) => this.noteRenewFailed(String(err?.message ?? err)),
+      ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
+    }
+    this.fenceIfOverdue();
+  }
+
+  /** A completed renewal's time (the renewer thread reports only those over two intervals). */
+  private noteRenewal(ms: number, stepsMs?: RenewalSteps): void {
     const r = this.renewalStats;
     r.count++;
     if (ms > r.slowestMs) {
       r.slowestMs = ms;
-      r.slowestSteps = this.disk.lastSteps;
+      r.slowestSteps = stepsMs;
     }
     if (ms > 2 * this.c.heartbeat_interval) {
       r.slow++;
-      const steps = Object.fromEntries(Object.entries(this.disk.lastSteps ?? {}).map(([k, v]) => [k, Math.round(v)]));
+      const steps = Object.fromEntries(Object.entries(stepsMs ?? {}).map(([k, v]) => [k, Math.round(v)]));
       this.logger.warn({ event: 'disk-heartbeat-slow', ms: Math.round(ms), steps, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) },
         `disk heartbeat renewal took ${Math.round(ms)} ms (${JSON.stringify(steps)})`);
     }
@@ -923,7 +994,7 @@ export class ClusterManager {
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
   private async maybeUnfence(own: ClaimRecord): Promise<void> {
     if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
-    if (this.mono() - this.lastRenewOk >= this.c.fence_after) return;
+    if (this.mono() - this.renewedAt() >= this.c.fence_after) return;
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
