@@ -48,6 +48,9 @@ import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './m
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
 import { DiskHeartbeat, type DiskBeat, type DiskHeartbeatThreadEvent, type DiskRenewer, type RenewalSteps } from './disk-heartbeat.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { opendir } from 'node:fs/promises';
+import path from 'node:path';
+import { isErrno } from '../util/errno.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
@@ -93,6 +96,11 @@ export interface ClusterIo {
   claims: Pick<ClaimStore, 'current' | 'claim' | 'release' | 'join' | 'rejected'>;
   /** Records opened with one of cluster.accept_secrets so far. */
   openedWithAccepted(): number;
+  /**
+   * Whether a spool (shared storage: its incoming/, active/, deferred/; replicated: the copies
+   * we hold) has mail to deliver. Without it every spool counts as holding mail.
+   */
+  holdsMail?(spool: string): Promise<boolean>;
   launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
   /** cluster.standby_secondary: the pre-forked secondary that launchSecondary takes (secondary.ts); started at join, stopped first at a node stop. */
   standby?: { start(): void; stop(): Promise<void>; view(): StandbyView };
@@ -136,6 +144,7 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     net,
     claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
+    holdsMail: async (spool) => (store ? (await store.count(spool)) > 0 : spoolHoldsMail(path.join(config.spool.root, spool))),
     launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined, standby),
     ...(standby ? { standby } : {}),
     ...(c.witness ? {
@@ -154,6 +163,20 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     },
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   };
+}
+
+/** Shared storage: a queue file in the spool's incoming/, active/ or deferred/ (a missing folder holds none). */
+async function spoolHoldsMail(dir: string): Promise<boolean> {
+  for (const state of ['incoming', 'active', 'deferred']) {
+    const folder = await opendir(path.join(dir, state)).catch((err: unknown) => { if (isErrno(err, 'ENOENT')) return undefined; throw err; });
+    if (!folder) continue;
+    try {
+      for (let e = await folder.read(); e; e = await folder.read()) if (e.isFile()) return true;
+    } finally {
+      await folder.close().catch(() => undefined);
+    }
+  }
+  return false;
 }
 
 /** What the cluster manager uses of the witness (witness/etcd-witness.ts). */
@@ -329,6 +352,8 @@ export class ClusterManager {
   private currentPass?: Promise<void>;
   /** Spools whose node was back while we held them (if it dies again, the secondary rescans). */
   private readonly seenBack = new Set<string>();
+  /** Spools not taken over because their never-seen deliverer left them empty (logged once). */
+  private readonly emptyNeverSeen = new Set<string>();
   /** Spools whose last pass failed (logged once per outage). */
   private readonly failing = new Set<string>();
   /** Spools with a takeover or handback under way (not acted on again meanwhile). */
@@ -1108,6 +1133,7 @@ export class ClusterManager {
       case 'contested':
         return this.noteContested(record);
       case 'takeover':
+        if (await this.nothingToTakeOver(spool, action.dead)) return;
         return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
       case 'none':
         return;
@@ -1129,6 +1155,24 @@ export class ClusterManager {
       this.actions.delete(action);
     });
     this.actions.add(action);
+  }
+
+  /**
+   * A spool whose deliverer we have never seen beat since we started (a node slower to start
+   * than us, or down since before we started) is taken over only if it holds mail: an empty one
+   * has nothing to deliver, and taking it would only make its node wait for a handback when it
+   * does start (docs/ha.md "Takeover"). Logged once per spool.
+   */
+  private async nothingToTakeOver(spool: string, dead: string): Promise<boolean> {
+    if (this.membership.seen(dead) || !this.io.holdsMail || (await this.io.holdsMail(spool))) {
+      this.emptyNeverSeen.delete(spool);
+      return false;
+    }
+    if (!this.emptyNeverSeen.has(spool)) {
+      this.emptyNeverSeen.add(spool);
+      this.logger.info({ event: 'takeover-not-needed', spool, dead }, `not taking over ${spool}'s spool: ${dead} has not beaten since we started and the spool holds no mail (it is taken over once it holds mail, or if ${dead} runs and dies)`);
+    }
+    return true;
   }
 
   private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string, reason = `${deadDeliverer} is dead`): Promise<ClaimRecord | undefined> {
