@@ -722,7 +722,7 @@ export class ClusterManager {
   private onRenewerEvent(e: DiskHeartbeatThreadEvent): void {
     if (e.type === 'failed') this.noteRenewFailed(e.err);
     else if (e.type === 'renewed') this.noteRenewedAgain();
-    else if (e.type === 'slow') this.noteRenewal(e.ms, e.steps);
+    else if (e.type === 'timed') this.noteRenewal(e.ms, e.steps);
     else this.logger.warn({ event: 'disk-heartbeat-paused', silentMs: e.ms }, `the main thread has been silent for ${e.ms} ms: disk heartbeat renewals paused until it checks in again`);
   }
 
@@ -804,7 +804,7 @@ export class ClusterManager {
     this.fenceIfOverdue();
   }
 
-  /** A completed renewal's time (the renewer thread reports only those over two intervals). */
+  /** A completed renewal's time (the renewer thread reports only those over two intervals or slower than any before; it counts the rest). */
   private noteRenewal(ms: number, stepsMs?: RenewalSteps): void {
     const r = this.renewalStats;
     r.count++;

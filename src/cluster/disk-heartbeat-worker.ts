@@ -15,8 +15,8 @@
  * another worker (the hung one ends when its call returns).
  * Shared memory (BigInt64Array, hrtime nanoseconds): see SLOT in disk-heartbeat.ts.
  * Reports to the main thread: {type:'failed',err} (first failure of an outage), {type:'renewed'}
- * (the first success after failures), {type:'slow',ms,steps} (a renewal slower than two
- * intervals), {type:'silent',ms} (renewals paused for a silent main thread).
+ * (the first success after failures), {type:'timed',ms,steps} (a renewal slower than two
+ * intervals, or than any before), {type:'silent',ms} (renewals paused for a silent main thread).
  */
 import { closeSync, fdatasyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -31,6 +31,8 @@ const silenceNs = BigInt(Math.round(d.maxSilenceMs * 1e6));
 let counter = d.counter;
 let failing = false;
 let silent = false;
+/** The slowest renewal so far (reported when beaten, as are renewals slower than two intervals). */
+let slowest = 0;
 
 function renew(): void {
   const now = process.hrtime.bigint();
@@ -82,7 +84,8 @@ function renew(): void {
   if (failing) parentPort!.postMessage({ type: 'renewed' });
   failing = false;
   const ms = Number(process.hrtime.bigint() - now) / 1e6;
-  if (ms > 2 * d.intervalMs) parentPort!.postMessage({ type: 'slow', ms, steps });
+  if (ms > 2 * d.intervalMs || ms > slowest) parentPort!.postMessage({ type: 'timed', ms, steps });
+  slowest = Math.max(slowest, ms);
 }
 
 setInterval(renew, d.intervalMs);

@@ -68,7 +68,7 @@ export interface DiskHeartbeatWorkerData {
 export type DiskHeartbeatThreadEvent =
   | { type: 'failed'; err: string }
   | { type: 'renewed' }
-  | { type: 'slow'; ms: number; steps: RenewalSteps }
+  | { type: 'timed'; ms: number; steps: RenewalSteps }
   | { type: 'silent'; ms: number };
 
 /** What the cluster manager uses of DiskHeartbeatThread (its unit tests' fakes have none). */
