@@ -740,15 +740,16 @@ export class ClusterManager {
   /**
    * The renewer thread, every interval: count its renewals, fence if they are late — before
    * checking in, so that a main thread waking from a stall longer than fence_after is fenced
-   * before its thread renews again — replace a thread hung in a call, and check in.
+   * before its thread renews again — replace a thread hung in a call (or ended), and check in.
    */
   private beatThread(r: DiskRenewer): void {
     const n = r.renewals();
     if (this.fence) this.goodRenewalsSinceFence += n - this.renewalsSeen;
     this.renewalsSeen = n;
     this.fenceIfOverdue();
-    if (r.busyMs() > 2 * this.c.fence_after) {
-      this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
+    if (r.exited() || r.busyMs() > 2 * this.c.fence_after) {
+      if (r.exited()) this.logger.error({ event: 'disk-heartbeat-thread-exited' }, 'the disk heartbeat thread ended: starting another');
+      else this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
       r.stop();
       this.startRenewer(r.counter());
       return;

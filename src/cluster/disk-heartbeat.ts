@@ -83,6 +83,8 @@ export interface DiskRenewer {
   busyMs(): number;
   /** The last counter written or tried (a replacement thread goes on from there). */
   counter(): number;
+  /** The thread ended on its own (an error it could not handle). */
+  exited(): boolean;
   /** End the thread (not waited for: a thread stuck in a hung call ends when the call returns). */
   stop(): void;
 }
@@ -103,6 +105,8 @@ function workerEntry(): [string | URL, { eval?: boolean }] {
 export class DiskHeartbeatThread implements DiskRenewer {
   private readonly shared = new BigInt64Array(new SharedArrayBuffer(8 * 8));
   private readonly worker: Worker;
+  private ended = false;
+  private stopping = false;
 
   constructor(opts: Omit<DiskHeartbeatWorkerData, 'shared'> & { state: AnnouncedState }, onEvent: (e: DiskHeartbeatThreadEvent) => void) {
     const { state, ...data } = opts;
@@ -111,6 +115,7 @@ export class DiskHeartbeatThread implements DiskRenewer {
     this.worker = new Worker(entry, { ...options, workerData: { ...data, shared: this.shared.buffer } satisfies DiskHeartbeatWorkerData, name: 'disk-heartbeat' });
     this.worker.on('message', onEvent);
     this.worker.on('error', (err) => onEvent({ type: 'failed', err: `disk heartbeat thread: ${err.message}` }));
+    this.worker.on('exit', () => { this.ended = !this.stopping; });
     this.worker.unref();
   }
 
@@ -138,7 +143,12 @@ export class DiskHeartbeatThread implements DiskRenewer {
     return Number(Atomics.load(this.shared, SLOT.counter));
   }
 
+  exited(): boolean {
+    return this.ended;
+  }
+
   stop(): void {
+    this.stopping = true;
     void this.worker.terminate();
   }
 }
