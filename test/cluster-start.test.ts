@@ -42,9 +42,12 @@ test('a node that starts long after its peer, its spool empty, is not taken over
 
     await cluster.start('b');
     const b = await cluster.status('b');
-    assert.equal(b.ownSpool, 'delivering', 'b delivers its own spool from its start: nobody claimed it');
-    await cluster.waitFor('a and b alive to each other', async () =>
-      (await cluster.status('a')).peers[0].status.type === 'alive' && (await cluster.status('b')).peers[0].status.type === 'alive', 30_000);
+    assert.notEqual(b.ownSpool, 'claimed-by-other', 'nobody claimed b\'s spool: b delivers it from its start');
+    assert.deepEqual(b.claims.filter((c: any) => c.spool === 'b' && c.kind === 'claim'), []);
+    await cluster.waitFor('a and b alive to each other, b delivering', async () => {
+      const [sa, sb] = [await cluster.status('a'), await cluster.status('b')];
+      return sa.peers[0].status.type === 'alive' && sb.peers[0].status.type === 'alive' && sb.ownSpool === 'delivering';
+    }, 30_000);
     const smtp = cluster.addresses.get('b')!.smtp;
     const load = await runLoad({ host: smtp.host, port: smtp.port, total: 20, concurrency: 2, sizeBytes: 500, from: 'c@client.test', to: (i) => `r${i}@remote.test`, runId: 'late-b-' });
     assert.equal(load.accepted.size, 20, 'b accepts mail at once');
