@@ -17,7 +17,9 @@
  *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
  *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
  * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
- * own timer so that a storage that hangs cannot hold the fencing back. The disk-heartbeat lease
+ * own timer so that a storage that hangs cannot hold the fencing back; on shared storage the
+ * renewals themselves run in a thread of their own (disk-heartbeat-worker.ts), which stops when
+ * this thread stops checking in for fence_after. The disk-heartbeat lease
  * counts from when a renewal *began* (a renewal completing after a stall proves nothing newer).
  * At join, a node bumps its own spool's epoch (a release record by itself) before delivering,
  * and a survivor reads the dead node's slot once more right before claiming: of a node coming

@@ -10,7 +10,11 @@
  * slot that cannot be read is no beat; one that does not open with the secret is no beat
  * either, but its raw text is returned: if it keeps changing, a live node we cannot
  * authenticate writes it (membership.ts never calls such a node dead).
- * Reads config keys: spool.root, cluster.secret (through the Sealer).
+ * After the first renewal (renew(), at join) a node renews in a worker thread of its own
+ * (renewer(): DiskHeartbeatThread here, the loop in disk-heartbeat-worker.ts), out of the reach of
+ * the main thread's event loop and of libuv's thread pool (docs/ha.md "The renewer thread").
+ * Reads config keys: spool.root, cluster.secret and cluster.accept_secrets (the Sealer, and the
+ * thread's own).
  */
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
