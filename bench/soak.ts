@@ -73,6 +73,7 @@ async function main(): Promise<void> {
   });
   const watch = { polls: 0, notAlive: { a: 0, b: 0 } as Record<string, number>, statesSeen: new Set<string>(), maxDiskAgeMs: { a: 0, b: 0 } as Record<string, number>, pollErrors: 0 };
   const counters: Record<string, { takeovers: number; fences: number }> = {};
+  const renewals: Record<string, unknown> = {};
   try {
     for (const id of IDS) await cluster.start(id);
     await cluster.waitFor("a and b alive, each delivering its own spool", async () => {
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
       const c = (await cluster.status(id)).counters;
       counters[id] = { takeovers: c.takeovers - base[id].takeovers, fences: c.fences - base[id].fences };
     }
+    for (const id of IDS) renewals[id] = (await cluster.status(id)).renewals;
     // from the start of the load (a node started after its peer may be taken for dead for a moment at start-up: before)
     const events = cluster.trackingEvents().filter((e) => Date.parse(e.t) >= startedAt);
     const takeoverEvents = events.filter((e) => e.event === "takeover").length;
@@ -155,7 +157,8 @@ async function main(): Promise<void> {
     console.log(`CPU as % of one core over the load: a ${cpu.a}%, b ${cpu.b}%, machine busy ${cpu.machineBusy}% idle ${cpu.machineIdle}% (of ${machine.nproc * 100}%)`);
     console.log(`false takeovers ${falseTakeovers} (tracking log: ${takeoverEvents}), fences ${fences} (tracking log: ${fenceEvents})`);
     console.log(`peer seen not alive in ${watch.notAlive.a + watch.notAlive.b} of ${watch.polls * 2} polls${watch.statesSeen.size ? ` (${[...watch.statesSeen].join(", ")})` : ""}; largest disk heartbeat age seen: a ${watch.maxDiskAgeMs.a} ms, b ${watch.maxDiskAgeMs.b} ms (fence_after ${TIMINGS.fence_after} ms)${watch.pollErrors ? `; ${watch.pollErrors} status polls failed` : ""}`);
-    console.log(JSON.stringify({ bench: "soak", storage: values.storage, timings: { profile: values.timings, ...TIMINGS }, minutes, connections, size, machine, accepted, delivered: sink.count(), acceptedPerSec: Math.round(accepted / loadSeconds), lost, duplicates, errors, falseTakeovers, fences, takeoverEvents, fenceEvents, notAlivePolls: watch.notAlive, polls: watch.polls, statesSeen: [...watch.statesSeen], maxDiskHeartbeatAgeMs: watch.maxDiskAgeMs, cpu }));
+    for (const id of IDS) console.log(`${id}'s disk heartbeat renewals: ${JSON.stringify(renewals[id])}`);
+    console.log(JSON.stringify({ bench: "soak", renewals, storage: values.storage, timings: { profile: values.timings, ...TIMINGS }, minutes, connections, size, machine, accepted, delivered: sink.count(), acceptedPerSec: Math.round(accepted / loadSeconds), lost, duplicates, errors, falseTakeovers, fences, takeoverEvents, fenceEvents, notAlivePolls: watch.notAlive, polls: watch.polls, statesSeen: [...watch.statesSeen], maxDiskHeartbeatAgeMs: watch.maxDiskAgeMs, cpu }));
     if (falseTakeovers + fences + takeoverEvents + fenceEvents + lost > 0) process.exitCode = 1;
   } finally {
     await cluster.stopAll();

@@ -4,17 +4,25 @@
  *   - a storage-fenced node whose spool holds mail that is due delivers none of it, and
  *     delivers it (once) when the storage is back;
  *   - a node whose spool lock another process takes stops delivering within an interval,
- *     reports the fault, and delivers again once the lock is free.
+ *     reports the fault, and delivers again once the lock is free;
+ *   - the disk heartbeat's renewer thread: it renews while the main thread is busy for less
+ *     than fence_after; a main thread blocked for longer is taken for wedged (renewals pause,
+ *     so peers could take over) and, when it wakes, delivers nothing before fresh renewals;
+ *     a renewal hung in a call (a FIFO as its temp file: open(2) never returns) still ends in a
+ *     fence, and a new thread renews again.
  * The peer (b) never runs: it is only in the config.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, renameSync, writeFileSync, rmSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, renameSync, writeFileSync, rmSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { ClusterManager } from './cluster-manager.ts';
 import { clusterPaths } from './paths.ts';
+import { clusterSealer } from './sealed.ts';
+import type { DiskBeat } from './disk-heartbeat.ts';
 import { QueueManager } from '../qmgr/index.ts';
 import { Spool, acquireSpoolLock, type SpoolLock } from '../spool/index.ts';
 import { configSchema } from '../config/schema.ts';
@@ -150,6 +158,81 @@ test('a node whose spool lock another process takes stops delivering within an i
     await until('all delivered', () => t.delivered.includes('third@remote.test') && t.delivered.includes('first@remote.test'));
     assert.deepEqual([...t.delivered].sort(), ['first@remote.test', 'second@remote.test', 'third@remote.test']);
   } finally {
+    await t.stop();
+  }
+});
+
+/** Block this thread (the node's main thread) for `ms`, as a long GC pause or a wedged loop would. */
+function blockMainThread(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function slotCounter(t: Awaited<ReturnType<typeof setup>>): number {
+  return clusterSealer(t.config.cluster!).open<DiskBeat>(readFileSync(clusterPaths(t.root).heartbeat('a'), 'utf8')).counter;
+}
+
+test('the disk heartbeat is renewed by its own thread: a main thread busy for less than fence_after neither stops it nor fences the node', { timeout: 30_000 }, async () => {
+  const t = await setup();
+  try {
+    await until('renewing', () => t.cluster.status().renewals.count > 3);
+    const before = slotCounter(t);
+    const fences = t.cluster.status().counters.fences; // (a unit test's thread loads tsx first: the start may be slow)
+    blockMainThread(250); // fence_after 300 ms, interval 50 ms
+    assert.ok(slotCounter(t) > before, 'renewed while the main thread was blocked');
+    assert.equal(t.cluster.mayDeliverOwnSpool(), true, 'the gate reads the thread\'s last renewal at once');
+    t.hop.up = true;
+    await t.send('after@remote.test');
+    await until('delivered', () => t.delivered.length === 1);
+    assert.equal(t.cluster.status().counters.fences, fences, 'no fence for a busy main thread');
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a main thread blocked for longer than fence_after stops the renewals, and on waking delivers nothing until fresh renewals and the claim say it may', { timeout: 30_000 }, async () => {
+  const t = await setup();
+  try {
+    t.hop.up = true;
+    await until('renewing', () => t.cluster.status().renewals.count > 3);
+    const slot = clusterPaths(t.root).heartbeat('a');
+    const blockedAt = Date.now();
+    blockMainThread(1200); // 4 x fence_after
+    // still before any timer or I/O callback of this thread has run
+    const lastWrite = statSync(slot).mtimeMs;
+    assert.ok(lastWrite < blockedAt + 300 + 150, `renewals paused once the main thread had been silent for fence_after (last write ${Math.round(lastWrite - blockedAt)} ms into the block)`);
+    assert.equal(t.cluster.mayDeliverOwnSpool(), false, 'no delivery on a stale renewal');
+    await t.send('woken@remote.test');
+    await until('fenced at the first beat after waking', () => t.cluster.status().fenced?.type === 'storage');
+    assert.deepEqual(t.delivered, [], 'nothing delivered between waking and the fence');
+    await until('unfenced after fresh renewals', () => !t.cluster.status().fenced);
+    await until('delivered', () => t.delivered.length === 1);
+    assert.ok(statSync(slot).mtimeMs > lastWrite, 'renewing again');
+  } finally {
+    await t.stop();
+  }
+});
+
+test('a renewal hung in a call that never returns still fences the node; another renewer thread takes over and the node resumes', { timeout: 30_000 }, async () => {
+  const t = await setup();
+  const tmp = clusterPaths(t.root).tmp;
+  const fifos: string[] = [];
+  try {
+    t.hop.up = true;
+    await until('renewing', () => t.cluster.status().renewals.count > 3);
+    // the next temp files are FIFOs with no reader: open(2) for writing blocks until one comes
+    // (made farthest first, so that the renewals cannot run past them meanwhile)
+    const next = slotCounter(t);
+    for (let n = next + 40; n > next; n--) fifos.push(path.join(tmp, `heartbeat.a.${n}`));
+    execFileSync('sh', ['-c', 'for f; do mkfifo "$f" 2>/dev/null; done', 'sh', ...fifos]);
+    await until('fenced', () => t.cluster.status().fenced?.type === 'storage');
+    assert.equal(t.cluster.mayDeliverOwnSpool(), false);
+    await until('unfenced: a new thread renews', () => !t.cluster.status().fenced);
+    assert.ok(slotCounter(t) > next + 40, 'the new thread went on past the hung one\'s counters');
+    await t.send('resumed@remote.test');
+    await until('delivered', () => t.delivered.length === 1);
+  } finally {
+    // give the hung call its reader, so that the old thread can end
+    for (const f of fifos) try { closeSync(openSync(f, constants.O_RDONLY | constants.O_NONBLOCK)); } catch { /* already gone */ }
     await t.stop();
   }
 });

@@ -17,7 +17,9 @@
  *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
  *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
  * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
- * own timer so that a storage that hangs cannot hold the fencing back. The disk-heartbeat lease
+ * own timer so that a storage that hangs cannot hold the fencing back; on shared storage the
+ * renewals themselves run in a thread of their own (disk-heartbeat-worker.ts), which stops when
+ * this thread stops checking in for fence_after. The disk-heartbeat lease
  * counts from when a renewal *began* (a renewal completing after a stall proves nothing newer).
  * At join, a node bumps its own spool's epoch (a release record by itself) before delivering,
  * and a survivor reads the dead node's slot once more right before claiming: of a node coming
@@ -46,7 +48,11 @@ import type { TrackingLog } from '../track/tracking-log.ts';
 import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
-import { DiskHeartbeat, type DiskBeat } from './disk-heartbeat.ts';
+import { DiskHeartbeat, type DiskBeat, type DiskHeartbeatThreadEvent, type DiskRenewer, type RenewalSteps } from './disk-heartbeat.ts';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { opendir } from 'node:fs/promises';
+import path from 'node:path';
+import { isErrno } from '../util/errno.ts';
 import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
@@ -78,6 +84,10 @@ export interface ClusterIo {
     slots(): Promise<string[]>;
     slotPath(node: string): string;
     readonly rejected: number;
+    /** The last completed renewal's steps (shared storage only). */
+    readonly lastSteps?: RenewalSteps;
+    /** Renew from now on in a thread of its own (production, shared storage); without it (or until its first renewal) beat() renews with renew(). */
+    renewer?(opts: { intervalMs: number; maxSilenceMs: number; state: AnnouncedState; after?: number }, onEvent: (e: DiskHeartbeatThreadEvent) => void): DiskRenewer;
   };
   net: {
     start(): Promise<unknown>;
@@ -88,6 +98,11 @@ export interface ClusterIo {
   claims: Pick<ClaimStore, 'current' | 'claim' | 'release' | 'join' | 'rejected'>;
   /** Records opened with one of cluster.accept_secrets so far. */
   openedWithAccepted(): number;
+  /**
+   * Whether a spool (shared storage: its incoming/, active/, deferred/; replicated: the copies
+   * we hold) has mail to deliver. Without it every spool counts as holding mail.
+   */
+  holdsMail?(spool: string): Promise<boolean>;
   launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
   /** cluster.standby_secondary: the pre-forked secondary that launchSecondary takes (secondary.ts); started at join, stopped first at a node stop. */
   standby?: { start(): void; stop(): Promise<void>; view(): StandbyView };
@@ -127,10 +142,11 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
   };
   const standby = c.standby_secondary ? new StandbySecondary((level, msg, fields) => h[level](msg, fields)) : undefined;
   return {
-    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer),
+    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer, c),
     net,
     claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
     openedWithAccepted: () => sealer.openedWithAccepted,
+    holdsMail: async (spool) => (store ? (await store.count(spool)) > 0 : spoolHoldsMail(path.join(config.spool.root, spool))),
     launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined, standby),
     ...(standby ? { standby } : {}),
     ...(c.witness ? {
@@ -149,6 +165,20 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     },
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
   };
+}
+
+/** Shared storage: a queue file in the spool's incoming/, active/ or deferred/ (a missing folder holds none). */
+async function spoolHoldsMail(dir: string): Promise<boolean> {
+  for (const state of ['incoming', 'active', 'deferred']) {
+    const folder = await opendir(path.join(dir, state)).catch((err: unknown) => { if (isErrno(err, 'ENOENT')) return undefined; throw err; });
+    if (!folder) continue;
+    try {
+      for (let e = await folder.read(); e; e = await folder.read()) if (e.isFile()) return true;
+    } finally {
+      await folder.close().catch(() => undefined);
+    }
+  }
+  return false;
 }
 
 /** What the cluster manager uses of the witness (witness/etcd-witness.ts). */
@@ -247,6 +277,8 @@ export interface ClusterStatus {
   /** Whether this node delivers from its own spool now (false while another node holds it). */
   ownSpool: 'delivering' | 'claimed-by-other' | 'fenced';
   diskHeartbeatAgeMs: number;
+  /** Where the disk heartbeat's time goes: the slowest renewal since start (and its steps), the beat timer's largest lateness, the event loop's largest delay. */
+  renewals: RenewalStats;
   /** Messages in this node's own queue. */
   queue: number;
   peers: Array<PeerView & { site: string }>;
@@ -265,6 +297,19 @@ export interface ClusterStatus {
   witness?: WitnessView;
   /** Replicated storage: this node's copy at its holder, and the copies it holds. */
   replication?: ReplicaStatus;
+}
+
+export interface RenewalStats {
+  count: number;
+  /** Renewals that took longer than two heartbeat intervals. */
+  slow: number;
+  slowestMs: number;
+  slowestSteps?: RenewalSteps;
+  /** The beat timer firing later than its interval, largest seen (main-thread lag). */
+  beatLateMaxMs: number;
+  /** perf_hooks.monitorEventLoopDelay: largest delay seen, and the 99th percentile. */
+  loopDelayMaxMs: number;
+  loopDelayP99Ms: number;
 }
 
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
@@ -290,6 +335,13 @@ export class ClusterManager {
   /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
   private renewingSince?: number;
   private renewFailing = false;
+  /** Shared storage in production: the thread that renews the disk heartbeat (disk-heartbeat-worker.ts). */
+  private renewer?: DiskRenewer;
+  /** The renewer's completed renewals as of the last beat. */
+  private renewalsSeen = 0;
+  private readonly renewalStats: Omit<RenewalStats, 'loopDelayMaxMs' | 'loopDelayP99Ms'> = { count: 0, slow: 0, slowestMs: 0, beatLateMaxMs: 0 };
+  private lastBeatAt?: number;
+  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
   private goodRenewalsSinceFence = 0;
   private fence?: FenceReason;
@@ -302,6 +354,8 @@ export class ClusterManager {
   private currentPass?: Promise<void>;
   /** Spools whose node was back while we held them (if it dies again, the secondary rescans). */
   private readonly seenBack = new Set<string>();
+  /** Spools not taken over because their never-seen deliverer left them empty (logged once). */
+  private readonly emptyNeverSeen = new Set<string>();
   /** Spools whose last pass failed (logged once per outage). */
   private readonly failing = new Set<string>();
   /** Spools with a takeover or handback under way (not acted on again meanwhile). */
@@ -380,11 +434,13 @@ export class ClusterManager {
     await this.checkIdUnused();
     await this.disk.renew(this.hooks.state());
     this.lastRenewOk = this.mono();
+    this.startRenewer();
     await this.net.start();
     if (this.replicated) await this.awaitPeers();
     const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
+    this.loopDelay.enable();
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
     this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
@@ -462,7 +518,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.lastRenewOk, fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.renewedAt(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
   }
 
   /**
@@ -476,7 +532,7 @@ export class ClusterManager {
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
   isFenced(): boolean {
-    return this.fence !== undefined || this.mono() - this.lastRenewOk >= this.c.fence_after;
+    return this.fence !== undefined || this.mono() - this.renewedAt() >= this.c.fence_after;
   }
 
   /** Our announced state, as the peers see it. */
@@ -573,6 +629,9 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
+    this.renewer?.stop();
+    this.renewer = undefined;
+    this.loopDelay.disable();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
     await this.witness?.stop();
@@ -586,7 +645,8 @@ export class ClusterManager {
       state: this.announced(),
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
-      diskHeartbeatAgeMs: Math.round(this.mono() - this.lastRenewOk),
+      diskHeartbeatAgeMs: Math.round(this.mono() - this.renewedAt()),
+      renewals: { ...this.renewalStats, ...(this.renewer ? { count: this.renewer.renewals() } : {}), loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
@@ -646,8 +706,89 @@ export class ClusterManager {
     this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
   }
 
+  /** The start of the last completed renewal (monotonic); the renewer thread's is read from shared memory, current at once. */
+  private renewedAt(): number {
+    const ago = this.renewer?.renewedAgoMs() ?? Infinity;
+    if (ago !== Infinity) this.lastRenewOk = Math.max(this.lastRenewOk, this.mono() - ago);
+    return this.lastRenewOk;
+  }
+
+  /** Shared storage in production: from now on the disk heartbeat is renewed by a thread of its own. */
+  private startRenewer(after?: number): void {
+    // a main thread silent for fence_after is taken for wedged: renewals pause, so that its
+    // peers can take over a node that no longer runs (and it fences itself if it wakes up)
+    this.renewer = this.disk.renewer?.({ intervalMs: this.c.heartbeat_interval, maxSilenceMs: this.c.fence_after, state: this.announced(), after }, (e) => this.onRenewerEvent(e));
+    this.renewalsSeen = 0;
+  }
+
+  private onRenewerEvent(e: DiskHeartbeatThreadEvent): void {
+    if (e.type === 'failed') this.noteRenewFailed(e.err);
+    else if (e.type === 'renewed') this.noteRenewedAgain();
+    else if (e.type === 'timed') this.noteRenewal(e.ms, e.steps);
+    else this.logger.warn({ event: 'disk-heartbeat-paused', silentMs: e.ms }, `the main thread has been silent for ${e.ms} ms: disk heartbeat renewals paused until it checks in again`);
+  }
+
+  private noteRenewFailed(err: string): void {
+    // once per outage, not four times a second
+    if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err }, `cannot renew the disk heartbeat: ${err}`);
+    this.renewFailing = true;
+  }
+
+  private noteRenewedAgain(): void {
+    if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
+    this.renewFailing = false;
+  }
+
+  /**
+   * The renewer thread, every interval: count its renewals, fence if they are late — before
+   * checking in, so that a main thread waking from a stall longer than fence_after is fenced
+   * before its thread renews again — replace a thread hung in a call (or ended), and check in.
+   */
+  private beatThread(r: DiskRenewer): void {
+    const n = r.renewals();
+    if (this.fence) this.goodRenewalsSinceFence += n - this.renewalsSeen;
+    this.renewalsSeen = n;
+    this.fenceIfOverdue();
+    if (r.exited() || r.busyMs() > 2 * this.c.fence_after) {
+      if (r.exited()) this.logger.error({ event: 'disk-heartbeat-thread-exited' }, 'the disk heartbeat thread ended: starting another');
+      else this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
+      r.stop();
+      this.startRenewer(r.counter());
+      return;
+    }
+    r.checkIn(this.announced(), this.fence?.type !== 'operator');
+  }
+
+  private fenceIfOverdue(): void {
+    const overdue = this.mono() - this.renewedAt();
+    if (!this.fence && overdue >= this.c.fence_after) {
+      // in force since the renewal became overdue (the gates check the age themselves)
+      const since = this.io.wall() - (overdue - this.c.fence_after);
+      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    }
+  }
+
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
+    const firedAt = this.mono();
+    if (this.lastBeatAt !== undefined) this.renewalStats.beatLateMaxMs = Math.max(this.renewalStats.beatLateMaxMs, firedAt - this.lastBeatAt - this.c.heartbeat_interval);
+    this.lastBeatAt = firedAt;
+    if (this.renewer && this.renewer.renewals() > 0) this.beatThread(this.renewer);
+    else {
+      // no renewer thread, or one still starting (a thread takes 50 ms to 1 s to load): renew here meanwhile
+      this.renewer?.checkIn(this.announced(), this.fence?.type !== 'operator');
+      this.beatAsync();
+    }
+    this.net.send({
+      boot: this.boot,
+      state: this.announced(),
+      queue: this.hooks.queueDepth(),
+      claims: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch })),
+    });
+  }
+
+  /** Without a renewer thread (replicated storage, the unit tests' fakes): renew on the main thread. */
+  private beatAsync(): void {
     const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
     if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
       const started = this.mono();
@@ -656,29 +797,30 @@ export class ClusterManager {
         () => {
           // the lease counts from when this renewal began: the peers cannot have seen it earlier
           this.lastRenewOk = Math.max(this.lastRenewOk, started);
+          this.noteRenewal(this.mono() - started, this.disk.lastSteps);
           if (this.fence) this.goodRenewalsSinceFence++;
-          if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
-          this.renewFailing = false;
+          this.noteRenewedAgain();
         },
-        (err) => {
-          // once per outage, not four times a second
-          if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err: String(err?.message ?? err) }, `cannot renew the disk heartbeat: ${err?.message ?? err}`);
-          this.renewFailing = true;
-        },
+        (err) => this.noteRenewFailed(String(err?.message ?? err)),
       ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
     }
-    const overdue = this.mono() - this.lastRenewOk;
-    if (!this.fence && overdue >= this.c.fence_after) {
-      // in force since the renewal became overdue (the gates check the age themselves)
-      const since = this.io.wall() - (overdue - this.c.fence_after);
-      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
+    this.fenceIfOverdue();
+  }
+
+  /** A completed renewal's time (the renewer thread reports only those over two intervals or slower than any before; it counts the rest). */
+  private noteRenewal(ms: number, stepsMs?: RenewalSteps): void {
+    const r = this.renewalStats;
+    r.count++;
+    if (ms > r.slowestMs) {
+      r.slowestMs = ms;
+      r.slowestSteps = stepsMs;
     }
-    this.net.send({
-      boot: this.boot,
-      state: this.announced(),
-      queue: this.hooks.queueDepth(),
-      claims: [...this.secondaries.values()].map((s) => ({ spool: s.spool, epoch: s.epoch })),
-    });
+    if (ms > 2 * this.c.heartbeat_interval) {
+      r.slow++;
+      const steps = Object.fromEntries(Object.entries(stepsMs ?? {}).map(([k, v]) => [k, Math.round(v)]));
+      this.logger.warn({ event: 'disk-heartbeat-slow', ms: Math.round(ms), steps, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) },
+        `disk heartbeat renewal took ${Math.round(ms)} ms (${JSON.stringify(steps)})`);
+    }
   }
 
   private enterFence(reason: FenceReason, why: string): void {
@@ -880,7 +1022,7 @@ export class ClusterManager {
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
   private async maybeUnfence(own: ClaimRecord): Promise<void> {
     if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
-    if (this.mono() - this.lastRenewOk >= this.c.fence_after) return;
+    if (this.mono() - this.renewedAt() >= this.c.fence_after) return;
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
@@ -994,6 +1136,7 @@ export class ClusterManager {
       case 'contested':
         return this.noteContested(record);
       case 'takeover':
+        if (await this.nothingToTakeOver(spool, action.dead)) return;
         return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
       case 'none':
         return;
@@ -1015,6 +1158,24 @@ export class ClusterManager {
       this.actions.delete(action);
     });
     this.actions.add(action);
+  }
+
+  /**
+   * A spool whose deliverer we have never seen beat since we started (a node slower to start
+   * than us, or down since before we started) is taken over only if it holds mail: an empty one
+   * has nothing to deliver, and taking it would only make its node wait for a handback when it
+   * does start (docs/ha.md "Takeover"). Logged once per spool.
+   */
+  private async nothingToTakeOver(spool: string, dead: string): Promise<boolean> {
+    if (this.membership.seen(dead) || !this.io.holdsMail || (await this.io.holdsMail(spool))) {
+      this.emptyNeverSeen.delete(spool);
+      return false;
+    }
+    if (!this.emptyNeverSeen.has(spool)) {
+      this.emptyNeverSeen.add(spool);
+      this.logger.info({ event: 'takeover-not-needed', spool, dead }, `not taking over ${spool}'s spool: ${dead} has not beaten since we started and the spool holds no mail (it is taken over once it holds mail, or if ${dead} runs and dies)`);
+    }
+    return true;
   }
 
   private async takeOver(spool: string, record: ClaimRecord, deadDeliverer: string, reason = `${deadDeliverer} is dead`): Promise<ClaimRecord | undefined> {

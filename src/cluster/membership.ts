@@ -125,6 +125,11 @@ export class Membership {
     }
   }
 
+  /** Whether `id` has beaten (network heartbeat, or a change of its disk slot) since this view began. */
+  seen(id: string): boolean {
+    return this.peers.get(id)?.seen === true;
+  }
+
   /** The last disk beat seen from `id` ("boot:counter"), to check it again right before a takeover. */
   diskMark(id: string): string | undefined {
     return this.peers.get(id)?.diskMark;
