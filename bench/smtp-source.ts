@@ -4,7 +4,7 @@
  *
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
  *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting]
- *        [--workers 1,auto] [--keep]
+ *        [--workers 1,auto] [--open-loop auto|RATE] [--open-loop-seconds S=20] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
  * it every message has its own TCP connection, smtp-source's default and how most clients hand
@@ -20,7 +20,16 @@
  *   delivered/s  N / time until the relay's smtp-sink has counted all N (end to end)
  *   CPU us/msg   utime+stime of the relay's process group during the run / N
  * Printed: every run, then a table of medians per case with each Tandem/Postfix ratio beside,
- * then one JSON line {"bench":"smtp-source",...}. Needs root, the Debian postfix package
+ * then one JSON line {"bench":"smtp-source",...}.
+ * `--open-loop` adds a fixed-arrival-rate run after the cases (smtp-source is a closed loop: it
+ * sends the next message only when the last was answered, so it cannot show latency at a given
+ * load): message i is due at t0 + i/RATE on a connection of its own (nodemailer's client, 4 KiB,
+ * no pipelining), whatever the relay's pace, for S seconds; time-to-250 is measured from the
+ * message's due time to the 250 after its DATA, so a relay that falls behind is charged the
+ * wait (no coordinated omission). `auto` is half of the first Tandem's median delivered msg/s in
+ * the 20 x 4 KiB case of this run (or of the first case); every relay gets the same rate. The
+ * generator's own lateness (start - due) is printed beside it: it runs on the same cores.
+ * Needs root, the Debian postfix package
  * (smtp-source, smtp-sink, postfix). The machine's speed drifts on shared VMs: compare within
  * one run only. Exits non-zero if a run did not complete.
  */
@@ -29,6 +38,8 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
+import { buildTestMessage } from "../test/harness/load.ts";
 import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { freePort, formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses, type Proc } from "../test/harness/procs.ts";
@@ -134,6 +145,72 @@ async function runOne(relay: Relay, c: Case, n: number, rep: number): Promise<Ru
   return run;
 }
 
+interface OpenLoopRun { relay: string; rate: number; messages: number; accepted: number; failed: number; delivered: boolean; p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number; lateP99Ms: number; cpuUsPerMsg: number }
+
+const quantile = (sorted: number[], q: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
+const ms = (x: number): number => Math.round(x * 10) / 10;
+
+/** One message on its own connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT); resolves at its 250 after DATA, or with the error. */
+function sendOnNewConnection(target: HostPort, message: Buffer): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    const conn = new SMTPConnection({ host: target.host, port: target.port, name: "open-loop.bench.test", greetingTimeout: 30_000, socketTimeout: 30_000, logger: false });
+    let done = false;
+    const finish = (err?: Error): void => {
+      if (done) return;
+      done = true;
+      resolve(err);
+      if (err) conn.close();
+      else conn.quit();
+    };
+    conn.on("error", (err) => finish(err));
+    conn.once("end", () => finish(new Error("connection closed before the 250")));
+    conn.connect(() => {
+      // as a sending MTA does (and test/harness/load.ts): without it Nagle's algorithm holds the
+      // final dot until the relay's delayed ACK of the data, ~40 ms added to every message
+      conn._socket.setNoDelay(true);
+      conn.send({ from: "a@example.org", to: ["b@example.net"] }, message, (err) => finish(err ?? undefined));
+    });
+  });
+}
+
+/** Open loop (see the header): message i due at t0 + i/rate, each on its own connection. */
+async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number): Promise<OpenLoopRun> {
+  const n = Math.max(1, Math.round(rate * seconds));
+  const message = buildTestMessage("open-loop", "a@example.org", "b@example.net", bytes);
+  const base = relay.sink.count;
+  const cpu0 = groupCpuSeconds(relay.proc.pid);
+  const latencies: number[] = [];
+  const lateness: number[] = [];
+  let failed = 0;
+  const sends: Promise<void>[] = [];
+  const t0 = performance.now() + 20;
+  for (let i = 0; i < n; ) {
+    const now = performance.now();
+    // start every message that is due; a late timer starts several at once, each timed from its own due time
+    for (; i < n && t0 + (i * 1000) / rate <= now; i++) {
+      const due = t0 + (i * 1000) / rate;
+      lateness.push(now - due);
+      sends.push(sendOnNewConnection(relay.smtp, message).then((err) => {
+        if (err) failed++;
+        else latencies.push(performance.now() - due);
+      }));
+    }
+    if (i < n) await new Promise((r) => setTimeout(r, Math.max(0, t0 + (i * 1000) / rate - performance.now())));
+  }
+  await Promise.all(sends);
+  const delivered = await relay.sink.waitFor(base + latencies.length, 60_000);
+  const cpu = groupCpuSeconds(relay.proc.pid) - cpu0;
+  latencies.sort((a, b) => a - b);
+  lateness.sort((a, b) => a - b);
+  const run: OpenLoopRun = {
+    relay: relay.name, rate, messages: n, accepted: latencies.length, failed, delivered,
+    p50Ms: ms(quantile(latencies, 0.5)), p90Ms: ms(quantile(latencies, 0.9)), p99Ms: ms(quantile(latencies, 0.99)), maxMs: ms(latencies.at(-1) ?? NaN),
+    lateP99Ms: ms(quantile(lateness, 0.99)), cpuUsPerMsg: Math.round((cpu * 1e6) / n),
+  };
+  log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
+  return run;
+}
+
 const caseName = (c: Case): string => `${c.sessions}x${c.bytes}${c.reuse ? " -d" : ""}`;
 
 function parseCases(text: string): Case[] {
@@ -177,6 +254,8 @@ async function main(): Promise<void> {
       cases: { type: "string", default: "20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096" },
       "old-greeting": { type: "boolean", default: false },
       workers: { type: "string", default: "1" },
+      "open-loop": { type: "string" },
+      "open-loop-seconds": { type: "string", default: "20" },
       keep: { type: "boolean", default: false },
     },
     strict: true,
@@ -194,6 +273,7 @@ async function main(): Promise<void> {
   const relays: Relay[] = [];
   const sinks: SmtpSink[] = [];
   const runs: Run[] = [];
+  const openRuns: OpenLoopRun[] = [];
   try {
     const tandem = async (name: string, smtp: Record<string, unknown>): Promise<Relay> => {
       const sink = await SmtpSink.start();
@@ -219,6 +299,18 @@ async function main(): Promise<void> {
     for (let rep = 1; rep <= repeats; rep++) {
       for (const c of cases) for (const r of relays) runs.push(await runOne(r, c, n, rep));
     }
+    if (values["open-loop"] !== undefined) {
+      let rate = Number(values["open-loop"]);
+      if (values["open-loop"] === "auto") {
+        const c = cases.find((x) => x.sessions === 20 && x.bytes === 4096 && !x.reuse) ?? cases[0];
+        const top = runs.filter((x) => x.relay === relays[0].name && caseName(x.c) === caseName(c) && x.ok).map((x) => x.deliverPerSec);
+        if (!top.length) throw new Error(`--open-loop auto: no completed ${caseName(c)} run of ${relays[0].name} to take the rate from`);
+        rate = Math.max(1, Math.round(median(top) / 2));
+        log(`open loop: half of ${relays[0].name}'s median ${median(top)} msg/s (${caseName(c)}) = ${rate}/s`);
+      }
+      if (!(rate > 0)) throw new Error(`--open-loop: "${values["open-loop"]}" is neither auto nor a rate > 0`);
+      for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096));
+    }
   } finally {
     for (const r of relays) await r.stop().catch(() => undefined);
     for (const s of sinks) s.stop();
@@ -229,8 +321,13 @@ async function main(): Promise<void> {
   console.log(`\nsmtp-source -> relay -> smtp-sink: ${n} messages a run, ${repeats} repeats, medians of the runs that completed`);
   console.log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}\n`);
   const rows = printTable(runs, cases, relays.map((r) => r.name));
-  console.log(JSON.stringify({ bench: "smtp-source", messages: n, repeats, machine, rows, runs }));
-  if (runs.some((r) => !r.ok)) process.exitCode = 1;
+  if (openRuns.length) {
+    console.log(`\nopen loop, 4 KiB, one connection per message, ${openRuns[0].rate} msg/s for ${values["open-loop-seconds"]} s: time-to-250 (from each message's due time) in ms`);
+    console.log("relay          p50     p90     p99     max     CPU us/msg  generator late p99");
+    for (const o of openRuns) console.log(`${o.relay.padEnd(13)}  ${[o.p50Ms, o.p90Ms, o.p99Ms, o.maxMs].map((x) => String(x).padEnd(6)).join("  ")}  ${String(o.cpuUsPerMsg).padEnd(10)}  ${o.lateP99Ms}`);
+  }
+  console.log(JSON.stringify({ bench: "smtp-source", messages: n, repeats, machine, rows, runs, openLoop: openRuns }));
+  if (runs.some((r) => !r.ok) || openRuns.some((o) => o.failed > 0 || !o.delivered)) process.exitCode = 1;
 }
 
 main().catch((err: unknown) => {

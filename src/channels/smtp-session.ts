@@ -70,6 +70,8 @@ export interface SmtpSession {
   lmtpReplies: Array<{ recipient: string; reply: string }>;
   /** RCPT TO parameters of this transaction's recipients, in RCPT order (consumed as sent). */
   rcptArgs: string[];
+  /** This transaction's message is in memory whole: its data and the final dot go in one write. */
+  wholeMessage: boolean;
 }
 
 export type TransactionResult =
@@ -85,6 +87,8 @@ interface Internals {
   _envelope?: { rejectedErrors?: SmtpError[] };
   _actionLMTPStream: (recipient: string, final: boolean, str: string, callback: unknown) => unknown;
   _getDsnRcptToArgs: () => string;
+  _createSendStream: (callback: unknown) => unknown;
+  _socket: net.Socket;
 }
 
 /** "mx.example[192.0.2.1]:25", "mx.example[2001:db8::1]:25" */
@@ -127,12 +131,14 @@ export async function openSession(target: HopTarget, opts: SessionOptions): Prom
     transactions: 0,
     lmtpReplies: [],
     rcptArgs: [],
+    wholeMessage: false,
   };
   // Listeners for the whole life of the connection: an 'error' without a listener would crash.
   conn.on('error', (err) => { session.alive = false; session.lastError = err; });
   conn.on('end', () => { session.alive = false; });
   if (opts.lmtp) hookLmtpReplies(session);
   hookRcptArgs(session);
+  hookSendStream(session);
 
   await new Promise<void>((resolve, reject) => {
     const onConnect = () => { cleanup(); resolve(); };
@@ -177,6 +183,30 @@ function hookRcptArgs(session: SmtpSession): void {
   internals._getDsnRcptToArgs = () => {
     const args = session.rcptArgs.shift();
     return args && session.extensions.has('DSN') ? ` ${args}` : '';
+  };
+}
+
+/**
+ * A message in memory goes to the socket in one write with its final dot: nodemailer writes the
+ * data and the terminating "\r\n.\r\n" separately, each its own system call (and on loopback
+ * its own trip through the peer's receive path). The socket is corked when nodemailer creates the
+ * data stream (it writes the message into it at once) and uncorked after the stream has flowed,
+ * so the kernel gets one writev. A streamed message is not corked (it would be buffered whole).
+ */
+function hookSendStream(session: SmtpSession): void {
+  const internals = session.conn as unknown as Internals;
+  const original = internals._createSendStream;
+  if (typeof original !== 'function') {
+    throw new Error('bug: nodemailer SMTPConnection has no _createSendStream; the send hook in smtp-session.ts must be updated');
+  }
+  internals._createSendStream = function (this: Internals, callback) {
+    const stream = original.call(this, callback);
+    const socket = this._socket;
+    if (session.wholeMessage && socket) {
+      socket.cork();
+      setImmediate(() => socket.uncork());
+    }
+    return stream;
   };
 }
 
@@ -357,6 +387,7 @@ function sendOnce(session: SmtpSession, envelope: SMTPConnection.Envelope, sourc
     conn.once('error', onError);
     conn.once('end', onEnd);
     const message = source.whole ?? (stream = source.stream());
+    session.wholeMessage = source.whole !== undefined;
     // a read error of the queue file mid-DATA: the connection is dropped (the next hop never
     // sees the final dot, so it keeps nothing) and the recipients are deferred
     stream?.once('error', (err) => {

@@ -3,10 +3,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DirSyncer } from './dirsync.ts';
+import { DirSyncer, keptOpenFsync } from './dirsync.ts';
 import { fsyncDirectory } from '../util/fsync-dir.ts';
 
 /** A fake fsync whose calls stay pending until the test finishes them. */
@@ -96,5 +96,36 @@ test('the real fsyncDirectory works on a folder and fails on a missing one', asy
     await assert.rejects(fsyncDirectory(join(dir, 'missing')), { code: 'ENOENT' });
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** This process's open descriptors that name `dir`. */
+async function descriptorsOf(dir: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    if (await readlink(`/proc/self/fd/${fd}`).catch(() => '') === dir) n++;
+  }
+  return n;
+}
+
+test('keptOpenFsync: one descriptor per busy folder, closed when idle, opened again after a failure', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'tandem-dirsync-'));
+  const dir = join(root, 'incoming');
+  const fsync = keptOpenFsync(50);
+  try {
+    // the folder does not exist yet: ENOENT, and nothing is kept
+    await assert.rejects(fsync(dir), { code: 'ENOENT' });
+    await mkdir(dir);
+    await Promise.all([fsync(dir), fsync(dir), fsync(dir)]);
+    await fsync(dir);
+    assert.equal(await descriptorsOf(dir), 1, 'four fsyncs of one folder share one descriptor');
+    // idle: the descriptor is closed after about 50 ms (polled; the close is not observable otherwise)
+    const deadline = Date.now() + 5000;
+    while (await descriptorsOf(dir) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await descriptorsOf(dir), 0, 'an idle folder keeps no descriptor');
+    await fsync(dir);
+    assert.equal(await descriptorsOf(dir), 1, 'the next fsync opens it again');
+  } finally {
+    await rm(root, { recursive: true, force: true });
   }
 });

@@ -33,7 +33,7 @@ import * as fsp from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DirSyncer } from './dirsync.ts';
-import { fsyncDirectory, type FsyncDir } from '../util/fsync-dir.ts';
+import type { FsyncDir } from '../util/fsync-dir.ts';
 import { decodeQueueFile, encodeStatusRecords, findAppendOffset, readMetadata, type ReadAt, type StatusRecord } from './queuefile.ts';
 import { IncomingMessage } from './incoming.ts';
 import { isSafeQueueId, makeQueueIdGenerator, parseQueueId } from './queueid.ts';
@@ -229,7 +229,7 @@ export class Spool {
     this.dir = dir;
     this.nodeId = opts.nodeId;
     this.#io = { ...REAL_IO, ...opts.io };
-    this.#dirSyncer = new DirSyncer(opts.fsyncDir ?? fsyncDirectory);
+    this.#dirSyncer = new DirSyncer(opts.fsyncDir);
     this.#warn = opts.warn ?? (() => undefined);
     this.#nextId = makeQueueIdGenerator(opts.nodeId);
     this.#replica = opts.replica;
