@@ -4,7 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -19,7 +19,7 @@ import type { RecipientResolution, Router } from '../router/types.ts';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-rcv-'));
 const committed: Array<{ env: Envelope; msg: Buffer }> = [];
-let commitHook: (() => Promise<void>) | undefined;
+let commitHook: ((beside?: () => Promise<void>) => Promise<void>) | undefined;
 let n = 0;
 
 const router: Router = {
@@ -35,7 +35,7 @@ const router: Router = {
   async close() {},
 };
 
-function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}, acceptState: () => AcceptState = () => ({ type: 'accepting' })) {
+function startReceiver(relayClient: boolean, overrides: Record<string, unknown> = {}, acceptState: () => AcceptState = () => ({ type: 'accepting' }), trackingPath = path.join(dir, `track-${n}.log`)) {
   const config = configSchema.parse({ node: { id: 'a', hostname: 'mx.test' }, smtp: { listen: '127.0.0.1:0', max_message_size: '10KiB', max_recipients: 3, ...overrides } });
   const deps: ReceiverDeps = {
     config, router,
@@ -44,8 +44,8 @@ function startReceiver(relayClient: boolean, overrides: Record<string, unknown> 
       return {
         get size() { return chunks.reduce((n, c) => n + c.length, 0); },
         async write(c: Buffer) { chunks.push(c); },
-        async commit(env: Envelope) {
-          if (commitHook) await commitHook();
+        async commit(env: Envelope, beside?: () => Promise<void>) {
+          if (commitHook) await commitHook(beside);
           const msg = Buffer.concat(chunks);
           committed.push({ env, msg });
           return msg;
@@ -54,7 +54,7 @@ function startReceiver(relayClient: boolean, overrides: Record<string, unknown> 
       };
     },
     newQueueId: () => `Q${++n}.a`,
-    tracking: new TrackingLog(path.join(dir, `track-${n}.log`), 'a'),
+    tracking: new TrackingLog(trackingPath, 'a'),
     logger: pino({ level: 'silent' }),
     isRelayClient: () => relayClient,
     acceptState,
@@ -153,6 +153,41 @@ test('250 comes only after the commit resolves; a failing commit gives 451 4.3.0
   const full = await send(port, 's@x.test', ['u@local.test'], msg);
   commitHook = undefined;
   assert.match(full.response, /^451 4\.3\.0 /);
+});
+
+test('the received line: written during the commit (the writer runs it beside its folder fsync), before the 250; a commit failing after it gets 451 and a deleted line', async () => {
+  const log = path.join(dir, 'track-received.log');
+  const r = startReceiver(true, {}, undefined, log);
+  const { port } = await r.listen();
+  const lines = () => readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  let seenDuringCommit: string[] = [];
+  commitHook = async (beside) => {
+    await beside?.();
+    seenDuringCommit = lines().map((l) => String(l.event));
+  };
+  const ok = await send(port, 's@x.test', ['u@local.test'], 'Subject: one\r\n\r\nbody\r\n');
+  assert.equal(ok.ok, true, ok.response);
+  assert.deepEqual(seenDuringCommit, ['received'], 'the line is on disk while the commit is still under way');
+  // the folder fsync fails after the line was written: the message is taken back
+  commitHook = async (beside) => {
+    await beside?.();
+    throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+  };
+  const failed = await send(port, 's@x.test', ['u@local.test'], 'Subject: two\r\n\r\nbody\r\n');
+  // a writer that ignores `beside` still gets its received line, after its commit
+  commitHook = async () => { seenDuringCommit = lines().map((l) => String(l.event)); };
+  const plain = await send(port, 's@x.test', ['u@local.test'], 'Subject: three\r\n\r\nbody\r\n');
+  commitHook = undefined;
+  assert.match(failed.response, /^451 4\.3\.0 /);
+  assert.equal(plain.ok, true, plain.response);
+  const events = lines().map((l) => [l.event, l.queueId, l.by]);
+  const [first, second, third] = [events[0][1], events[1][1], events[3][1]];
+  assert.deepEqual(events, [
+    ['received', first, undefined],
+    ['received', second, undefined], ['deleted', second, 'receiver'],
+    ['received', third, undefined],
+  ]);
+  assert.deepEqual(seenDuringCommit, ['received', 'received', 'deleted'], 'without `beside` the line comes after the commit');
 });
 
 test('MAIL FROM with SIZE= above the limit is refused at MAIL with 552 5.3.4; the limit itself is accepted', async () => {

@@ -112,8 +112,11 @@ export interface MessageWriter {
   /** Bytes written so far. */
   readonly size: number;
   write(chunk: Buffer): Promise<void>;
-  /** Durable in incoming/ when it resolves; with the bytes if they were held in memory. */
-  commit(envelope: Envelope): Promise<Buffer | undefined>;
+  /**
+   * Durable in incoming/ when it resolves; with the bytes if they were held in memory.
+   * `beside` runs once the file is fsynced and named, beside the folder's fsync (IncomingMessage).
+   */
+  commit(envelope: Envelope, beside?: () => Promise<void>): Promise<Buffer | undefined>;
   abort(): Promise<void>;
 }
 
@@ -439,16 +442,25 @@ export class SmtpReceiver {
       };
       const stored = out.size;
       let held: Buffer | undefined;
+      // The received line is written once the fsynced file has its name in incoming/, and
+      // fdatasynced beside the folder's fsync (two syncs in a row before the 250, not three);
+      // the 250 waits for both. Should the folder fsync then fail, the message is taken back and
+      // a `deleted` line follows, so the log never shows a refused message as only "received".
+      let recorded = false;
+      const received = (): Promise<void> => {
+        recorded = true;
+        return this.deps.tracking.recordDurable({
+          event: 'received', queueId, messageId, sender: envelope.sender, size: stored,
+          client: session.remoteAddress, recipients: tx.recipients.length,
+        });
+      };
       try {
-        held = await out.commit(envelope);
+        held = await out.commit(envelope, received);
       } catch (err) {
+        if (recorded) this.deps.tracking.record({ event: 'deleted', queueId, messageId, by: 'receiver', reply: `not acknowledged: the commit failed (${(err as Error)?.message ?? err})` });
         throw this.commitFailed(queueId, err);
       }
-      // only a committed message is "received"; the line is on disk before the 250
-      await this.deps.tracking.recordDurable({
-        event: 'received', queueId, messageId, sender: envelope.sender, size: stored,
-        client: session.remoteAddress, recipients: tx.recipients.length,
-      });
+      if (!recorded) await received(); // a writer that does not run `beside`
       this.deps.metrics?.received(stored);
       this.deps.onQueued(queueId, envelope, stored, held, hold ? { hold } : undefined);
       return queueId;

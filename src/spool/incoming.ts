@@ -90,8 +90,12 @@ export class IncomingMessage {
   /**
    * Make the message durable in incoming/ with this envelope. Resolves — with the message bytes
    * if they were held in memory whole — only when the file and its folder are fsynced.
+   * `beside` (the receiver's durable `received` line) is started once the fsynced file has its
+   * name in incoming/, and runs beside the folder fsync instead of after it (with replicated
+   * storage: after the second copy, which may be refused); commit() resolves when both are
+   * done. It must not reject.
    */
-  async commit(envelope: Envelope): Promise<Buffer | undefined> {
+  async commit(envelope: Envelope, beside?: () => Promise<void>): Promise<Buffer | undefined> {
     if (this.#done) throw new Error('IncomingMessage: commit after commit or abort');
     this.#done = true;
     let held: Buffer | undefined;
@@ -115,11 +119,17 @@ export class IncomingMessage {
         await this.#writeAll(header, QUEUE_FILE_MAGIC.length);
       }
       await this.#handle.sync();
-      await this.#close();
+      // the close and the rename are independent: one thread-pool round trip, not two in a row
+      const closing = this.#close();
+      closing.catch(() => undefined); // awaited below; a failed rename first must not leave it unhandled
       await this.io.rename(this.tmpPath, this.finalPath);
       renamed = true;
+      // with a second copy to make (replicated storage, which may refuse it), only after it
+      const besideDone = this.replica ? undefined : beside?.();
+      await closing;
       await this.dirSyncer.sync(this.incomingDir);
       await (copying ?? this.replica?.copy(this.finalPath, undefined));
+      await (besideDone ?? beside?.());
       return held;
     } catch (err) {
       // Not acknowledged: take it back so a retry by the client is not delivered twice.

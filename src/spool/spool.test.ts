@@ -5,6 +5,7 @@
 import { test, beforeEach, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile, open as fsOpen, rename as fsRename, truncate } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CorruptQueueFileError, Spool, parseQueueId, type Envelope, type SpoolOptions } from './index.ts';
@@ -362,6 +363,36 @@ test('commit follows the protocol: write, fsync file, rename into incoming/, fsy
   assert.deepEqual(steps.filter((s, i) => s !== 'write' || steps[i - 1] !== 'write'), [
     'write', 'fsync file', `rename tmp/${id} -> incoming/${id}`, 'fsyncDir incoming', 'resolved',
   ]);
+});
+
+test('the commit runs `beside` (the received line) once the file is named in incoming/, alongside the folder fsync, and resolves only when both are done', async () => {
+  const steps: string[] = [];
+  let finishFsync!: () => void;
+  let finishBeside!: () => void;
+  const spool = await openSpool({
+    fsyncDir: (d) => new Promise<void>((resolve) => {
+      steps.push(`fsyncDir ${d.slice(dir.length + 1)} started`);
+      finishFsync = () => { steps.push('fsyncDir done'); resolve(); };
+    }),
+    io: { rename: async (from, to) => { steps.push('rename'); return fsRename(from, to); } },
+  });
+  const id = spool.newQueueId();
+  const incoming = spool.beginMessage(id);
+  await incoming.write(MESSAGE);
+  let resolved = false;
+  const committing = incoming.commit(envelope(id, 1), () => new Promise<void>((resolve) => {
+    steps.push(`beside started (${existsSync(join(dir, 'incoming', id)) ? 'file named' : 'no file'})`);
+    finishBeside = () => { steps.push('beside done'); resolve(); };
+  })).then(() => { resolved = true; });
+  const deadline = Date.now() + 5000;
+  while ((!finishFsync || !finishBeside) && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(steps, ['rename', 'beside started (file named)', 'fsyncDir incoming started'], 'both under way at once');
+  finishFsync();
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r)); // let the commit go on as far as it can
+  assert.equal(resolved, false, 'not durable until the line is too');
+  finishBeside();
+  await committing;
+  assert.equal(resolved, true);
 });
 
 test('commit refuses to overwrite a temp file it did not create, and does not delete it', async () => {
