@@ -8,7 +8,8 @@ import { mkdtempSync, readdirSync, readFileSync, appendFileSync, existsSync } fr
 import os from 'node:os';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
-import { trackProcesses } from './harness/procs.ts';
+import { trackProcesses, spawnProcess } from './harness/procs.ts';
+import { cliArgs } from './harness/build.ts';
 import { startSink, type Sink } from './harness/sink.ts';
 import { runCli, writeTables } from './harness/tandem.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
@@ -210,4 +211,21 @@ test('SIGTERM stops the node gracefully (exit 0); the stopped spool is listed an
   assert.equal(del.code, 0, del.stderr);
   const after = await runCli(['queue', 'list', '--spool', spoolDir, '--json']);
   assert.equal(JSON.parse(after.stdout).rows.some((r: any) => r.queueId === res.queueId), false);
+});
+
+test('a SIGTERM during the start (as soon as the pid file is written) stops the node gracefully once it is up: exit 0, never killed by the default action', async () => {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'tandem-early-term-'));
+  const pidFile = path.join(d, 'tandem.pid');
+  const proc = await spawnProcess(process.execPath, [...cliArgs(), 'start', '--config', writeNodeConfig(d), '--listen', '127.0.0.1:0', '--pid-file', pidFile], { name: 'early-sigterm' });
+  try {
+    await eventually('the pid file', () => existsSync(pidFile), 30_000);
+    process.kill(proc.pid, 'SIGTERM');
+    const exit = await proc.exited;
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, proc.output());
+    const events = proc.output().split('\n').filter((l) => l.startsWith('{')).map((l) => String(JSON.parse(l).event));
+    assert.ok(events.includes('ready') && events.includes('stopped'), `started, then stopped: ${events.join(', ')}`);
+    assert.equal(existsSync(pidFile), false, 'the pid file is removed');
+  } finally {
+    await proc.killHard();
+  }
 });

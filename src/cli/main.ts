@@ -268,7 +268,31 @@ async function loadOrExit(file: string | undefined, overrides: ConfigOverrides):
 async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, pidFile?: string): Promise<TandemNode> {
   const [{ pino }, { TandemNode }, { DuplicateNodeIdError }, { writeFile, unlink }] = await Promise.all([import('pino'), import('../node/node.ts'), import('../cluster/index.ts'), import('node:fs/promises')]);
   const logger = pino({ level: config.log.level, base: { node: config.node.id }, timestamp: pino.stdTimeFunctions.isoTime });
-  let node: TandemNode;
+  // The signals are wired before the node starts: a SIGTERM that comes right after the `ready`
+  // line (tandem up's Ctrl-C, a supervisor) must stop the node gracefully, not meet the default
+  // action and kill it. A stop signalled during the start waits for the start to be through.
+  let node: TandemNode | undefined;
+  let started!: (n: TandemNode) => void;
+  const running = new Promise<TandemNode>((resolve) => { started = resolve; });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ event: 'signal', signal }, `${signal}: stopping`);
+    const force = setTimeout(() => {
+      logger.error({ event: 'stop-timeout' }, 'graceful stop took over 60 s; exiting (queued mail is safe in the spool)');
+      process.exit(EXIT.FAILED);
+    }, 60_000);
+    force.unref();
+    await (await running).stop();
+    if (pidFile) await unlink(pidFile).catch(() => undefined);
+    process.exit(EXIT.OK);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    node?.reload().catch((err) => logger.error({ event: 'reload-failed', err: String(err.message ?? err) }, `reload failed, old configuration kept: ${err.message ?? err}`));
+  });
   // written before the node says "ready": whoever waits for that line finds this process's pid
   // here, not a pid file left by an earlier run (tandem up stops nodes restarted by hand by it)
   if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
@@ -281,25 +305,7 @@ async function runNode(config: TandemConfig, load: () => Promise<TandemConfig>, 
     await new Promise((r) => setTimeout(r, 50));
     process.exit();
   }
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ event: 'signal', signal }, `${signal}: stopping`);
-    const force = setTimeout(() => {
-      logger.error({ event: 'stop-timeout' }, 'graceful stop took over 60 s; exiting (queued mail is safe in the spool)');
-      process.exit(EXIT.FAILED);
-    }, 60_000);
-    force.unref();
-    await node.stop();
-    if (pidFile) await unlink(pidFile).catch(() => undefined);
-    process.exit(EXIT.OK);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGHUP', () => {
-    node.reload().catch((err) => logger.error({ event: 'reload-failed', err: String(err.message ?? err) }, `reload failed, old configuration kept: ${err.message ?? err}`));
-  });
+  started(node);
   return node;
 }
 
