@@ -130,7 +130,8 @@ test('a node that loses the shared storage fences itself before its spool is tak
       const s = await cluster.status('b');
       return !s.fenced && s.ownSpool === 'delivering';
     });
-    assert.ok(cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'b' && e.node === 'a' && Date.parse(e.t) >= restoredAt));
+    // a writes its handback line just after releasing the claim that b has already seen
+    await cluster.waitFor('a\'s handback of b\'s spool in the tracking log', async () => cluster.trackingEvents().some((e) => e.event === 'handback' && e.spool === 'b' && e.node === 'a' && Date.parse(e.t) >= restoredAt));
     const after = await queueOn(cluster, 'b', 10, 'after-');
     await sink.waitForCount(40, 30_000);
     assertExactlyOnce(sink, onB, after);
