@@ -18,7 +18,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
-import { startSink, type Sink } from './harness/sink.ts';
+import { startSink, duplicates, type Sink } from './harness/sink.ts';
 import { runLoad } from './harness/load.ts';
 import { runCli } from './harness/tandem.ts';
 import { createCluster, type TestCluster } from './harness/cluster.ts';
@@ -57,12 +57,6 @@ async function backlog(cluster: TestCluster, node: string, total: number, runId:
 
 const held = async (cluster: TestCluster, holder: string, origin: string) => (await cluster.status(holder)).replication.holding[origin] ?? 0;
 
-function duplicates(sink: Sink): number {
-  let dups = 0;
-  for (const [, n] of sink.countsByTestId()) if (n > 1) dups += n - 1;
-  return dups;
-}
-
 test('remote copy: a killed, its partner b delivers its queue and the copies in the other site are discarded as it goes; c takes nothing over', { timeout: 240_000, skip: opensslMissing }, async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-remote-'));
   const sink = await startSink();
@@ -83,7 +77,7 @@ test('remote copy: a killed, its partner b delivers its queue and the copies in 
     // b's secondary told c what it delivered: c keeps nothing it could deliver a second time
     await cluster.waitFor('c\'s copies of a\'s messages discarded', async () => (await held(cluster, 'c', 'a')) === 0, 20_000);
     assert.ok(!cluster.trackingEvents().some((e) => e.event === 'takeover' && e.node === 'c' && e.spool === 'a'), 'c (the other site) did not take a over while b, a\'s partner, was alive');
-    assert.equal(duplicates(sink), 0);
+    assert.equal(duplicates(sink.countsByTestId()), 0);
   } finally {
     await cluster.stopAll();
     await sink.stop();
@@ -121,7 +115,7 @@ test('remote copy: site dc1 lost with a backlog; without a witness dc2 takes not
     await cluster.waitFor('every accepted message at the sink', async () => [...accepted].every((id) => sink.countsByTestId().has(id)), 90_000);
     const status = await runCli(['cluster', 'status', '--config', cluster.config]);
     assert.match(status.stdout, /^a\s+dc1\s+c \(takeover\)\s+.*b \(\?\), c \(\d+\)\s*$/m, status.stdout);
-    assert.equal(duplicates(sink), 0, 'no message delivered twice');
+    assert.equal(duplicates(sink.countsByTestId()), 0, 'no message delivered twice');
 
     // asked again: the holder that delivers it says so; nothing is taken over twice
     const again = await runCli(['cluster', 'takeover', 'a', '--config', cluster.config]);
@@ -140,7 +134,7 @@ test('remote copy: site dc1 lost with a backlog; without a witness dc2 takes not
       (await held(cluster, 'b', 'a')) === 0 && (await held(cluster, 'a', 'b')) === 0 && (await held(cluster, 'c', 'a')) === 0 && (await held(cluster, 'd', 'b')) === 0, 30_000);
     const redelivered = cluster.trackingEvents().filter((e) => e.event === 'delivered' && (e.node === 'a' || e.node === 'b') && Date.parse(e.t) >= backAt);
     assert.equal(redelivered.length, 0, 'a and b delivered none of the messages dc2 delivered for them');
-    assert.equal(duplicates(sink), 0);
+    assert.equal(duplicates(sink.countsByTestId()), 0);
     console.log(`# site dc1 lost: ${accepted.size} accepted, all delivered once by dc2 after \`tandem cluster takeover --site dc1\``);
   } finally {
     await cluster.stopAll();

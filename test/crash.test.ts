@@ -9,9 +9,10 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
-import { startSink } from './harness/sink.ts';
+import { startSink, duplicates } from './harness/sink.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { runLoad } from './harness/load.ts';
+import { killQueuedAndRecover } from './harness/crash.ts';
 import { freePort } from './harness/ports.ts';
 import { eventually } from './harness/wait.ts';
 
@@ -30,12 +31,6 @@ queue: { min_backoff: 500ms, max_backoff: 2s, total_concurrency: ${TOTAL_CONCURR
 delivery: { connect_timeout: 2s }
 tracking: { path: ${dir}/tracking.log }
 `;
-}
-
-function duplicates(counts: Map<string, number>): number {
-  let d = 0;
-  for (const n of counts.values()) if (n > 1) d += n - 1;
-  return d;
 }
 
 test('kill -9 under steady load: every accepted message is delivered after a restart', { timeout: 240_000 }, async () => {
@@ -94,22 +89,5 @@ test('next hop down, everything queued, then kill -9: all of it is delivered exa
   const smtpPort = await freePort();
   const config = writeNodeConfig(dir, {}, nodeConfig(dir, smtpPort, sinkPort));
   const start = (name: string) => startNode({ config, listen: `127.0.0.1:${smtpPort}`, logFile: path.join(dir, `${name}.out`) });
-  let node = await start('node-1');
-
-  const total = 400;
-  const result = await runLoad({ host: '127.0.0.1', port: smtpPort, total, concurrency: 4, sizeBytes: 1024, from: 'load@client.test', to: (i) => `r${i}@remote.test` });
-  assert.equal(result.accepted.size, total);
-  const deferred = path.join(dir, 'spool', 'crash', 'deferred');
-  await eventually('every message deferred (next hop down)', () => readdirSync(deferred).length === total, 60_000);
-  await node.proc.killHard();
-
-  const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
-  node = await start('node-2');
-  await sink.waitForCount(total, 90_000);
-  await eventually('the spool to drain', () => readdirSync(deferred).length === 0, 30_000);
-  const got = sink.countsByTestId();
-  for (const id of result.accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
-  assert.equal(duplicates(got), 0);
-  await node.proc.stop();
-  await sink.stop();
+  await killQueuedAndRecover({ start, smtpPort, sinkPort, deferred: path.join(dir, 'spool', 'crash', 'deferred'), total: 400, concurrency: 4, to: (i) => `r${i}@remote.test` });
 });

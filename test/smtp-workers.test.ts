@@ -12,9 +12,10 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { trackProcesses } from './harness/procs.ts';
-import { startSink } from './harness/sink.ts';
+import { startSink, duplicates } from './harness/sink.ts';
 import { startNode, writeNodeConfig } from './harness/node.ts';
 import { runLoad } from './harness/load.ts';
+import { killQueuedAndRecover } from './harness/crash.ts';
 import { freePort } from './harness/ports.ts';
 import { eventually } from './harness/wait.ts';
 import { RawSmtpClient } from './harness/raw-smtp.ts';
@@ -32,12 +33,6 @@ function config(dir: string, relayPort: number): string {
     queue: { min_backoff: '500ms', max_backoff: '2s', total_concurrency: 20 },
     delivery: { connect_timeout: '2s' },
   });
-}
-
-function duplicates(counts: Map<string, number>): number {
-  let d = 0;
-  for (const n of counts.values()) if (n > 1) d += n - 1;
-  return d;
 }
 
 async function metricsOf(admin: { host: string; port: number }): Promise<string> {
@@ -146,23 +141,8 @@ test('workers: next hop down, everything queued, the whole process group killed:
   const smtpPort = await freePort();
   const cfg = config(dir, sinkPort);
   const start = (name: string) => startNode({ config: cfg, listen: `127.0.0.1:${smtpPort}`, logFile: path.join(dir, `${name}.out`) });
-  let node = await start('node-1');
-  const total = 400;
-  const result = await runLoad({ host: '127.0.0.1', port: smtpPort, total, concurrency: 8, sizeBytes: 1024, from: 'load@client.test', to: (i) => `q-${i}@remote.test` });
-  assert.equal(result.accepted.size, total);
-  const deferred = path.join(dir, 'spool', 'w', 'deferred');
-  await eventually('every message deferred (next hop down)', () => readdirSync(deferred).length === total, 60_000);
-  await node.proc.killHard(); // main process and workers: one process group
-
-  const sink = await startSink({ listen: `127.0.0.1:${sinkPort}` });
-  node = await start('node-2');
-  await sink.waitForCount(total, 90_000);
-  await eventually('the spool to drain', () => readdirSync(deferred).length === 0, 30_000);
-  const got = sink.countsByTestId();
-  for (const id of result.accepted) assert.equal(got.get(id), 1, `${id} delivered exactly once`);
-  assert.equal(duplicates(got), 0);
-  await node.stop();
-  await sink.stop();
+  // main process and workers: one process group, killed together
+  await killQueuedAndRecover({ start, smtpPort, sinkPort, deferred: path.join(dir, 'spool', 'w', 'deferred'), total: 400, concurrency: 8, to: (i) => `q-${i}@remote.test` });
 });
 
 test('workers: after an operator fence no 250, not even for a DATA already sent; new sessions get 421', { timeout: 180_000 }, async () => {

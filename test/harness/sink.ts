@@ -6,6 +6,7 @@
  *                                     own process group on 127.0.0.1:0 and waits for "ready".
  *   Sink       host, port, address, outFile, proc, readRecords(), count(), waitForCount(n, ms),
  *              countsByTestId(), stop()
+ *   duplicates(counts): number        copies beyond the first in countsByTestId()
  *   SinkRecord one accepted message as recorded by the sink
  *   SinkOptions
  *
@@ -155,4 +156,11 @@ export async function startSink(opts: SinkOptions = {}): Promise<Sink> {
       await proc.stop(5_000);
     },
   };
+}
+
+/** Copies beyond the first, summed over every test id (countsByTestId()'s values above 1). */
+export function duplicates(counts: Map<string, number>): number {
+  let d = 0;
+  for (const n of counts.values()) if (n > 1) d += n - 1;
+  return d;
 }
