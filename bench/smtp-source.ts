@@ -28,7 +28,13 @@
  * message's due time to the 250 after its DATA, so a relay that falls behind is charged the
  * wait (no coordinated omission). `auto` is half of the first Tandem's median delivered msg/s in
  * the 20 x 4 KiB case of this run (or of the first case); every relay gets the same rate. The
- * generator's own lateness (start - due) is printed beside it: it runs on the same cores.
+ * generator's own lateness (start - due) is printed beside it: it runs on the same cores. Each
+ * time-to-250 is split into setup (due → EHLO answered: connect, greeting, EHLO, and the
+ * generator's lateness) and transaction (EHLO answered → 250: MAIL, RCPT, DATA, the message and
+ * the relay's commit). Beside each open-loop run, bench/disk-probe.ts times what a commit costs
+ * the disk alone (a 4 KiB file written, fsynced, renamed, its folder fsynced, every 50 ms in a
+ * thread of its own, on the same file system): no relay can answer 250 sooner than that, and its
+ * tail is the VM's disk, not the relay.
  * Needs root, the Debian postfix package
  * (smtp-source, smtp-sink, postfix). The machine's speed drifts on shared VMs: compare within
  * one run only. Exits non-zero if a run did not complete.
@@ -44,6 +50,7 @@ import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { freePort, formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses, type Proc } from "../test/harness/procs.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
+import { startDiskProbe } from "./disk-probe.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
 
 interface Case { sessions: number; bytes: number; reuse: boolean }
@@ -145,26 +152,38 @@ async function runOne(relay: Relay, c: Case, n: number, rep: number): Promise<Ru
   return run;
 }
 
-interface OpenLoopRun { relay: string; rate: number; messages: number; accepted: number; failed: number; delivered: boolean; p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number; lateP99Ms: number; cpuUsPerMsg: number }
+interface OpenLoopRun {
+  relay: string; rate: number; messages: number; accepted: number; failed: number; delivered: boolean;
+  p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number; lateP99Ms: number; cpuUsPerMsg: number;
+  /** due → EHLO answered (connect, greeting, EHLO), and EHLO answered → 250 after DATA (MAIL … commit) */
+  setupP50Ms: number; setupP99Ms: number; txP50Ms: number; txP99Ms: number;
+  /** the disk probe's commits beside the run (bench/disk-probe.ts) */
+  diskP50Ms: number; diskP99Ms: number; diskMaxMs: number;
+}
 
 const quantile = (sorted: number[], q: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
 const ms = (x: number): number => Math.round(x * 10) / 10;
 
-/** One message on its own connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT); resolves at its 250 after DATA, or with the error. */
-function sendOnNewConnection(target: HostPort, message: Buffer): Promise<Error | undefined> {
+/**
+ * One message on its own connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT); resolves at its 250
+ * after DATA, or with the error; `connected` is when EHLO was answered.
+ */
+function sendOnNewConnection(target: HostPort, message: Buffer): Promise<{ err?: Error; connected: number }> {
   return new Promise((resolve) => {
+    let connected = NaN;
     const conn = new SMTPConnection({ host: target.host, port: target.port, name: "open-loop.bench.test", greetingTimeout: 30_000, socketTimeout: 30_000, logger: false });
     let done = false;
     const finish = (err?: Error): void => {
       if (done) return;
       done = true;
-      resolve(err);
+      resolve({ err, connected });
       if (err) conn.close();
       else conn.quit();
     };
     conn.on("error", (err) => finish(err));
     conn.once("end", () => finish(new Error("connection closed before the 250")));
     conn.connect(() => {
+      connected = performance.now();
       // as a sending MTA does (and test/harness/load.ts): without it Nagle's algorithm holds the
       // final dot until the relay's delayed ACK of the data, ~40 ms added to every message
       conn._socket.setNoDelay(true);
@@ -174,15 +193,18 @@ function sendOnNewConnection(target: HostPort, message: Buffer): Promise<Error |
 }
 
 /** Open loop (see the header): message i due at t0 + i/rate, each on its own connection. */
-async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number): Promise<OpenLoopRun> {
+async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number, probeDir: string): Promise<OpenLoopRun> {
   const n = Math.max(1, Math.round(rate * seconds));
   const message = buildTestMessage("open-loop", "a@example.org", "b@example.net", bytes);
   const base = relay.sink.count;
   const cpu0 = groupCpuSeconds(relay.proc.pid);
   const latencies: number[] = [];
+  const setups: number[] = [];
+  const transactions: number[] = [];
   const lateness: number[] = [];
   let failed = 0;
   const sends: Promise<void>[] = [];
+  const probe = startDiskProbe(probeDir, 50);
   const t0 = performance.now() + 20;
   for (let i = 0; i < n; ) {
     const now = performance.now();
@@ -190,24 +212,29 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
     for (; i < n && t0 + (i * 1000) / rate <= now; i++) {
       const due = t0 + (i * 1000) / rate;
       lateness.push(now - due);
-      sends.push(sendOnNewConnection(relay.smtp, message).then((err) => {
-        if (err) failed++;
-        else latencies.push(performance.now() - due);
+      sends.push(sendOnNewConnection(relay.smtp, message).then(({ err, connected }) => {
+        if (err) return void failed++;
+        const now = performance.now();
+        latencies.push(now - due);
+        setups.push(connected - due);
+        transactions.push(now - connected);
       }));
     }
     if (i < n) await new Promise((r) => setTimeout(r, Math.max(0, t0 + (i * 1000) / rate - performance.now())));
   }
   await Promise.all(sends);
+  const disk = await probe.stop();
   const delivered = await relay.sink.waitFor(base + latencies.length, 60_000);
   const cpu = groupCpuSeconds(relay.proc.pid) - cpu0;
-  latencies.sort((a, b) => a - b);
-  lateness.sort((a, b) => a - b);
+  for (const a of [latencies, setups, transactions, lateness]) a.sort((x, y) => x - y);
   const run: OpenLoopRun = {
     relay: relay.name, rate, messages: n, accepted: latencies.length, failed, delivered,
     p50Ms: ms(quantile(latencies, 0.5)), p90Ms: ms(quantile(latencies, 0.9)), p99Ms: ms(quantile(latencies, 0.99)), maxMs: ms(latencies.at(-1) ?? NaN),
     lateP99Ms: ms(quantile(lateness, 0.99)), cpuUsPerMsg: Math.round((cpu * 1e6) / n),
+    setupP50Ms: ms(quantile(setups, 0.5)), setupP99Ms: ms(quantile(setups, 0.99)), txP50Ms: ms(quantile(transactions, 0.5)), txP99Ms: ms(quantile(transactions, 0.99)),
+    diskP50Ms: ms(quantile(disk.commitsMs, 0.5)), diskP99Ms: ms(quantile(disk.commitsMs, 0.99)), diskMaxMs: ms(disk.commitsMs.at(-1) ?? NaN),
   };
-  log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
+  log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms; setup p99 ${run.setupP99Ms}, transaction p99 ${run.txP99Ms}; disk commit alone p50 ${run.diskP50Ms} p99 ${run.diskP99Ms} max ${run.diskMaxMs} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
   return run;
 }
 
@@ -309,7 +336,7 @@ async function main(): Promise<void> {
         log(`open loop: half of ${relays[0].name}'s median ${median(top)} msg/s (${caseName(c)}) = ${rate}/s`);
       }
       if (!(rate > 0)) throw new Error(`--open-loop: "${values["open-loop"]}" is neither auto nor a rate > 0`);
-      for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096));
+      for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096, join(root, "disk-probe")));
     }
   } finally {
     for (const r of relays) await r.stop().catch(() => undefined);
@@ -323,8 +350,8 @@ async function main(): Promise<void> {
   const rows = printTable(runs, cases, relays.map((r) => r.name));
   if (openRuns.length) {
     console.log(`\nopen loop, 4 KiB, one connection per message, ${openRuns[0].rate} msg/s for ${values["open-loop-seconds"]} s: time-to-250 (from each message's due time) in ms`);
-    console.log("relay          p50     p90     p99     max     CPU us/msg  generator late p99");
-    for (const o of openRuns) console.log(`${o.relay.padEnd(13)}  ${[o.p50Ms, o.p90Ms, o.p99Ms, o.maxMs].map((x) => String(x).padEnd(6)).join("  ")}  ${String(o.cpuUsPerMsg).padEnd(10)}  ${o.lateP99Ms}`);
+    console.log("relay          p50     p90     p99     max     CPU us/msg  generator late p99  setup p50/p99  transaction p50/p99  disk commit alone p50/p99/max");
+    for (const o of openRuns) console.log(`${o.relay.padEnd(13)}  ${[o.p50Ms, o.p90Ms, o.p99Ms, o.maxMs].map((x) => String(x).padEnd(6)).join("  ")}  ${String(o.cpuUsPerMsg).padEnd(10)}  ${String(o.lateP99Ms).padEnd(18)}  ${`${o.setupP50Ms}/${o.setupP99Ms}`.padEnd(13)}  ${`${o.txP50Ms}/${o.txP99Ms}`.padEnd(19)}  ${o.diskP50Ms}/${o.diskP99Ms}/${o.diskMaxMs}`);
   }
   console.log(JSON.stringify({ bench: "smtp-source", messages: n, repeats, machine, rows, runs, openLoop: openRuns }));
   if (runs.some((r) => !r.ok) || openRuns.some((o) => o.failed > 0 || !o.delivered)) process.exitCode = 1;
