@@ -17,10 +17,11 @@
  *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
  *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
  * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
- * own timer so that a storage that hangs cannot hold the fencing back; on shared storage the
- * renewals themselves run in a thread of their own (disk-heartbeat-worker.ts), which stops when
- * this thread stops checking in for fence_after. The disk-heartbeat lease
- * counts from when a renewal *began* (a renewal completing after a stall proves nothing newer).
+ * own timer so that a storage that hangs cannot hold the fencing back (disk-lease.ts keeps the
+ * lease); on shared storage the renewals themselves run in a thread of their own
+ * (disk-heartbeat-worker.ts), which stops when this thread stops checking in for fence_after.
+ * The disk-heartbeat lease counts from when a renewal *began* (a renewal completing after a
+ * stall proves nothing newer).
  * At join, a node bumps its own spool's epoch (a release record by itself) before delivering,
  * and a survivor reads the dead node's slot once more right before claiming: of a node coming
  * back and a peer taking its spool, exactly one wins the epoch.
@@ -47,8 +48,6 @@ import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
 import type { Heartbeat, HeartbeatRejectReason, RejectInfo } from './net-heartbeat.ts';
-import type { DiskHeartbeatThreadEvent, DiskRenewer, RenewalSteps } from './disk-heartbeat.ts';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
@@ -58,6 +57,7 @@ import { originsOf, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
 import type { WitnessEvent } from './witness/etcd-witness.ts';
+import { DiskLease, type RenewalStats } from './disk-lease.ts';
 import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type ClusterWitness, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
 
 /** What the cluster manager uses of the node's Replica (replication/replica.ts). */
@@ -155,27 +155,11 @@ export interface ClusterStatus {
   replication?: ReplicaStatus;
 }
 
-export interface RenewalStats {
-  count: number;
-  /** Renewals that took longer than two heartbeat intervals. */
-  slow: number;
-  slowestMs: number;
-  slowestSteps?: RenewalSteps;
-  /** The beat timer firing later than its interval, largest seen (main-thread lag). */
-  beatLateMaxMs: number;
-  /** perf_hooks.monitorEventLoopDelay: largest delay seen, and the 99th percentile. */
-  loopDelayMaxMs: number;
-  loopDelayP99Ms: number;
-}
-
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
 const SECONDARY_RETRY_MS = 5000;
 
 /** How often the copies kept for others are counted and their retired folders looked for. */
 const HOLDING_REFRESH_MS = 1000;
-
-/** Good renewals needed, after a storage fence, before the node delivers again. */
-const UNFENCE_AFTER_RENEWALS = 3;
 
 export class ClusterManager {
   private readonly c: ClusterConfig;
@@ -187,19 +171,9 @@ export class ClusterManager {
   private readonly claims: ClusterIo['claims'];
   private readonly boot: number;
   private readonly mono: () => number;
-  private lastRenewOk: number;
-  /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
-  private renewingSince?: number;
-  private renewFailing = false;
-  /** Shared storage in production: the thread that renews the disk heartbeat (disk-heartbeat-worker.ts). */
-  private renewer?: DiskRenewer;
-  /** The renewer's completed renewals as of the last beat. */
-  private renewalsSeen = 0;
-  private readonly renewalStats: Omit<RenewalStats, 'loopDelayMaxMs' | 'loopDelayP99Ms'> = { count: 0, slow: 0, slowestMs: 0, beatLateMaxMs: 0 };
-  private lastBeatAt?: number;
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  /** The disk-heartbeat lease: renewals, their age, the storage fence. */
+  private readonly diskLease: DiskLease;
   private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
-  private goodRenewalsSinceFence = 0;
   private fence?: FenceReason;
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
@@ -274,7 +248,13 @@ export class ClusterManager {
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
-    this.lastRenewOk = this.mono();
+    this.diskLease = new DiskLease({
+      c: this.c, disk: this.disk, mono: this.mono, wall: () => this.io.wall(), logger,
+      announced: () => this.announced(),
+      fenced: () => this.fence !== undefined,
+      fencedByOperator: () => this.fence?.type === 'operator',
+      fenceForStorage: (since, why) => this.enterFence({ type: 'storage', since }, why),
+    });
   }
 
   /**
@@ -288,15 +268,12 @@ export class ClusterManager {
     }
     await this.disk.prepare();
     await this.checkIdUnused();
-    await this.disk.renew(this.hooks.state());
-    this.lastRenewOk = this.mono();
-    this.startRenewer();
+    await this.diskLease.start(this.hooks.state());
     await this.net.start();
     if (this.replicated) await this.awaitPeers();
     const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
-    this.loopDelay.enable();
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
     this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
@@ -374,7 +351,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.renewedAt(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.diskLease.ageMs(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
   }
 
   /**
@@ -388,7 +365,7 @@ export class ClusterManager {
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
   isFenced(): boolean {
-    return this.fence !== undefined || this.mono() - this.renewedAt() >= this.c.fence_after;
+    return this.fence !== undefined || this.diskLease.overdue();
   }
 
   /** Our announced state, as the peers see it. */
@@ -410,7 +387,7 @@ export class ClusterManager {
   unfenceByOperator(): void {
     if (this.fence?.type !== 'operator') return;
     this.fence = { type: 'storage', since: this.io.wall() }; // leave through the storage path: fresh renewals first
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.logger.info({ event: 'unfence-requested' }, 'unfence requested: resuming once the disk heartbeat has been renewed');
   }
 
@@ -485,9 +462,7 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
-    this.renewer?.stop();
-    this.renewer = undefined;
-    this.loopDelay.disable();
+    this.diskLease.stop();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
     await this.witness?.stop();
@@ -501,8 +476,8 @@ export class ClusterManager {
       state: this.announced(),
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
-      diskHeartbeatAgeMs: Math.round(this.mono() - this.renewedAt()),
-      renewals: { ...this.renewalStats, ...(this.renewer ? { count: this.renewer.renewals() } : {}), loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
+      diskHeartbeatAgeMs: Math.round(this.diskLease.ageMs()),
+      renewals: this.diskLease.stats(),
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
@@ -562,79 +537,9 @@ export class ClusterManager {
     this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
   }
 
-  /** The start of the last completed renewal (monotonic); the renewer thread's is read from shared memory, current at once. */
-  private renewedAt(): number {
-    const ago = this.renewer?.renewedAgoMs() ?? Infinity;
-    if (ago !== Infinity) this.lastRenewOk = Math.max(this.lastRenewOk, this.mono() - ago);
-    return this.lastRenewOk;
-  }
-
-  /** Shared storage in production: from now on the disk heartbeat is renewed by a thread of its own. */
-  private startRenewer(after?: number): void {
-    // a main thread silent for fence_after is taken for wedged: renewals pause, so that its
-    // peers can take over a node that no longer runs (and it fences itself if it wakes up)
-    this.renewer = this.disk.renewer?.({ intervalMs: this.c.heartbeat_interval, maxSilenceMs: this.c.fence_after, state: this.announced(), after }, (e) => this.onRenewerEvent(e));
-    this.renewalsSeen = 0;
-  }
-
-  private onRenewerEvent(e: DiskHeartbeatThreadEvent): void {
-    if (e.type === 'failed') this.noteRenewFailed(e.err);
-    else if (e.type === 'renewed') this.noteRenewedAgain();
-    else if (e.type === 'timed') this.noteRenewal(e.ms, e.steps);
-    else this.logger.warn({ event: 'disk-heartbeat-paused', silentMs: e.ms }, `the main thread has been silent for ${e.ms} ms: disk heartbeat renewals paused until it checks in again`);
-  }
-
-  private noteRenewFailed(err: string): void {
-    // once per outage, not four times a second
-    if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err }, `cannot renew the disk heartbeat: ${err}`);
-    this.renewFailing = true;
-  }
-
-  private noteRenewedAgain(): void {
-    if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
-    this.renewFailing = false;
-  }
-
-  /**
-   * The renewer thread, every interval: count its renewals, fence if they are late — before
-   * checking in, so that a main thread waking from a stall longer than fence_after is fenced
-   * before its thread renews again — replace a thread hung in a call (or ended), and check in.
-   */
-  private beatThread(r: DiskRenewer): void {
-    const n = r.renewals();
-    if (this.fence) this.goodRenewalsSinceFence += n - this.renewalsSeen;
-    this.renewalsSeen = n;
-    this.fenceIfOverdue();
-    if (r.exited() || r.busyMs() > 2 * this.c.fence_after) {
-      if (r.exited()) this.logger.error({ event: 'disk-heartbeat-thread-exited' }, 'the disk heartbeat thread ended: starting another');
-      else this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
-      r.stop();
-      this.startRenewer(r.counter());
-      return;
-    }
-    r.checkIn(this.announced(), this.fence?.type !== 'operator');
-  }
-
-  private fenceIfOverdue(): void {
-    const overdue = this.mono() - this.renewedAt();
-    if (!this.fence && overdue >= this.c.fence_after) {
-      // in force since the renewal became overdue (the gates check the age themselves)
-      const since = this.io.wall() - (overdue - this.c.fence_after);
-      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
-    }
-  }
-
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
-    const firedAt = this.mono();
-    if (this.lastBeatAt !== undefined) this.renewalStats.beatLateMaxMs = Math.max(this.renewalStats.beatLateMaxMs, firedAt - this.lastBeatAt - this.c.heartbeat_interval);
-    this.lastBeatAt = firedAt;
-    if (this.renewer && this.renewer.renewals() > 0) this.beatThread(this.renewer);
-    else {
-      // no renewer thread, or one still starting (a thread takes 50 ms to 1 s to load): renew here meanwhile
-      this.renewer?.checkIn(this.announced(), this.fence?.type !== 'operator');
-      this.beatAsync();
-    }
+    this.diskLease.beat();
     this.net.send({
       boot: this.boot,
       state: this.announced(),
@@ -643,46 +548,10 @@ export class ClusterManager {
     });
   }
 
-  /** Without a renewer thread (replicated storage, the unit tests' fakes): renew on the main thread. */
-  private beatAsync(): void {
-    const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
-    if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
-      const started = this.mono();
-      this.renewingSince = started;
-      this.disk.renew(this.announced()).then(
-        () => {
-          // the lease counts from when this renewal began: the peers cannot have seen it earlier
-          this.lastRenewOk = Math.max(this.lastRenewOk, started);
-          this.noteRenewal(this.mono() - started, this.disk.lastSteps);
-          if (this.fence) this.goodRenewalsSinceFence++;
-          this.noteRenewedAgain();
-        },
-        (err) => this.noteRenewFailed(String(err?.message ?? err)),
-      ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
-    }
-    this.fenceIfOverdue();
-  }
-
-  /** A completed renewal's time (the renewer thread reports only those over two intervals or slower than any before; it counts the rest). */
-  private noteRenewal(ms: number, stepsMs?: RenewalSteps): void {
-    const r = this.renewalStats;
-    r.count++;
-    if (ms > r.slowestMs) {
-      r.slowestMs = ms;
-      r.slowestSteps = stepsMs;
-    }
-    if (ms > 2 * this.c.heartbeat_interval) {
-      r.slow++;
-      const steps = Object.fromEntries(Object.entries(stepsMs ?? {}).map(([k, v]) => [k, Math.round(v)]));
-      this.logger.warn({ event: 'disk-heartbeat-slow', ms: Math.round(ms), steps, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) },
-        `disk heartbeat renewal took ${Math.round(ms)} ms (${JSON.stringify(steps)})`);
-    }
-  }
-
   private enterFence(reason: FenceReason, why: string): void {
     if (this.fence) return;
     this.fence = reason;
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: reason.type, why }, `FENCED: ${why}; refusing mail (4xx) and starting no delivery until it recovers`);
     this.tracking.record({ event: 'fenced', reason: why, since: new Date(reason.since).toISOString() });
@@ -868,7 +737,7 @@ export class ClusterManager {
   private ownSpoolLostToLock(holder: string): void {
     if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
     this.fence = { type: 'lock', since: this.io.wall(), holder };
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
     this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date().toISOString() });
@@ -877,8 +746,7 @@ export class ClusterManager {
 
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
   private async maybeUnfence(own: ClaimRecord): Promise<void> {
-    if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
-    if (this.mono() - this.renewedAt() >= this.c.fence_after) return;
+    if (this.fence?.type !== 'storage' || !this.diskLease.storageBack()) return;
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
