@@ -47,7 +47,7 @@ import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
-import type { Heartbeat, HeartbeatRejectReason, RejectInfo } from './net-heartbeat.ts';
+import type { Heartbeat, HeartbeatRejectReason } from './net-heartbeat.ts';
 import { effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
@@ -58,6 +58,7 @@ import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
 import type { WitnessEvent } from './witness/etcd-witness.ts';
 import { DiskLease, type RenewalStats } from './disk-lease.ts';
+import { ClusterFaults, type ClusterFault } from './cluster-faults.ts';
 import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type ClusterWitness, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
 
 /** What the cluster manager uses of the node's Replica (replication/replica.ts). */
@@ -94,28 +95,6 @@ export interface ClusterNodeHooks {
  */
 export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number } | { type: 'lock'; since: number; holder?: string };
 
-/**
- * A configuration fault between nodes, shown in status, /health, metrics and the log: the
- * cluster stays safe (nothing is taken over on such evidence), but the operator must act.
- *   secret-mismatch  a peer is alive but what it signs does not open with our secret(s)
- *   clock-skew       a peer's heartbeats are dropped as stale: the wall clocks differ
- *   unknown-node     a node not in our cluster.nodes beats (network or shared disk)
- *   contested-claim  a spool's claim folder holds a record above the one in force that we cannot verify
- *   lock-taken       another process took our spool lock while we delivered from it
- *   duplicate-id     (at start-up only: the node refuses to start) another live process uses our node id
- */
-export type FaultKind = 'secret-mismatch' | 'clock-skew' | 'unknown-node' | 'contested-claim' | 'lock-taken';
-export interface ClusterFault {
-  kind: FaultKind;
-  /** The peer, node or spool the fault is about. */
-  subject: string;
-  message: string;
-  since: string;
-}
-
-/** A fault not seen again for this long is cleared (evidence that comes and goes is shown this long). */
-const FAULT_HOLD_MS = 10_000;
-
 /** Thrown by start() when our node id is in use by another live process. */
 export class DuplicateNodeIdError extends Error {
   readonly code = 'TANDEM_DUPLICATE_NODE_ID';
@@ -144,7 +123,7 @@ export interface ClusterStatus {
   standby?: StandbyView;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
-  /** Configuration faults between the nodes, newest evidence within FAULT_HOLD_MS. */
+  /** Configuration faults between the nodes, newest evidence within cluster-faults.ts's FAULT_HOLD_MS. */
   faults: ClusterFault[];
   /** Records opened with one of cluster.accept_secrets (a rotation under way). */
   openedWithAcceptedSecret: number;
@@ -173,7 +152,6 @@ export class ClusterManager {
   private readonly mono: () => number;
   /** The disk-heartbeat lease: renewals, their age, the storage fence. */
   private readonly diskLease: DiskLease;
-  private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
   private fence?: FenceReason;
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
@@ -192,10 +170,8 @@ export class ClusterManager {
   private readonly busy = new Set<string>();
   /** Spools whose secondary failed: not started again before this time (monotonic). */
   private readonly retryAt = new Map<string, number>();
-  /** Configuration faults by kind:subject, with when they were last seen (monotonic). */
-  private readonly faults = new Map<string, ClusterFault & { seenAt: number }>();
-  /** Disk slots of nodes not in cluster.nodes: their last text and when it last changed. */
-  private readonly strangers = new Map<string, { text: string; changedAt?: number }>();
+  /** Configuration faults between the nodes (GET /cluster's `faults`, /health, metrics). */
+  private readonly faults: ClusterFaults;
   private beatTimer?: { cancel(): void };
   private actTimer?: { cancel(): void };
   private stopped = false;
@@ -238,7 +214,7 @@ export class ClusterManager {
     this.boot = Date.now(); // before the io: it is the io's boot too
     this.io = makeIo(this.boot, {
       onHeartbeat: (hb) => this.onHeartbeat(hb),
-      onReject: (reason, from, info) => this.noteRejected(reason, from, info),
+      onReject: (reason, from, info) => this.faults.heartbeatRejected(reason, from, info),
       warn: (msg, fields) => this.logger.warn(fields, msg),
       info: (msg, fields) => this.logger.info(fields, msg),
     });
@@ -248,6 +224,7 @@ export class ClusterManager {
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
+    this.faults = new ClusterFaults({ me: this.me, nodes: this.c.nodes, deadAfter: this.c.dead_after, mono: this.mono, logger, disk: this.disk, net: this.net });
     this.diskLease = new DiskLease({
       c: this.c, disk: this.disk, mono: this.mono, wall: () => this.io.wall(), logger,
       announced: () => this.announced(),
@@ -485,7 +462,7 @@ export class ClusterManager {
       ...(this.io.standby ? { standby: this.io.standby.view() } : {}),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
-      faults: this.currentFaults(),
+      faults: this.faults.current(),
       openedWithAcceptedSecret: this.io.openedWithAccepted(),
       storage: this.c.storage,
       ...(this.replica ? { replication: this.replica.status(this.holding) } : {}),
@@ -493,44 +470,9 @@ export class ClusterManager {
     };
   }
 
-  /** The configuration faults in force (each seen within FAULT_HOLD_MS); the others are cleared and logged so. */
+  /** The configuration faults in force (each seen within cluster-faults.ts's FAULT_HOLD_MS); the others are cleared and logged so. */
   currentFaults(): ClusterFault[] {
-    const now = this.mono();
-    for (const [key, f] of this.faults) {
-      if (now - f.seenAt <= FAULT_HOLD_MS) continue;
-      this.faults.delete(key);
-      this.logger.info({ event: 'cluster-fault-cleared', kind: f.kind, subject: f.subject }, `cluster fault cleared: ${f.kind} (${f.subject})`);
-    }
-    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
-  }
-
-  /** Note a configuration fault: logged (error) when it appears, shown until not seen for FAULT_HOLD_MS. */
-  private noteFault(kind: FaultKind, subject: string, message: string): void {
-    const key = `${kind}:${subject}`;
-    const known = this.faults.get(key);
-    if (known) {
-      known.seenAt = this.mono();
-      known.message = message;
-      return;
-    }
-    this.faults.set(key, { kind, subject, message, since: new Date().toISOString(), seenAt: this.mono() });
-    this.logger.error({ event: 'cluster-fault', kind, subject }, `CLUSTER CONFIGURATION FAULT (${kind}, ${subject}): ${message}`);
-  }
-
-  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s; note what it says about the configuration. */
-  private noteRejected(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void {
-    if (reason === 'bad-signature' && info.peer) {
-      this.noteFault('secret-mismatch', info.peer, `heartbeats from ${info.peer}'s address (${from}) do not open with our cluster secret: cluster.secret most likely differs between ${info.peer} and ${this.me} (or a rotation is half done: see cluster.accept_secrets)`);
-    } else if (reason === 'stale' && info.peer && info.skewMs !== undefined) {
-      this.noteFault('clock-skew', info.peer, `heartbeats from ${info.peer} are dropped as stale: its clock is ${(Math.abs(info.skewMs) / 1000).toFixed(1)} s ${info.skewMs > 0 ? 'behind' : 'ahead of'} ours; the nodes' clocks must agree within 10 s (NTP). Until then ${info.peer} is judged on its disk heartbeat alone`);
-    } else if (reason === 'unknown-node' && info.claimed) {
-      this.noteFault('unknown-node', info.claimed, `heartbeats come from node "${info.claimed}" (${from}), which is not in our cluster.nodes: the cluster.nodes lists differ between the nodes; nodes missing from a list neither take over nor are taken over by this node`);
-    }
-    const now = this.mono();
-    const last = this.rejectLogged.get(reason);
-    if (last !== undefined && now - last < 10_000) return;
-    this.rejectLogged.set(reason, now);
-    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason], ...info }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
+    return this.faults.current();
   }
 
   private onHeartbeat(hb: Heartbeat): void {
@@ -569,7 +511,7 @@ export class ClusterManager {
     await this.guarded(this.me, async () => {
       const own = this.replicated ? await this.ownRecordReplicated() : await this.claims.current(this.me);
       this.records.set(this.me, own);
-      if (own.unverifiedAbove !== undefined) this.noteContested(own);
+      if (own.unverifiedAbove !== undefined) this.faults.contestedClaim(own);
       // read after the claim: a takeover by the rules writes its claim before it forces the lock
       if (effectiveOwner(own) === this.me) await this.watchOwnLock();
       else if (this.fence?.type === 'lock') this.lockFenceSuperseded(own);
@@ -678,33 +620,10 @@ export class ClusterManager {
       this.membership.noteDisk(n.id, read.beat, readAt, read.beat ? undefined : read.raw);
       const status = this.membership.status(n.id);
       if (status.type === 'unauthenticated') {
-        this.noteFault('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
+        this.faults.note('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
       }
     }
-    await this.observeStrangers();
-  }
-
-  /** Slots on the shared storage of nodes not in our cluster.nodes: a changing one is a fault. */
-  private async observeStrangers(): Promise<void> {
-    const known = new Set(this.c.nodes.map((n) => n.id));
-    const slots = await this.disk.slots().catch(() => [] as string[]);
-    for (const id of slots) {
-      if (known.has(id)) continue;
-      const read = await this.disk.read(id).catch(() => undefined);
-      if (read?.raw === undefined) continue;
-      const seen = this.strangers.get(id);
-      if (seen && seen.text !== read.raw) seen.changedAt = this.mono();
-      if (!seen) this.strangers.set(id, { text: read.raw });
-      else seen.text = read.raw;
-      const changedAt = this.strangers.get(id)!.changedAt;
-      if (changedAt !== undefined && this.mono() - changedAt < this.c.dead_after) {
-        this.noteFault('unknown-node', id, `node "${id}" renews a disk heartbeat on the shared storage but is not in our cluster.nodes: the cluster.nodes lists differ between the nodes (or a node was given a wrong id); it is neither taken over nor can it be chosen to take over by ${this.me}`);
-      }
-    }
-  }
-
-  private noteContested(record: ClaimRecord): void {
-    this.noteFault('contested-claim', record.spool, `the claim folder of spool ${record.spool} holds a record at epoch ${record.unverifiedAbove} that does not open with our cluster secret(s), above the record in force (epoch ${record.epoch}, ${record.kind} by ${record.by}): a node with another cluster.secret may hold the spool, so ${this.me} does not take it over`);
+    await this.faults.observeStrangers();
   }
 
   /**
@@ -717,7 +636,7 @@ export class ClusterManager {
       try {
         await this.hooks.retakeOwnSpool();
       } catch (err) {
-        if (err instanceof SpoolLockedError) return this.noteFault('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
+        if (err instanceof SpoolLockedError) return this.faults.note('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
         throw err;
       }
       const since = this.fence.since;
@@ -730,7 +649,7 @@ export class ClusterManager {
     const lock = await this.hooks.ownLock();
     if (!lock || lock.held) return;
     const holder = lock.holder ? `pid ${lock.holder.pid} on ${lock.holder.hostname}` : 'nobody (the lock file was removed)';
-    this.noteFault('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
+    this.faults.note('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
     this.ownSpoolLostToLock(holder);
   }
 
@@ -858,7 +777,7 @@ export class ClusterManager {
       case 'start-secondary':
         return this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
       case 'contested':
-        return this.noteContested(record);
+        return this.faults.contestedClaim(record);
       case 'takeover':
         if (await this.nothingToTakeOver(spool, action.dead)) return;
         return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
