@@ -57,9 +57,10 @@ import { originsOf, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
 import type { WitnessEvent } from './witness/etcd-witness.ts';
+import { WitnessLocks, logWitnessEvent } from './witness-locks.ts';
 import { DiskLease, type RenewalStats } from './disk-lease.ts';
 import { ClusterFaults, type ClusterFault } from './cluster-faults.ts';
-import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type ClusterWitness, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
+import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
 
 /** What the cluster manager uses of the node's Replica (replication/replica.ts). */
 export interface ClusterReplica {
@@ -190,11 +191,8 @@ export class ClusterManager {
   private holding: Record<string, number> = {};
   /** When the retired copies and the counts were last looked at (monotonic). */
   private retiredAt = -Infinity;
-  private witness?: ClusterWitness;
-  /** Witness locks we took (spool → epoch), released at the handback or when we stop delivering the spool. */
-  private readonly witnessLocks = new Map<string, number>();
-  /** Witness refusals logged (spool → reason), once per change. */
-  private readonly witnessSaidNo = new Map<string, string>();
+  /** cluster.witness: the witness and the takeover locks we hold there. */
+  private witness?: WitnessLocks;
 
   constructor(
     private readonly config: TandemConfig,
@@ -240,8 +238,8 @@ export class ClusterManager {
    */
   async start(): Promise<{ ownSpoolClaimedBy?: string }> {
     if (this.io.witness) {
-      this.witness = await this.io.witness((e) => this.onWitnessEvent(e));
-      await this.witness.start();
+      this.witness = new WitnessLocks(await this.io.witness((e) => this.onWitnessEvent(e)), this.logger);
+      await this.witness.client.start();
     }
     await this.disk.prepare();
     await this.checkIdUnused();
@@ -291,7 +289,7 @@ export class ClusterManager {
   private async ownRecordReplicated(): Promise<ClaimRecord> {
     const announced = this.ownRecordFromPeers();
     if (announced.kind === 'claim' || !this.witness) return announced;
-    const lock = await this.witness.holder(this.me).catch(() => undefined);
+    const lock = await this.witness.client.holder(this.me).catch(() => undefined);
     if (!lock || lock.holder === this.me) return announced;
     return { spool: this.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date().toISOString(), reason: 'holds the witness lock on our spool' };
   }
@@ -401,7 +399,7 @@ export class ClusterManager {
       const other = this.liveClaimant(spool);
       if (other) throw new Error(`${other} delivers ${spool}'s copies already`);
       const claimed = await this.takeOver(spool, record, spool, 'taken over by the operator');
-      if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witnessSaidNo.get(spool) ?? 'the claim changed meanwhile'}`);
+      if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witness?.refusal(spool) ?? 'the claim changed meanwhile'}`);
       return claimed;
     } finally {
       this.busy.delete(spool);
@@ -442,7 +440,7 @@ export class ClusterManager {
     this.diskLease.stop();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
-    await this.witness?.stop();
+    await this.witness?.client.stop();
   }
 
   status(): ClusterStatus {
@@ -466,7 +464,7 @@ export class ClusterManager {
       openedWithAcceptedSecret: this.io.openedWithAccepted(),
       storage: this.c.storage,
       ...(this.replica ? { replication: this.replica.status(this.holding) } : {}),
-      ...(this.witness ? { witness: this.witness.view() } : {}),
+      ...(this.witness ? { witness: this.witness.client.view() } : {}),
     };
   }
 
@@ -507,7 +505,8 @@ export class ClusterManager {
 
   private async pass(): Promise<void> {
     await this.observeDisk();
-    if (this.witness) await this.watchWitness();
+    // with a witness: release the locks of the spools we no longer deliver (witness-locks.ts)
+    if (this.witness) await this.witness.releaseUnneeded((spool) => this.secondaries.has(spool) || this.busy.has(spool) || this.heldByUs(spool));
     await this.guarded(this.me, async () => {
       const own = this.replicated ? await this.ownRecordReplicated() : await this.claims.current(this.me);
       this.records.set(this.me, own);
@@ -529,35 +528,16 @@ export class ClusterManager {
     }
   }
 
-  /**
-   * With a witness: release the witness locks we no longer need (a secondary stopped because our
-   * lease was in doubt, or a release that failed). A node whose lease is in doubt keeps
-   * delivering its own spool: it cannot tell an etcd outage (nobody may take anything over, and
-   * stopping would stop all mail) from being cut off from the etcd majority and its peers (whose
-   * side may take its queue over: duplicates, never a loss — docs/witness.md).
-   */
-  private async watchWitness(): Promise<void> {
-    const w = this.witness!;
-    for (const [spool, epoch] of this.witnessLocks) {
-      if (this.secondaries.has(spool) || this.busy.has(spool)) continue;
-      const record = this.records.get(spool);
-      if (record?.kind === 'claim' && record.by === this.me) continue;
-      const done = await w.release(spool, epoch).catch(() => false);
-      if (done || !w.heldSpools().has(spool)) this.witnessLocks.delete(spool);
-    }
+  private onWitnessEvent(e: WitnessEvent): void {
+    logWitnessEvent(this.logger, e);
+    // a lease in doubt or lost: stop the secondaries at once, not at the next interval (not before start() is done)
+    if ((e.type === 'lease-uncertain' || e.type === 'lease-lost') && this.actTimer) this.act();
   }
 
-  private onWitnessEvent(e: WitnessEvent): void {
-    if (e.type === 'state') {
-      const detail = 'detail' in e.state ? `: ${e.state.detail}` : '';
-      const level = e.state.type === 'ok' || e.state.type === 'starting' || e.state.type === 'stopped' ? 'info' : 'warn';
-      this.logger[level]({ event: 'witness-state', state: e.state.type, previous: e.previous }, `witness (etcd) ${e.previous} → ${e.state.type}${detail}${e.state.type === 'no-quorum' || e.state.type === 'unreachable' ? '; nothing is taken over until it is back' : ''}`);
-    } else if (e.type === 'lease-uncertain' || e.type === 'lease-lost') {
-      this.logger.warn({ event: `witness-${e.type}`, spools: e.spools }, `witness lease ${e.type === 'lease-lost' ? 'lost' : 'not renewed in time'}${e.spools.length ? `: stopping the secondaries over ${e.spools.join(', ')}` : ''}`);
-      if (this.actTimer) this.act(); // at once, not at the next interval (not before start() is done)
-    } else if (e.type === 'lease-confirmed') {
-      this.logger.info({ event: 'witness-lease-confirmed' }, 'witness lease renewed again');
-    }
+  /** A spool whose claim in force, as last read, is ours. */
+  private heldByUs(spool: string): boolean {
+    const record = this.records.get(spool);
+    return record?.kind === 'claim' && record.by === this.me;
   }
 
   /**
@@ -731,7 +711,7 @@ export class ClusterManager {
     this.records.set(spool, record);
     const running = this.secondaries.get(spool);
     const ours = record.kind === 'claim' && record.by === this.me;
-    if (ours && this.witness && (!this.witness.leaseHeld() || !this.witness.heldSpools().has(spool))) {
+    if (ours && this.witness && !this.witness.mayDeliver(spool)) {
       // our right to deliver it is the witness lock, which lives as long as our lease: in doubt, stop
       return this.inBackground(spool, 'stop (witness)', () => this.release(spool, record, 'the witness lease is in doubt or the lock is gone'));
     }
@@ -831,7 +811,7 @@ export class ClusterManager {
       return undefined;
     }
     if (this.membership.status(spool).type === 'unauthenticated') return undefined;
-    if (this.witness && !(await this.witnessSaysYes(spool))) return undefined;
+    if (this.witness && !(await this.witness.acquire(spool))) return undefined;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
     if (!claimed) return undefined; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
@@ -873,25 +853,6 @@ export class ClusterManager {
     return rank < 0 ? Infinity : rank;
   }
 
-  /** The witness's lock on a dead node's spool: only on `acquired` do we take it over (docs/witness.md). */
-  private async witnessSaysYes(spool: string): Promise<boolean> {
-    let no: string;
-    try {
-      const r = await this.witness!.acquire(spool);
-      if (r.type === 'acquired') {
-        this.witnessLocks.set(spool, r.epoch);
-        this.witnessSaidNo.delete(spool);
-        return true;
-      }
-      no = r.type === 'held' ? `${r.holder} holds its lock (epoch ${r.epoch})` : `${spool}'s lease is still alive at the witness: it is not dead (a network cut?)`;
-    } catch (err) {
-      no = `${(err as Error).message}`;
-    }
-    if (this.witnessSaidNo.get(spool) !== no) this.logger.warn({ event: 'takeover-refused-by-witness', spool, reason: no }, `not taking ${spool}'s queue over: ${no}`);
-    this.witnessSaidNo.set(spool, no);
-    return false;
-  }
-
   private async startSecondary(spool: string, epoch: number): Promise<void> {
     if (this.stopped) return;
     // the spool's node's slot as we see it now: the secondary forces the spool lock only if
@@ -923,8 +884,7 @@ export class ClusterManager {
     const released = await this.claims.release(spool, this.me, record.epoch, reason);
     if (!released) throw new Error(`spool ${spool}: the claim changed while handing it back`);
     this.records.set(spool, released);
-    const lock = this.witnessLocks.get(spool);
-    if (lock !== undefined && (await this.witness!.release(spool, lock).catch(() => false))) this.witnessLocks.delete(spool); // else: watchWitness tries again
+    await this.witness?.release(spool);
     this.counters.handbacks++;
     this.logger.info({ event: 'handback', spool, epoch: released.epoch, reason }, `HANDBACK: spool ${spool} released (epoch ${released.epoch}): ${reason}`);
     this.tracking.record({ event: 'handback', spool, epoch: released.epoch, reason });
