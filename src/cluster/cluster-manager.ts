@@ -38,9 +38,11 @@
  * heartbeat (the network heartbeat alone says dead), claims kept on this node's own disk beside
  * the copies it holds, a peer's queue taken over only by its holder (placement.ts) with a
  * secondary over the copy folder; our own queue is held while a live peer announces (or, with a
- * witness, locks) it; copies of a retired spool identity are delivered by their holder.
+ * witness, locks) it (copy-holders.ts has these rules); copies of a retired spool identity are
+ * delivered by their holder.
  * With cluster.witness: a takeover also needs the witness's lock (docs/witness.md), released at
- * the handback; a lease in doubt stops the secondaries at once.
+ * the handback; a lease in doubt stops the secondaries at once (witness-locks.ts).
+ * Configuration faults between the nodes are reported, never acted on (cluster-faults.ts).
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
@@ -53,11 +55,11 @@ import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
 import { SecondaryProcess, type StandbyView } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
-import { originsOf, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
 import type { WitnessEvent } from './witness/etcd-witness.ts';
 import { WitnessLocks, logWitnessEvent } from './witness-locks.ts';
+import { CopyHolders } from './copy-holders.ts';
 import { DiskLease, type RenewalStats } from './disk-lease.ts';
 import { ClusterFaults, type ClusterFault } from './cluster-faults.ts';
 import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
@@ -179,12 +181,8 @@ export class ClusterManager {
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
   /** cluster.storage: replicated — no shared disk; we take over only the nodes whose copies we keep. */
   private readonly replicated: boolean;
-  /** Replicated: the nodes whose copies we keep (the only spools we may take over). */
-  private readonly origins: Set<string>;
-  /** Replicated: cluster.replication.remote_copy (each origin's copies at two holders). */
-  private readonly remoteCopy: boolean;
-  /** Cross-site takeovers not made for want of a witness (logged once per outage). */
-  private readonly crossSiteSaidNo = new Set<string>();
+  /** Replicated: who of the holders of each node's copies delivers them. */
+  private readonly holders: CopyHolders;
   /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
   private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
   /** Copies we keep per origin, refreshed every HOLDING_REFRESH_MS (status and metrics). */
@@ -206,8 +204,6 @@ export class ClusterManager {
     this.c = config.cluster!;
     this.me = config.node.id;
     this.replicated = this.c.storage === 'replicated';
-    this.remoteCopy = this.c.replication?.remote_copy ?? false;
-    this.origins = new Set(this.replicated ? originsOf(this.c.nodes, this.me, this.remoteCopy) : []);
     makeIo ??= (boot, handlers) => realClusterIo(config, boot, handlers, replica?.store);
     this.boot = Date.now(); // before the io: it is the io's boot too
     this.io = makeIo(this.boot, {
@@ -222,6 +218,7 @@ export class ClusterManager {
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
+    this.holders = new CopyHolders({ c: this.c, me: this.me, membership: this.membership, mono: this.mono, sleep: (ms) => this.io.sleep(ms), logger, witness: () => this.witness?.client });
     this.faults = new ClusterFaults({ me: this.me, nodes: this.c.nodes, deadAfter: this.c.dead_after, mono: this.mono, logger, disk: this.disk, net: this.net });
     this.diskLease = new DiskLease({
       c: this.c, disk: this.disk, mono: this.mono, wall: () => this.io.wall(), logger,
@@ -245,8 +242,8 @@ export class ClusterManager {
     await this.checkIdUnused();
     await this.diskLease.start(this.hooks.state());
     await this.net.start();
-    if (this.replicated) await this.awaitPeers();
-    const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
+    if (this.replicated) await this.holders.awaitPeers();
+    const own = this.replicated ? await this.holders.ownRecord() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
@@ -268,44 +265,6 @@ export class ClusterManager {
       const mine = await this.claims.join(own, this.me);
       if (mine) return mine;
     }
-  }
-
-  /**
-   * Replicated storage, at join: whether a peer delivers our copies now is known only from its
-   * heartbeats (its claims). Wait for a heartbeat from every peer, at most dead_after: a peer
-   * silent that long is dead, and a dead peer delivers nothing.
-   */
-  private async awaitPeers(): Promise<void> {
-    const until = this.mono() + this.c.dead_after;
-    const heard = () => this.membership.view().every((p) => p.announced !== undefined);
-    while (!heard() && this.mono() < until) await this.io.sleep(this.c.heartbeat_interval / 5);
-  }
-
-  /**
-   * Replicated storage: our spool's record from our peers' heartbeats, and with a witness from
-   * its lock on our spool too (a peer that holds it delivers our copies, or did: we wait for its
-   * release). A witness we cannot ask says nothing: the heartbeats decide.
-   */
-  private async ownRecordReplicated(): Promise<ClaimRecord> {
-    const announced = this.ownRecordFromPeers();
-    if (announced.kind === 'claim' || !this.witness) return announced;
-    const lock = await this.witness.client.holder(this.me).catch(() => undefined);
-    if (!lock || lock.holder === this.me) return announced;
-    return { spool: this.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date().toISOString(), reason: 'holds the witness lock on our spool' };
-  }
-
-  /**
-   * Replicated storage: our spool's record as our peers announce it. A live peer whose
-   * secondary delivers our copies holds it (a claim); otherwise it is ours. A dead peer's
-   * claim counts for nothing: its secondary died with it.
-   */
-  private ownRecordFromPeers(): ClaimRecord {
-    for (const p of this.membership.view()) {
-      if (p.status.type === 'dead') continue;
-      const claim = p.announced?.claims.find((c) => c.spool === this.me);
-      if (claim) return { spool: this.me, epoch: claim.epoch, kind: 'claim', by: p.id, at: new Date().toISOString(), reason: 'announced in its heartbeats' };
-    }
-    return { spool: this.me, epoch: 0, kind: 'release', by: this.me, at: new Date().toISOString(), reason: 'no peer delivers our copies' };
   }
 
   /**
@@ -388,7 +347,7 @@ export class ClusterManager {
    */
   async takeOverByOperator(spool: string): Promise<ClaimRecord> {
     if (!this.replicated) throw new Error('an operator takeover is for cluster.storage: replicated; on shared storage the survivor takes a dead node\'s spool over by itself');
-    if (!this.origins.has(spool)) throw new Error(`${this.me} keeps no copies of ${spool}'s queue`);
+    if (!this.holders.origins.has(spool)) throw new Error(`${this.me} keeps no copies of ${spool}'s queue`);
     if (this.busy.has(spool)) throw new Error(`a takeover or handback of spool ${spool} is under way on ${this.me}; try again in a moment`);
     this.busy.add(spool);
     try {
@@ -396,7 +355,7 @@ export class ClusterManager {
       if (state !== 'dead' && state !== 'fenced') throw new Error(`node ${spool} is ${state}, not dead: it delivers its own queue`);
       const record = await this.claims.current(spool);
       if (record.kind === 'claim' && record.by === this.me) return record;
-      const other = this.liveClaimant(spool);
+      const other = this.holders.liveClaimant(spool);
       if (other) throw new Error(`${other} delivers ${spool}'s copies already`);
       const claimed = await this.takeOver(spool, record, spool, 'taken over by the operator');
       if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witness?.refusal(spool) ?? 'the claim changed meanwhile'}`);
@@ -508,7 +467,7 @@ export class ClusterManager {
     // with a witness: release the locks of the spools we no longer deliver (witness-locks.ts)
     if (this.witness) await this.witness.releaseUnneeded((spool) => this.secondaries.has(spool) || this.busy.has(spool) || this.heldByUs(spool));
     await this.guarded(this.me, async () => {
-      const own = this.replicated ? await this.ownRecordReplicated() : await this.claims.current(this.me);
+      const own = this.replicated ? await this.holders.ownRecord() : await this.claims.current(this.me);
       this.records.set(this.me, own);
       if (own.unverifiedAbove !== undefined) this.faults.contestedClaim(own);
       // read after the claim: a takeover by the rules writes its claim before it forces the lock
@@ -519,7 +478,7 @@ export class ClusterManager {
     });
     for (const n of this.c.nodes) {
       if (n.id === this.me || this.stopped) continue;
-      if (this.replicated && !this.origins.has(n.id)) continue; // we keep no copies of its spool
+      if (this.replicated && !this.holders.origins.has(n.id)) continue; // we keep no copies of its spool
       await this.guarded(n.id, () => this.watchSpool(n.id));
     }
     if (this.replicated && this.replica && !this.stopped && this.mono() - this.retiredAt >= HOLDING_REFRESH_MS) {
@@ -547,9 +506,9 @@ export class ClusterManager {
   private async watchRetired(): Promise<void> {
     const store = this.replica!.store;
     const wanted = new Map<string, { origin: string; spoolId: string }>();
-    for (const origin of this.origins) {
+    for (const origin of this.holders.origins) {
       // with two holders, one delivers them: the first in the takeover order that can (as for a takeover)
-      if (this.remoteCopy && this.replicatedSurvivor(origin, false) !== this.me) continue;
+      if (this.holders.remoteCopy && this.holders.survivor(origin, false) !== this.me) continue;
       for (const spoolId of await store.retiredWithCopies(origin)) wanted.set(store.folder(origin, spoolId), { origin, spoolId });
     }
     for (const [dir, running] of this.retiredSecondaries) {
@@ -715,12 +674,12 @@ export class ClusterManager {
       // our right to deliver it is the witness lock, which lives as long as our lease: in doubt, stop
       return this.inBackground(spool, 'stop (witness)', () => this.release(spool, record, 'the witness lease is in doubt or the lock is gone'));
     }
-    if (this.membership.isLive(spool)) this.crossSiteSaidNo.delete(spool);
-    if (this.replicated && this.remoteCopy) {
+    if (this.membership.isLive(spool)) this.holders.nodeLive(spool);
+    if (this.replicated && this.holders.remoteCopy) {
       // another holder of these copies delivers them (its claim is in its own store, announced in its heartbeats)
-      const other = this.liveClaimant(spool);
+      const other = this.holders.liveClaimant(spool);
       if (other && !ours) return;
-      if (other && this.rankOf(spool, other) < this.rankOf(spool, this.me)) {
+      if (other && this.holders.deliversBeforeUs(spool, other)) {
         return this.inBackground(spool, 'stop (an earlier holder delivers it)', () => this.release(spool, record, `${other}, before us in the takeover order, delivers it too`));
       }
     }
@@ -731,7 +690,7 @@ export class ClusterManager {
       ...(running ? { secondaryEpoch: running.epoch } : {}),
       status: (id) => this.peerState(id),
       isBack: (id) => this.membership.isBack(id),
-      survivor: () => (this.replicated ? this.replicatedSurvivor(spool) : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
+      survivor: () => (this.replicated ? this.holders.survivor(spool) : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
       seenBack: this.seenBack.has(spool),
       fenced: this.fence !== undefined,
       autoHandback: this.c.auto_handback,
@@ -820,37 +779,6 @@ export class ClusterManager {
     this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason });
     await this.startSecondary(spool, claimed.epoch);
     return claimed;
-  }
-
-  /**
-   * Replicated storage: the holder of `spool`'s copies that should deliver them now — the first
-   * in its takeover order (placement.ts) that can; we only when every holder before us is dead,
-   * and across sites only with a witness (its lock then decides; without one an operator does:
-   * `tandem cluster takeover`).
-   */
-  private replicatedSurvivor(spool: string, log = true): string | undefined {
-    const { before } = takeoverRank(this.c.nodes, spool, this.me, this.remoteCopy);
-    const earlier = before.find((id) => this.membership.canTakeOver(id));
-    if (earlier) return earlier;
-    const site = (id: string) => this.c.nodes.find((n) => n.id === id)?.site;
-    if (site(spool) !== site(this.me) && !this.witness) {
-      if (log && !this.crossSiteSaidNo.has(spool)) {
-        this.crossSiteSaidNo.add(spool);
-        this.logger.warn({ event: 'cross-site-takeover-off', spool, holders: [...before, this.me] }, `${spool} and every holder of its copies in site ${site(spool)} are dead; ${this.me} (site ${site(this.me)}) keeps a copy but takes nothing over from another site without a witness: run \`tandem cluster takeover ${spool}\` once that site is known lost (docs/sites.md)`);
-      }
-      return undefined;
-    }
-    return this.me;
-  }
-
-  /** A live peer whose heartbeats announce a claim on `spool` (its secondary delivers it). */
-  private liveClaimant(spool: string): string | undefined {
-    return this.membership.view().find((p) => p.status.type !== 'dead' && p.announced?.claims.some((c) => c.spool === spool))?.id;
-  }
-
-  private rankOf(spool: string, node: string): number {
-    const { rank } = takeoverRank(this.c.nodes, spool, node, this.remoteCopy);
-    return rank < 0 ? Infinity : rank;
   }
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
