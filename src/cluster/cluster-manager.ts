@@ -17,10 +17,11 @@
  *       · a claimed spool whose node is back → stop the secondary (it finishes and records its
  *         deliveries in flight), then release the claim: handback (cluster.auto_handback).
  * The observe-and-act pass never overlaps itself; the renewal and the fencing check run on their
- * own timer so that a storage that hangs cannot hold the fencing back; on shared storage the
- * renewals themselves run in a thread of their own (disk-heartbeat-worker.ts), which stops when
- * this thread stops checking in for fence_after. The disk-heartbeat lease
- * counts from when a renewal *began* (a renewal completing after a stall proves nothing newer).
+ * own timer so that a storage that hangs cannot hold the fencing back (disk-lease.ts keeps the
+ * lease); on shared storage the renewals themselves run in a thread of their own
+ * (disk-heartbeat-worker.ts), which stops when this thread stops checking in for fence_after.
+ * The disk-heartbeat lease counts from when a renewal *began* (a renewal completing after a
+ * stall proves nothing newer).
  * At join, a node bumps its own spool's epoch (a release record by itself) before delivering,
  * and a survivor reads the dead node's slot once more right before claiming: of a node coming
  * back and a peer taking its spool, exactly one wins the epoch.
@@ -32,177 +33,36 @@
  * The decisions are pure functions in core.ts (decideSpool, decideOwnSpool, the delivery gate);
  * this class is the I/O shell around them: everything it touches outside its own memory —
  * disk heartbeats, network heartbeats, claims, secondary processes, the clock and timers —
- * comes in one ClusterIo object (realClusterIo() in production; fakes in the unit tests).
+ * comes in one ClusterIo object (cluster-io.ts: realClusterIo() in production; fakes in the unit tests).
  * Replicated storage (cluster.storage: replicated; docs/ha.md "Storage modes"): no disk
  * heartbeat (the network heartbeat alone says dead), claims kept on this node's own disk beside
  * the copies it holds, a peer's queue taken over only by its holder (placement.ts) with a
  * secondary over the copy folder; our own queue is held while a live peer announces (or, with a
- * witness, locks) it; copies of a retired spool identity are delivered by their holder.
+ * witness, locks) it (copy-holders.ts has these rules); copies of a retired spool identity are
+ * delivered by their holder.
  * With cluster.witness: a takeover also needs the witness's lock (docs/witness.md), released at
- * the handback; a lease in doubt stops the secondaries at once.
+ * the handback; a lease in doubt stops the secondaries at once (witness-locks.ts).
+ * Configuration faults between the nodes are reported, never acted on (cluster-faults.ts).
  * Reads config keys: cluster.*, spool.root, node.id.
  */
 import type { Logger } from 'pino';
 import type { TandemConfig, ClusterConfig } from '../config/schema.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { clusterSealer } from './sealed.ts';
 import { Membership, diskMarkKey, type AnnouncedState, type PeerView } from './membership.ts';
-import { NetHeartbeat, type Heartbeat, type HeartbeatRejectReason, type RejectInfo } from './net-heartbeat.ts';
-import { DiskHeartbeat, type DiskBeat, type DiskHeartbeatThreadEvent, type DiskRenewer, type RenewalSteps } from './disk-heartbeat.ts';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { opendir } from 'node:fs/promises';
-import path from 'node:path';
-import { isErrno } from '../util/errno.ts';
-import { ClaimStore, effectiveOwner, type ClaimRecord } from './claims.ts';
+import type { Heartbeat, HeartbeatRejectReason } from './net-heartbeat.ts';
+import { effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
-import { SecondaryProcess, StandbySecondary, type StandbyView } from './secondary.ts';
+import { SecondaryProcess, type StandbyView } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
-import { originsOf, shadowRoot, takeoverRank } from './replication/placement.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
-import type { AcquireResult, SpoolHolder, WitnessEvent } from './witness/etcd-witness.ts';
-
-/** A secondary switch process over one spool, as the shell sees it (secondary.ts in production). */
-export interface SecondaryHandle {
-  readonly spool: string;
-  readonly epoch: number;
-  readonly ready: boolean;
-  readonly pid?: number;
-  readonly startedAt: number;
-  readonly counts: Record<string, number>;
-  start(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-/** Everything the cluster manager does outside its own memory. */
-export interface ClusterIo {
-  disk: {
-    prepare(): Promise<void>;
-    renew(state: AnnouncedState): Promise<void>;
-    read(node: string): Promise<{ beat?: DiskBeat; raw?: string }>;
-    slots(): Promise<string[]>;
-    slotPath(node: string): string;
-    readonly rejected: number;
-    /** The last completed renewal's steps (shared storage only). */
-    readonly lastSteps?: RenewalSteps;
-    /** Renew from now on in a thread of its own (production, shared storage); without it (or until its first renewal) beat() renews with renew(). */
-    renewer?(opts: { intervalMs: number; maxSilenceMs: number; state: AnnouncedState; after?: number }, onEvent: (e: DiskHeartbeatThreadEvent) => void): DiskRenewer;
-  };
-  net: {
-    start(): Promise<unknown>;
-    send(info: Omit<Heartbeat, 'node' | 'seq' | 'sent'>): void;
-    close(): void;
-    readonly rejected: Record<HeartbeatRejectReason, number>;
-  };
-  claims: Pick<ClaimStore, 'current' | 'claim' | 'release' | 'join' | 'rejected'>;
-  /** Records opened with one of cluster.accept_secrets so far. */
-  openedWithAccepted(): number;
-  /**
-   * Whether a spool (shared storage: its incoming/, active/, deferred/; replicated: the copies
-   * we hold) has mail to deliver. Without it every spool counts as holding mail.
-   */
-  holdsMail?(spool: string): Promise<boolean>;
-  launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
-  /** cluster.standby_secondary: the pre-forked secondary that launchSecondary takes (secondary.ts); started at join, stopped first at a node stop. */
-  standby?: { start(): void; stop(): Promise<void>; view(): StandbyView };
-  /** cluster.witness: the witness (etcd-witness.ts in production), made at start. */
-  witness?: (onEvent: (event: WitnessEvent) => void) => Promise<ClusterWitness>;
-  /** Monotonic milliseconds (performance.now() in production). */
-  mono(): number;
-  /** Wall-clock milliseconds (Date.now()). */
-  wall(): number;
-  every(ms: number, fn: () => void): { cancel(): void };
-  sleep(ms: number): Promise<void>;
-}
-
-/** The handlers the network side of ClusterIo calls. */
-export interface ClusterIoHandlers {
-  onHeartbeat(hb: Heartbeat): void;
-  onReject(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void;
-  warn(msg: string, fields: object): void;
-  info(msg: string, fields: object): void;
-}
-
-/**
- * The production ClusterIo. Shared storage: disk heartbeats and claims under spool.root, UDP
- * heartbeats, secondaries over the dead node's spool. Replicated storage (`store`: the copies
- * this node keeps): no disk heartbeat, claims on the copies kept beside them on this node's own
- * disk, secondaries over the dead node's copy folder (its queue ids noted first: store.markTakeover).
- */
-export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHandlers, store?: ShadowStore): ClusterIo {
-  const c = config.cluster!;
-  const me = config.node.id;
-  const sealer = clusterSealer(c);
-  const self = c.nodes.find((n) => n.id === me)!;
-  const net = new NetHeartbeat({ id: me, address: self.heartbeat }, c.nodes.filter((n) => n.id !== me).map((p) => ({ id: p.id, address: p.heartbeat })), sealer, h.onHeartbeat, h.onReject);
-  const copyFolder = (spool: string) => async () => {
-    const spoolId = (await store!.identity(spool))?.current ?? 'none'; // 'none': it never sent a copy; an empty folder
-    return { dir: spoolId === 'none' ? store!.folder(spool, 'none') : await store!.markTakeover(spool, spoolId), claimed: true };
-  };
-  const standby = c.standby_secondary ? new StandbySecondary((level, msg, fields) => h[level](msg, fields)) : undefined;
-  return {
-    disk: store ? NO_DISK : new DiskHeartbeat(config.spool.root, me, boot, sealer, c),
-    net,
-    claims: new ClaimStore(store ? shadowRoot(config) : config.spool.root, sealer, h.warn),
-    openedWithAccepted: () => sealer.openedWithAccepted,
-    holdsMail: async (spool) => (store ? (await store.count(spool)) > 0 : spoolHoldsMail(path.join(config.spool.root, spool))),
-    launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined, standby),
-    ...(standby ? { standby } : {}),
-    ...(c.witness ? {
-      witness: async (onEvent) => {
-        // loaded only where a witness is configured (gRPC and the etcd client cost start-up time)
-        const { EtcdWitness } = await import('./witness/etcd-witness.ts');
-        const w = c.witness!.etcd;
-        return new EtcdWitness({ endpoints: w.endpoints, nodeId: me, leaseTtlMs: c.dead_after, operationTimeoutMs: w.operation_timeout, prefix: w.prefix, onEvent });
-      },
-    } : {}),
-    mono: () => performance.now(),
-    wall: () => Date.now(),
-    every(ms, fn) {
-      const t = setInterval(fn, ms);
-      return { cancel: () => clearInterval(t) };
-    },
-    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-  };
-}
-
-/** Shared storage: a queue file in the spool's incoming/, active/ or deferred/ (a missing folder holds none). */
-async function spoolHoldsMail(dir: string): Promise<boolean> {
-  for (const state of ['incoming', 'active', 'deferred']) {
-    const folder = await opendir(path.join(dir, state)).catch((err: unknown) => { if (isErrno(err, 'ENOENT')) return undefined; throw err; });
-    if (!folder) continue;
-    try {
-      for (let e = await folder.read(); e; e = await folder.read()) if (e.isFile()) return true;
-    } finally {
-      await folder.close().catch(() => undefined);
-    }
-  }
-  return false;
-}
-
-/** What the cluster manager uses of the witness (witness/etcd-witness.ts). */
-export interface ClusterWitness {
-  start(): Promise<unknown>;
-  stop(): Promise<void>;
-  acquire(spool: string): Promise<AcquireResult>;
-  release(spool: string, epoch: number): Promise<boolean>;
-  holder(spool: string): Promise<SpoolHolder | undefined>;
-  leaseHeld(): boolean;
-  heldSpools(): ReadonlyMap<string, number>;
-  view(): WitnessView;
-}
-export interface WitnessView { state: string; detail?: string; lease: string; held: Record<string, number> }
-
-/** Replicated storage has no disk heartbeat: renewals always succeed (no storage fence), reads find nothing. */
-const NO_DISK: ClusterIo['disk'] = {
-  prepare: async () => undefined,
-  renew: async () => undefined,
-  read: async () => ({}),
-  slots: async () => [],
-  slotPath: () => '(none: cluster.storage is replicated)',
-  rejected: 0,
-};
+import type { WitnessEvent } from './witness/etcd-witness.ts';
+import { WitnessLocks, logWitnessEvent } from './witness-locks.ts';
+import { CopyHolders } from './copy-holders.ts';
+import { DiskLease, type RenewalStats } from './disk-lease.ts';
+import { ClusterFaults, type ClusterFault } from './cluster-faults.ts';
+import { realClusterIo, type ClusterIo, type ClusterIoHandlers, type SecondaryHandle, type WitnessView } from './cluster-io.ts';
 
 /** What the cluster manager uses of the node's Replica (replication/replica.ts). */
 export interface ClusterReplica {
@@ -238,28 +98,6 @@ export interface ClusterNodeHooks {
  */
 export type FenceReason = { type: 'storage'; since: number } | { type: 'operator'; since: number } | { type: 'lock'; since: number; holder?: string };
 
-/**
- * A configuration fault between nodes, shown in status, /health, metrics and the log: the
- * cluster stays safe (nothing is taken over on such evidence), but the operator must act.
- *   secret-mismatch  a peer is alive but what it signs does not open with our secret(s)
- *   clock-skew       a peer's heartbeats are dropped as stale: the wall clocks differ
- *   unknown-node     a node not in our cluster.nodes beats (network or shared disk)
- *   contested-claim  a spool's claim folder holds a record above the one in force that we cannot verify
- *   lock-taken       another process took our spool lock while we delivered from it
- *   duplicate-id     (at start-up only: the node refuses to start) another live process uses our node id
- */
-export type FaultKind = 'secret-mismatch' | 'clock-skew' | 'unknown-node' | 'contested-claim' | 'lock-taken';
-export interface ClusterFault {
-  kind: FaultKind;
-  /** The peer, node or spool the fault is about. */
-  subject: string;
-  message: string;
-  since: string;
-}
-
-/** A fault not seen again for this long is cleared (evidence that comes and goes is shown this long). */
-const FAULT_HOLD_MS = 10_000;
-
 /** Thrown by start() when our node id is in use by another live process. */
 export class DuplicateNodeIdError extends Error {
   readonly code = 'TANDEM_DUPLICATE_NODE_ID';
@@ -288,7 +126,7 @@ export interface ClusterStatus {
   standby?: StandbyView;
   rejected: { heartbeats: Record<HeartbeatRejectReason, number>; diskHeartbeats: number; claims: number };
   counters: { takeovers: number; handbacks: number; claimsBroken: number; fences: number };
-  /** Configuration faults between the nodes, newest evidence within FAULT_HOLD_MS. */
+  /** Configuration faults between the nodes, newest evidence within cluster-faults.ts's FAULT_HOLD_MS. */
   faults: ClusterFault[];
   /** Records opened with one of cluster.accept_secrets (a rotation under way). */
   openedWithAcceptedSecret: number;
@@ -299,27 +137,11 @@ export interface ClusterStatus {
   replication?: ReplicaStatus;
 }
 
-export interface RenewalStats {
-  count: number;
-  /** Renewals that took longer than two heartbeat intervals. */
-  slow: number;
-  slowestMs: number;
-  slowestSteps?: RenewalSteps;
-  /** The beat timer firing later than its interval, largest seen (main-thread lag). */
-  beatLateMaxMs: number;
-  /** perf_hooks.monitorEventLoopDelay: largest delay seen, and the 99th percentile. */
-  loopDelayMaxMs: number;
-  loopDelayP99Ms: number;
-}
-
 /** A secondary that failed to start, or exited, is not started again sooner than this. */
 const SECONDARY_RETRY_MS = 5000;
 
 /** How often the copies kept for others are counted and their retired folders looked for. */
 const HOLDING_REFRESH_MS = 1000;
-
-/** Good renewals needed, after a storage fence, before the node delivers again. */
-const UNFENCE_AFTER_RENEWALS = 3;
 
 export class ClusterManager {
   private readonly c: ClusterConfig;
@@ -331,19 +153,8 @@ export class ClusterManager {
   private readonly claims: ClusterIo['claims'];
   private readonly boot: number;
   private readonly mono: () => number;
-  private lastRenewOk: number;
-  /** The renewal in flight, if any, and when it began (a hung one is given up after 2 × fence_after). */
-  private renewingSince?: number;
-  private renewFailing = false;
-  /** Shared storage in production: the thread that renews the disk heartbeat (disk-heartbeat-worker.ts). */
-  private renewer?: DiskRenewer;
-  /** The renewer's completed renewals as of the last beat. */
-  private renewalsSeen = 0;
-  private readonly renewalStats: Omit<RenewalStats, 'loopDelayMaxMs' | 'loopDelayP99Ms'> = { count: 0, slow: 0, slowestMs: 0, beatLateMaxMs: 0 };
-  private lastBeatAt?: number;
-  private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
-  private readonly rejectLogged = new Map<HeartbeatRejectReason, number>();
-  private goodRenewalsSinceFence = 0;
+  /** The disk-heartbeat lease: renewals, their age, the storage fence. */
+  private readonly diskLease: DiskLease;
   private fence?: FenceReason;
   /** True while another node's claim keeps us from delivering our own spool. */
   private ownSpoolTaken = false;
@@ -362,33 +173,24 @@ export class ClusterManager {
   private readonly busy = new Set<string>();
   /** Spools whose secondary failed: not started again before this time (monotonic). */
   private readonly retryAt = new Map<string, number>();
-  /** Configuration faults by kind:subject, with when they were last seen (monotonic). */
-  private readonly faults = new Map<string, ClusterFault & { seenAt: number }>();
-  /** Disk slots of nodes not in cluster.nodes: their last text and when it last changed. */
-  private readonly strangers = new Map<string, { text: string; changedAt?: number }>();
+  /** Configuration faults between the nodes (GET /cluster's `faults`, /health, metrics). */
+  private readonly faults: ClusterFaults;
   private beatTimer?: { cancel(): void };
   private actTimer?: { cancel(): void };
   private stopped = false;
   readonly counters = { takeovers: 0, handbacks: 0, claimsBroken: 0, fences: 0 };
   /** cluster.storage: replicated — no shared disk; we take over only the nodes whose copies we keep. */
   private readonly replicated: boolean;
-  /** Replicated: the nodes whose copies we keep (the only spools we may take over). */
-  private readonly origins: Set<string>;
-  /** Replicated: cluster.replication.remote_copy (each origin's copies at two holders). */
-  private readonly remoteCopy: boolean;
-  /** Cross-site takeovers not made for want of a witness (logged once per outage). */
-  private readonly crossSiteSaidNo = new Set<string>();
+  /** Replicated: who of the holders of each node's copies delivers them. */
+  private readonly holders: CopyHolders;
   /** Replicated: secondaries over copies of retired spool identities (an origin came back with a new disk), by folder. */
   private readonly retiredSecondaries = new Map<string, SecondaryHandle>();
   /** Copies we keep per origin, refreshed every HOLDING_REFRESH_MS (status and metrics). */
   private holding: Record<string, number> = {};
   /** When the retired copies and the counts were last looked at (monotonic). */
   private retiredAt = -Infinity;
-  private witness?: ClusterWitness;
-  /** Witness locks we took (spool → epoch), released at the handback or when we stop delivering the spool. */
-  private readonly witnessLocks = new Map<string, number>();
-  /** Witness refusals logged (spool → reason), once per change. */
-  private readonly witnessSaidNo = new Map<string, string>();
+  /** cluster.witness: the witness and the takeover locks we hold there. */
+  private witness?: WitnessLocks;
 
   constructor(
     private readonly config: TandemConfig,
@@ -402,13 +204,11 @@ export class ClusterManager {
     this.c = config.cluster!;
     this.me = config.node.id;
     this.replicated = this.c.storage === 'replicated';
-    this.remoteCopy = this.c.replication?.remote_copy ?? false;
-    this.origins = new Set(this.replicated ? originsOf(this.c.nodes, this.me, this.remoteCopy) : []);
     makeIo ??= (boot, handlers) => realClusterIo(config, boot, handlers, replica?.store);
     this.boot = Date.now(); // before the io: it is the io's boot too
     this.io = makeIo(this.boot, {
       onHeartbeat: (hb) => this.onHeartbeat(hb),
-      onReject: (reason, from, info) => this.noteRejected(reason, from, info),
+      onReject: (reason, from, info) => this.faults.heartbeatRejected(reason, from, info),
       warn: (msg, fields) => this.logger.warn(fields, msg),
       info: (msg, fields) => this.logger.info(fields, msg),
     });
@@ -418,7 +218,15 @@ export class ClusterManager {
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
-    this.lastRenewOk = this.mono();
+    this.holders = new CopyHolders({ c: this.c, me: this.me, membership: this.membership, mono: this.mono, sleep: (ms) => this.io.sleep(ms), logger, witness: () => this.witness?.client });
+    this.faults = new ClusterFaults({ me: this.me, nodes: this.c.nodes, deadAfter: this.c.dead_after, mono: this.mono, logger, disk: this.disk, net: this.net });
+    this.diskLease = new DiskLease({
+      c: this.c, disk: this.disk, mono: this.mono, wall: () => this.io.wall(), logger,
+      announced: () => this.announced(),
+      fenced: () => this.fence !== undefined,
+      fencedByOperator: () => this.fence?.type === 'operator',
+      fenceForStorage: (since, why) => this.enterFence({ type: 'storage', since }, why),
+    });
   }
 
   /**
@@ -427,20 +235,17 @@ export class ClusterManager {
    */
   async start(): Promise<{ ownSpoolClaimedBy?: string }> {
     if (this.io.witness) {
-      this.witness = await this.io.witness((e) => this.onWitnessEvent(e));
-      await this.witness.start();
+      this.witness = new WitnessLocks(await this.io.witness((e) => this.onWitnessEvent(e)), this.logger);
+      await this.witness.client.start();
     }
     await this.disk.prepare();
     await this.checkIdUnused();
-    await this.disk.renew(this.hooks.state());
-    this.lastRenewOk = this.mono();
-    this.startRenewer();
+    await this.diskLease.start(this.hooks.state());
     await this.net.start();
-    if (this.replicated) await this.awaitPeers();
-    const own = this.replicated ? await this.ownRecordReplicated() : await this.claimOwnSpoolAtJoin();
+    if (this.replicated) await this.holders.awaitPeers();
+    const own = this.replicated ? await this.holders.ownRecord() : await this.claimOwnSpoolAtJoin();
     this.records.set(this.me, own);
     this.ownSpoolTaken = effectiveOwner(own) !== this.me;
-    this.loopDelay.enable();
     this.beatTimer = this.io.every(this.c.heartbeat_interval, () => this.beat());
     this.actTimer = this.io.every(this.c.heartbeat_interval, () => void this.act());
     this.beat();
@@ -463,44 +268,6 @@ export class ClusterManager {
   }
 
   /**
-   * Replicated storage, at join: whether a peer delivers our copies now is known only from its
-   * heartbeats (its claims). Wait for a heartbeat from every peer, at most dead_after: a peer
-   * silent that long is dead, and a dead peer delivers nothing.
-   */
-  private async awaitPeers(): Promise<void> {
-    const until = this.mono() + this.c.dead_after;
-    const heard = () => this.membership.view().every((p) => p.announced !== undefined);
-    while (!heard() && this.mono() < until) await this.io.sleep(this.c.heartbeat_interval / 5);
-  }
-
-  /**
-   * Replicated storage: our spool's record from our peers' heartbeats, and with a witness from
-   * its lock on our spool too (a peer that holds it delivers our copies, or did: we wait for its
-   * release). A witness we cannot ask says nothing: the heartbeats decide.
-   */
-  private async ownRecordReplicated(): Promise<ClaimRecord> {
-    const announced = this.ownRecordFromPeers();
-    if (announced.kind === 'claim' || !this.witness) return announced;
-    const lock = await this.witness.holder(this.me).catch(() => undefined);
-    if (!lock || lock.holder === this.me) return announced;
-    return { spool: this.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date().toISOString(), reason: 'holds the witness lock on our spool' };
-  }
-
-  /**
-   * Replicated storage: our spool's record as our peers announce it. A live peer whose
-   * secondary delivers our copies holds it (a claim); otherwise it is ours. A dead peer's
-   * claim counts for nothing: its secondary died with it.
-   */
-  private ownRecordFromPeers(): ClaimRecord {
-    for (const p of this.membership.view()) {
-      if (p.status.type === 'dead') continue;
-      const claim = p.announced?.claims.find((c) => c.spool === this.me);
-      if (claim) return { spool: this.me, epoch: claim.epoch, kind: 'claim', by: p.id, at: new Date().toISOString(), reason: 'announced in its heartbeats' };
-    }
-    return { spool: this.me, epoch: 0, kind: 'release', by: this.me, at: new Date().toISOString(), reason: 'no peer delivers our copies' };
-  }
-
-  /**
    * Before our first beat: if our own slot changes while we watch it for three heartbeat
    * intervals, another live process (a second node given our id, signed with any secret)
    * renews it, and we must not start: one id, one spool, two deliverers.
@@ -518,7 +285,7 @@ export class ClusterManager {
 
   /** The delivery gate for our own spool: not fenced (storage, operator, lock), disk heartbeat fresh, spool not claimed. */
   mayDeliverOwnSpool(): boolean {
-    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.mono() - this.renewedAt(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
+    return mayDeliverOwnSpool({ fenced: this.fence !== undefined, renewAgeMs: this.diskLease.ageMs(), fenceAfterMs: this.c.fence_after, taken: this.ownSpoolTaken });
   }
 
   /**
@@ -532,7 +299,7 @@ export class ClusterManager {
 
   /** Fenced, or about to be: a renewal overdue counts at once, whenever the timer runs. */
   isFenced(): boolean {
-    return this.fence !== undefined || this.mono() - this.renewedAt() >= this.c.fence_after;
+    return this.fence !== undefined || this.diskLease.overdue();
   }
 
   /** Our announced state, as the peers see it. */
@@ -554,7 +321,7 @@ export class ClusterManager {
   unfenceByOperator(): void {
     if (this.fence?.type !== 'operator') return;
     this.fence = { type: 'storage', since: this.io.wall() }; // leave through the storage path: fresh renewals first
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.logger.info({ event: 'unfence-requested' }, 'unfence requested: resuming once the disk heartbeat has been renewed');
   }
 
@@ -580,7 +347,7 @@ export class ClusterManager {
    */
   async takeOverByOperator(spool: string): Promise<ClaimRecord> {
     if (!this.replicated) throw new Error('an operator takeover is for cluster.storage: replicated; on shared storage the survivor takes a dead node\'s spool over by itself');
-    if (!this.origins.has(spool)) throw new Error(`${this.me} keeps no copies of ${spool}'s queue`);
+    if (!this.holders.origins.has(spool)) throw new Error(`${this.me} keeps no copies of ${spool}'s queue`);
     if (this.busy.has(spool)) throw new Error(`a takeover or handback of spool ${spool} is under way on ${this.me}; try again in a moment`);
     this.busy.add(spool);
     try {
@@ -588,10 +355,10 @@ export class ClusterManager {
       if (state !== 'dead' && state !== 'fenced') throw new Error(`node ${spool} is ${state}, not dead: it delivers its own queue`);
       const record = await this.claims.current(spool);
       if (record.kind === 'claim' && record.by === this.me) return record;
-      const other = this.liveClaimant(spool);
+      const other = this.holders.liveClaimant(spool);
       if (other) throw new Error(`${other} delivers ${spool}'s copies already`);
       const claimed = await this.takeOver(spool, record, spool, 'taken over by the operator');
-      if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witnessSaidNo.get(spool) ?? 'the claim changed meanwhile'}`);
+      if (!claimed) throw new Error(`the takeover of ${spool} was not made: ${this.witness?.refusal(spool) ?? 'the claim changed meanwhile'}`);
       return claimed;
     } finally {
       this.busy.delete(spool);
@@ -629,12 +396,10 @@ export class ClusterManager {
   async stop(): Promise<void> {
     await this.stopSecondaries();
     this.beatTimer?.cancel();
-    this.renewer?.stop();
-    this.renewer = undefined;
-    this.loopDelay.disable();
+    this.diskLease.stop();
     this.net.close();
     // revoking the lease frees our node key and our locks at once (a peer then takes over without waiting for the TTL)
-    await this.witness?.stop();
+    await this.witness?.client.stop();
   }
 
   status(): ClusterStatus {
@@ -645,8 +410,8 @@ export class ClusterManager {
       state: this.announced(),
       ...(this.fence ? { fenced: this.fence } : {}),
       ownSpool: this.fence ? 'fenced' : this.ownSpoolTaken ? 'claimed-by-other' : 'delivering',
-      diskHeartbeatAgeMs: Math.round(this.mono() - this.renewedAt()),
-      renewals: { ...this.renewalStats, ...(this.renewer ? { count: this.renewer.renewals() } : {}), loopDelayMaxMs: this.loopDelay.max / 1e6, loopDelayP99Ms: this.loopDelay.percentile(99) / 1e6 },
+      diskHeartbeatAgeMs: Math.round(this.diskLease.ageMs()),
+      renewals: this.diskLease.stats(),
       queue: this.hooks.queueDepth(),
       peers: this.membership.view().map((p) => ({ ...p, site: sites.get(p.id)! })),
       claims: [...this.records.values()].filter((r) => r.epoch > 0).map((r) => ({ ...r, deliverer: effectiveOwner(r) })),
@@ -654,131 +419,26 @@ export class ClusterManager {
       ...(this.io.standby ? { standby: this.io.standby.view() } : {}),
       rejected: { heartbeats: { ...this.net.rejected }, diskHeartbeats: this.disk.rejected, claims: this.claims.rejected },
       counters: { ...this.counters },
-      faults: this.currentFaults(),
+      faults: this.faults.current(),
       openedWithAcceptedSecret: this.io.openedWithAccepted(),
       storage: this.c.storage,
       ...(this.replica ? { replication: this.replica.status(this.holding) } : {}),
-      ...(this.witness ? { witness: this.witness.view() } : {}),
+      ...(this.witness ? { witness: this.witness.client.view() } : {}),
     };
   }
 
-  /** The configuration faults in force (each seen within FAULT_HOLD_MS); the others are cleared and logged so. */
+  /** The configuration faults in force (each seen within cluster-faults.ts's FAULT_HOLD_MS); the others are cleared and logged so. */
   currentFaults(): ClusterFault[] {
-    const now = this.mono();
-    for (const [key, f] of this.faults) {
-      if (now - f.seenAt <= FAULT_HOLD_MS) continue;
-      this.faults.delete(key);
-      this.logger.info({ event: 'cluster-fault-cleared', kind: f.kind, subject: f.subject }, `cluster fault cleared: ${f.kind} (${f.subject})`);
-    }
-    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
-  }
-
-  /** Note a configuration fault: logged (error) when it appears, shown until not seen for FAULT_HOLD_MS. */
-  private noteFault(kind: FaultKind, subject: string, message: string): void {
-    const key = `${kind}:${subject}`;
-    const known = this.faults.get(key);
-    if (known) {
-      known.seenAt = this.mono();
-      known.message = message;
-      return;
-    }
-    this.faults.set(key, { kind, subject, message, since: new Date().toISOString(), seenAt: this.mono() });
-    this.logger.error({ event: 'cluster-fault', kind, subject }, `CLUSTER CONFIGURATION FAULT (${kind}, ${subject}): ${message}`);
-  }
-
-  /** Log a dropped heartbeat: the first of each reason, then at most one line per 10 s; note what it says about the configuration. */
-  private noteRejected(reason: HeartbeatRejectReason, from: string, info: RejectInfo): void {
-    if (reason === 'bad-signature' && info.peer) {
-      this.noteFault('secret-mismatch', info.peer, `heartbeats from ${info.peer}'s address (${from}) do not open with our cluster secret: cluster.secret most likely differs between ${info.peer} and ${this.me} (or a rotation is half done: see cluster.accept_secrets)`);
-    } else if (reason === 'stale' && info.peer && info.skewMs !== undefined) {
-      this.noteFault('clock-skew', info.peer, `heartbeats from ${info.peer} are dropped as stale: its clock is ${(Math.abs(info.skewMs) / 1000).toFixed(1)} s ${info.skewMs > 0 ? 'behind' : 'ahead of'} ours; the nodes' clocks must agree within 10 s (NTP). Until then ${info.peer} is judged on its disk heartbeat alone`);
-    } else if (reason === 'unknown-node' && info.claimed) {
-      this.noteFault('unknown-node', info.claimed, `heartbeats come from node "${info.claimed}" (${from}), which is not in our cluster.nodes: the cluster.nodes lists differ between the nodes; nodes missing from a list neither take over nor are taken over by this node`);
-    }
-    const now = this.mono();
-    const last = this.rejectLogged.get(reason);
-    if (last !== undefined && now - last < 10_000) return;
-    this.rejectLogged.set(reason, now);
-    this.logger.warn({ event: 'heartbeat-rejected', reason, from, total: this.net.rejected[reason], ...info }, `heartbeat from ${from} dropped: ${reason} (${this.net.rejected[reason]} so far; logged at most every 10 s)`);
+    return this.faults.current();
   }
 
   private onHeartbeat(hb: Heartbeat): void {
     this.membership.noteNetwork(hb.node, { boot: hb.boot, state: hb.state, queue: hb.queue, claims: hb.claims });
   }
 
-  /** The start of the last completed renewal (monotonic); the renewer thread's is read from shared memory, current at once. */
-  private renewedAt(): number {
-    const ago = this.renewer?.renewedAgoMs() ?? Infinity;
-    if (ago !== Infinity) this.lastRenewOk = Math.max(this.lastRenewOk, this.mono() - ago);
-    return this.lastRenewOk;
-  }
-
-  /** Shared storage in production: from now on the disk heartbeat is renewed by a thread of its own. */
-  private startRenewer(after?: number): void {
-    // a main thread silent for fence_after is taken for wedged: renewals pause, so that its
-    // peers can take over a node that no longer runs (and it fences itself if it wakes up)
-    this.renewer = this.disk.renewer?.({ intervalMs: this.c.heartbeat_interval, maxSilenceMs: this.c.fence_after, state: this.announced(), after }, (e) => this.onRenewerEvent(e));
-    this.renewalsSeen = 0;
-  }
-
-  private onRenewerEvent(e: DiskHeartbeatThreadEvent): void {
-    if (e.type === 'failed') this.noteRenewFailed(e.err);
-    else if (e.type === 'renewed') this.noteRenewedAgain();
-    else if (e.type === 'timed') this.noteRenewal(e.ms, e.steps);
-    else this.logger.warn({ event: 'disk-heartbeat-paused', silentMs: e.ms }, `the main thread has been silent for ${e.ms} ms: disk heartbeat renewals paused until it checks in again`);
-  }
-
-  private noteRenewFailed(err: string): void {
-    // once per outage, not four times a second
-    if (!this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-failed', err }, `cannot renew the disk heartbeat: ${err}`);
-    this.renewFailing = true;
-  }
-
-  private noteRenewedAgain(): void {
-    if (this.renewFailing) this.logger.warn({ event: 'disk-heartbeat-renewed' }, 'disk heartbeat renewed again');
-    this.renewFailing = false;
-  }
-
-  /**
-   * The renewer thread, every interval: count its renewals, fence if they are late — before
-   * checking in, so that a main thread waking from a stall longer than fence_after is fenced
-   * before its thread renews again — replace a thread hung in a call (or ended), and check in.
-   */
-  private beatThread(r: DiskRenewer): void {
-    const n = r.renewals();
-    if (this.fence) this.goodRenewalsSinceFence += n - this.renewalsSeen;
-    this.renewalsSeen = n;
-    this.fenceIfOverdue();
-    if (r.exited() || r.busyMs() > 2 * this.c.fence_after) {
-      if (r.exited()) this.logger.error({ event: 'disk-heartbeat-thread-exited' }, 'the disk heartbeat thread ended: starting another');
-      else this.logger.warn({ event: 'disk-heartbeat-hung', busyMs: Math.round(r.busyMs()) }, `a disk heartbeat renewal has hung for ${Math.round(r.busyMs())} ms: starting another renewer thread`);
-      r.stop();
-      this.startRenewer(r.counter());
-      return;
-    }
-    r.checkIn(this.announced(), this.fence?.type !== 'operator');
-  }
-
-  private fenceIfOverdue(): void {
-    const overdue = this.mono() - this.renewedAt();
-    if (!this.fence && overdue >= this.c.fence_after) {
-      // in force since the renewal became overdue (the gates check the age themselves)
-      const since = this.io.wall() - (overdue - this.c.fence_after);
-      this.enterFence({ type: 'storage', since }, `no disk heartbeat renewal for ${Math.round(overdue)} ms (cluster.fence_after): the shared storage is unreachable or hanging`);
-    }
-  }
-
   /** Timer: renew the disk heartbeat, fence if renewals are late, send the network heartbeat. */
   private beat(): void {
-    const firedAt = this.mono();
-    if (this.lastBeatAt !== undefined) this.renewalStats.beatLateMaxMs = Math.max(this.renewalStats.beatLateMaxMs, firedAt - this.lastBeatAt - this.c.heartbeat_interval);
-    this.lastBeatAt = firedAt;
-    if (this.renewer && this.renewer.renewals() > 0) this.beatThread(this.renewer);
-    else {
-      // no renewer thread, or one still starting (a thread takes 50 ms to 1 s to load): renew here meanwhile
-      this.renewer?.checkIn(this.announced(), this.fence?.type !== 'operator');
-      this.beatAsync();
-    }
+    this.diskLease.beat();
     this.net.send({
       boot: this.boot,
       state: this.announced(),
@@ -787,46 +447,10 @@ export class ClusterManager {
     });
   }
 
-  /** Without a renewer thread (replicated storage, the unit tests' fakes): renew on the main thread. */
-  private beatAsync(): void {
-    const hung = this.renewingSince !== undefined && this.mono() - this.renewingSince > 2 * this.c.fence_after;
-    if (this.fence?.type !== 'operator' && (this.renewingSince === undefined || hung)) {
-      const started = this.mono();
-      this.renewingSince = started;
-      this.disk.renew(this.announced()).then(
-        () => {
-          // the lease counts from when this renewal began: the peers cannot have seen it earlier
-          this.lastRenewOk = Math.max(this.lastRenewOk, started);
-          this.noteRenewal(this.mono() - started, this.disk.lastSteps);
-          if (this.fence) this.goodRenewalsSinceFence++;
-          this.noteRenewedAgain();
-        },
-        (err) => this.noteRenewFailed(String(err?.message ?? err)),
-      ).finally(() => { if (this.renewingSince === started) this.renewingSince = undefined; });
-    }
-    this.fenceIfOverdue();
-  }
-
-  /** A completed renewal's time (the renewer thread reports only those over two intervals or slower than any before; it counts the rest). */
-  private noteRenewal(ms: number, stepsMs?: RenewalSteps): void {
-    const r = this.renewalStats;
-    r.count++;
-    if (ms > r.slowestMs) {
-      r.slowestMs = ms;
-      r.slowestSteps = stepsMs;
-    }
-    if (ms > 2 * this.c.heartbeat_interval) {
-      r.slow++;
-      const steps = Object.fromEntries(Object.entries(stepsMs ?? {}).map(([k, v]) => [k, Math.round(v)]));
-      this.logger.warn({ event: 'disk-heartbeat-slow', ms: Math.round(ms), steps, loopDelayMaxMs: Math.round(this.loopDelay.max / 1e6) },
-        `disk heartbeat renewal took ${Math.round(ms)} ms (${JSON.stringify(steps)})`);
-    }
-  }
-
   private enterFence(reason: FenceReason, why: string): void {
     if (this.fence) return;
     this.fence = reason;
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: reason.type, why }, `FENCED: ${why}; refusing mail (4xx) and starting no delivery until it recovers`);
     this.tracking.record({ event: 'fenced', reason: why, since: new Date(reason.since).toISOString() });
@@ -840,11 +464,12 @@ export class ClusterManager {
 
   private async pass(): Promise<void> {
     await this.observeDisk();
-    if (this.witness) await this.watchWitness();
+    // with a witness: release the locks of the spools we no longer deliver (witness-locks.ts)
+    if (this.witness) await this.witness.releaseUnneeded((spool) => this.secondaries.has(spool) || this.busy.has(spool) || this.heldByUs(spool));
     await this.guarded(this.me, async () => {
-      const own = this.replicated ? await this.ownRecordReplicated() : await this.claims.current(this.me);
+      const own = this.replicated ? await this.holders.ownRecord() : await this.claims.current(this.me);
       this.records.set(this.me, own);
-      if (own.unverifiedAbove !== undefined) this.noteContested(own);
+      if (own.unverifiedAbove !== undefined) this.faults.contestedClaim(own);
       // read after the claim: a takeover by the rules writes its claim before it forces the lock
       if (effectiveOwner(own) === this.me) await this.watchOwnLock();
       else if (this.fence?.type === 'lock') this.lockFenceSuperseded(own);
@@ -853,7 +478,7 @@ export class ClusterManager {
     });
     for (const n of this.c.nodes) {
       if (n.id === this.me || this.stopped) continue;
-      if (this.replicated && !this.origins.has(n.id)) continue; // we keep no copies of its spool
+      if (this.replicated && !this.holders.origins.has(n.id)) continue; // we keep no copies of its spool
       await this.guarded(n.id, () => this.watchSpool(n.id));
     }
     if (this.replicated && this.replica && !this.stopped && this.mono() - this.retiredAt >= HOLDING_REFRESH_MS) {
@@ -862,35 +487,16 @@ export class ClusterManager {
     }
   }
 
-  /**
-   * With a witness: release the witness locks we no longer need (a secondary stopped because our
-   * lease was in doubt, or a release that failed). A node whose lease is in doubt keeps
-   * delivering its own spool: it cannot tell an etcd outage (nobody may take anything over, and
-   * stopping would stop all mail) from being cut off from the etcd majority and its peers (whose
-   * side may take its queue over: duplicates, never a loss — docs/witness.md).
-   */
-  private async watchWitness(): Promise<void> {
-    const w = this.witness!;
-    for (const [spool, epoch] of this.witnessLocks) {
-      if (this.secondaries.has(spool) || this.busy.has(spool)) continue;
-      const record = this.records.get(spool);
-      if (record?.kind === 'claim' && record.by === this.me) continue;
-      const done = await w.release(spool, epoch).catch(() => false);
-      if (done || !w.heldSpools().has(spool)) this.witnessLocks.delete(spool);
-    }
+  private onWitnessEvent(e: WitnessEvent): void {
+    logWitnessEvent(this.logger, e);
+    // a lease in doubt or lost: stop the secondaries at once, not at the next interval (not before start() is done)
+    if ((e.type === 'lease-uncertain' || e.type === 'lease-lost') && this.actTimer) this.act();
   }
 
-  private onWitnessEvent(e: WitnessEvent): void {
-    if (e.type === 'state') {
-      const detail = 'detail' in e.state ? `: ${e.state.detail}` : '';
-      const level = e.state.type === 'ok' || e.state.type === 'starting' || e.state.type === 'stopped' ? 'info' : 'warn';
-      this.logger[level]({ event: 'witness-state', state: e.state.type, previous: e.previous }, `witness (etcd) ${e.previous} → ${e.state.type}${detail}${e.state.type === 'no-quorum' || e.state.type === 'unreachable' ? '; nothing is taken over until it is back' : ''}`);
-    } else if (e.type === 'lease-uncertain' || e.type === 'lease-lost') {
-      this.logger.warn({ event: `witness-${e.type}`, spools: e.spools }, `witness lease ${e.type === 'lease-lost' ? 'lost' : 'not renewed in time'}${e.spools.length ? `: stopping the secondaries over ${e.spools.join(', ')}` : ''}`);
-      if (this.actTimer) this.act(); // at once, not at the next interval (not before start() is done)
-    } else if (e.type === 'lease-confirmed') {
-      this.logger.info({ event: 'witness-lease-confirmed' }, 'witness lease renewed again');
-    }
+  /** A spool whose claim in force, as last read, is ours. */
+  private heldByUs(spool: string): boolean {
+    const record = this.records.get(spool);
+    return record?.kind === 'claim' && record.by === this.me;
   }
 
   /**
@@ -900,9 +506,9 @@ export class ClusterManager {
   private async watchRetired(): Promise<void> {
     const store = this.replica!.store;
     const wanted = new Map<string, { origin: string; spoolId: string }>();
-    for (const origin of this.origins) {
+    for (const origin of this.holders.origins) {
       // with two holders, one delivers them: the first in the takeover order that can (as for a takeover)
-      if (this.remoteCopy && this.replicatedSurvivor(origin, false) !== this.me) continue;
+      if (this.holders.remoteCopy && this.holders.survivor(origin, false) !== this.me) continue;
       for (const spoolId of await store.retiredWithCopies(origin)) wanted.set(store.folder(origin, spoolId), { origin, spoolId });
     }
     for (const [dir, running] of this.retiredSecondaries) {
@@ -953,33 +559,10 @@ export class ClusterManager {
       this.membership.noteDisk(n.id, read.beat, readAt, read.beat ? undefined : read.raw);
       const status = this.membership.status(n.id);
       if (status.type === 'unauthenticated') {
-        this.noteFault('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
+        this.faults.note('secret-mismatch', n.id, `${n.id} is alive (its disk heartbeat keeps changing) but it does not open with our cluster secret: cluster.secret most likely differs between ${n.id} and ${this.me}. ${n.id}'s spool is not taken over and ${n.id} cannot take ours until the secrets agree (docs/ha.md "Configuration faults")`);
       }
     }
-    await this.observeStrangers();
-  }
-
-  /** Slots on the shared storage of nodes not in our cluster.nodes: a changing one is a fault. */
-  private async observeStrangers(): Promise<void> {
-    const known = new Set(this.c.nodes.map((n) => n.id));
-    const slots = await this.disk.slots().catch(() => [] as string[]);
-    for (const id of slots) {
-      if (known.has(id)) continue;
-      const read = await this.disk.read(id).catch(() => undefined);
-      if (read?.raw === undefined) continue;
-      const seen = this.strangers.get(id);
-      if (seen && seen.text !== read.raw) seen.changedAt = this.mono();
-      if (!seen) this.strangers.set(id, { text: read.raw });
-      else seen.text = read.raw;
-      const changedAt = this.strangers.get(id)!.changedAt;
-      if (changedAt !== undefined && this.mono() - changedAt < this.c.dead_after) {
-        this.noteFault('unknown-node', id, `node "${id}" renews a disk heartbeat on the shared storage but is not in our cluster.nodes: the cluster.nodes lists differ between the nodes (or a node was given a wrong id); it is neither taken over nor can it be chosen to take over by ${this.me}`);
-      }
-    }
-  }
-
-  private noteContested(record: ClaimRecord): void {
-    this.noteFault('contested-claim', record.spool, `the claim folder of spool ${record.spool} holds a record at epoch ${record.unverifiedAbove} that does not open with our cluster secret(s), above the record in force (epoch ${record.epoch}, ${record.kind} by ${record.by}): a node with another cluster.secret may hold the spool, so ${this.me} does not take it over`);
+    await this.faults.observeStrangers();
   }
 
   /**
@@ -992,7 +575,7 @@ export class ClusterManager {
       try {
         await this.hooks.retakeOwnSpool();
       } catch (err) {
-        if (err instanceof SpoolLockedError) return this.noteFault('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
+        if (err instanceof SpoolLockedError) return this.faults.note('lock-taken', this.me, `our spool lock is held by pid ${err.pid} on ${err.hostname}: another process delivers our spool; ${this.me} delivers nothing from it and refuses mail until that process stops`);
         throw err;
       }
       const since = this.fence.since;
@@ -1005,14 +588,14 @@ export class ClusterManager {
     const lock = await this.hooks.ownLock();
     if (!lock || lock.held) return;
     const holder = lock.holder ? `pid ${lock.holder.pid} on ${lock.holder.hostname}` : 'nobody (the lock file was removed)';
-    this.noteFault('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
+    this.faults.note('lock-taken', this.me, `our spool lock was taken by ${holder} while ${this.me} delivered from it: another process delivers our spool (a node with another cluster.secret, a duplicate node id, or a process started by hand); ${this.me} stopped delivering and refuses mail until the lock is free`);
     this.ownSpoolLostToLock(holder);
   }
 
   private ownSpoolLostToLock(holder: string): void {
     if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
     this.fence = { type: 'lock', since: this.io.wall(), holder };
-    this.goodRenewalsSinceFence = 0;
+    this.diskLease.fenceBegan();
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
     this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date().toISOString() });
@@ -1021,8 +604,7 @@ export class ClusterManager {
 
   /** A storage fence ends after a few good renewals in a row (time for the peers to see them). */
   private async maybeUnfence(own: ClaimRecord): Promise<void> {
-    if (this.fence?.type !== 'storage' || this.goodRenewalsSinceFence < UNFENCE_AFTER_RENEWALS) return;
-    if (this.mono() - this.renewedAt() >= this.c.fence_after) return;
+    if (this.fence?.type !== 'storage' || !this.diskLease.storageBack()) return;
     if (effectiveOwner(own) !== this.me) this.ownSpoolLost(own);
     const since = this.fence.since;
     this.fence = undefined;
@@ -1088,16 +670,16 @@ export class ClusterManager {
     this.records.set(spool, record);
     const running = this.secondaries.get(spool);
     const ours = record.kind === 'claim' && record.by === this.me;
-    if (ours && this.witness && (!this.witness.leaseHeld() || !this.witness.heldSpools().has(spool))) {
+    if (ours && this.witness && !this.witness.mayDeliver(spool)) {
       // our right to deliver it is the witness lock, which lives as long as our lease: in doubt, stop
       return this.inBackground(spool, 'stop (witness)', () => this.release(spool, record, 'the witness lease is in doubt or the lock is gone'));
     }
-    if (this.membership.isLive(spool)) this.crossSiteSaidNo.delete(spool);
-    if (this.replicated && this.remoteCopy) {
+    if (this.membership.isLive(spool)) this.holders.nodeLive(spool);
+    if (this.replicated && this.holders.remoteCopy) {
       // another holder of these copies delivers them (its claim is in its own store, announced in its heartbeats)
-      const other = this.liveClaimant(spool);
+      const other = this.holders.liveClaimant(spool);
       if (other && !ours) return;
-      if (other && this.rankOf(spool, other) < this.rankOf(spool, this.me)) {
+      if (other && this.holders.deliversBeforeUs(spool, other)) {
         return this.inBackground(spool, 'stop (an earlier holder delivers it)', () => this.release(spool, record, `${other}, before us in the takeover order, delivers it too`));
       }
     }
@@ -1108,7 +690,7 @@ export class ClusterManager {
       ...(running ? { secondaryEpoch: running.epoch } : {}),
       status: (id) => this.peerState(id),
       isBack: (id) => this.membership.isBack(id),
-      survivor: () => (this.replicated ? this.replicatedSurvivor(spool) : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
+      survivor: () => (this.replicated ? this.holders.survivor(spool) : chooseSurvivor(this.c.nodes, spool, (id) => (id === this.me ? true : this.membership.canTakeOver(id)))),
       seenBack: this.seenBack.has(spool),
       fenced: this.fence !== undefined,
       autoHandback: this.c.auto_handback,
@@ -1134,7 +716,7 @@ export class ClusterManager {
       case 'start-secondary':
         return this.inBackground(spool, 'secondary start', () => this.startSecondary(spool, record.epoch));
       case 'contested':
-        return this.noteContested(record);
+        return this.faults.contestedClaim(record);
       case 'takeover':
         if (await this.nothingToTakeOver(spool, action.dead)) return;
         return this.inBackground(spool, 'takeover', () => this.takeOver(spool, record, action.dead));
@@ -1188,7 +770,7 @@ export class ClusterManager {
       return undefined;
     }
     if (this.membership.status(spool).type === 'unauthenticated') return undefined;
-    if (this.witness && !(await this.witnessSaysYes(spool))) return undefined;
+    if (this.witness && !(await this.witness.acquire(spool))) return undefined;
     const claimed = await this.claims.claim(spool, this.me, record.epoch);
     if (!claimed) return undefined; // another node (or the spool's own node, coming back) was first
     this.records.set(spool, claimed);
@@ -1197,56 +779,6 @@ export class ClusterManager {
     this.tracking.record({ event: 'takeover', spool, epoch: claimed.epoch, reason });
     await this.startSecondary(spool, claimed.epoch);
     return claimed;
-  }
-
-  /**
-   * Replicated storage: the holder of `spool`'s copies that should deliver them now — the first
-   * in its takeover order (placement.ts) that can; we only when every holder before us is dead,
-   * and across sites only with a witness (its lock then decides; without one an operator does:
-   * `tandem cluster takeover`).
-   */
-  private replicatedSurvivor(spool: string, log = true): string | undefined {
-    const { before } = takeoverRank(this.c.nodes, spool, this.me, this.remoteCopy);
-    const earlier = before.find((id) => this.membership.canTakeOver(id));
-    if (earlier) return earlier;
-    const site = (id: string) => this.c.nodes.find((n) => n.id === id)?.site;
-    if (site(spool) !== site(this.me) && !this.witness) {
-      if (log && !this.crossSiteSaidNo.has(spool)) {
-        this.crossSiteSaidNo.add(spool);
-        this.logger.warn({ event: 'cross-site-takeover-off', spool, holders: [...before, this.me] }, `${spool} and every holder of its copies in site ${site(spool)} are dead; ${this.me} (site ${site(this.me)}) keeps a copy but takes nothing over from another site without a witness: run \`tandem cluster takeover ${spool}\` once that site is known lost (docs/sites.md)`);
-      }
-      return undefined;
-    }
-    return this.me;
-  }
-
-  /** A live peer whose heartbeats announce a claim on `spool` (its secondary delivers it). */
-  private liveClaimant(spool: string): string | undefined {
-    return this.membership.view().find((p) => p.status.type !== 'dead' && p.announced?.claims.some((c) => c.spool === spool))?.id;
-  }
-
-  private rankOf(spool: string, node: string): number {
-    const { rank } = takeoverRank(this.c.nodes, spool, node, this.remoteCopy);
-    return rank < 0 ? Infinity : rank;
-  }
-
-  /** The witness's lock on a dead node's spool: only on `acquired` do we take it over (docs/witness.md). */
-  private async witnessSaysYes(spool: string): Promise<boolean> {
-    let no: string;
-    try {
-      const r = await this.witness!.acquire(spool);
-      if (r.type === 'acquired') {
-        this.witnessLocks.set(spool, r.epoch);
-        this.witnessSaidNo.delete(spool);
-        return true;
-      }
-      no = r.type === 'held' ? `${r.holder} holds its lock (epoch ${r.epoch})` : `${spool}'s lease is still alive at the witness: it is not dead (a network cut?)`;
-    } catch (err) {
-      no = `${(err as Error).message}`;
-    }
-    if (this.witnessSaidNo.get(spool) !== no) this.logger.warn({ event: 'takeover-refused-by-witness', spool, reason: no }, `not taking ${spool}'s queue over: ${no}`);
-    this.witnessSaidNo.set(spool, no);
-    return false;
   }
 
   private async startSecondary(spool: string, epoch: number): Promise<void> {
@@ -1280,8 +812,7 @@ export class ClusterManager {
     const released = await this.claims.release(spool, this.me, record.epoch, reason);
     if (!released) throw new Error(`spool ${spool}: the claim changed while handing it back`);
     this.records.set(spool, released);
-    const lock = this.witnessLocks.get(spool);
-    if (lock !== undefined && (await this.witness!.release(spool, lock).catch(() => false))) this.witnessLocks.delete(spool); // else: watchWitness tries again
+    await this.witness?.release(spool);
     this.counters.handbacks++;
     this.logger.info({ event: 'handback', spool, epoch: released.epoch, reason }, `HANDBACK: spool ${spool} released (epoch ${released.epoch}): ${reason}`);
     this.tracking.record({ event: 'handback', spool, epoch: released.epoch, reason });

@@ -20,7 +20,8 @@
  *   tandem_replication_copies_total{result}           copies made (ok) and not made (failed)
  */
 import client from 'prom-client';
-import type { ClusterStatus, FaultKind } from './cluster-manager.ts';
+import type { ClusterStatus } from './cluster-manager.ts';
+import type { FaultKind } from './cluster-faults.ts';
 
 const STATUSES = ['alive', 'suspect', 'draining', 'fenced', 'unauthenticated', 'dead'];
 const FAULT_KINDS: FaultKind[] = ['secret-mismatch', 'clock-skew', 'unknown-node', 'contested-claim', 'lock-taken'];

@@ -5,7 +5,8 @@
  * holder), the etcd witness and the sealed messages nodes exchange.
  */
 export { ClusterManager, DuplicateNodeIdError } from './cluster-manager.ts';
-export type { ClusterStatus, FenceReason, ClusterFault } from './cluster-manager.ts';
+export type { ClusterStatus, FenceReason } from './cluster-manager.ts';
+export type { ClusterFault } from './cluster-faults.ts';
 export { registerClusterMetrics } from './cluster-metrics.ts';
 export { Replica, replicationTls, holdersOf, makeCa, makeNodeCert, opensslMissing, type Pem, ShadowHolder, ShadowStore } from './replication/index.ts';
 export { EtcdWitness, WitnessError, type EtcdWitnessOptions, type WitnessEvent } from './witness/etcd-witness.ts';
