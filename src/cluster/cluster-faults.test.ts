@@ -51,6 +51,16 @@ test('a fault is logged once when it appears, shown while the evidence keeps com
   assert.deepEqual(t.events('cluster-fault-cleared').map((l) => [l.kind, l.subject]), [['clock-skew', 'b']]);
 });
 
+test('prune() clears and logs a fault gone quiet without anybody reading the status (the manager calls it every pass)', () => {
+  const t = setup();
+  t.faults.note('clock-skew', 'b', 'words');
+  t.clock.now += 10_001;
+  t.faults.prune();
+  assert.deepEqual(t.events('cluster-fault-cleared').map((l) => [l.kind, l.subject]), [['clock-skew', 'b']]);
+  assert.deepEqual(t.faults.current(), []);
+  assert.equal(t.events('cluster-fault-cleared').length, 1, 'logged once');
+});
+
 test('dropped heartbeats say what is wrong between the nodes; each reason is logged at most every 10 s with the total so far', () => {
   const t = setup();
   for (let i = 0; i < 3; i++) {

@@ -63,13 +63,22 @@ export class ClusterFaults {
 
   /** The configuration faults in force (each seen within FAULT_HOLD_MS); the others are cleared and logged so. */
   current(): ClusterFault[] {
+    this.prune();
+    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
+  }
+
+  /**
+   * Clear (and log so) the faults not seen for FAULT_HOLD_MS. The cluster manager calls it on
+   * every pass, so `cluster-fault-cleared` comes when the fault clears, whether or not anybody
+   * reads the status.
+   */
+  prune(): void {
     const now = this.d.mono();
     for (const [key, f] of this.faults) {
       if (now - f.seenAt <= FAULT_HOLD_MS) continue;
       this.faults.delete(key);
       this.d.logger.info({ event: 'cluster-fault-cleared', kind: f.kind, subject: f.subject }, `cluster fault cleared: ${f.kind} (${f.subject})`);
     }
-    return [...this.faults.values()].map(({ seenAt: _, ...f }) => f);
   }
 
   /** Note a configuration fault: logged (error) when it appears, shown until not seen for FAULT_HOLD_MS. */

@@ -463,6 +463,7 @@ export class ClusterManager {
   }
 
   private async pass(): Promise<void> {
+    this.faults.prune();
     await this.observeDisk();
     // with a witness: release the locks of the spools we no longer deliver (witness-locks.ts)
     if (this.witness) await this.witness.releaseUnneeded((spool) => this.secondaries.has(spool) || this.busy.has(spool) || this.heldByUs(spool));
