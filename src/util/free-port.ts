@@ -1,20 +1,53 @@
 /**
- * util/free-port.ts — ask the kernel for a port nobody uses right now (bind port 0, read it,
- * close), for a configuration that must name its ports before the processes start (`tandem up`,
- * and the test harness).
+ * util/free-port.ts — a port nobody uses right now, for a configuration that must name its ports
+ * before the processes start (`tandem up`, and the test harness).
  *
- * What can go wrong: between the call and the real bind another process may take the port;
- * that bind then fails loudly (a race the callers accept).
+ * The port is taken below the kernel's ephemeral range (Linux: net.ipv4.ip_local_port_range,
+ * 32768–60999 by default), at random from 10000 up to it, and checked by binding it. A port the
+ * kernel hands out for "port 0" comes from the ephemeral range, which is also where every
+ * outgoing connection gets its local port: between the check and the real bind, seconds later
+ * in `tandem up`, any connection made on the machine could take it, and the listener then fails
+ * with EADDRINUSE (seen in the test suite). Outside that range only another listener can. A port
+ * handed out by this process is not handed out again for a while. Where the range leaves no room
+ * below it, the kernel's choice (port 0) is used as before.
+ *
+ * What can go wrong: another process may still bind the port first; that bind then fails loudly
+ * (a race the callers accept).
  */
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
+import { randomInt } from 'node:crypto';
 
-/** A currently unused TCP port on `host`. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+const LOWEST = 10_000;
+/** Ports handed out lately by this process, oldest first: not handed out again while listed. */
+const recent: number[] = [];
+const RECENT_MAX = 2048;
+
+/** The first port of the kernel's ephemeral range (Linux), or the usual default. */
+function ephemeralStart(): number {
+  try {
+    const [lo] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    return Number.isInteger(lo) && lo > 0 ? lo : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+function remember(port: number): number {
+  recent.push(port);
+  if (recent.length > RECENT_MAX) recent.shift();
+  return port;
+}
+
+/** Bind `port` (0: the kernel's choice) and close it; resolves with the port bound, or undefined if taken. */
+type Probe = (host: string, port: number) => Promise<number | undefined>;
+
+const tcpProbe: Probe = (host, port) =>
+  new Promise((resolve, reject) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ host, port: 0, exclusive: true }, () => {
+    srv.once('error', (err: NodeJS.ErrnoException) => (port !== 0 && (err.code === 'EADDRINUSE' || err.code === 'EACCES') ? resolve(undefined) : reject(err)));
+    srv.listen({ host, port, exclusive: true }, () => {
       const addr = srv.address();
       if (addr === null || typeof addr === 'string') {
         srv.close();
@@ -24,16 +57,35 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       srv.close(() => resolve(addr.port));
     });
   });
-}
 
-/** A currently unused UDP port on `host`. */
-export function freeUdpPort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+const udpProbe: Probe = (host, port) =>
+  new Promise((resolve, reject) => {
     const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    sock.once('error', reject);
-    sock.bind(0, host, () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
+    sock.once('error', (err: NodeJS.ErrnoException) => (port !== 0 && (err.code === 'EADDRINUSE' || err.code === 'EACCES') ? resolve(undefined) : reject(err)));
+    sock.bind(port, host, () => {
+      const bound = sock.address().port;
+      sock.close(() => resolve(bound));
     });
   });
+
+async function pick(host: string, probe: Probe): Promise<number> {
+  const top = ephemeralStart();
+  if (top - LOWEST >= 1000) {
+    for (let i = 0; i < 50; i++) {
+      const port = randomInt(LOWEST, top);
+      if (recent.includes(port)) continue;
+      if ((await probe(host, port)) !== undefined) return remember(port);
+    }
+  }
+  return remember((await probe(host, 0))!);
+}
+
+/** A currently unused TCP port on `host`, below the ephemeral range. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return pick(host, tcpProbe);
+}
+
+/** A currently unused UDP port on `host`, below the ephemeral range. */
+export function freeUdpPort(host = '127.0.0.1'): Promise<number> {
+  return pick(host, udpProbe);
 }

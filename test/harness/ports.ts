@@ -2,8 +2,9 @@
  * ports.ts - loopback ports and addresses for process-level tests.
  *
  * Exports:
- *   freePort(host = "127.0.0.1"), freeUdpPort(...)  binds port 0, reads the port, closes it
- *       (TCP / UDP; the same functions `tandem up` uses, from src/util/free-port.ts).
+ *   freePort(host = "127.0.0.1"), freeUdpPort(...)  a port below the kernel's ephemeral range,
+ *       checked by binding it (TCP / UDP; the same functions `tandem up` uses, from
+ *       src/util/free-port.ts: outgoing connections cannot take it before the process binds it).
  *   parseHostPort(text): HostPort                  "127.0.0.1:25", "[::1]:25" -> { host, port }
  *   formatHostPort(hp): string                     the reverse, brackets for IPv6
  *   HostPort
