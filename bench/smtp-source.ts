@@ -3,7 +3,7 @@
  *   smtp-source -> relay (Tandem | Postfix) -> smtp-sink
  *
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
- *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting]
+ *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--refuse-at-limit]
  *        [--workers 1,auto] [--open-loop auto|RATE] [--open-loop-seconds S=20] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
@@ -12,7 +12,9 @@
  * them stay up for the whole run; the repeats are the outer loop and the relays alternate inside
  * each case, so a drift of the machine's speed hits them alike. `--old-greeting` adds a second
  * Tandem with smtp.greeting_delay 100ms: smtp-server's fixed pause before Tandem made it a
- * setting (the before/after of the greeting change in the same run). `--workers 1,auto` runs
+ * setting (the before/after of the greeting change in the same run). `--refuse-at-limit` adds a
+ * Tandem with smtp.connection_wait 0s: 421 at once beyond max_connections, as smtp-server does,
+ * instead of a wait for a slot (the before/after of that change). `--workers 1,auto` runs
  * one Tandem per smtp.workers value ("tandem" for 1, "tandem-wN" for N, "tandem-wauto"), all in
  * the same run; the CPU figure of a node with workers counts its workers (same process group).
  * Figures per run:
@@ -202,6 +204,7 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
   const setups: number[] = [];
   const transactions: number[] = [];
   const lateness: number[] = [];
+  const errors = new Map<string, number>();
   let failed = 0;
   const sends: Promise<void>[] = [];
   const probe = startDiskProbe(probeDir, 50);
@@ -213,7 +216,12 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
       const due = t0 + (i * 1000) / rate;
       lateness.push(now - due);
       sends.push(sendOnNewConnection(relay.smtp, message).then(({ err, connected }) => {
-        if (err) return void failed++;
+        if (err) {
+          failed++;
+          const why = err.message.replace(/\s+/g, " ").slice(0, 120);
+          errors.set(why, (errors.get(why) ?? 0) + 1);
+          return;
+        }
         const now = performance.now();
         latencies.push(now - due);
         setups.push(connected - due);
@@ -235,6 +243,7 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
     diskP50Ms: ms(quantile(disk.commitsMs, 0.5)), diskP99Ms: ms(quantile(disk.commitsMs, 0.99)), diskMaxMs: ms(disk.commitsMs.at(-1) ?? NaN),
   };
   log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms; setup p99 ${run.setupP99Ms}, transaction p99 ${run.txP99Ms}; disk commit alone p50 ${run.diskP50Ms} p99 ${run.diskP99Ms} max ${run.diskMaxMs} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
+  for (const [why, count] of errors) log(`  ${count} x ${why}`);
   return run;
 }
 
@@ -280,6 +289,7 @@ async function main(): Promise<void> {
       repeats: { type: "string", default: "2" },
       cases: { type: "string", default: "20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096" },
       "old-greeting": { type: "boolean", default: false },
+      "refuse-at-limit": { type: "boolean", default: false },
       workers: { type: "string", default: "1" },
       "open-loop": { type: "string" },
       "open-loop-seconds": { type: "string", default: "20" },
@@ -315,6 +325,7 @@ async function main(): Promise<void> {
       relays.push(await tandem(w === "1" ? "tandem" : `tandem-w${w}`, { workers: w === "auto" ? "auto" : Number(w) }));
     }
     if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
+    if (values["refuse-at-limit"]) relays.push(await tandem("tandem-cw0", { connection_wait: "0s" }));
     const pfSink = await SmtpSink.start();
     sinks.push(pfSink);
     const pf = await startPostfixRelay({ dir: join(root, "postfix"), relayHost: pfSink.address });
