@@ -231,7 +231,7 @@ export class SmtpReceiver {
         [CONNECTION_SLOTS_OPTION]: new ConnectionSlots({
           max: listener.maxConnections,
           waitMs: c.connection_wait,
-          maxWaiting: listener.maxConnections,
+          maxWaiting: 10 * listener.maxConnections,
           onRefused: () => this.limitRefused('max_connections'),
         }),
       });
