@@ -3,7 +3,7 @@
  *   smtp-source -> relay (Tandem | Postfix) -> smtp-sink
  *
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
- *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting]
+ *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--refuse-at-limit]
  *        [--workers 1,auto] [--open-loop auto|RATE] [--open-loop-seconds S=20] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
@@ -12,7 +12,9 @@
  * them stay up for the whole run; the repeats are the outer loop and the relays alternate inside
  * each case, so a drift of the machine's speed hits them alike. `--old-greeting` adds a second
  * Tandem with smtp.greeting_delay 100ms: smtp-server's fixed pause before Tandem made it a
- * setting (the before/after of the greeting change in the same run). `--workers 1,auto` runs
+ * setting (the before/after of the greeting change in the same run). `--refuse-at-limit` adds a
+ * Tandem with smtp.connection_wait 0s: 421 at once beyond max_connections, as smtp-server does,
+ * instead of a wait for a slot (the before/after of that change). `--workers 1,auto` runs
  * one Tandem per smtp.workers value ("tandem" for 1, "tandem-wN" for N, "tandem-wauto"), all in
  * the same run; the CPU figure of a node with workers counts its workers (same process group).
  * Figures per run:
@@ -23,8 +25,8 @@
  * then one JSON line {"bench":"smtp-source",...}.
  * `--open-loop` adds a fixed-arrival-rate run after the cases (smtp-source is a closed loop: it
  * sends the next message only when the last was answered, so it cannot show latency at a given
- * load): message i is due at t0 + i/RATE on a connection of its own (nodemailer's client, 4 KiB,
- * no pipelining), whatever the relay's pace, for S seconds; time-to-250 is measured from the
+ * load): message i is due at t0 + i/RATE on a connection of its own (a byte-level client with
+ * TCP_NODELAY, 4 KiB, no pipelining), whatever the relay's pace, for S seconds; time-to-250 is measured from the
  * message's due time to the 250 after its DATA, so a relay that falls behind is charged the
  * wait (no coordinated omission). `auto` is half of the first Tandem's median delivered msg/s in
  * the 20 x 4 KiB case of this run (or of the first case); every relay gets the same rate. The
@@ -44,11 +46,11 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import SMTPConnection from "nodemailer/lib/smtp-connection/index.js";
 import { buildTestMessage } from "../test/harness/load.ts";
 import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { freePort, formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses, type Proc } from "../test/harness/procs.ts";
+import { RawSmtpClient, type RawReply } from "../test/harness/raw-smtp.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 import { startDiskProbe } from "./disk-probe.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
@@ -155,6 +157,8 @@ async function runOne(relay: Relay, c: Case, n: number, rep: number): Promise<Ru
 interface OpenLoopRun {
   relay: string; rate: number; messages: number; accepted: number; failed: number; delivered: boolean;
   p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number; lateP99Ms: number; cpuUsPerMsg: number;
+  /** the benchmark process's own CPU (the generator and the disk probe's thread) per message */
+  generatorCpuUsPerMsg: number;
   /** due → EHLO answered (connect, greeting, EHLO), and EHLO answered → 250 after DATA (MAIL … commit) */
   setupP50Ms: number; setupP99Ms: number; txP50Ms: number; txP99Ms: number;
   /** the disk probe's commits beside the run (bench/disk-probe.ts) */
@@ -165,32 +169,40 @@ const quantile = (sorted: number[], q: number): number => (sorted.length ? sorte
 const ms = (x: number): number => Math.round(x * 10) / 10;
 
 /**
- * One message on its own connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT); resolves at its 250
- * after DATA, or with the error; `connected` is when EHLO was answered.
+ * One message on its own connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT), each command sent
+ * once the last was answered (no pipelining, as nodemailer's client); resolves at its 250 after
+ * DATA, or with the error; `connected` is when EHLO was answered. A byte-level client
+ * (test/harness/raw-smtp.ts) with TCP_NODELAY, as a sending MTA: the generator shares the cores
+ * with the relays (its own CPU per message is printed: "generator CPU").
  */
-function sendOnNewConnection(target: HostPort, message: Buffer): Promise<{ err?: Error; connected: number }> {
-  return new Promise((resolve) => {
-    let connected = NaN;
-    const conn = new SMTPConnection({ host: target.host, port: target.port, name: "open-loop.bench.test", greetingTimeout: 30_000, socketTimeout: 30_000, logger: false });
-    let done = false;
-    const finish = (err?: Error): void => {
-      if (done) return;
-      done = true;
-      resolve({ err, connected });
-      if (err) conn.close();
-      else conn.quit();
-    };
-    conn.on("error", (err) => finish(err));
-    conn.once("end", () => finish(new Error("connection closed before the 250")));
-    conn.connect(() => {
-      connected = performance.now();
-      // as a sending MTA does (and test/harness/load.ts): without it Nagle's algorithm holds the
-      // final dot until the relay's delayed ACK of the data, ~40 ms added to every message
-      conn._socket.setNoDelay(true);
-      conn.send({ from: "a@example.org", to: ["b@example.net"] }, message, (err) => finish(err ?? undefined));
-    });
-  });
+async function sendOnNewConnection(target: HostPort, message: Buffer): Promise<{ err?: Error; connected: number }> {
+  let connected = NaN;
+  let c: RawSmtpClient | undefined;
+  const expect = async (reply: Promise<RawReply>, code: number, step: string): Promise<void> => {
+    const r = await reply;
+    if (r.type !== "reply" || r.code !== code) throw new Error(`${step}: ${r.type === "reply" ? r.text : r.type === "closed" ? `closed ${r.error ?? ""}` : r.text}`);
+  };
+  try {
+    c = await RawSmtpClient.connect(target.port, target.host, 30_000, undefined, true);
+    await expect(c.readReply(30_000), 220, "greeting");
+    await expect(c.command("EHLO open-loop.bench.test", 30_000), 250, "EHLO");
+    connected = performance.now();
+    await expect(c.command("MAIL FROM:<a@example.org>", 30_000), 250, "MAIL");
+    await expect(c.command("RCPT TO:<b@example.net>", 30_000), 250, "RCPT");
+    await expect(c.command("DATA", 30_000), 354, "DATA");
+    c.write(Buffer.concat([message, DOT]));
+    await expect(c.readReply(30_000), 250, "end of data");
+    const done = c;
+    done.write("QUIT\r\n");
+    void done.waitClosed(30_000).catch(() => false).finally(() => done.close());
+    return { connected };
+  } catch (err) {
+    c?.close();
+    return { err: err instanceof Error ? err : new Error(String(err)), connected };
+  }
 }
+
+const DOT = Buffer.from(".\r\n");
 
 /** Open loop (see the header): message i due at t0 + i/rate, each on its own connection. */
 async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number, probeDir: string): Promise<OpenLoopRun> {
@@ -202,9 +214,11 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
   const setups: number[] = [];
   const transactions: number[] = [];
   const lateness: number[] = [];
+  const errors = new Map<string, number>();
   let failed = 0;
   const sends: Promise<void>[] = [];
   const probe = startDiskProbe(probeDir, 50);
+  const genCpu0 = process.cpuUsage();
   const t0 = performance.now() + 20;
   for (let i = 0; i < n; ) {
     const now = performance.now();
@@ -213,7 +227,12 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
       const due = t0 + (i * 1000) / rate;
       lateness.push(now - due);
       sends.push(sendOnNewConnection(relay.smtp, message).then(({ err, connected }) => {
-        if (err) return void failed++;
+        if (err) {
+          failed++;
+          const why = err.message.replace(/\s+/g, " ").slice(0, 120);
+          errors.set(why, (errors.get(why) ?? 0) + 1);
+          return;
+        }
         const now = performance.now();
         latencies.push(now - due);
         setups.push(connected - due);
@@ -223,6 +242,7 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
     if (i < n) await new Promise((r) => setTimeout(r, Math.max(0, t0 + (i * 1000) / rate - performance.now())));
   }
   await Promise.all(sends);
+  const genCpu = process.cpuUsage(genCpu0);
   const disk = await probe.stop();
   const delivered = await relay.sink.waitFor(base + latencies.length, 60_000);
   const cpu = groupCpuSeconds(relay.proc.pid) - cpu0;
@@ -230,11 +250,12 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
   const run: OpenLoopRun = {
     relay: relay.name, rate, messages: n, accepted: latencies.length, failed, delivered,
     p50Ms: ms(quantile(latencies, 0.5)), p90Ms: ms(quantile(latencies, 0.9)), p99Ms: ms(quantile(latencies, 0.99)), maxMs: ms(latencies.at(-1) ?? NaN),
-    lateP99Ms: ms(quantile(lateness, 0.99)), cpuUsPerMsg: Math.round((cpu * 1e6) / n),
+    lateP99Ms: ms(quantile(lateness, 0.99)), cpuUsPerMsg: Math.round((cpu * 1e6) / n), generatorCpuUsPerMsg: Math.round((genCpu.user + genCpu.system) / n),
     setupP50Ms: ms(quantile(setups, 0.5)), setupP99Ms: ms(quantile(setups, 0.99)), txP50Ms: ms(quantile(transactions, 0.5)), txP99Ms: ms(quantile(transactions, 0.99)),
     diskP50Ms: ms(quantile(disk.commitsMs, 0.5)), diskP99Ms: ms(quantile(disk.commitsMs, 0.99)), diskMaxMs: ms(disk.commitsMs.at(-1) ?? NaN),
   };
-  log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms; setup p99 ${run.setupP99Ms}, transaction p99 ${run.txP99Ms}; disk commit alone p50 ${run.diskP50Ms} p99 ${run.diskP99Ms} max ${run.diskMaxMs} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
+  log(`${relay.name.padEnd(13)} open loop ${rate}/s x ${n}: time-to-250 p50 ${run.p50Ms} p90 ${run.p90Ms} p99 ${run.p99Ms} max ${run.maxMs} ms, CPU ${run.cpuUsPerMsg} us/msg, generator late p99 ${run.lateP99Ms} ms, generator CPU ${run.generatorCpuUsPerMsg} us/msg; setup p99 ${run.setupP99Ms}, transaction p99 ${run.txP99Ms}; disk commit alone p50 ${run.diskP50Ms} p99 ${run.diskP99Ms} max ${run.diskMaxMs} ms${failed || !delivered ? ` NOT OK (${failed} failed, sink ${relay.sink.count - base}/${latencies.length})` : ""}`);
+  for (const [why, count] of errors) log(`  ${count} x ${why}`);
   return run;
 }
 
@@ -280,6 +301,7 @@ async function main(): Promise<void> {
       repeats: { type: "string", default: "2" },
       cases: { type: "string", default: "20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096" },
       "old-greeting": { type: "boolean", default: false },
+      "refuse-at-limit": { type: "boolean", default: false },
       workers: { type: "string", default: "1" },
       "open-loop": { type: "string" },
       "open-loop-seconds": { type: "string", default: "20" },
@@ -315,6 +337,7 @@ async function main(): Promise<void> {
       relays.push(await tandem(w === "1" ? "tandem" : `tandem-w${w}`, { workers: w === "auto" ? "auto" : Number(w) }));
     }
     if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
+    if (values["refuse-at-limit"]) relays.push(await tandem("tandem-cw0", { connection_wait: "0s" }));
     const pfSink = await SmtpSink.start();
     sinks.push(pfSink);
     const pf = await startPostfixRelay({ dir: join(root, "postfix"), relayHost: pfSink.address });
@@ -350,8 +373,8 @@ async function main(): Promise<void> {
   const rows = printTable(runs, cases, relays.map((r) => r.name));
   if (openRuns.length) {
     console.log(`\nopen loop, 4 KiB, one connection per message, ${openRuns[0].rate} msg/s for ${values["open-loop-seconds"]} s: time-to-250 (from each message's due time) in ms`);
-    console.log("relay          p50     p90     p99     max     CPU us/msg  generator late p99  setup p50/p99  transaction p50/p99  disk commit alone p50/p99/max");
-    for (const o of openRuns) console.log(`${o.relay.padEnd(13)}  ${[o.p50Ms, o.p90Ms, o.p99Ms, o.maxMs].map((x) => String(x).padEnd(6)).join("  ")}  ${String(o.cpuUsPerMsg).padEnd(10)}  ${String(o.lateP99Ms).padEnd(18)}  ${`${o.setupP50Ms}/${o.setupP99Ms}`.padEnd(13)}  ${`${o.txP50Ms}/${o.txP99Ms}`.padEnd(19)}  ${o.diskP50Ms}/${o.diskP99Ms}/${o.diskMaxMs}`);
+    console.log("relay          p50     p90     p99     max     CPU us/msg  generator late p99, CPU us/msg  setup p50/p99  transaction p50/p99  disk commit alone p50/p99/max");
+    for (const o of openRuns) console.log(`${o.relay.padEnd(13)}  ${[o.p50Ms, o.p90Ms, o.p99Ms, o.maxMs].map((x) => String(x).padEnd(6)).join("  ")}  ${String(o.cpuUsPerMsg).padEnd(10)}  ${`${o.lateP99Ms}, ${o.generatorCpuUsPerMsg}`.padEnd(30)}  ${`${o.setupP50Ms}/${o.setupP99Ms}`.padEnd(13)}  ${`${o.txP50Ms}/${o.txP99Ms}`.padEnd(19)}  ${o.diskP50Ms}/${o.diskP99Ms}/${o.diskMaxMs}`);
   }
   console.log(JSON.stringify({ bench: "smtp-source", messages: n, repeats, machine, rows, runs, openLoop: openRuns }));
   if (runs.some((r) => !r.ok) || openRuns.some((o) => o.failed > 0 || !o.delivered)) process.exitCode = 1;

@@ -21,7 +21,7 @@ export class Metrics implements QueueMetrics {
   readonly registry = new client.Registry();
   private receivedTotal = new client.Counter({ name: 'tandem_messages_received_total', help: 'Messages accepted (250 after DATA)', registers: [this.registry] });
   private receivedBytes = new client.Counter({ name: 'tandem_received_bytes_total', help: 'Bytes of accepted messages', registers: [this.registry] });
-  private limitRefusals = new client.Counter({ name: 'tandem_smtp_limit_refusals_total', help: 'Clients refused or disconnected by a limit (receiver/client-limits.ts, session-guard.ts, auth-throttle.ts)', labelNames: ['limit'], registers: [this.registry] });
+  private limitRefusals = new client.Counter({ name: 'tandem_smtp_limit_refusals_total', help: 'Clients refused or disconnected by a limit (receiver/connection-slots.ts, client-limits.ts, session-guard.ts, auth-throttle.ts)', labelNames: ['limit'], registers: [this.registry] });
   private filterFailures = new client.Counter({ name: 'tandem_content_filter_failures_total', help: 'Content filter (Rspamd) requests that failed', registers: [this.registry] });
   private rejections = new client.Counter({ name: 'tandem_smtp_rejections_total', help: 'SMTP commands refused', labelNames: ['stage', 'code'], registers: [this.registry] });
   private deliveries = new client.Counter({ name: 'tandem_deliveries_total', help: 'Per-recipient delivery outcomes', labelNames: ['outcome', 'channel'], registers: [this.registry] });

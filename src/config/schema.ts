@@ -83,6 +83,11 @@ export const configSchema = z.object({
     max_message_size: size('10240000'),
     max_recipients: z.number().int().min(1).max(100000).default(1000),
     max_connections: z.number().int().min(1).max(100000).default(100),
+    /**
+     * How long a connection beyond max_connections waits, not greeted, for a free slot (as
+     * Postfix's clients wait in the listen queue) before its 421; 0 = 421 at once.
+     */
+    connection_wait: boundedDuration('10s', '0s', '300s'),
     max_line_length: z.number().int().min(1000).max(1_000_000).default(4096),
     socket_timeout: duration('300s'),
     /** Pause before the 220 greeting; a client that talks during it gets 421 (0 = greet at once). */

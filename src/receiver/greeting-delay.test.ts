@@ -1,7 +1,9 @@
 /**
- * smtp.greeting_delay: by default the 220 comes at once (a client that pipelines its EHLO with
- * the connect is served); with a delay, a client that talks before the greeting gets 421 and a
- * patient one is served. Real smtp-server on loopback, raw sockets as the clients.
+ * The replaced SMTPConnection.init. smtp.greeting_delay: by default the 220 comes at once (a
+ * client that pipelines its EHLO with the connect is served); with a delay, a client that talks
+ * before the greeting gets 421 and a patient one is served. smtp.connection_wait: a connection
+ * beyond max_connections waits for a slot and is greeted when one frees up; after the wait, 421.
+ * Real smtp-server on loopback, raw sockets as the clients.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +11,8 @@ import net from 'node:net';
 import { once } from 'node:events';
 import { pino } from 'pino';
 import { SmtpReceiver, type ReceiverDeps } from './smtp-receiver.ts';
-import { installGreetingDelay } from './greeting-delay.ts';
+import { CONNECTION_SLOTS_OPTION, installGreetingDelay } from './greeting-delay.ts';
+import type { ConnectionSlots } from './connection-slots.ts';
 import { configSchema } from '../config/schema.ts';
 import type { Router } from '../router/types.ts';
 
@@ -21,7 +24,9 @@ const router: Router = {
   async close() {},
 };
 
-async function start(smtp: Record<string, unknown>): Promise<number> {
+const refused: string[] = [];
+
+async function startReceiver(smtp: Record<string, unknown>): Promise<{ port: number; slots: ConnectionSlots }> {
   const config = configSchema.parse({ node: { id: 'a', hostname: 'mx.test' }, smtp: { listen: '127.0.0.1:0', ...smtp } });
   const deps = {
     config, router,
@@ -32,10 +37,48 @@ async function start(smtp: Record<string, unknown>): Promise<number> {
     isRelayClient: () => true,
     acceptState: () => ({ type: 'accepting' }),
     onQueued: () => {},
+    metrics: { received() {}, rejected() {}, limitRefused: (limit: string) => refused.push(limit) },
   } as unknown as ReceiverDeps;
   const r = new SmtpReceiver(deps);
   after(() => r.close());
-  return (await r.listen()).port;
+  const { port } = await r.listen();
+  return { port, slots: (r as unknown as { server: { options: Record<string, ConnectionSlots> } }).server.options[CONNECTION_SLOTS_OPTION] };
+}
+
+async function start(smtp: Record<string, unknown>): Promise<number> {
+  return (await startReceiver(smtp)).port;
+}
+
+/** A raw client: `next()` resolves with the next complete reply (or "closed"). */
+function client(port: number): { next(): Promise<string>; send(line: string): void; close(): void } {
+  const s = net.connect(port, '127.0.0.1');
+  s.setEncoding('utf8');
+  s.on('error', () => {});
+  let buf = '';
+  const replies: string[] = [];
+  let wake: (() => void) | undefined;
+  s.on('data', (d: string) => {
+    buf += d;
+    for (let m; (m = /^(\d{3}) .*\r\n/m.exec(buf)); ) {
+      replies.push(buf.slice(0, m.index + m[0].length));
+      buf = buf.slice(m.index + m[0].length);
+    }
+    wake?.();
+  });
+  s.on('close', () => { replies.push('closed'); wake?.(); });
+  return {
+    async next() {
+      while (!replies.length) await new Promise<void>((r) => (wake = r));
+      return replies.shift()!;
+    },
+    send: (line) => void s.write(`${line}\r\n`),
+    close: () => void s.destroy(),
+  };
+}
+
+/** Until `cond` holds (the server's side of a connection is set up on its own turn of the loop). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setImmediate(r));
 }
 
 /** Connect; optionally send `early` with the connect; collect reply lines until `until` matches or the peer closes. */
@@ -73,4 +116,52 @@ test('greeting_delay set: a client that talks before the greeting gets 421, a pa
 
   const patient = await talk(port, undefined, /^220 /m);
   assert.match(patient[0], /^220 mx\.test ESMTP/);
+});
+
+test('connection_wait: beyond max_connections a connection waits, not greeted, and gets the first slot freed', async () => {
+  const { port, slots } = await startReceiver({ max_connections: 2, connection_wait: '30s' });
+  const a = client(port);
+  const b = client(port);
+  assert.match(await a.next(), /^220 /);
+  assert.match(await b.next(), /^220 /);
+  const c = client(port);
+  await until(() => slots.waiting === 1);
+  let cReplied = false;
+  const cGreeting = c.next().then((r) => { cReplied = true; return r; });
+  // the two in session still work while c waits
+  b.send('EHLO b.test');
+  assert.match(await b.next(), /^250[ -]/);
+  assert.equal(cReplied, false, 'c is not greeted while both slots are taken');
+  a.send('QUIT');
+  assert.match(await a.next(), /^221 /);
+  assert.match(await cGreeting, /^220 mx\.test ESMTP/, 'c is greeted once a has quit, not refused');
+  c.send('EHLO c.test');
+  assert.match(await c.next(), /^250[ -]/);
+  for (const x of [a, b, c]) x.close();
+});
+
+test('connection_wait: a connection that waits in vain gets 421 and is counted; the sessions in progress are untouched', async () => {
+  const { port } = await startReceiver({ max_connections: 1, connection_wait: '300ms' });
+  const a = client(port);
+  assert.match(await a.next(), /^220 /);
+  const before = refused.length;
+  const started = Date.now();
+  const b = client(port);
+  assert.match(await b.next(), /^421 .*Too many connected clients/);
+  assert.ok(Date.now() - started >= 250, `refused after ${Date.now() - started} ms, before its wait was up`);
+  assert.equal(await b.next(), 'closed');
+  assert.deepEqual(refused.slice(before), ['max_connections']);
+  a.send('EHLO a.test');
+  assert.match(await a.next(), /^250[ -]/);
+  a.close();
+});
+
+test('connection_wait 0s: smtp-server\'s behaviour, 421 at once beyond max_connections', async () => {
+  const { port } = await startReceiver({ max_connections: 1, connection_wait: '0s' });
+  const a = client(port);
+  assert.match(await a.next(), /^220 /);
+  const b = client(port);
+  assert.match(await b.next(), /^421 .*Too many connected clients/);
+  a.close();
+  b.close();
 });

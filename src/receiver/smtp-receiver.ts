@@ -46,7 +46,8 @@ import { SmtpReplyError, TempLookupError } from '../util/errors.ts';
 import { receivedHeader, receivedProtocol } from './received-header.ts';
 import { parseOrcpt } from '../util/dsn-address.ts';
 import { installProxyFront } from './proxy-front.ts';
-import { GREETING_DELAY_OPTION } from './greeting-delay.ts';
+import { CONNECTION_SLOTS_OPTION, GREETING_DELAY_OPTION } from './greeting-delay.ts';
+import { ConnectionSlots } from './connection-slots.ts';
 import { applySmtpServerPatches } from './smtp-server-patches.ts';
 import { headerEnd, bodyStart, findHeader, HeaderCollector } from '../util/message-headers.ts';
 import { fromDomain, withoutOurAuthResults, type SenderAuth } from './sender-auth.ts';
@@ -222,9 +223,21 @@ export class SmtpReceiver {
       },
     });
     Object.assign(this.server.options, { tandem: true, tandemGuard: this.guard });
-    // smtp.greeting_delay: smtp-server's fixed 100 ms early-talker pause, made a setting
-    if (patches.greetingDelay) (this.server.options as unknown as Record<string, unknown>)[GREETING_DELAY_OPTION] = c.greeting_delay;
-    else deps.logger.warn('smtp.greeting_delay has no effect with this smtp-server version (it keeps its own 100 ms pause)');
+    // smtp.greeting_delay: smtp-server's fixed 100 ms early-talker pause, made a setting; and
+    // smtp.connection_wait: a connection beyond max_connections waits for a slot (connection-slots.ts)
+    if (patches.greetingDelay) {
+      Object.assign(this.server.options, {
+        [GREETING_DELAY_OPTION]: c.greeting_delay,
+        [CONNECTION_SLOTS_OPTION]: new ConnectionSlots({
+          max: listener.maxConnections,
+          waitMs: c.connection_wait,
+          maxWaiting: 10 * listener.maxConnections,
+          onRefused: () => this.limitRefused('max_connections'),
+        }),
+      });
+    } else {
+      deps.logger.warn('smtp.greeting_delay and smtp.connection_wait have no effect with this smtp-server version (it keeps its own 100 ms pause and refuses at once beyond max_connections)');
+    }
     installProxyFront(this.server.server, listener.proxyProtocol, c.socket_timeout, deps.logger);
     this.server.on('error', (err) => deps.logger.warn({ err: String(err) }, 'smtp connection error'));
   }

@@ -11,8 +11,9 @@
  *     relay refusal would say 5.6.0); a reply text starting with "X.Y.Z " is sent as it is;
  *   - UTF-8 ORCPT: handler_RCPT gets the ORCPT parameter rewritten into its RFC 6533 utf-8 form
  *     first (smtp-server refuses the xtext with UTF-8 octets that Postfix sends);
- *   - greeting delay (greeting-delay.ts): init() with the 100 ms early-talker pause made a setting
- *     (checked on the method's source text; skipped, with a warning, when it no longer matches).
+ *   - greeting delay (greeting-delay.ts): init() with the 100 ms early-talker pause made a setting,
+ *     and the maxClients refusal made a bounded wait for a slot (connection-slots.ts); checked on
+ *     the method's source text, skipped with a warning when it no longer matches.
  * Guard: the methods patched must exist; a version other than PATCHED_FOR's major.minor is
  * reported (`versionMatches: false`) so that start-up logs it, and the patches' test
  * (smtp-server-patches.test.ts) fails on an upgrade until someone has checked them again.

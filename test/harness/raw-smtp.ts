@@ -4,8 +4,9 @@
  * read the server's replies one by one.
  *
  * Exports:
- *   RawSmtpClient.connect(port, host?, timeoutMs?, localAddress?): Promise<RawSmtpClient>
- *                              localAddress: the source address to connect from (127.0.0.2 …)
+ *   RawSmtpClient.connect(port, host?, timeoutMs?, localAddress?, noDelay?): Promise<RawSmtpClient>
+ *                              localAddress: the source address to connect from (127.0.0.2 …);
+ *                              noDelay: TCP_NODELAY, as a sending MTA sets it (default off)
  *     write(bytes)             send raw bytes (errors after the server closed are swallowed)
  *     readReply(timeoutMs)     the next complete reply (multi-line joined), or { type: "closed" }
  *                              once the server closed; a line that is not SMTP (e.g. "* BAD ...")
@@ -39,9 +40,9 @@ export class RawSmtpClient {
   }
 
   /** Connects to host:port (no greeting is read). */
-  static connect(port: number, host = "127.0.0.1", timeoutMs = 5_000, localAddress?: string): Promise<RawSmtpClient> {
+  static connect(port: number, host = "127.0.0.1", timeoutMs = 5_000, localAddress?: string, noDelay = false): Promise<RawSmtpClient> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ port, host, ...(localAddress ? { localAddress } : {}) });
+      const socket = net.connect({ port, host, noDelay, ...(localAddress ? { localAddress } : {}) });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new Error(`connect to ${host}:${port} timed out`));
