@@ -94,6 +94,24 @@ test('a storage that stops answering fences the node fence_after after the last 
   t.lease.stop();
 });
 
+test('a renewal that hung past the fence and ends late does not count towards its end: three fresh ones do', async () => {
+  const t = setup();
+  await t.lease.start('starting');
+  t.hang();
+  for (let i = 0; i < 3; i++) await t.tick();
+  assert.equal(t.node.fence, 'storage');
+  t.answer();
+  t.pending[0].resolve(); // the stale renewal, begun before the fence, completes now
+  await settled();
+  const back: boolean[] = [];
+  for (let i = 0; i < 3; i++) {
+    await t.tick();
+    back.push(t.lease.storageBack());
+  }
+  assert.deepEqual(back, [false, false, true], 'back after the third fresh renewal, not the second');
+  t.lease.stop();
+});
+
 test('a storage failure is logged once per outage, and its end once', async () => {
   const t = setup();
   await t.lease.start('starting');

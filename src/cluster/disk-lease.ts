@@ -68,6 +68,8 @@ export class DiskLease {
   private lastBeatAt?: number;
   private readonly loopDelay = monitorEventLoopDelay({ resolution: 10 });
   private goodRenewalsSinceFence = 0;
+  /** When the count above was last reset: a renewal that began before it does not count. */
+  private fenceBeganAt = -Infinity;
 
   constructor(private readonly d: DiskLeaseDeps) {
     this.lastRenewOk = d.mono();
@@ -93,6 +95,7 @@ export class DiskLease {
   /** A fence began, or the operator asked to end one: count good renewals from zero (storageBack). */
   fenceBegan(): void {
     this.goodRenewalsSinceFence = 0;
+    this.fenceBeganAt = this.d.mono();
   }
 
   /** The storage is back: a few good renewals in a row since the fence (time for the peers to see them), the last one fresh. */
@@ -198,7 +201,8 @@ export class DiskLease {
           // the lease counts from when this renewal began: the peers cannot have seen it earlier
           this.lastRenewOk = Math.max(this.lastRenewOk, started);
           this.noteRenewal(this.d.mono() - started, this.d.disk.lastSteps);
-          if (this.d.fenced()) this.goodRenewalsSinceFence++;
+          // one that hung past the fence and ended late says nothing about the storage now
+          if (this.d.fenced() && started >= this.fenceBeganAt) this.goodRenewalsSinceFence++;
           this.noteRenewedAgain();
         },
         (err) => this.noteRenewFailed(String(err?.message ?? err)),
