@@ -32,6 +32,7 @@ import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
 import { nextBackoff } from './backoff.ts';
 import { RetrySchedule } from './retry-schedule.ts';
+import { Destinations } from './destinations.ts';
 import { buildDsn } from './dsn.ts';
 import { formatDuration } from '../util/units.ts';
 import { applyQueueAction } from './queue-actions.ts';
@@ -112,9 +113,6 @@ export interface MessageSummary {
 
 type Outcome = RecipientResult & { route?: Route };
 
-/** How long at most a destination that could not be reached is not tried (queue.min_backoff if shorter). */
-const DEAD_DESTINATION_MS = 60_000;
-
 /** `via` of the outcomes of groups not started because the node stops or may not deliver. */
 const NOT_STARTED_VIA = 'not-started';
 
@@ -160,14 +158,8 @@ export class QueueManager {
   private unindexed?: Set<string>;
   private entries = new Map<string, Entry>();
   private ready = new Fifo<string>();
-  /**
-   * Messages ready for a destination that already has queue.destination_concurrency
-   * deliveries under way and as many attempts waiting for them: they wait here, unread,
-   * and go back to the ready queue one by one as its deliveries end (see reserve()).
-   */
-  private backlog = new Map<string, Fifo<string>>();
-  /** Messages in `backlog`, all destinations. */
-  private backlogged = 0;
+  /** Per next hop: delivery slots, the backlog of messages waiting unread (see reserve()), the dead-destination memory. */
+  private readonly destinations: Destinations;
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
   private activeBytes = 0;
   /** Attempts counted against the active limit (not those parked waiting for a slot). */
@@ -180,9 +172,6 @@ export class QueueManager {
   private scanning: Promise<void> = Promise.resolve();
   private idleWaiters: Array<() => void> = [];
   private readonly total: Semaphore;
-  private readonly perDestination = new Map<string, Semaphore>();
-  /** Destinations that could not be reached: not tried again before this time. */
-  private readonly dead = new Map<string, { until: number; reason: string }>();
   private readonly now: () => number;
   /** How many messages may be read into memory and worked on at once. */
   private readonly activeLimit: number;
@@ -212,6 +201,7 @@ export class QueueManager {
   constructor(private readonly deps: QueueManagerDeps) {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
     this.now = deps.now ?? Date.now;
+    this.destinations = new Destinations(deps.config.queue, this.now);
     this.retries = new RetrySchedule(this.now, (id) => this.retryDue(id));
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
     this.memoryLimit = deps.config.queue.active_message_limit;
@@ -263,7 +253,7 @@ export class QueueManager {
     this.diskDue = Math.min(this.diskDue ?? Infinity, this.now()); // due now
     this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
     // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
-    if (this.entries.size - this.inProgress - this.ready.length - this.backlogged > 0) this.requestWalk();
+    if (this.entries.size - this.inProgress - this.ready.length - this.destinations.backlogged > 0) this.requestWalk();
   }
 
   /**
@@ -508,7 +498,7 @@ export class QueueManager {
     this.indexNew(queueId, 'incoming', size, envelope);
     if (!this.hasRoom()) return this.leftOnDisk('incoming'); // read in from incoming/ by a walk
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
-    const keep = fresh && this.ready.length + this.backlogged < FRESH_BACKLOG_LIMIT;
+    const keep = fresh && this.ready.length + this.destinations.backlogged < FRESH_BACKLOG_LIMIT;
     const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
     this.entries.set(queueId, entry);
     this.makeReady(queueId, entry);
@@ -615,7 +605,7 @@ export class QueueManager {
    */
   flush(ids?: string[]): number {
     let n = 0;
-    if (!ids) this.dead.clear();
+    if (!ids) this.destinations.forgetDead();
     const which = ids ? ids.map((id) => [id, this.entries.get(id)] as const) : [...this.entries];
     for (const [id, e] of which) {
       if (!e && this.onDisk) {
@@ -669,10 +659,7 @@ export class QueueManager {
     const key = e.waitingFor;
     if (key === undefined) return this.ready.remove((x) => x === id);
     e.waitingFor = undefined;
-    this.backlogged--;
-    const waiting = this.backlog.get(key);
-    waiting?.remove((x) => x === id);
-    if (waiting?.length === 0) this.backlog.delete(key);
+    this.destinations.leaveBacklog(key, id);
   }
 
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
@@ -931,28 +918,17 @@ export class QueueManager {
     } catch {
       return undefined; // the delivery routes again and records a failed lookup
     }
-    if (!e.flushed && this.isDead(key)) return undefined;
-    const sem = this.destination(key);
-    const limit = this.deps.config.queue.destination_concurrency;
-    if (sem.inUse >= limit && sem.waiting >= limit && !this.stopping) {
-      let waiting = this.backlog.get(key);
-      if (!waiting) this.backlog.set(key, (waiting = new Fifo()));
-      waiting.push(id);
-      this.backlogged++;
+    if (!e.flushed && this.destinations.deadness(key)) return undefined;
+    const sem = this.destinations.semaphore(key);
+    if (this.destinations.saturated(sem) && !this.stopping) {
+      this.destinations.enterBacklog(key, id);
       e.queued = true;
       e.waitingFor = key;
-      if (this.backlogged > FRESH_BACKLOG_LIMIT) e.fresh = undefined; // read back from its file when its turn comes
+      if (this.destinations.backlogged > FRESH_BACKLOG_LIMIT) e.fresh = undefined; // read back from its file when its turn comes
       return 'backlog';
     }
     await this.slot(sem, parking);
     return { key, sem, used: false };
-  }
-
-  /** The semaphore of a destination's concurrency (made on first use, dropped when idle). */
-  private destination(key: string): Semaphore {
-    let sem = this.perDestination.get(key);
-    if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
-    return sem;
   }
 
   /**
@@ -961,29 +937,13 @@ export class QueueManager {
    * Once nothing is under way there, the whole backlog goes back (nothing else would call it).
    */
   private releaseDestination(key: string, sem: Semaphore): void {
-    sem.release();
-    const idle = sem.inUse === 0 && sem.waiting === 0;
-    if (idle && this.perDestination.get(key) === sem) this.perDestination.delete(key);
-    const waiting = this.backlog.get(key);
-    if (!waiting) return;
-    let n = idle ? waiting.length : 1;
-    while (n > 0 && waiting.length > 0) {
-      const id = waiting.shift()!;
-      const e = this.entries.get(id);
-      if (!e || e.waitingFor !== key) continue; // left the backlog meanwhile
-      e.waitingFor = undefined;
-      this.backlogged--;
+    const back = this.destinations.release(key, sem, (id) => this.entries.get(id)?.waitingFor === key);
+    if (!back) return;
+    for (const id of back) {
+      this.entries.get(id)!.waitingFor = undefined;
       this.ready.unshift(id);
-      n--;
     }
-    if (waiting.length === 0) this.backlog.delete(key);
     this.pump();
-  }
-
-  /** Is this destination in its dead time (it could not be reached a moment ago)? */
-  private isDead(key: string): boolean {
-    const dead = this.dead.get(key);
-    return dead !== undefined && dead.until > this.now();
   }
 
   /** The attempt proper: read the message, deliver, record (the reservation, if any, is `held`). */
@@ -1109,8 +1069,8 @@ export class QueueManager {
   private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean, held: Reservation | undefined): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
-      if (flushed || !this.isDead(key)) return undefined;
-      const dead = this.dead.get(key)!;
+      const dead = flushed ? undefined : this.destinations.deadness(key);
+      if (!dead) return undefined;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
     // the slot taken before the read (attempt()) is this group's
@@ -1121,7 +1081,7 @@ export class QueueManager {
       if (reserved) this.releaseDestination(key, held.sem);
       return early;
     }
-    const sem = reserved ? held.sem : this.destination(key);
+    const sem = reserved ? held.sem : this.destinations.semaphore(key);
     if (!reserved) await this.slot(sem, parking);
     await this.slot(this.total, parking);
     try {
@@ -1140,7 +1100,7 @@ export class QueueManager {
       });
       this.deps.metrics?.transaction(route.type, (this.now() - started) / 1000);
       for (const r of results) this.deps.metrics?.delivery(r.outcome, route.type);
-      this.noteDestination(key, results);
+      this.destinations.noteResults(key, results);
       return results.map((r) => ({ ...r, route }));
     } finally {
       this.total.release();
@@ -1163,16 +1123,6 @@ export class QueueManager {
     } finally {
       if (--parking.parked === 0) this.running++;
     }
-  }
-
-  /** Mark a destination dead when no server answered at all; alive again on any answer. */
-  private noteDestination(key: string, results: RecipientResult[]): void {
-    const unreachable = results.length > 0 && results.every((r) => r.outcome === 'deferred' && !/^[245]\d\d[ -]/.test(r.reply));
-    if (!unreachable) {
-      this.dead.delete(key);
-      return;
-    }
-    this.dead.set(key, { until: this.now() + Math.min(this.deps.config.queue.min_backoff, DEAD_DESTINATION_MS), reason: results[0].reply });
   }
 
   /**
