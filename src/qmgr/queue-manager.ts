@@ -22,19 +22,17 @@ import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
 import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile, type SelectedFile } from '../spool/index.ts';
 import { bufferSource } from '../message/source.ts';
-import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
+import type { QueueState, Envelope } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
-import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
+import type { Channel, DeliveryRecipient } from '../channels/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
 import { isErrno } from '../util/errno.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
-import { nextBackoff } from './backoff.ts';
 import { RetrySchedule } from './retry-schedule.ts';
 import { Destinations } from './destinations.ts';
-import { buildDsn } from './dsn.ts';
-import { formatDuration } from '../util/units.ts';
+import { OutcomeRecorder, type Outcome } from './outcomes.ts';
 import { applyQueueAction } from './queue-actions.ts';
 import { requeueMessage } from './requeue.ts';
 import { EnvelopeIndex, type IndexedMessage } from './envelope-index.ts';
@@ -111,8 +109,6 @@ export interface MessageSummary {
   nextAttemptAt?: number;
 }
 
-type Outcome = RecipientResult & { route?: Route };
-
 /** `via` of the outcomes of groups not started because the node stops or may not deliver. */
 const NOT_STARTED_VIA = 'not-started';
 
@@ -160,6 +156,8 @@ export class QueueManager {
   private ready = new Fifo<string>();
   /** Per next hop: delivery slots, the backlog of messages waiting unread (see reserve()), the dead-destination memory. */
   private readonly destinations: Destinations;
+  /** Writes an attempt's outcomes: status records, tracking lines, DSNs. */
+  private readonly outcomes: OutcomeRecorder;
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
   private activeBytes = 0;
   /** Attempts counted against the active limit (not those parked waiting for a slot). */
@@ -202,6 +200,7 @@ export class QueueManager {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
     this.now = deps.now ?? Date.now;
     this.destinations = new Destinations(deps.config.queue, this.now);
+    this.outcomes = new OutcomeRecorder({ ...deps, now: this.now, enqueue: (queueId, size, fresh) => this.enqueue(queueId, size, fresh) });
     this.retries = new RetrySchedule(this.now, (id) => this.retryDue(id));
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
     this.memoryLimit = deps.config.queue.active_message_limit;
@@ -988,7 +987,7 @@ export class QueueManager {
 
     const now = this.now();
     if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
-      await this.expire(qf);
+      await this.outcomes.expire(qf);
       return this.finish(id, e);
     }
 
@@ -1002,12 +1001,14 @@ export class QueueManager {
       if (!this.stopping) this.makeReady(id, e); // the gate closed: tried again when it opens
       return;
     }
-    const records = await this.recordOutcomes(qf, outcomes);
+    const records = await this.outcomes.record(qf, outcomes);
     const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
     // With nothing left pending, the durable unlink in finish() is the record; otherwise the
     // outcomes and the retry schedule are appended together (one fdatasync).
     if (stillPending.length === 0) return this.finish(id, e);
-    await this.defer(qf, e, stillPending, records);
+    const { nextAttemptAt, lastReply } = await this.outcomes.defer(qf, e, stillPending, records);
+    this.schedule(env.queueId, e, nextAttemptAt);
+    this.index.update(env.queueId, { state: 'deferred', recipients: stillPending.map((o) => env.recipients[o.index].address), nextAttemptAt, lastReply });
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
@@ -1125,138 +1126,6 @@ export class QueueManager {
     }
   }
 
-  /**
-   * The final outcomes of an attempt as status records (not yet written), after queueing the
-   * DSN for the failures. If the DSN cannot be queued (disk full), the failed recipients stay
-   * pending — they fail again at the next attempt and the DSN is tried again — so that the
-   * delivered ones are still recorded and not sent twice.
-   */
-  private async recordOutcomes(qf: DeliveryFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
-    const env = qf.envelope;
-    const at = this.now();
-    const failed = outcomes.filter((o) => o.outcome === 'failed');
-    let dsnSent = false;
-    let dsnError: unknown;
-    if (failed.length > 0) {
-      try {
-        dsnSent = await this.sendDsn(qf, 'failure', failed.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
-      } catch (err) {
-        dsnError = err;
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the DSN; the failed recipients stay queued and are tried again');
-      }
-    }
-    // NOTIFY=SUCCESS: a final delivery here (Maildir, LMTP) is reported; a relay to the next hop
-    // passes the request on with the recipient (XXX: no "relayed" DSN for a next hop without DSN)
-    const final = outcomes.filter((o) => o.outcome === 'delivered' && (o.route?.type === 'maildir' || o.route?.type === 'lmtp'));
-    if (final.length > 0) {
-      await this.sendDsn(qf, 'success', final.map((o) => ({ index: o.index, reply: o.reply, via: o.via }))).catch((err) => {
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the success DSN (the message was delivered)');
-      });
-    }
-    const records: RecipientStatus[] = [];
-    for (const o of outcomes) {
-      const r = env.recipients[o.index];
-      const common = { queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: r.address, ...(r.original !== r.address ? { original: r.original } : {}), nexthop: o.via, reply: o.reply };
-      if (o.outcome === 'delivered') {
-        records.push({ index: o.index, type: 'delivered', at, reply: o.reply, via: o.via });
-        this.deps.tracking.record({ event: 'delivered', ...common, delay: (at - env.arrivedAt) / 1000 });
-      } else if (o.outcome === 'failed' && !dsnError) {
-        records.push({ index: o.index, type: 'failed', at, reply: o.reply, via: o.via, dsnSent });
-        this.deps.tracking.record({ event: 'bounced', ...common });
-      } else {
-        this.deps.tracking.record({ event: 'deferred', ...common });
-      }
-    }
-    return records;
-  }
-
-  /** Append this attempt's records and the retry schedule; move to deferred/; set the timer. */
-  private async defer(qf: DeliveryFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
-    const env = qf.envelope;
-    const q = this.deps.config.queue;
-    const attempts = (qf.deferral?.attempts ?? 0) + 1;
-    const now = this.now();
-    let warned = qf.deferral?.warned ?? false;
-    if (!warned && q.delay_warning > 0 && now - env.arrivedAt >= q.delay_warning) {
-      const wanted = pending.filter((o) => wantsDsn(env.recipients[o.index], 'DELAY', true));
-      try {
-        if (wanted.length) await this.sendDsn(qf, 'delay', wanted.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
-        warned = true;
-      } catch (err) {
-        // the outcomes below must still be recorded; the warning is tried at the next deferral
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the delay DSN; will try again');
-      }
-    }
-    const nextAttemptAt = Math.min(now + nextBackoff(attempts, q.min_backoff, q.max_backoff, this.deps.random), env.arrivedAt + q.max_lifetime + 1);
-    const record: DeferralRecord = { type: 'deferral', at: now, attempts, nextAttemptAt, lastReply: pending[0].reply, ...(warned ? { warned } : {}) };
-    await this.deps.spool.appendStatus(env.queueId, e.state, [...records, record]);
-    if (e.state !== 'deferred') {
-      await this.deps.spool.move(env.queueId, e.state, 'deferred');
-      e.state = 'deferred';
-    }
-    await this.deps.spool.setDueTime(env.queueId, nextAttemptAt);
-    this.schedule(env.queueId, e, nextAttemptAt);
-    this.index.update(env.queueId, { state: 'deferred', recipients: pending.map((o) => env.recipients[o.index].address), nextAttemptAt, lastReply: record.lastReply });
-  }
-
-  /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
-  private async expire(qf: DeliveryFile): Promise<void> {
-    const env = qf.envelope;
-    const age = formatDuration(this.now() - env.arrivedAt);
-    const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
-    const rcpts = qf.pending.map((index) => ({ index, reply, via: 'queue' }));
-    await this.sendDsn(qf, 'failure', rcpts);
-    for (const r of rcpts) {
-      const rc = env.recipients[r.index];
-      this.deps.tracking.record({ event: 'expired', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: rc.address, reply });
-      this.deps.metrics?.delivery('expired', 'queue');
-    }
-  }
-
-  /**
-   * Commit a DSN for these recipients to the spool (it is then delivered like any message).
-   * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
-   */
-  private async sendDsn(qf: DeliveryFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
-    const env = qf.envelope;
-    if (env.sender === '') return false;
-    const notify = kind === 'failure' ? 'FAILURE' : kind === 'delay' ? 'DELAY' : 'SUCCESS';
-    const wanted = rcpts.filter((r) => wantsDsn(env.recipients[r.index], notify, kind === 'failure'));
-    if (wanted.length === 0) return false;
-    const dsn = buildDsn({
-      reportingMta: this.deps.config.node.hostname,
-      envelope: env,
-      original: qf.message.whole ?? qf.message.head,
-      originalSize: qf.message.size,
-      kind,
-      recipients: wanted.map((r) => ({
-        recipient: env.recipients[r.index],
-        status: enhancedOf(r.reply, kind === 'failure' ? '5.0.0' : kind === 'delay' ? '4.0.0' : '2.0.0'),
-        diagnostic: r.reply,
-        ...(r.via && r.via !== 'queue' && r.via !== 'router' ? { remoteMta: r.via } : {}),
-        lastAttemptAt: this.now(),
-        ...(kind === 'delay' ? { willRetryUntil: env.arrivedAt + this.deps.config.queue.max_lifetime } : {}),
-      })),
-    });
-    if (!dsn) return false;
-    const queueId = this.deps.spool.newQueueId();
-    const dsnEnvelope: Envelope = {
-      queueId,
-      nodeId: this.deps.config.node.id,
-      sender: '',
-      recipients: [{ address: dsn.recipient, original: dsn.recipient }],
-      arrivedAt: this.now(),
-      messageId: `<${queueId}@${this.deps.config.node.hostname}>`,
-      client: { address: '127.0.0.1', helo: 'localhost' },
-      ...(dsn.body8bit ? { body8bit: true } : {}),
-      ...(dsn.smtputf8 ? { smtputf8: true } : {}),
-    };
-    await this.deps.spool.commit(dsnEnvelope, dsn.message);
-    this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
-    this.deps.metrics?.dsn(kind);
-    this.enqueue(queueId, dsn.message.length, { envelope: dsnEnvelope, message: dsn.message });
-    return true;
-  }
 
   private async finish(id: string, e: Entry): Promise<void> {
     await this.deps.spool.remove(id, e.state);
@@ -1268,16 +1137,4 @@ export class QueueManager {
 /** The QueueFile of a message just committed: nothing delivered yet. */
 function freshQueueFile(queueId: string, envelope: Envelope, message: Buffer): QueueFile {
   return { queueId, state: 'active', envelope, message, statuses: [], pending: envelope.recipients.map((_, i) => i), size: message.length };
-}
-
-/** Does this recipient's NOTIFY ask for a DSN of this kind? Default: FAILURE (and DELAY when enabled). */
-function wantsDsn(r: EnvelopeRecipient, kind: 'FAILURE' | 'DELAY' | 'SUCCESS', byDefault: boolean): boolean {
-  if (!r.notify || r.notify.length === 0) return byDefault || kind === 'DELAY';
-  if (r.notify.includes('NEVER')) return false;
-  return r.notify.includes(kind);
-}
-
-/** "550 5.1.1 user unknown" → "5.1.1"; fallback when the reply has none. */
-function enhancedOf(reply: string, fallback: string): string {
-  return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply)?.[1] ?? fallback;
 }
