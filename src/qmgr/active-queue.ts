@@ -23,6 +23,7 @@ import { CorruptQueueFileError, type Spool, type SelectedFile } from '../spool/i
 import type { QueueState, Envelope } from '../spool/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
 import { isErrno } from '../util/errno.ts';
+import { NoSuchMessageError } from '../util/errors.ts';
 import { indexedFromFile, type EnvelopeIndex } from './envelope-index.ts';
 
 /** Queue files read at once when messages on disk are brought into memory. */
@@ -174,10 +175,29 @@ export class ActiveQueue {
     return c;
   }
 
-  /** A message on disk only was read in for an operator's action (add()): one fewer on disk. */
-  tookFromDisk(state: QueueState): void {
+  /**
+   * The message's entry; a message on disk only (memory full) is read in for the operator's
+   * action, beyond the memory bound (it leaves memory again when done with, or at the next walk),
+   * and handed to the queue manager as a walk's would be (adopt). NoSuchMessageError when it is
+   * not queued.
+   */
+  async requireEntry(queueId: string): Promise<Entry> {
+    const known = this.entries.get(queueId);
+    if (known) return known;
+    const state = await this.deps.spool.find(queueId);
+    if (!state || state === 'corrupt') throw new NoSuchMessageError(queueId);
+    const info = await this.deps.spool.readInfo(queueId, state).catch((err) => {
+      if (isErrno(err, 'ENOENT')) throw new NoSuchMessageError(queueId);
+      throw err;
+    });
+    const again = this.entries.get(queueId); // brought in meanwhile
+    if (again) return again;
+    this.deps.index.set(queueId, indexedFromFile(info, state));
+    // one fewer on disk
     if (state === 'hold') this.heldOnDisk = Math.max(0, this.heldOnDisk - 1);
     else if (this.diskOnly[state]) this.diskOnly[state]!--;
+    this.host.adopt(queueId, state, info.size, state === 'deferred' ? info.deferral?.nextAttemptAt : undefined);
+    return this.entries.get(queueId)!;
   }
 
   /**

@@ -31,7 +31,7 @@ import type { QueueState, Envelope } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
 import type { Channel, DeliveryRecipient } from '../channels/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
+import { TempLookupError } from '../util/errors.ts';
 import { isErrno } from '../util/errno.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
@@ -313,7 +313,7 @@ export class QueueManager {
       if (!e && this.active.someOnDisk) {
         // on disk only (memory full): read in and tried now
         n++;
-        this.requireEntry(id).then((e2) => {
+        this.active.requireEntry(id).then((e2) => {
           if (e2.state === 'hold') return;
           e2.flushed = true;
           if (e2.busy) e2.after ??= 'flush';
@@ -359,7 +359,7 @@ export class QueueManager {
 
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
   async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.state === 'hold') return 'already';
     if (e.busy) { e.after = 'hold'; return 'pending'; }
     await this.operate(queueId, e, () => this.moveToHold(queueId, e));
@@ -367,7 +367,7 @@ export class QueueManager {
   }
 
   async release(queueId: string): Promise<'released' | 'not-held'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.state !== 'hold' || e.busy) return 'not-held';
     await this.operate(queueId, e, async () => {
       await applyQueueAction(this.deps.spool, this.deps.tracking, 'release', queueId, 'hold', 'admin-api');
@@ -388,7 +388,7 @@ export class QueueManager {
    * leaves the message as it was.
    */
   async requeue(queueId: string, by = 'admin-api'): Promise<string> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.busy) { e.after = 'requeue'; return 'pending'; }
     let result = '';
     await this.operate(queueId, e, async () => { result = await this.requeueNow(queueId, e, by); });
@@ -425,7 +425,7 @@ export class QueueManager {
 
   /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.busy) { e.after = 'delete'; return 'pending'; }
     await this.operate(queueId, e, () => this.deleteNow(queueId, e));
     return 'deleted';
@@ -447,33 +447,6 @@ export class QueueManager {
       e.busy = false;
       void this.applyAfter(id, e);
     }
-  }
-
-  /**
-   * The message's entry; a message on disk only (memory full) is read in for the operator's
-   * action, beyond the memory bound (it leaves memory again when done with, or at the next walk).
-   */
-  private async requireEntry(queueId: string): Promise<Entry> {
-    const known = this.active.get(queueId);
-    if (known) return known;
-    const state = await this.deps.spool.find(queueId);
-    if (!state || state === 'corrupt') throw new NoSuchMessageError(queueId);
-    const info = await this.deps.spool.readInfo(queueId, state).catch((err) => {
-      if (isErrno(err, 'ENOENT')) throw new NoSuchMessageError(queueId);
-      throw err;
-    });
-    const again = this.active.get(queueId); // brought in meanwhile
-    if (again) return again;
-    const e: Entry = { state, size: info.size, busy: false };
-    this.active.add(queueId, e);
-    this.index.set(queueId, indexedFromFile(info, state));
-    this.active.tookFromDisk(state);
-    if (state === 'deferred' && info.deferral && info.deferral.nextAttemptAt > this.now()) this.schedule(queueId, e, info.deferral.nextAttemptAt);
-    else if (state !== 'hold') {
-      this.makeReady(queueId, e);
-      this.pump();
-    }
-    return e;
   }
 
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
