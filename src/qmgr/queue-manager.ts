@@ -161,9 +161,10 @@ export class QueueManager {
    * and scan the queue in the background (`scanned` resolves at the end): the envelopes of
    * incoming/ and active/ (by arrival), then deferred/ (by due time), then hold/, up to
    * queue.active_message_limit messages in memory; the rest stays on disk and is read in as
-   * room frees up (walks: active-queue.ts). Only envelopes and status records are read, never a message body.
-   * hold/ stays held; a deferred message keeps the retry time in its file. Then the envelopes
-   * of the messages left on disk are read into the index (`indexed`: how many it holds then).
+   * room frees up (walks, active-queue.ts). Only envelopes and status records are read, never
+   * a message body. hold/ stays held; a deferred message keeps the retry time in its file. Then
+   * the envelopes of the messages left on disk are read into the index (`indexed`: how many it
+   * holds then).
    * `fillIndex: false` (a takeover's secondary: nothing lists or selects its queue, and it must
    * not read a large spool twice while it delivers) leaves the index with what the walks
    * adopted; it never becomes complete, so counts stay the walks' estimate.
@@ -183,11 +184,12 @@ export class QueueManager {
   }
 
   /**
-   * A message read in by a walk (unless the receiver or an operator action brought it in
-   * meanwhile): ready now, or at `nextAttemptAt` (start-up: the time in its file).
+   * A message read in by a walk or for an operator's action (unless the receiver or another
+   * action brought it in meanwhile): ready now, or at `nextAttemptAt` (start-up: the time in its
+   * file), or held.
    */
-  private adopt(queueId: string, state: QueueState, size: number, nextAttemptAt?: number): boolean {
-    if (this.active.has(queueId)) return false;
+  private adopt(queueId: string, state: QueueState, size: number, nextAttemptAt?: number): void {
+    if (this.active.has(queueId)) return;
     const entry: Entry = { state, size, busy: false };
     this.active.add(queueId, entry);
     if (state === 'deferred' && nextAttemptAt !== undefined && nextAttemptAt > this.now()) this.schedule(queueId, entry, nextAttemptAt);
@@ -195,7 +197,6 @@ export class QueueManager {
       this.makeReady(queueId, entry);
       this.pump();
     }
-    return true;
   }
 
   /**
