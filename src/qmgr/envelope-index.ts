@@ -18,6 +18,7 @@
  * Addresses are kept lower case (the filters are case-insensitive); times to the second.
  */
 import type { QueueState } from '../spool/types.ts';
+import type { QueueFile } from '../spool/index.ts';
 
 export interface IndexedMessage {
   queueId: string;
@@ -30,6 +31,15 @@ export interface IndexedMessage {
   size: number;
   nextAttemptAt?: number;
   lastReply?: string;
+}
+
+/** What the index holds of a queue file (its pending recipients, its retry time). */
+export function indexedFromFile(info: Omit<QueueFile, 'message'>, state: QueueState): Omit<IndexedMessage, 'queueId'> {
+  const env = info.envelope;
+  return {
+    state, sender: env.sender, recipients: info.pending.map((i) => env.recipients[i].address), arrivedAt: env.arrivedAt, size: info.size,
+    ...(info.deferral ? { nextAttemptAt: info.deferral.nextAttemptAt, lastReply: info.deferral.lastReply } : {}),
+  };
 }
 
 /** Which messages (every filter given must match); as QueueSelection (queue-listing.ts). */

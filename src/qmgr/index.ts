@@ -1,6 +1,7 @@
 /**
  * qmgr/index.ts — the queue manager package's public surface: the scheduler that delivers a
- * node's spool (queue-manager.ts), the operator actions every path shares (queue-actions.ts,
+ * node's spool (queue-manager.ts; its parts active-queue.ts, destinations.ts and outcomes.ts
+ * are internal), the operator actions every path shares (queue-actions.ts,
  * requeue.ts), and the queue listing read by the CLI, the admin API and the console.
  */
 export { QueueManager } from './queue-manager.ts';

@@ -16,27 +16,32 @@
  *
  * The manager needs only a Spool: a secondary process over a dead node's spool runs the same
  * class with no receiver.
+ * Here: the ready queue and the retry timers, the attempts (reserve a slot of the next hop, read,
+ * route, deliver the groups in parallel) and the operator actions. Beside it: active-queue.ts
+ * (which messages are in memory, which on disk; the walks of the spool, the start-up scan),
+ * destinations.ts (per next hop: slots, backlog, dead-destination memory), outcomes.ts (status
+ * records, tracking lines and DSNs of an attempt's results).
  * Reads config keys: queue.*, node.id, node.hostname (QueueManagerConfig).
  */
 import type { Logger } from 'pino';
 import type { TandemConfig } from '../config/schema.ts';
-import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile, type SelectedFile } from '../spool/index.ts';
+import { CorruptQueueFileError, READ_WHOLE_LIMIT, type Spool, type QueueFile, type DeliveryFile } from '../spool/index.ts';
 import { bufferSource } from '../message/source.ts';
-import type { QueueState, RecipientStatus, DeferralRecord, Envelope, EnvelopeRecipient } from '../spool/types.ts';
+import type { QueueState, Envelope } from '../spool/types.ts';
 import { routeKey, type Router, type Route } from '../router/types.ts';
-import type { Channel, DeliveryRecipient, RecipientResult } from '../channels/types.ts';
+import type { Channel, DeliveryRecipient } from '../channels/types.ts';
 import type { TrackingLog } from '../track/tracking-log.ts';
-import { NoSuchMessageError, TempLookupError } from '../util/errors.ts';
+import { TempLookupError } from '../util/errors.ts';
 import { isErrno } from '../util/errno.ts';
 import { Semaphore } from '../util/semaphore.ts';
 import { Fifo } from '../util/fifo.ts';
-import { nextBackoff } from './backoff.ts';
 import { RetrySchedule } from './retry-schedule.ts';
-import { buildDsn } from './dsn.ts';
-import { formatDuration } from '../util/units.ts';
+import { Destinations } from './destinations.ts';
+import { OutcomeRecorder, type Outcome } from './outcomes.ts';
 import { applyQueueAction } from './queue-actions.ts';
 import { requeueMessage } from './requeue.ts';
-import { EnvelopeIndex, type IndexedMessage } from './envelope-index.ts';
+import { EnvelopeIndex, indexedFromFile } from './envelope-index.ts';
+import { ActiveQueue, type Entry, type WalkResult } from './active-queue.ts';
 
 /** The part of the configuration the queue manager reads. */
 export interface QueueManagerConfig {
@@ -83,37 +88,12 @@ interface Reservation {
   used: boolean;
 }
 
-/** In-memory view of one queued message. */
-interface Entry {
-  state: QueueState;
-  /** Queue file size, for the memory bound on messages being worked on. */
-  size: number;
-  /** Envelope and message as just committed by the receiver: the first attempt needs no read. */
-  fresh?: { envelope: Envelope; message: Buffer };
-  busy: boolean;
-  /** When it is due again (its time in the retry schedule, while it has one). */
-  nextAttemptAt?: number;
-  /** Operator action requested while an attempt was running. */
-  after?: 'hold' | 'delete' | 'flush' | 'requeue';
-  /** In the ready queue (so that it is not put there twice). */
-  queued?: boolean;
-  /** Flushed by the operator: the next attempt tries destinations that were unreachable a moment ago. */
-  flushed?: boolean;
-  /** Waiting (queued) in this destination's backlog rather than in the ready queue. */
-  waitingFor?: string;
-}
-
 export interface MessageSummary {
   queueId: string;
   state: QueueState;
   busy: boolean;
   nextAttemptAt?: number;
 }
-
-type Outcome = RecipientResult & { route?: Route };
-
-/** How long at most a destination that could not be reached is not tried (queue.min_backoff if shorter). */
-const DEAD_DESTINATION_MS = 60_000;
 
 /** `via` of the outcomes of groups not started because the node stops or may not deliver. */
 const NOT_STARTED_VIA = 'not-started';
@@ -127,28 +107,6 @@ const RETRY_AFTER_ERROR_MS = 1000;
 /** Ready messages beyond this many are not kept in memory (bounds memory under a backlog). */
 const FRESH_BACKLOG_LIMIT = 1000;
 
-/** Queue files read at once when messages on disk are brought into memory. */
-const READ_CONCURRENCY = 8;
-
-/** Queue files whose envelope is read at once while the index is filled at start-up. */
-const INDEX_CONCURRENCY = 16;
-
-/** What the envelope index holds of a queue file (its pending recipients, its retry time). */
-function indexed(info: Omit<QueueFile, 'message'>, state: QueueState): Omit<IndexedMessage, 'queueId'> {
-  const env = info.envelope;
-  return {
-    state, sender: env.sender, recipients: info.pending.map((i) => env.recipients[i].address), arrivedAt: env.arrivedAt, size: info.size,
-    ...(info.deferral ? { nextAttemptAt: info.deferral.nextAttemptAt, lastReply: info.deferral.lastReply } : {}),
-  };
-}
-
-/** What a walk of the spool found (the start-up scan is the first walk). */
-interface WalkResult {
-  queued: number;
-  quarantined: number;
-  unreadable: number;
-}
-
 export class QueueManager {
   /**
    * Every queued message's envelope (in memory and on disk alike), for the operator's filters,
@@ -156,18 +114,13 @@ export class QueueManager {
    * by every change the manager makes.
    */
   readonly index = new EnvelopeIndex();
-  /** Removed while the index is being filled (so that a file read just before is not indexed). */
-  private unindexed?: Set<string>;
-  private entries = new Map<string, Entry>();
+  /** The messages in memory (at most queue.active_message_limit), those on disk, the walks that read them in. */
+  private readonly active: ActiveQueue;
   private ready = new Fifo<string>();
-  /**
-   * Messages ready for a destination that already has queue.destination_concurrency
-   * deliveries under way and as many attempts waiting for them: they wait here, unread,
-   * and go back to the ready queue one by one as its deliveries end (see reserve()).
-   */
-  private backlog = new Map<string, Fifo<string>>();
-  /** Messages in `backlog`, all destinations. */
-  private backlogged = 0;
+  /** Per next hop: delivery slots, the backlog of messages waiting unread (see reserve()), the dead-destination memory. */
+  private readonly destinations: Destinations;
+  /** Writes an attempt's outcomes: status records, tracking lines, DSNs. */
+  private readonly outcomes: OutcomeRecorder;
   /** Bytes of the messages being worked on (bounded by queue.max_active_bytes). */
   private activeBytes = 0;
   /** Attempts counted against the active limit (not those parked waiting for a slot). */
@@ -176,45 +129,30 @@ export class QueueManager {
   private inProgress = 0;
   private stopping = false;
   private gatePoll?: NodeJS.Timeout;
-  /** The start-up scan (settles when it ends, however it ends). */
-  private scanning: Promise<void> = Promise.resolve();
   private idleWaiters: Array<() => void> = [];
   private readonly total: Semaphore;
-  private readonly perDestination = new Map<string, Semaphore>();
-  /** Destinations that could not be reached: not tried again before this time. */
-  private readonly dead = new Map<string, { until: number; reason: string }>();
   private readonly now: () => number;
   /** How many messages may be read into memory and worked on at once. */
   private readonly activeLimit: number;
   /** Retry times of deferred messages, on one timer (not one per message). */
   private readonly retries: RetrySchedule<string>;
-  /**
-   * At most this many messages in `entries` (queue.active_message_limit); the others stay on
-   * disk (`onDisk`) and a walk of the spool brings them in as room frees up.
-   */
-  private readonly memoryLimit: number;
-  /** Queued messages are on disk and not in `entries` (the memory bound was reached). */
-  private onDisk = false;
-  /** Those messages by state, as the last walk counted them (for counts()). */
-  private diskOnly: Partial<Record<QueueState, number>> = {};
-  /** Held messages on disk only (not read in at start-up, or put back on disk by a walk). */
-  private heldOnDisk = 0;
-  /** The earliest due time among them, as the last walk saw it. */
-  private diskDue?: number;
-  private walking?: Promise<WalkResult>;
-  private walkAgain = false;
-  /** A message was left on disk (or put back) since the walk under way began. */
-  private leftSinceWalk = false;
-  private walkTimer?: NodeJS.Timeout;
-  private lastWalkAt = 0;
-  private started = false;
 
   constructor(private readonly deps: QueueManagerDeps) {
     this.total = new Semaphore(deps.config.queue.total_concurrency);
     this.now = deps.now ?? Date.now;
+    this.destinations = new Destinations(deps.config.queue, this.now);
+    this.outcomes = new OutcomeRecorder({ ...deps, now: this.now, enqueue: (queueId, size, fresh) => this.enqueue(queueId, size, fresh) });
     this.retries = new RetrySchedule(this.now, (id) => this.retryDue(id));
     this.activeLimit = Math.max(deps.config.queue.total_concurrency * 2, 50);
-    this.memoryLimit = deps.config.queue.active_message_limit;
+    this.active = new ActiveQueue({
+      ...deps, index: this.index, now: this.now,
+      host: {
+        stopping: () => this.stopping,
+        working: () => this.inProgress + this.ready.length + this.destinations.backlogged,
+        adopt: (queueId, state, size, nextAttemptAt) => this.adopt(queueId, state, size, nextAttemptAt),
+        cancelRetry: (queueId) => this.retries.delete(queueId),
+      },
+    });
   }
 
   /**
@@ -223,21 +161,17 @@ export class QueueManager {
    * and scan the queue in the background (`scanned` resolves at the end): the envelopes of
    * incoming/ and active/ (by arrival), then deferred/ (by due time), then hold/, up to
    * queue.active_message_limit messages in memory; the rest stays on disk and is read in as
-   * room frees up (walk()). Only envelopes and status records are read, never a message body.
-   * hold/ stays held; a deferred message keeps the retry time in its file. Then the envelopes
-   * of the messages left on disk are read into the index (`indexed`: how many it holds then).
+   * room frees up (walks, active-queue.ts). Only envelopes and status records are read, never
+   * a message body. hold/ stays held; a deferred message keeps the retry time in its file. Then
+   * the envelopes of the messages left on disk are read into the index (`indexed`: how many it
+   * holds then).
    * `fillIndex: false` (a takeover's secondary: nothing lists or selects its queue, and it must
    * not read a large spool twice while it delivers) leaves the index with what the walks
    * adopted; it never becomes complete, so counts stay the walks' estimate.
    */
   async start(opts: { cleanTmp?: boolean; fillIndex?: boolean } = {}): Promise<{ removedTmp: number; scanned: Promise<WalkResult & { indexed: number }> }> {
     const removedTmp = opts.cleanTmp === false ? 0 : await this.deps.spool.cleanTmp();
-    this.started = true;
-    const fill = opts.fillIndex !== false;
-    this.unindexed = fill ? new Set() : undefined;
-    const scanned = this.runWalk(true).then(async (r) => ({ ...r, indexed: fill ? await this.fillIndex() : this.index.size }));
-    this.scanning = scanned.then(() => undefined, () => undefined);
-    return { removedTmp, scanned };
+    return { removedTmp, scanned: this.active.scan(opts.fillIndex !== false) };
   }
 
   /**
@@ -246,256 +180,23 @@ export class QueueManager {
    * if any). Before start() the start-up scan will find it.
    */
   rescan(): void {
-    if (!this.started) return;
-    this.onDisk = true;
-    this.requestWalk();
-  }
-
-  /** Room for one more message in memory. */
-  private hasRoom(): boolean {
-    return this.entries.size < this.memoryLimit;
-  }
-
-  /** A message stays on disk for want of room: walk once some is free. */
-  private leftOnDisk(state: QueueState): void {
-    this.onDisk = true;
-    this.leftSinceWalk = true;
-    this.diskDue = Math.min(this.diskDue ?? Infinity, this.now()); // due now
-    this.diskOnly[state] = (this.diskOnly[state] ?? 0) + 1;
-    // messages waiting in memory (deferred, held) can make room: a walk puts them back on disk
-    if (this.entries.size - this.inProgress - this.ready.length - this.backlogged > 0) this.requestWalk();
+    this.active.rescan();
   }
 
   /**
-   * A message left memory: if messages due now wait on disk and enough room is free, walk (those
-   * due later are walked in by the timer, so that a large deferred backlog on disk is not listed
-   * again at every delivery).
+   * A message read in by a walk or for an operator's action (unless the receiver or another
+   * action brought it in meanwhile): ready now, or at `nextAttemptAt` (start-up: the time in its
+   * file), or held.
    */
-  private forget(id: string): void {
-    this.entries.delete(id);
-    if (this.onDisk && this.entries.size <= this.memoryLimit / 2 && (this.diskDue ?? 0) <= this.now()) this.requestWalk();
-  }
-
-  /**
-   * While messages wait on disk, a deferred message that waits for its retry time need not stay
-   * in memory: its file says when it is due (Spool.setDueTime), and a walk reads it back then.
-   * Nor does a held one: an operator's action reads it in again.
-   */
-  private evictable(id: string, e: Entry): boolean {
-    if (this.entries.get(id) !== e || e.busy || e.queued || e.after || e.flushed) return false;
-    return e.state === 'hold' || (e.state === 'deferred' && e.nextAttemptAt !== undefined && e.nextAttemptAt > this.now());
-  }
-
-  /** Put a message back on disk (evictable() said it may go). */
-  private evict(id: string, e: Entry): void {
-    this.retries.delete(id);
-    this.entries.delete(id);
-    if (e.state === 'hold') this.heldOnDisk++;
-  }
-
-  private maybeEvict(id: string, e: Entry): void {
-    if (!this.onDisk || !this.evictable(id, e)) return;
-    this.evict(id, e);
-    if (e.state === 'deferred') {
-      this.leftSinceWalk = true;
-      this.diskOnly.deferred = (this.diskOnly.deferred ?? 0) + 1;
-      if (this.diskDue === undefined || e.nextAttemptAt! < this.diskDue) this.diskDue = e.nextAttemptAt;
-    }
-    this.forget(id);
-    this.armWalkTimer();
-  }
-
-  /** Walk the spool now, or again when the walk under way ends. */
-  private requestWalk(): void {
-    if (this.stopping) return;
-    if (this.walking) {
-      this.walkAgain = true;
-      return;
-    }
-    this.runWalk(false).catch((err) => {
-      this.deps.logger.error({ err: String(err?.stack ?? err) }, 'walk of the spool failed; will try again');
-      this.onDisk = true;
-      this.armWalkTimer();
-    });
-  }
-
-  private runWalk(startup: boolean): Promise<WalkResult> {
-    clearTimeout(this.walkTimer);
-    this.walkTimer = undefined;
-    const p = this.walk(startup).finally(() => {
-      this.walking = undefined;
-      if (this.walkAgain && this.onDisk) {
-        this.walkAgain = false;
-        this.requestWalk();
-      } else this.armWalkTimer();
-    });
-    this.walking = p;
-    return p;
-  }
-
-  /**
-   * While messages wait on disk, walk again when the earliest of them is due, at most once per
-   * queue.min_backoff (as Postfix's queue_run_delay): a deferred message on disk is tried up to
-   * that much after its retry time.
-   */
-  private armWalkTimer(): void {
-    if (this.stopping || !this.onDisk || this.walking || this.walkTimer) return;
-    const at = Math.max(this.diskDue ?? 0, this.lastWalkAt + this.deps.config.queue.min_backoff);
-    this.walkTimer = setTimeout(() => {
-      this.walkTimer = undefined;
-      this.requestWalk();
-    }, Math.min(Math.max(0, at - this.now()), 2 ** 31 - 1));
-    this.walkTimer.unref?.();
-  }
-
-  /**
-   * Bring messages on disk into memory, up to queue.active_message_limit: incoming/ and active/
-   * first (by arrival), then deferred/ (by due time), then (at start-up) hold/. At start-up every
-   * deferred message that fits comes in with its retry time; afterwards only those due (a walk
-   * first puts back on disk the deferred messages in memory that are not due yet). Each is
-   * read envelope only and checked; a damaged one goes to corrupt/.
-   */
-  private async walk(startup: boolean): Promise<WalkResult> {
-    const spool = this.deps.spool;
-    const result: WalkResult = { queued: 0, quarantined: 0, unreadable: 0 };
-    const now = this.now();
-    this.lastWalkAt = now;
-    if (!startup) for (const [id, e] of this.entries) if (this.evictable(id, e)) this.evict(id, e);
-    this.leftSinceWalk = false;
-    let leftOver = false;
-    let diskDue: number | undefined;
-    const diskOnly: Partial<Record<QueueState, number>> = {};
-    const phases: QueueState[][] = startup ? [['incoming', 'active'], ['deferred'], ['hold']] : [['incoming', 'active'], ['deferred']];
-    for (const states of phases) {
-      if (this.stopping) break;
-      // at start-up the files are read in as they are listed (a takeover delivers while it scans)
-      const { chosen, leftOut, nextDue } = await spool.select({
-        states, room: this.memoryLimit - this.entries.size, known: (id) => this.entries.has(id),
-        ...(startup ? { warnStrays: true, found: (files) => this.readIn(files, startup, result) } : { dueBy: now }), stop: () => this.stopping,
-      });
-      for (const [state, n] of Object.entries(leftOut) as Array<[QueueState, number]>) {
-        if (state === 'hold') this.heldOnDisk += n;
-        else {
-          diskOnly[state] = (diskOnly[state] ?? 0) + n;
-          leftOver = true;
-        }
-      }
-      if (nextDue !== undefined && (diskDue === undefined || nextDue < diskDue)) diskDue = nextDue;
-      await this.readIn(chosen, startup, result);
-    }
-    // still on disk: what this walk left there, and what was left there while it ran
-    this.onDisk = leftOver || this.leftSinceWalk || this.stopping;
-    if (!this.leftSinceWalk) this.diskDue = diskDue;
-    else if (diskDue !== undefined && (this.diskDue === undefined || diskDue < this.diskDue)) this.diskDue = diskDue;
-    this.diskOnly = diskOnly;
-    return result;
-  }
-
-  /** Read the envelopes of chosen files and adopt them (a damaged one goes to corrupt/). */
-  private async readIn(chosen: SelectedFile[], startup: boolean, result: WalkResult): Promise<void> {
-    const spool = this.deps.spool;
-    // the first few alone when nothing is queued yet: a takeover's first delivery starts sooner
-    for (let i = 0, n = result.queued === 0 ? READ_CONCURRENCY : READ_CONCURRENCY * 8; i < chosen.length && !this.stopping; i += n, n = READ_CONCURRENCY * 8) {
-      const batch = chosen.slice(i, i + n);
-      const infos = await Promise.all(batch.map(async (f) => {
-        try {
-          return await spool.readInfo(f.queueId, f.state);
-        } catch (err) {
-          return err as Error;
-        }
-      }));
-      for (let j = 0; j < batch.length; j++) {
-        const { queueId, state } = batch[j];
-        const info = infos[j];
-        if (!(info instanceof Error)) {
-          if (!this.entries.has(queueId)) {
-            // indexed first: an attempt started at once predicts its destination from the index
-            this.index.set(queueId, indexed(info, state));
-            this.adopt(queueId, state, info.size, startup ? info.deferral?.nextAttemptAt : undefined);
-            result.queued++;
-          }
-        } else if (isErrno(info, 'ENOENT')) {
-          // moved or delivered meanwhile
-        } else if (info instanceof CorruptQueueFileError && !this.entries.has(queueId)) {
-          try {
-            await spool.quarantine(queueId, state, info.reason);
-            this.unindex(queueId);
-            this.deps.tracking.record({ event: 'corrupt', queueId, reply: info.reason });
-            result.quarantined++;
-          } catch (err) {
-            this.unreadable(queueId, state, err, result);
-          }
-        } else this.unreadable(queueId, state, info, result);
-      }
-    }
-  }
-
-  /**
-   * Read into the index the envelope of every queued file it does not hold yet (those the
-   * start-up walk left on disk), folder by folder, names streamed; then it is complete.
-   * Returns how many messages it holds.
-   */
-  private async fillIndex(): Promise<number> {
-    const spool = this.deps.spool;
-    for (const state of ['incoming', 'active', 'deferred', 'hold'] as const) {
-      let batch: string[] = [];
-      const read = async (): Promise<void> => {
-        const ids = batch;
-        batch = [];
-        let i = 0;
-        await Promise.all(Array.from({ length: INDEX_CONCURRENCY }, async () => {
-          while (i < ids.length && !this.stopping) {
-            const id = ids[i++];
-            try {
-              const info = await spool.readInfo(id, state);
-              // changed meanwhile: what the manager recorded is newer than what was read
-              if (!this.index.has(id) && !this.unindexed?.has(id)) this.index.set(id, indexed(info, state));
-            } catch {
-              // moved or removed meanwhile (the manager indexed it), or damaged (a walk quarantines it)
-            }
-          }
-        }));
-      };
-      for await (const id of spool.names(state)) {
-        if (this.stopping) return this.index.size;
-        if (this.index.has(id)) continue;
-        batch.push(id);
-        if (batch.length >= 1024) await read();
-      }
-      await read();
-    }
-    if (this.stopping) return this.index.size;
-    this.unindexed = undefined;
-    this.index.complete = true;
-    return this.index.size;
-  }
-
-  /** A message left the queue (delivered, deleted, quarantined, requeued under a new id). */
-  private unindex(queueId: string): void {
-    this.index.delete(queueId);
-    this.unindexed?.add(queueId);
-  }
-
-  /** One file that cannot be read (EACCES, EIO) must not hide the rest of the queue. */
-  private unreadable(queueId: string, state: QueueState, err: unknown, result: WalkResult): void {
-    this.deps.logger.warn({ queueId, state, err: String(err) }, 'queue file cannot be read; left where it is until the next start');
-    result.unreadable++;
-  }
-
-  /**
-   * A message read in by a walk (unless the receiver or an operator action brought it in
-   * meanwhile): ready now, or at `nextAttemptAt` (start-up: the time in its file).
-   */
-  private adopt(queueId: string, state: QueueState, size: number, nextAttemptAt?: number): boolean {
-    if (this.entries.has(queueId)) return false;
+  private adopt(queueId: string, state: QueueState, size: number, nextAttemptAt?: number): void {
+    if (this.active.has(queueId)) return;
     const entry: Entry = { state, size, busy: false };
-    this.entries.set(queueId, entry);
+    this.active.add(queueId, entry);
     if (state === 'deferred' && nextAttemptAt !== undefined && nextAttemptAt > this.now()) this.schedule(queueId, entry, nextAttemptAt);
     else if (state !== 'hold') {
       this.makeReady(queueId, entry);
       this.pump();
     }
-    return true;
   }
 
   /**
@@ -504,13 +205,13 @@ export class QueueManager {
    */
   enqueue(queueId: string, size: number, fresh?: { envelope: Envelope; message: Buffer }, envelope = fresh?.envelope): void {
     if (this.stopping) return; // picked up from incoming/ at the next start
-    if (this.entries.has(queueId)) return; // the start-up scan found it first
+    if (this.active.has(queueId)) return; // the start-up scan found it first
     this.indexNew(queueId, 'incoming', size, envelope);
-    if (!this.hasRoom()) return this.leftOnDisk('incoming'); // read in from incoming/ by a walk
+    if (!this.active.hasRoom()) return this.active.leftOnDisk('incoming'); // read in from incoming/ by a walk
     // keep the bytes in memory only while the backlog is short; otherwise read them back later
-    const keep = fresh && this.ready.length + this.backlogged < FRESH_BACKLOG_LIMIT;
+    const keep = fresh && this.ready.length + this.destinations.backlogged < FRESH_BACKLOG_LIMIT;
     const entry: Entry = { state: 'incoming', size, busy: false, ...(keep ? { fresh } : {}) };
-    this.entries.set(queueId, entry);
+    this.active.add(queueId, entry);
     this.makeReady(queueId, entry);
     this.pump();
   }
@@ -521,10 +222,10 @@ export class QueueManager {
    * retried as any failed operation is, after queue.min_backoff.
    */
   async enqueueHeld(queueId: string, size: number, envelope?: Envelope): Promise<void> {
-    if (this.stopping || this.entries.has(queueId)) return;
+    if (this.stopping || this.active.has(queueId)) return;
     this.indexNew(queueId, 'incoming', size, envelope);
     const entry: Entry = { state: 'incoming', size, busy: false };
-    this.entries.set(queueId, entry);
+    this.active.add(queueId, entry);
     await this.operate(queueId, entry, () => this.moveToHold(queueId, entry));
   }
 
@@ -541,7 +242,7 @@ export class QueueManager {
         if (!where || where === 'corrupt' || this.index.has(queueId)) return;
         try {
           const info = await this.deps.spool.readInfo(queueId, where);
-          if (!this.index.has(queueId)) this.index.set(queueId, indexed(info, where));
+          if (!this.index.has(queueId)) this.index.set(queueId, indexedFromFile(info, where));
           return;
         } catch (err) {
           if (!isErrno(err, 'ENOENT')) return;
@@ -580,31 +281,23 @@ export class QueueManager {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.gatePoll);
-    clearTimeout(this.walkTimer);
     this.retries.clear();
-    await this.scanning;
-    await this.walking?.catch(() => undefined);
+    await this.active.stop();
     if (this.inProgress > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
 
   /** An attempt or an operator's action on this message is under way. */
   isBusy(queueId: string): boolean {
-    return this.entries.get(queueId)?.busy ?? false;
+    return this.active.get(queueId)?.busy ?? false;
   }
 
   list(): MessageSummary[] {
-    return [...this.entries].map(([queueId, e]) => ({ queueId, state: e.state, busy: e.busy, ...(e.nextAttemptAt ? { nextAttemptAt: e.nextAttemptAt } : {}) }));
+    return [...this.active.all()].map(([queueId, e]) => ({ queueId, state: e.state, busy: e.busy, ...(e.nextAttemptAt ? { nextAttemptAt: e.nextAttemptAt } : {}) }));
   }
 
   /** Messages by state: exact from the index once it is complete, else memory + the last walk's count of those on disk. */
   counts(): Record<string, number> {
-    if (this.index.complete) return this.index.counts();
-    const c: Record<string, number> = { incoming: 0, active: 0, deferred: 0, hold: 0 };
-    for (const e of this.entries.values()) c[e.state] = (c[e.state] ?? 0) + 1;
-    // messages on disk only (memory full), as the last walk of the spool counted them
-    if (this.onDisk) for (const [state, n] of Object.entries(this.diskOnly)) c[state] = (c[state] ?? 0) + n;
-    c.hold += this.heldOnDisk;
-    return c;
+    return this.active.counts();
   }
 
   /**
@@ -615,13 +308,13 @@ export class QueueManager {
    */
   flush(ids?: string[]): number {
     let n = 0;
-    if (!ids) this.dead.clear();
-    const which = ids ? ids.map((id) => [id, this.entries.get(id)] as const) : [...this.entries];
+    if (!ids) this.destinations.forgetDead();
+    const which = ids ? ids.map((id) => [id, this.active.get(id)] as const) : [...this.active.all()];
     for (const [id, e] of which) {
-      if (!e && this.onDisk) {
+      if (!e && this.active.someOnDisk) {
         // on disk only (memory full): read in and tried now
         n++;
-        this.requireEntry(id).then((e2) => {
+        this.active.requireEntry(id).then((e2) => {
           if (e2.state === 'hold') return;
           e2.flushed = true;
           if (e2.busy) e2.after ??= 'flush';
@@ -640,15 +333,8 @@ export class QueueManager {
         n++;
       }
     }
-    if (!ids && this.onDisk) {
-      // deferred messages on disk: due now (their files' times), then walked in as room frees up
-      n += this.diskOnly.deferred ?? 0;
-      const known = (id: string): boolean => this.entries.has(id);
-      this.deps.spool.makeDue(this.now(), known).then(() => {
-        this.diskDue = this.now();
-        this.requestWalk();
-      }, (err) => this.deps.logger.error({ err: String(err) }, 'flush of the messages on disk failed'));
-    }
+    // deferred messages on disk: due now (their files' times), then walked in as room frees up
+    if (!ids) n += this.active.flushDisk();
     this.pump();
     return n;
   }
@@ -669,15 +355,12 @@ export class QueueManager {
     const key = e.waitingFor;
     if (key === undefined) return this.ready.remove((x) => x === id);
     e.waitingFor = undefined;
-    this.backlogged--;
-    const waiting = this.backlog.get(key);
-    waiting?.remove((x) => x === id);
-    if (waiting?.length === 0) this.backlog.delete(key);
+    this.destinations.leaveBacklog(key, id);
   }
 
   /** Put a message on hold: it stays queued, nothing is delivered until released. */
   async hold(queueId: string): Promise<'held' | 'pending' | 'already'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.state === 'hold') return 'already';
     if (e.busy) { e.after = 'hold'; return 'pending'; }
     await this.operate(queueId, e, () => this.moveToHold(queueId, e));
@@ -685,7 +368,7 @@ export class QueueManager {
   }
 
   async release(queueId: string): Promise<'released' | 'not-held'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.state !== 'hold' || e.busy) return 'not-held';
     await this.operate(queueId, e, async () => {
       await applyQueueAction(this.deps.spool, this.deps.tracking, 'release', queueId, 'hold', 'admin-api');
@@ -706,7 +389,7 @@ export class QueueManager {
    * leaves the message as it was.
    */
   async requeue(queueId: string, by = 'admin-api'): Promise<string> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.busy) { e.after = 'requeue'; return 'pending'; }
     let result = '';
     await this.operate(queueId, e, async () => { result = await this.requeueNow(queueId, e, by); });
@@ -721,15 +404,15 @@ export class QueueManager {
     const { changed, newQueueId, result } = await requeueMessage({ spool, router: this.deps.router, tracking: this.deps.tracking }, { ...qf, state: e.state }, by, this.now());
     let next: { id: string; entry: Entry } | undefined = changed ? undefined : { id, entry: e };
     if (changed) {
-      this.forget(id);
-      this.unindex(id);
+      this.active.forget(id);
+      this.active.unindex(id);
     }
     if (newQueueId) {
       const state = e.state === 'hold' ? 'hold' : 'incoming';
       const info = await spool.readInfo(newQueueId, state);
       next = { id: newQueueId, entry: { state, size: info.size, busy: false } };
-      this.entries.set(newQueueId, next.entry);
-      this.index.set(newQueueId, indexed(info, state));
+      this.active.add(newQueueId, next.entry);
+      this.index.set(newQueueId, indexedFromFile(info, state));
     }
     // tried now, past the dead-destination memory (as a flush); a held message stays held
     if (next && next.entry.state !== 'hold') {
@@ -743,7 +426,7 @@ export class QueueManager {
 
   /** Delete a message; pending recipients are not delivered and get no DSN (operator's choice). */
   async remove(queueId: string): Promise<'deleted' | 'pending'> {
-    const e = await this.requireEntry(queueId);
+    const e = await this.active.requireEntry(queueId);
     if (e.busy) { e.after = 'delete'; return 'pending'; }
     await this.operate(queueId, e, () => this.deleteNow(queueId, e));
     return 'deleted';
@@ -759,40 +442,12 @@ export class QueueManager {
     try {
       await fn();
     } catch (err) {
-      if (this.entries.get(id) === e && e.state !== 'hold') this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
+      if (this.active.get(id) === e && e.state !== 'hold') this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
       throw err;
     } finally {
       e.busy = false;
       void this.applyAfter(id, e);
     }
-  }
-
-  /**
-   * The message's entry; a message on disk only (memory full) is read in for the operator's
-   * action, beyond the memory bound (it leaves memory again when done with, or at the next walk).
-   */
-  private async requireEntry(queueId: string): Promise<Entry> {
-    const known = this.entries.get(queueId);
-    if (known) return known;
-    const state = await this.deps.spool.find(queueId);
-    if (!state || state === 'corrupt') throw new NoSuchMessageError(queueId);
-    const info = await this.deps.spool.readInfo(queueId, state).catch((err) => {
-      if (isErrno(err, 'ENOENT')) throw new NoSuchMessageError(queueId);
-      throw err;
-    });
-    const again = this.entries.get(queueId); // brought in meanwhile
-    if (again) return again;
-    const e: Entry = { state, size: info.size, busy: false };
-    this.entries.set(queueId, e);
-    this.index.set(queueId, indexed(info, state));
-    if (state === 'hold') this.heldOnDisk = Math.max(0, this.heldOnDisk - 1);
-    else if (this.diskOnly[state]) this.diskOnly[state]!--;
-    if (state === 'deferred' && info.deferral && info.deferral.nextAttemptAt > this.now()) this.schedule(queueId, e, info.deferral.nextAttemptAt);
-    else if (state !== 'hold') {
-      this.makeReady(queueId, e);
-      this.pump();
-    }
-    return e;
   }
 
   private async moveToHold(queueId: string, e: Entry): Promise<void> {
@@ -807,8 +462,8 @@ export class QueueManager {
     this.retries.delete(queueId);
     this.unqueue(queueId, e);
     await applyQueueAction(this.deps.spool, this.deps.tracking, 'delete', queueId, e.state, 'admin-api');
-    this.forget(queueId);
-    this.unindex(queueId);
+    this.active.forget(queueId);
+    this.active.unindex(queueId);
   }
 
   /**
@@ -822,7 +477,7 @@ export class QueueManager {
         break;
       }
       const id = this.ready.shift()!;
-      const e = this.entries.get(id);
+      const e = this.active.get(id);
       if (!e) continue;
       e.queued = false;
       if (e.busy || e.state === 'hold') continue;
@@ -843,7 +498,7 @@ export class QueueManager {
         .catch((err) => {
           // an environment failure (spool I/O): keep the message, try again later
           this.deps.logger.error({ queueId: id, err: String(err?.stack ?? err) }, 'delivery attempt failed; will retry');
-          if (this.entries.get(id) === e) this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
+          if (this.active.get(id) === e) this.schedule(id, e, this.now() + this.deps.config.queue.min_backoff);
         })
         .finally(() => {
           e.busy = false;
@@ -852,7 +507,7 @@ export class QueueManager {
           this.activeBytes -= cost;
           const asked = e.after !== undefined;
           void this.applyAfter(id, e);
-          if (!asked) this.maybeEvict(id, e);
+          if (!asked) this.active.maybeEvict(id, e);
           if (this.inProgress === 0 && this.stopping) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();
         });
@@ -862,7 +517,7 @@ export class QueueManager {
   private async applyAfter(id: string, e: Entry): Promise<void> {
     const action = e.after;
     e.after = undefined;
-    if (!action || this.entries.get(id) !== e) return;
+    if (!action || this.active.get(id) !== e) return;
     try {
       if (action === 'hold') await this.operate(id, e, () => this.moveToHold(id, e));
       else if (action === 'delete') await this.operate(id, e, () => this.deleteNow(id, e));
@@ -884,7 +539,7 @@ export class QueueManager {
 
   /** A retry time has come (retries: one timer for every deferred message). */
   private retryDue(id: string): void {
-    const e = this.entries.get(id);
+    const e = this.active.get(id);
     if (!e) return;
     this.makeReady(id, e);
     this.pump();
@@ -931,28 +586,17 @@ export class QueueManager {
     } catch {
       return undefined; // the delivery routes again and records a failed lookup
     }
-    if (!e.flushed && this.isDead(key)) return undefined;
-    const sem = this.destination(key);
-    const limit = this.deps.config.queue.destination_concurrency;
-    if (sem.inUse >= limit && sem.waiting >= limit && !this.stopping) {
-      let waiting = this.backlog.get(key);
-      if (!waiting) this.backlog.set(key, (waiting = new Fifo()));
-      waiting.push(id);
-      this.backlogged++;
+    if (!e.flushed && this.destinations.deadness(key)) return undefined;
+    const sem = this.destinations.semaphore(key);
+    if (this.destinations.saturated(sem) && !this.stopping) {
+      this.destinations.enterBacklog(key, id);
       e.queued = true;
       e.waitingFor = key;
-      if (this.backlogged > FRESH_BACKLOG_LIMIT) e.fresh = undefined; // read back from its file when its turn comes
+      if (this.destinations.backlogged > FRESH_BACKLOG_LIMIT) e.fresh = undefined; // read back from its file when its turn comes
       return 'backlog';
     }
     await this.slot(sem, parking);
     return { key, sem, used: false };
-  }
-
-  /** The semaphore of a destination's concurrency (made on first use, dropped when idle). */
-  private destination(key: string): Semaphore {
-    let sem = this.perDestination.get(key);
-    if (!sem) this.perDestination.set(key, (sem = new Semaphore(this.deps.config.queue.destination_concurrency)));
-    return sem;
   }
 
   /**
@@ -961,29 +605,13 @@ export class QueueManager {
    * Once nothing is under way there, the whole backlog goes back (nothing else would call it).
    */
   private releaseDestination(key: string, sem: Semaphore): void {
-    sem.release();
-    const idle = sem.inUse === 0 && sem.waiting === 0;
-    if (idle && this.perDestination.get(key) === sem) this.perDestination.delete(key);
-    const waiting = this.backlog.get(key);
-    if (!waiting) return;
-    let n = idle ? waiting.length : 1;
-    while (n > 0 && waiting.length > 0) {
-      const id = waiting.shift()!;
-      const e = this.entries.get(id);
-      if (!e || e.waitingFor !== key) continue; // left the backlog meanwhile
-      e.waitingFor = undefined;
-      this.backlogged--;
+    const back = this.destinations.release(key, sem, (id) => this.active.get(id)?.waitingFor === key);
+    if (!back) return;
+    for (const id of back) {
+      this.active.get(id)!.waitingFor = undefined;
       this.ready.unshift(id);
-      n--;
     }
-    if (waiting.length === 0) this.backlog.delete(key);
     this.pump();
-  }
-
-  /** Is this destination in its dead time (it could not be reached a moment ago)? */
-  private isDead(key: string): boolean {
-    const dead = this.dead.get(key);
-    return dead !== undefined && dead.until > this.now();
   }
 
   /** The attempt proper: read the message, deliver, record (the reservation, if any, is `held`). */
@@ -1004,8 +632,8 @@ export class QueueManager {
         // by a rename whose folder fsync then failed — look for it before forgetting it
         const where = await spool.find(id);
         if (!where) {
-          this.forget(id);
-          this.unindex(id);
+          this.active.forget(id);
+          this.active.unindex(id);
           return;
         }
         e.state = where;
@@ -1016,8 +644,8 @@ export class QueueManager {
       if (err instanceof CorruptQueueFileError) {
         await spool.quarantine(id, e.state, err.message);
         this.deps.tracking.record({ event: 'corrupt', queueId: id, reply: err.message });
-        this.forget(id);
-        this.unindex(id);
+        this.active.forget(id);
+        this.active.unindex(id);
         return;
       }
       throw err;
@@ -1028,7 +656,7 @@ export class QueueManager {
 
     const now = this.now();
     if (now - env.arrivedAt > this.deps.config.queue.max_lifetime) {
-      await this.expire(qf);
+      await this.outcomes.expire(qf);
       return this.finish(id, e);
     }
 
@@ -1042,12 +670,14 @@ export class QueueManager {
       if (!this.stopping) this.makeReady(id, e); // the gate closed: tried again when it opens
       return;
     }
-    const records = await this.recordOutcomes(qf, outcomes);
+    const records = await this.outcomes.record(qf, outcomes);
     const stillPending = outcomes.filter((o) => !records.some((r) => r.index === o.index));
     // With nothing left pending, the durable unlink in finish() is the record; otherwise the
     // outcomes and the retry schedule are appended together (one fdatasync).
     if (stillPending.length === 0) return this.finish(id, e);
-    await this.defer(qf, e, stillPending, records);
+    const { nextAttemptAt, lastReply } = await this.outcomes.defer(qf, e, stillPending, records);
+    this.schedule(env.queueId, e, nextAttemptAt);
+    this.index.update(env.queueId, { state: 'deferred', recipients: stillPending.map((o) => env.recipients[o.index].address), nextAttemptAt, lastReply });
   }
 
   /** Route pending recipients, group by next hop, deliver the groups in parallel. */
@@ -1109,8 +739,8 @@ export class QueueManager {
   private async deliverGroup(qf: DeliveryFile, key: string, route: Route, rcpts: DeliveryRecipient[], parking: Parking, flushed: boolean, held: Reservation | undefined): Promise<Outcome[]> {
     const env = qf.envelope;
     const deadFor = (): Outcome[] | undefined => {
-      if (flushed || !this.isDead(key)) return undefined;
-      const dead = this.dead.get(key)!;
+      const dead = flushed ? undefined : this.destinations.deadness(key);
+      if (!dead) return undefined;
       return rcpts.map((r) => ({ index: r.index, outcome: 'deferred', reply: `4.4.1 ${key} was unreachable a moment ago (${dead.reason}); not tried again before ${new Date(dead.until).toISOString()}`, via: key, route }));
     };
     // the slot taken before the read (attempt()) is this group's
@@ -1121,7 +751,7 @@ export class QueueManager {
       if (reserved) this.releaseDestination(key, held.sem);
       return early;
     }
-    const sem = reserved ? held.sem : this.destination(key);
+    const sem = reserved ? held.sem : this.destinations.semaphore(key);
     if (!reserved) await this.slot(sem, parking);
     await this.slot(this.total, parking);
     try {
@@ -1140,7 +770,7 @@ export class QueueManager {
       });
       this.deps.metrics?.transaction(route.type, (this.now() - started) / 1000);
       for (const r of results) this.deps.metrics?.delivery(r.outcome, route.type);
-      this.noteDestination(key, results);
+      this.destinations.noteResults(key, results);
       return results.map((r) => ({ ...r, route }));
     } finally {
       this.total.release();
@@ -1165,169 +795,15 @@ export class QueueManager {
     }
   }
 
-  /** Mark a destination dead when no server answered at all; alive again on any answer. */
-  private noteDestination(key: string, results: RecipientResult[]): void {
-    const unreachable = results.length > 0 && results.every((r) => r.outcome === 'deferred' && !/^[245]\d\d[ -]/.test(r.reply));
-    if (!unreachable) {
-      this.dead.delete(key);
-      return;
-    }
-    this.dead.set(key, { until: this.now() + Math.min(this.deps.config.queue.min_backoff, DEAD_DESTINATION_MS), reason: results[0].reply });
-  }
-
-  /**
-   * The final outcomes of an attempt as status records (not yet written), after queueing the
-   * DSN for the failures. If the DSN cannot be queued (disk full), the failed recipients stay
-   * pending — they fail again at the next attempt and the DSN is tried again — so that the
-   * delivered ones are still recorded and not sent twice.
-   */
-  private async recordOutcomes(qf: DeliveryFile, outcomes: Outcome[]): Promise<RecipientStatus[]> {
-    const env = qf.envelope;
-    const at = this.now();
-    const failed = outcomes.filter((o) => o.outcome === 'failed');
-    let dsnSent = false;
-    let dsnError: unknown;
-    if (failed.length > 0) {
-      try {
-        dsnSent = await this.sendDsn(qf, 'failure', failed.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
-      } catch (err) {
-        dsnError = err;
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the DSN; the failed recipients stay queued and are tried again');
-      }
-    }
-    // NOTIFY=SUCCESS: a final delivery here (Maildir, LMTP) is reported; a relay to the next hop
-    // passes the request on with the recipient (XXX: no "relayed" DSN for a next hop without DSN)
-    const final = outcomes.filter((o) => o.outcome === 'delivered' && (o.route?.type === 'maildir' || o.route?.type === 'lmtp'));
-    if (final.length > 0) {
-      await this.sendDsn(qf, 'success', final.map((o) => ({ index: o.index, reply: o.reply, via: o.via }))).catch((err) => {
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the success DSN (the message was delivered)');
-      });
-    }
-    const records: RecipientStatus[] = [];
-    for (const o of outcomes) {
-      const r = env.recipients[o.index];
-      const common = { queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: r.address, ...(r.original !== r.address ? { original: r.original } : {}), nexthop: o.via, reply: o.reply };
-      if (o.outcome === 'delivered') {
-        records.push({ index: o.index, type: 'delivered', at, reply: o.reply, via: o.via });
-        this.deps.tracking.record({ event: 'delivered', ...common, delay: (at - env.arrivedAt) / 1000 });
-      } else if (o.outcome === 'failed' && !dsnError) {
-        records.push({ index: o.index, type: 'failed', at, reply: o.reply, via: o.via, dsnSent });
-        this.deps.tracking.record({ event: 'bounced', ...common });
-      } else {
-        this.deps.tracking.record({ event: 'deferred', ...common });
-      }
-    }
-    return records;
-  }
-
-  /** Append this attempt's records and the retry schedule; move to deferred/; set the timer. */
-  private async defer(qf: DeliveryFile, e: Entry, pending: Outcome[], records: RecipientStatus[]): Promise<void> {
-    const env = qf.envelope;
-    const q = this.deps.config.queue;
-    const attempts = (qf.deferral?.attempts ?? 0) + 1;
-    const now = this.now();
-    let warned = qf.deferral?.warned ?? false;
-    if (!warned && q.delay_warning > 0 && now - env.arrivedAt >= q.delay_warning) {
-      const wanted = pending.filter((o) => wantsDsn(env.recipients[o.index], 'DELAY', true));
-      try {
-        if (wanted.length) await this.sendDsn(qf, 'delay', wanted.map((o) => ({ index: o.index, reply: o.reply, via: o.via })));
-        warned = true;
-      } catch (err) {
-        // the outcomes below must still be recorded; the warning is tried at the next deferral
-        this.deps.logger.error({ queueId: env.queueId, err: String(err) }, 'cannot queue the delay DSN; will try again');
-      }
-    }
-    const nextAttemptAt = Math.min(now + nextBackoff(attempts, q.min_backoff, q.max_backoff, this.deps.random), env.arrivedAt + q.max_lifetime + 1);
-    const record: DeferralRecord = { type: 'deferral', at: now, attempts, nextAttemptAt, lastReply: pending[0].reply, ...(warned ? { warned } : {}) };
-    await this.deps.spool.appendStatus(env.queueId, e.state, [...records, record]);
-    if (e.state !== 'deferred') {
-      await this.deps.spool.move(env.queueId, e.state, 'deferred');
-      e.state = 'deferred';
-    }
-    await this.deps.spool.setDueTime(env.queueId, nextAttemptAt);
-    this.schedule(env.queueId, e, nextAttemptAt);
-    this.index.update(env.queueId, { state: 'deferred', recipients: pending.map((o) => env.recipients[o.index].address), nextAttemptAt, lastReply: record.lastReply });
-  }
-
-  /** Expire the pending recipients with a DSN; the caller then removes the message (the record). */
-  private async expire(qf: DeliveryFile): Promise<void> {
-    const env = qf.envelope;
-    const age = formatDuration(this.now() - env.arrivedAt);
-    const reply = `4.4.7 message expired after ${age} in the queue; last problem: ${qf.deferral?.lastReply ?? 'none recorded'}`;
-    const rcpts = qf.pending.map((index) => ({ index, reply, via: 'queue' }));
-    await this.sendDsn(qf, 'failure', rcpts);
-    for (const r of rcpts) {
-      const rc = env.recipients[r.index];
-      this.deps.tracking.record({ event: 'expired', queueId: env.queueId, messageId: env.messageId, sender: env.sender, recipient: rc.address, reply });
-      this.deps.metrics?.delivery('expired', 'queue');
-    }
-  }
-
-  /**
-   * Commit a DSN for these recipients to the spool (it is then delivered like any message).
-   * Never to the null sender; only to recipients whose NOTIFY asks for it. Returns whether one was sent.
-   */
-  private async sendDsn(qf: DeliveryFile, kind: 'failure' | 'delay' | 'success', rcpts: Array<{ index: number; reply: string; via: string }>): Promise<boolean> {
-    const env = qf.envelope;
-    if (env.sender === '') return false;
-    const notify = kind === 'failure' ? 'FAILURE' : kind === 'delay' ? 'DELAY' : 'SUCCESS';
-    const wanted = rcpts.filter((r) => wantsDsn(env.recipients[r.index], notify, kind === 'failure'));
-    if (wanted.length === 0) return false;
-    const dsn = buildDsn({
-      reportingMta: this.deps.config.node.hostname,
-      envelope: env,
-      original: qf.message.whole ?? qf.message.head,
-      originalSize: qf.message.size,
-      kind,
-      recipients: wanted.map((r) => ({
-        recipient: env.recipients[r.index],
-        status: enhancedOf(r.reply, kind === 'failure' ? '5.0.0' : kind === 'delay' ? '4.0.0' : '2.0.0'),
-        diagnostic: r.reply,
-        ...(r.via && r.via !== 'queue' && r.via !== 'router' ? { remoteMta: r.via } : {}),
-        lastAttemptAt: this.now(),
-        ...(kind === 'delay' ? { willRetryUntil: env.arrivedAt + this.deps.config.queue.max_lifetime } : {}),
-      })),
-    });
-    if (!dsn) return false;
-    const queueId = this.deps.spool.newQueueId();
-    const dsnEnvelope: Envelope = {
-      queueId,
-      nodeId: this.deps.config.node.id,
-      sender: '',
-      recipients: [{ address: dsn.recipient, original: dsn.recipient }],
-      arrivedAt: this.now(),
-      messageId: `<${queueId}@${this.deps.config.node.hostname}>`,
-      client: { address: '127.0.0.1', helo: 'localhost' },
-      ...(dsn.body8bit ? { body8bit: true } : {}),
-      ...(dsn.smtputf8 ? { smtputf8: true } : {}),
-    };
-    await this.deps.spool.commit(dsnEnvelope, dsn.message);
-    this.deps.tracking.record({ event: 'dsn', queueId: env.queueId, dsnQueueId: queueId, kind, recipient: dsn.recipient, count: wanted.length });
-    this.deps.metrics?.dsn(kind);
-    this.enqueue(queueId, dsn.message.length, { envelope: dsnEnvelope, message: dsn.message });
-    return true;
-  }
 
   private async finish(id: string, e: Entry): Promise<void> {
     await this.deps.spool.remove(id, e.state);
-    this.forget(id);
-    this.unindex(id);
+    this.active.forget(id);
+    this.active.unindex(id);
   }
 }
 
 /** The QueueFile of a message just committed: nothing delivered yet. */
 function freshQueueFile(queueId: string, envelope: Envelope, message: Buffer): QueueFile {
   return { queueId, state: 'active', envelope, message, statuses: [], pending: envelope.recipients.map((_, i) => i), size: message.length };
-}
-
-/** Does this recipient's NOTIFY ask for a DSN of this kind? Default: FAILURE (and DELAY when enabled). */
-function wantsDsn(r: EnvelopeRecipient, kind: 'FAILURE' | 'DELAY' | 'SUCCESS', byDefault: boolean): boolean {
-  if (!r.notify || r.notify.length === 0) return byDefault || kind === 'DELAY';
-  if (r.notify.includes('NEVER')) return false;
-  return r.notify.includes(kind);
-}
-
-/** "550 5.1.1 user unknown" → "5.1.1"; fallback when the reply has none. */
-function enhancedOf(reply: string, fallback: string): string {
-  return /\b([245]\.\d{1,3}\.\d{1,3})\b/.exec(reply)?.[1] ?? fallback;
 }
