@@ -36,3 +36,27 @@ test('rotation by size keeps rotate_keep files and the index keeps every line; m
     await tracker.close();
   }
 });
+
+test('the index is written on a thread of its own; a search sees what was just logged; if the thread dies, indexing goes on here', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tracker-'));
+  const log = path.join(dir, 'tracking.log');
+  const c = configSchema.parse({ node: { id: 'n1' }, tracking: { path: log } });
+  const warnings: string[] = [];
+  const tracker = new Tracker(c, () => {}, (msg) => warnings.push(msg));
+  const write = (i: number) => appendFileSync(log, `${JSON.stringify({ t: new Date().toISOString(), node: 'n1', event: 'received', queueId: `Q${i}.n1`, sender: `s${i}@x.test` })}\n`);
+  try {
+    assert.equal(tracker.writer.onThread, true, 'indexing runs on the worker thread');
+    for (let i = 0; i < 500; i++) write(i);
+    const first = await tracker.search({ limit: 1000 });
+    assert.equal(first.messages.length, 500, 'every line logged before the search is found');
+    await (tracker.writer as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(tracker.writer.onThread, false);
+    assert.match(warnings.join('\n'), /tracking index thread ended; indexing on the main thread/);
+    write(500);
+    const after = await tracker.search({ queueId: 'Q500.n1' });
+    assert.equal(after.messages.length, 1, 'indexed on the main thread once the thread is gone');
+  } finally {
+    await tracker.close();
+  }
+});

@@ -3,7 +3,8 @@
  * date with the log, applies retention, answers searches.
  *
  * Timers (unref'd, stopped by close()): index the new lines every 2 s (and before each search,
- * so an answer includes what was just logged); once a minute, rotate the log when it passed
+ * so an answer includes what was just logged), on a worker thread (index-thread.ts: indexing on
+ * the main thread held up its SMTP replies), while searches read the index on this thread; once a minute, rotate the log when it passed
  * tracking.rotate_size (<log> → <log>.1 → … → <log>.<rotate_keep>, the oldest removed; then the
  * node's TrackingLog reopens the file) and, hourly, delete index rows and rotated files older
  * than tracking.max_age.
@@ -17,6 +18,7 @@
 import path from 'node:path';
 import { renameSync, statSync, unlinkSync } from 'node:fs';
 import { TrackingIndex, type TrackQuery } from './index-db.ts';
+import { IndexThread } from './index-thread.ts';
 import type { NodeAnswer } from './search.ts';
 import type { TandemConfig } from '../config/schema.ts';
 
@@ -37,25 +39,29 @@ export function indexPathFor(c: TrackerConfig, nodeId = c.node.id): string {
 }
 
 export class Tracker {
+  /** The main thread's connection: searches (and the writes, when there is no thread). */
   readonly index: TrackingIndex;
+  /** The writes: sync and prune. */
+  readonly writer: IndexThread;
   private timers: NodeJS.Timeout[] = [];
   private lastPrune = 0;
 
   constructor(private readonly c: TrackerConfig, private readonly reopenLog: () => void, private readonly warn: (msg: string) => void) {
     this.index = new TrackingIndex(indexPathFor(c), c.tracking.path, c.node.id);
     if (this.index.rebuilt) this.warn(`rebuilding the index from the log: ${this.index.rebuilt}`);
+    this.writer = new IndexThread(this.index, this.warn);
     const every = (ms: number, fn: () => void | Promise<void>) => {
       const t = setInterval(() => { Promise.resolve().then(fn).catch((err) => this.warn(String((err as Error).message ?? err))); }, ms);
       t.unref();
       this.timers.push(t);
     };
-    this.index.sync().catch((err) => this.warn(`tracking index: ${err.message}`));
-    every(SYNC_MS, () => this.index.sync());
+    this.writer.sync().catch((err) => this.warn(`tracking index: ${err.message}`));
+    every(SYNC_MS, () => this.writer.sync());
     every(ROTATE_CHECK_MS, () => this.maintain());
   }
 
   async search(q: TrackQuery): Promise<NodeAnswer> {
-    await this.index.sync();
+    await this.writer.sync();
     return { node: this.c.node.id, ...this.index.search(q) };
   }
 
@@ -66,7 +72,7 @@ export class Tracker {
       let size = 0;
       try { size = statSync(log).size; } catch { /* no log yet */ }
       if (size >= maxSize) {
-        await this.index.sync(); // index the file up to its end before it moves
+        await this.writer.sync(); // index the file up to its end before it moves
         try { unlinkSync(`${log}.${keep}`); } catch { /* none */ }
         for (let i = keep - 1; i >= 1; i--) { try { renameSync(`${log}.${i}`, `${log}.${i + 1}`); } catch { /* none */ } }
         renameSync(log, `${log}.1`);
@@ -75,7 +81,7 @@ export class Tracker {
     }
     if (maxAge > 0 && now - this.lastPrune >= PRUNE_MS) {
       this.lastPrune = now;
-      this.index.prune(maxAge, now);
+      await this.writer.prune(maxAge, now);
       for (let i = 1; i <= Math.max(keep, 1) + 1; i++) {
         try { if (now - statSync(`${log}.${i}`).mtimeMs > maxAge) unlinkSync(`${log}.${i}`); } catch { /* none */ }
       }
@@ -84,6 +90,6 @@ export class Tracker {
 
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
-    await this.index.close();
+    await this.writer.close();
   }
 }
