@@ -24,6 +24,7 @@ import { UnsealError } from './sealed.ts';
 import { clusterPaths } from './paths.ts';
 import { isErrno } from '../util/errno.ts';
 import type { AnnouncedState } from './membership.ts';
+import { workerEntry } from '../util/worker-entry.ts';
 
 export interface DiskBeat {
   node: string;
@@ -94,13 +95,6 @@ export interface DiskRenewer {
 }
 
 const nowNs = () => process.hrtime.bigint();
-/** The worker's entry: the compiled file; run from the sources (tests), a module that loads tsx in the thread first (a worker does not inherit the main thread's `--import tsx`). */
-function workerEntry(): [string | URL, { eval?: boolean }] {
-  if (!import.meta.url.endsWith('.ts')) return [new URL('./disk-heartbeat-worker.js', import.meta.url), {}];
-  const entry = JSON.stringify(new URL('./disk-heartbeat-worker.ts', import.meta.url).href);
-  return [`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${entry}); })`, { eval: true }];
-}
-
 /**
  * The disk heartbeat renewed by a worker thread with synchronous I/O on its own timer
  * (disk-heartbeat-worker.ts has the why): the node's renewals no longer wait for the main
@@ -115,7 +109,7 @@ export class DiskHeartbeatThread implements DiskRenewer {
   constructor(opts: Omit<DiskHeartbeatWorkerData, 'shared'> & { state: AnnouncedState }, onEvent: (e: DiskHeartbeatThreadEvent) => void) {
     const { state, ...data } = opts;
     this.checkIn(state, true);
-    const [entry, options] = workerEntry();
+    const [entry, options] = workerEntry(import.meta.url, 'disk-heartbeat-worker');
     this.worker = new Worker(entry, { ...options, workerData: { ...data, shared: this.shared.buffer } satisfies DiskHeartbeatWorkerData, name: 'disk-heartbeat' });
     this.worker.on('message', onEvent);
     this.worker.on('error', (err) => onEvent({ type: 'failed', err: `disk heartbeat thread: ${err.message}` }));

@@ -19,16 +19,10 @@
 import { Worker } from 'node:worker_threads';
 import type { TrackingIndex } from './index-db.ts';
 import type { IndexReply, IndexRequest, IndexWorkerData } from './index-worker.ts';
+import { workerEntry } from '../util/worker-entry.ts';
 
 type Request = IndexRequest extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
 type Pending = { resolve: (r: number | undefined) => void; reject: (e: Error) => void };
-
-/** The worker's entry: the compiled .js from dist/, or the .ts source through tsx in the tests. */
-function workerEntry(): [string | URL, { eval?: boolean }] {
-  if (!import.meta.url.endsWith('.ts')) return [new URL('./index-worker.js', import.meta.url), {}];
-  const entry = JSON.stringify(new URL('./index-worker.ts', import.meta.url).href);
-  return [`import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then(({ register }) => { register(); return import(${entry}); })`, { eval: true }];
-}
 
 export class IndexThread {
   private worker?: Worker;
@@ -39,7 +33,7 @@ export class IndexThread {
   /** `local`: the main thread's connection (searches, and the fallback when there is no thread). */
   constructor(private readonly local: TrackingIndex, private readonly warn: (msg: string) => void) {
     try {
-      const [entry, options] = workerEntry();
+      const [entry, options] = workerEntry(import.meta.url, 'index-worker');
       const worker = new Worker(entry, { ...options, name: 'tracking-index', workerData: { dbFile: local.dbFile, logFile: local.logFile, nodeId: local.nodeId } satisfies IndexWorkerData });
       worker.on('message', (r: IndexReply) => {
         const p = this.pending.get(r.id);
