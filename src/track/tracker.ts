@@ -4,10 +4,10 @@
  *
  * Timers (unref'd, stopped by close()): index the new lines every 2 s (and before each search,
  * so an answer includes what was just logged), on a worker thread (index-thread.ts: indexing on
- * the main thread held up its SMTP replies), while searches read the index on this thread; once a minute, rotate the log when it passed
- * tracking.rotate_size (<log> → <log>.1 → … → <log>.<rotate_keep>, the oldest removed; then the
- * node's TrackingLog reopens the file) and, hourly, delete index rows and rotated files older
- * than tracking.max_age.
+ * the main thread held up its SMTP replies), while searches read the index on this thread; once
+ * a minute, rotate the log when it passed tracking.rotate_size (<log> → <log>.1 → … →
+ * <log>.<rotate_keep>, the oldest removed; then the node's TrackingLog reopens the file) and,
+ * hourly, delete index rows and rotated files older than tracking.max_age.
  * Reads config keys: tracking.path, tracking.index, tracking.max_age, tracking.rotate_size,
  * tracking.rotate_keep.
  * What can go wrong: an index that cannot be written (disk full): logged through `warn`, tried

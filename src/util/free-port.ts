@@ -24,14 +24,18 @@ const LOWEST = 10_000;
 const recent: number[] = [];
 const RECENT_MAX = 2048;
 
-/** The first port of the kernel's ephemeral range (Linux), or the usual default. */
+let ephemeral: number | undefined;
+
+/** The first port of the kernel's ephemeral range (Linux), or the usual default; read once per process. */
 function ephemeralStart(): number {
+  if (ephemeral !== undefined) return ephemeral;
   try {
     const [lo] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
-    return Number.isInteger(lo) && lo > 0 ? lo : 32768;
+    ephemeral = Number.isInteger(lo) && lo > 0 ? lo : 32768;
   } catch {
-    return 32768;
+    ephemeral = 32768;
   }
+  return ephemeral;
 }
 
 function remember(port: number): number {
