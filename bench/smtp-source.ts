@@ -4,7 +4,8 @@
  *
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
  *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--refuse-at-limit]
- *        [--workers 1,auto] [--open-loop auto|RATE] [--open-loop-seconds S=20] [--keep]
+ *        [--workers 1,auto] [--env-variant NAME=VALUE,...] [--open-loop auto|RATE] [--open-loop-seconds S=20]
+ *        [--open-loop-repeats R=1] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
  * it every message has its own TCP connection, smtp-source's default and how most clients hand
@@ -17,6 +18,8 @@
  * instead of a wait for a slot (the before/after of that change). `--workers 1,auto` runs
  * one Tandem per smtp.workers value ("tandem" for 1, "tandem-wN" for N, "tandem-wauto"), all in
  * the same run; the CPU figure of a node with workers counts its workers (same process group).
+ * `--env-variant UV_THREADPOOL_SIZE=16` adds one Tandem per NAME=VALUE, started with that
+ * variable in its environment ("tandem-NAME=VALUE"): an A/B of a runtime setting in one run.
  * Figures per run:
  *   accepted/s   N / time until smtp-source exits (every message got its 250)
  *   delivered/s  N / time until the relay's smtp-sink has counted all N (end to end)
@@ -36,23 +39,25 @@
  * the relay's commit). Beside each open-loop run, bench/disk-probe.ts times what a commit costs
  * the disk alone (a 4 KiB file written, fsynced, renamed, its folder fsynced, every 50 ms in a
  * thread of its own, on the same file system): no relay can answer 250 sooner than that, and its
- * tail is the VM's disk, not the relay.
+ * tail is the VM's disk, not the relay. `--open-loop-repeats R` runs the open loop R times, the
+ * relays alternating inside each repeat (as the cases do), and prints every run.
  * Needs root, the Debian postfix package
  * (smtp-source, smtp-sink, postfix). The machine's speed drifts on shared VMs: compare within
  * one run only. Exits non-zero if a run did not complete.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { buildTestMessage } from "../test/harness/load.ts";
 import { startNode, writeNodeConfig } from "../test/harness/node.ts";
-import { freePort, formatHostPort, type HostPort } from "../test/harness/ports.ts";
+import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses, type Proc } from "../test/harness/procs.ts";
 import { RawSmtpClient, type RawReply } from "../test/harness/raw-smtp.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 import { startDiskProbe } from "./disk-probe.ts";
+import { SmtpSink } from "./smtp-sink.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
 
 interface Case { sessions: number; bytes: number; reuse: boolean }
@@ -61,69 +66,6 @@ interface Relay { name: string; smtp: HostPort; proc: Proc; sink: SmtpSink; stop
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
-}
-
-/** Postfix's smtp-sink with its -c counter ("...mesg=N\r" per event), in its own process group. */
-class SmtpSink {
-  count = 0;
-  private waiters: Array<() => void> = [];
-  private constructor(readonly child: ChildProcess, readonly address: HostPort) {
-    let part = "";
-    child.stdout!.setEncoding("latin1").on("data", (d: string) => {
-      const text = part + d;
-      const i = text.lastIndexOf("\r");
-      if (i < 0) { part = text; return; }
-      part = text.slice(i + 1);
-      const m = /mesg=(\d+)[^\r]*$/.exec(text.slice(0, i));
-      if (m) this.count = Number(m[1]);
-      for (const w of this.waiters.splice(0)) w();
-    });
-  }
-  static async start(): Promise<SmtpSink> {
-    const address = { host: "127.0.0.1", port: await freePort("127.0.0.1") };
-    const child = spawn("smtp-sink", ["-c", "-u", "nobody", formatHostPort(address), "1000"], { detached: true, stdio: ["ignore", "pipe", "inherit"] });
-    const sink = new SmtpSink(child, address);
-    await new Promise<void>((resolve, reject) => {
-      child.once("error", reject);
-      child.once("exit", (code) => reject(new Error(`smtp-sink exited (${code})`)));
-      child.once("spawn", resolve);
-    });
-    // the sink is ready once it accepts: wait until a connection succeeds
-    for (let i = 0; ; i++) {
-      const ok = await new Promise<boolean>((resolve) => {
-        import("node:net").then(({ connect }) => {
-          const s = connect(address.port, address.host, () => { s.destroy(); resolve(true); });
-          s.once("error", () => resolve(false));
-        });
-      });
-      if (ok) break;
-      if (i > 100) throw new Error("smtp-sink does not accept connections");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    return sink;
-  }
-  /** Resolves when the counter reaches n; false after timeoutMs. */
-  waitFor(n: number, timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    return new Promise((resolve) => {
-      // one waiter and one timer at a time: woken by the sink's output or the timer, whichever
-      // comes first (a check that re-armed both each time doubled itself on every wake-up)
-      let timer: NodeJS.Timeout | undefined;
-      const check = (): void => {
-        clearTimeout(timer);
-        const i = this.waiters.indexOf(check);
-        if (i >= 0) this.waiters.splice(i, 1);
-        if (this.count >= n) return resolve(true);
-        if (Date.now() > deadline) return resolve(false);
-        this.waiters.push(check);
-        timer = setTimeout(check, 200);
-      };
-      check();
-    });
-  }
-  stop(): void {
-    try { process.kill(-this.child.pid!, "SIGTERM"); } catch { /* gone */ }
-  }
 }
 
 function smtpSource(target: HostPort, n: number, c: Case): Promise<number> {
@@ -303,6 +245,8 @@ async function main(): Promise<void> {
       "old-greeting": { type: "boolean", default: false },
       "refuse-at-limit": { type: "boolean", default: false },
       workers: { type: "string", default: "1" },
+      "env-variant": { type: "string", default: "" },
+      "open-loop-repeats": { type: "string", default: "1" },
       "open-loop": { type: "string" },
       "open-loop-seconds": { type: "string", default: "20" },
       keep: { type: "boolean", default: false },
@@ -324,12 +268,12 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   const openRuns: OpenLoopRun[] = [];
   try {
-    const tandem = async (name: string, smtp: Record<string, unknown>): Promise<Relay> => {
+    const tandem = async (name: string, smtp: Record<string, unknown>, env?: NodeJS.ProcessEnv): Promise<Relay> => {
       const sink = await SmtpSink.start();
       sinks.push(sink);
       const dir = join(root, name);
       const config = writeNodeConfig(dir, { relay: { host: formatHostPort(sink.address) }, smtp });
-      const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log") });
+      const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log"), env });
       log(`${name}: pid ${node.proc.pid}, SMTP on ${formatHostPort(node.smtp)}`);
       return { name, smtp: node.smtp, proc: node.proc, sink, stop: async () => void (await node.stop()) };
     };
@@ -338,6 +282,11 @@ async function main(): Promise<void> {
     }
     if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
     if (values["refuse-at-limit"]) relays.push(await tandem("tandem-cw0", { connection_wait: "0s" }));
+    for (const v of values["env-variant"].split(",").filter(Boolean)) {
+      const eq = v.indexOf("=");
+      if (eq < 1) throw new Error(`--env-variant "${v}": NAME=VALUE`);
+      relays.push(await tandem(`tandem-${v}`, {}, { ...process.env, [v.slice(0, eq)]: v.slice(eq + 1) }));
+    }
     const pfSink = await SmtpSink.start();
     sinks.push(pfSink);
     const pf = await startPostfixRelay({ dir: join(root, "postfix"), relayHost: pfSink.address });
@@ -359,7 +308,9 @@ async function main(): Promise<void> {
         log(`open loop: half of ${relays[0].name}'s median ${median(top)} msg/s (${caseName(c)}) = ${rate}/s`);
       }
       if (!(rate > 0)) throw new Error(`--open-loop: "${values["open-loop"]}" is neither auto nor a rate > 0`);
-      for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096, join(root, "disk-probe")));
+      for (let rep = 0; rep < Number(values["open-loop-repeats"]); rep++) {
+        for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096, join(root, "disk-probe")));
+      }
     }
   } finally {
     for (const r of relays) await r.stop().catch(() => undefined);
