@@ -70,3 +70,13 @@ test('loadNetworkTable: keys are networks, values empty or OK, errors with file:
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('answers stay right when asked again and when more clients ask than the list remembers', () => {
+  const list = NetworkList.parse(['10.0.0.0/8']);
+  const answers = (): boolean[] => Array.from({ length: 5000 }, (_, i) => list.contains(i % 2 ? `10.0.${i >> 8}.${i & 255}` : `11.0.${i >> 8}.${i & 255}`));
+  const first = answers();
+  assert.deepEqual(first, Array.from({ length: 5000 }, (_, i) => i % 2 === 1));
+  assert.deepEqual(answers(), first, 'the same answers from memory as from parsing');
+  assert.ok(!list.contains('not an address') && !list.contains('not an address'));
+  assert.ok(list.contains('10.1.2.3') && !NetworkList.parse(['192.0.2.0/24']).contains('10.1.2.3'), 'each list answers for itself');
+});
