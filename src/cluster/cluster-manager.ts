@@ -53,7 +53,7 @@ import type { Heartbeat, HeartbeatRejectReason } from './net-heartbeat.ts';
 import { effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
-import { SecondaryProcess, type StandbyView } from './secondary.ts';
+import type { StandbyView } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
@@ -520,11 +520,11 @@ export class ClusterManager {
     for (const [dir, { origin, spoolId }] of wanted) {
       if (this.retiredSecondaries.has(dir) || this.busy.has(dir) || (this.retryAt.get(dir) ?? 0) > this.mono()) continue;
       this.inBackground(dir, 'delivery of retired copies', async () => {
-        const secondary = new SecondaryProcess(origin, 0, this.me, this.boot, null, this.config, (how) => {
+        const secondary = this.io.launchRetiredSecondary(origin, dir, (how) => {
           if (this.retiredSecondaries.get(dir) === secondary) this.retiredSecondaries.delete(dir);
           if (!this.stopped) this.retryAt.set(dir, this.mono() + SECONDARY_RETRY_MS);
           this.logger.error({ event: 'secondary-exited', spool: origin, dir, how }, `secondary for ${origin}'s retired copies exited unexpectedly (${how})`);
-        }, async () => ({ dir, claimed: false }));
+        });
         this.retiredSecondaries.set(dir, secondary);
         try {
           await secondary.start();
