@@ -183,7 +183,7 @@ function fakeWorld() {
       for (const m of managers) await m.settle();
     }
   }
-  return { make, makeReplicated, advance, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
+  return { make, makeReplicated, advance, wall: () => now, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
 }
 
 test('shell with fake I/O: a dead peer\'s spool is claimed and a secondary started after dead_after; handed back when it returns', async () => {
@@ -287,6 +287,9 @@ test('replicated storage with fake I/O: our own queue is held while a live peer 
   assert.equal(a.mayDeliverOwnSpool(), false);
   for (let i = 2; i <= 5; i++) { netBeat(w, 'a', 'b', i, [{ spool: 'a', epoch: 3 }]); await w.advance(250, [a]); }
   assert.equal(a.announced(), 'returning');
+  const held = a.status().claims.find((c) => c.spool === 'a');
+  assert.equal(held?.by, 'b');
+  assert.ok(Date.parse(held.at) <= w.wall(), `the record's time comes from the io's wall clock (the fake one: ${held.at})`);
   for (let i = 6; i <= 9; i++) { netBeat(w, 'a', 'b', i, []); await w.advance(250, [a]); }
   assert.deepEqual(events, ['regain'], 'b handed back: we reconcile and deliver (regainOwnSpool)');
   assert.equal(a.mayDeliverOwnSpool(), true);
