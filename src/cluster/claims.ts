@@ -93,6 +93,7 @@ export class ClaimStore {
 
   /** Claim `spool` for node `by`, if the record in force is still epoch `after`. */
   claim(spool: string, by: string, after: number): Promise<ClaimRecord | undefined> {
+    // the real clock here and below: ClaimStore is the production io's (a fake io replaces it whole)
     return this.write({ spool, epoch: after + 1, kind: 'claim', by, at: new Date().toISOString() });
   }
 

@@ -30,6 +30,7 @@ function setup() {
     nodes: c.nodes,
     deadAfter: c.dead_after,
     mono: () => clock.now,
+    wall: () => 1_700_000_000_000 + clock.now,
     logger,
     disk: { slots: async () => [...slots.keys()], read: async (id: string) => ({ raw: slots.get(id) }) },
     net: { rejected },
@@ -40,11 +41,12 @@ function setup() {
 test('a fault is logged once when it appears, shown while the evidence keeps coming, and cleared (and logged so) 10 s after it was last seen', () => {
   const t = setup();
   t.faults.note('clock-skew', 'b', 'first words');
+  const since = new Date(1_700_000_000_000 + t.clock.now).toISOString();
   t.clock.now += 5000;
   t.faults.note('clock-skew', 'b', 'newer words');
   assert.equal(t.events('cluster-fault').length, 1, 'logged once');
   t.clock.now += 10_000;
-  assert.deepEqual(t.faults.current().map((f) => [f.kind, f.subject, f.message]), [['clock-skew', 'b', 'newer words']], 'shown, with the newest evidence, 10 s after it was last seen');
+  assert.deepEqual(t.faults.current().map((f) => [f.kind, f.subject, f.message, f.since]), [['clock-skew', 'b', 'newer words', since]], 'shown, with the newest evidence, 10 s after it was last seen; since when: the io\'s wall clock');
   assert.equal(t.events('cluster-fault-cleared').length, 0);
   t.clock.now += 1;
   assert.deepEqual(t.faults.current(), [], 'cleared once not seen for longer');

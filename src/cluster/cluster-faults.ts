@@ -46,6 +46,8 @@ export interface ClusterFaultsDeps {
   nodes: ClusterConfig['nodes'];
   deadAfter: number;
   mono(): number;
+  /** Wall-clock milliseconds (a fault's `since`). */
+  wall(): number;
   logger: Logger;
   disk: Pick<ClusterIo['disk'], 'slots' | 'read'>;
   net: Pick<ClusterIo['net'], 'rejected'>;
@@ -90,7 +92,7 @@ export class ClusterFaults {
       known.message = message;
       return;
     }
-    this.faults.set(key, { kind, subject, message, since: new Date().toISOString(), seenAt: this.d.mono() });
+    this.faults.set(key, { kind, subject, message, since: new Date(this.d.wall()).toISOString(), seenAt: this.d.mono() });
     this.d.logger.error({ event: 'cluster-fault', kind, subject }, `CLUSTER CONFIGURATION FAULT (${kind}, ${subject}): ${message}`);
   }
 

@@ -67,6 +67,12 @@ export interface ClusterIo {
    */
   holdsMail?(spool: string): Promise<boolean>;
   launchSecondary(spool: string, epoch: number, spoolNodeSlot: string | null, onUnexpectedExit: (how: string) => void): SecondaryHandle;
+  /**
+   * Replicated storage: a secondary over `dir`, a folder of copies of `origin`'s retired spool
+   * identity (epoch 0, no claim, no spool lock to force). Never takes the standby: that one is
+   * kept for takeovers.
+   */
+  launchRetiredSecondary(origin: string, dir: string, onUnexpectedExit: (how: string) => void): SecondaryHandle;
   /** cluster.standby_secondary: the pre-forked secondary that launchSecondary takes (secondary.ts); started at join, stopped first at a node stop. */
   standby?: { start(): void; stop(): Promise<void>; view(): StandbyView };
   /** cluster.witness: the witness (etcd-witness.ts in production), made at start. */
@@ -111,6 +117,7 @@ export function realClusterIo(config: TandemConfig, boot: number, h: ClusterIoHa
     openedWithAccepted: () => sealer.openedWithAccepted,
     holdsMail: async (spool) => (store ? (await store.count(spool)) > 0 : spoolHoldsMail(path.join(config.spool.root, spool))),
     launchSecondary: (spool, epoch, slot, onExit) => new SecondaryProcess(spool, epoch, me, boot, slot, config, onExit, store ? copyFolder(spool) : undefined, standby),
+    launchRetiredSecondary: (origin, dir, onExit) => new SecondaryProcess(origin, 0, me, boot, null, config, onExit, async () => ({ dir, claimed: false })),
     ...(standby ? { standby } : {}),
     ...(c.witness ? {
       witness: async (onEvent) => {

@@ -53,7 +53,7 @@ import type { Heartbeat, HeartbeatRejectReason } from './net-heartbeat.ts';
 import { effectiveOwner, type ClaimRecord } from './claims.ts';
 import { SpoolLockedError, type SpoolLockInfo } from '../spool/index.ts';
 import { chooseSurvivor } from './survivor.ts';
-import { SecondaryProcess, type StandbyView } from './secondary.ts';
+import type { StandbyView } from './secondary.ts';
 import { announcedState, decideOwnSpool, decideSpool, mayDeliverOwnSpool, type PeerState } from './core.ts';
 import type { ShadowStore } from './replication/shadow-store.ts';
 import type { ReplicaStatus } from './replication/replica.ts';
@@ -205,7 +205,7 @@ export class ClusterManager {
     this.me = config.node.id;
     this.replicated = this.c.storage === 'replicated';
     makeIo ??= (boot, handlers) => realClusterIo(config, boot, handlers, replica?.store);
-    this.boot = Date.now(); // before the io: it is the io's boot too
+    this.boot = Date.now(); // the real clock: boot identifies this process to its peers, and the io is made with it
     this.io = makeIo(this.boot, {
       onHeartbeat: (hb) => this.onHeartbeat(hb),
       onReject: (reason, from, info) => this.faults.heartbeatRejected(reason, from, info),
@@ -218,8 +218,8 @@ export class ClusterManager {
     this.claims = this.io.claims;
     const peers = this.c.nodes.filter((n) => n.id !== this.me);
     this.membership = new Membership(peers.map((p) => p.id), { heartbeatInterval: this.c.heartbeat_interval, deadAfter: this.c.dead_after }, this.mono, this.replicated);
-    this.holders = new CopyHolders({ c: this.c, me: this.me, membership: this.membership, mono: this.mono, sleep: (ms) => this.io.sleep(ms), logger, witness: () => this.witness?.client });
-    this.faults = new ClusterFaults({ me: this.me, nodes: this.c.nodes, deadAfter: this.c.dead_after, mono: this.mono, logger, disk: this.disk, net: this.net });
+    this.holders = new CopyHolders({ c: this.c, me: this.me, membership: this.membership, mono: this.mono, wall: () => this.io.wall(), sleep: (ms) => this.io.sleep(ms), logger, witness: () => this.witness?.client });
+    this.faults = new ClusterFaults({ me: this.me, nodes: this.c.nodes, deadAfter: this.c.dead_after, mono: this.mono, wall: () => this.io.wall(), logger, disk: this.disk, net: this.net });
     this.diskLease = new DiskLease({
       c: this.c, disk: this.disk, mono: this.mono, wall: () => this.io.wall(), logger,
       announced: () => this.announced(),
@@ -520,11 +520,11 @@ export class ClusterManager {
     for (const [dir, { origin, spoolId }] of wanted) {
       if (this.retiredSecondaries.has(dir) || this.busy.has(dir) || (this.retryAt.get(dir) ?? 0) > this.mono()) continue;
       this.inBackground(dir, 'delivery of retired copies', async () => {
-        const secondary = new SecondaryProcess(origin, 0, this.me, this.boot, null, this.config, (how) => {
+        const secondary = this.io.launchRetiredSecondary(origin, dir, (how) => {
           if (this.retiredSecondaries.get(dir) === secondary) this.retiredSecondaries.delete(dir);
           if (!this.stopped) this.retryAt.set(dir, this.mono() + SECONDARY_RETRY_MS);
           this.logger.error({ event: 'secondary-exited', spool: origin, dir, how }, `secondary for ${origin}'s retired copies exited unexpectedly (${how})`);
-        }, async () => ({ dir, claimed: false }));
+        });
         this.retiredSecondaries.set(dir, secondary);
         try {
           await secondary.start();
@@ -595,11 +595,12 @@ export class ClusterManager {
 
   private ownSpoolLostToLock(holder: string): void {
     if (this.fence) return; // delivering nothing already; the lock is looked at again when the fence ends
-    this.fence = { type: 'lock', since: this.io.wall(), holder };
+    const since = this.io.wall();
+    this.fence = { type: 'lock', since, holder };
     this.diskLease.fenceBegan();
     this.counters.fences++;
     this.logger.error({ event: 'fenced', reason: 'lock', holder }, `FENCED: our spool lock was taken by ${holder}; delivering nothing and refusing mail (4xx) until it is free`);
-    this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date().toISOString() });
+    this.tracking.record({ event: 'fenced', reason: `spool lock taken by ${holder}`, since: new Date(since).toISOString() });
     this.hooks.loseOwnSpool(`spool lock taken by ${holder}`);
   }
 

@@ -28,6 +28,8 @@ export interface CopyHoldersDeps {
   me: string;
   membership: Membership;
   mono(): number;
+  /** Wall-clock milliseconds (the `at` of the records made from what the peers say). */
+  wall(): number;
   sleep(ms: number): Promise<void>;
   logger: Logger;
   /** cluster.witness: the witness, once the manager has started it. */
@@ -69,7 +71,7 @@ export class CopyHolders {
     if (announced.kind === 'claim' || !witness) return announced;
     const lock = await witness.holder(this.d.me).catch(() => undefined);
     if (!lock || lock.holder === this.d.me) return announced;
-    return { spool: this.d.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date().toISOString(), reason: 'holds the witness lock on our spool' };
+    return { spool: this.d.me, epoch: lock.epoch, kind: 'claim', by: lock.holder, at: new Date(this.d.wall()).toISOString(), reason: 'holds the witness lock on our spool' };
   }
 
   /**
@@ -81,9 +83,9 @@ export class CopyHolders {
     for (const p of this.d.membership.view()) {
       if (p.status.type === 'dead') continue;
       const claim = p.announced?.claims.find((c) => c.spool === this.d.me);
-      if (claim) return { spool: this.d.me, epoch: claim.epoch, kind: 'claim', by: p.id, at: new Date().toISOString(), reason: 'announced in its heartbeats' };
+      if (claim) return { spool: this.d.me, epoch: claim.epoch, kind: 'claim', by: p.id, at: new Date(this.d.wall()).toISOString(), reason: 'announced in its heartbeats' };
     }
-    return { spool: this.d.me, epoch: 0, kind: 'release', by: this.d.me, at: new Date().toISOString(), reason: 'no peer delivers our copies' };
+    return { spool: this.d.me, epoch: 0, kind: 'release', by: this.d.me, at: new Date(this.d.wall()).toISOString(), reason: 'no peer delivers our copies' };
   }
 
   /**

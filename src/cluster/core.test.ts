@@ -6,9 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import os from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import { decideOwnSpool, decideSpool, mayDeliverOwnSpool, announcedState, type PeerSpoolView, type PeerState } from './core.ts';
-import { ClusterManager } from './cluster-manager.ts';
+import { ClusterManager, type ClusterReplica } from './cluster-manager.ts';
 import type { ClusterIo, ClusterIoHandlers, ClusterWitness, SecondaryHandle } from './cluster-io.ts';
 import type { AcquireResult } from './witness/etcd-witness.ts';
 import type { ClaimRecord } from './claims.ts';
@@ -67,6 +69,9 @@ test('decideOwnSpool, the delivery gate and the announced state', () => {
   assert.equal(announcedState({ fenced: true, nodeState: 'ready', taken: false }), 'fenced');
 });
 
+/** The fake replica's folder of an origin's retired spool identity (nothing is made there: the fake io starts no process). */
+const retiredFolder = (origin: string, spoolId: string) => path.join(os.tmpdir(), 'tandem-fake-copies', origin, spoolId);
+
 /** A cluster of fake I/O: one shared "storage" (slots, claims) for the managers built on it. */
 function fakeWorld() {
   let now = 1000;
@@ -120,6 +125,9 @@ function fakeWorld() {
       launchSecondary(spool, epoch): SecondaryHandle {
         return { spool, epoch, ready: true, startedAt: now, counts: {}, async start() { started.push(`${me}:${spool}@${epoch}`); }, async stop() { stopped.push(`${me}:${spool}@${epoch}`); } };
       },
+      launchRetiredSecondary(origin, dir): SecondaryHandle {
+        return { spool: origin, epoch: 0, ready: true, startedAt: now, counts: {}, async start() { started.push(`${me}:${dir}`); }, async stop() { stopped.push(`${me}:${dir}`); } };
+      },
       mono: () => now,
       wall: () => now,
       every(ms, fn) {
@@ -140,8 +148,12 @@ function fakeWorld() {
     cluster: { secret: 'fake-world-cluster-secret-0123', nodes: [{ id: 'a', heartbeat: '127.0.0.1:1', partner: 'b' }, { id: 'b', heartbeat: '127.0.0.1:2', partner: 'a' }] },
   });
   const make = (me: string) => new ClusterManager(config(me), hooks(), pino({ level: 'silent' }), tracking, io(me));
-  /** Replicated storage (network heartbeats only), optionally with a witness; `events` records the node hooks called. */
-  const makeReplicated = (me: string, opts: { witness?: ClusterWitness; events?: string[] } = {}) => {
+  /**
+   * Replicated storage (network heartbeats only), optionally with a witness and a replica (its
+   * store's retired spool identities with copies: `retired`, by origin); `events` records the
+   * node hooks called.
+   */
+  const makeReplicated = (me: string, opts: { witness?: ClusterWitness; events?: string[]; retired?: Map<string, string[]> } = {}) => {
     const cfg = configSchema.parse({
       node: { id: me },
       cluster: {
@@ -154,7 +166,13 @@ function fakeWorld() {
     const h = { ...hooks(), loseOwnSpool: () => void events.push('lose'), regainOwnSpool: async () => void events.push('regain') };
     const base = io(me);
     const withWitness = (boot: number, handlers: ClusterIoHandlers): ClusterIo => ({ ...base(boot, handlers), ...(opts.witness ? { witness: async () => opts.witness! } : {}) });
-    return new ClusterManager(cfg, h, pino({ level: 'silent' }), tracking, withWitness);
+    const retired = opts.retired;
+    const replica = retired && {
+      store: { retiredWithCopies: async (origin: string) => retired.get(origin) ?? [], folder: retiredFolder },
+      holding: async () => ({}),
+      status: () => ({}),
+    } as unknown as ClusterReplica;
+    return new ClusterManager(cfg, h, pino({ level: 'silent' }), tracking, withWitness, replica);
   };
   /** Advance the fake clock by `ms` in heartbeat-sized steps, running the timers and letting each pass finish. */
   async function advance(ms: number, managers: ClusterManager[]) {
@@ -165,7 +183,7 @@ function fakeWorld() {
       for (const m of managers) await m.settle();
     }
   }
-  return { make, makeReplicated, advance, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
+  return { make, makeReplicated, advance, wall: () => now, slots, claims, started, stopped, rec, handlers, forge: (r: ClaimRecord) => claims.set(r.spool, [...(claims.get(r.spool) ?? []), { ...r, at: 'forged' }]) };
 }
 
 test('shell with fake I/O: a dead peer\'s spool is claimed and a secondary started after dead_after; handed back when it returns', async () => {
@@ -269,6 +287,9 @@ test('replicated storage with fake I/O: our own queue is held while a live peer 
   assert.equal(a.mayDeliverOwnSpool(), false);
   for (let i = 2; i <= 5; i++) { netBeat(w, 'a', 'b', i, [{ spool: 'a', epoch: 3 }]); await w.advance(250, [a]); }
   assert.equal(a.announced(), 'returning');
+  const held = a.status().claims.find((c) => c.spool === 'a');
+  assert.equal(held?.by, 'b');
+  assert.ok(Date.parse(held.at) <= w.wall(), `the record's time comes from the io's wall clock (the fake one: ${held.at})`);
   for (let i = 6; i <= 9; i++) { netBeat(w, 'a', 'b', i, []); await w.advance(250, [a]); }
   assert.deepEqual(events, ['regain'], 'b handed back: we reconcile and deliver (regainOwnSpool)');
   assert.equal(a.mayDeliverOwnSpool(), true);
@@ -294,4 +315,24 @@ test('replicated storage with a fake witness: no takeover while the witness says
   assert.deepEqual(w.stopped, ['a:b@1'], 'our lease in doubt: the secondary stops at once');
   assert.deepEqual(witness.released, ['b@4711'], 'and the witness lock is given up');
   await a.stop();
+});
+
+test('replicated storage with fake I/O: the copies of a retired spool identity get one secondary per folder, through the io, stopped once the folder is no longer wanted', async () => {
+  const w = fakeWorld();
+  // b came back with a new disk: a still keeps copies of two of b's old spool identities
+  const retired = new Map([['b', ['old1', 'old2']]]);
+  const a = w.makeReplicated('a', { retired });
+  const starting = a.start();
+  for (let i = 1; i <= 4; i++) { netBeat(w, 'a', 'b', i); await w.advance(250, [a]); }
+  await starting;
+  for (let i = 5; i <= 16; i++) { netBeat(w, 'a', 'b', i); await w.advance(250, [a]); }
+  const [old1, old2] = [`a:${retiredFolder('b', 'old1')}`, `a:${retiredFolder('b', 'old2')}`];
+  assert.deepEqual([...w.started].sort(), [old1, old2], 'one secondary per retired folder, not one per pass');
+  assert.deepEqual(w.stopped, []);
+  retired.set('b', ['old2']); // old1's copies all delivered: no longer listed
+  for (let i = 17; i <= 24; i++) { netBeat(w, 'a', 'b', i); await w.advance(250, [a]); }
+  assert.deepEqual(w.stopped, [old1], 'the secondary of the folder no longer wanted is stopped');
+  assert.equal(w.started.length, 2, 'and the other one is not started again');
+  await a.stop();
+  assert.deepEqual(w.stopped, [old1, old2], 'a node stop stops it too');
 });

@@ -35,7 +35,7 @@ let silent = false;
 let slowest = 0;
 
 function renew(): void {
-  const now = process.hrtime.bigint();
+  const now = process.hrtime.bigint(); // the real clock: a thread of its own, timed against the main thread's hrtime
   if (Atomics.load(shared, SLOT.paused) !== 0n) return;
   const quietNs = now - Atomics.load(shared, SLOT.checkIn);
   if (quietNs > silenceNs) {

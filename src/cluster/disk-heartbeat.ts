@@ -94,7 +94,7 @@ export interface DiskRenewer {
   stop(): void;
 }
 
-const nowNs = () => process.hrtime.bigint();
+const nowNs = () => process.hrtime.bigint(); // the real clock: shared with the renewer thread (the production io's disk)
 /**
  * The disk heartbeat renewed by a worker thread with synchronous I/O on its own timer
  * (disk-heartbeat-worker.ts has the why): the node's renewals no longer wait for the main
@@ -190,7 +190,7 @@ export class DiskHeartbeat {
     const tmp = path.join(this.paths.tmp, `heartbeat.${this.self}.${counter}`);
     const beat: DiskBeat = { node: this.self, boot: this.boot, counter, state };
     const steps: RenewalSteps = { open: 0, write: 0, sync: 0, close: 0, rename: 0 };
-    let t = performance.now();
+    let t = performance.now(); // the real clock: how long each step of a real renewal takes
     const lap = (step: keyof RenewalSteps) => { const now = performance.now(); steps[step] = now - t; t = now; };
     const fh = await open(tmp, 'w');
     lap('open');

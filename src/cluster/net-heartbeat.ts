@@ -54,7 +54,7 @@ export class NetHeartbeat {
     private readonly sealer: Sealer,
     private readonly onHeartbeat: (hb: Heartbeat) => void,
     private readonly onReject: (reason: HeartbeatRejectReason, from: string, info: RejectInfo) => void = () => {},
-    private readonly wallClock: () => number = Date.now,
+    private readonly wallClock: () => number = Date.now, // the real clock: the production io's (heartbeats carry wall time)
   ) {}
 
   async start(): Promise<{ host: string; port: number }> {

@@ -106,7 +106,7 @@ async function run(start: SecondaryStart): Promise<void> {
   const sealer = clusterSealer(cluster);
   const claims = new ClaimStore(replicated ? shadowRoot(config) : config.spool.root, sealer, (msg, fields) => log.warn(fields, msg));
   const disk = new DiskHeartbeat(config.spool.root, owner, 0, sealer);
-  const mono = () => performance.now();
+  const mono = () => performance.now(); // the real clock: a process of its own, with no ClusterIo
   const isOurs = (r: ClaimRecord) => (replicated && !replicated.claimed) || (r.epoch === epoch && r.kind === 'claim' && r.by === owner);
 
   let claimOurs = false;

@@ -79,7 +79,7 @@ export class StandbySecondary {
 
   private readonly onMessage = (msg: SecondaryReport): void => {
     if (msg?.type !== 'standby' || !this.child) return;
-    this.readySince = Date.now();
+    this.readySince = Date.now(); // the real clock: part of the production io (a fake io has no standby)
     this.log('info', `standby secondary process ready (pid ${this.child.pid}): a takeover starts delivering without a fork`, { event: 'standby-ready', pid: this.child.pid });
   };
 
@@ -137,7 +137,7 @@ export class SecondaryProcess {
   counts: Record<string, number> = {};
   /** It has started its queue manager and delivers. */
   ready = false;
-  readonly startedAt = Date.now();
+  readonly startedAt = Date.now(); // the real clock: the production io's handle (a fake io makes its own)
 
   constructor(
     readonly spool: string,

@@ -416,6 +416,43 @@ test('a delivery gate that shuts during an attempt and opens again by itself: th
   await qmgr.stop();
 });
 
+test('a next hop\'s backlog that goes back to the ready queue all at once is delivered in arrival order', async () => {
+  // one delivery at a time to r.test: m0 delivers (held in the channel by the test), m1 waits
+  // for its slot, m2..m7 wait unread in the next hop's backlog. The delivery gate shuts (a
+  // fencing) before m0 ends: m0's end hands the slot to m1 and sends m2 back to the ready queue;
+  // m1 may not deliver, gives its slot back, and with nothing under way there any more the rest
+  // of the backlog (m3..m7) goes back at once.
+  let finishFirst!: () => void;
+  const first = new Promise<void>((r) => (finishFirst = r));
+  let open = true;
+  const t = setup(async (a) => {
+    if (a === 'm0@r.test') await first;
+    return 'delivered' as Verdict;
+  }, { destination_concurrency: 1 }, (s) => s, () => open);
+  const { spool, qmgr } = await t.make();
+  await qmgr.start();
+  const envs: Envelope[] = [];
+  for (let i = 0; i < 8; i++) {
+    const env = envelope(spool, 'sender@x.test', [`m${i}@r.test`]);
+    await spool.commit(env, body);
+    envs.push(env);
+  }
+  for (const env of envs) qmgr.enqueue(env.queueId, body.length, { envelope: env, message: body });
+  await until('m0 under way', () => t.jobs.length === 1);
+  open = false;
+  finishFirst();
+  await until('m0 done', async () => (await spool.find(envs[0].queueId)) === undefined);
+  assert.equal(t.jobs.length, 1, 'nothing else started while the gate was shut');
+  open = true;
+  qmgr.resume();
+  await until('all delivered', async () => (await spool.list()).length === 0);
+  const order = t.jobs.map((j) => j.recipients[0].address);
+  assert.deepEqual([...order].sort(), envs.map((e) => e.recipients[0].address).sort(), 'each message delivered once');
+  const block = ['m3@r.test', 'm4@r.test', 'm5@r.test', 'm6@r.test', 'm7@r.test'];
+  assert.deepEqual(order.filter((a) => block.includes(a)), block, 'the backlog that came back at once leaves in arrival order, oldest first');
+  await qmgr.stop();
+});
+
 test('flush forgets the dead-destination memory (as postqueue -f): the flushed mail is really tried', async () => {
   const t = setup((a) => (a.endsWith('@down.test') ? 'unreachable' : 'deferred'), { min_backoff: '1h', max_backoff: '2h' });
   const { spool, qmgr } = await t.make();

@@ -602,15 +602,14 @@ export class QueueManager {
   /**
    * A delivery to this destination ended: its slot goes to the next attempt waiting, and a
    * message from the destination's backlog to the front of the ready queue to wait in its place.
-   * Once nothing is under way there, the whole backlog goes back (nothing else would call it).
+   * Once nothing is under way there, the whole backlog goes back (nothing else would call it),
+   * to the front in its order: oldest first.
    */
   private releaseDestination(key: string, sem: Semaphore): void {
     const back = this.destinations.release(key, sem, (id) => this.active.get(id)?.waitingFor === key);
     if (!back) return;
-    for (const id of back) {
-      this.active.get(id)!.waitingFor = undefined;
-      this.ready.unshift(id);
-    }
+    for (const id of back) this.active.get(id)!.waitingFor = undefined;
+    this.ready.unshiftAll(back);
     this.pump();
   }
 

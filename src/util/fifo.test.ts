@@ -16,3 +16,15 @@ test('fifo keeps order across compaction, unshift and remove', () => {
   while (q.length) q.shift();
   assert.equal(q.shift(), undefined);
 });
+
+test('fifo unshiftAll puts a block back at the front in its order, into the consumed part or ahead of it', () => {
+  const q = new Fifo<number>();
+  for (let i = 0; i < 10; i++) q.push(i);
+  for (let i = 0; i < 5; i++) q.shift();
+  q.unshiftAll([1, 2, 3]); // fits where 0..4 were
+  q.unshiftAll([-3, -2, -1, 0]); // does not: the array is rebuilt
+  q.unshiftAll([]);
+  const out: number[] = [];
+  while (q.length) out.push(q.shift()!);
+  assert.deepEqual(out, [-3, -2, -1, 0, 1, 2, 3, 5, 6, 7, 8, 9]);
+});

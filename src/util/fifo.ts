@@ -20,6 +20,17 @@ export class Fifo<T> {
     else this.items.unshift(item);
   }
 
+  /** Put items back at the front as a block, in their order (the first of them is shifted next). */
+  unshiftAll(items: readonly T[]): void {
+    if (items.length <= this.head) {
+      this.head -= items.length;
+      for (let i = 0; i < items.length; i++) this.items[this.head + i] = items[i];
+    } else {
+      this.items = [...items, ...this.items.slice(this.head)];
+      this.head = 0;
+    }
+  }
+
   shift(): T | undefined {
     if (this.head >= this.items.length) return undefined;
     const item = this.items[this.head];
