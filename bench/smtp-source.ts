@@ -5,7 +5,7 @@
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
  *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--refuse-at-limit]
  *        [--workers 1,auto] [--env-variant NAME=VALUE,...] [--open-loop auto|RATE] [--open-loop-seconds S=20]
- *        [--open-loop-repeats R=1] [--keep]
+ *        [--open-loop-repeats R=1] [--baseline DIR] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
  * it every message has its own TCP connection, smtp-source's default and how most clients hand
@@ -20,6 +20,8 @@
  * the same run; the CPU figure of a node with workers counts its workers (same process group).
  * `--env-variant UV_THREADPOOL_SIZE=16` adds one Tandem per NAME=VALUE, started with that
  * variable in its environment ("tandem-NAME=VALUE"): an A/B of a runtime setting in one run.
+ * `--baseline DIR` adds a Tandem run from DIR/dist/cli/main.js ("tandem-base"): another
+ * checkout, built, e.g. a worktree at main - the before/after of a code change in one run.
  * Figures per run:
  *   accepted/s   N / time until smtp-source exits (every message got its 250)
  *   delivered/s  N / time until the relay's smtp-sink has counted all N (end to end)
@@ -247,6 +249,7 @@ async function main(): Promise<void> {
       workers: { type: "string", default: "1" },
       "env-variant": { type: "string", default: "" },
       "open-loop-repeats": { type: "string", default: "1" },
+      baseline: { type: "string" },
       "open-loop": { type: "string" },
       "open-loop-seconds": { type: "string", default: "20" },
       keep: { type: "boolean", default: false },
@@ -268,18 +271,19 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   const openRuns: OpenLoopRun[] = [];
   try {
-    const tandem = async (name: string, smtp: Record<string, unknown>, env?: NodeJS.ProcessEnv): Promise<Relay> => {
+    const tandem = async (name: string, smtp: Record<string, unknown>, env?: NodeJS.ProcessEnv, distCli?: string): Promise<Relay> => {
       const sink = await SmtpSink.start();
       sinks.push(sink);
       const dir = join(root, name);
       const config = writeNodeConfig(dir, { relay: { host: formatHostPort(sink.address) }, smtp });
-      const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log"), env });
+      const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log"), env, distCli });
       log(`${name}: pid ${node.proc.pid}, SMTP on ${formatHostPort(node.smtp)}`);
       return { name, smtp: node.smtp, proc: node.proc, sink, stop: async () => void (await node.stop()) };
     };
     for (const w of values.workers.split(",")) {
       relays.push(await tandem(w === "1" ? "tandem" : `tandem-w${w}`, { workers: w === "auto" ? "auto" : Number(w) }));
     }
+    if (values.baseline) relays.push(await tandem("tandem-base", {}, undefined, join(values.baseline, "dist/cli/main.js")));
     if (values["old-greeting"]) relays.push(await tandem("tandem-100ms", { greeting_delay: "100ms" }));
     if (values["refuse-at-limit"]) relays.push(await tandem("tandem-cw0", { connection_wait: "0s" }));
     for (const v of values["env-variant"].split(",").filter(Boolean)) {

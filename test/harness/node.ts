@@ -38,6 +38,8 @@ export interface StartNodeOptions {
   /** Admin API address, e.g. "127.0.0.1:0"; omitted = whatever the config says. */
   admin?: string;
   env?: NodeJS.ProcessEnv;
+  /** Another build's dist/cli/main.js to run instead of this tree's (a benchmark's before/after). */
+  distCli?: string;
   /** Tee the node's log lines to this file. */
   logFile?: string;
   readyTimeoutMs?: number;
@@ -94,7 +96,7 @@ export function writeNodeConfig(dir: string, overrides: ConfigTree = {}, base: C
 
 /** Starts `tandem start` and waits for its ready line. */
 export async function startNode(opts: StartNodeOptions): Promise<RunningNode> {
-  const args = [...cliArgs(), "start", "--config", opts.config, "--listen", opts.listen ?? "127.0.0.1:0"];
+  const args = [...(opts.distCli ? [opts.distCli] : cliArgs()), "start", "--config", opts.config, "--listen", opts.listen ?? "127.0.0.1:0"];
   if (opts.nodeId) args.push("--node-id", opts.nodeId);
   if (opts.spool) args.push("--spool", opts.spool);
   if (opts.relayHost) args.push("--relay-host", opts.relayHost);
