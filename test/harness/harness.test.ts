@@ -6,7 +6,7 @@
  * and the procs.ts exit hook kills what is left if the runner dies.
  */
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, readdirSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -218,5 +218,27 @@ describe("harness", () => {
     assert.equal(line.json?.n, 2);
     await proc.stop();
     assert.match(readFileSync(logFile, "utf8"), /"event":"later"/);
+  });
+
+  test("a line that comes after the test removed the logFile's folder is kept in memory and throws nothing", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tandem-harness-"));
+    const proc = await spawnProcess("bash", ["-c", `echo '{"event":"ready"}'; sleep 0.3; echo '{"event":"late"}'; sleep 100`], {
+      readyMatch: (j) => j.event === "ready",
+      logFile: join(dir, "proc.log"),
+    });
+    rmSync(dir, { recursive: true, force: true });
+    // the copy to the file fails now: thrown from the output handler, it would be an uncaught
+    // exception that fails the whole test file after its tests passed
+    let uncaught: unknown;
+    const onUncaught = (err: unknown): void => { uncaught = err; };
+    process.on("uncaughtException", onUncaught);
+    try {
+      const line = await proc.waitForLine((l) => l.json?.event === "late", 5_000);
+      assert.equal(line.json?.event, "late");
+      await proc.stop();
+    } finally {
+      process.off("uncaughtException", onUncaught);
+    }
+    assert.equal(uncaught, undefined);
   });
 });

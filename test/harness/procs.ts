@@ -149,6 +149,7 @@ class ProcImpl implements Proc {
   exitStatus: ProcExit | undefined;
   private readonly listeners = new Set<(line: ProcLine) => void>();
   private readonly logFile: string | undefined;
+  private logFailed = false;
 
   constructor(
     private readonly child: ChildProcess,
@@ -186,8 +187,16 @@ class ProcImpl implements Proc {
     const line: ProcLine = { stream, text, json, t: Date.now() };
     this.lines.push(line);
     if (this.lines.length > KEPT_LINES) this.lines.splice(0, this.lines.length - KEPT_LINES);
-    // synchronous, so the copy is complete whenever a test reads it
-    if (this.logFile) appendFileSync(this.logFile, `${stream === "stderr" ? "E " : ""}${text}\n`);
+    // synchronous, so the copy is complete whenever a test reads it. Lines still in the pipe can
+    // come after the process exited and the test removed the folder: a copy that cannot be
+    // written stops, and never throws out of this event handler (an uncaught exception)
+    if (this.logFile && !this.logFailed) {
+      try {
+        appendFileSync(this.logFile, `${stream === "stderr" ? "E " : ""}${text}\n`);
+      } catch {
+        this.logFailed = true; // the folder is gone or full: the lines stay in this.lines
+      }
+    }
     for (const l of [...this.listeners]) l(line);
   }
 
