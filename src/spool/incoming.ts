@@ -2,19 +2,16 @@
  * spool/incoming.ts — a message being received, written to tmp/<id> as it arrives.
  *
  * The queue file starts with the M record (queuefile.ts), whose header — length and crc32 —
- * is known only at the end. The file is created (O_CREAT|O_EXCL) at once, while the message
- * is still arriving, so that its creation is not one more thread-pool round trip after the
- * client's final dot. Bytes are buffered up to FLUSH_AT, then written with a placeholder
- * header, and each further FLUSH_AT bytes as they come, so a large message never sits whole
- * in memory. commit(envelope) fills in the M
+ * is known only at the end: bytes are buffered up to FLUSH_AT, then the file is opened
+ * (O_CREAT|O_EXCL) with a placeholder header and each further FLUSH_AT bytes are written as
+ * they come, so a large message never sits whole in memory. commit(envelope) fills in the M
  * header, appends E and Z, then follows the commit protocol of spool.ts (fsync, rename into
  * incoming/, fsync the folder). A message that never reached FLUSH_AT is written with one
  * write(2) at commit, and commit() hands its bytes back so the queue manager need not read
  * them again.
- * What can go wrong: any I/O error rejects write() or commit() (a failed creation, e.g. a full
- * disk, at the first of them); the caller then calls abort() (commit cleans up by itself),
- * which removes the temporary file. A process crash leaves the file in tmp/, where recovery
- * deletes it: it was never acknowledged.
+ * What can go wrong: any I/O error rejects write() or commit(); the caller then calls abort()
+ * (commit cleans up by itself), which removes the temporary file. A process crash leaves the
+ * file in tmp/, where recovery deletes it: it was never acknowledged.
  */
 import { constants as fsConstants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -32,8 +29,6 @@ export class IncomingMessage {
   #size = 0;
   #crc = 0;
   #handle: FileHandle | undefined;
-  /** The file's creation, started by the constructor; settled before any use of #handle. */
-  #opening: Promise<FileHandle>;
   #created = false;
   #position = 0;
   #done = false;
@@ -53,14 +48,7 @@ export class IncomingMessage {
      * `abandon` tells the copy's holder that the message is gone.
      */
     private readonly replica?: { copy(path: string, bytes: Buffer | undefined): Promise<void>; abandon(): void },
-  ) {
-    this.#opening = this.io.open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600).then((h) => {
-      this.#created = true;
-      this.#handle = h;
-      return h;
-    });
-    this.#opening.catch(() => undefined); // reported by the write() or commit() that needs the file
-  }
+  ) {}
 
   /** Message bytes so far. */
   get size(): number {
@@ -77,20 +65,23 @@ export class IncomingMessage {
     if (this.#buffered >= FLUSH_AT) await this.#flush();
   }
 
-  /** Write what is buffered; the first flush starts the file with a placeholder M header. */
+  /** Write what is buffered; the first flush creates the file with a placeholder M header. */
   async #flush(): Promise<void> {
     const parts = this.#chunks;
     this.#chunks = [];
     this.#buffered = 0;
-    if (this.#position === 0) parts.unshift(QUEUE_FILE_MAGIC, Buffer.alloc(RECORD_HEADER_SIZE));
+    if (!this.#handle) {
+      this.#handle = await this.io.open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
+      this.#created = true;
+      parts.unshift(QUEUE_FILE_MAGIC, Buffer.alloc(RECORD_HEADER_SIZE));
+    }
     await this.#writeAll(Buffer.concat(parts), this.#position);
   }
 
   async #writeAll(bytes: Buffer, position: number): Promise<void> {
-    const handle = await this.#opening;
     let written = 0;
     while (written < bytes.length) {
-      const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, position + written);
+      const { bytesWritten } = await this.#handle!.write(bytes, written, bytes.length - written, position + written);
       written += bytesWritten;
     }
     this.#position = Math.max(this.#position, position + bytes.length);
@@ -113,9 +104,11 @@ export class IncomingMessage {
     try {
       const header = encodeRecordHeader('M', this.#size, this.#crc);
       const trailer = encodeTrailer(envelope);
-      if (this.#position === 0) {
+      if (!this.#handle) {
         held = Buffer.concat(this.#chunks, this.#size);
         this.#chunks = [];
+        this.#handle = await this.io.open(this.tmpPath, fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY, 0o600);
+        this.#created = true;
         const whole = Buffer.concat([QUEUE_FILE_MAGIC, header, held, trailer]);
         copying = this.replica?.copy(this.finalPath, whole);
         copying?.catch(() => undefined); // awaited below; a local failure first must not leave it unhandled
@@ -125,7 +118,7 @@ export class IncomingMessage {
         await this.#flush();
         await this.#writeAll(header, QUEUE_FILE_MAGIC.length);
       }
-      await (await this.#opening).sync();
+      await this.#handle.sync();
       // the close and the rename are independent: one thread-pool round trip, not two in a row
       const closing = this.#close();
       closing.catch(() => undefined); // awaited below; a failed rename first must not leave it unhandled
@@ -160,9 +153,7 @@ export class IncomingMessage {
     if (this.#created) await this.io.unlink(this.tmpPath).catch(() => undefined);
   }
 
-  /** Close the file, once its creation (if still under way) has settled. */
   async #close(): Promise<void> {
-    await this.#opening.catch(() => undefined);
     const h = this.#handle;
     this.#handle = undefined;
     await h?.close();

@@ -449,23 +449,6 @@ test('a small message is committed with one write and handed back; abort leaves 
   assert.deepEqual(await readdir(join(dir, 'incoming')), [id]);
 });
 
-test('the temporary file is created as a message begins, before its bytes arrive; an abort, even at once, leaves nothing', async () => {
-  const spool = await openSpool();
-  const id = spool.newQueueId();
-  const incoming = spool.beginMessage(id);
-  // created beside the reception, so that the commit after the final dot does not wait for it
-  const deadline = Date.now() + 5000;
-  while (!existsSync(join(dir, 'tmp', id)) && Date.now() < deadline) await new Promise((r) => setImmediate(r));
-  assert.deepEqual(await readdir(join(dir, 'tmp')), [id], 'created before any byte was written');
-  await incoming.write(MESSAGE);
-  await incoming.abort();
-  // aborted while its creation may still be under way: the file must not be left behind
-  const early = spool.beginMessage(spool.newQueueId());
-  await early.abort();
-  assert.deepEqual(await readdir(join(dir, 'tmp')), []);
-  assert.deepEqual(await readdir(join(dir, 'incoming')), []);
-});
-
 test('readInfo gives envelope and recipient status without the message, and spots a damaged envelope', async () => {
   const spool = await openSpool();
   const id = await commitOne(spool, 3, Buffer.alloc(500_000, 0x61));
