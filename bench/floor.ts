@@ -2,7 +2,7 @@
  * floor.ts - what relaying one 4 KiB message costs this machine's kernel, with no MTA in the way:
  * the CPU floor under any relay's "CPU per relayed message" (issue 14's target: 0.8 ms).
  *
- *   node --import tsx bench/floor.ts [--messages N=3000] [--sessions S=20] [--bytes B=4096]
+ *   node --import tsx bench/floor.ts [--messages N=3000] [--sessions S=20] [--bytes B=4096] [--floor-only]
  *
  * A relay that answers 250 only once the message is on disk does, for each message, at least
  * what these three parts do; each is measured alone, in C programs or synchronous calls that do
@@ -21,19 +21,26 @@
  *             client does it.
  * The floor is their sum. Loopback TCP is charged mostly to the writer (the kernel runs the
  * receiver's path in the sender's context), so the three overlap little.
- * Prints each part and the floor in microseconds per message, and a JSON line {"bench":"floor"}.
+ * Then, in the same run (unless --floor-only), the relays themselves: Tandem (this tree's dist/)
+ * and a private Postfix (bench/postfix.ts), each relaying N messages from smtp-source (one
+ * connection per message) to a sink of its own, and the CPU of its process group per message,
+ * as a multiple of the floor.
+ * Prints each part, the floor and the relays in microseconds per message, and a JSON line
+ * {"bench":"floor"}.
  * Needs the Debian postfix package (smtp-source, smtp-sink) and root (smtp-sink -u nobody).
  * Figures drift with the machine's load like every other here: compare within a run.
  */
 import { spawn } from "node:child_process";
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
+import { trackProcesses } from "../test/harness/procs.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
 import { SmtpSink } from "./smtp-sink.ts";
-import { postfixAvailability } from "./postfix.ts";
+import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
@@ -97,12 +104,22 @@ function commitCpu(dir: string, n: number, bytes: number, folderSyncEvery: numbe
   return (u.user + u.system) / n;
 }
 
+/** A relay's CPU per message (its process group), relaying n messages from smtp-source to its sink. */
+async function relayCpu(smtp: HostPort, pgid: number, sink: SmtpSink, n: number, sessions: number, bytes: number): Promise<number> {
+  const base = sink.count;
+  const cpu0 = groupCpuSeconds(pgid);
+  await smtpSourceCpu(smtp, n, sessions, bytes, false);
+  if (!(await sink.waitFor(base + n, 60_000))) throw new Error(`the relay on ${formatHostPort(smtp)} did not deliver all ${n} messages within 60 s`);
+  return ((groupCpuSeconds(pgid) - cpu0) * 1e6) / n;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       messages: { type: "string", default: "3000" },
       sessions: { type: "string", default: "20" },
       bytes: { type: "string", default: "4096" },
+      "floor-only": { type: "boolean", default: false },
     },
     strict: true,
   });
@@ -114,6 +131,8 @@ async function main(): Promise<void> {
   const machine = machineInfo();
   log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}`);
   const root = mkdtempSync(join(tmpdir(), "tandem-floor-"));
+  chmodSync(root, 0o755); // Postfix's daemons (user postfix) must reach their queue inside
+  const procs = trackProcesses();
   const sinks: SmtpSink[] = [];
   try {
     const inbound = await SmtpSink.start();
@@ -141,6 +160,23 @@ async function main(): Promise<void> {
 
     const floor = receive + commit + send;
     const floorGrouped = receive + commitGrouped + send;
+
+    const relays: { name: string; cpuUs: number }[] = [];
+    if (!values["floor-only"]) {
+      const tandemSink = await SmtpSink.start();
+      sinks.push(tandemSink);
+      const config = writeNodeConfig(join(root, "tandem"), { relay: { host: formatHostPort(tandemSink.address) } });
+      const node = await startNode({ config, logFile: join(root, "tandem", "tandem.log") });
+      const postfixSink = await SmtpSink.start();
+      sinks.push(postfixSink);
+      const pf = await startPostfixRelay({ dir: join(root, "postfix"), relayHost: postfixSink.address });
+      for (const [name, smtp, pgid, sink] of [["tandem", node.smtp, node.proc.pid, tandemSink], ["postfix", pf.smtp, pf.proc.pid, postfixSink]] as const) {
+        await relayCpu(smtp, pgid, sink, 1000, sessions, bytes); // warm-up, as bench/smtp-source.ts
+        const cpuUs = await relayCpu(smtp, pgid, sink, n, sessions, bytes);
+        relays.push({ name, cpuUs });
+        log(`${name}: ${Math.round(cpuUs)} us/msg, ${(cpuUs / floor).toFixed(1)} x the floor`);
+      }
+    }
     console.log(`\nthe kernel's floor for relaying one ${bytes}-byte message, one connection per message in (${sessions} sessions), a kept connection out`);
     console.log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}\n`);
     console.log(`part                                   CPU us/msg`);
@@ -148,8 +184,10 @@ async function main(): Promise<void> {
     console.log(`commit + unlink (folder fsync each)    ${Math.round(commit)}   (one per 8: ${Math.round(commitGrouped)}, none: ${Math.round(commitFileOnly)})`);
     console.log(`send (smtp-source -d)                  ${Math.round(send)}`);
     console.log(`floor                                  ${Math.round(floor)}   (folder fsyncs grouped by 8: ${Math.round(floorGrouped)})`);
-    console.log(JSON.stringify({ bench: "floor", messages: n, sessions, bytes, machine, receiveUs: Math.round(receive), commitUs: Math.round(commit), commitGroupedUs: Math.round(commitGrouped), commitFileOnlyUs: Math.round(commitFileOnly), sendUs: Math.round(send), floorUs: Math.round(floor), floorGroupedUs: Math.round(floorGrouped) }));
+    for (const r of relays) console.log(`${`${r.name} (same run, relaying)`.padEnd(39)}${Math.round(r.cpuUs)}   (${(r.cpuUs / floor).toFixed(1)} x the floor)`);
+    console.log(JSON.stringify({ bench: "floor", messages: n, sessions, bytes, machine, receiveUs: Math.round(receive), commitUs: Math.round(commit), commitGroupedUs: Math.round(commitGrouped), commitFileOnlyUs: Math.round(commitFileOnly), sendUs: Math.round(send), floorUs: Math.round(floor), floorGroupedUs: Math.round(floorGrouped), relays: relays.map((r) => ({ name: r.name, cpuUs: Math.round(r.cpuUs), timesFloor: Math.round((r.cpuUs / floor) * 10) / 10 })) }));
   } finally {
+    await procs.stopAll();
     for (const s of sinks) s.stop();
     rmSync(root, { recursive: true, force: true });
   }
