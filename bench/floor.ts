@@ -38,9 +38,9 @@ import { parseArgs } from "node:util";
 import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses } from "../test/harness/procs.ts";
-import { groupCpuSeconds, machineInfo } from "./procstat.ts";
+import { groupCpuSeconds, machineInfo, parseStat, ticksPerSecond } from "./procstat.ts";
 import { SmtpSink } from "./smtp-sink.ts";
-import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
+import { postfixAvailability, smtpSourceArgs, startPostfixRelay } from "./postfix.ts";
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
@@ -51,7 +51,7 @@ function log(text: string): void {
  * a shell that prints its reaped children's times (cutime, cstime of /proc/self/stat) after it.
  */
 function smtpSourceCpu(target: HostPort, n: number, sessions: number, bytes: number, reuse: boolean): Promise<number> {
-  const args = [...(reuse ? ["-d"] : []), "-s", String(sessions), "-m", String(n), "-l", String(bytes), "-f", "a@example.org", "-t", "b@example.net", formatHostPort(target)];
+  const args = smtpSourceArgs(target, n, { sessions, bytes, reuse });
   return new Promise((resolve, reject) => {
     const child = spawn("sh", ["-c", 'smtp-source "$@" || exit 1; cat /proc/$$/stat', "sh", ...args], { stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
@@ -61,11 +61,11 @@ function smtpSourceCpu(target: HostPort, n: number, sessions: number, bytes: num
     child.once("error", reject);
     child.once("exit", (code) => {
       if (code !== 0) return reject(new Error(`smtp-source exited ${code}: ${err.trim().slice(0, 300)}`));
-      // fields after "(comm) ": state is field 3; cutime and cstime are fields 16 and 17
-      const f = out.slice(out.lastIndexOf(")") + 2).trim().split(/\s+/);
-      const ticks = Number(f[13]) + Number(f[14]);
+      // the shell's reaped children: smtp-source
+      const st = parseStat(child.pid!, out.trim());
+      const ticks = st.cutime + st.cstime;
       if (!Number.isFinite(ticks)) return reject(new Error(`cannot read smtp-source's CPU time from "${out.trim()}"`));
-      resolve(ticks / 100); // USER_HZ, as /proc reports it
+      resolve(ticks / ticksPerSecond());
     });
   });
 }

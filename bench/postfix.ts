@@ -12,7 +12,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { HostPort } from "../test/harness/ports.ts";
+import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import type { Proc } from "../test/harness/procs.ts";
 import { POSTFIX_AVAILABLE, startPostfix } from "../test/harness/postfix.ts";
 
@@ -20,6 +20,14 @@ export interface PostfixRelay {
   proc: Proc;
   smtp: HostPort;
   stop(): Promise<void>;
+}
+
+/**
+ * Postfix's smtp-source arguments: n messages of `bytes` over `sessions` parallel sessions to
+ * target, each on a connection of its own unless `reuse` (-d: many messages per connection).
+ */
+export function smtpSourceArgs(target: HostPort, n: number, c: { sessions: number; bytes: number; reuse: boolean }): string[] {
+  return [...(c.reuse ? ["-d"] : []), "-s", String(c.sessions), "-m", String(n), "-l", String(c.bytes), "-f", "a@example.org", "-t", "b@example.net", formatHostPort(target)];
 }
 
 /** Whether a Postfix relay can be built here, and if not why. */

@@ -10,6 +10,8 @@
  *                                   their users) over the live members of a group, now - the fair
  *                                   figure for a multi-process server such as Postfix, where a
  *                                   sum of RSS would count the shared libraries once per daemon
+ *   parseStat(pid, text)            the fields of a /proc/PID/stat text (pgrp, utime, stime,
+ *                                   cutime, cstime), in ticksPerSecond() units
  *   machineInfo(): MachineInfo      nproc, CPU model, kernel, node version
  *   machineCpuSeconds(): MachineCpu  the whole machine's CPU time so far by kind (from the
  *                                   "cpu" line of /proc/stat): busy, idle, iowait - the
@@ -32,13 +34,13 @@ export interface MachineInfo {
 
 let clockTicks: number | undefined;
 
-/** Kernel clock ticks per second (getconf CLK_TCK, normally 100). */
-function ticksPerSecond(): number {
+/** Kernel clock ticks per second (getconf CLK_TCK, normally 100): the unit of /proc's CPU times. */
+export function ticksPerSecond(): number {
   clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
   return clockTicks;
 }
 
-interface StatFields {
+export interface StatFields {
   pid: number;
   pgrp: number;
   utime: number;
@@ -55,6 +57,11 @@ function readStat(pid: number): StatFields | undefined {
   } catch {
     return undefined;
   }
+  return parseStat(pid, text);
+}
+
+/** Parses the text of a /proc/PID/stat file (CPU times in ticksPerSecond() units). */
+export function parseStat(pid: number, text: string): StatFields {
   // The command name may contain spaces and parentheses: fields start after the last ')'.
   const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
   // f[0]=state f[1]=ppid f[2]=pgrp ... f[11]=utime f[12]=stime f[13]=cutime f[14]=cstime

@@ -57,7 +57,7 @@ import { startNode, writeNodeConfig } from "../test/harness/node.ts";
 import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses, type Proc } from "../test/harness/procs.ts";
 import { RawSmtpClient, type RawReply } from "../test/harness/raw-smtp.ts";
-import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
+import { postfixAvailability, smtpSourceArgs, startPostfixRelay } from "./postfix.ts";
 import { startDiskProbe } from "./disk-probe.ts";
 import { SmtpSink } from "./smtp-sink.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
@@ -71,9 +71,8 @@ function log(text: string): void {
 }
 
 function smtpSource(target: HostPort, n: number, c: Case): Promise<number> {
-  const args = [...(c.reuse ? ["-d"] : []), "-s", String(c.sessions), "-m", String(n), "-l", String(c.bytes), "-f", "a@example.org", "-t", "b@example.net", formatHostPort(target)];
   return new Promise((resolve, reject) => {
-    const child = spawn("smtp-source", args, { stdio: ["ignore", "ignore", "pipe"] });
+    const child = spawn("smtp-source", smtpSourceArgs(target, n, c), { stdio: ["ignore", "ignore", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d) => { err += d; });
     child.once("error", reject);
