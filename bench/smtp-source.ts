@@ -5,7 +5,8 @@
  *   node --import tsx bench/smtp-source.ts [--messages N=3000] [--repeats R=2]
  *        [--cases 20:4096,20:4096:d,20:1024,20:102400,1:4096,50:4096] [--old-greeting] [--refuse-at-limit]
  *        [--workers 1,auto] [--env-variant NAME=VALUE,...] [--open-loop auto|RATE] [--open-loop-seconds S=20]
- *        [--open-loop-repeats R=1] [--baseline DIR] [--keep]
+ *        [--open-loop-repeats R=1] [--open-loop-dump DIR] [--config-variant SECTION.KEY=VALUE,...]
+ *        [--baseline DIR] [--keep]
  *
  * A case is SESSIONS:BYTES, with ":d" for smtp-source -d (many messages per connection; without
  * it every message has its own TCP connection, smtp-source's default and how most clients hand
@@ -20,6 +21,9 @@
  * the same run; the CPU figure of a node with workers counts its workers (same process group).
  * `--env-variant UV_THREADPOOL_SIZE=16` adds one Tandem per NAME=VALUE, started with that
  * variable in its environment ("tandem-NAME=VALUE"): an A/B of a runtime setting in one run.
+ * `--config-variant tracking.search=false` adds one Tandem per SECTION.KEY=VALUE with that
+ * setting in its tandem.yaml (VALUE read as JSON when it parses, else as a string), named
+ * "tandem-SECTION.KEY=VALUE": an A/B of a setting in one run.
  * `--baseline DIR` adds a Tandem run from DIR/dist/cli/main.js ("tandem-base"): another
  * checkout, built, e.g. a worktree at main - the before/after of a code change in one run.
  * Figures per run:
@@ -43,12 +47,15 @@
  * thread of its own, on the same file system): no relay can answer 250 sooner than that, and its
  * tail is the VM's disk, not the relay. `--open-loop-repeats R` runs the open loop R times, the
  * relays alternating inside each repeat (as the cases do), and prints every run.
+ * `--open-loop-dump DIR` writes each open-loop run's messages to DIR/RELAY-REPEAT.csv (due time
+ * from the run's start, setup and time-to-250, ms): to see whether the tail is spread out or
+ * comes in bursts (stalls).
  * Needs root, the Debian postfix package
  * (smtp-source, smtp-sink, postfix). The machine's speed drifts on shared VMs: compare within
  * one run only. Exits non-zero if a run did not complete.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -148,7 +155,7 @@ async function sendOnNewConnection(target: HostPort, message: Buffer): Promise<{
 const DOT = Buffer.from(".\r\n");
 
 /** Open loop (see the header): message i due at t0 + i/rate, each on its own connection. */
-async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number, probeDir: string): Promise<OpenLoopRun> {
+async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: number, probeDir: string, dumpFile?: string): Promise<OpenLoopRun> {
   const n = Math.max(1, Math.round(rate * seconds));
   const message = buildTestMessage("open-loop", "a@example.org", "b@example.net", bytes);
   const base = relay.sink.count;
@@ -157,6 +164,7 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
   const setups: number[] = [];
   const transactions: number[] = [];
   const lateness: number[] = [];
+  const rows: string[] = ["due_ms,setup_ms,total_ms"];
   const errors = new Map<string, number>();
   let failed = 0;
   const sends: Promise<void>[] = [];
@@ -180,11 +188,13 @@ async function runOpenLoop(relay: Relay, rate: number, seconds: number, bytes: n
         latencies.push(now - due);
         setups.push(connected - due);
         transactions.push(now - connected);
+        if (dumpFile) rows.push(`${(due - t0).toFixed(1)},${(connected - due).toFixed(3)},${(now - due).toFixed(3)}`);
       }));
     }
     if (i < n) await new Promise((r) => setTimeout(r, Math.max(0, t0 + (i * 1000) / rate - performance.now())));
   }
   await Promise.all(sends);
+  if (dumpFile) writeFileSync(dumpFile, rows.join("\n") + "\n");
   const genCpu = process.cpuUsage(genCpu0);
   const disk = await probe.stop();
   const delivered = await relay.sink.waitFor(base + latencies.length, 60_000);
@@ -247,10 +257,12 @@ async function main(): Promise<void> {
       "refuse-at-limit": { type: "boolean", default: false },
       workers: { type: "string", default: "1" },
       "env-variant": { type: "string", default: "" },
+      "config-variant": { type: "string", default: "" },
       "open-loop-repeats": { type: "string", default: "1" },
       baseline: { type: "string" },
       "open-loop": { type: "string" },
       "open-loop-seconds": { type: "string", default: "20" },
+      "open-loop-dump": { type: "string" },
       keep: { type: "boolean", default: false },
     },
     strict: true,
@@ -270,11 +282,11 @@ async function main(): Promise<void> {
   const runs: Run[] = [];
   const openRuns: OpenLoopRun[] = [];
   try {
-    const tandem = async (name: string, smtp: Record<string, unknown>, env?: NodeJS.ProcessEnv, distCli?: string): Promise<Relay> => {
+    const tandem = async (name: string, smtp: Record<string, unknown>, env?: NodeJS.ProcessEnv, distCli?: string, extra: Record<string, unknown> = {}): Promise<Relay> => {
       const sink = await SmtpSink.start();
       sinks.push(sink);
       const dir = join(root, name);
-      const config = writeNodeConfig(dir, { relay: { host: formatHostPort(sink.address) }, smtp });
+      const config = writeNodeConfig(dir, { ...extra, relay: { host: formatHostPort(sink.address) }, smtp: { ...(extra.smtp as object), ...smtp } });
       const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log"), env, distCli });
       log(`${name}: pid ${node.proc.pid}, SMTP on ${formatHostPort(node.smtp)}`);
       return { name, smtp: node.smtp, proc: node.proc, sink, stop: async () => void (await node.stop()) };
@@ -289,6 +301,15 @@ async function main(): Promise<void> {
       const eq = v.indexOf("=");
       if (eq < 1) throw new Error(`--env-variant "${v}": NAME=VALUE`);
       relays.push(await tandem(`tandem-${v}`, {}, { ...process.env, [v.slice(0, eq)]: v.slice(eq + 1) }));
+    }
+    for (const v of values["config-variant"].split(",").filter(Boolean)) {
+      const m = /^([a-z_]+(?:\.[a-z_]+)+)=(.*)$/.exec(v);
+      if (!m) throw new Error(`--config-variant "${v}": SECTION.KEY=VALUE (e.g. tracking.search=false)`);
+      const keys = m[1].split(".");
+      let value: unknown;
+      try { value = JSON.parse(m[2]); } catch { value = m[2]; }
+      const tree = keys.reduceRight<unknown>((inner, k) => ({ [k]: inner }), value) as Record<string, unknown>;
+      relays.push(await tandem(`tandem-${v}`, {}, undefined, undefined, tree));
     }
     const pfSink = await SmtpSink.start();
     sinks.push(pfSink);
@@ -312,7 +333,10 @@ async function main(): Promise<void> {
       }
       if (!(rate > 0)) throw new Error(`--open-loop: "${values["open-loop"]}" is neither auto nor a rate > 0`);
       for (let rep = 0; rep < Number(values["open-loop-repeats"]); rep++) {
-        for (const r of relays) openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096, join(root, "disk-probe")));
+        for (const r of relays) {
+          const dump = values["open-loop-dump"] && join(values["open-loop-dump"], `${r.name}-${rep + 1}.csv`);
+          openRuns.push(await runOpenLoop(r, rate, Number(values["open-loop-seconds"]), 4096, join(root, "disk-probe"), dump));
+        }
       }
     }
   } finally {
