@@ -16,7 +16,10 @@
  *   --delay-ms N            wait N ms after the end of DATA before recording and answering.
  *   --lmtp                  speak LMTP (one reply per accepted recipient, all 250).
  * Built on smtp-server: no TLS, no AUTH (authOptional, STARTTLS and AUTH disabled), PIPELINING
- * advertised, SIZE 1 GiB. SIGTERM/SIGINT: stop listening and exit 0.
+ * advertised, SIZE 1 GiB. It greets at once, as Postfix's smtpd does (Tandem's replacement of
+ * smtp-server's greeting, receiver/greeting-delay.ts, set to 0 ms): smtp-server's own fixed 100 ms
+ * pause before the banner would be added to every connection a test or a benchmark times, e.g.
+ * a takeover's first delivery. SIGTERM/SIGINT: stop listening and exit 0.
  *
  * Exports nothing (an entry point). What can go wrong: a bad --listen or --fail-rcpt exits 2
  * with a message; an unwritable --out exits 1; a message whose headers cannot be parsed is
@@ -27,6 +30,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { MailParser } from "mailparser";
 import { SMTPServer, type SMTPServerError } from "smtp-server";
+import { GREETING_DELAY_OPTION, installGreetingDelay } from "../../src/receiver/greeting-delay.ts";
 import { formatHostPort, parseHostPort } from "./ports.ts";
 import type { SinkRecord } from "./sink.ts";
 
@@ -157,6 +161,9 @@ const server = new SMTPServer({
     });
   },
 });
+// the greeting at once (see the header)
+if (installGreetingDelay()) Object.assign(server.options, { [GREETING_DELAY_OPTION]: 0 });
+else emit({ event: "warning", msg: "smtp-server's init() changed: the sink greets after its 100 ms pause" });
 
 server.on("error", (err) => emit({ event: "error", error: err.message }));
 
