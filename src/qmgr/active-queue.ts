@@ -29,6 +29,9 @@ import { indexedFromFile, type EnvelopeIndex } from './envelope-index.ts';
 /** Queue files read at once when messages on disk are brought into memory. */
 const READ_CONCURRENCY = 8;
 
+/** Let the event loop poll for I/O before going on. */
+const yieldToIo = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** Queue files whose envelope is read at once while the index is filled at start-up. */
 const INDEX_CONCURRENCY = 16;
 
@@ -359,9 +362,13 @@ export class ActiveQueue {
   /** Read the envelopes of chosen files and adopt them (a damaged one goes to corrupt/). */
   private async readIn(chosen: SelectedFile[], startup: boolean, result: WalkResult): Promise<void> {
     const spool = this.deps.spool;
-    // the first few alone when nothing is queued yet: a takeover's first delivery starts sooner
-    for (let i = 0, n = result.queued === 0 ? READ_CONCURRENCY : READ_CONCURRENCY * 8; i < chosen.length && !this.host.stopping(); i += n, n = READ_CONCURRENCY * 8) {
-      const batch = chosen.slice(i, i + n);
+    for (let i = 0; i < chosen.length && !this.host.stopping(); i += READ_CONCURRENCY) {
+      // READ_CONCURRENCY files at a time, the event loop polled between batches: the deliveries
+      // a walk starts (a takeover's first ones) get their turns instead of waiting behind the
+      // reading and parsing of 64 files at a time (bench/failover.ts, fast profile, medians of
+      // 6: first delivery 102 ms after the secondary is ready, against 140 ms)
+      if (i > 0) await yieldToIo();
+      const batch = chosen.slice(i, i + READ_CONCURRENCY);
       const infos = await Promise.all(batch.map(async (f) => {
         try {
           return await spool.readInfo(f.queueId, f.state);
