@@ -14,7 +14,7 @@ import { runCli } from './harness/tandem.ts';
 import { startNode, writeNodeConfig, type RunningNode } from './harness/node.ts';
 import { sendMail } from './harness/smtp-client.ts';
 import { eventually } from './harness/wait.ts';
-import { SLAPD_AVAILABLE, startMasterShadow, waitForEntry, directorySection, type LdapSetup } from './harness/slapd.ts';
+import { SLAPD_AVAILABLE, startMasterShadow, waitForEntry, waitForReplicas, directorySection, type LdapSetup } from './harness/slapd.ts';
 
 const skip = SLAPD_AVAILABLE ? false : 'slapd is not installed (apt-get install slapd ldap-utils)';
 const procs = trackProcesses();
@@ -51,6 +51,9 @@ before(async () => {
     const r = await dirCli(...args);
     assert.equal(r.code, 0, r.stderr);
   }
+  // the check reads the shadow too: it must hold what the master was just given (syncrepl is
+  // asynchronous; without the wait the check once ran before the base entry had arrived)
+  await waitForReplicas(ldap);
   const check = await runCli(['config', 'check', configFile]);
   assert.equal(check.code, 0, check.stdout + check.stderr);
   assert.match(check.stdout, new RegExp(`ok +directory server ${ldap.servers[1].url}: bound and read`));
