@@ -52,8 +52,8 @@ async function expect(c: RawSmtpClient, code: number, what: string): Promise<voi
 
 /** One message over a connection of its own; adds each step's milliseconds to r.times. */
 async function sendOne(r: Relay, message: Buffer): Promise<void> {
-  let t = performance.now();
-  const t0 = t;
+  const t0 = performance.now();
+  let t = t0;
   const lap = (s: Step) => {
     const now = performance.now();
     r.times[s].push(now - t);
@@ -63,24 +63,19 @@ async function sendOne(r: Relay, message: Buffer): Promise<void> {
   lap("connect");
   await expect(c, 220, "greeting");
   lap("greeting");
-  c.write("EHLO bench.example\r\n");
-  await expect(c, 250, "EHLO");
-  lap("ehlo");
-  c.write("MAIL FROM:<bench@example.org>\r\n");
-  await expect(c, 250, "MAIL");
-  lap("mail");
-  c.write("RCPT TO:<sink@example.net>\r\n");
-  await expect(c, 250, "RCPT");
-  lap("rcpt");
-  c.write("DATA\r\n");
-  await expect(c, 354, "DATA");
-  lap("data");
-  c.write(Buffer.concat([message, Buffer.from(".\r\n")]));
-  await expect(c, 250, "end of data");
-  lap("dot");
-  c.write("QUIT\r\n");
-  await expect(c, 221, "QUIT");
-  lap("quit");
+  const exchanges: Array<[Step, string | Buffer, number]> = [
+    ["ehlo", "EHLO bench.example\r\n", 250],
+    ["mail", "MAIL FROM:<bench@example.org>\r\n", 250],
+    ["rcpt", "RCPT TO:<sink@example.net>\r\n", 250],
+    ["data", "DATA\r\n", 354],
+    ["dot", Buffer.concat([message, Buffer.from(".\r\n")]), 250],
+    ["quit", "QUIT\r\n", 221],
+  ];
+  for (const [step, bytes, code] of exchanges) {
+    c.write(bytes);
+    await expect(c, code, step);
+    lap(step);
+  }
   c.close();
   r.times.total.push(performance.now() - t0);
 }
