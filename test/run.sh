@@ -16,4 +16,6 @@ mapfile -t files < <(find src test -name '*.test.ts' -not -path '*/node_modules/
 # the run after this long instead of stalling CI. The longest file must fit: node-e2e took
 # about 5.5 minutes on a 2-core machine shared with other test runs.
 file_timeout_ms=${TANDEM_TEST_FILE_TIMEOUT_MS:-900000}
-TMPDIR=$run_tmp node --import tsx --test --test-concurrency=2 --test-timeout="$file_timeout_ms" "${files[@]}"
+# the test files running side by side do not hand out each other's ports (src/util/free-port.ts)
+mkdir -p "$run_tmp/port-claims"
+TANDEM_PORT_CLAIMS=$run_tmp/port-claims TMPDIR=$run_tmp node --import tsx --test --test-concurrency=2 --test-timeout="$file_timeout_ms" "${files[@]}"

@@ -11,10 +11,18 @@
  * handed out by this process is not handed out again for a while. Where the range leaves no room
  * below it, the kernel's choice (port 0) is used as before.
  *
+ * Processes that share a folder in TANDEM_PORT_CLAIMS (the test suite's run, test/run.sh: two
+ * test files at a time, each starting nodes, slapd, etcd on ports of their own) also do not hand
+ * out each other's ports: each port is claimed there with an exclusive create before it is
+ * returned, and a port already claimed is passed over. Without it, one file's node could find
+ * its port taken by the other file's listener between the check and its bind (EADDRINUSE, seen
+ * in CI). The claims are never given back: the folder goes with the run.
+ *
  * What can go wrong: another process may still bind the port first; that bind then fails loudly
- * (a race the callers accept).
+ * (a race the callers accept). A claims folder that cannot be written throws.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { randomInt } from 'node:crypto';
@@ -42,6 +50,19 @@ function remember(port: number): number {
   recent.push(port);
   if (recent.length > RECENT_MAX) recent.shift();
   return port;
+}
+
+/** Claim `port` in TANDEM_PORT_CLAIMS, if set: false when another process of the run has it. */
+function claim(port: number): boolean {
+  const dir = process.env.TANDEM_PORT_CLAIMS;
+  if (!dir) return true;
+  try {
+    closeSync(openSync(join(dir, String(port)), 'wx'));
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
 }
 
 /** Bind `port` (0: the kernel's choice) and close it; resolves with the port bound, or undefined if taken. */
@@ -78,7 +99,7 @@ async function pick(host: string, probe: Probe): Promise<number> {
     for (let i = 0; i < 50; i++) {
       const port = randomInt(LOWEST, top);
       if (recent.includes(port)) continue;
-      if ((await probe(host, port)) !== undefined) return remember(port);
+      if ((await probe(host, port)) !== undefined && claim(port)) return remember(port);
     }
   }
   return remember((await probe(host, 0))!);
