@@ -34,6 +34,7 @@ import { trackProcesses, type Proc } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 import { groupCpuSeconds, groupPssBytes, machineInfo, peakRssBytes } from "./procstat.ts";
+import { quantile } from "./stats.ts";
 
 interface BenchParams {
   messages: number;
@@ -85,9 +86,7 @@ function log(text: string): void {
 }
 
 function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+  return quantile([...values].sort((a, b) => a - b), p / 100);
 }
 
 function round(v: number, digits = 1): number {

@@ -68,6 +68,7 @@ import { postfixAvailability, smtpSourceArgs, startPostfixRelay } from "./postfi
 import { startDiskProbe } from "./disk-probe.ts";
 import { SmtpSink } from "./smtp-sink.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
+import { quantile } from "./stats.ts";
 
 interface Case { sessions: number; bytes: number; reuse: boolean }
 interface Run { relay: string; c: Case; rep: number; acceptPerSec: number; deliverPerSec: number; cpuUsPerMsg: number; ok: boolean }
@@ -115,7 +116,6 @@ interface OpenLoopRun {
   diskP50Ms: number; diskP99Ms: number; diskMaxMs: number;
 }
 
-const quantile = (sorted: number[], q: number): number => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] : NaN);
 const ms = (x: number): number => Math.round(x * 10) / 10;
 
 /**

@@ -36,6 +36,7 @@ import { RawSmtpClient } from "../test/harness/raw-smtp.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 import { SmtpSink } from "./smtp-sink.ts";
 import { machineInfo } from "./procstat.ts";
+import { quantile } from "./stats.ts";
 
 const STEPS = ["connect", "greeting", "ehlo", "mail", "rcpt", "data", "dot", "quit", "total"] as const;
 type Step = (typeof STEPS)[number];
@@ -78,11 +79,6 @@ async function sendOne(r: Relay, message: Buffer): Promise<void> {
   }
   c.close();
   r.times.total.push(performance.now() - t0);
-}
-
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
 }
 
 async function main(): Promise<void> {
@@ -143,11 +139,11 @@ async function main(): Promise<void> {
   }
   console.log(`\none client, one connection per message, ${values.bytes}-byte messages, ${n} a relay; ms, p50 / p90`);
   console.log(`machine: ${machine.nproc} CPUs, ${machine.cpuModel}, Linux ${machine.kernel}, Node ${machine.node}\n`);
+  for (const r of relays) for (const s of STEPS) r.times[s].sort((a, b) => a - b);
+  const at = (r: Relay, s: Step) => ({ p50: +quantile(r.times[s], 0.5).toFixed(3), p90: +quantile(r.times[s], 0.9).toFixed(3) });
   console.log(["step".padEnd(9), ...relays.map((r) => r.name.padEnd(14))].join(" "));
-  for (const s of STEPS) {
-    console.log([s.padEnd(9), ...relays.map((r) => `${pct(r.times[s], 0.5).toFixed(3)} / ${pct(r.times[s], 0.9).toFixed(3)}`.padEnd(14))].join(" "));
-  }
-  const summary = Object.fromEntries(relays.map((r) => [r.name, Object.fromEntries(STEPS.map((s) => [s, { p50: +pct(r.times[s], 0.5).toFixed(3), p90: +pct(r.times[s], 0.9).toFixed(3) }]))]));
+  for (const s of STEPS) console.log([s.padEnd(9), ...relays.map((r) => `${at(r, s).p50.toFixed(3)} / ${at(r, s).p90.toFixed(3)}`.padEnd(14))].join(" "));
+  const summary = Object.fromEntries(relays.map((r) => [r.name, Object.fromEntries(STEPS.map((s) => [s, at(r, s)]))]));
   console.log(JSON.stringify({ bench: "steps", messages: n, bytes: Number(values.bytes), machine, relays: summary }));
 }
 
