@@ -22,6 +22,7 @@ import { trackProcesses } from '../test/harness/procs.ts';
 import { startNode, writeNodeConfig } from '../test/harness/node.ts';
 import { runCli, writeTables } from '../test/harness/tandem.ts';
 import { startAuthFlood, timeTo250, median } from '../test/harness/auth-flood.ts';
+import { quantileOf } from './stats.ts';
 import { machineInfo } from './procstat.ts';
 
 const { values } = parseArgs({
@@ -33,7 +34,7 @@ const { values } = parseArgs({
 });
 const procs = trackProcesses();
 const dir = mkdtempSync(path.join(tmpdir(), 'tandem-bench-authflood-'));
-const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
+const p90 = (xs: number[]): number => quantileOf(xs, 0.9);
 const r1 = (x: number) => Math.round(x * 10) / 10;
 
 try {

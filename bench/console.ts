@@ -29,6 +29,7 @@ import { trackProcesses } from '../test/harness/procs.ts';
 import { freePort } from '../test/harness/ports.ts';
 import { hashPassword } from '../src/router/passwords.ts';
 import { machineInfo } from './procstat.ts';
+import { median } from './stats.ts';
 
 const { values } = parseArgs({ options: { messages: { type: 'string', default: '100000' }, loads: { type: 'string', default: '7' } } });
 const total = Number(values.messages);
@@ -129,7 +130,7 @@ async function main(): Promise<void> {
     shapeApiMs: Math.round(shapeApi), metricsMs: Math.round(countsApi), pageBytes, loadAverage: [loadAvgBefore, loadAvgAfter].map((x) => Number(x.toFixed(1))),
   };
   const sorted = [...figures.firstPaintMs].sort((a, b) => a - b);
-  console.log(`queue page first contentful paint (${loads} loads): ${figures.firstPaintMs.join(', ')} ms (median ${sorted[sorted.length >> 1]}, max ${sorted[sorted.length - 1]}); load event: ${figures.loadMs.join(', ')} ms; page ${pageBytes} bytes; load average ${figures.loadAverage.join(' → ')}`);
+  console.log(`queue page first contentful paint (${loads} loads): ${figures.firstPaintMs.join(', ')} ms (median ${median(sorted)}, max ${sorted[sorted.length - 1]}); load event: ${figures.loadMs.join(', ')} ms; page ${pageBytes} bytes; load average ${figures.loadAverage.join(' → ')}`);
   console.log(`server time: page 1 ${figures.serverPage1Ms} ms, page 1000 ${figures.serverPage1000Ms} ms, filtered by recipient domain ${figures.serverFilteredMs} ms`);
   console.log(`bulk-action confirmation (the node counts the match): by state ${figures.bulkConfirmByStateMs} ms, by recipient domain ${figures.bulkConfirmByDomainMs} ms`);
   console.log(`admin API: GET /queue/shape ${figures.shapeApiMs} ms, GET /metrics (counts by state) ${figures.metricsMs} ms`);

@@ -50,6 +50,7 @@ import { trackProcesses, type ProcLine } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
 import { groupCpuSeconds, machineCpuSeconds, machineInfo } from "./procstat.ts";
 import { DEFAULT_TIMINGS, FAST_TIMINGS, timingsConfig } from "./timings.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -87,10 +88,6 @@ const TARGET = values.timings === "fast" ? { detectionMs: 1250, firstDeliveryMs:
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
 }
-const median = (xs: number[]): number => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const secs = (ms: number): string => (Number.isFinite(ms) ? `${(ms / 1000).toFixed(2)} s` : "n/a");
 /** Time of a node log line: pino's own "time" when present, else when we read it. */
 const lineTime = (l: ProcLine): number => (typeof l.json?.time === "string" ? Date.parse(l.json.time) : l.t);

@@ -34,7 +34,7 @@ import { trackProcesses, type Proc } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
 import { postfixAvailability, startPostfixRelay } from "./postfix.ts";
 import { groupCpuSeconds, groupPssBytes, machineInfo, peakRssBytes } from "./procstat.ts";
-import { quantile } from "./stats.ts";
+import { quantileOf } from "./stats.ts";
 
 interface BenchParams {
   messages: number;
@@ -83,10 +83,6 @@ const TO = (i: number): string => `rcpt${i % 100}@example.net`;
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
-}
-
-function percentile(values: number[], p: number): number {
-  return quantile([...values].sort((a, b) => a - b), p / 100);
 }
 
 function round(v: number, digits = 1): number {
@@ -141,10 +137,10 @@ async function measure(relay: Relay, sink: Sink, p: BenchParams): Promise<Figure
     deliveredPerSec: round(counts.size / deliverSeconds, 0),
     acceptSeconds: round(acceptSeconds, 2),
     deliverSeconds: round(deliverSeconds, 2),
-    p50Ms: round(percentile(load.latenciesMs, 50)),
-    p99Ms: round(percentile(load.latenciesMs, 99)),
-    commitP50Ms: round(percentile(load.commitLatenciesMs, 50)),
-    commitP99Ms: round(percentile(load.commitLatenciesMs, 99)),
+    p50Ms: round(quantileOf(load.latenciesMs, 0.5)),
+    p99Ms: round(quantileOf(load.latenciesMs, 0.99)),
+    commitP50Ms: round(quantileOf(load.commitLatenciesMs, 0.5)),
+    commitP99Ms: round(quantileOf(load.commitLatenciesMs, 0.99)),
     memoryMiB: round(memory / 2 ** 20),
     cpuSeconds: round(cpu1 - cpu0, 2),
     cpuMsPerMsg: round(((cpu1 - cpu0) * 1000) / n, 3),

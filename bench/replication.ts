@@ -31,6 +31,7 @@ import { spoolIdentity } from "../src/cluster/replication/identity.ts";
 import { encodeQueueFile } from "../src/spool/queuefile.ts";
 import { makeQueueIdGenerator } from "../src/spool/queueid.ts";
 import { machineInfo } from "./procstat.ts";
+import { quantile } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -49,7 +50,7 @@ if (opensslMissing) {
   process.exit(2);
 }
 
-const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const pct = (sorted: number[], p: number): number => quantile(sorted, p / 100);
 const procs = trackProcesses();
 const dir = mkdtempSync(join(tmpdir(), "tandem-bench-replication-"));
 const results: Array<Record<string, number>> = [];

@@ -33,6 +33,7 @@ import { startSink, type Sink } from "../test/harness/sink.ts";
 import { runCli } from "../test/harness/tandem.ts";
 import { ETCD_AVAILABLE, startEtcdCluster, type EtcdCluster } from "../test/harness/etcd.ts";
 import { machineInfo } from "./procstat.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -54,10 +55,6 @@ const TO = (i: number): string => `rcpt${i % 100}@example.net`;
 const procs = trackProcesses();
 
 const log = (text: string): void => void process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
-const median = (xs: number[]): number => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function fourNodes(dir: string, relayHost: string, remoteCopy: boolean, witness?: EtcdCluster): Promise<TestCluster> {
   const cluster = await createCluster({

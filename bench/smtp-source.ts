@@ -68,7 +68,7 @@ import { postfixAvailability, smtpSourceArgs, startPostfixRelay } from "./postfi
 import { startDiskProbe } from "./disk-probe.ts";
 import { SmtpSink } from "./smtp-sink.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
-import { quantile } from "./stats.ts";
+import { median, quantile } from "./stats.ts";
 
 interface Case { sessions: number; bytes: number; reuse: boolean }
 interface Run { relay: string; c: Case; rep: number; acceptPerSec: number; deliverPerSec: number; cpuUsPerMsg: number; ok: boolean }
@@ -223,10 +223,8 @@ function parseCases(text: string): Case[] {
   });
 }
 
-const median = (v: number[]): number => {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : Math.round((s[s.length / 2 - 1] + s[s.length / 2]) / 2);
-};
+/** Medians of whole msg/s and µs figures are printed whole. */
+const medianWhole = (v: number[]): number => Math.round(median(v));
 
 function printTable(runs: Run[], cases: Case[], relays: string[]): Record<string, unknown>[] {
   const rows: Record<string, unknown>[] = [];
@@ -236,7 +234,7 @@ function printTable(runs: Run[], cases: Case[], relays: string[]): Record<string
     const fig: Record<string, { deliver: number; accept: number; cpu: number }> = {};
     for (const r of relays) {
       const ok = runs.filter((x) => x.relay === r && caseName(x.c) === caseName(c) && x.ok);
-      fig[r] = ok.length ? { deliver: median(ok.map((x) => x.deliverPerSec)), accept: median(ok.map((x) => x.acceptPerSec)), cpu: median(ok.map((x) => x.cpuUsPerMsg)) } : { deliver: NaN, accept: NaN, cpu: NaN };
+      fig[r] = ok.length ? { deliver: medianWhole(ok.map((x) => x.deliverPerSec)), accept: medianWhole(ok.map((x) => x.acceptPerSec)), cpu: medianWhole(ok.map((x) => x.cpuUsPerMsg)) } : { deliver: NaN, accept: NaN, cpu: NaN };
     }
     const ratios = relays.filter((r) => r !== "postfix").map((r) => Math.round((fig[r].deliver / fig.postfix.deliver) * 100) / 100);
     cells.push([caseName(c), ...relays.flatMap((r) => [String(fig[r].deliver), String(fig[r].cpu)]), ...ratios.map((x) => `${x}x`)]);
@@ -328,8 +326,8 @@ async function main(): Promise<void> {
         const c = cases.find((x) => x.sessions === 20 && x.bytes === 4096 && !x.reuse) ?? cases[0];
         const top = runs.filter((x) => x.relay === relays[0].name && caseName(x.c) === caseName(c) && x.ok).map((x) => x.deliverPerSec);
         if (!top.length) throw new Error(`--open-loop auto: no completed ${caseName(c)} run of ${relays[0].name} to take the rate from`);
-        rate = Math.max(1, Math.round(median(top) / 2));
-        log(`open loop: half of ${relays[0].name}'s median ${median(top)} msg/s (${caseName(c)}) = ${rate}/s`);
+        rate = Math.max(1, Math.round(medianWhole(top) / 2));
+        log(`open loop: half of ${relays[0].name}'s median ${medianWhole(top)} msg/s (${caseName(c)}) = ${rate}/s`);
       }
       if (!(rate > 0)) throw new Error(`--open-loop: "${values["open-loop"]}" is neither auto nor a rate > 0`);
       for (let rep = 0; rep < Number(values["open-loop-repeats"]); rep++) {

@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { Spool } from "../src/spool/index.ts";
+import { median } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -63,7 +64,6 @@ try {
     rows.push({ info, delivery });
     process.stdout.write(`round ${r + 1}: readInfo ${info.cpuUs.toFixed(0)} µs CPU (${info.wallUs.toFixed(0)} wall), readForDelivery ${delivery.cpuUs.toFixed(0)} µs CPU (${delivery.wallUs.toFixed(0)} wall) per file\n`);
   }
-  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   const result = {
     bench: "spool-read", params: { messages: N, size: SIZE, statuses: STATUSES, rounds: ROUNDS },
     readInfo: { cpuUs: median(rows.map((x) => x.info.cpuUs)), wallUs: median(rows.map((x) => x.info.wallUs)) },

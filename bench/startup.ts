@@ -25,6 +25,7 @@ import { cliArgs, REPO_ROOT } from "../test/harness/build.ts";
 import { spawnProcess, trackProcesses } from "../test/harness/procs.ts";
 import { startSink } from "../test/harness/sink.ts";
 import { machineInfo } from "./procstat.ts";
+import { median } from "./stats.ts";
 
 type Mode = "dist" | "tsx";
 const CLI: Record<Mode, string[]> = { dist: cliArgs(), tsx: ["--import", "tsx", join(REPO_ROOT, "src/cli/main.ts")] };
@@ -57,8 +58,7 @@ function secondaryLoadMs(mode: Mode): Promise<number> {
 
 const stats = (v: number[]): string => {
   const s = [...v].sort((a, b) => a - b);
-  const med = s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  return `${Math.round(med)} [${Math.round(s[0])}..${Math.round(s[s.length - 1])}]`;
+  return `${Math.round(median(s))} [${Math.round(s[0])}..${Math.round(s[s.length - 1])}]`;
 };
 
 async function main(): Promise<void> {

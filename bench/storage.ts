@@ -34,6 +34,7 @@ import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses } from "../test/harness/procs.ts";
 import { startSink, type Sink } from "../test/harness/sink.ts";
 import { groupCpuSeconds, machineInfo } from "./procstat.ts";
+import { median as medianOf, quantileOf } from "./stats.ts";
 
 const { values } = parseArgs({
   options: {
@@ -57,15 +58,9 @@ interface Row { mode: Mode; client: Client; round: number; acceptedPerSec: numbe
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
 }
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))] * 10) / 10 : NaN;
-};
-const median = (xs: number[]) => {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  const m = s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  return Math.round(m * 10) / 10;
-};
+const tenths = (x: number): number => Math.round(x * 10) / 10;
+const pct = (xs: number[], q: number): number => tenths(quantileOf(xs, q));
+const median = (xs: number[]): number => tenths(medianOf(xs));
 
 async function setup(root: string, mode: Mode): Promise<Setup> {
   const dir = join(root, mode);

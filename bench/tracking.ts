@@ -21,6 +21,7 @@ import { once } from 'node:events';
 import os from 'node:os';
 import { TrackingIndex } from '../src/track/index-db.ts';
 import { machineInfo } from './procstat.ts';
+import { quantileOf } from "./stats.ts";
 
 const { values } = parseArgs({ options: { lines: { type: 'string', default: '1000000' }, searches: { type: 'string', default: '500' } } });
 const target = Number(values.lines);
@@ -67,7 +68,7 @@ async function generate(file: string): Promise<{ lines: number; messages: number
   return { lines, messages, sample };
 }
 
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]; };
+const pct = (xs: number[], p: number): number => quantileOf(xs, p / 100);
 
 async function main(): Promise<void> {
   const m = machineInfo();
