@@ -136,7 +136,7 @@ async function run(start: SecondaryStart): Promise<void> {
     process.exit(stopRequest ? 0 : 3);
   }
   claimOurs = true;
-  const tracking = new TrackingLog(config.tracking.path, owner, (err) => log.error({ event: 'tracking-write-failed', err: String(err) }, `cannot write the tracking log: ${err.message}`), { secondary: spoolId });
+  const tracking = new TrackingLog(config.tracking.path, owner, (err) => log.error({ event: 'tracking-write-failed', err: String(err) }, `cannot write the tracking log: ${err.message}`), { secondary: spoolId }, config.tracking.sync_delay);
   const router = await createRouter(config, (msg, fields) => log.warn(fields ?? {}, msg));
   const channels = new ChannelSet(channelOptions(config));
   const qmgr = new QueueManager({ config, spool, router, tracking, logger: log, channelFor: (route) => channels.channelFor(route), mayDeliver });

@@ -229,6 +229,12 @@ export const configSchema = z.object({
     rotate_size: size('0'),
     /** Rotated log files kept. */
     rotate_keep: z.number().int().min(1).max(1000).default(10),
+    /**
+     * How long a line nobody waits for (routed, delivered, deferred, …) may stay unsynced: its
+     * fdatasync is shared with the lines of that moment. The `received` line is synced before
+     * the 250 whatever this says. 0 = an fdatasync started after every line.
+     */
+    sync_delay: boundedDuration('100ms', '0s', '10s'),
   }).strict().default({}),
   admin: z.object({
     listen: hostPort().optional(),

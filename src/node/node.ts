@@ -142,7 +142,7 @@ export class TandemNode {
     this.tracking = new TrackingLog(c.tracking.path, c.node.id, (err) => {
       this.metrics.trackingError();
       log.error({ event: 'tracking-write-failed', err: String(err.message ?? err) }, `cannot write the tracking log ${c.tracking.path}: ${err.message}`);
-    });
+    }, {}, c.tracking.sync_delay);
     this.router = await createRouter(c, (msg, fields) => log.warn(fields ?? {}, msg), {
       onRequest: (server, op, seconds, ok) => this.metrics.directoryRequest(server, op, seconds, ok),
       onStateChange: (server, up, error) => (up

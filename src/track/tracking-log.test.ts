@@ -28,13 +28,14 @@ afterEach(async () => {
 const received = (queueId: string, extra: Partial<TrackingEvent> = {}): TrackingEvent =>
   ({ event: 'received', queueId, sender: 'alice@example.org', size: 123, ...extra });
 
-/** Count fdatasync calls (and their completions, in `events`) made by the log. */
-function spyOnFdatasync(events: string[]): { calls: () => number } {
+/** Count fdatasync calls (and their completions, in `events`, and to `onDone`) made by the log. */
+function spyOnFdatasync(events: string[], onDone?: () => void): { calls: () => number } {
   const real = fs.fdatasync;
   const spy = mock.method(fs, 'fdatasync', (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => {
     events.push('sync-start');
     real(fd, (err) => {
       events.push('sync-done');
+      onDone?.();
       cb(err);
     });
   });
@@ -101,6 +102,47 @@ test('concurrent recordDurable calls share fdatasyncs', async () => {
   assert.equal(readTrackingLog(file).length, 50);
   assert.ok(spy.calls() >= 1 && spy.calls() <= 3, `50 lines took ${spy.calls()} fdatasyncs`);
   log.close();
+});
+
+test('with a sync delay, lines from record() share one background fdatasync, started no sooner than the delay', async () => {
+  let synced!: (at: number) => void;
+  const firstSync = new Promise<number>((resolve) => { synced = resolve; });
+  const spy = spyOnFdatasync([], () => synced(performance.now()));
+  const log = new TrackingLog(file, 'mx1', undefined, {}, 200);
+  const start = performance.now();
+  for (let i = 0; i < 100; i++) log.record({ event: 'delivered', queueId: `Q${i}`, recipient: 'bob@example.net' });
+  assert.equal(spy.calls(), 0, 'no fdatasync per line');
+  // the log's timer is unref'd (it keeps no process alive): hold the loop open meanwhile
+  const alive = setTimeout(() => undefined, 10_000);
+  const at = await firstSync.finally(() => clearTimeout(alive));
+  assert.ok(at - start >= 190, `the background sync waited for the delay (${Math.round(at - start)} ms)`);
+  assert.equal(spy.calls(), 1, '100 lines, one fdatasync');
+  assert.equal(readTrackingLog(file).length, 100);
+  log.close();
+});
+
+test('with a sync delay, recordDurable does not wait for it: its fdatasync starts at once and covers the lines before it', async () => {
+  const events: string[] = [];
+  const spy = spyOnFdatasync(events);
+  const log = new TrackingLog(file, 'mx1', undefined, {}, 10_000);
+  log.record({ event: 'delivered', queueId: 'Q1', recipient: 'bob@example.net' });
+  const start = performance.now();
+  await log.recordDurable(received('Q2'));
+  assert.ok(performance.now() - start < 5_000, 'resolved by its own sync, not after the 10 s delay');
+  assert.equal(spy.calls(), 1, 'one fdatasync for both lines; the delayed one is not run again');
+  log.close();
+  assert.equal(spy.calls(), 1);
+});
+
+test('close() fdatasyncs lines still waiting for their delayed sync (a clean stop loses none)', () => {
+  const syncs = mock.method(fs, 'fdatasyncSync');
+  syncBuiltinESMExports();
+  const log = new TrackingLog(file, 'mx1', undefined, {}, 10_000);
+  log.record({ event: 'delivered', queueId: 'Q1', recipient: 'bob@example.net' });
+  assert.equal(syncs.mock.callCount(), 0);
+  log.close();
+  assert.equal(syncs.mock.callCount(), 1);
+  assert.deepEqual(readTrackingLog(file).map((e) => e.queueId), ['Q1']);
 });
 
 test('readTrackingLog skips a torn final line (crash in the middle of a write)', () => {

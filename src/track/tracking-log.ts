@@ -8,8 +8,13 @@
  *
  * Crash safety: every line is written with one write(2) on an O_APPEND descriptor before the
  * caller goes on, so a killed process loses nothing (the kernel has the bytes). For a machine
- * crash, fdatasync runs grouped in the background; `recordDurable` waits for it — the receiver
- * uses it so the `received` line is on disk before the `250`.
+ * crash, `recordDurable` waits for an fdatasync — the receiver uses it so the `received` line is
+ * on disk before the `250` — and concurrent callers share one. Lines recorded with `record()`
+ * are fdatasynced in the background at most `syncDelayMs` later (tracking.sync_delay), together
+ * with whatever came meanwhile, or sooner by the next `recordDurable`: so a message relayed at
+ * a time costs one fdatasync (its `received` line's, which carries the previous message's
+ * `routed` and `delivered` lines along), not three. A machine crash can lose the history of
+ * that last moment, never a message: the spool is the record. close() fdatasyncs what is left.
  * The log never throws: a failing write (disk full, I/O error) is counted and reported through
  * `onError` (the node logs it and counts it in a metric); mail flow does not depend on it — the
  * spool is the record of a message, the tracking log its history. reopen() (SIGHUP) lets
@@ -55,6 +60,8 @@ export interface TrackingEvent {
 export class TrackingLog {
   private fd: number | undefined;
   private syncing = false;
+  /** The background sync due for lines written by record() (syncDelayMs > 0). */
+  private delayed: NodeJS.Timeout | undefined;
   private dirty = false;
   private waiters: Array<() => void> = [];
   private nextWaiters: Array<() => void> = [];
@@ -66,7 +73,14 @@ export class TrackingLog {
 
   /** Open (creating folders) or, with path "", a log that records nothing. */
   /** `fields` go into every line (a secondary process adds the spool it delivers from). */
-  constructor(readonly file: string, private readonly nodeId: string, private readonly onError: (err: Error) => void = () => {}, private readonly fields: Record<string, string> = {}) {
+  /** `syncDelayMs`: how long a line from record() may wait for its fdatasync (0: started at once). */
+  constructor(
+    readonly file: string,
+    private readonly nodeId: string,
+    private readonly onError: (err: Error) => void = () => {},
+    private readonly fields: Record<string, string> = {},
+    private readonly syncDelayMs = 0,
+  ) {
     if (file) {
       mkdirSync(path.dirname(file), { recursive: true });
       this.fd = openLog(file);
@@ -91,7 +105,7 @@ export class TrackingLog {
 
   /** Append one event; returns once the line is in the kernel (survives a process kill). */
   record(ev: TrackingEvent | ClusterTrackingEvent): void {
-    if (this.write(ev)) this.scheduleSync();
+    if (this.write(ev)) this.syncSoon();
   }
 
   /** Append and wait until the line is fsynced (grouped with other callers). */
@@ -136,8 +150,22 @@ export class TrackingLog {
     this.onError(err);
   }
 
+  /** A background sync for lines nobody waits for: within syncDelayMs (or at once with 0). */
+  private syncSoon(): void {
+    if (this.syncDelayMs <= 0) return this.scheduleSync();
+    // a sync under way re-arms this when it ends (dirty); one already due covers this line too
+    if (this.syncing || this.delayed || this.fd === undefined) return;
+    this.delayed = setTimeout(() => {
+      this.delayed = undefined;
+      this.scheduleSync();
+    }, this.syncDelayMs).unref();
+  }
+
   private scheduleSync(): void {
     if (this.syncing || this.fd === undefined) return;
+    // this sync covers every line written so far, the ones a delayed sync was due for included
+    clearTimeout(this.delayed);
+    this.delayed = undefined;
     this.syncing = true;
     this.dirty = false;
     const batch = this.waiters;
@@ -149,12 +177,21 @@ export class TrackingLog {
       for (const w of batch) w();
       this.waiters.push(...this.nextWaiters);
       this.nextWaiters = [];
-      if (this.dirty || this.waiters.length) this.scheduleSync();
+      if (this.waiters.length) this.scheduleSync();
+      else if (this.dirty) this.syncSoon();
     });
   }
 
+  /** Close the file, after an fdatasync of lines not yet synced (a clean stop loses none). */
   close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
+    clearTimeout(this.delayed);
+    this.delayed = undefined;
+    if (this.fd !== undefined) {
+      if (this.dirty) {
+        try { fdatasyncSync(this.fd); } catch (err) { this.failed(err as Error); }
+      }
+      closeSync(this.fd);
+    }
     this.fd = undefined;
   }
 }
