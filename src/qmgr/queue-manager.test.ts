@@ -5,7 +5,7 @@
  */
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
@@ -20,15 +20,19 @@ import type { Envelope } from '../spool/types.ts';
 
 type Verdict = 'delivered' | 'deferred' | 'failed' | 'unreachable';
 
-/** Managers made by setup(): stopped after each test even when it fails, so no timer keeps the file running. */
+/** Managers made by setup(): stopped after each test even when it fails, so no timer keeps the file running; then their folders go. */
 const running = new Set<QueueManager>();
+const dirs = new Set<string>();
 afterEach(async () => {
   await Promise.all([...running].map((q) => q.stop()));
   running.clear();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs.clear();
 });
 
 function setup(verdict: (address: string, attempt: number) => Verdict | Promise<Verdict>, queue: Record<string, unknown> = {}, wrapSpool: (s: Spool) => Spool = (s) => s, mayDeliver?: () => boolean) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-qmgr-'));
+  dirs.add(dir);
   const config = configSchema.parse({ node: { id: 'q', hostname: 'q.test' }, queue: { min_backoff: '50ms', max_backoff: '100ms', ...queue } });
   const jobs: DeliveryJob[] = [];
   const attempts = new Map<string, number>();
