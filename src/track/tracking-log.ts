@@ -71,9 +71,11 @@ export class TrackingLog {
   /** The last write may have left part of a line: the next starts with a newline. */
   private torn = false;
 
-  /** Open (creating folders) or, with path "", a log that records nothing. */
-  /** `fields` go into every line (a secondary process adds the spool it delivers from). */
-  /** `syncDelayMs`: how long a line from record() may wait for its fdatasync (0: started at once). */
+  /**
+   * Open (creating folders) or, with path "", a log that records nothing. `fields` go into every
+   * line (a secondary process adds the spool it delivers from). `syncDelayMs`: how long a line
+   * from record() may wait for its fdatasync (0: one is started at once).
+   */
   constructor(
     readonly file: string,
     private readonly nodeId: string,
