@@ -3,6 +3,7 @@
  * another checkout of Tandem), one session at a time, one TCP connection per message.
  *
  *   node --import tsx bench/steps.ts [--messages N=2000] [--block B=100] [--bytes 4096] [--baseline DIR] [--bare]
+ *        [--config JSON]
  *
  * For each message: connect, then each command and the wait for its reply, timed apart:
  *   connect   TCP connect returned
@@ -21,6 +22,8 @@
  * `--baseline DIR` adds a Tandem run from DIR/dist (another checkout, built: a before/after);
  * `--bare` adds smtp-server with nothing behind it (bench/bare-smtp-server.ts: no policy, no
  * disk, no delivery), the floor of the library and of Node for each step.
+ * `--config '{"smtp":{"workers":2}}'` merges that into every Tandem's tandem.yaml (both sides of
+ * a --baseline run), to time the steps under a setting.
  * Printed: p50 and p90 of each step per relay (ms), then one JSON line {"bench":"steps",...}.
  * Needs the Debian postfix package.
  */
@@ -89,6 +92,7 @@ async function main(): Promise<void> {
       bytes: { type: "string", default: "4096" },
       baseline: { type: "string" },
       bare: { type: "boolean", default: false },
+      config: { type: "string", default: "{}" },
     },
     strict: true,
   });
@@ -101,12 +105,13 @@ async function main(): Promise<void> {
   const root = mkdtempSync(join(tmpdir(), "tandem-steps-"));
   chmodSync(root, 0o755); // Postfix's daemons (user postfix) must reach their queue inside
   const relays: Relay[] = [];
+  const extra = JSON.parse(values.config) as Record<string, unknown>;
   const empty = (): Record<Step, number[]> => Object.fromEntries(STEPS.map((s) => [s, []])) as unknown as Record<Step, number[]>;
   try {
     const tandem = async (name: string, distCli?: string): Promise<void> => {
       const sink = await SmtpSink.start();
       const dir = join(root, name);
-      const config = writeNodeConfig(dir, { relay: { host: formatHostPort(sink.address) } });
+      const config = writeNodeConfig(dir, { ...extra, relay: { ...(extra.relay as object), host: formatHostPort(sink.address) } });
       const node = await startNode({ config, listen: "127.0.0.1:0", logFile: join(dir, "tandem.log"), distCli });
       relays.push({ name, smtp: node.smtp, stop: async () => { await node.stop(); sink.stop(); }, times: empty() });
     };

@@ -224,3 +224,37 @@ test('workers: one client limit for the node whichever worker a client reaches; 
     await sink.stop();
   }
 });
+
+test('workers: the message and recipient rates are node-wide whichever worker a client reaches (the workers ask only when a rate is set)', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tandem-workers-rates-'));
+  const sink = await startSink();
+  const cfg = writeNodeConfig(dir, {
+    node: { id: 'r', hostname: 'rates.test' },
+    smtp: { workers: 2, limits: { message_rate: 3, recipient_rate: 5, rate_window: '1h', exempt_relay_networks: false } },
+    relay: { host: sink.address, networks: ['127.0.0.0/8'] },
+  });
+  const node = await startNode({ config: cfg, logFile: path.join(dir, 'node.out') });
+  const { host, port } = node.smtp;
+  try {
+    // one MAIL and two RCPTs a connection, each connection on whichever worker the kernel picks
+    const mails: number[] = [];
+    const rcpts: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const c = await RawSmtpClient.connect(port, host);
+      assert.equal((await c.readReply(5000) as { code: number }).code, 220);
+      await c.command('EHLO c.test', 5000);
+      const mail = (await c.command('MAIL FROM:<a@client.test>', 5000) as { code: number }).code;
+      mails.push(mail);
+      if (mail === 250) {
+        for (const r of ['x', 'y']) rcpts.push((await c.command(`RCPT TO:<${r}${i}@remote.test>`, 5000) as { code: number }).code);
+      }
+      await c.command('QUIT', 5000).catch(() => undefined);
+      c.close();
+    }
+    assert.deepEqual(mails, [250, 250, 250, 450, 450], 'message_rate 3 for the node, not per worker');
+    assert.deepEqual(rcpts, [250, 250, 250, 250, 250, 450], 'recipient_rate 5 for the node, not per worker');
+  } finally {
+    await node.stop();
+    await sink.stop();
+  }
+});

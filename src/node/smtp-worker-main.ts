@@ -38,9 +38,14 @@ function send(msg: FromWorker, done?: (err: Error | null) => void): void {
 
 const rpc = new Rpc((msg: Request, done) => send(msg, done));
 
-/** The node's client limits, kept by the main process (one count whichever worker a client reaches). */
+/**
+ * The node's client limits, kept by the main process (one count whichever worker a client
+ * reaches). A rate that is off (0, the default; the limits are not reloaded) is not asked about:
+ * the main process would answer "within it" and count nothing, after a round trip per MAIL or
+ * RCPT.
+ */
 class RemoteLimits implements ClientLimitsApi {
-  constructor(private readonly exempt: (address: string) => boolean) {}
+  constructor(private readonly exempt: (address: string) => boolean, private readonly rates: { message: number; recipient: number }) {}
   connect(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined> {
     // a client exempt from the limits (relay networks) is not counted at all: no message per connection
     return this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('connect', address);
@@ -49,10 +54,10 @@ class RemoteLimits implements ClientLimitsApi {
     if (!this.exempt(address)) send({ t: 'note', op: 'release', address });
   }
   message(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined> {
-    return this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('message', address);
+    return !this.rates.message || this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('message', address);
   }
   recipient(address: string): LimitRefusal | undefined | Promise<LimitRefusal | undefined> {
-    return this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('recipient', address);
+    return !this.rates.recipient || this.exempt(address) ? undefined : rpc.ask<LimitRefusal | undefined>('recipient', address);
   }
   authBlocked(address: string): Promise<LimitRefusal | undefined> {
     return rpc.ask<LimitRefusal | undefined>('authBlocked', address);
@@ -103,7 +108,7 @@ class Worker {
       config: c, router: this.router, spool, tracking: this.tracking, logger: log, listeners,
       // tandem_messages_received_total is counted by the main process as each `queued` comes in
       metrics: { received: () => perWorker.inc({ worker }), rejected: (s, code) => metrics.rejected(s, code), limitRefused: (l) => metrics.limitRefused(l), contentFilterFailed: () => metrics.contentFilterFailed() },
-      limits: new RemoteLimits((ip) => c.smtp.limits.exempt_relay_networks && isRelayClient(ip)),
+      limits: new RemoteLimits((ip) => c.smtp.limits.exempt_relay_networks && isRelayClient(ip), { message: c.smtp.limits.message_rate, recipient: c.smtp.limits.recipient_rate }),
       isRelayClient,
       ...(this.passwords ? { verifyPassword: (u: string, p: string) => this.passwords!.verify(u, p) } : {}),
       acceptState: () => this.state,
