@@ -5,6 +5,8 @@
  * Exports:
  *   groupCpuSeconds(pgid): number   utime+stime of every live process in the group, plus the
  *                                   leader's reaped children (cutime+cstime)
+ *   threadCpuSeconds(pid)           utime+stime of each live thread of one process, by thread id
+ *                                   (the main thread's id is the pid)
  *   peakRssBytes(pid): number       VmHWM (peak resident set) of one process
  *   groupPssBytes(pgid): number     sum of Pss (proportional set size: shared pages split among
  *                                   their users) over the live members of a group, now - the fair
@@ -84,6 +86,20 @@ export function groupCpuSeconds(pgid: number): number {
     if (pid === pgid) ticks += st.cutime + st.cstime;
   }
   return ticks / ticksPerSecond();
+}
+
+/** CPU seconds of each live thread of pid (utime+stime of /proc/PID/task/TID/stat), by thread id. */
+export function threadCpuSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = parseStat(Number(t), readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8"));
+      out.set(Number(t), (st.utime + st.stime) / ticksPerSecond());
+    } catch {
+      // the thread ended while we read
+    }
+  }
+  return out;
 }
 
 /** VmHWM of pid in bytes (0 if unknown). */

@@ -25,7 +25,7 @@
  * Needs the Debian postfix package (smtp-source, smtp-sink) and root (smtp-sink -u nobody).
  */
 import { spawn } from "node:child_process";
-import { accessSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { accessSync, mkdtempSync, rmSync } from "node:fs";
 import { access } from "node:fs/promises";
 import { createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -34,27 +34,13 @@ import { parseArgs } from "node:util";
 import { startNode, writeNodeConfig, type RunningNode } from "../test/harness/node.ts";
 import { formatHostPort, type HostPort } from "../test/harness/ports.ts";
 import { trackProcesses } from "../test/harness/procs.ts";
-import { machineInfo, parseStat, ticksPerSecond } from "./procstat.ts";
+import { machineInfo, threadCpuSeconds as threadCpu } from "./procstat.ts";
 import { smtpSourceArgs } from "./postfix.ts";
 import { SmtpSink } from "./smtp-sink.ts";
 import { median } from "./stats.ts";
 
 function log(text: string): void {
   process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${text}\n`);
-}
-
-/** CPU seconds of each live thread of pid, by thread id. */
-function threadCpu(pid: number): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const st = parseStat(Number(t), readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8"));
-      out.set(Number(t), (st.utime + st.stime) / ticksPerSecond());
-    } catch {
-      // the thread ended while we read
-    }
-  }
-  return out;
 }
 
 /** A next hop that accepts connections and never answers. */
